@@ -1,0 +1,1 @@
+"""peftops: the SageMaker pipeline, its local runner, the model registry clients and the CLI."""

@@ -1,0 +1,246 @@
+"""What preprocess.py, train.py and evaluate.py share: SageMaker paths, the PEFT method enum,
+model and tokenizer loading, the prompt format, and the bitsandbytes CPU guard.
+
+This folder is uploaded as the SageMaker code channel and run as `python train.py ...`, so
+modules here import each other by plain name and depend only on training_scripts/requirements.txt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+import resource
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# Fields of the preprocessed splits that train.py and evaluate.py read.
+INPUT_KEY = "input"
+TARGET_KEY = "target"
+SPLITS = ("train", "validation", "test")
+SPLIT_FILE = "data.jsonl"
+
+INSTRUCTION = "Summarize the following dialogue in one or two sentences."
+SEQ2SEQ_PREFIX = "summarize: "
+
+
+class PeftMethod(enum.StrEnum):
+    QLORA = "qlora"  # LoRA on a 4-bit NF4 base: least memory
+    LORA = "lora"  # LoRA on an unquantized base
+    PROMPT_TUNING = "prompt_tuning"  # trainable virtual tokens only: smallest adapter
+    FULL = "full"  # every weight trains: the baseline the adapters are judged against
+
+    @property
+    def is_adapter(self) -> bool:
+        return self is not PeftMethod.FULL
+
+    @property
+    def is_lora(self) -> bool:
+        return self in (PeftMethod.QLORA, PeftMethod.LORA)
+
+
+class Precision(enum.StrEnum):
+    AUTO = "auto"  # bf16 where the GPU supports it, fp32 on CPU
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+
+def sagemaker_path(env_var: str | None, container_path: str, local_path: str) -> str:
+    """SageMaker's environment variable if set, the container path inside a SageMaker job,
+    else a local folder, so the same script runs in a container and on a laptop."""
+    if env_var and os.environ.get(env_var):
+        return os.environ[env_var]
+    if Path("/opt/ml").is_dir():
+        return container_path
+    return local_path
+
+
+def resolve_dtype(precision: Precision | str):
+    import torch
+
+    precision = Precision(precision)
+    if precision is Precision.BF16:
+        return torch.bfloat16
+    if precision is Precision.FP32:
+        return torch.float32
+    # Ask the device, not the compute capability: capability()[0] == 8 turns bf16 off on H100.
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def split_file(directory: str | Path) -> Path:
+    """The JSONL file of a split folder (a SageMaker channel holds one)."""
+    directory = Path(directory)
+    if directory.is_file():
+        return directory
+    candidate = directory / SPLIT_FILE
+    if candidate.is_file():
+        return candidate
+    files = sorted(directory.glob("*.jsonl"))
+    if len(files) != 1:
+        raise FileNotFoundError(
+            f"{directory}: expected one preprocessed split file ({SPLIT_FILE}); found "
+            f"{[f.name for f in files] or 'none'}. Run preprocess.py and point at its output."
+        )
+    return files[0]
+
+
+def is_seq2seq(config: Any) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token_id is None:
+        # Causal LMs often ship without a pad token; padding positions are masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_path: str, *, quantize_4bit: bool, dtype, device_map: Any = None):
+    """The base model, 4-bit NF4 with double quantization when asked (QLoRA)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, BitsAndBytesConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    model_class = AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantize_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    if device_map is None and torch.cuda.is_available():
+        device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = model_class.from_pretrained(model_path, **kwargs)
+    if is_seq2seq(model.config) and model.config.decoder_start_token_id is None:
+        model.config.decoder_start_token_id = model.config.pad_token_id
+    return model
+
+
+def load_peft_model(base_path: str, adapter_path: str, *, quantize_4bit: bool, dtype):
+    from peft import PeftModel
+
+    base = load_model(base_path, quantize_4bit=quantize_4bit, dtype=dtype)
+    return PeftModel.from_pretrained(base, adapter_path)
+
+
+# --- prompt format -------------------------------------------------------------------------
+
+
+def render_prompt(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> str:
+    """The text a model sees before its summary; train and evaluate must agree on it."""
+    if seq2seq:
+        return SEQ2SEQ_PREFIX + dialogue
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{dialogue}"}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return f"{INSTRUCTION}\n\n{dialogue}\n\nSummary:"
+
+
+def prompt_ids(tokenizer: Any, dialogue: str) -> list[int]:
+    text = render_prompt(tokenizer, dialogue, seq2seq=False)
+    # A chat template writes its own special tokens; a plain prompt gets the tokenizer's BOS.
+    add_special = not getattr(tokenizer, "chat_template", None)
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def target_ids(tokenizer: Any, summary: str, *, chat: bool) -> list[int]:
+    text = summary if chat else " " + summary
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [*ids, tokenizer.eos_token_id]
+
+
+def truncate_words_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """`text` cut at a token boundary so that it encodes to at most `max_tokens` tokens."""
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoding["offset_mapping"]
+    if len(offsets) <= max_tokens:
+        return text
+    if max_tokens <= 0:
+        return ""
+    return text[: offsets[max_tokens - 1][1]]
+
+
+# --- bitsandbytes on CPU -------------------------------------------------------------------
+# bitsandbytes 0.50 repacks a 4-bit weight for a CPU inference kernel on the first eval-mode
+# forward without grad. Training afterwards shows a plausible loss, but gradients through the
+# repacked layers are garbage. So evaluation of a model that will train again keeps the 4-bit
+# layers in training mode (they hold no dropout, so their output is the same), and training
+# refuses to start on a repacked model.
+
+
+def _linear4bit_modules(model: Any) -> Iterator[Any]:
+    try:
+        import bitsandbytes as bnb
+    except ImportError:  # pragma: no cover - bitsandbytes is a pinned dependency
+        return iter(())
+    return (m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: Any) -> Iterator[None]:
+    """model.eval() and no_grad, safe for a 4-bit model that trains afterwards."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    for module in _linear4bit_modules(model):
+        module.train()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def assert_4bit_weights_trainable(model: Any) -> None:
+    for module in _linear4bit_modules(model):
+        quant_state = getattr(module.weight, "quant_state", None)
+        if getattr(quant_state, "packing_format_for_cpu", False):
+            raise RuntimeError(
+                "a 4-bit layer was repacked for CPU inference by an eval-mode forward; training it "
+                "now would use wrong gradients (bitsandbytes 0.50 CPU). Evaluate inside "
+                "common.evaluation_mode(model), or reload the model before training."
+            )
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+def peak_memory() -> dict[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated()), "peak_memory_kind": "cuda_max_allocated"}
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024
+    return {"peak_memory_bytes": int(rss * scale), "peak_memory_kind": "cpu_peak_rss"}
+
+
+def directory_size(path: str | Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")

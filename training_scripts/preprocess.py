@@ -1,0 +1,387 @@
+"""Validate, normalize, deduplicate and split a dialogue-summary dataset.
+
+    python training_scripts/preprocess.py --input data/sample/dialogues.jsonl --output-dir runs/prep
+
+Reads JSONL, CSV or Parquet files (a file or a folder of them), or a Hugging Face dataset
+(`--input hf:knkarthick/dialogsum`, cloud runs with internet). Writes
+`<output-dir>/{train,validation,test}/data.jsonl` with records `{"id", "input", "target",
+"source"}` and `<output-dir>/manifest.json`, which accounts for every input record:
+records in = records out (all splits) + records dropped (per reason).
+
+Strict by default: the first malformed record stops the run with an error naming the file,
+the line and the field. `--skip-invalid` skips and counts malformed records instead.
+Exact duplicates (same normalized input and target) are always dropped and counted.
+Inputs longer than `--max-input-tokens` are cut at a token boundary and counted.
+The split is a pure function of the records and the seed, whatever their input order, and a
+dialogue that appears with several summaries never straddles two splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import sys
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import INPUT_KEY, SPLIT_FILE, SPLITS, TARGET_KEY, sagemaker_path, truncate_words_to_tokens, write_json
+
+SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+DROP_REASONS = ("invalid_utf8", "invalid_json", "not_an_object", "missing_field", "not_text", "empty_field", "duplicate")
+HF_PREFIX = "hf:"
+
+
+class DataError(ValueError):
+    """Bad input data; the message names where and what to do."""
+
+
+@dataclass
+class PreprocessArguments:
+    input: str = field(
+        default_factory=lambda: sagemaker_path(None, "/opt/ml/processing/input/data", "data/sample/dialogues.jsonl"),
+        metadata={"help": "A .jsonl/.csv/.parquet file, a folder of them, or hf:<dataset id>."},
+    )
+    output_dir: str = field(
+        default_factory=lambda: sagemaker_path(None, "/opt/ml/processing/output", "runs/local/preprocess"),
+        metadata={"help": "Where the splits and manifest.json are written."},
+    )
+    input_field: str = field(default="dialogue", metadata={"help": "Record field holding the text to summarize."})
+    target_field: str = field(default="summary", metadata={"help": "Record field holding the reference summary."})
+    validation_fraction: float = field(default=0.1, metadata={"help": "Share of dialogues for validation."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Share of dialogues for the test split."})
+    seed: int = field(default=42, metadata={"help": "Seed of the split; same seed, same split."})
+    skip_invalid: bool = field(
+        default=False, metadata={"help": "Skip and count malformed records instead of stopping at the first."}
+    )
+    max_input_tokens: int = field(
+        default=768, metadata={"help": "Inputs longer than this are truncated (and counted in the manifest)."}
+    )
+    tokenizer: str = field(
+        default="",
+        metadata={"help": "Tokenizer (hub id or folder) that counts the token budget; empty counts whitespace-separated words."},
+    )
+    hf_split: str = field(default="train", metadata={"help": "Split to read from a hf: dataset."})
+
+
+@dataclass(frozen=True)
+class Record:
+    location: str  # "file line N", for error messages and the output's `source`
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Invalid:
+    location: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    input: str
+    target: str
+    source: str
+
+
+@dataclass
+class InputFile:
+    path: str
+    format: str
+    sha256: str
+    records: int = 0
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _fix_hint(reason: str) -> str:
+    return {
+        "invalid_utf8": "re-encode the file as UTF-8",
+        "invalid_json": "make each line one JSON object",
+        "not_an_object": "make each line a JSON object with the input and target fields",
+    }.get(reason, "fix the record")
+
+
+def read_jsonl(path: Path, data: bytes) -> Iterator[Record | Invalid]:
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue  # blank lines hold no record
+        location = f"{path} line {number}"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield Invalid(location, "invalid_utf8", f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            yield Invalid(location, "invalid_json", f"malformed JSON ({err.msg} at column {err.colno})")
+            continue
+        if not isinstance(value, dict):
+            yield Invalid(location, "not_an_object", f"expected a JSON object, got {type(value).__name__}")
+            continue
+        yield Record(location, value)
+
+
+_SURROGATE = re.compile(r"[\udc80-\udcff]")
+
+
+def read_csv(path: Path, data: bytes) -> Iterator[Record | Invalid]:
+    # surrogateescape keeps bad bytes as markers, so one bad record does not hide the others
+    # and quoted fields spanning several lines keep their own line numbers.
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return
+    previous_end = reader.line_num
+    for row in reader:
+        location = f"{path} line {previous_end + 1}"
+        previous_end = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue  # blank lines hold no record
+        fields = dict(zip(header, row, strict=False))  # a short row lacks its last fields
+        bad = next((k for k, v in fields.items() if _SURROGATE.search(v)), None)
+        if bad is not None:
+            yield Invalid(location, "invalid_utf8", f'field "{bad}" is not valid UTF-8')
+            continue
+        yield Record(location, fields)
+
+
+def read_parquet(path: Path, data: bytes) -> Iterator[Record | Invalid]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data))
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield Record(f"{path} row {number}", row)
+
+
+READERS: dict[str, Callable[[Path, bytes], Iterator[Record | Invalid]]] = {
+    "jsonl": read_jsonl,
+    "csv": read_csv,
+    "parquet": read_parquet,
+}
+
+
+def discover_files(input_path: Path) -> list[Path]:
+    if input_path.is_file():
+        if input_path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise DataError(f"{input_path}: unsupported file type; use one of {sorted(SUPPORTED_SUFFIXES)}")
+        return [input_path]
+    if input_path.is_dir():
+        files = sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+        if not files:
+            raise DataError(f"{input_path}: no {'/'.join(sorted(SUPPORTED_SUFFIXES))} files in this folder")
+        return files
+    raise DataError(f"{input_path}: no such file or folder; pass --input with a data file or folder")
+
+
+def read_files(files: list[Path]) -> tuple[list[InputFile], list[Record | Invalid]]:
+    inputs: list[InputFile] = []
+    items: list[Record | Invalid] = []
+    for path in files:
+        data = path.read_bytes()
+        fmt = SUPPORTED_SUFFIXES[path.suffix.lower()]
+        entry = InputFile(path=str(path), format=fmt, sha256=hashlib.sha256(data).hexdigest())
+        for item in READERS[fmt](path, data):
+            entry.records += 1
+            items.append(item)
+        inputs.append(entry)
+    return inputs, items
+
+
+def read_hub_dataset(dataset_id: str, split: str) -> tuple[list[InputFile], list[Record | Invalid]]:
+    from datasets import load_dataset
+
+    dataset = load_dataset(dataset_id, split=split)
+    items: list[Record | Invalid] = [Record(f"{HF_PREFIX}{dataset_id}[{split}] record {i + 1}", row) for i, row in enumerate(dataset)]
+    fingerprint = getattr(dataset, "_fingerprint", "")
+    return [InputFile(path=f"{HF_PREFIX}{dataset_id}[{split}]", format="huggingface", sha256=fingerprint, records=len(items))], items
+
+
+# --- validating and normalizing ------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
+
+
+def normalize_text(text: str) -> str:
+    """NFC, one space between words, no control characters, no blank lines; keeps line breaks,
+    which separate the turns of a dialogue."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub(" ", text)
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def validate(record: Record, input_field: str, target_field: str) -> tuple[str, str] | Invalid:
+    values = []
+    for name in (input_field, target_field):
+        if name not in record.fields or record.fields[name] is None:
+            present = ", ".join(sorted(map(str, record.fields))) or "none"
+            return Invalid(record.location, "missing_field", f'field "{name}" is missing (fields present: {present}); set --{"input" if name == input_field else "target"}-field')
+        value = record.fields[name]
+        if not isinstance(value, str):
+            return Invalid(record.location, "not_text", f'field "{name}" must be text, got {type(value).__name__}')
+        normalized = normalize_text(value)
+        if not normalized:
+            return Invalid(record.location, "empty_field", f'field "{name}" is empty')
+        values.append(normalized)
+    return values[0], values[1]
+
+
+# --- truncation ----------------------------------------------------------------------------
+
+_WORD = re.compile(r"\S+")
+
+
+def truncate_words(text: str, max_words: int) -> str:
+    for count, match in enumerate(_WORD.finditer(text), start=1):
+        if count == max_words:
+            return text[: match.end()]
+    return text
+
+
+def make_truncator(tokenizer_name: str, max_tokens: int) -> tuple[Callable[[str], str], str]:
+    if not tokenizer_name:
+        return (lambda text: truncate_words(text, max_tokens)), "whitespace"
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    return (lambda text: truncate_words_to_tokens(tokenizer, text, max_tokens)), f"tokenizer:{tokenizer_name}"
+
+
+# --- splitting -----------------------------------------------------------------------------
+
+
+def split_examples(examples: list[Example], *, seed: int, validation_fraction: float, test_fraction: float) -> dict[str, list[Example]]:
+    """Deterministic for (examples as a set, seed): dialogues are ordered by a seeded hash of their
+    text, so input order does not matter and one dialogue's records share a split."""
+    if not 0 <= validation_fraction < 1 or not 0 <= test_fraction < 1 or validation_fraction + test_fraction >= 1:
+        raise DataError("--validation-fraction and --test-fraction must be in [0, 1) and sum to less than 1")
+    groups: dict[str, list[Example]] = {}
+    for example in examples:
+        groups.setdefault(example.input, []).append(example)
+    order = sorted(groups, key=lambda text: hashlib.sha256(f"{seed}\0{text}".encode()).hexdigest())
+    n = len(order)
+
+    def share(fraction: float) -> int:
+        # At least one dialogue for a requested split once there are enough to go round.
+        return max(1, round(n * fraction)) if fraction > 0 and n >= 3 else round(n * fraction)
+
+    n_test, n_validation = share(test_fraction), share(validation_fraction)
+    cut = {"test": order[:n_test], "validation": order[n_test : n_test + n_validation], "train": order[n_test + n_validation :]}
+    if not cut["train"]:
+        raise DataError(f"only {n} distinct dialogue(s): too few to split; add data or lower the fractions")
+    return {name: [ex for text in cut[name] for ex in sorted(groups[text], key=lambda e: (e.target, e.id))] for name in SPLITS}
+
+
+# --- the whole step ------------------------------------------------------------------------
+
+
+def build_examples(
+    items: Iterable[Record | Invalid],
+    *,
+    input_field: str,
+    target_field: str,
+    skip_invalid: bool,
+    truncate: Callable[[str], str],
+) -> tuple[list[Example], Counter[str], int]:
+    dropped: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    examples: list[Example] = []
+    truncated = 0
+    for item in items:
+        outcome = item if isinstance(item, Invalid) else validate(item, input_field, target_field)
+        if isinstance(outcome, Invalid):
+            if not skip_invalid:
+                raise DataError(f"{outcome.location}: {outcome.message}. Fix it ({_fix_hint(outcome.reason)}) or pass --skip-invalid to skip such records.")
+            dropped[outcome.reason] += 1
+            continue
+        assert isinstance(item, Record)
+        text, target = outcome
+        if (text, target) in seen:
+            dropped["duplicate"] += 1
+            continue
+        seen.add((text, target))
+        cut = truncate(text)
+        truncated += cut != text
+        record_id = item.fields.get("id")
+        examples.append(Example(id=str(record_id) if record_id not in (None, "") else item.location, input=cut, target=target, source=item.location))
+    return examples, dropped, truncated
+
+
+def run(args: PreprocessArguments) -> dict[str, Any]:
+    if args.input.startswith(HF_PREFIX):
+        inputs, items = read_hub_dataset(args.input.removeprefix(HF_PREFIX), args.hf_split)
+    else:
+        inputs, items = read_files(discover_files(Path(args.input)))
+    records_in = len(items)
+    if records_in == 0:
+        raise DataError(f"{args.input}: holds no records; check the path and that the files are not empty")
+
+    truncate, counter = make_truncator(args.tokenizer, args.max_input_tokens)
+    examples, dropped, truncated = build_examples(
+        items, input_field=args.input_field, target_field=args.target_field, skip_invalid=args.skip_invalid, truncate=truncate
+    )
+    if not examples:
+        raise DataError(f"{args.input}: none of the {records_in} records is valid ({dict(dropped)}); check --input-field/--target-field")
+    splits = split_examples(examples, seed=args.seed, validation_fraction=args.validation_fraction, test_fraction=args.test_fraction)
+
+    out = Path(args.output_dir)
+    split_info = {}
+    for name, rows in splits.items():
+        body = "".join(json.dumps({"id": e.id, INPUT_KEY: e.input, TARGET_KEY: e.target, "source": e.source}, ensure_ascii=False) + "\n" for e in rows)
+        path = out / name / SPLIT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body, encoding="utf-8")
+        split_info[name] = {"file": f"{name}/{SPLIT_FILE}", "records": len(rows), "sha256": hashlib.sha256(body.encode()).hexdigest()}
+
+    records_out = {name: len(rows) for name, rows in splits.items()}
+    dropped_all = {reason: dropped.get(reason, 0) for reason in DROP_REASONS}
+    if records_in != sum(records_out.values()) + sum(dropped_all.values()):
+        raise AssertionError(f"record accounting is off: {records_in} in, {records_out} out, {dropped_all} dropped")
+    manifest = {
+        "inputs": [asdict(entry) for entry in inputs],
+        "fields": {"input": args.input_field, "target": args.target_field},
+        "records_in": records_in,
+        "records_out": records_out,
+        "dropped": dropped_all,
+        "truncated_inputs": truncated,
+        "max_input_tokens": args.max_input_tokens,
+        "token_counter": counter,
+        "seed": args.seed,
+        "fractions": {"validation": args.validation_fraction, "test": args.test_fraction},
+        "splits": split_info,
+    }
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
+    try:
+        manifest = run(args)
+    except DataError as err:
+        print(f"preprocess: error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"preprocess: {manifest['records_in']} records in -> {manifest['records_out']} out, "
+        f"dropped {({k: v for k, v in manifest['dropped'].items() if v})}, truncated {manifest['truncated_inputs']}; "
+        f"wrote {args.output_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

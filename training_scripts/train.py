@@ -1,0 +1,577 @@
+"""Fine-tune a causal or seq2seq language model to summarize dialogues: QLoRA, LoRA, prompt
+tuning, or a full fine-tune baseline.
+
+    python training_scripts/train.py --method qlora --model-name-or-path HuggingFaceTB/SmolLM2-135M-Instruct \
+        --train-dir runs/prep/train --validation-dir runs/prep/validation --output-dir runs/adapter
+
+The same file runs as a SageMaker training job (paths from SM_CHANNEL_TRAIN,
+SM_CHANNEL_VALIDATION, SM_CHANNEL_MODEL, SM_MODEL_DIR, SM_OUTPUT_DATA_DIR; hyperparameters as
+CLI arguments; under torchrun for several GPUs or instances) and on a laptop CPU.
+
+- qlora: base in 4-bit NF4 with double quantization, `prepare_model_for_kbit_training`, LoRA
+  on all linear layers, gradient checkpointing, paged 8-bit AdamW.
+- lora: the same adapter on an unquantized base. prompt_tuning: virtual tokens initialised
+  from text. full: every weight trains (the baseline).
+- Causal LMs train on padding-free batches (examples concatenated, positions restarting per
+  example) with loss on the summary tokens only; seq2seq models on length-grouped batches.
+- Checkpoints go to --checkpoint-dir (/opt/ml/checkpoints, which SageMaker syncs to S3); a
+  re-run with the same arguments resumes from the newest complete checkpoint.
+- A non-finite loss or gradient norm stops the run with an error.
+- Output: the adapter alone (or the full model) plus the tokenizer and training_metrics.json;
+  `--merge` also writes `merged/`, merged into an unquantized copy of the base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import (
+    INPUT_KEY,
+    TARGET_KEY,
+    PeftMethod,
+    Precision,
+    assert_4bit_weights_trainable,
+    evaluation_mode,
+    is_seq2seq,
+    load_model,
+    load_tokenizer,
+    peak_memory,
+    prompt_ids,
+    read_jsonl,
+    render_prompt,
+    resolve_dtype,
+    sagemaker_path,
+    split_file,
+    target_ids,
+    truncate_words_to_tokens,
+    write_json,
+)
+from transformers import (
+    DataCollatorForSeq2Seq,
+    DataCollatorWithFlattening,
+    HfArgumentParser,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+logger = logging.getLogger("train")
+
+DEFAULT_LEARNING_RATES = {
+    PeftMethod.QLORA: 2e-4,
+    PeftMethod.LORA: 2e-4,
+    PeftMethod.PROMPT_TUNING: 3e-2,
+    PeftMethod.FULL: 2e-5,
+}
+METRICS_FILE = "training_metrics.json"
+RUN_CONFIG_FILE = "run_config.json"
+
+
+@dataclass
+class TrainArguments:
+    method: PeftMethod = field(default=PeftMethod.QLORA, metadata={"help": "qlora | lora | prompt_tuning | full"})
+    model_name_or_path: str = field(
+        default_factory=lambda: sagemaker_path("SM_CHANNEL_MODEL", "/opt/ml/input/data/model", ""),
+        metadata={"help": "Base model: a hub id, or a folder (the `model` channel on SageMaker)."},
+    )
+    train_dir: str = field(
+        default_factory=lambda: sagemaker_path("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train", "runs/local/preprocess/train"),
+        metadata={"help": "Preprocessed train split (folder or data.jsonl)."},
+    )
+    validation_dir: str = field(
+        default_factory=lambda: sagemaker_path("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation", "runs/local/preprocess/validation"),
+        metadata={"help": "Preprocessed validation split; its loss is measured before and after training."},
+    )
+    output_dir: str = field(
+        default_factory=lambda: sagemaker_path("SM_MODEL_DIR", "/opt/ml/model", "runs/local/model"),
+        metadata={"help": "Where the adapter (or full model), tokenizer and metrics are written."},
+    )
+    output_data_dir: str = field(
+        default_factory=lambda: sagemaker_path("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data", "runs/local/output"),
+        metadata={"help": "A copy of training_metrics.json goes here (SageMaker's output.tar.gz)."},
+    )
+    checkpoint_dir: str = field(
+        default_factory=lambda: sagemaker_path(None, "/opt/ml/checkpoints", "runs/local/checkpoints"),
+        metadata={"help": "Checkpoints; SageMaker syncs /opt/ml/checkpoints to S3 for spot resume."},
+    )
+    # LoRA: rank and alpha trade adapter size and memory for capacity.
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank; higher learns more and costs more memory."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "Comma-separated module names, or all-linear (the QLoRA paper: q/v only does not match full fine-tuning)."},
+    )
+    num_virtual_tokens: int = field(default=20, metadata={"help": "Prompt tuning: number of trainable virtual tokens."})
+    prompt_tuning_init_text: str = field(
+        default="Summarize the following dialogue in one or two sentences:",
+        metadata={"help": "Prompt tuning: text whose embeddings initialise the virtual tokens."},
+    )
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the train split (ignored when --max-steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides --epochs."})
+    learning_rate: float = field(default=0.0, metadata={"help": "Peak learning rate; 0 picks the method's default."})
+    per_device_batch_size: int = field(default=8, metadata={"help": "Examples per device per micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Share of steps with linear warm-up."})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    optim: str = field(default="auto", metadata={"help": "transformers optimizer; auto = paged_adamw_8bit for qlora, adamw_torch otherwise."})
+    max_seq_length: int = field(default=1024, metadata={"help": "Causal: prompt + summary tokens; seq2seq: input tokens."})
+    max_target_tokens: int = field(default=256, metadata={"help": "Summary tokens kept for training."})
+    precision: Precision = field(default=Precision.AUTO, metadata={"help": "auto | bf16 | fp32 (auto: bf16 on GPUs that support it)."})
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "Recompute activations in backward: less memory, ~30% more compute."})
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N optimizer steps."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
+    seed: int = field(default=42, metadata={"help": "Seed for weights init, dropout and data order."})
+    merge: bool = field(default=False, metadata={"help": "Also write merged/: the adapter merged into an unquantized base."})
+
+    def __post_init__(self) -> None:
+        self.method = PeftMethod(self.method)
+        self.precision = Precision(self.precision)
+        if not self.model_name_or_path:
+            raise ValueError("--model-name-or-path is required (a hub id or a model folder)")
+        if self.merge and not self.method.is_lora:
+            raise ValueError(f"--merge applies to lora and qlora adapters, not to {self.method.value}")
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        return self.learning_rate or DEFAULT_LEARNING_RATES[self.method]
+
+    @property
+    def resolved_optim(self) -> str:
+        if self.optim != "auto":
+            return self.optim
+        return "paged_adamw_8bit" if self.method is PeftMethod.QLORA else "adamw_torch"
+
+    def fingerprint(self) -> str:
+        """What must not change between a run and its resumption (paths and --merge may)."""
+        volatile = {"output_dir", "output_data_dir", "checkpoint_dir", "merge", "train_dir", "validation_dir", "model_name_or_path", "logging_steps"}
+        stable = {k: str(v) for k, v in asdict(self).items() if k not in volatile}
+        return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodingStats:
+    examples: int = 0
+    truncated_inputs: int = 0
+    truncated_targets: int = 0
+
+
+def encode_causal(tokenizer: Any, dialogue: str, summary: str, *, max_seq_length: int, max_target_tokens: int, stats: EncodingStats) -> dict[str, list[int]]:
+    """input_ids = prompt + summary + EOS; labels mask the prompt so loss is on the summary only."""
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    target = target_ids(tokenizer, summary, chat=chat)
+    if len(target) > max_target_tokens:
+        target = [*target[: max_target_tokens - 1], tokenizer.eos_token_id]
+        stats.truncated_targets += 1
+    prompt = prompt_ids(tokenizer, dialogue)
+    overflow = len(prompt) + len(target) - max_seq_length
+    if overflow > 0:
+        # Cut the dialogue, not the template around it, so the prompt keeps its format.
+        n_dialogue = len(tokenizer(dialogue, add_special_tokens=False)["input_ids"])
+        while overflow > 0:
+            n_dialogue -= overflow
+            if n_dialogue <= 0:
+                raise ValueError(f"--max-seq-length {max_seq_length} leaves no room for the dialogue; raise it")
+            prompt = prompt_ids(tokenizer, truncate_words_to_tokens(tokenizer, dialogue, n_dialogue))
+            overflow = len(prompt) + len(target) - max_seq_length
+        stats.truncated_inputs += 1
+    stats.examples += 1
+    return {"input_ids": prompt + target, "labels": [-100] * len(prompt) + target, "attention_mask": [1] * (len(prompt) + len(target))}
+
+
+def encode_seq2seq(tokenizer: Any, dialogue: str, summary: str, *, max_seq_length: int, max_target_tokens: int, stats: EncodingStats) -> dict[str, list[int]]:
+    source = tokenizer(render_prompt(tokenizer, dialogue, seq2seq=True), truncation=True, max_length=max_seq_length)
+    labels = tokenizer(text_target=summary, truncation=True, max_length=max_target_tokens)["input_ids"]
+    stats.truncated_inputs += len(source["input_ids"]) == max_seq_length
+    stats.truncated_targets += len(labels) == max_target_tokens
+    stats.examples += 1
+    return {"input_ids": source["input_ids"], "attention_mask": source["attention_mask"], "labels": labels}
+
+
+def encode_split(path: Path, tokenizer: Any, *, seq2seq: bool, args: TrainArguments, stats: EncodingStats) -> list[dict[str, list[int]]]:
+    encode = encode_seq2seq if seq2seq else encode_causal
+    rows = read_jsonl(split_file(path))
+    if not rows:
+        raise ValueError(f"{path}: the split is empty; check the preprocess step's manifest")
+    return [
+        encode(tokenizer, row[INPUT_KEY], row[TARGET_KEY], max_seq_length=args.max_seq_length, max_target_tokens=args.max_target_tokens, stats=stats)
+        for row in rows
+    ]
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict[str, list[int]]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return self.rows[index]
+
+
+def uses_padding_free_batches(method: PeftMethod, seq2seq: bool) -> bool:
+    # peft's prompt tuning prepends virtual tokens per row and ignores position_ids, so it
+    # cannot see example boundaries inside a packed row; seq2seq encoders have no position_ids.
+    return not seq2seq and method is not PeftMethod.PROMPT_TUNING
+
+
+class TokenCountingCollator:
+    """Wraps a collator and counts the positions the model computes and the real ones."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.real_tokens = 0
+        self.processed_tokens = 0
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.inner(features)
+        for ids_key, mask_key in (("input_ids", "attention_mask"), ("decoder_input_ids", None)):
+            if ids_key not in batch:
+                continue
+            ids = batch[ids_key]
+            self.processed_tokens += ids.numel()
+            if mask_key and mask_key in batch:
+                self.real_tokens += int(batch[mask_key].sum())
+            elif ids_key == "decoder_input_ids":
+                self.real_tokens += int((batch["labels"] != -100).sum())
+            else:
+                self.real_tokens += ids.numel()  # padding-free: every position is a real token
+        return batch
+
+    @property
+    def non_pad_fraction(self) -> float:
+        return self.real_tokens / self.processed_tokens if self.processed_tokens else 0.0
+
+
+def make_collator(tokenizer: Any, model: Any, *, padding_free: bool) -> Any:
+    if padding_free:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding="longest")
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+def build_model(args: TrainArguments, dtype: torch.dtype):
+    from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    quantize = args.method is PeftMethod.QLORA
+    # Full fine-tuning keeps fp32 master weights (mixed precision runs through autocast);
+    # adapters train on a base stored in the compute dtype.
+    model = load_model(args.model_name_or_path, quantize_4bit=quantize, dtype=dtype if args.method.is_adapter else torch.float32)
+    model.config.use_cache = False
+    seq2seq = is_seq2seq(model.config)
+    task_type = TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM
+    if quantize:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=args.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    if args.method.is_lora:
+        modules = args.target_modules if args.target_modules == "all-linear" else [m.strip() for m in args.target_modules.split(",") if m.strip()]
+        config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=modules, bias="none", task_type=task_type)
+        return get_peft_model(model, config), seq2seq
+    if args.method is PeftMethod.PROMPT_TUNING:
+        config = PromptTuningConfig(
+            task_type=task_type,
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            prompt_tuning_init_text=args.prompt_tuning_init_text,
+            num_virtual_tokens=args.num_virtual_tokens,
+            tokenizer_name_or_path=args.model_name_or_path,
+        )
+        return get_peft_model(model, config), seq2seq
+    return model, seq2seq
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    if hasattr(model, "get_nb_trainable_parameters"):
+        # peft counts a packed 4-bit weight as the parameters it stores, not its bytes.
+        return model.get_nb_trainable_parameters()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def lora_lineage(model: Any) -> dict[str, Any]:
+    config = getattr(model, "peft_config", {}).get("default")
+    if config is None:
+        return {}
+    lineage: dict[str, Any] = {"peft_type": str(config.peft_type.value if hasattr(config.peft_type, "value") else config.peft_type)}
+    if hasattr(config, "r"):
+        lineage.update(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=sorted(config.target_modules))
+    if hasattr(config, "num_virtual_tokens"):
+        lineage.update(num_virtual_tokens=config.num_virtual_tokens)
+    return lineage
+
+
+# --- loss guard and evaluation -------------------------------------------------------------
+
+
+class GuardedTrainer(Trainer):
+    """Stops at the first non-finite loss instead of training on garbage."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteError(
+                f"non-finite training loss ({loss.detach().float().mean().item()}) at step {self.state.global_step + 1}; "
+                "lower --learning-rate, use --precision fp32, or check the data"
+            )
+        return result
+
+
+class GradientNormGuard(TrainerCallback):
+    """Checks the clipped gradients before each optimizer step: clipping an infinite norm
+    yields NaN gradients, which AdamW would write into the weights."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad.detach().float().norm() for p in model.parameters() if p.requires_grad and p.grad is not None]
+        if grads:
+            norm = torch.stack(grads).norm()
+            if not torch.isfinite(norm):
+                raise NonFiniteError(
+                    f"non-finite gradient norm ({norm.item()}) at step {state.global_step + 1}; "
+                    "lower --learning-rate or --max-grad-norm, or use --precision fp32"
+                )
+        return control
+
+
+def target_token_loss(model: Any, rows: list[dict[str, list[int]]], collator: Any, batch_size: int, *, seq2seq: bool) -> float:
+    """Mean cross-entropy over the summary tokens of `rows`."""
+    device = next(p.device for p in model.parameters())
+    total, count = 0.0, 0
+    with evaluation_mode(model):
+        for start in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in collator(rows[start : start + batch_size]).items()}
+            labels = batch["labels"]
+            n = int((labels != -100).sum() if seq2seq else (labels[..., 1:] != -100).sum())
+            total += float(model(**batch).loss) * n
+            count += n
+    return total / count if count else float("nan")
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def checkpoint_step(path: Path) -> int | None:
+    prefix, _, step = path.name.partition("-")
+    return int(step) if prefix == "checkpoint" and step.isdigit() else None
+
+
+def newest_complete_checkpoint(directory: Path) -> Path | None:
+    """The newest checkpoint whose save finished. trainer_state.json is written last; a spot
+    interruption mid-save leaves a folder without it, which is removed so it cannot be taken
+    for a good checkpoint later."""
+    if not directory.is_dir():
+        return None
+    complete: list[tuple[int, Path]] = []
+    for path in directory.iterdir():
+        step = checkpoint_step(path)
+        if step is None or not path.is_dir():
+            continue
+        if (path / "trainer_state.json").is_file():
+            complete.append((step, path))
+        else:
+            logger.warning("removing incomplete checkpoint %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+    return max(complete)[1] if complete else None
+
+
+def check_run_config(checkpoint_dir: Path, args: TrainArguments, *, is_main: bool) -> None:
+    path = checkpoint_dir / RUN_CONFIG_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous["fingerprint"] != args.fingerprint():
+            raise ValueError(
+                f"{checkpoint_dir} holds checkpoints of a run with other arguments ({previous['arguments']}); "
+                "resume with the same arguments or use an empty --checkpoint-dir"
+            )
+    elif is_main:
+        write_json(path, {"fingerprint": args.fingerprint(), "arguments": {k: str(v) for k, v in asdict(args).items()}})
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def train(args: TrainArguments) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    if not torch.cuda.is_available():
+        # Random-init and small-magnitude weights fill CPU backward passes with denormals (10x slower).
+        torch.set_flush_denormal(True)
+    dtype = resolve_dtype(args.precision)
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    model, seq2seq = build_model(args, dtype)
+    padding_free = uses_padding_free_batches(args.method, seq2seq)
+
+    stats = EncodingStats()
+    train_rows = encode_split(Path(args.train_dir), tokenizer, seq2seq=seq2seq, args=args, stats=stats)
+    validation_rows = encode_split(Path(args.validation_dir), tokenizer, seq2seq=seq2seq, args=args, stats=EncodingStats())
+    base_for_collator = model.get_base_model() if hasattr(model, "get_base_model") else model
+    collator = TokenCountingCollator(make_collator(tokenizer, base_for_collator, padding_free=padding_free))
+    eval_collator = make_collator(tokenizer, base_for_collator, padding_free=padding_free)
+
+    checkpoint_dir = Path(args.checkpoint_dir)
+    use_bf16 = dtype == torch.bfloat16
+    training_args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.resolved_learning_rate,
+        lr_scheduler_type=args.lr_scheduler,
+        warmup_steps=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        optim=args.resolved_optim,
+        bf16=use_bf16,
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=args.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        eval_strategy="no",
+        seed=args.seed,
+        data_seed=args.seed,
+        remove_unused_columns=False,
+        train_sampling_strategy="random" if padding_free else "group_by_length",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=not sys.stderr.isatty(),
+        report_to="none",
+    )
+    trainer = GuardedTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=ListDataset(train_rows),
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[GradientNormGuard()],
+    )
+    is_main = trainer.is_world_process_zero()
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    check_run_config(checkpoint_dir, args, is_main=is_main)
+    resume_from = newest_complete_checkpoint(checkpoint_dir)
+
+    eval_batch = max(1, args.per_device_batch_size)
+    eval_loss_before = target_token_loss(model, validation_rows, eval_collator, eval_batch, seq2seq=seq2seq)
+    assert_4bit_weights_trainable(model)
+    if resume_from is not None:
+        logger.warning("resuming from %s (step %s)", resume_from, checkpoint_step(resume_from))
+        print(f"train: resuming from {resume_from.name} (step {checkpoint_step(resume_from)})", flush=True)
+
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    runtime = time.perf_counter() - started
+    eval_loss_after = target_token_loss(model, validation_rows, eval_collator, eval_batch, seq2seq=seq2seq)
+
+    trainable, total = count_parameters(model)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics: dict[str, Any] = {
+        "method": args.method.value,
+        "base_model": args.model_name_or_path,
+        "model_kind": "seq2seq" if seq2seq else "causal",
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": 100.0 * trainable / total,
+        "train_runtime_s": runtime,
+        "global_step": trainer.state.global_step,
+        "resumed_from_step": checkpoint_step(resume_from) if resume_from else None,
+        "train_examples": len(train_rows),
+        "real_tokens": collator.real_tokens,
+        "processed_tokens": collator.processed_tokens,
+        "tokens_per_second": collator.real_tokens / runtime if runtime > 0 else 0.0,
+        "non_pad_fraction": collator.non_pad_fraction,
+        "padding_free": padding_free,
+        "final_loss": losses[-1] if losses else None,
+        "mean_train_loss": result.training_loss,
+        "eval_loss_before": eval_loss_before,
+        "eval_loss_after": eval_loss_after,
+        "truncated_inputs": stats.truncated_inputs,
+        "truncated_targets": stats.truncated_targets,
+        "learning_rate": args.resolved_learning_rate,
+        "optimizer": args.resolved_optim,
+        "precision": str(dtype).removeprefix("torch."),
+        "world_size": training_args.world_size,
+        "adapter": lora_lineage(model),
+        **peak_memory(),
+    }
+    if is_main:
+        save_outputs(args, trainer, tokenizer, metrics)
+    return metrics
+
+
+def save_outputs(args: TrainArguments, trainer: Trainer, tokenizer: Any, metrics: dict[str, Any]) -> None:
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.method.is_adapter:
+        trainer.model.save_pretrained(out)  # adapter_config.json + adapter_model.safetensors only
+    else:
+        trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+    if args.merge:
+        metrics["merged_dir"] = str(merge_adapter(args, out))
+    write_json(out / METRICS_FILE, metrics)
+    write_json(Path(args.output_data_dir) / METRICS_FILE, metrics)
+
+
+def merge_adapter(args: TrainArguments, adapter_dir: Path) -> Path:
+    """Merge into a freshly loaded unquantized base: merging into the 4-bit base would
+    re-quantize the sum and change the model's outputs."""
+    from common import load_peft_model
+
+    dtype = resolve_dtype(args.precision) if torch.cuda.is_available() else torch.float32
+    merged = load_peft_model(args.model_name_or_path, str(adapter_dir), quantize_4bit=False, dtype=dtype).merge_and_unload()
+    target = adapter_dir / "merged"
+    merged.save_pretrained(target)
+    load_tokenizer(args.model_name_or_path).save_pretrained(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(args=argv)
+        metrics = train(args)
+    except (ValueError, FileNotFoundError, NonFiniteError) as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        write_failure_reason(str(err))
+        return 2
+    summary = {k: metrics[k] for k in ("method", "trainable_params", "total_params", "train_runtime_s", "final_loss", "eval_loss_before", "eval_loss_after", "non_pad_fraction")}
+    print("train: done " + json.dumps(summary), flush=True)
+    return 0
+
+
+def write_failure_reason(message: str) -> None:
+    """SageMaker shows /opt/ml/output/failure as the job's failure reason."""
+    failure_dir = Path("/opt/ml/output")
+    if failure_dir.is_dir():
+        (failure_dir / "failure").write_text(message[:1000], encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
