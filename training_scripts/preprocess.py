@@ -31,10 +31,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import INPUT_KEY, SPLIT_FILE, SPLITS, TARGET_KEY, sagemaker_path, truncate_words_to_tokens, write_json
+from common import (
+    INPUT_KEY,
+    SPLIT_FILE,
+    SPLITS,
+    TARGET_KEY,
+    sagemaker_path,
+    truncate_words_to_tokens,
+    write_json,
+)
 
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-DROP_REASONS = ("invalid_utf8", "invalid_json", "not_an_object", "missing_field", "not_text", "empty_field", "duplicate")
+DROP_REASONS = (
+    "invalid_utf8",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "not_text",
+    "empty_field",
+    "duplicate",
+)
 HF_PREFIX = "hf:"
 
 
@@ -45,27 +61,43 @@ class DataError(ValueError):
 @dataclass
 class PreprocessArguments:
     input: str = field(
-        default_factory=lambda: sagemaker_path(None, "/opt/ml/processing/input/data", "data/sample/dialogues.jsonl"),
+        default_factory=lambda: sagemaker_path(
+            None, "/opt/ml/processing/input/data", "data/sample/dialogues.jsonl"
+        ),
         metadata={"help": "A .jsonl/.csv/.parquet file, a folder of them, or hf:<dataset id>."},
     )
     output_dir: str = field(
-        default_factory=lambda: sagemaker_path(None, "/opt/ml/processing/output", "runs/local/preprocess"),
+        default_factory=lambda: sagemaker_path(
+            None, "/opt/ml/processing/output", "runs/local/preprocess"
+        ),
         metadata={"help": "Where the splits and manifest.json are written."},
     )
-    input_field: str = field(default="dialogue", metadata={"help": "Record field holding the text to summarize."})
-    target_field: str = field(default="summary", metadata={"help": "Record field holding the reference summary."})
-    validation_fraction: float = field(default=0.1, metadata={"help": "Share of dialogues for validation."})
-    test_fraction: float = field(default=0.1, metadata={"help": "Share of dialogues for the test split."})
+    input_field: str = field(
+        default="dialogue", metadata={"help": "Record field holding the text to summarize."}
+    )
+    target_field: str = field(
+        default="summary", metadata={"help": "Record field holding the reference summary."}
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Share of dialogues for validation."}
+    )
+    test_fraction: float = field(
+        default=0.1, metadata={"help": "Share of dialogues for the test split."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed of the split; same seed, same split."})
     skip_invalid: bool = field(
-        default=False, metadata={"help": "Skip and count malformed records instead of stopping at the first."}
+        default=False,
+        metadata={"help": "Skip and count malformed records instead of stopping at the first."},
     )
     max_input_tokens: int = field(
-        default=768, metadata={"help": "Inputs longer than this are truncated (and counted in the manifest)."}
+        default=768,
+        metadata={"help": "Inputs longer than this are truncated (and counted in the manifest)."},
     )
     tokenizer: str = field(
         default="",
-        metadata={"help": "Tokenizer (hub id or folder) that counts the token budget; empty counts whitespace-separated words."},
+        metadata={
+            "help": "Tokenizer (hub id or folder) that counts the token budget; empty counts whitespace-separated words."
+        },
     )
     hf_split: str = field(default="train", metadata={"help": "Split to read from a hf: dataset."})
 
@@ -118,15 +150,23 @@ def read_jsonl(path: Path, data: bytes) -> Iterator[Record | Invalid]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            yield Invalid(location, "invalid_utf8", f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
+            yield Invalid(
+                location,
+                "invalid_utf8",
+                f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})",
+            )
             continue
         try:
             value = json.loads(text)
         except json.JSONDecodeError as err:
-            yield Invalid(location, "invalid_json", f"malformed JSON ({err.msg} at column {err.colno})")
+            yield Invalid(
+                location, "invalid_json", f"malformed JSON ({err.msg} at column {err.colno})"
+            )
             continue
         if not isinstance(value, dict):
-            yield Invalid(location, "not_an_object", f"expected a JSON object, got {type(value).__name__}")
+            yield Invalid(
+                location, "not_an_object", f"expected a JSON object, got {type(value).__name__}"
+            )
             continue
         yield Record(location, value)
 
@@ -174,14 +214,24 @@ READERS: dict[str, Callable[[Path, bytes], Iterator[Record | Invalid]]] = {
 def discover_files(input_path: Path) -> list[Path]:
     if input_path.is_file():
         if input_path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise DataError(f"{input_path}: unsupported file type; use one of {sorted(SUPPORTED_SUFFIXES)}")
+            raise DataError(
+                f"{input_path}: unsupported file type; use one of {sorted(SUPPORTED_SUFFIXES)}"
+            )
         return [input_path]
     if input_path.is_dir():
-        files = sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+        files = sorted(
+            p
+            for p in input_path.rglob("*")
+            if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+        )
         if not files:
-            raise DataError(f"{input_path}: no {'/'.join(sorted(SUPPORTED_SUFFIXES))} files in this folder")
+            raise DataError(
+                f"{input_path}: no {'/'.join(sorted(SUPPORTED_SUFFIXES))} files in this folder"
+            )
         return files
-    raise DataError(f"{input_path}: no such file or folder; pass --input with a data file or folder")
+    raise DataError(
+        f"{input_path}: no such file or folder; pass --input with a data file or folder"
+    )
 
 
 def read_files(files: list[Path]) -> tuple[list[InputFile], list[Record | Invalid]]:
@@ -202,9 +252,19 @@ def read_hub_dataset(dataset_id: str, split: str) -> tuple[list[InputFile], list
     from datasets import load_dataset
 
     dataset = load_dataset(dataset_id, split=split)
-    items: list[Record | Invalid] = [Record(f"{HF_PREFIX}{dataset_id}[{split}] record {i + 1}", row) for i, row in enumerate(dataset)]
+    items: list[Record | Invalid] = [
+        Record(f"{HF_PREFIX}{dataset_id}[{split}] record {i + 1}", row)
+        for i, row in enumerate(dataset)
+    ]
     fingerprint = getattr(dataset, "_fingerprint", "")
-    return [InputFile(path=f"{HF_PREFIX}{dataset_id}[{split}]", format="huggingface", sha256=fingerprint, records=len(items))], items
+    return [
+        InputFile(
+            path=f"{HF_PREFIX}{dataset_id}[{split}]",
+            format="huggingface",
+            sha256=fingerprint,
+            records=len(items),
+        )
+    ], items
 
 
 # --- validating and normalizing ------------------------------------------------------------
@@ -227,10 +287,18 @@ def validate(record: Record, input_field: str, target_field: str) -> tuple[str, 
     for name in (input_field, target_field):
         if name not in record.fields or record.fields[name] is None:
             present = ", ".join(sorted(map(str, record.fields))) or "none"
-            return Invalid(record.location, "missing_field", f'field "{name}" is missing (fields present: {present}); set --{"input" if name == input_field else "target"}-field')
+            return Invalid(
+                record.location,
+                "missing_field",
+                f'field "{name}" is missing (fields present: {present}); set --{"input" if name == input_field else "target"}-field',
+            )
         value = record.fields[name]
         if not isinstance(value, str):
-            return Invalid(record.location, "not_text", f'field "{name}" must be text, got {type(value).__name__}')
+            return Invalid(
+                record.location,
+                "not_text",
+                f'field "{name}" must be text, got {type(value).__name__}',
+            )
         normalized = normalize_text(value)
         if not normalized:
             return Invalid(record.location, "empty_field", f'field "{name}" is empty')
@@ -256,17 +324,27 @@ def make_truncator(tokenizer_name: str, max_tokens: int) -> tuple[Callable[[str]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
-    return (lambda text: truncate_words_to_tokens(tokenizer, text, max_tokens)), f"tokenizer:{tokenizer_name}"
+    return (
+        lambda text: truncate_words_to_tokens(tokenizer, text, max_tokens)
+    ), f"tokenizer:{tokenizer_name}"
 
 
 # --- splitting -----------------------------------------------------------------------------
 
 
-def split_examples(examples: list[Example], *, seed: int, validation_fraction: float, test_fraction: float) -> dict[str, list[Example]]:
+def split_examples(
+    examples: list[Example], *, seed: int, validation_fraction: float, test_fraction: float
+) -> dict[str, list[Example]]:
     """Deterministic for (examples as a set, seed): dialogues are ordered by a seeded hash of their
     text, so input order does not matter and one dialogue's records share a split."""
-    if not 0 <= validation_fraction < 1 or not 0 <= test_fraction < 1 or validation_fraction + test_fraction >= 1:
-        raise DataError("--validation-fraction and --test-fraction must be in [0, 1) and sum to less than 1")
+    if (
+        not 0 <= validation_fraction < 1
+        or not 0 <= test_fraction < 1
+        or validation_fraction + test_fraction >= 1
+    ):
+        raise DataError(
+            "--validation-fraction and --test-fraction must be in [0, 1) and sum to less than 1"
+        )
     groups: dict[str, list[Example]] = {}
     for example in examples:
         groups.setdefault(example.input, []).append(example)
@@ -278,10 +356,21 @@ def split_examples(examples: list[Example], *, seed: int, validation_fraction: f
         return max(1, round(n * fraction)) if fraction > 0 and n >= 3 else round(n * fraction)
 
     n_test, n_validation = share(test_fraction), share(validation_fraction)
-    cut = {"test": order[:n_test], "validation": order[n_test : n_test + n_validation], "train": order[n_test + n_validation :]}
+    cut = {
+        "test": order[:n_test],
+        "validation": order[n_test : n_test + n_validation],
+        "train": order[n_test + n_validation :],
+    }
     if not cut["train"]:
-        raise DataError(f"only {n} distinct dialogue(s): too few to split; add data or lower the fractions")
-    return {name: [ex for text in cut[name] for ex in sorted(groups[text], key=lambda e: (e.target, e.id))] for name in SPLITS}
+        raise DataError(
+            f"only {n} distinct dialogue(s): too few to split; add data or lower the fractions"
+        )
+    return {
+        name: [
+            ex for text in cut[name] for ex in sorted(groups[text], key=lambda e: (e.target, e.id))
+        ]
+        for name in SPLITS
+    }
 
 
 # --- the whole step ------------------------------------------------------------------------
@@ -303,7 +392,9 @@ def build_examples(
         outcome = item if isinstance(item, Invalid) else validate(item, input_field, target_field)
         if isinstance(outcome, Invalid):
             if not skip_invalid:
-                raise DataError(f"{outcome.location}: {outcome.message}. Fix it ({_fix_hint(outcome.reason)}) or pass --skip-invalid to skip such records.")
+                raise DataError(
+                    f"{outcome.location}: {outcome.message}. Fix it ({_fix_hint(outcome.reason)}) or pass --skip-invalid to skip such records."
+                )
             dropped[outcome.reason] += 1
             continue
         assert isinstance(item, Record)
@@ -315,7 +406,14 @@ def build_examples(
         cut = truncate(text)
         truncated += cut != text
         record_id = item.fields.get("id")
-        examples.append(Example(id=str(record_id) if record_id not in (None, "") else item.location, input=cut, target=target, source=item.location))
+        examples.append(
+            Example(
+                id=str(record_id) if record_id not in (None, "") else item.location,
+                input=cut,
+                target=target,
+                source=item.location,
+            )
+        )
     return examples, dropped, truncated
 
 
@@ -326,29 +424,55 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         inputs, items = read_files(discover_files(Path(args.input)))
     records_in = len(items)
     if records_in == 0:
-        raise DataError(f"{args.input}: holds no records; check the path and that the files are not empty")
+        raise DataError(
+            f"{args.input}: holds no records; check the path and that the files are not empty"
+        )
 
     truncate, counter = make_truncator(args.tokenizer, args.max_input_tokens)
     examples, dropped, truncated = build_examples(
-        items, input_field=args.input_field, target_field=args.target_field, skip_invalid=args.skip_invalid, truncate=truncate
+        items,
+        input_field=args.input_field,
+        target_field=args.target_field,
+        skip_invalid=args.skip_invalid,
+        truncate=truncate,
     )
     if not examples:
-        raise DataError(f"{args.input}: none of the {records_in} records is valid ({dict(dropped)}); check --input-field/--target-field")
-    splits = split_examples(examples, seed=args.seed, validation_fraction=args.validation_fraction, test_fraction=args.test_fraction)
+        raise DataError(
+            f"{args.input}: none of the {records_in} records is valid ({dict(dropped)}); check --input-field/--target-field"
+        )
+    splits = split_examples(
+        examples,
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+    )
 
     out = Path(args.output_dir)
     split_info = {}
     for name, rows in splits.items():
-        body = "".join(json.dumps({"id": e.id, INPUT_KEY: e.input, TARGET_KEY: e.target, "source": e.source}, ensure_ascii=False) + "\n" for e in rows)
+        body = "".join(
+            json.dumps(
+                {"id": e.id, INPUT_KEY: e.input, TARGET_KEY: e.target, "source": e.source},
+                ensure_ascii=False,
+            )
+            + "\n"
+            for e in rows
+        )
         path = out / name / SPLIT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(body, encoding="utf-8")
-        split_info[name] = {"file": f"{name}/{SPLIT_FILE}", "records": len(rows), "sha256": hashlib.sha256(body.encode()).hexdigest()}
+        split_info[name] = {
+            "file": f"{name}/{SPLIT_FILE}",
+            "records": len(rows),
+            "sha256": hashlib.sha256(body.encode()).hexdigest(),
+        }
 
     records_out = {name: len(rows) for name, rows in splits.items()}
     dropped_all = {reason: dropped.get(reason, 0) for reason in DROP_REASONS}
     if records_in != sum(records_out.values()) + sum(dropped_all.values()):
-        raise AssertionError(f"record accounting is off: {records_in} in, {records_out} out, {dropped_all} dropped")
+        raise AssertionError(
+            f"record accounting is off: {records_in} in, {records_out} out, {dropped_all} dropped"
+        )
     manifest = {
         "inputs": [asdict(entry) for entry in inputs],
         "fields": {"input": args.input_field, "target": args.target_field},
@@ -377,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"preprocess: {manifest['records_in']} records in -> {manifest['records_out']} out, "
-        f"dropped {({k: v for k, v in manifest['dropped'].items() if v})}, truncated {manifest['truncated_inputs']}; "
+        f"dropped { ({k: v for k, v in manifest['dropped'].items() if v}) }, truncated {manifest['truncated_inputs']}; "
         f"wrote {args.output_dir}"
     )
     return 0

@@ -78,63 +78,120 @@ RUN_CONFIG_FILE = "run_config.json"
 
 @dataclass
 class TrainArguments:
-    method: PeftMethod = field(default=PeftMethod.QLORA, metadata={"help": "qlora | lora | prompt_tuning | full"})
+    method: PeftMethod = field(
+        default=PeftMethod.QLORA, metadata={"help": "qlora | lora | prompt_tuning | full"}
+    )
     model_name_or_path: str = field(
         default_factory=lambda: sagemaker_path("SM_CHANNEL_MODEL", "/opt/ml/input/data/model", ""),
         metadata={"help": "Base model: a hub id, or a folder (the `model` channel on SageMaker)."},
     )
     train_dir: str = field(
-        default_factory=lambda: sagemaker_path("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train", "runs/local/preprocess/train"),
+        default_factory=lambda: sagemaker_path(
+            "SM_CHANNEL_TRAIN", "/opt/ml/input/data/train", "runs/local/preprocess/train"
+        ),
         metadata={"help": "Preprocessed train split (folder or data.jsonl)."},
     )
     validation_dir: str = field(
-        default_factory=lambda: sagemaker_path("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation", "runs/local/preprocess/validation"),
-        metadata={"help": "Preprocessed validation split; its loss is measured before and after training."},
+        default_factory=lambda: sagemaker_path(
+            "SM_CHANNEL_VALIDATION",
+            "/opt/ml/input/data/validation",
+            "runs/local/preprocess/validation",
+        ),
+        metadata={
+            "help": "Preprocessed validation split; its loss is measured before and after training."
+        },
     )
     output_dir: str = field(
         default_factory=lambda: sagemaker_path("SM_MODEL_DIR", "/opt/ml/model", "runs/local/model"),
         metadata={"help": "Where the adapter (or full model), tokenizer and metrics are written."},
     )
     output_data_dir: str = field(
-        default_factory=lambda: sagemaker_path("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data", "runs/local/output"),
+        default_factory=lambda: sagemaker_path(
+            "SM_OUTPUT_DATA_DIR", "/opt/ml/output/data", "runs/local/output"
+        ),
         metadata={"help": "A copy of training_metrics.json goes here (SageMaker's output.tar.gz)."},
     )
     checkpoint_dir: str = field(
-        default_factory=lambda: sagemaker_path(None, "/opt/ml/checkpoints", "runs/local/checkpoints"),
-        metadata={"help": "Checkpoints; SageMaker syncs /opt/ml/checkpoints to S3 for spot resume."},
+        default_factory=lambda: sagemaker_path(
+            None, "/opt/ml/checkpoints", "runs/local/checkpoints"
+        ),
+        metadata={
+            "help": "Checkpoints; SageMaker syncs /opt/ml/checkpoints to S3 for spot resume."
+        },
     )
     # LoRA: rank and alpha trade adapter size and memory for capacity.
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank; higher learns more and costs more memory."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_r: int = field(
+        default=16, metadata={"help": "LoRA rank; higher learns more and costs more memory."}
+    )
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."}
+    )
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     target_modules: str = field(
         default="all-linear",
-        metadata={"help": "Comma-separated module names, or all-linear (the QLoRA paper: q/v only does not match full fine-tuning)."},
+        metadata={
+            "help": "Comma-separated module names, or all-linear (the QLoRA paper: q/v only does not match full fine-tuning)."
+        },
     )
-    num_virtual_tokens: int = field(default=20, metadata={"help": "Prompt tuning: number of trainable virtual tokens."})
+    num_virtual_tokens: int = field(
+        default=20, metadata={"help": "Prompt tuning: number of trainable virtual tokens."}
+    )
     prompt_tuning_init_text: str = field(
         default="Summarize the following dialogue in one or two sentences:",
         metadata={"help": "Prompt tuning: text whose embeddings initialise the virtual tokens."},
     )
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the train split (ignored when --max-steps > 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides --epochs."})
-    learning_rate: float = field(default=0.0, metadata={"help": "Peak learning rate; 0 picks the method's default."})
-    per_device_batch_size: int = field(default=8, metadata={"help": "Examples per device per micro-batch."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "Share of steps with linear warm-up."})
+    epochs: float = field(
+        default=1.0,
+        metadata={"help": "Passes over the train split (ignored when --max-steps > 0)."},
+    )
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimizer steps; > 0 overrides --epochs."}
+    )
+    learning_rate: float = field(
+        default=0.0, metadata={"help": "Peak learning rate; 0 picks the method's default."}
+    )
+    per_device_batch_size: int = field(
+        default=8, metadata={"help": "Examples per device per micro-batch."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata={"help": "Share of steps with linear warm-up."}
+    )
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    optim: str = field(default="auto", metadata={"help": "transformers optimizer; auto = paged_adamw_8bit for qlora, adamw_torch otherwise."})
-    max_seq_length: int = field(default=1024, metadata={"help": "Causal: prompt + summary tokens; seq2seq: input tokens."})
-    max_target_tokens: int = field(default=256, metadata={"help": "Summary tokens kept for training."})
-    precision: Precision = field(default=Precision.AUTO, metadata={"help": "auto | bf16 | fp32 (auto: bf16 on GPUs that support it)."})
-    gradient_checkpointing: bool = field(default=True, metadata={"help": "Recompute activations in backward: less memory, ~30% more compute."})
+    optim: str = field(
+        default="auto",
+        metadata={
+            "help": "transformers optimizer; auto = paged_adamw_8bit for qlora, adamw_torch otherwise."
+        },
+    )
+    max_seq_length: int = field(
+        default=1024, metadata={"help": "Causal: prompt + summary tokens; seq2seq: input tokens."}
+    )
+    max_target_tokens: int = field(
+        default=256, metadata={"help": "Summary tokens kept for training."}
+    )
+    precision: Precision = field(
+        default=Precision.AUTO,
+        metadata={"help": "auto | bf16 | fp32 (auto: bf16 on GPUs that support it)."},
+    )
+    gradient_checkpointing: bool = field(
+        default=True,
+        metadata={"help": "Recompute activations in backward: less memory, ~30% more compute."},
+    )
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N optimizer steps."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
-    seed: int = field(default=42, metadata={"help": "Seed for weights init, dropout and data order."})
-    merge: bool = field(default=False, metadata={"help": "Also write merged/: the adapter merged into an unquantized base."})
+    seed: int = field(
+        default=42, metadata={"help": "Seed for weights init, dropout and data order."}
+    )
+    merge: bool = field(
+        default=False,
+        metadata={"help": "Also write merged/: the adapter merged into an unquantized base."},
+    )
 
     def __post_init__(self) -> None:
         self.method = PeftMethod(self.method)
@@ -142,7 +199,9 @@ class TrainArguments:
         if not self.model_name_or_path:
             raise ValueError("--model-name-or-path is required (a hub id or a model folder)")
         if self.merge and not self.method.is_lora:
-            raise ValueError(f"--merge applies to lora and qlora adapters, not to {self.method.value}")
+            raise ValueError(
+                f"--merge applies to lora and qlora adapters, not to {self.method.value}"
+            )
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -156,7 +215,16 @@ class TrainArguments:
 
     def fingerprint(self) -> str:
         """What must not change between a run and its resumption (paths and --merge may)."""
-        volatile = {"output_dir", "output_data_dir", "checkpoint_dir", "merge", "train_dir", "validation_dir", "model_name_or_path", "logging_steps"}
+        volatile = {
+            "output_dir",
+            "output_data_dir",
+            "checkpoint_dir",
+            "merge",
+            "train_dir",
+            "validation_dir",
+            "model_name_or_path",
+            "logging_steps",
+        }
         stable = {k: str(v) for k, v in asdict(self).items() if k not in volatile}
         return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
 
@@ -175,7 +243,15 @@ class EncodingStats:
     truncated_targets: int = 0
 
 
-def encode_causal(tokenizer: Any, dialogue: str, summary: str, *, max_seq_length: int, max_target_tokens: int, stats: EncodingStats) -> dict[str, list[int]]:
+def encode_causal(
+    tokenizer: Any,
+    dialogue: str,
+    summary: str,
+    *,
+    max_seq_length: int,
+    max_target_tokens: int,
+    stats: EncodingStats,
+) -> dict[str, list[int]]:
     """input_ids = prompt + summary + EOS; labels mask the prompt so loss is on the summary only."""
     chat = bool(getattr(tokenizer, "chat_template", None))
     target = target_ids(tokenizer, summary, chat=chat)
@@ -190,30 +266,63 @@ def encode_causal(tokenizer: Any, dialogue: str, summary: str, *, max_seq_length
         while overflow > 0:
             n_dialogue -= overflow
             if n_dialogue <= 0:
-                raise ValueError(f"--max-seq-length {max_seq_length} leaves no room for the dialogue; raise it")
-            prompt = prompt_ids(tokenizer, truncate_words_to_tokens(tokenizer, dialogue, n_dialogue))
+                raise ValueError(
+                    f"--max-seq-length {max_seq_length} leaves no room for the dialogue; raise it"
+                )
+            prompt = prompt_ids(
+                tokenizer, truncate_words_to_tokens(tokenizer, dialogue, n_dialogue)
+            )
             overflow = len(prompt) + len(target) - max_seq_length
         stats.truncated_inputs += 1
     stats.examples += 1
-    return {"input_ids": prompt + target, "labels": [-100] * len(prompt) + target, "attention_mask": [1] * (len(prompt) + len(target))}
+    return {
+        "input_ids": prompt + target,
+        "labels": [-100] * len(prompt) + target,
+        "attention_mask": [1] * (len(prompt) + len(target)),
+    }
 
 
-def encode_seq2seq(tokenizer: Any, dialogue: str, summary: str, *, max_seq_length: int, max_target_tokens: int, stats: EncodingStats) -> dict[str, list[int]]:
-    source = tokenizer(render_prompt(tokenizer, dialogue, seq2seq=True), truncation=True, max_length=max_seq_length)
-    labels = tokenizer(text_target=summary, truncation=True, max_length=max_target_tokens)["input_ids"]
+def encode_seq2seq(
+    tokenizer: Any,
+    dialogue: str,
+    summary: str,
+    *,
+    max_seq_length: int,
+    max_target_tokens: int,
+    stats: EncodingStats,
+) -> dict[str, list[int]]:
+    source = tokenizer(
+        render_prompt(tokenizer, dialogue, seq2seq=True), truncation=True, max_length=max_seq_length
+    )
+    labels = tokenizer(text_target=summary, truncation=True, max_length=max_target_tokens)[
+        "input_ids"
+    ]
     stats.truncated_inputs += len(source["input_ids"]) == max_seq_length
     stats.truncated_targets += len(labels) == max_target_tokens
     stats.examples += 1
-    return {"input_ids": source["input_ids"], "attention_mask": source["attention_mask"], "labels": labels}
+    return {
+        "input_ids": source["input_ids"],
+        "attention_mask": source["attention_mask"],
+        "labels": labels,
+    }
 
 
-def encode_split(path: Path, tokenizer: Any, *, seq2seq: bool, args: TrainArguments, stats: EncodingStats) -> list[dict[str, list[int]]]:
+def encode_split(
+    path: Path, tokenizer: Any, *, seq2seq: bool, args: TrainArguments, stats: EncodingStats
+) -> list[dict[str, list[int]]]:
     encode = encode_seq2seq if seq2seq else encode_causal
     rows = read_jsonl(split_file(path))
     if not rows:
         raise ValueError(f"{path}: the split is empty; check the preprocess step's manifest")
     return [
-        encode(tokenizer, row[INPUT_KEY], row[TARGET_KEY], max_seq_length=args.max_seq_length, max_target_tokens=args.max_target_tokens, stats=stats)
+        encode(
+            tokenizer,
+            row[INPUT_KEY],
+            row[TARGET_KEY],
+            max_seq_length=args.max_seq_length,
+            max_target_tokens=args.max_target_tokens,
+            stats=stats,
+        )
         for row in rows
     ]
 
@@ -266,19 +375,32 @@ class TokenCountingCollator:
 def make_collator(tokenizer: Any, model: Any, *, padding_free: bool) -> Any:
     if padding_free:
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
-    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding="longest")
+    return DataCollatorForSeq2Seq(
+        tokenizer, model=model, label_pad_token_id=-100, padding="longest"
+    )
 
 
 # --- model ---------------------------------------------------------------------------------
 
 
 def build_model(args: TrainArguments, dtype: torch.dtype):
-    from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import (
+        LoraConfig,
+        PromptTuningConfig,
+        PromptTuningInit,
+        TaskType,
+        get_peft_model,
+        prepare_model_for_kbit_training,
+    )
 
     quantize = args.method is PeftMethod.QLORA
     # Full fine-tuning keeps fp32 master weights (mixed precision runs through autocast);
     # adapters train on a base stored in the compute dtype.
-    model = load_model(args.model_name_or_path, quantize_4bit=quantize, dtype=dtype if args.method.is_adapter else torch.float32)
+    model = load_model(
+        args.model_name_or_path,
+        quantize_4bit=quantize,
+        dtype=dtype if args.method.is_adapter else torch.float32,
+    )
     model.config.use_cache = False
     seq2seq = is_seq2seq(model.config)
     task_type = TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM
@@ -289,8 +411,19 @@ def build_model(args: TrainArguments, dtype: torch.dtype):
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     if args.method.is_lora:
-        modules = args.target_modules if args.target_modules == "all-linear" else [m.strip() for m in args.target_modules.split(",") if m.strip()]
-        config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=modules, bias="none", task_type=task_type)
+        modules = (
+            args.target_modules
+            if args.target_modules == "all-linear"
+            else [m.strip() for m in args.target_modules.split(",") if m.strip()]
+        )
+        config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=modules,
+            bias="none",
+            task_type=task_type,
+        )
         return get_peft_model(model, config), seq2seq
     if args.method is PeftMethod.PROMPT_TUNING:
         config = PromptTuningConfig(
@@ -316,9 +449,18 @@ def lora_lineage(model: Any) -> dict[str, Any]:
     config = getattr(model, "peft_config", {}).get("default")
     if config is None:
         return {}
-    lineage: dict[str, Any] = {"peft_type": str(config.peft_type.value if hasattr(config.peft_type, "value") else config.peft_type)}
+    lineage: dict[str, Any] = {
+        "peft_type": str(
+            config.peft_type.value if hasattr(config.peft_type, "value") else config.peft_type
+        )
+    }
     if hasattr(config, "r"):
-        lineage.update(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=sorted(config.target_modules))
+        lineage.update(
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=sorted(config.target_modules),
+        )
     if hasattr(config, "num_virtual_tokens"):
         lineage.update(num_virtual_tokens=config.num_virtual_tokens)
     return lineage
@@ -331,7 +473,9 @@ class GuardedTrainer(Trainer):
     """Stops at the first non-finite loss instead of training on garbage."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
         loss = result[0] if return_outputs else result
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteError(
@@ -346,7 +490,11 @@ class GradientNormGuard(TrainerCallback):
     yields NaN gradients, which AdamW would write into the weights."""
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        grads = [p.grad.detach().float().norm() for p in model.parameters() if p.requires_grad and p.grad is not None]
+        grads = [
+            p.grad.detach().float().norm()
+            for p in model.parameters()
+            if p.requires_grad and p.grad is not None
+        ]
         if grads:
             norm = torch.stack(grads).norm()
             if not torch.isfinite(norm):
@@ -357,7 +505,9 @@ class GradientNormGuard(TrainerCallback):
         return control
 
 
-def target_token_loss(model: Any, rows: list[dict[str, list[int]]], collator: Any, batch_size: int, *, seq2seq: bool) -> float:
+def target_token_loss(
+    model: Any, rows: list[dict[str, list[int]]], collator: Any, batch_size: int, *, seq2seq: bool
+) -> float:
     """Mean cross-entropy over the summary tokens of `rows`."""
     device = next(p.device for p in model.parameters())
     total, count = 0.0, 0
@@ -408,124 +558,173 @@ def check_run_config(checkpoint_dir: Path, args: TrainArguments, *, is_main: boo
                 "resume with the same arguments or use an empty --checkpoint-dir"
             )
     elif is_main:
-        write_json(path, {"fingerprint": args.fingerprint(), "arguments": {k: str(v) for k, v in asdict(args).items()}})
+        write_json(
+            path,
+            {
+                "fingerprint": args.fingerprint(),
+                "arguments": {k: str(v) for k, v in asdict(args).items()},
+            },
+        )
 
 
 # --- the run -------------------------------------------------------------------------------
 
 
+class FineTuneRecipe:
+    """One fine-tuning run: `setup` loads the model and data, `train` runs (or resumes) the
+    Trainer and measures, `save` writes the artifacts. Tests drive the steps one by one."""
+
+    def __init__(self, args: TrainArguments) -> None:
+        self.args = args
+        torch.manual_seed(args.seed)
+        if not torch.cuda.is_available():
+            # Random-init and small-magnitude weights fill CPU backward passes with denormals (10x slower).
+            torch.set_flush_denormal(True)
+        self.dtype = resolve_dtype(args.precision)
+        self.tokenizer = load_tokenizer(args.model_name_or_path)
+        self.model, self.seq2seq = build_model(args, self.dtype)
+        self.padding_free = uses_padding_free_batches(args.method, self.seq2seq)
+
+        self.stats = EncodingStats()
+        self.train_rows = encode_split(
+            Path(args.train_dir), self.tokenizer, seq2seq=self.seq2seq, args=args, stats=self.stats
+        )
+        self.validation_rows = encode_split(
+            Path(args.validation_dir),
+            self.tokenizer,
+            seq2seq=self.seq2seq,
+            args=args,
+            stats=EncodingStats(),
+        )
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self.collator = TokenCountingCollator(
+            make_collator(self.tokenizer, base, padding_free=self.padding_free)
+        )
+        self.eval_collator = make_collator(self.tokenizer, base, padding_free=self.padding_free)
+        self.trainer = GuardedTrainer(
+            model=self.model,
+            args=self._training_arguments(),
+            train_dataset=ListDataset(self.train_rows),
+            data_collator=self.collator,
+            processing_class=self.tokenizer,
+            callbacks=[GradientNormGuard()],
+        )
+
+    def _training_arguments(self) -> TrainingArguments:
+        args = self.args
+        return TrainingArguments(
+            output_dir=args.checkpoint_dir,
+            num_train_epochs=args.epochs,
+            max_steps=args.max_steps,
+            per_device_train_batch_size=args.per_device_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            learning_rate=args.resolved_learning_rate,
+            lr_scheduler_type=args.lr_scheduler,
+            warmup_steps=args.warmup_ratio,  # a float below 1 is a share of the steps
+            weight_decay=args.weight_decay,
+            max_grad_norm=args.max_grad_norm,
+            optim=args.resolved_optim,
+            bf16=self.dtype == torch.bfloat16,
+            use_cpu=not torch.cuda.is_available(),
+            activation_checkpointing=args.gradient_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False},
+            logging_steps=args.logging_steps,
+            logging_first_step=True,
+            save_strategy="steps",
+            save_steps=args.save_steps,
+            save_total_limit=args.save_total_limit,
+            eval_strategy="no",
+            seed=args.seed,
+            data_seed=args.seed,
+            remove_unused_columns=False,
+            train_sampling_strategy="random" if self.padding_free else "group_by_length",
+            dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,
+            disable_tqdm=not sys.stderr.isatty(),
+            report_to="none",
+        )
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.trainer.is_world_process_zero()
+
+    def validation_loss(self) -> float:
+        return target_token_loss(
+            self.model,
+            self.validation_rows,
+            self.eval_collator,
+            max(1, self.args.per_device_batch_size),
+            seq2seq=self.seq2seq,
+        )
+
+    def train(self) -> dict[str, Any]:
+        args = self.args
+        checkpoint_dir = Path(args.checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        check_run_config(checkpoint_dir, args, is_main=self.is_main_process)
+        resume_from = newest_complete_checkpoint(checkpoint_dir)
+
+        eval_loss_before = self.validation_loss()
+        assert_4bit_weights_trainable(self.model)
+        if resume_from is not None:
+            print(
+                f"train: resuming from {resume_from.name} (step {checkpoint_step(resume_from)})",
+                flush=True,
+            )
+        started = time.perf_counter()
+        result = self.trainer.train(
+            resume_from_checkpoint=str(resume_from) if resume_from else None
+        )
+        runtime = time.perf_counter() - started
+        eval_loss_after = self.validation_loss()
+
+        trainable, total = count_parameters(self.model)
+        losses = [entry["loss"] for entry in self.trainer.state.log_history if "loss" in entry]
+        return {
+            "method": args.method.value,
+            "base_model": args.model_name_or_path,
+            "model_kind": "seq2seq" if self.seq2seq else "causal",
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_percent": 100.0 * trainable / total,
+            "train_runtime_s": runtime,
+            "global_step": self.trainer.state.global_step,
+            "resumed_from_step": checkpoint_step(resume_from) if resume_from else None,
+            "train_examples": len(self.train_rows),
+            "real_tokens": self.collator.real_tokens,
+            "processed_tokens": self.collator.processed_tokens,
+            "tokens_per_second": self.collator.real_tokens / runtime if runtime > 0 else 0.0,
+            "non_pad_fraction": self.collator.non_pad_fraction,
+            "padding_free": self.padding_free,
+            "final_loss": losses[-1] if losses else None,
+            "mean_train_loss": result.training_loss,
+            "eval_loss_before": eval_loss_before,
+            "eval_loss_after": eval_loss_after,
+            "truncated_inputs": self.stats.truncated_inputs,
+            "truncated_targets": self.stats.truncated_targets,
+            "learning_rate": args.resolved_learning_rate,
+            "optimizer": args.resolved_optim,
+            "precision": str(self.dtype).removeprefix("torch."),
+            "world_size": self.trainer.args.world_size,
+            "adapter": lora_lineage(self.model),
+            **peak_memory(),
+        }
+
+    def save(self, metrics: dict[str, Any]) -> None:
+        if self.is_main_process:
+            save_outputs(self.args, self.trainer, self.tokenizer, metrics)
+
+
 def train(args: TrainArguments) -> dict[str, Any]:
-    torch.manual_seed(args.seed)
-    if not torch.cuda.is_available():
-        # Random-init and small-magnitude weights fill CPU backward passes with denormals (10x slower).
-        torch.set_flush_denormal(True)
-    dtype = resolve_dtype(args.precision)
-    tokenizer = load_tokenizer(args.model_name_or_path)
-    model, seq2seq = build_model(args, dtype)
-    padding_free = uses_padding_free_batches(args.method, seq2seq)
-
-    stats = EncodingStats()
-    train_rows = encode_split(Path(args.train_dir), tokenizer, seq2seq=seq2seq, args=args, stats=stats)
-    validation_rows = encode_split(Path(args.validation_dir), tokenizer, seq2seq=seq2seq, args=args, stats=EncodingStats())
-    base_for_collator = model.get_base_model() if hasattr(model, "get_base_model") else model
-    collator = TokenCountingCollator(make_collator(tokenizer, base_for_collator, padding_free=padding_free))
-    eval_collator = make_collator(tokenizer, base_for_collator, padding_free=padding_free)
-
-    checkpoint_dir = Path(args.checkpoint_dir)
-    use_bf16 = dtype == torch.bfloat16
-    training_args = TrainingArguments(
-        output_dir=str(checkpoint_dir),
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.per_device_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.resolved_learning_rate,
-        lr_scheduler_type=args.lr_scheduler,
-        warmup_steps=args.warmup_ratio,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        optim=args.resolved_optim,
-        bf16=use_bf16,
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=args.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=args.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        eval_strategy="no",
-        seed=args.seed,
-        data_seed=args.seed,
-        remove_unused_columns=False,
-        train_sampling_strategy="random" if padding_free else "group_by_length",
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=not sys.stderr.isatty(),
-        report_to="none",
-    )
-    trainer = GuardedTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=ListDataset(train_rows),
-        data_collator=collator,
-        processing_class=tokenizer,
-        callbacks=[GradientNormGuard()],
-    )
-    is_main = trainer.is_world_process_zero()
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    check_run_config(checkpoint_dir, args, is_main=is_main)
-    resume_from = newest_complete_checkpoint(checkpoint_dir)
-
-    eval_batch = max(1, args.per_device_batch_size)
-    eval_loss_before = target_token_loss(model, validation_rows, eval_collator, eval_batch, seq2seq=seq2seq)
-    assert_4bit_weights_trainable(model)
-    if resume_from is not None:
-        logger.warning("resuming from %s (step %s)", resume_from, checkpoint_step(resume_from))
-        print(f"train: resuming from {resume_from.name} (step {checkpoint_step(resume_from)})", flush=True)
-
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    runtime = time.perf_counter() - started
-    eval_loss_after = target_token_loss(model, validation_rows, eval_collator, eval_batch, seq2seq=seq2seq)
-
-    trainable, total = count_parameters(model)
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    metrics: dict[str, Any] = {
-        "method": args.method.value,
-        "base_model": args.model_name_or_path,
-        "model_kind": "seq2seq" if seq2seq else "causal",
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_percent": 100.0 * trainable / total,
-        "train_runtime_s": runtime,
-        "global_step": trainer.state.global_step,
-        "resumed_from_step": checkpoint_step(resume_from) if resume_from else None,
-        "train_examples": len(train_rows),
-        "real_tokens": collator.real_tokens,
-        "processed_tokens": collator.processed_tokens,
-        "tokens_per_second": collator.real_tokens / runtime if runtime > 0 else 0.0,
-        "non_pad_fraction": collator.non_pad_fraction,
-        "padding_free": padding_free,
-        "final_loss": losses[-1] if losses else None,
-        "mean_train_loss": result.training_loss,
-        "eval_loss_before": eval_loss_before,
-        "eval_loss_after": eval_loss_after,
-        "truncated_inputs": stats.truncated_inputs,
-        "truncated_targets": stats.truncated_targets,
-        "learning_rate": args.resolved_learning_rate,
-        "optimizer": args.resolved_optim,
-        "precision": str(dtype).removeprefix("torch."),
-        "world_size": training_args.world_size,
-        "adapter": lora_lineage(model),
-        **peak_memory(),
-    }
-    if is_main:
-        save_outputs(args, trainer, tokenizer, metrics)
+    recipe = FineTuneRecipe(args)
+    metrics = recipe.train()
+    recipe.save(metrics)
     return metrics
 
 
-def save_outputs(args: TrainArguments, trainer: Trainer, tokenizer: Any, metrics: dict[str, Any]) -> None:
+def save_outputs(
+    args: TrainArguments, trainer: Trainer, tokenizer: Any, metrics: dict[str, Any]
+) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if args.method.is_adapter:
@@ -545,7 +744,9 @@ def merge_adapter(args: TrainArguments, adapter_dir: Path) -> Path:
     from common import load_peft_model
 
     dtype = resolve_dtype(args.precision) if torch.cuda.is_available() else torch.float32
-    merged = load_peft_model(args.model_name_or_path, str(adapter_dir), quantize_4bit=False, dtype=dtype).merge_and_unload()
+    merged = load_peft_model(
+        args.model_name_or_path, str(adapter_dir), quantize_4bit=False, dtype=dtype
+    ).merge_and_unload()
     target = adapter_dir / "merged"
     merged.save_pretrained(target)
     load_tokenizer(args.model_name_or_path).save_pretrained(target)
@@ -561,7 +762,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: error: {err}", file=sys.stderr)
         write_failure_reason(str(err))
         return 2
-    summary = {k: metrics[k] for k in ("method", "trainable_params", "total_params", "train_runtime_s", "final_loss", "eval_loss_before", "eval_loss_after", "non_pad_fraction")}
+    summary = {
+        k: metrics[k]
+        for k in (
+            "method",
+            "trainable_params",
+            "total_params",
+            "train_runtime_s",
+            "final_loss",
+            "eval_loss_before",
+            "eval_loss_after",
+            "non_pad_fraction",
+        )
+    }
     print("train: done " + json.dumps(summary), flush=True)
     return 0
 

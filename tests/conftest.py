@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny random-weight models built once per session, and small preprocessed
+splits of the bundled sample. Everything runs offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "training_scripts"
+
+# No hub access, ever: a test that would download fails instead of hanging.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.models import build_tiny_causal
+
+    return build_tiny_causal(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.models import build_tiny_seq2seq
+
+    return build_tiny_seq2seq(tmp_path_factory.mktemp("tiny-t5"))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/validation/test folders from the bundled sample, small enough for tiny runs."""
+    import preprocess
+
+    root = tmp_path_factory.mktemp("splits")
+    full = root / "full"
+    preprocess.run(
+        preprocess.PreprocessArguments(
+            input=str(REPO / "data/sample/dialogues.jsonl"), output_dir=str(full)
+        )
+    )
+    small = root / "small"
+    for split, keep in (("train", 96), ("validation", 16), ("test", 8)):
+        rows = [
+            json.loads(line) for line in (full / split / "data.jsonl").read_text().splitlines()
+        ][:keep]
+        write_jsonl(small / split / "data.jsonl", rows)
+    return small

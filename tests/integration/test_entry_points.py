@@ -1,0 +1,178 @@
+"""The three scripts run as subprocesses the way SageMaker runs them: processing paths as
+arguments, training paths from SM_* environment variables, hyperparameters as CLI arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SCRIPTS, write_jsonl
+
+
+def run_script(
+    name: str, args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
+def sagemaker_env(root: Path, model: Path, splits: Path) -> dict[str, str]:
+    return {
+        "SM_CHANNEL_TRAIN": str(splits / "train"),
+        "SM_CHANNEL_VALIDATION": str(splits / "validation"),
+        "SM_CHANNEL_MODEL": str(model),
+        "SM_MODEL_DIR": str(root / "opt/ml/model"),
+        "SM_OUTPUT_DATA_DIR": str(root / "opt/ml/output/data"),
+    }
+
+
+def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path: Path) -> None:
+    # Processing job: input and output folders as SageMaker mounts them.
+    data = tmp_path / "opt/ml/processing/input/data"
+    rows = [
+        json.loads(line)
+        for line in (REPO / "data/sample/dialogues.jsonl").read_text().splitlines()[:120]
+    ]
+    write_jsonl(data / "part-0.jsonl", rows)
+    prep = tmp_path / "opt/ml/processing/output"
+    done = run_script(
+        "preprocess.py",
+        [
+            "--input",
+            str(data),
+            "--output-dir",
+            str(prep),
+            "--tokenizer",
+            str(tiny_causal),
+            "--max-input-tokens",
+            "256",
+        ],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((prep / "manifest.json").read_text())
+    assert manifest["records_in"] == 120 == sum(manifest["records_out"].values())
+
+    # Training jobs: channels and model dir from the environment, hyperparameters as arguments.
+    hyperparameters = [
+        "--max-steps",
+        "12",
+        "--per-device-batch-size",
+        "8",
+        "--gradient-checkpointing",
+        "false",
+        "--logging-steps",
+        "4",
+    ]
+    adapter_root, full_root = tmp_path / "adapter-job", tmp_path / "full-job"
+    for root, method, rate in ((adapter_root, "qlora", "1e-2"), (full_root, "full", "3e-3")):
+        root.mkdir(parents=True)
+        done = run_script(
+            "train.py",
+            ["--method", method, "--learning-rate", rate, *hyperparameters],
+            env=sagemaker_env(root, tiny_causal, prep),
+            cwd=root,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "train: done" in done.stdout
+        assert (root / "opt/ml/output/data/training_metrics.json").is_file()
+        assert (
+            root / "runs/local/checkpoints/checkpoint-12/trainer_state.json"
+        ).is_file()  # local default
+    assert (adapter_root / "opt/ml/model/adapter_model.safetensors").is_file()
+    assert (full_root / "opt/ml/model/model.safetensors").is_file()
+
+    # The evaluation step receives the training jobs' model.tar.gz, as SageMaker stores them.
+    for root in (adapter_root, full_root):
+        with tarfile.open(root / "model.tar.gz", "w:gz") as tar:
+            for path in (root / "opt/ml/model").iterdir():
+                tar.add(path, arcname=path.name)
+    evaluation_dir = tmp_path / "opt/ml/processing/output/evaluation"
+    done = run_script(
+        "evaluate.py",
+        [
+            "--base-model", str(tiny_causal),
+            "--adapter-dir", str(adapter_root / "model.tar.gz"),
+            "--baseline-dir", str(full_root / "model.tar.gz"),
+            "--test-dir", str(prep / "test"),
+            "--output-dir", str(evaluation_dir),
+            "--max-new-tokens", "12",
+        ],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
+    assert set(evaluation["models"]) == {"base", "adapter", "full_finetune"}
+    for entry in evaluation["models"].values():
+        for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+            assert 0.0 <= entry[key] <= 1.0
+        assert entry["total_params"] > 0 and entry["artifact_bytes"] > 0
+    adapter, full = evaluation["models"]["adapter"], evaluation["models"]["full_finetune"]
+    assert adapter["trainable_params"] < full["trainable_params"] == full["total_params"]
+    assert adapter["artifact_bytes"] < full["artifact_bytes"]
+    assert adapter["base_quantized_4bit"] is True and adapter["train_runtime_s"] > 0
+    assert set(evaluation["comparisons"]) == {"adapter_vs_full_finetune", "adapter_vs_base"}
+    assert evaluation["comparisons"]["adapter_vs_base"]["rougeL"] == pytest.approx(
+        adapter["rougeL"] - evaluation["models"]["base"]["rougeL"]
+    )
+    predictions = [
+        json.loads(line) for line in (evaluation_dir / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert len(predictions) == evaluation["test_examples"] == manifest["records_out"]["test"]
+    assert {"input", "reference", "base", "adapter", "full_finetune"} <= set(predictions[0])
+    assert "<svg" in (evaluation_dir / "report.html").read_text()
+
+    # A scheduled run reuses the stored baseline instead of retraining it.
+    reused_dir = tmp_path / "reused"
+    done = run_script(
+        "evaluate.py",
+        ["--base-model", str(tiny_causal), "--adapter-dir", str(adapter_root / "opt/ml/model"), "--baseline-evaluation", str(evaluation_dir / "evaluation.json"),
+         "--test-dir", str(prep / "test"), "--output-dir", str(reused_dir), "--max-new-tokens", "12"],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    reused = json.loads((reused_dir / "evaluation.json").read_text())
+    assert reused["baseline_source"] == {
+        "kind": "reused",
+        "evaluation": str(evaluation_dir / "evaluation.json"),
+        "test_set_matches": True,
+    }
+    assert reused["models"]["full_finetune"]["rougeL"] == full["rougeL"]
+    assert (
+        reused["models"]["adapter"]["rougeL"] == adapter["rougeL"]
+    )  # greedy decoding is deterministic
+
+
+def test_bad_data_fails_the_processing_job_with_a_clear_message(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"dialogue": "a", "summary": "b"}\n{"dialogue": "c"}\n')
+    done = run_script(
+        "preprocess.py", ["--input", str(source), "--output-dir", str(tmp_path / "out")]
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f'preprocess: error: {source} line 2: field "summary" is missing (fields present: dialogue); '
+        "set --target-field. Fix it (fix the record) or pass --skip-invalid to skip such records."
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_hyperparameter_is_rejected(
+    tiny_causal: Path, splits: Path, tmp_path: Path
+) -> None:
+    done = run_script(
+        "train.py",
+        ["--method", "lora", "--no-such-flag", "1"],
+        env=sagemaker_env(tmp_path, tiny_causal, splits),
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0 and "--no-such-flag" in done.stderr

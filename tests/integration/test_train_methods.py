@@ -1,0 +1,278 @@
+"""train.py on tiny random-weight models, every method: the loss falls, only the adapter
+trains, the 4-bit base stays bit-identical, the saved adapter reloads to identical logits, and
+a merged model matches the unmerged adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from common import PeftMethod, load_model, load_peft_model, load_tokenizer
+from train import FineTuneRecipe, TrainArguments, save_outputs
+
+METHODS = [PeftMethod.QLORA, PeftMethod.LORA, PeftMethod.PROMPT_TUNING, PeftMethod.FULL]
+# Tiny random models learn fast at high rates; prompt tuning moves only a few embeddings.
+LEARNING_RATES = {
+    PeftMethod.QLORA: 1e-2,
+    PeftMethod.LORA: 1e-2,
+    PeftMethod.PROMPT_TUNING: 1e-1,
+    PeftMethod.FULL: 3e-3,
+}
+
+
+def make_args(
+    model: Path, splits: Path, out: Path, method: PeftMethod, **overrides
+) -> TrainArguments:
+    values = dict(
+        method=method,
+        model_name_or_path=str(model),
+        train_dir=str(splits / "train"),
+        validation_dir=str(splits / "validation"),
+        output_dir=str(out / "model"),
+        output_data_dir=str(out / "output"),
+        checkpoint_dir=str(out / "checkpoints"),
+        max_steps=24,
+        per_device_batch_size=8,
+        learning_rate=LEARNING_RATES[method],
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        num_virtual_tokens=8,
+        save_steps=1000,
+        logging_steps=4,
+        gradient_checkpointing=False,
+        precision="fp32",
+    )
+    values.update(overrides)
+    return TrainArguments(**values)
+
+
+def probe_batch(model_dir: Path) -> dict[str, torch.Tensor]:
+    tokenizer = load_tokenizer(str(model_dir))
+    batch = tokenizer(
+        ["#Person1#: I'd like to book a table for two.", "#Person2#: My router is slow."],
+        return_tensors="pt",
+        padding=True,
+    )
+    return dict(batch)
+
+
+def logits_of(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        if getattr(model.config, "is_encoder_decoder", False):
+            return model(**batch, decoder_input_ids=batch["input_ids"][:, :6]).logits
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.value)
+def test_each_method_learns_and_touches_only_what_it_should(
+    method: PeftMethod,
+    kind: str,
+    tiny_causal: Path,
+    tiny_seq2seq: Path,
+    splits: Path,
+    tmp_path: Path,
+) -> None:
+    model_dir = tiny_causal if kind == "causal" else tiny_seq2seq
+    recipe = FineTuneRecipe(make_args(model_dir, splits, tmp_path, method))
+    named = dict(recipe.model.named_parameters())
+    trainable = {n for n, p in named.items() if p.requires_grad}
+    frozen_before = {n: p.detach().clone() for n, p in named.items() if not p.requires_grad}
+    trainable_before = {n: named[n].detach().clone() for n in trainable}
+
+    if method is PeftMethod.QLORA:
+        import bitsandbytes as bnb
+
+        linear4bit = [m for m in recipe.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert linear4bit, "qlora must load the base linear layers in 4-bit"
+        assert all(m.weight.quant_state.quant_type == "nf4" for m in linear4bit)
+        assert all(m.weight.dtype == torch.uint8 for m in linear4bit)
+        # Every base linear layer is 4-bit, except the output head and what the architecture
+        # keeps in full precision on purpose (T5's `wo`).
+        kept = {"lm_head", *(recipe.model.get_base_model()._keep_in_fp32_modules or [])}
+        unquantized = [
+            n
+            for n, m in recipe.model.named_modules()
+            if type(m) is torch.nn.Linear
+            and "lora_" not in n
+            and not any(k in n.split(".") for k in kept)
+        ]
+        assert not unquantized, unquantized
+    if method.is_lora:
+        assert trainable and all("lora_" in n for n in trainable)
+    elif method is PeftMethod.PROMPT_TUNING:
+        assert trainable and all("prompt_encoder" in n for n in trainable)
+    else:
+        assert trainable == set(named)
+
+    metrics = recipe.train()
+
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"] - 0.05, metrics
+    changed = {n for n in trainable if not torch.equal(named[n].detach(), trainable_before[n])}
+    assert changed, "no trainable parameter moved"
+    for name, before in frozen_before.items():
+        assert torch.equal(named[name].detach(), before), f"frozen parameter {name} changed"
+    assert metrics["trainable_params"] < metrics["total_params"] or method is PeftMethod.FULL
+    assert 0 < metrics["non_pad_fraction"] <= 1
+    if kind == "causal" and method is not PeftMethod.PROMPT_TUNING:
+        assert metrics["padding_free"] and metrics["non_pad_fraction"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "method", [PeftMethod.QLORA, PeftMethod.LORA, PeftMethod.PROMPT_TUNING], ids=lambda m: m.value
+)
+def test_saved_adapter_reloads_on_a_fresh_base_to_identical_logits(
+    method: PeftMethod, tiny_causal: Path, splits: Path, tmp_path: Path
+) -> None:
+    args = make_args(tiny_causal, splits, tmp_path, method, max_steps=6, merge=method.is_lora)
+    recipe = FineTuneRecipe(args)
+    metrics = recipe.train()
+    recipe.save(metrics)
+    out = Path(args.output_dir)
+
+    files = {p.name for p in out.iterdir()}
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "training_metrics.json",
+    } <= files
+    assert not (out / "model.safetensors").exists(), "an adapter run must not save the base weights"
+    saved = json.loads((out / "training_metrics.json").read_text())
+    for key in (
+        "trainable_params",
+        "total_params",
+        "train_runtime_s",
+        "tokens_per_second",
+        "non_pad_fraction",
+        "peak_memory_bytes",
+        "final_loss",
+    ):
+        assert saved[key] is not None, key
+    assert json.loads((Path(args.output_data_dir) / "training_metrics.json").read_text()) == saved
+
+    batch = probe_batch(tiny_causal)
+    trained_logits = logits_of(recipe.model, batch)
+    fresh = load_peft_model(
+        str(tiny_causal), str(out), quantize_4bit=method is PeftMethod.QLORA, dtype=torch.float32
+    )
+    assert torch.equal(logits_of(fresh, batch), trained_logits)
+
+    if method.is_lora:
+        # Merged into an unquantized base, compared with the same adapter unmerged on it.
+        unmerged = load_peft_model(
+            str(tiny_causal), str(out), quantize_4bit=False, dtype=torch.float32
+        )
+        merged = load_model(str(out / "merged"), quantize_4bit=False, dtype=torch.float32)
+        assert not hasattr(merged, "peft_config")
+        torch.testing.assert_close(
+            logits_of(merged, batch), logits_of(unmerged, batch), atol=1e-4, rtol=0
+        )
+
+
+def test_full_fine_tune_saves_a_complete_model(
+    tiny_causal: Path, splits: Path, tmp_path: Path
+) -> None:
+    args = make_args(tiny_causal, splits, tmp_path, PeftMethod.FULL, max_steps=4)
+    recipe = FineTuneRecipe(args)
+    metrics = recipe.train()
+    save_outputs(args, recipe.trainer, recipe.tokenizer, metrics)
+    reloaded = load_model(args.output_dir, quantize_4bit=False, dtype=torch.float32)
+    batch = probe_batch(tiny_causal)
+    torch.testing.assert_close(
+        logits_of(reloaded, batch), logits_of(recipe.model, batch), atol=1e-6, rtol=0
+    )
+
+
+def test_merge_is_refused_for_methods_without_a_mergeable_adapter(
+    tiny_causal: Path, splits: Path, tmp_path: Path
+) -> None:
+    for method in (PeftMethod.PROMPT_TUNING, PeftMethod.FULL):
+        with pytest.raises(ValueError, match="--merge applies to lora and qlora"):
+            make_args(tiny_causal, splits, tmp_path, method, merge=True)
+
+
+def test_padding_free_packing_matches_unpacked_logits(tiny_causal: Path) -> None:
+    """Packed rows (position_ids restarting per example, no attention mask) must give each
+    example the logits it gets alone, or padding-free training would let examples attend
+    to each other."""
+    from transformers import DataCollatorWithFlattening
+
+    model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(str(tiny_causal))
+    texts = [
+        "#Person1#: A table for two, please.",
+        "#Person2#: Your router needs a firmware update now.",
+        "Hi.",
+    ]
+    features = [{"input_ids": tokenizer(t)["input_ids"]} for t in texts]
+    packed = DataCollatorWithFlattening(return_position_ids=True)(features)
+    with torch.no_grad():
+        packed_logits = model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"]
+        ).logits[0]
+        offset = 0
+        for feature in features:
+            n = len(feature["input_ids"])
+            alone = model(input_ids=torch.tensor([feature["input_ids"]])).logits[0]
+            torch.testing.assert_close(packed_logits[offset : offset + n], alone, atol=1e-4, rtol=0)
+            offset += n
+
+
+def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
+    from train import EncodingStats, encode_causal
+
+    tokenizer = load_tokenizer(str(tiny_causal))
+    row = encode_causal(
+        tokenizer,
+        "#Person1#: Hello.\n#Person2#: Hi.",
+        "They greet.",
+        max_seq_length=512,
+        max_target_tokens=64,
+        stats=EncodingStats(),
+    )
+    supervised = [
+        t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100
+    ]
+    assert tokenizer.decode(supervised, skip_special_tokens=True).strip() == "They greet."
+    assert supervised[-1] == tokenizer.eos_token_id
+    assert row["labels"][0] == -100
+
+
+def test_over_long_examples_are_cut_in_the_dialogue_and_counted(tiny_causal: Path) -> None:
+    from common import INSTRUCTION
+    from train import EncodingStats, encode_causal
+
+    tokenizer = load_tokenizer(str(tiny_causal))
+    stats = EncodingStats()
+    dialogue = "#Person1#: " + " ".join(f"sentence number {i}." for i in range(200))
+    row = encode_causal(
+        tokenizer, dialogue, "A long talk.", max_seq_length=128, max_target_tokens=64, stats=stats
+    )
+    assert len(row["input_ids"]) <= 128 and stats.truncated_inputs == 1
+    text = tokenizer.decode(row["input_ids"], skip_special_tokens=True)
+    assert text.startswith(INSTRUCTION) and "Summary: A long talk." in text
+
+
+def test_non_finite_loss_stops_the_run(tiny_causal: Path, splits: Path, tmp_path: Path) -> None:
+    from train import NonFiniteError
+
+    recipe = FineTuneRecipe(
+        make_args(
+            tiny_causal,
+            splits,
+            tmp_path,
+            PeftMethod.FULL,
+            learning_rate=1e6,
+            max_grad_norm=0.0,
+            max_steps=40,
+        )
+    )
+    with pytest.raises(
+        NonFiniteError, match=r"non-finite (training loss|gradient norm) .* at step \d+"
+    ):
+        recipe.train()

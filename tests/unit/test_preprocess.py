@@ -1,0 +1,290 @@
+"""preprocess.py: validation errors name file, line and field; every record is accounted for;
+splits are deterministic and disjoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import preprocess
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from preprocess import DataError, Example, PreprocessArguments, normalize_text, split_examples
+
+
+def good(i: int) -> dict[str, str]:
+    return {
+        "dialogue": f"#Person1#: Hello number {i}.\n#Person2#: Hi there {i}.",
+        "summary": f"They greet {i}.",
+    }
+
+
+def jsonl_bytes(*lines: str | bytes) -> bytes:
+    return b"\n".join(line if isinstance(line, bytes) else line.encode() for line in lines) + b"\n"
+
+
+def run(tmp_path: Path, data: bytes, name: str = "data.jsonl", **kwargs) -> dict:
+    source = tmp_path / name
+    source.write_bytes(data)
+    return preprocess.run(
+        PreprocessArguments(input=str(source), output_dir=str(tmp_path / "out"), **kwargs)
+    )
+
+
+def assert_accounted(manifest: dict) -> None:
+    assert manifest["records_in"] == sum(manifest["records_out"].values()) + sum(
+        manifest["dropped"].values()
+    )
+
+
+def test_malformed_json_stops_with_file_and_line(tmp_path: Path) -> None:
+    data = jsonl_bytes(json.dumps(good(1)), json.dumps(good(2)), '{"dialogue": "x", "summary": ')
+    with pytest.raises(DataError, match=r"data\.jsonl line 3: malformed JSON .*--skip-invalid"):
+        run(tmp_path, data)
+
+
+def test_bad_utf8_stops_with_file_line_and_byte(tmp_path: Path) -> None:
+    data = jsonl_bytes(json.dumps(good(1)), b'{"dialogue": "caf\xe9", "summary": "s"}')
+    with pytest.raises(DataError, match=r"data\.jsonl line 2: not valid UTF-8 \(byte 0xe9"):
+        run(tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"dialogue": "hello"}, r'line 2: field "summary" is missing'),
+        ({"dialogue": "  \n\t ", "summary": "s"}, r'line 2: field "dialogue" is empty'),
+        ({"dialogue": "hello", "summary": ""}, r'line 2: field "summary" is empty'),
+        ({"dialogue": 42, "summary": "s"}, r'line 2: field "dialogue" must be text'),
+        (
+            {"text": "hello", "summary": "s"},
+            r'field "dialogue" is missing \(fields present: summary, text\); set --input-field',
+        ),
+    ],
+)
+def test_missing_or_empty_field_names_the_field(tmp_path: Path, record: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        run(tmp_path, jsonl_bytes(json.dumps(good(1)), json.dumps(record)))
+
+
+def test_skip_invalid_counts_every_reason(tmp_path: Path) -> None:
+    data = jsonl_bytes(
+        *(json.dumps(good(i)) for i in range(10)),
+        "{broken",
+        b'{"dialogue": "\xff", "summary": "s"}',
+        json.dumps({"dialogue": "only"}),
+        json.dumps({"dialogue": "", "summary": "s"}),
+        json.dumps([1, 2]),
+        json.dumps({"dialogue": None, "summary": "s"}),
+        json.dumps(good(3)),  # exact duplicate
+        json.dumps(
+            {**good(4), "dialogue": good(4)["dialogue"] + "   "}
+        ),  # duplicate after normalization
+        "",  # blank line: no record
+    )
+    manifest = run(tmp_path, data, skip_invalid=True)
+    assert manifest["records_in"] == 18
+    assert sum(manifest["records_out"].values()) == 10
+    assert manifest["dropped"] == {
+        "invalid_utf8": 1,
+        "invalid_json": 1,
+        "not_an_object": 1,
+        "missing_field": 2,
+        "not_text": 0,
+        "empty_field": 1,
+        "duplicate": 2,
+    }
+    assert_accounted(manifest)
+
+
+def test_duplicates_are_dropped_even_in_strict_mode(tmp_path: Path) -> None:
+    manifest = run(tmp_path, jsonl_bytes(*(json.dumps(good(i % 5)) for i in range(12))))
+    assert manifest["dropped"]["duplicate"] == 7
+    assert sum(manifest["records_out"].values()) == 5
+    assert_accounted(manifest)
+
+
+def test_same_dialogue_with_two_summaries_stays_in_one_split(tmp_path: Path) -> None:
+    rows = [good(i) for i in range(30)] + [{**good(7), "summary": "Another reference."}]
+    manifest = run(tmp_path, jsonl_bytes(*(json.dumps(r) for r in rows)))
+    assert manifest["dropped"]["duplicate"] == 0
+    homes = [
+        split
+        for split in ("train", "validation", "test")
+        for line in (tmp_path / "out" / split / "data.jsonl").read_text().splitlines()
+        if "Hello number 7." in json.loads(line)["input"]
+    ]
+    assert len(homes) == 2 and len(set(homes)) == 1
+
+
+def test_over_long_inputs_are_truncated_and_counted(tmp_path: Path) -> None:
+    long_dialogue = "#Person1#: " + " ".join(f"word{i}" for i in range(50))
+    rows = [good(i) for i in range(5)] + [{"dialogue": long_dialogue, "summary": "Long."}]
+    manifest = run(tmp_path, jsonl_bytes(*(json.dumps(r) for r in rows)), max_input_tokens=20)
+    assert manifest["truncated_inputs"] == 1
+    assert manifest["token_counter"] == "whitespace"
+    outputs = [
+        json.loads(line)
+        for split in ("train", "validation", "test")
+        for line in (tmp_path / "out" / split / "data.jsonl").read_text().splitlines()
+    ]
+    cut = next(r for r in outputs if r["target"] == "Long.")
+    assert len(cut["input"].split()) == 20 and cut["input"].endswith("word18")
+
+
+def test_token_budget_uses_the_model_tokenizer(tmp_path: Path, tiny_causal: Path) -> None:
+    from transformers import AutoTokenizer
+
+    long_dialogue = "#Person1#: " + " ".join(
+        f"I would like to book a table number {i}." for i in range(40)
+    )
+    rows = [good(i) for i in range(5)] + [{"dialogue": long_dialogue, "summary": "Long."}]
+    manifest = run(
+        tmp_path,
+        jsonl_bytes(*(json.dumps(r) for r in rows)),
+        max_input_tokens=64,
+        tokenizer=str(tiny_causal),
+    )
+    assert manifest["truncated_inputs"] == 1 and manifest["token_counter"].startswith("tokenizer:")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal)
+    outputs = [
+        json.loads(line)
+        for split in ("train", "validation", "test")
+        for line in (tmp_path / "out" / split / "data.jsonl").read_text().splitlines()
+    ]
+    cut = next(r for r in outputs if r["target"] == "Long.")
+    assert len(tokenizer(cut["input"], add_special_tokens=False)["input_ids"]) <= 64
+    assert long_dialogue.startswith(cut["input"])
+
+
+def test_empty_input_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="holds no records"):
+        run(tmp_path, b"")
+    with pytest.raises(DataError, match="holds no records"):
+        run(tmp_path, b"\n\n  \n")
+
+
+def test_all_invalid_is_an_error_even_when_skipping(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="none of the 2 records is valid"):
+        run(tmp_path, jsonl_bytes("{bad", json.dumps({"x": 1})), skip_invalid=True)
+
+
+def test_missing_input_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file or folder"):
+        preprocess.run(
+            PreprocessArguments(
+                input=str(tmp_path / "nope.jsonl"), output_dir=str(tmp_path / "out")
+            )
+        )
+
+
+def test_csv_with_multiline_fields_custom_names_and_bad_bytes(tmp_path: Path) -> None:
+    header = b"conversation,abstract\n"
+    rows = b"".join(
+        f'"#Person1#: hi {i}\n#Person2#: hello {i}",They greet {i}.\n'.encode() for i in range(6)
+    )
+    bad = b'"#Person1#: caf\xe9",Bad bytes.\n'
+    (tmp_path / "data.csv").write_bytes(header + rows + bad)
+    args = dict(
+        input=str(tmp_path / "data.csv"),
+        output_dir=str(tmp_path / "out"),
+        input_field="conversation",
+        target_field="abstract",
+    )
+    with pytest.raises(
+        DataError, match=r'data\.csv line 14: field "conversation" is not valid UTF-8'
+    ):
+        preprocess.run(PreprocessArguments(**args))
+    manifest = preprocess.run(PreprocessArguments(**args, skip_invalid=True))
+    assert manifest["records_in"] == 7 and manifest["dropped"]["invalid_utf8"] == 1
+    assert sum(manifest["records_out"].values()) == 6
+    train = [
+        json.loads(line) for line in (tmp_path / "out/train/data.jsonl").read_text().splitlines()
+    ]
+    assert all("\n#Person2#:" in r["input"] for r in train)
+
+
+def test_parquet_and_folder_input(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist([good(i) for i in range(8)]), folder / "a.parquet")
+    (folder / "b.jsonl").write_text("".join(json.dumps(good(i)) + "\n" for i in range(8, 12)))
+    (folder / "notes.txt").write_text("ignored: not a data file")
+    manifest = preprocess.run(
+        PreprocessArguments(input=str(folder), output_dir=str(tmp_path / "out"))
+    )
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == ["a.parquet", "b.jsonl"]
+    assert manifest["records_in"] == 12 and sum(manifest["records_out"].values()) == 12
+    assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+
+
+def test_parquet_missing_column_names_the_row(tmp_path: Path) -> None:
+    pq.write_table(pa.Table.from_pylist([{"dialogue": "a"}]), tmp_path / "x.parquet")
+    with pytest.raises(DataError, match=r'x\.parquet row 1: field "summary" is missing'):
+        preprocess.run(
+            PreprocessArguments(input=str(tmp_path / "x.parquet"), output_dir=str(tmp_path / "out"))
+        )
+
+
+def test_normalize_text_keeps_turns_and_drops_noise() -> None:
+    raw = "  #Person1#:\tHello\u00a0 there \r\n\r\n#Person2#: Cafe\u0301\x07 ok  "
+    assert normalize_text(raw) == "#Person1#: Hello there\n#Person2#: Caf\u00e9 ok"
+
+
+def test_manifest_describes_the_bundled_sample(tmp_path: Path) -> None:
+    from tests.conftest import REPO
+
+    manifest = preprocess.run(
+        PreprocessArguments(
+            input=str(REPO / "data/sample/dialogues.jsonl"), output_dir=str(tmp_path)
+        )
+    )
+    assert manifest["records_out"]["train"] >= 300 and manifest["records_out"]["test"] >= 60
+    assert_accounted(manifest)
+    for split, info in manifest["splits"].items():
+        assert (tmp_path / info["file"]).is_file() and info["records"] == manifest["records_out"][
+            split
+        ]
+
+
+# --- property: the split is a deterministic partition --------------------------------------
+
+texts = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12
+)
+examples_strategy = st.lists(st.tuples(texts, texts), min_size=1, max_size=60).map(
+    lambda pairs: [
+        Example(id=str(i), input=a, target=b, source=f"f line {i}")
+        for i, (a, b) in enumerate(pairs)
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    examples=examples_strategy,
+    seed=st.integers(0, 2**32),
+    order_seed=st.randoms(use_true_random=False),
+)
+def test_split_is_deterministic_and_a_partition(
+    examples: list[Example], seed: int, order_seed
+) -> None:
+    try:
+        first = split_examples(examples, seed=seed, validation_fraction=0.1, test_fraction=0.2)
+    except DataError:
+        assert len({e.input for e in examples}) < 3  # too few dialogues to split
+        return
+    shuffled = list(examples)
+    order_seed.shuffle(shuffled)
+    again = split_examples(shuffled, seed=seed, validation_fraction=0.1, test_fraction=0.2)
+    assert first == again  # same seed, same split, whatever the input order
+    ids = [e.id for rows in first.values() for e in rows]
+    assert sorted(ids) == sorted(e.id for e in examples)  # nothing lost, nothing twice
+    homes: dict[str, set[str]] = {}
+    for name, rows in first.items():
+        for e in rows:
+            homes.setdefault(e.input, set()).add(name)
+    assert all(len(h) == 1 for h in homes.values())  # a dialogue never straddles splits
