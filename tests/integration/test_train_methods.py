@@ -232,7 +232,9 @@ def test_padding_free_packing_matches_unpacked_logits(tiny_causal: Path) -> None
             offset += n
         # What training does: build_model turns the cache off in the config, not per call.
         model.config.use_cache = False
-        default_call = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits[0]
+        default_call = model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"]
+        ).logits[0]
         torch.testing.assert_close(default_call, packed_logits, atol=1e-6, rtol=0)
 
 
