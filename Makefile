@@ -10,7 +10,7 @@ DEMO_DIR ?= runs/demo
 DEMO_STEPS ?= 32
 DEMO_TEST_EXAMPLES ?= 40
 
-.PHONY: venv test lint format demo clean
+.PHONY: venv test lint format demo definition clean
 
 venv: $(STAMP)
 
@@ -50,6 +50,10 @@ demo: venv
 	  --baseline-dir $(DEMO_DIR)/full --test-dir $(DEMO_DIR)/preprocess/test --output-dir $(DEMO_DIR)/evaluation \
 	  --max-examples $(DEMO_TEST_EXAMPLES) --max-new-tokens 64
 	@echo "Report: $(DEMO_DIR)/evaluation/report.html"
+
+# The SageMaker pipeline definition (offline, deterministic) and the code assets it refers to.
+definition: venv
+	$(BIN)/peftops pipeline definition --out runs/pipeline.json --assets-dir runs/assets
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

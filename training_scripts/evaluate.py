@@ -348,11 +348,22 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
             "test_set_matches": stored.get("test_set_sha256") == test_sha256,
         }
 
+    for entry in models.values():
+        total = entry.get("total_params")
+        entry.setdefault(
+            "trainable_percent", 100.0 * entry["trainable_params"] / total if total else None
+        )
     evaluation = {
         "models": models,
         "comparisons": {
             "adapter_vs_full_finetune": compare(models["adapter"], models["full_finetune"]),
             "adapter_vs_base": compare(models["adapter"], models["base"]),
+        },
+        # What the pipeline's quality gate compares with its thresholds (no arithmetic there).
+        "gate": {
+            "rougeL_shortfall_vs_full_finetune": models["full_finetune"]["rougeL"]
+            - models["adapter"]["rougeL"],
+            "rougeL_gain_vs_base": models["adapter"]["rougeL"] - models["base"]["rougeL"],
         },
         "test_examples": len(rows),
         "test_set_sha256": test_sha256,

@@ -1,0 +1,114 @@
+"""The one typed configuration of the pipeline: what is fixed when it is deployed
+(`PipelineConfig`, from CDK context per stage), where it is deployed (`Deployment`: role,
+bucket, key, region), and the defaults of the parameters a run can override.
+
+Parameters are for what a scheduled run or an operator may change per execution. Some knobs
+cannot be runtime parameters because SageMaker rejects a request whose shape they change:
+managed spot needs `MaxWaitTimeInSeconds`, which CreateTrainingJob refuses without spot, so
+spot is fixed per deployment (sagemaker-python-sdk issue #4140), like network isolation and
+the VPC, which change the job's channels and network.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+# train.py's adapter methods (training_scripts/common.py PeftMethod; a test keeps them equal).
+ADAPTER_METHODS = ("qlora", "lora", "prompt_tuning")
+
+
+class BaselineMode(enum.StrEnum):
+    TRAIN = "train"  # train the full fine-tune baseline in this run (step caching reuses an unchanged one)
+    REUSE = "reuse"  # take the baseline's figures from a stored evaluation.json instead
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the pipeline runs; from CDK (or the CLI), never hard-coded in library code."""
+
+    region: str
+    role_arn: str
+    bucket: str
+    kms_key_arn: str
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", self.role_arn):
+            raise ValueError(f"role_arn {self.role_arn!r} is not an IAM role ARN")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
+            raise ValueError(f"bucket {self.bucket!r} is not a valid S3 bucket name")
+        if not re.fullmatch(
+            r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]+", self.kms_key_arn
+        ):
+            raise ValueError(f"kms_key_arn {self.kms_key_arn!r} is not a KMS key ARN")
+
+    @property
+    def root(self) -> str:
+        return f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True)
+class Vpc:
+    subnet_ids: tuple[str, ...]
+    security_group_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str = "peftops-adapter"
+    model_package_group: str = "peftops-adapters"
+
+    # Containers: the Hugging Face PyTorch training image from the SDK's bundled image URIs.
+    transformers_version: str = "5.3.0"
+    pytorch_version: str = "2.9.0"
+    python_version: str = "py312"
+
+    # An image that already holds training_scripts/requirements.txt; required with network
+    # isolation, where jobs cannot pip install. Empty: the Hugging Face image above.
+    image_uri: str = ""
+
+    # Fixed per deployment (see the module docstring).
+    use_spot: bool = True  # managed spot: up to ~70% cheaper, resumes from checkpoints
+    network_isolation: bool = False  # no network in jobs: the base model comes in as an S3 channel
+    vpc: Vpc | None = None
+    max_runtime_s: int = 6 * 3600
+    max_wait_s: int = 12 * 3600  # spot: time waiting for capacity plus running
+    train_volume_gb: int = 100
+    processing_instance_type: str = "ml.m5.xlarge"
+    evaluation_instance_type: str = "ml.g5.2xlarge"
+    cache_expiry: str = "P30D"  # an unchanged step within 30 days is not run again
+    retry_attempts: int = 3
+
+    # Defaults of the runtime parameters.
+    input_data_uri: str = ""  # default: s3://<bucket>/data/input/
+    base_model: str = (
+        "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id, or s3:// prefix with network isolation
+    )
+    peft_method: str = "qlora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    baseline_learning_rate: float = 2e-5
+    per_device_batch_size: int = 8
+    train_instance_type: str = "ml.g5.2xlarge"
+    train_instance_count: int = 1
+    rouge_l_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L
+    min_rouge_l_gain: float = 0.01  # and must beat the base model by at least this much
+    approval_status: str = "PendingManualApproval"
+    baseline_mode: BaselineMode = BaselineMode.TRAIN
+    baseline_evaluation_uri: str = ""  # default: s3://<bucket>/baseline/evaluation.json
+
+    def __post_init__(self) -> None:
+        if self.use_spot and self.max_wait_s < self.max_runtime_s:
+            raise ValueError("max_wait_s must be >= max_runtime_s for managed spot training")
+        if self.network_isolation and not self.image_uri:
+            raise ValueError(
+                "network_isolation needs image_uri: an image that already holds "
+                "training_scripts/requirements.txt, since isolated jobs cannot pip install"
+            )
+        if self.peft_method not in ADAPTER_METHODS:
+            raise ValueError(f"peft_method must be one of {ADAPTER_METHODS}")
+        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}", self.name):
+            raise ValueError(f"pipeline name {self.name!r} is not valid")

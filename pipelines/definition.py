@@ -1,0 +1,607 @@
+"""The SageMaker Pipeline, built offline and deterministically from `PipelineConfig`.
+
+    Preprocess -> TrainAdapter -> CheckBaselineMode
+        train: TrainBaseline -> Evaluate -> QualityGate -> RegisterAdapter | GateFailed
+        reuse: EvaluateStoredBaseline -> QualityGateStoredBaseline -> RegisterAdapterStoredBaseline | GateFailedStoredBaseline
+
+Both branches are built by one factory (`_evaluation_tail`), so they cannot drift. A step
+that depends on a skipped branch would not run, hence the tail per branch rather than one
+tail after a conditional TrainBaseline.
+
+Every step runs code from `training_scripts/`, staged as one content-hashed
+sourcedir.tar.gz; `python -m pipelines.cli pipeline definition` writes the JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sagemaker.core import image_uris
+from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
+from sagemaker.core.network import NetworkConfig
+from sagemaker.core.processing import FrameworkProcessor
+from sagemaker.core.shapes import (
+    ProcessingInput,
+    ProcessingOutput,
+    ProcessingS3Input,
+    ProcessingS3Output,
+)
+from sagemaker.core.training.configs import (
+    CheckpointConfig,
+    Compute,
+    InputData,
+    Networking,
+    OutputDataConfig,
+    SourceCode,
+    StoppingCondition,
+)
+from sagemaker.core.workflow import (
+    ConditionEquals,
+    ConditionGreaterThanOrEqualTo,
+    ConditionLessThanOrEqualTo,
+    ExecutionVariables,
+    Join,
+    JsonGet,
+    ParameterFloat,
+    ParameterInteger,
+    ParameterString,
+    PropertyFile,
+)
+from sagemaker.mlops.workflow import (
+    CacheConfig,
+    ConditionStep,
+    FailStep,
+    ModelStep,
+    Pipeline,
+    ProcessingStep,
+    SageMakerJobExceptionTypeEnum,
+    SageMakerJobStepRetryPolicy,
+    StepExceptionTypeEnum,
+    StepRetryPolicy,
+    TrainingStep,
+)
+from sagemaker.serve.model_builder import ModelBuilder
+from sagemaker.train import ModelTrainer
+from sagemaker.train.distributed import Torchrun
+
+from pipelines.config import ADAPTER_METHODS, BaselineMode, Deployment, PipelineConfig
+from pipelines.staging import ASSET_PREFIX, OfflineSession
+
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "training_scripts"
+PROCESSING = "/opt/ml/processing"
+TGI_VERSION = "3.3.6"
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The runtime knobs of an execution; names are what `peftops pipeline start` overrides."""
+
+    input_data_uri: ParameterString
+    base_model: ParameterString
+    peft_method: ParameterString
+    lora_r: ParameterInteger
+    lora_alpha: ParameterInteger
+    epochs: ParameterFloat
+    learning_rate: ParameterFloat
+    train_instance_type: ParameterString
+    train_instance_count: ParameterInteger
+    rouge_l_tolerance: ParameterFloat
+    min_rouge_l_gain: ParameterFloat
+    approval_status: ParameterString
+    baseline_mode: ParameterString
+    baseline_evaluation_uri: ParameterString
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, deployment: Deployment) -> Parameters:
+        return cls(
+            input_data_uri=ParameterString(
+                "InputDataUri",
+                default_value=config.input_data_uri or f"{deployment.root}/data/input/",
+            ),
+            base_model=ParameterString("BaseModel", default_value=config.base_model),
+            peft_method=ParameterString(
+                "PeftMethod", default_value=config.peft_method, enum_values=list(ADAPTER_METHODS)
+            ),
+            lora_r=ParameterInteger("LoraRank", default_value=config.lora_r),
+            lora_alpha=ParameterInteger("LoraAlpha", default_value=config.lora_alpha),
+            epochs=ParameterFloat("Epochs", default_value=config.epochs),
+            learning_rate=ParameterFloat("LearningRate", default_value=config.learning_rate),
+            train_instance_type=ParameterString(
+                "TrainInstanceType", default_value=config.train_instance_type
+            ),
+            train_instance_count=ParameterInteger(
+                "TrainInstanceCount", default_value=config.train_instance_count
+            ),
+            rouge_l_tolerance=ParameterFloat(
+                "RougeLTolerance", default_value=config.rouge_l_tolerance
+            ),
+            min_rouge_l_gain=ParameterFloat("MinRougeLGain", default_value=config.min_rouge_l_gain),
+            approval_status=ParameterString(
+                "ApprovalStatus",
+                default_value=config.approval_status,
+                enum_values=["PendingManualApproval", "Approved", "Rejected"],
+            ),
+            baseline_mode=ParameterString(
+                "BaselineMode",
+                default_value=config.baseline_mode.value,
+                enum_values=[m.value for m in BaselineMode],
+            ),
+            baseline_evaluation_uri=ParameterString(
+                "BaselineEvaluationUri",
+                default_value=config.baseline_evaluation_uri
+                or f"{deployment.root}/baseline/evaluation.json",
+            ),
+        )
+
+    def all(self) -> list[Any]:
+        return list(vars(self).values())
+
+
+class _StagingModelTrainer(ModelTrainer):
+    """The base class asks IAM (iam:SimulatePrincipalPolicy) which bucket to stage into."""
+
+    def _resolve_staging_bucket(self) -> tuple[str, None]:
+        return self.sagemaker_session.default_bucket(), None
+
+
+class _StableFrameworkProcessor(FrameworkProcessor):
+    """The SDK stages its install_requirements.py helper under the job name, which holds a
+    timestamp; key it by the helper's content instead."""
+
+    def _resolve_helper_scripts_prefix(self, job_name: str) -> str:
+        import sagemaker.core.utils.install_requirements as helper
+
+        digest = hashlib.sha256(Path(helper.__file__).read_bytes()).hexdigest()
+        return f"{self._s3_code_prefix()}/helpers/{digest}"
+
+
+class _Builder:
+    def __init__(
+        self, config: PipelineConfig, deployment: Deployment, session: OfflineSession
+    ) -> None:
+        self.config = config
+        self.deployment = deployment
+        self.session = session
+        self.params = Parameters.from_config(config, deployment)
+        self.code_uri = session.stage_code(SCRIPTS_DIR)
+        self.training_image = config.image_uri or image_uris.retrieve(
+            framework="huggingface",
+            region=deployment.region,
+            version=config.transformers_version,
+            base_framework_version=f"pytorch{config.pytorch_version}",
+            py_version=config.python_version,
+            instance_type=config.train_instance_type,  # any GPU type: picks the GPU image
+            image_scope="training",
+        )
+        self.cache = CacheConfig(enable_caching=True, expire_after=config.cache_expiry)
+        self.prefix = f"{deployment.root}/pipelines/{config.name}"
+
+    # --- shared pieces ------------------------------------------------------------------------
+
+    def job_retries(self) -> list[Any]:
+        """Capacity shortages (spot, GPUs), service faults and throttling are worth retrying;
+        a failing script is not."""
+        return [
+            SageMakerJobStepRetryPolicy(
+                exception_types=[
+                    SageMakerJobExceptionTypeEnum.CAPACITY_ERROR,
+                    SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
+                    SageMakerJobExceptionTypeEnum.RESOURCE_LIMIT,
+                ],
+                interval_seconds=60,
+                backoff_rate=2.0,
+                max_attempts=self.config.retry_attempts,
+            ),
+            StepRetryPolicy(
+                exception_types=[
+                    StepExceptionTypeEnum.SERVICE_FAULT,
+                    StepExceptionTypeEnum.THROTTLING,
+                ],
+                interval_seconds=30,
+                backoff_rate=2.0,
+                max_attempts=self.config.retry_attempts,
+            ),
+        ]
+
+    @property
+    def model_from_s3(self) -> bool:
+        """With network isolation the base model cannot come from the hub: BaseModel is an
+        S3 prefix, mounted as the `model` channel / processing input."""
+        return self.config.network_isolation
+
+    def processor(self, instance_type: str, base_job_name: str) -> FrameworkProcessor:
+        vpc = self.config.vpc
+        return _StableFrameworkProcessor(
+            role=self.deployment.role_arn,
+            image_uri=self.training_image,
+            command=["python3"],
+            instance_count=1,
+            instance_type=instance_type,
+            volume_size_in_gb=self.config.train_volume_gb,
+            volume_kms_key=self.deployment.kms_key_arn,
+            output_kms_key=self.deployment.kms_key_arn,
+            max_runtime_in_seconds=self.config.max_runtime_s,
+            base_job_name=base_job_name,
+            sagemaker_session=self.session,
+            code_location=f"{self.deployment.root}/{ASSET_PREFIX}/processing/{base_job_name}",
+            env={"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"},
+            network_config=NetworkConfig(
+                enable_network_isolation=self.config.network_isolation,
+                security_group_ids=list(vpc.security_group_ids) if vpc else None,
+                subnets=list(vpc.subnet_ids) if vpc else None,
+                encrypt_inter_container_traffic=True,
+            ),
+        )
+
+    def s3_input(self, name: str, uri: Any, local_path: str) -> ProcessingInput:
+        return ProcessingInput(
+            input_name=name,
+            s3_input=ProcessingS3Input(
+                s3_uri=uri, local_path=local_path, s3_data_type="S3Prefix", s3_input_mode="File"
+            ),
+        )
+
+    def s3_output(self, name: str, uri: Any, local_path: str) -> ProcessingOutput:
+        return ProcessingOutput(
+            output_name=name,
+            s3_output=ProcessingS3Output(
+                s3_uri=uri, local_path=local_path, s3_upload_mode="EndOfJob"
+            ),
+        )
+
+    def base_model_processing_input(self) -> tuple[list[ProcessingInput], Any]:
+        if self.model_from_s3:
+            return [
+                self.s3_input("model", self.params.base_model, f"{PROCESSING}/input/model")
+            ], f"{PROCESSING}/input/model"
+        return [], self.params.base_model
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def preprocess(self) -> ProcessingStep:
+        model_inputs, tokenizer = self.base_model_processing_input()
+        # Keyed by the input URI, not the execution: an unchanged dataset hits the step cache
+        # and everything downstream of it can hit too.
+        output_uri = Join(on="/", values=[f"{self.prefix}/preprocess", self.params.input_data_uri])
+        step_args = self.processor(self.config.processing_instance_type, "peftops-preprocess").run(
+            code="preprocess.py",
+            source_dir=self.code_uri,
+            requirements="requirements.txt",
+            inputs=[self.s3_input("data", self.params.input_data_uri, f"{PROCESSING}/input/data"), *model_inputs],
+            outputs=[self.s3_output("splits", output_uri, f"{PROCESSING}/output")],
+            arguments=[
+                "--input", f"{PROCESSING}/input/data",
+                "--output-dir", f"{PROCESSING}/output",
+                "--tokenizer", tokenizer,
+            ],
+        )  # fmt: skip
+        return ProcessingStep(
+            name="Preprocess",
+            step_args=step_args,
+            cache_config=self.cache,
+            retry_policies=self.job_retries(),
+        )
+
+    def training_step(
+        self, name: str, preprocess: ProcessingStep, hyperparameters: dict[str, Any]
+    ) -> TrainingStep:
+        splits = preprocess.properties.ProcessingOutputConfig.Outputs["splits"].S3Output.S3Uri
+        channels = [
+            InputData(channel_name="train", data_source=Join(on="/", values=[splits, "train"])),
+            InputData(
+                channel_name="validation", data_source=Join(on="/", values=[splits, "validation"])
+            ),
+        ]
+        if self.model_from_s3:
+            channels.append(InputData(channel_name="model", data_source=self.params.base_model))
+        else:
+            hyperparameters = {"model-name-or-path": self.params.base_model, **hyperparameters}
+        vpc = self.config.vpc
+        trainer = _StagingModelTrainer(
+            training_image=self.training_image,
+            role=self.deployment.role_arn,
+            sagemaker_session=self.session,
+            base_job_name=f"peftops-{name.lower()}",
+            source_code=SourceCode(
+                source_dir=self.code_uri, entry_script="train.py", requirements="requirements.txt"
+            ),
+            # torchrun on every job: one process per GPU on each instance, so more GPUs or
+            # instances scale out without another definition.
+            distributed=Torchrun(),
+            compute=Compute(
+                instance_type=self.params.train_instance_type,
+                instance_count=self.params.train_instance_count,
+                volume_size_in_gb=self.config.train_volume_gb,
+                volume_kms_key_id=self.deployment.kms_key_arn,
+                enable_managed_spot_training=self.config.use_spot,
+            ),
+            networking=Networking(
+                enable_network_isolation=self.config.network_isolation,
+                enable_inter_container_traffic_encryption=True,
+                security_group_ids=list(vpc.security_group_ids) if vpc else None,
+                subnets=list(vpc.subnet_ids) if vpc else None,
+            ),
+            stopping_condition=StoppingCondition(
+                max_runtime_in_seconds=self.config.max_runtime_s,
+                max_wait_time_in_seconds=self.config.max_wait_s if self.config.use_spot else None,
+            ),
+            # train.py resumes from /opt/ml/checkpoints, which SageMaker syncs with this prefix.
+            checkpoint_config=CheckpointConfig(
+                s3_uri=f"{self.prefix}/checkpoints/{name}", local_path="/opt/ml/checkpoints"
+            ),
+            output_data_config=OutputDataConfig(
+                s3_output_path=f"{self.prefix}/models/{name}",
+                kms_key_id=self.deployment.kms_key_arn,
+            ),
+            environment={"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"},
+            hyperparameters=hyperparameters,
+        )
+        return TrainingStep(
+            name=name,
+            step_args=trainer.train(input_data_config=channels),
+            cache_config=self.cache,
+            retry_policies=self.job_retries(),
+        )
+
+    def train_adapter(self, preprocess: ProcessingStep) -> TrainingStep:
+        p = self.params
+        return self.training_step(
+            "TrainAdapter",
+            preprocess,
+            {
+                "method": p.peft_method,
+                "lora-r": p.lora_r.to_string(),
+                "lora-alpha": p.lora_alpha.to_string(),
+                "epochs": p.epochs.to_string(),
+                "learning-rate": p.learning_rate.to_string(),
+                "per-device-batch-size": str(self.config.per_device_batch_size),
+                "checkpoint-dir": "/opt/ml/checkpoints",
+            },
+        )
+
+    def train_baseline(self, preprocess: ProcessingStep) -> TrainingStep:
+        return self.training_step(
+            "TrainBaseline",
+            preprocess,
+            {
+                "method": "full",
+                "epochs": self.params.epochs.to_string(),
+                "learning-rate": str(self.config.baseline_learning_rate),
+                "per-device-batch-size": str(self.config.per_device_batch_size),
+                "checkpoint-dir": "/opt/ml/checkpoints",
+            },
+        )
+
+    def evaluate(
+        self,
+        suffix: str,
+        preprocess: ProcessingStep,
+        adapter: TrainingStep,
+        baseline: TrainingStep | None,
+    ) -> tuple[ProcessingStep, PropertyFile]:
+        name = f"Evaluate{suffix}"
+        model_inputs, base_model = self.base_model_processing_input()
+        inputs = [
+            *model_inputs,
+            self.s3_input(
+                "test",
+                Join(
+                    on="/",
+                    values=[
+                        preprocess.properties.ProcessingOutputConfig.Outputs[
+                            "splits"
+                        ].S3Output.S3Uri,
+                        "test",
+                    ],
+                ),
+                f"{PROCESSING}/input/test",
+            ),
+            self.s3_input(
+                "adapter",
+                adapter.properties.ModelArtifacts.S3ModelArtifacts,
+                f"{PROCESSING}/input/adapter",
+            ),
+        ]
+        arguments: list[Any] = [
+            "--base-model", base_model,
+            "--adapter-dir", f"{PROCESSING}/input/adapter",
+            "--test-dir", f"{PROCESSING}/input/test",
+            "--output-dir", f"{PROCESSING}/output/evaluation",
+        ]  # fmt: skip
+        if baseline is not None:
+            inputs.append(
+                self.s3_input(
+                    "baseline",
+                    baseline.properties.ModelArtifacts.S3ModelArtifacts,
+                    f"{PROCESSING}/input/baseline",
+                )
+            )
+            arguments += ["--baseline-dir", f"{PROCESSING}/input/baseline"]
+        else:
+            inputs.append(
+                self.s3_input(
+                    "stored-baseline",
+                    self.params.baseline_evaluation_uri,
+                    f"{PROCESSING}/input/stored-baseline",
+                )
+            )
+            arguments += ["--baseline-evaluation", f"{PROCESSING}/input/stored-baseline"]
+        report = PropertyFile(
+            name=f"EvaluationReport{suffix}", output_name="evaluation", path="evaluation.json"
+        )
+        # One evaluation folder per adapter training job: deterministic for the step cache,
+        # never shared by two different adapters.
+        output_uri = Join(
+            on="/", values=[f"{self.prefix}/evaluation", adapter.properties.TrainingJobName, name]
+        )
+        step_args = self.processor(self.config.evaluation_instance_type, "peftops-evaluate").run(
+            code="evaluate.py",
+            source_dir=self.code_uri,
+            requirements="requirements.txt",
+            inputs=inputs,
+            outputs=[self.s3_output("evaluation", output_uri, f"{PROCESSING}/output/evaluation")],
+            arguments=arguments,
+        )
+        step = ProcessingStep(
+            name=name,
+            step_args=step_args,
+            property_files=[report],
+            cache_config=self.cache,
+            retry_policies=self.job_retries(),
+        )
+        return step, report
+
+    def register(
+        self,
+        suffix: str,
+        preprocess: ProcessingStep,
+        adapter: TrainingStep,
+        evaluate: ProcessingStep,
+    ) -> ModelStep:
+        p = self.params
+        evaluation_uri = Join(
+            on="/",
+            values=[
+                evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
+                "evaluation.json",
+            ],
+        )
+        inference_image = image_uris.retrieve(
+            framework="huggingface-llm",
+            region=self.deployment.region,
+            version=TGI_VERSION,
+            image_scope="inference",
+            instance_type=self.config.evaluation_instance_type,
+        )
+        builder = ModelBuilder(
+            s3_model_data_url=adapter.properties.ModelArtifacts.S3ModelArtifacts,
+            image_uri=inference_image,
+            role_arn=self.deployment.role_arn,
+            sagemaker_session=self.session,
+            # TGI serves the base model with the adapter mounted from the model data.
+            env_vars={"HF_MODEL_ID": p.base_model, "LORA_ADAPTERS": "adapter=/opt/ml/model"},
+        )
+        lineage = {
+            "base_model": p.base_model,
+            "peft_method": p.peft_method,
+            "lora_r": p.lora_r.to_string(),
+            "lora_alpha": p.lora_alpha.to_string(),
+            "target_modules": "all-linear",
+            "trainable_percent": JsonGet(
+                step_name=evaluate.name,
+                property_file=f"EvaluationReport{suffix}",
+                json_path="models.adapter.trainable_percent",
+            ).to_string(),
+            "dataset_uri": p.input_data_uri,
+            "manifest_uri": Join(
+                on="/",
+                values=[
+                    preprocess.properties.ProcessingOutputConfig.Outputs["splits"].S3Output.S3Uri,
+                    "manifest.json",
+                ],
+            ),
+            "code_uri": self.code_uri,
+            "training_job": adapter.properties.TrainingJobName,
+        }
+        step_args = builder.register(
+            model_package_group_name=self.config.model_package_group,
+            content_types=["application/json"],
+            response_types=["application/json"],
+            inference_instances=[self.config.evaluation_instance_type],
+            transform_instances=[self.config.evaluation_instance_type],
+            approval_status=p.approval_status,
+            model_metrics=ModelMetrics(
+                model_statistics=MetricsSource(
+                    content_type="application/json", s3_uri=evaluation_uri
+                )
+            ),
+            customer_metadata_properties=lineage,
+            description="PEFT adapter for dialogue summarization (peftops)",
+        )
+        return ModelStep(name=f"RegisterAdapter{suffix}", step_args=step_args)
+
+    def evaluation_tail(
+        self,
+        suffix: str,
+        preprocess: ProcessingStep,
+        adapter: TrainingStep,
+        baseline: TrainingStep | None,
+    ) -> list[Any]:
+        """Evaluate -> QualityGate -> RegisterAdapter | GateFailed, for one baseline source."""
+        p = self.params
+        evaluate, report = self.evaluate(suffix, preprocess, adapter, baseline)
+
+        def rouge_l(model: str) -> JsonGet:
+            return JsonGet(
+                step_name=evaluate.name, property_file=report, json_path=f"models.{model}.rougeL"
+            )
+
+        def margin(name: str) -> JsonGet:
+            return JsonGet(step_name=evaluate.name, property_file=report, json_path=f"gate.{name}")
+
+        conditions = [
+            ConditionLessThanOrEqualTo(
+                left=margin("rougeL_shortfall_vs_full_finetune"), right=p.rouge_l_tolerance
+            ),
+            ConditionGreaterThanOrEqualTo(
+                left=margin("rougeL_gain_vs_base"), right=p.min_rouge_l_gain
+            ),
+        ]
+        failed = FailStep(
+            name=f"GateFailed{suffix}",
+            error_message=Join(
+                on="",
+                values=[
+                    "Quality gate failed: adapter rougeL ", rouge_l("adapter"),
+                    " vs full fine-tune rougeL ", rouge_l("full_finetune"), " (allowed shortfall ", p.rouge_l_tolerance,
+                    ") and base rougeL ", rouge_l("base"), " (required gain ", p.min_rouge_l_gain, ").",
+                ],
+            ),
+        )  # fmt: skip
+        gate = ConditionStep(
+            name=f"QualityGate{suffix}",
+            conditions=conditions,
+            if_steps=[self.register(suffix, preprocess, adapter, evaluate)],
+            else_steps=[failed],
+        )
+        steps: list[Any] = [evaluate, gate]
+        return [baseline, *steps] if baseline is not None else steps
+
+    def build(self) -> Pipeline:
+        preprocess = self.preprocess()
+        adapter = self.train_adapter(preprocess)
+        check = ConditionStep(
+            name="CheckBaselineMode",
+            conditions=[
+                ConditionEquals(left=self.params.baseline_mode, right=BaselineMode.REUSE.value)
+            ],
+            if_steps=self.evaluation_tail("StoredBaseline", preprocess, adapter, None),
+            else_steps=self.evaluation_tail(
+                "", preprocess, adapter, self.train_baseline(preprocess)
+            ),
+        )
+        return Pipeline(
+            name=self.config.name,
+            parameters=self.params.all(),
+            steps=[preprocess, adapter, check],
+            sagemaker_session=self.session,
+        )
+
+
+def build_pipeline(
+    config: PipelineConfig, deployment: Deployment
+) -> tuple[Pipeline, OfflineSession]:
+    """The pipeline and the session holding the assets its definition refers to."""
+    session = OfflineSession(deployment)
+    return _Builder(config, deployment, session).build(), session
+
+
+def definition_json(config: PipelineConfig, deployment: Deployment) -> tuple[str, dict[str, bytes]]:
+    pipeline, session = build_pipeline(config, deployment)
+    return pipeline.definition(), session.assets
+
+
+__all__ = ["ExecutionVariables", "Parameters", "build_pipeline", "definition_json"]

@@ -1,0 +1,119 @@
+"""`peftops pipeline definition`: offline, credential-free, byte-identical across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pipelines.staging import reproducible_tarball, tree_digest
+
+
+def run_cli(args: list[str], *, isolate_network: bool) -> subprocess.CompletedProcess:
+    # No AWS credentials or config of any kind: only what a clean shell has.
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
+    command = [sys.executable, "-m", "pipelines.cli", *args]
+    if isolate_network:
+        command = ["unshare", "--net", "--map-root-user", *command]
+    return subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def can_unshare_network() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return (
+        subprocess.run(
+            ["unshare", "--net", "--map-root-user", "true"], capture_output=True
+        ).returncode
+        == 0
+    )
+
+
+def test_definition_offline_without_credentials_is_byte_identical(tmp_path: Path) -> None:
+    isolate = can_unshare_network()
+    outputs = []
+    for attempt in range(2):
+        out = tmp_path / f"definition-{attempt}.json"
+        done = run_cli(
+            [
+                "pipeline",
+                "definition",
+                "--out",
+                str(out),
+                "--assets-dir",
+                str(tmp_path / f"assets-{attempt}"),
+            ],
+            isolate_network=isolate,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout == "" and "wrote" in done.stderr and "INFO" not in done.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    definition = json.loads(outputs[0])
+    assert definition["Version"] == "2020-12-01"
+    # Every asset the definition refers to was written, under its bucket key.
+    assets = {
+        p.relative_to(tmp_path / "assets-0").as_posix()
+        for p in (tmp_path / "assets-0").rglob("*")
+        if p.is_file()
+    }
+    code = next(a for a in assets if a.endswith("sourcedir.tar.gz"))
+    assert code in outputs[0].decode()
+    with tarfile.open(tmp_path / "assets-0" / code) as tar:
+        names = tar.getnames()
+    assert {"train.py", "preprocess.py", "evaluate.py", "common.py", "requirements.txt"} <= set(
+        names
+    )
+    if not isolate:
+        pytest.skip(
+            "unshare --net is not permitted here: ran offline-capable build without network isolation"
+        )
+
+
+def test_bad_deployment_values_are_one_line_errors(tmp_path: Path) -> None:
+    done = run_cli(
+        ["pipeline", "definition", "--out", str(tmp_path / "x.json"), "--role-arn", "not-an-arn"],
+        isolate_network=False,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == "peftops: error: role_arn 'not-an-arn' is not an IAM role ARN"
+    )
+
+
+def test_unknown_config_setting_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "stage.json"
+    config.write_text(json.dumps({"use_spot": False, "lora_rank": 8}))
+    done = run_cli(
+        ["pipeline", "definition", "--out", str(tmp_path / "x.json"), "--config", str(config)],
+        isolate_network=False,
+    )
+    assert done.returncode == 2 and "unknown settings ['lora_rank']" in done.stderr
+
+
+def test_code_tarball_is_reproducible_and_content_addressed(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "a.py").write_text("print(1)\n")
+    (tmp_path / "pkg" / "b.py").write_text("x = 2\n")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"cache")
+    first = reproducible_tarball(tmp_path)
+    os.utime(tmp_path / "a.py", (1, 1))  # a different mtime must not matter
+    assert reproducible_tarball(tmp_path) == first
+    (tmp_path / "a.py").write_text("print(2)\n")
+    assert reproducible_tarball(tmp_path) != first
+    assert tree_digest({"a": b"1"}) != tree_digest({"a": b"2"}) != tree_digest({"b": b"2"})

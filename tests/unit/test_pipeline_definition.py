@@ -1,0 +1,483 @@
+"""The pipeline definition: its DAG, parameters, job security and resilience, validity against
+the SageMaker API model, and agreement with the scripts' own argument parsers."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from typing import Any
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+from transformers import HfArgumentParser
+
+from pipelines.config import ADAPTER_METHODS, Deployment, PipelineConfig, Vpc
+from pipelines.definition import definition_json
+
+DEPLOYMENT = Deployment(
+    region="eu-west-1",
+    role_arn="arn:aws:iam::123456789012:role/peftops-sagemaker",
+    bucket="peftops-test-bucket",
+    kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+)
+IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/peftops-training:1"
+EXPECTED_PARAMETERS = {
+    "InputDataUri": "String",
+    "BaseModel": "String",
+    "PeftMethod": "String",
+    "LoraRank": "Integer",
+    "LoraAlpha": "Integer",
+    "Epochs": "Float",
+    "LearningRate": "Float",
+    "TrainInstanceType": "String",
+    "TrainInstanceCount": "Integer",
+    "RougeLTolerance": "Float",
+    "MinRougeLGain": "Float",
+    "ApprovalStatus": "String",
+    "BaselineMode": "String",
+    "BaselineEvaluationUri": "String",
+}
+
+
+@functools.cache
+def build(config: PipelineConfig = PipelineConfig()) -> tuple[dict[str, Any], dict[str, bytes]]:  # noqa: B008
+    body, assets = definition_json(config, DEPLOYMENT)
+    return json.loads(body), assets
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[dict[str, Any], dict[str, bytes]]:
+    return build(PipelineConfig())
+
+
+@pytest.fixture(scope="module")
+def definition(built) -> dict[str, Any]:
+    return built[0]
+
+
+def flatten(steps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        found[step["Name"]] = step
+        if step["Type"] == "Condition":
+            found.update(flatten(step["Arguments"]["IfSteps"] + step["Arguments"]["ElseSteps"]))
+    return found
+
+
+def references(node: Any) -> set[str]:
+    """Names of the steps whose properties `node` refers to."""
+    text = json.dumps(node)
+    return set(re.findall(r'"Get": "Steps\.(\w+)\.', text)) | set(
+        re.findall(r'"Steps\.(\w+)\.PropertyFiles', text)
+    )
+
+
+def branch(step: dict[str, Any], which: str) -> list[str]:
+    return [s["Name"] for s in step["Arguments"][which]]
+
+
+# --- DAG -----------------------------------------------------------------------------------
+
+
+def test_dag_shape(definition) -> None:
+    assert [(s["Name"], s["Type"]) for s in definition["Steps"]] == [
+        ("Preprocess", "Processing"),
+        ("TrainAdapter", "Training"),
+        ("CheckBaselineMode", "Condition"),
+    ]
+    steps = flatten(definition["Steps"])
+    check = steps["CheckBaselineMode"]
+    assert branch(check, "ElseSteps") == ["TrainBaseline", "Evaluate", "QualityGate"]
+    assert branch(check, "IfSteps") == ["EvaluateStoredBaseline", "QualityGateStoredBaseline"]
+    assert check["Arguments"]["Conditions"] == [
+        {"Type": "Equals", "LeftValue": {"Get": "Parameters.BaselineMode"}, "RightValue": "reuse"}
+    ]
+    for suffix in ("", "StoredBaseline"):
+        gate = steps[f"QualityGate{suffix}"]
+        assert branch(gate, "IfSteps") == [f"RegisterAdapter{suffix}"]
+        assert branch(gate, "ElseSteps") == [f"GateFailed{suffix}"]
+        assert steps[f"RegisterAdapter{suffix}"]["Type"] == "RegisterModel"
+        assert steps[f"GateFailed{suffix}"]["Type"] == "Fail"
+
+
+def test_dependencies_flow_through_property_references(definition) -> None:
+    steps = flatten(definition["Steps"])
+    assert references(steps["Preprocess"]) == set()
+    assert references(steps["TrainAdapter"]) == {"Preprocess"}
+    assert references(steps["TrainBaseline"]) == {"Preprocess"}
+    assert references(steps["Evaluate"]) == {"Preprocess", "TrainAdapter", "TrainBaseline"}
+    assert references(steps["EvaluateStoredBaseline"]) == {"Preprocess", "TrainAdapter"}
+    assert references(steps["QualityGate"]["Arguments"]["Conditions"]) == {"Evaluate"}
+    assert references(steps["RegisterAdapter"]) == {"Preprocess", "TrainAdapter", "Evaluate"}
+    assert references(steps["GateFailed"]) == {"Evaluate"}
+    assert steps["Evaluate"]["PropertyFiles"] == [
+        {
+            "PropertyFileName": "EvaluationReport",
+            "OutputName": "evaluation",
+            "FilePath": "evaluation.json",
+        }
+    ]
+
+
+def test_quality_gate_compares_the_evaluation_with_the_thresholds(definition) -> None:
+    conditions = flatten(definition["Steps"])["QualityGate"]["Arguments"]["Conditions"]
+    assert conditions == [
+        {
+            "Type": "LessThanOrEqualTo",
+            "LeftValue": {
+                "Std:JsonGet": {
+                    "PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
+                    "Path": "gate.rougeL_shortfall_vs_full_finetune",
+                }
+            },
+            "RightValue": {"Get": "Parameters.RougeLTolerance"},
+        },
+        {
+            "Type": "GreaterThanOrEqualTo",
+            "LeftValue": {
+                "Std:JsonGet": {
+                    "PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
+                    "Path": "gate.rougeL_gain_vs_base",
+                }
+            },
+            "RightValue": {"Get": "Parameters.MinRougeLGain"},
+        },
+    ]
+
+
+def test_failed_gate_names_metric_and_values(definition) -> None:
+    message = json.dumps(flatten(definition["Steps"])["GateFailed"]["Arguments"]["ErrorMessage"])
+    for needle in (
+        "adapter rougeL",
+        "models.adapter.rougeL",
+        "models.full_finetune.rougeL",
+        "models.base.rougeL",
+        "Parameters.RougeLTolerance",
+        "Parameters.MinRougeLGain",
+    ):
+        assert needle in message
+
+
+def test_registration_is_pending_approval_with_metrics_and_lineage(definition) -> None:
+    register = flatten(definition["Steps"])["RegisterAdapter"]["Arguments"]
+    assert register["ModelPackageGroupName"] == "peftops-adapters"
+    assert register["ModelApprovalStatus"] == {"Get": "Parameters.ApprovalStatus"}
+    assert (
+        next(p for p in definition["Parameters"] if p["Name"] == "ApprovalStatus")["DefaultValue"]
+        == "PendingManualApproval"
+    )
+    statistics = register["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert "Steps.Evaluate.ProcessingOutputConfig" in json.dumps(
+        statistics["S3Uri"]
+    ) and "evaluation.json" in json.dumps(statistics["S3Uri"])
+    lineage = register["CustomerMetadataProperties"]
+    assert set(lineage) >= {
+        "base_model",
+        "peft_method",
+        "lora_r",
+        "lora_alpha",
+        "target_modules",
+        "trainable_percent",
+        "dataset_uri",
+        "manifest_uri",
+        "code_uri",
+        "training_job",
+    }
+    assert lineage["code_uri"].startswith(f"s3://{DEPLOYMENT.bucket}/assets/")
+    assert register["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == {
+        "Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"
+    }
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+
+def test_parameters(definition) -> None:
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    assert {name: p["Type"] for name, p in declared.items()} == EXPECTED_PARAMETERS
+    assert declared["PeftMethod"]["EnumValues"] == list(ADAPTER_METHODS)
+    assert declared["BaselineMode"]["EnumValues"] == ["train", "reuse"]
+    assert declared["InputDataUri"]["DefaultValue"] == f"s3://{DEPLOYMENT.bucket}/data/input/"
+    used = set(re.findall(r'"Get": "Parameters\.(\w+)"', json.dumps(definition["Steps"])))
+    assert used == set(declared), "every parameter is used, and only declared ones"
+
+
+def test_adapter_methods_are_train_py_methods() -> None:
+    from common import PeftMethod
+
+    assert set(ADAPTER_METHODS) == {m.value for m in PeftMethod if m.is_adapter}
+
+
+# --- training and processing jobs ----------------------------------------------------------
+
+
+def training_steps(definition) -> list[dict[str, Any]]:
+    return [s for s in flatten(definition["Steps"]).values() if s["Type"] == "Training"]
+
+
+def processing_steps(definition) -> list[dict[str, Any]]:
+    return [s for s in flatten(definition["Steps"]).values() if s["Type"] == "Processing"]
+
+
+def test_training_jobs_use_spot_checkpoints_kms_retries_and_cache(definition, built) -> None:
+    steps = training_steps(definition)
+    assert {s["Name"] for s in steps} == {"TrainAdapter", "TrainBaseline"}
+    for step in steps:
+        args = step["Arguments"]
+        assert args["EnableManagedSpotTraining"] is True
+        stop = args["StoppingCondition"]
+        assert stop["MaxWaitTimeInSeconds"] >= stop["MaxRuntimeInSeconds"] > 0
+        checkpoint = args["CheckpointConfig"]
+        assert (
+            checkpoint["LocalPath"]
+            == "/opt/ml/checkpoints"
+            == args["HyperParameters"]["checkpoint-dir"]
+        )
+        assert (
+            checkpoint["S3Uri"]
+            == f"s3://{DEPLOYMENT.bucket}/pipelines/peftops-adapter/checkpoints/{step['Name']}"
+        )
+        assert args["ResourceConfig"]["VolumeKmsKeyId"] == DEPLOYMENT.kms_key_arn
+        assert args["OutputDataConfig"]["KmsKeyId"] == DEPLOYMENT.kms_key_arn
+        assert args["EnableInterContainerTrafficEncryption"] is True
+        assert args["RoleArn"] == DEPLOYMENT.role_arn
+        assert args["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainInstanceType"}
+        assert args["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainInstanceCount"}
+        retried = {t for policy in step["RetryPolicies"] for t in policy["ExceptionType"]}
+        assert retried >= {
+            "SageMaker.CAPACITY_ERROR",
+            "SageMaker.JOB_INTERNAL_ERROR",
+            "Step.THROTTLING",
+            "Step.SERVICE_FAULT",
+        }
+        assert step["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
+        assert (
+            "huggingface-pytorch-training:2.9.0-transformers5.3.0-gpu-py312"
+            in args["AlgorithmSpecification"]["TrainingImage"]
+        )
+    # torchrun launches one process per GPU on every instance.
+    launchers = [v.decode() for k, v in built[1].items() if k.endswith("/sm_train.sh")]
+    assert launchers and all("distributed_drivers/torchrun_driver.py" in text for text in launchers)
+
+
+def test_processing_jobs_encrypt_and_retry(definition) -> None:
+    steps = processing_steps(definition)
+    assert {s["Name"] for s in steps} == {"Preprocess", "Evaluate", "EvaluateStoredBaseline"}
+    for step in steps:
+        args = step["Arguments"]
+        assert (
+            args["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == DEPLOYMENT.kms_key_arn
+        )
+        assert args["ProcessingOutputConfig"]["KmsKeyId"] == DEPLOYMENT.kms_key_arn
+        assert args["NetworkConfig"]["EnableInterContainerTrafficEncryption"] is True
+        assert {t for p in step["RetryPolicies"] for t in p["ExceptionType"]} >= {
+            "SageMaker.CAPACITY_ERROR",
+            "Step.THROTTLING",
+        }
+        assert step["CacheConfig"]["Enabled"] is True
+    evaluate = flatten(definition["Steps"])["Evaluate"]["Arguments"]
+    assert evaluate["ProcessingResources"]["ClusterConfig"]["InstanceType"].startswith("ml.g")
+
+
+def test_network_isolation_brings_the_base_model_as_an_s3_channel() -> None:
+    definition, _ = build(
+        PipelineConfig(
+            network_isolation=True, image_uri=IMAGE, vpc=Vpc(("subnet-1", "subnet-2"), ("sg-1",))
+        )
+    )
+    for step in training_steps(definition):
+        args = step["Arguments"]
+        assert args["EnableNetworkIsolation"] is True
+        assert args["VpcConfig"] == {
+            "SecurityGroupIds": ["sg-1"],
+            "Subnets": ["subnet-1", "subnet-2"],
+        }
+        model = next(c for c in args["InputDataConfig"] if c["ChannelName"] == "model")
+        assert model["DataSource"]["S3DataSource"]["S3Uri"] == {"Get": "Parameters.BaseModel"}
+        assert "model-name-or-path" not in args["HyperParameters"]
+    for step in processing_steps(definition):
+        args = step["Arguments"]
+        assert args["NetworkConfig"]["EnableNetworkIsolation"] is True
+        assert args["NetworkConfig"]["VpcConfig"] == {
+            "SecurityGroupIds": ["sg-1"],
+            "Subnets": ["subnet-1", "subnet-2"],
+        }
+        assert any(i["InputName"] == "model" for i in args["ProcessingInputs"])
+
+
+def test_network_isolation_requires_an_image_with_the_dependencies() -> None:
+    with pytest.raises(ValueError, match="network_isolation needs image_uri"):
+        PipelineConfig(network_isolation=True)
+    definition, _ = build(
+        PipelineConfig(
+            network_isolation=True, image_uri=IMAGE, vpc=Vpc(("subnet-1", "subnet-2"), ("sg-1",))
+        )
+    )
+    assert all(
+        s["Arguments"]["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+        for s in training_steps(definition)
+    )
+    assert all(
+        s["Arguments"]["AppSpecification"]["ImageUri"] == IMAGE
+        for s in processing_steps(definition)
+    )
+
+
+def test_on_demand_deployment_has_no_spot_wait() -> None:
+    definition, _ = build(PipelineConfig(use_spot=False))
+    for step in training_steps(definition):
+        assert not step["Arguments"].get("EnableManagedSpotTraining")
+        assert "MaxWaitTimeInSeconds" not in step["Arguments"]["StoppingCondition"]
+
+
+def test_spot_wait_shorter_than_runtime_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_wait_s must be >= max_runtime_s"):
+        PipelineConfig(max_runtime_s=7200, max_wait_s=3600)
+
+
+# --- validity against the API, and against the scripts ------------------------------------
+
+
+def resolve(node: Any, defaults: dict[str, Any]) -> Any:
+    """Arguments with pipeline variables replaced by values of the right type."""
+    if isinstance(node, dict):
+        if set(node) == {"Get"}:
+            ref = node["Get"]
+            if ref.startswith("Parameters."):
+                return defaults[ref.removeprefix("Parameters.")]
+            if ref.startswith("Execution."):
+                return "execution-id"
+            return (
+                f"s3://{DEPLOYMENT.bucket}/resolved/{ref.split('.')[1]}"
+                if "S3" in ref
+                else "resolved-" + ref.split(".")[1].lower()
+            )
+        if set(node) == {"Std:Join"}:
+            return node["Std:Join"]["On"].join(
+                str(resolve(v, defaults)) for v in node["Std:Join"]["Values"]
+            )
+        if set(node) == {"Std:JsonGet"}:
+            return "0.5"
+        return {k: resolve(v, defaults) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve(v, defaults) for v in node]
+    return node
+
+
+OPERATIONS = {
+    "Training": "CreateTrainingJob",
+    "Processing": "CreateProcessingJob",
+    "RegisterModel": "CreateModelPackage",
+}
+# Names the SDK leaves out because the pipeline sets them at run time.
+RUNTIME_NAMES = {
+    "Training": {"TrainingJobName": "job"},
+    "Processing": {"ProcessingJobName": "job"},
+    "RegisterModel": {},
+}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        PipelineConfig(),
+        PipelineConfig(
+            network_isolation=True,
+            image_uri=IMAGE,
+            use_spot=False,
+            vpc=Vpc(("subnet-1",), ("sg-1",)),
+        ),
+    ],
+    ids=["default", "isolated-on-demand-vpc"],
+)
+def test_every_step_validates_against_the_sagemaker_api(config: PipelineConfig) -> None:
+    definition, _ = copy.deepcopy(build(config))
+    defaults = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    checked = 0
+    for step in flatten(definition["Steps"]).values():
+        if step["Type"] not in OPERATIONS:
+            continue
+        request = {
+            **resolve(copy.deepcopy(step["Arguments"]), defaults),
+            **RUNTIME_NAMES[step["Type"]],
+        }
+        report = ParamValidator().validate(
+            request, model.operation_model(OPERATIONS[step["Type"]]).input_shape
+        )
+        assert not report.has_errors(), f"{step['Name']}: {report.generate_report()}"
+        checked += 1
+    assert checked == 7
+
+
+def cli_args_of(hyperparameters: dict[str, str]) -> list[str]:
+    from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
+
+    return hyperparameters_to_cli_args(hyperparameters)
+
+
+def test_hyperparameters_are_exactly_what_train_py_accepts(definition) -> None:
+    from train import TrainArguments
+
+    defaults = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
+    for step in training_steps(definition):
+        hyperparameters = resolve(step["Arguments"]["HyperParameters"], defaults)
+        assert all(isinstance(v, str) for v in hyperparameters.values()), (
+            "CreateTrainingJob needs strings"
+        )
+        # The container turns hyperparameters into CLI arguments with the SDK's own driver code.
+        (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(
+            args=cli_args_of(hyperparameters)
+        )
+        expected_method = "full" if step["Name"] == "TrainBaseline" else "qlora"
+        assert args.method.value == expected_method
+        assert args.checkpoint_dir == "/opt/ml/checkpoints"
+    adapter = resolve(
+        flatten(definition["Steps"])["TrainAdapter"]["Arguments"]["HyperParameters"], defaults
+    )
+    (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(
+        args=cli_args_of(adapter)
+    )
+    assert (args.lora_r, args.lora_alpha, args.learning_rate) == (16, 32, 2e-4)
+
+
+@pytest.mark.parametrize(
+    ("step_name", "script"),
+    [
+        ("Preprocess", "preprocess"),
+        ("Evaluate", "evaluate"),
+        ("EvaluateStoredBaseline", "evaluate"),
+    ],
+)
+def test_processing_arguments_are_exactly_what_the_scripts_accept(
+    definition, built, step_name: str, script: str
+) -> None:
+    import evaluate
+    import preprocess
+
+    defaults = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
+    args = flatten(definition["Steps"])[step_name]["Arguments"]
+    container_args = resolve(args["AppSpecification"]["ContainerArguments"], defaults)
+    dataclass_type = {
+        "preprocess": preprocess.PreprocessArguments,
+        "evaluate": evaluate.EvaluateArguments,
+    }[script]
+    HfArgumentParser(dataclass_type).parse_args_into_dataclasses(args=container_args)
+    # The entry script (runproc.sh, a staged asset) runs the script the arguments were written for.
+    entry = next(
+        i["S3Input"]["S3Uri"] for i in args["ProcessingInputs"] if i["InputName"] == "entrypoint"
+    )
+    runproc = built[1][entry.removeprefix(f"s3://{DEPLOYMENT.bucket}/")].decode()
+    assert f"{script}.py" in runproc and "requirements.txt" in runproc
+    local_paths = {i["S3Input"]["LocalPath"] for i in args["ProcessingInputs"]}
+    for value in container_args:
+        if value.startswith("/opt/ml/processing/input/"):
+            assert value in local_paths, f"{step_name} reads {value}, which no input mounts"
+
+
+def test_definition_is_small(definition) -> None:
+    size = len(json.dumps(definition).encode())
+    assert size < 100_000, size
