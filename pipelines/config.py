@@ -92,6 +92,12 @@ class PipelineConfig:
     learning_rate: float = 2e-4
     baseline_learning_rate: float = 2e-5
     per_device_batch_size: int = 8
+    input_field: str = "dialogue"  # record field with the text to summarize
+    target_field: str = "summary"  # record field with the reference summary
+    gradient_checkpointing: bool = True  # less GPU memory for ~30% more compute
+    validation_max_examples: int = 0  # validation loss before/after training; 0 = the whole split
+    evaluation_max_examples: int = 0  # 0 = the whole test split
+    max_new_tokens: int = 96
     train_instance_type: str = "ml.g5.2xlarge"
     train_instance_count: int = 1
     rouge_l_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L

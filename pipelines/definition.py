@@ -276,6 +276,8 @@ class _Builder:
                 "--input", f"{PROCESSING}/input/data",
                 "--output-dir", f"{PROCESSING}/output",
                 "--tokenizer", tokenizer,
+                "--input-field", self.config.input_field,
+                "--target-field", self.config.target_field,
             ],
         )  # fmt: skip
         return ProcessingStep(
@@ -358,6 +360,8 @@ class _Builder:
                 "epochs": p.epochs.to_string(),
                 "learning-rate": p.learning_rate.to_string(),
                 "per-device-batch-size": str(self.config.per_device_batch_size),
+                "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
+                "validation-max-examples": str(self.config.validation_max_examples),
                 "checkpoint-dir": "/opt/ml/checkpoints",
             },
         )
@@ -371,6 +375,8 @@ class _Builder:
                 "epochs": self.params.epochs.to_string(),
                 "learning-rate": str(self.config.baseline_learning_rate),
                 "per-device-batch-size": str(self.config.per_device_batch_size),
+                "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
+                "validation-max-examples": str(self.config.validation_max_examples),
                 "checkpoint-dir": "/opt/ml/checkpoints",
             },
         )
@@ -410,6 +416,8 @@ class _Builder:
             "--adapter-dir", f"{PROCESSING}/input/adapter",
             "--test-dir", f"{PROCESSING}/input/test",
             "--output-dir", f"{PROCESSING}/output/evaluation",
+            "--max-examples", str(self.config.evaluation_max_examples),
+            "--max-new-tokens", str(self.config.max_new_tokens),
         ]  # fmt: skip
         if baseline is not None:
             inputs.append(
@@ -505,6 +513,9 @@ class _Builder:
             ),
             "code_uri": self.code_uri,
             "training_job": adapter.properties.TrainingJobName,
+            # The gate's thresholds, so approval can check the gate again later.
+            "rouge_l_tolerance": p.rouge_l_tolerance.to_string(),
+            "min_rouge_l_gain": p.min_rouge_l_gain.to_string(),
         }
         step_args = builder.register(
             model_package_group_name=self.config.model_package_group,

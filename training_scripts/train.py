@@ -168,6 +168,12 @@ class TrainArguments:
             "help": "transformers optimizer; auto = paged_adamw_8bit for qlora, adamw_torch otherwise."
         },
     )
+    validation_max_examples: int = field(
+        default=0,
+        metadata={
+            "help": "Validation loss on the first N validation examples (0 = all): it costs two passes."
+        },
+    )
     max_seq_length: int = field(
         default=1024, metadata={"help": "Causal: prompt + summary tokens; seq2seq: input tokens."}
     )
@@ -598,6 +604,8 @@ class FineTuneRecipe:
             args=args,
             stats=EncodingStats(),
         )
+        if args.validation_max_examples > 0:
+            self.validation_rows = self.validation_rows[: args.validation_max_examples]
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self.collator = TokenCountingCollator(
             make_collator(self.tokenizer, base, padding_free=self.padding_free)

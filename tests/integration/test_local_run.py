@@ -1,0 +1,255 @@
+"""The local executor runs the cloud's definition: end to end on the tiny preset, following
+builder changes, refusing what it does not implement, and failing cleanly on bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines import definition as definition_module
+from pipelines.config import PipelineConfig
+from pipelines.local_run import LOCAL_DEPLOYMENT
+from pipelines.local_runner import LocalExecutor, UnsupportedConstructError
+from pipelines.registry import LocalRegistry
+from tests.conftest import REPO, write_jsonl
+
+
+def peftops(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("run-local")
+    done = peftops(
+        "run-local",
+        "--preset",
+        "tiny",
+        "--out",
+        str(root / "run"),
+        "--registry",
+        str(root / "registry.sqlite"),
+        cwd=REPO,
+    )
+    return root, done
+
+
+def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
+    root, done = tiny_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    for step in (
+        "Preprocess",
+        "TrainAdapter",
+        "CheckBaselineMode",
+        "TrainBaseline",
+        "Evaluate",
+        "QualityGate",
+        "RegisterAdapter",
+    ):
+        assert f"▶ {step} (" in done.stderr
+    assert (
+        "Base vs adapter vs full fine-tune" in done.stdout and "Quality gate: passed" in done.stdout
+    )
+    evaluation = json.loads((root / "run" / "evaluation.json").read_text())
+    assert set(evaluation["models"]) == {"base", "adapter", "full_finetune"}
+    assert set(evaluation["comparisons"]) == {"adapter_vs_full_finetune", "adapter_vs_base"}
+    for entry in evaluation["models"].values():
+        assert {
+            "rouge1",
+            "rouge2",
+            "rougeL",
+            "rougeLsum",
+            "trainable_params",
+            "total_params",
+            "artifact_bytes",
+        } <= set(entry)
+    assert (root / "run" / "report.html").is_file() and (
+        root / "run" / "predictions.jsonl"
+    ).is_file()
+    (version,) = LocalRegistry(root / "registry.sqlite", "peftops-adapters").list()
+    assert version.status == "PendingManualApproval"
+    assert version.evaluation == evaluation
+    assert version.metadata["peft_method"] == "qlora" and version.metadata[
+        "dataset_uri"
+    ].startswith("s3://peftops-local/")
+    assert (root / "run" / "s3" / version.model_data_url.removeprefix("s3://")).is_file()
+
+
+def test_models_cli_on_the_registered_version(tiny_run) -> None:
+    root, _ = tiny_run
+    registry = f"local:{root / 'registry.sqlite'}"
+    listed = json.loads(
+        peftops("models", "list", "--registry", registry, "--json", cwd=root).stdout
+    )
+    assert [v["version"] for v in listed] == [1]
+    shown = peftops("models", "show", "1", "--registry", registry, cwd=root)
+    assert "PendingManualApproval" in shown.stdout and "gate:       gate passed" in shown.stdout
+    compared = json.loads(
+        peftops("models", "compare", "1", "1", "--registry", registry, "--json", cwd=root).stdout
+    )
+    assert compared["metrics"]["rougeL"]["first"] == compared["metrics"]["rougeL"]["second"]
+    approved = peftops(
+        "models",
+        "approve",
+        "1",
+        "--registry",
+        registry,
+        "-d",
+        "smoke test",
+        "--who",
+        "ci",
+        cwd=root,
+    )
+    assert approved.returncode == 0 and "Approved (ci: smoke test)" in approved.stdout
+
+
+def test_a_builder_change_changes_what_runs_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_causal: Path
+) -> None:
+    """Patch the builder's Preprocess step; the executor runs the patched arguments."""
+    original = definition_module._Builder.preprocess
+
+    def preprocess_with_small_budget(self):
+        step = original(self)
+        step.step_args.func_kwargs["arguments"] += ["--max-input-tokens", "20"]
+        return step
+
+    monkeypatch.setattr(definition_module._Builder, "preprocess", preprocess_with_small_budget)
+    body, assets = definition_module.definition_json(PipelineConfig(), LOCAL_DEPLOYMENT)
+    definition = json.loads(body)
+    definition["Steps"] = definition["Steps"][:1]  # Preprocess only: enough to see the change
+    executor = LocalExecutor(
+        definition,
+        run_dir=tmp_path,
+        registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
+        parameters={"BaseModel": str(tiny_causal), "InputDataUri": "s3://peftops-local/data/in/"},
+        log=lambda _: None,
+    )
+    executor.put_assets("peftops-local", assets)
+    executor.upload(
+        REPO / "data/sample/dialogues.jsonl", "s3://peftops-local/data/in/dialogues.jsonl"
+    )
+    result = executor.execute()
+    assert result.status == "Succeeded", result.failure
+    manifest_uri = (
+        executor.properties["Preprocess"]["ProcessingOutputConfig.Outputs['splits'].S3Output.S3Uri"]
+        + "/manifest.json"
+    )
+    manifest = json.loads(executor.local_path(manifest_uri).read_text())
+    assert manifest["max_input_tokens"] == 20 and manifest["truncated_inputs"] > 500
+
+
+def test_unsupported_constructs_are_errors(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "r.sqlite", "g")
+    lambda_step = {
+        "Parameters": [],
+        "Steps": [{"Name": "Notify", "Type": "Lambda", "Arguments": {}}],
+    }
+    with pytest.raises(
+        UnsupportedConstructError, match="step Notify: type Lambda is not supported"
+    ):
+        LocalExecutor(
+            lambda_step, run_dir=tmp_path, registry=registry, log=lambda _: None
+        ).execute()
+    odd_function = {
+        "Parameters": [],
+        "Steps": [
+            {"Name": "Stop", "Type": "Fail", "Arguments": {"ErrorMessage": {"Std:Concat": []}}}
+        ],
+    }
+    with pytest.raises(UnsupportedConstructError, match="function Std:Concat is not supported"):
+        LocalExecutor(
+            odd_function, run_dir=tmp_path, registry=registry, log=lambda _: None
+        ).execute()
+    with pytest.raises(UnsupportedConstructError, match="unknown pipeline parameters"):
+        LocalExecutor(
+            {"Parameters": [], "Steps": []},
+            run_dir=tmp_path,
+            registry=registry,
+            parameters={"Nope": 1},
+        )
+
+
+def registry_fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing-data", r"peftops: error: data .*missing\.jsonl does not exist; pass --data"),
+        (
+            "unknown-preset",
+            r"peftops: error: unknown preset 'huge'; choose one of \['smollm2', 'tiny'\]",
+        ),
+        ("unwritable-out", r"peftops: error: output folder .* is not writable"),
+        (
+            "malformed-data",
+            r'peftops: error: step Preprocess failed: preprocess: error: .*bad\.jsonl line 2: field "summary" is missing',
+        ),
+        ("unknown-version", r"peftops: error: model group peftops-adapters has no version 42"),
+    ],
+)
+def test_bad_input_is_one_line_no_traceback_registry_unchanged(
+    tiny_run, tmp_path: Path, case: str, message: str
+) -> None:
+    import re
+
+    root, _ = tiny_run
+    registry = root / "registry.sqlite"
+    before = registry_fingerprint(registry)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [{"dialogue": "a", "summary": "b"}, {"dialogue": "c"}]
+    )
+    common = ["--registry", str(registry), "--out", str(tmp_path / "run")]
+    args = {
+        "missing-data": [
+            "run-local",
+            "--preset",
+            "tiny",
+            "--data",
+            str(tmp_path / "missing.jsonl"),
+            *common,
+        ],
+        "unknown-preset": ["run-local", "--preset", "huge", *common],
+        "unwritable-out": [
+            "run-local",
+            "--preset",
+            "tiny",
+            "--registry",
+            str(registry),
+            "--out",
+            str(blocker / "run"),
+        ],
+        "malformed-data": ["run-local", "--preset", "tiny", "--data", str(bad), *common],
+        "unknown-version": [
+            "models",
+            "approve",
+            "42",
+            "-d",
+            "x",
+            "--registry",
+            f"local:{registry}",
+        ],
+    }[case]
+    done = peftops(*args, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("peftops: error:")]
+    assert len(errors) == 1 and re.fullmatch(message, errors[0]), done.stderr[-2000:]
+    assert registry_fingerprint(registry) == before

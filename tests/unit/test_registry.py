@@ -1,0 +1,163 @@
+"""The registry interface on both backends: SQLite, and SageMaker's Model Registry (moto)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipelines.registry import (
+    LocalRegistry,
+    RegistryError,
+    SageMakerRegistry,
+    decide,
+    gate_verdict,
+    open_registry,
+)
+
+GROUP = "peftops-adapters"
+THRESHOLDS = {
+    "rouge_l_tolerance": "0.02",
+    "min_rouge_l_gain": "0.01",
+    "peft_method": "qlora",
+    "lora_r": "16",
+}
+
+
+def evaluation(adapter: float, full: float, base: float) -> dict[str, Any]:
+    models = {
+        name: {"rouge1": v, "rouge2": v / 2, "rougeL": v, "rougeLsum": v, "trainable_params": 10}
+        for name, v in (("adapter", adapter), ("full_finetune", full), ("base", base))
+    }
+    return {
+        "models": models,
+        "gate": {
+            "rougeL_shortfall_vs_full_finetune": full - adapter,
+            "rougeL_gain_vs_base": adapter - base,
+        },
+    }
+
+
+PASSING = evaluation(adapter=0.44, full=0.45, base=0.22)
+TRAILING = evaluation(adapter=0.40, full=0.45, base=0.22)
+
+
+def register(registry: Any, ev: dict[str, Any] | None, uri: str | None = None) -> Any:
+    return registry.register(
+        group=GROUP,
+        model_data_url="s3://bucket/models/adapter/model.tar.gz",
+        status="PendingManualApproval",
+        metadata=THRESHOLDS,
+        evaluation_uri=uri,
+        evaluation=ev,
+        description="adapter",
+    )
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalRegistry:
+    return LocalRegistry(
+        tmp_path / "registry.sqlite", GROUP, clock=lambda: "2026-11-27T00:00:00+00:00"
+    )
+
+
+def test_local_register_list_get(local: LocalRegistry) -> None:
+    first = register(local, PASSING)
+    second = register(local, TRAILING)
+    assert (first.version, second.version) == (1, 2)
+    assert [v.version for v in local.list()] == [1, 2]
+    assert local.list("Approved") == []
+    assert local.get(1).evaluation == PASSING and local.get(1).metadata == THRESHOLDS
+    with pytest.raises(RegistryError, match="has no version 7"):
+        local.get(7)
+
+
+def test_gate_verdict_uses_the_recorded_thresholds(local: LocalRegistry) -> None:
+    assert gate_verdict(register(local, PASSING)) == (True, "gate passed")
+    assert gate_verdict(register(local, TRAILING))[1].startswith(
+        "its rougeL trails the full fine-tune by 0.0500"
+    )
+    assert gate_verdict(register(local, None)) == (False, "its evaluation is missing")
+
+
+def test_approval_is_refused_for_a_failed_gate_unless_forced(local: LocalRegistry) -> None:
+    register(local, TRAILING)
+    with pytest.raises(RegistryError, match="version 1 cannot be approved: its rougeL trails"):
+        decide(local, 1, "Approved", who="ana", why="looks fine", force=False)
+    assert local.get(1).status == "PendingManualApproval"
+    forced = decide(local, 1, "Approved", who="ana", why="business exception", force=True)
+    assert forced.status == "Approved"
+    assert forced.approval_description.startswith(
+        "ana: business exception [forced: its rougeL trails"
+    )
+
+
+def test_approve_and_reject_record_who_and_why(local: LocalRegistry) -> None:
+    register(local, PASSING)
+    register(local, None)
+    assert (
+        decide(
+            local, 1, "Approved", who="ana", why="beats baseline", force=False
+        ).approval_description
+        == "ana: beats baseline"
+    )
+    rejected = decide(local, 2, "Rejected", who="bo", why="no evaluation", force=False)
+    assert (rejected.status, rejected.approval_description) == ("Rejected", "bo: no evaluation")
+
+
+def test_missing_local_registry_is_an_error_not_a_new_file(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "nope.sqlite", GROUP)
+    with pytest.raises(RegistryError, match="no local registry here"):
+        registry.list()
+    assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_open_registry_specs(tmp_path: Path) -> None:
+    assert isinstance(open_registry(f"local:{tmp_path}/r.sqlite"), LocalRegistry)
+    with pytest.raises(RegistryError, match="use local:PATH or sagemaker:GROUP"):
+        open_registry("s3://x")
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
+        s3.create_bucket(Bucket="evaluations")
+        yield sagemaker, s3
+
+
+def test_sagemaker_backend_register_list_compare_approve_reject(aws) -> None:
+    sagemaker, s3 = aws
+    s3.put_object(Bucket="evaluations", Key="run-1/evaluation.json", Body=json.dumps(PASSING))
+    s3.put_object(Bucket="evaluations", Key="run-2/evaluation.json", Body=json.dumps(TRAILING))
+    registry = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    first = register(registry, PASSING, "s3://evaluations/run-1/evaluation.json")
+    second = register(registry, TRAILING, "s3://evaluations/run-2/evaluation.json")
+    assert (first.version, second.version) == (1, 2)
+    assert first.status == "PendingManualApproval" and first.metadata == THRESHOLDS
+    assert [v.version for v in registry.list()] == [1, 2]
+    # The evaluation is read back from the model metrics' S3 object, as `compare` shows it.
+    assert registry.get(1).evaluation == PASSING and registry.get(2).evaluation == TRAILING
+
+    with pytest.raises(RegistryError, match="version 2 cannot be approved"):
+        decide(registry, 2, "Approved", who="ana", why="ship it", force=False)
+    assert registry.get(2).status == "PendingManualApproval"
+
+    approved = decide(registry, 1, "Approved", who="ana", why="beats the baseline", force=False)
+    assert (
+        approved.status == "Approved" and approved.approval_description == "ana: beats the baseline"
+    )
+    assert [v.version for v in registry.list("Approved")] == [1]
+    rejected = decide(registry, 2, "Rejected", who="bo", why="trails the baseline", force=False)
+    assert rejected.status == "Rejected"
+    with pytest.raises(RegistryError, match="has no version 9"):
+        registry.get(9)
