@@ -198,8 +198,11 @@ def run_local_command(
         str, typer.Option(help="smollm2 (real model, minutes) or tiny (random model, seconds).")
     ] = "smollm2",
     data: Annotated[
-        Path, typer.Option(help="Dataset file or folder (.jsonl/.csv/.parquet).")
-    ] = Path("data/sample/dialogues.jsonl"),
+        Path | None,
+        typer.Option(
+            help="Dataset file or folder (.jsonl/.csv/.parquet); default: the bundled sample."
+        ),
+    ] = None,
     input_field: Annotated[
         str, typer.Option(help="Field with the text to summarize.")
     ] = "dialogue",
@@ -218,7 +221,7 @@ def run_local_command(
     ] = None,
 ) -> None:
     """Run the SageMaker pipeline definition on this machine, end to end."""
-    from pipelines.local_run import LocalRunError, run_local
+    from pipelines.local_run import SAMPLE_DATA, LocalRunError, run_local
     from pipelines.local_runner import StepFailedError, UnsupportedConstructError
     from pipelines.registry import RegistryError
 
@@ -227,7 +230,7 @@ def run_local_command(
         with contextlib.redirect_stdout(sys.stderr):
             result = run_local(
                 preset_name=preset,
-                data=data,
+                data=data or SAMPLE_DATA,
                 out=out,
                 registry_path=registry,
                 input_field=input_field,
@@ -446,6 +449,15 @@ def models_reject(
 # --- pipeline start/status (AWS) --------------------------------------------------------------
 
 
+def request_token(token: str | None) -> str:
+    """The API wants 32-128 characters; any string a scheduler has (a date, a build id) maps
+    to one, always the same, so a retried start does not start a second execution."""
+    import hashlib
+    import uuid
+
+    return hashlib.sha256(token.encode()).hexdigest() if token else uuid.uuid4().hex
+
+
 @pipeline_app.command("start")
 def pipeline_start(
     name: Annotated[str, typer.Option(help="Pipeline name.")] = "peftops-adapter",
@@ -459,8 +471,6 @@ def pipeline_start(
     as_json: JsonOption = False,
 ) -> None:
     """Start an execution of the deployed pipeline."""
-    import uuid
-
     import boto3
 
     parameters = [{"Name": k, "Value": v} for k, v in parse_assignments(param or []).items()]
@@ -469,7 +479,7 @@ def pipeline_start(
         lambda: client.start_pipeline_execution(
             PipelineName=name,
             PipelineParameters=parameters,
-            ClientRequestToken=token or uuid.uuid4().hex,
+            ClientRequestToken=request_token(token),
         )
     )
     arn = response["PipelineExecutionArn"]
