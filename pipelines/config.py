@@ -11,9 +11,11 @@ the VPC, which change the job's channels and network.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from dataclasses import dataclass
+from typing import Any
 
 # train.py's adapter methods (training_scripts/common.py PeftMethod; a test keeps them equal).
 ADAPTER_METHODS = ("qlora", "lora", "prompt_tuning")
@@ -118,3 +120,19 @@ class PipelineConfig:
             raise ValueError(f"peft_method must be one of {ADAPTER_METHODS}")
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}", self.name):
             raise ValueError(f"pipeline name {self.name!r} is not valid")
+
+
+def config_from_dict(values: dict[str, Any], *, source: str = "config") -> PipelineConfig:
+    """PipelineConfig from plain settings (a JSON file, or a CDK stage's `pipeline` context)."""
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown settings {unknown}; known: {sorted(known)}")
+    values = dict(values)
+    if values.get("vpc"):
+        values["vpc"] = Vpc(
+            tuple(values["vpc"]["subnet_ids"]), tuple(values["vpc"]["security_group_ids"])
+        )
+    if "baseline_mode" in values:
+        values["baseline_mode"] = BaselineMode(values["baseline_mode"])
+    return PipelineConfig(**values)

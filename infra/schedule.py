@@ -1,0 +1,64 @@
+"""The EventBridge Scheduler schedule that starts the pipeline, with retries and an encrypted DLQ."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.settings import ScheduleSettings
+
+
+class Schedule(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: ScheduleSettings,
+        pipeline_arn: str,
+        key: kms.IKey,
+        role_factory,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role: iam.IRole = role_factory(self.dead_letters.queue_arn)
+        self.schedule = scheduler.CfnSchedule(
+            self,
+            "Schedule",
+            description="Retrain the peftops adapter",
+            schedule_expression=settings.expression,
+            schedule_expression_timezone="UTC",
+            state="ENABLED" if settings.enabled else "DISABLED",
+            flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+            target=scheduler.CfnSchedule.TargetProperty(
+                arn=pipeline_arn,
+                role_arn=role.role_arn,
+                retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+                    maximum_event_age_in_seconds=3600, maximum_retry_attempts=3
+                ),
+                dead_letter_config=scheduler.CfnSchedule.DeadLetterConfigProperty(
+                    arn=self.dead_letters.queue_arn
+                ),
+                sage_maker_pipeline_parameters=scheduler.CfnSchedule.SageMakerPipelineParametersProperty(
+                    pipeline_parameter_list=[
+                        scheduler.CfnSchedule.SageMakerPipelineParameterProperty(
+                            name=name, value=value
+                        )
+                        for name, value in sorted(settings.parameters.items())
+                    ]
+                    or None
+                ),
+            ),
+        )

@@ -1,0 +1,48 @@
+"""Per-stage settings from cdk.json context (`stages.<name>`), typed once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.config import PipelineConfig, config_from_dict
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    expression: str = "cron(0 3 ? * MON *)"  # EventBridge Scheduler syntax, UTC
+    enabled: bool = False
+    parameters: dict[str, str] = field(default_factory=dict)  # pipeline parameter overrides
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    name: str
+    region: str
+    pipeline: PipelineConfig
+    schedule: ScheduleSettings
+    checkpoint_expiry_days: int = 14
+    noncurrent_version_expiry_days: int = 30
+    access_log_expiry_days: int = 365
+    notification_emails: tuple[str, ...] = ()
+    promotion_account_ids: tuple[str, ...] = ()  # may read and register into the model group
+
+
+def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
+    if not stages or name not in stages:
+        raise ValueError(
+            f"cdk.json context has no stage {name!r}; known stages: {sorted(stages or {})}"
+        )
+    raw = dict(stages[name])
+    try:
+        return StageSettings(
+            name=name,
+            region=raw.pop("region"),
+            pipeline=config_from_dict(raw.pop("pipeline", {}), source=f"stages.{name}.pipeline"),
+            schedule=ScheduleSettings(**raw.pop("schedule", {})),
+            notification_emails=tuple(raw.pop("notification_emails", ())),
+            promotion_account_ids=tuple(raw.pop("promotion_account_ids", ())),
+            **raw,
+        )
+    except TypeError as err:
+        raise ValueError(f"stages.{name}: {err}") from err

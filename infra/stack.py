@@ -1,0 +1,180 @@
+"""The peftops stack: storage, roles, registry, pipeline, schedule and notifications."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Acknowledgment, CfnOutput, Stack, Token, Validations
+from constructs import Construct
+
+from infra.notifications import Notifications
+from infra.pipeline import Pipeline
+from infra.registry import ModelRegistry
+from infra.roles import ExecutionRole, SchedulerRole
+from infra.schedule import Schedule
+from infra.settings import StageSettings
+from infra.storage import Storage
+
+
+def acknowledge(scope: Construct, rule: str, reason: str) -> None:
+    """A cdk-nag finding accepted for this resource only, with the reason it is right here."""
+    Validations.of(scope).acknowledge(
+        Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=reason)
+    )
+
+
+class PeftopsStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: StageSettings, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        config = settings.pipeline
+        self.storage = Storage(
+            self,
+            "Storage",
+            checkpoint_prefix=f"pipelines/{config.name}/checkpoints/",
+            checkpoint_expiry_days=settings.checkpoint_expiry_days,
+            noncurrent_version_expiry_days=settings.noncurrent_version_expiry_days,
+            access_log_expiry_days=settings.access_log_expiry_days,
+        )
+        self.execution = ExecutionRole(
+            self,
+            "ExecutionRole",
+            bucket=self.storage.bucket,
+            key=self.storage.key,
+            pipeline_name=config.name,
+            model_package_group=config.model_package_group,
+        )
+        self.registry = ModelRegistry(
+            self,
+            "Registry",
+            group_name=config.model_package_group,
+            promotion_account_ids=settings.promotion_account_ids,
+        )
+        self.pipeline = Pipeline(
+            self,
+            "Pipeline",
+            config=config,
+            bucket=self.storage.bucket,
+            key=self.storage.key,
+            role=self.execution.role,
+        )
+        self.pipeline.pipeline.node.add_dependency(self.registry.group)
+        self.schedule = Schedule(
+            self,
+            "Schedule",
+            settings=settings.schedule,
+            pipeline_arn=self.pipeline.pipeline_arn,
+            key=self.storage.key,
+            role_factory=lambda queue_arn: (
+                SchedulerRole(
+                    self,
+                    "SchedulerRole",
+                    pipeline_arn=self.pipeline.pipeline_arn,
+                    dead_letter_queue_arn=queue_arn,
+                    key=self.storage.key,
+                ).role
+            ),
+        )
+        self.notifications = Notifications(
+            self,
+            "Notifications",
+            key=self.storage.key,
+            pipeline_arn=self.pipeline.pipeline_arn,
+            model_package_group=config.model_package_group,
+            emails=settings.notification_emails,
+        )
+        self._acknowledge_findings(config.name, config.model_package_group)
+        CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
+        CfnOutput(self, "PipelineName", value=config.name)
+        CfnOutput(self, "ModelPackageGroup", value=config.model_package_group)
+        CfnOutput(self, "TopicArn", value=self.notifications.topic.topic_arn)
+
+    def _acknowledge_findings(self, pipeline_name: str, group: str) -> None:
+        """Each accepted cdk-nag finding, on the one resource it concerns, with its reason."""
+        bucket_objects = (
+            f"Resource::<{self.get_logical_id(self.storage.bucket.node.default_child)}.Arn>/*"
+        )
+        # cdk-nag writes the account as a token unless the environment names it.
+        account = "<AWS::AccountId>" if Token.is_unresolved(self.account) else self.account
+        region_account = f"{self.region}:{account}"
+        execution_policy = self.execution.policy
+        for finding, reason in (
+            (
+                "IAM5[Action::kms:GenerateDataKey*]",
+                "GenerateDataKey and GenerateDataKeyWithoutPlaintext on the project key only, for encrypted volumes and outputs",
+            ),
+            (
+                "IAM5[Resource::*]",
+                "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker namespaces by condition",
+            ),
+            (
+                f"IAM5[{bucket_objects}]",
+                "objects of the project bucket only; jobs create their keys at run time",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:ecr:{self.region}:763104351884:repository/huggingface-pytorch-*]",
+                "pull-only access to AWS's Hugging Face PyTorch images, whose tags vary by version",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:logs:{region_account}:log-group:/aws/sagemaker/*]",
+                "SageMaker job log groups, named per job type by the service",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:model-package/{group}/*]",
+                "versions of this project's model package group, numbered at registration",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:pipeline/{pipeline_name}/*]",
+                "executions of this project's pipeline",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:processing-job/*]",
+                "Pipelines names processing jobs at run time; the role can only create, describe and stop them",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:training-job/*]",
+                "Pipelines names training jobs at run time; the role can only create, describe and stop them",
+            ),
+        ):
+            acknowledge(execution_policy, finding, reason)
+        acknowledge(
+            self.schedule.dead_letters,
+            "SQS3",
+            "this queue is itself the schedule's dead-letter queue",
+        )
+        # CDK's BucketDeployment provider copies the code assets into the bucket at deploy time.
+        provider = next(
+            c for c in self.node.children if c.node.id.startswith("Custom::CDKBucketDeployment")
+        )
+        handler_policy = provider.node.find_child("ServiceRole").node.find_child("DefaultPolicy")
+        # CDK writes a DependsOn that the role's GetAtt already implies; cfn-lint warns (W3005).
+        provider.node.default_child.add_metadata(
+            "cfn-lint", {"config": {"ignore_checks": ["W3005"]}}
+        )
+        acknowledge(
+            provider,
+            "L1",
+            "CDK's BucketDeployment provider pins its own runtime; it runs only during deployments",
+        )
+        acknowledge(
+            provider.node.find_child("ServiceRole"),
+            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+            "CDK's BucketDeployment provider writes its own logs with the basic execution policy",
+        )
+        for finding in (
+            "IAM5[Action::s3:GetObject*]",
+            "IAM5[Action::s3:GetBucket*]",
+            "IAM5[Action::s3:List*]",
+            "IAM5[Action::s3:DeleteObject*]",
+            "IAM5[Action::s3:Abort*]",
+            "IAM5[Action::kms:GenerateDataKey*]",
+            "IAM5[Action::kms:ReEncrypt*]",
+            f"IAM5[{bucket_objects}]",
+            f"IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-{account}-{self.region}/*]",
+        ):
+            acknowledge(
+                handler_policy,
+                finding,
+                "grants CDK's BucketDeployment generates to copy the code assets from the CDK asset bucket into the project bucket",
+            )

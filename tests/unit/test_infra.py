@@ -1,0 +1,381 @@
+"""The CDK stack: each construct's security properties, cdk-nag on every synth, cfn-lint,
+deterministic templates, and the dev/prod stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+import aws_cdk as cdk
+import cdk_nag
+from aws_cdk.assertions import Match, Template
+
+from infra.pipeline import templated_definition
+from infra.settings import stage_settings
+from infra.stack import PeftopsStack
+from tests.conftest import REPO
+
+STAGES = json.loads((REPO / "cdk.json").read_text())["context"]["stages"]
+CONTEXT = {
+    k: v
+    for k, v in json.loads((REPO / "cdk.json").read_text())["context"].items()
+    if k.startswith("@")
+}
+
+
+def synth(stage: str, outdir: Path) -> tuple[Template, PeftopsStack, cdk.App]:
+    app = cdk.App(outdir=str(outdir), context=CONTEXT)
+    settings = stage_settings(STAGES, stage)
+    stack = PeftopsStack(
+        app,
+        f"Peftops-{stage}",
+        settings=settings,
+        env=cdk.Environment(account="123456789012", region=settings.region),
+    )
+    cdk.Validations.of(app).add_plugins(cdk_nag.AwsSolutionsChecks(app))
+    app.synth()  # runs cdk-nag: raises on any unacknowledged finding
+    return Template.from_stack(stack), stack, app
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Template, PeftopsStack, cdk.App]:
+    return synth("dev", tmp_path_factory.mktemp("cdk-dev"))
+
+
+@pytest.fixture(scope="module")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> tuple[Template, PeftopsStack, cdk.App]:
+    return synth("prod", tmp_path_factory.mktemp("cdk-prod"))
+
+
+def resources(template: Template, kind: str) -> dict[str, Any]:
+    return template.find_resources(kind)
+
+
+# --- storage -------------------------------------------------------------------------------
+
+
+def test_key_rotates(dev) -> None:
+    template, _, _ = dev
+    template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+
+
+def test_artifact_bucket_is_encrypted_private_versioned_logged_and_expiring(dev) -> None:
+    template, stack, _ = dev
+    key_id = stack.get_logical_id(stack.storage.key.node.default_child)
+    logs_id = stack.get_logical_id(stack.storage.access_logs.node.default_child)
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {
+                        "ServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]},
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "LoggingConfiguration": {
+                "DestinationBucketName": {"Ref": logs_id},
+                "LogFilePrefix": "artifacts/",
+            },
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Id": "expire-noncurrent-versions",
+                                "NoncurrentVersionExpiration": {"NoncurrentDays": 14},
+                            }
+                        ),
+                        Match.object_like(
+                            {
+                                "Id": "expire-checkpoints",
+                                "Prefix": "pipelines/peftops-adapter-dev/checkpoints/",
+                                "ExpirationInDays": 7,
+                            }
+                        ),
+                    ]
+                )
+            },
+        },
+    )
+
+
+def test_every_bucket_refuses_plain_http_and_public_access(dev) -> None:
+    template, _, _ = dev
+    buckets = resources(template, "AWS::S3::Bucket")
+    assert len(buckets) == 2
+    for bucket in buckets.values():
+        assert all(bucket["Properties"]["PublicAccessBlockConfiguration"].values())
+        assert "BucketEncryption" in bucket["Properties"]
+    policies = resources(template, "AWS::S3::BucketPolicy")
+    tls_denials = [
+        s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+    ]  # fmt: skip
+    assert len(tls_denials) == 2
+
+
+# --- roles ---------------------------------------------------------------------------------
+
+STAR_RESOURCE_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+
+
+def our_policies(template: Template) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in resources(template, "AWS::IAM::Policy").items()
+        if not k.startswith("CustomCDKBucketDeployment")
+    }
+
+
+def test_no_wildcard_actions_and_star_resources_only_where_aws_requires(dev) -> None:
+    template, _, _ = dev
+    policies = our_policies(template)
+    assert len(policies) == 2  # execution role, scheduler role
+    for policy in policies.values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
+                else [statement["Action"]]
+            )
+            assert all(a != "*" and not a.endswith(":*") for a in actions), statement
+            targets = (
+                statement["Resource"]
+                if isinstance(statement["Resource"], list)
+                else [statement["Resource"]]
+            )
+            if "*" in targets:
+                assert set(actions) <= STAR_RESOURCE_ACTIONS, statement
+
+
+def test_roles_use_no_aws_managed_policies(dev) -> None:
+    template, _, _ = dev
+    for name, role in resources(template, "AWS::IAM::Role").items():
+        if not name.startswith("CustomCDKBucketDeployment"):
+            assert "ManagedPolicyArns" not in role["Properties"], name
+
+
+def test_execution_role_is_for_sagemaker_and_scoped_to_the_project(dev) -> None:
+    template, stack, _ = dev
+    role_id = stack.get_logical_id(stack.execution.role.node.default_child)
+    role = resources(template, "AWS::IAM::Role")[role_id]
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "sagemaker.amazonaws.com"
+    }
+    policy = our_policies(template)[stack.get_logical_id(stack.execution.policy.node.default_child)]
+    statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    assert json.dumps(statements["RegisterAdapters"]["Resource"]).count("peftops-adapters-dev") == 2
+    assert statements["PassOwnRoleToJobs"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
+    bucket_id = stack.get_logical_id(stack.storage.bucket.node.default_child)
+    assert bucket_id in json.dumps(statements["ReadWriteProjectObjects"]["Resource"])
+
+
+def test_scheduler_role_can_only_start_this_pipeline(dev) -> None:
+    template, _stack, _ = dev
+    role = next(
+        r
+        for r in resources(template, "AWS::IAM::Role").values()
+        if r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        == {"Service": "scheduler.amazonaws.com"}
+    )
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"}
+    }
+    policy = next(
+        p
+        for p in our_policies(template).values()
+        if any(s["Sid"] == "StartPipeline" for s in p["Properties"]["PolicyDocument"]["Statement"])
+    )
+    start = next(
+        s
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Sid"] == "StartPipeline"
+    )
+    assert start["Action"] == "sagemaker:StartPipelineExecution"
+    assert "pipeline/peftops-adapter-dev" in json.dumps(
+        start["Resource"]
+    ) and "*" not in json.dumps(start["Resource"])
+
+
+# --- registry, pipeline, schedule, notifications --------------------------------------------
+
+
+def test_model_package_group(dev) -> None:
+    template, _, _ = dev
+    template.has_resource_properties(
+        "AWS::SageMaker::ModelPackageGroup", {"ModelPackageGroupName": "peftops-adapters-dev"}
+    )
+
+
+def test_pipeline_definition_is_the_builders(dev) -> None:
+    template, _stack, _ = dev
+    (pipeline,) = resources(template, "AWS::SageMaker::Pipeline").values()
+    body, variables = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"][
+        "Fn::Sub"
+    ]
+    expected, _ = templated_definition(stage_settings(STAGES, "dev").pipeline, "us-east-1")
+    assert body == expected
+    assert set(variables) == {"Bucket", "RoleArn", "KeyArn"}
+    assert pipeline["Properties"]["PipelineName"] == "peftops-adapter-dev"
+    definition = json.loads(body.replace("${!", "${"))
+    assert [s["Name"] for s in definition["Steps"]] == [
+        "Preprocess",
+        "TrainAdapter",
+        "CheckBaselineMode",
+    ]
+
+
+def test_schedule_targets_the_pipeline_with_retries_and_an_encrypted_dlq(dev, prod) -> None:
+    template, stack, _ = dev
+    queue_id = stack.get_logical_id(stack.schedule.dead_letters.node.default_child)
+    key_id = stack.get_logical_id(stack.storage.key.node.default_child)
+    template.has_resource_properties(
+        "AWS::SQS::Queue", {"KmsMasterKeyId": {"Fn::GetAtt": [key_id, "Arn"]}}
+    )
+    (schedule,) = resources(template, "AWS::Scheduler::Schedule").values()
+    props = schedule["Properties"]
+    assert props["State"] == "DISABLED"
+    assert "pipeline/peftops-adapter-dev" in json.dumps(props["Target"]["Arn"])
+    assert props["Target"]["RetryPolicy"] == {
+        "MaximumEventAgeInSeconds": 3600,
+        "MaximumRetryAttempts": 3,
+    }
+    assert props["Target"]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    (prod_schedule,) = resources(prod[0], "AWS::Scheduler::Schedule").values()
+    assert prod_schedule["Properties"]["State"] == "ENABLED"
+    assert prod_schedule["Properties"]["Target"]["SageMakerPipelineParameters"][
+        "PipelineParameterList"
+    ] == [{"Name": "BaselineMode", "Value": "reuse"}]
+
+
+def test_notifications_on_failed_executions_and_approval_changes(dev) -> None:
+    template, stack, _ = dev
+    topic_id = stack.get_logical_id(stack.notifications.topic.node.default_child)
+    key_id = stack.get_logical_id(stack.storage.key.node.default_child)
+    template.has_resource_properties(
+        "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [key_id, "Arn"]}}
+    )
+    rules = resources(template, "AWS::Events::Rule")
+    patterns = {
+        r["Properties"]["EventPattern"]["detail-type"][0]: r["Properties"] for r in rules.values()
+    }
+    failed = patterns["SageMaker Model Building Pipeline Execution Status Change"]
+    assert failed["EventPattern"]["detail"]["currentPipelineExecutionStatus"] == [
+        "Failed",
+        "Stopped",
+    ]
+    approval = patterns["SageMaker Model Package State Change"]
+    assert approval["EventPattern"]["detail"] == {"ModelPackageGroupName": ["peftops-adapters-dev"]}
+    for rule in (failed, approval):
+        assert rule["Targets"][0]["Arn"] == {"Ref": topic_id}
+
+
+# --- stages, determinism, cdk-nag, cfn-lint ---------------------------------------------------
+
+
+def test_dev_and_prod_differ_as_configured(dev, prod) -> None:
+    def pipeline_definition(template: Template) -> dict[str, Any]:
+        (pipeline,) = resources(template, "AWS::SageMaker::Pipeline").values()
+        return json.loads(
+            pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"][
+                0
+            ].replace("${!", "${")
+        )
+
+    dev_definition, prod_definition = pipeline_definition(dev[0]), pipeline_definition(prod[0])
+    instance = {
+        d: next(p["DefaultValue"] for p in x["Parameters"] if p["Name"] == "TrainInstanceType")
+        for d, x in (("dev", dev_definition), ("prod", prod_definition))
+    }
+    assert instance == {"dev": "ml.g5.2xlarge", "prod": "ml.g5.12xlarge"}
+    spot = {
+        d: "MaxWaitTimeInSeconds" in json.dumps(x)
+        and '"EnableManagedSpotTraining": true' in json.dumps(x)
+        for d, x in (("dev", dev_definition), ("prod", prod_definition))
+    }
+    assert spot == {"dev": True, "prod": False}
+
+
+def test_synth_is_deterministic(dev, tmp_path: Path) -> None:
+    again, _, _ = synth("dev", tmp_path)
+    assert json.dumps(again.to_json(), sort_keys=True) == json.dumps(
+        dev[0].to_json(), sort_keys=True
+    )
+
+
+def test_an_unacknowledged_finding_fails_synth(tmp_path: Path) -> None:
+    from aws_cdk import aws_sqs as sqs
+
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Careless")
+    sqs.Queue(stack, "PlainQueue")  # no encryption in transit, no DLQ
+    cdk.Validations.of(app).add_plugins(cdk_nag.AwsSolutionsChecks(app))
+    with pytest.raises(Exception, match=r"(?i)validation"):
+        app.synth()
+
+
+def test_cfn_lint_reports_nothing(dev) -> None:
+    _, stack, app = dev
+    template_file = Path(app.outdir) / stack.template_file
+    done = subprocess.run(
+        [shutil.which("cfn-lint") or "cfn-lint", str(template_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cdk_cli_synthesizes_offline_without_credentials(tmp_path: Path) -> None:
+    cdk_cli = REPO / "node_modules" / ".bin" / "cdk"
+    assert cdk_cli.exists(), "run `make test`: it installs the pinned CDK CLI with npm ci"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),  # no AWS config or credentials
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "CDK_DISABLE_VERSION_CHECK": "1",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    command = [
+        str(cdk_cli),
+        "synth",
+        "--no-notices",
+        "--quiet",
+        "-c",
+        "stage=dev",
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    if (
+        subprocess.run(
+            ["unshare", "--net", "--map-root-user", "true"], capture_output=True
+        ).returncode
+        == 0
+    ):
+        command = ["unshare", "--net", "--map-root-user", *command]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    template = json.loads((tmp_path / "out" / "Peftops-dev.template.json").read_text())
+    assert "AWS::SageMaker::Pipeline" in {r["Type"] for r in template["Resources"].values()}
