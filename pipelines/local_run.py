@@ -68,7 +68,10 @@ PRESETS: dict[str, Preset] = {
             evaluation_max_examples=24,
             max_new_tokens=48,
         ),
-        parameters={"Epochs": 0.15, "LearningRate": 5e-4},
+        # Two 19-step models scored on 24 dialogues differ by a few ROUGE-L points run to run
+        # (seen here: the adapter 0.02 above or below the full fine-tune), so the laptop gate
+        # allows 0.05; the cloud default stays 0.02 on the whole test split.
+        parameters={"Epochs": 0.15, "LearningRate": 5e-4, "RougeLTolerance": 0.05},
         prepare_model=_smollm2,
     ),
     "tiny": Preset(
