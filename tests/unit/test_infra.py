@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -340,7 +340,7 @@ def test_cfn_lint_reports_nothing(dev) -> None:
     _, stack, app = dev
     template_file = Path(app.outdir) / stack.template_file
     done = subprocess.run(
-        [shutil.which("cfn-lint") or "cfn-lint", str(template_file)],
+        [str(Path(sys.executable).parent / "cfn-lint"), str(template_file)],
         capture_output=True,
         text=True,
         timeout=120,
