@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 from aws_cdk import Fn, Stack
@@ -43,7 +44,8 @@ def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict
     # The SDK logs and prints while it builds requests; none of it concerns a synth.
     logging.disable(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Running within a PipelineSession")
             body, assets = definition_json(config, deployment)
     finally:
         logging.disable(logging.NOTSET)
