@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.registry import LocalRegistry, ModelVersion
+from pipelines.registry import LocalRegistry, ModelVersion, Registration
 
 CONTAINER_ROOT = "/opt/ml/"
 
@@ -425,14 +425,16 @@ class LocalExecutor:
             json.loads(self.local_path(evaluation_uri).read_text()) if evaluation_uri else None
         )
         version = self.registry.register(
-            group=args["ModelPackageGroupName"],
-            model_data_url=containers[0]["ModelDataUrl"],
-            status=args.get("ModelApprovalStatus", "PendingManualApproval"),
-            metadata={k: str(v) for k, v in args.get("CustomerMetadataProperties", {}).items()},
-            evaluation_uri=evaluation_uri,
-            evaluation=evaluation,
-            description=args.get("ModelPackageDescription", ""),
-            inference_specification=args["InferenceSpecification"],
+            Registration(
+                group=args["ModelPackageGroupName"],
+                model_data_url=containers[0]["ModelDataUrl"],
+                status=args.get("ModelApprovalStatus", "PendingManualApproval"),
+                metadata={k: str(v) for k, v in args.get("CustomerMetadataProperties", {}).items()},
+                evaluation_uri=evaluation_uri,
+                evaluation=evaluation,
+                description=args.get("ModelPackageDescription", ""),
+                inference_specification=args["InferenceSpecification"],
+            )
         )
         self.properties[step["Name"]] = {"ModelPackageArn": version.arn}
         return version

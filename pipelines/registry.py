@@ -57,19 +57,22 @@ def gate_verdict(version: ModelVersion) -> tuple[bool, str]:
     return True, "gate passed"
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What a pipeline registers: the same fields for every backend."""
+
+    group: str
+    model_data_url: str
+    status: str
+    metadata: dict[str, str]
+    evaluation_uri: str | None
+    evaluation: dict[str, Any] | None
+    description: str
+    inference_specification: dict[str, Any] | None = None
+
+
 class Registry(Protocol):
-    def register(
-        self,
-        *,
-        group: str,
-        model_data_url: str,
-        status: str,
-        metadata: dict[str, str],
-        evaluation_uri: str | None,
-        evaluation: dict[str, Any] | None,
-        description: str,
-        inference_specification: dict[str, Any] | None = None,
-    ) -> ModelVersion: ...
+    def register(self, entry: Registration) -> ModelVersion: ...
 
     def list(self, status: str | None = None) -> list[ModelVersion]: ...
 
@@ -138,32 +141,25 @@ class LocalRegistry:
         connection.execute(SCHEMA)
         return connection
 
-    def register(
-        self,
-        *,
-        group: str,
-        model_data_url: str,
-        status: str,
-        metadata: dict[str, str],
-        evaluation_uri: str | None,
-        evaluation: dict[str, Any] | None,
-        description: str,
-        inference_specification: dict[str, Any] | None = None,
-    ) -> ModelVersion:
-        if status not in APPROVAL_STATUSES:
-            raise RegistryError(f"approval status {status!r} is not one of {APPROVAL_STATUSES}")
+    def register(self, entry: Registration) -> ModelVersion:
+        if entry.status not in APPROVAL_STATUSES:
+            raise RegistryError(
+                f"approval status {entry.status!r} is not one of {APPROVAL_STATUSES}"
+            )
         with self._connect(create=True) as db:
             (latest,) = db.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE model_group = ?",
-                (group,),
+                (entry.group,),
             ).fetchone()
             db.execute(
                 "INSERT INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?)",
-                (group, latest + 1, status, model_data_url, self.clock(), json.dumps(metadata, sort_keys=True),
-                 json.dumps(evaluation) if evaluation is not None else None, evaluation_uri, description,
-                 json.dumps(inference_specification) if inference_specification else None),
+                (entry.group, latest + 1, entry.status, entry.model_data_url, self.clock(),
+                 json.dumps(entry.metadata, sort_keys=True),
+                 json.dumps(entry.evaluation) if entry.evaluation is not None else None,
+                 entry.evaluation_uri, entry.description,
+                 json.dumps(entry.inference_specification) if entry.inference_specification else None),
             )  # fmt: skip
-        return self.get(latest + 1, group=group)
+        return self.get(latest + 1, group=entry.group)
 
     def _row(self, row: tuple) -> ModelVersion:
         (
@@ -289,34 +285,23 @@ class SageMakerRegistry:
             arn=arn,
         )
 
-    def register(
-        self,
-        *,
-        group: str,
-        model_data_url: str,
-        status: str,
-        metadata: dict[str, str],
-        evaluation_uri: str | None,
-        evaluation: dict[str, Any] | None,
-        description: str,
-        inference_specification: dict[str, Any] | None = None,
-    ) -> ModelVersion:
+    def register(self, entry: Registration) -> ModelVersion:
         request: dict[str, Any] = {
-            "ModelPackageGroupName": group,
-            "ModelPackageDescription": description,
-            "ModelApprovalStatus": status,
-            "CustomerMetadataProperties": metadata,
-            "InferenceSpecification": inference_specification
+            "ModelPackageGroupName": entry.group,
+            "ModelPackageDescription": entry.description,
+            "ModelApprovalStatus": entry.status,
+            "CustomerMetadataProperties": entry.metadata,
+            "InferenceSpecification": entry.inference_specification
             or {
-                "Containers": [{"Image": "unused", "ModelDataUrl": model_data_url}],
+                "Containers": [{"Image": "unused", "ModelDataUrl": entry.model_data_url}],
                 "SupportedContentTypes": ["application/json"],
                 "SupportedResponseMIMETypes": ["application/json"],
             },
         }
-        if evaluation_uri:
+        if entry.evaluation_uri:
             request["ModelMetrics"] = {
                 "ModelQuality": {
-                    "Statistics": {"ContentType": "application/json", "S3Uri": evaluation_uri}
+                    "Statistics": {"ContentType": "application/json", "S3Uri": entry.evaluation_uri}
                 }
             }
         arn = self.sagemaker.create_model_package(**request)["ModelPackageArn"]

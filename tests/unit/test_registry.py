@@ -12,6 +12,7 @@ from moto import mock_aws
 
 from pipelines.registry import (
     LocalRegistry,
+    Registration,
     RegistryError,
     SageMakerRegistry,
     decide,
@@ -48,13 +49,15 @@ TRAILING = evaluation(adapter=0.40, full=0.45, base=0.22)
 
 def register(registry: Any, ev: dict[str, Any] | None, uri: str | None = None) -> Any:
     return registry.register(
-        group=GROUP,
-        model_data_url="s3://bucket/models/adapter/model.tar.gz",
-        status="PendingManualApproval",
-        metadata=THRESHOLDS,
-        evaluation_uri=uri,
-        evaluation=ev,
-        description="adapter",
+        Registration(
+            group=GROUP,
+            model_data_url="s3://bucket/models/adapter/model.tar.gz",
+            status="PendingManualApproval",
+            metadata=THRESHOLDS,
+            evaluation_uri=uri,
+            evaluation=ev,
+            description="adapter",
+        )
     )
 
 
