@@ -409,14 +409,15 @@ ReasonOption = Annotated[
 ]
 
 
+WhoOption = Annotated[str | None, typer.Option(help="Who decides (default: the current user).")]
+
+
 @models_app.command("approve")
 def models_approve(
     version: int,
     description: ReasonOption,
     registry: RegistryOption = DEFAULT_REGISTRY,
-    who: Annotated[
-        str | None, typer.Option(help="Who decides (default: the current user).")
-    ] = None,
+    who: WhoOption = None,
     force: Annotated[bool, typer.Option(help="Approve even without a passing evaluation.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -429,9 +430,7 @@ def models_reject(
     version: int,
     description: ReasonOption,
     registry: RegistryOption = DEFAULT_REGISTRY,
-    who: Annotated[
-        str | None, typer.Option(help="Who decides (default: the current user).")
-    ] = None,
+    who: WhoOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Reject a version."""
