@@ -12,8 +12,10 @@ CLI arguments; under torchrun for several GPUs or instances) and on a laptop CPU
   on all linear layers, gradient checkpointing, paged 8-bit AdamW.
 - lora: the same adapter on an unquantized base. prompt_tuning: virtual tokens initialised
   from text. full: every weight trains (the baseline).
-- Causal LMs train on padding-free batches (examples concatenated, positions restarting per
-  example) with loss on the summary tokens only; seq2seq models on length-grouped batches.
+- Loss on the summary tokens only, and for causal LMs the LM head computed only where a summary
+  token is predicted. Batches: padding-free (examples concatenated, positions restarting per
+  example) for causal LMs; length-grouped padded batches for seq2seq models and prompt tuning
+  (`--batching` chooses).
 - Checkpoints go to --checkpoint-dir (/opt/ml/checkpoints, which SageMaker syncs to S3); a
   re-run with the same arguments resumes from the newest complete checkpoint.
 - A non-finite loss or gradient norm stops the run with an error.
@@ -23,7 +25,9 @@ CLI arguments; under torchrun for several GPUs or instances) and on a laptop CPU
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import inspect
 import json
 import logging
 import shutil
@@ -72,6 +76,14 @@ DEFAULT_LEARNING_RATES = {
     PeftMethod.PROMPT_TUNING: 3e-2,
     PeftMethod.FULL: 2e-5,
 }
+
+
+class Batching(enum.StrEnum):
+    AUTO = "auto"
+    PADDING_FREE = "padding_free"  # examples packed into one row, no padding
+    LENGTH_GROUPED = "length_grouped"  # rows padded to the longest of similar-length examples
+
+
 METRICS_FILE = "training_metrics.json"
 RUN_CONFIG_FILE = "run_config.json"
 
@@ -180,6 +192,14 @@ class TrainArguments:
     max_target_tokens: int = field(
         default=256, metadata={"help": "Summary tokens kept for training."}
     )
+    batching: Batching = field(
+        default=Batching.AUTO,
+        metadata={
+            "help": "auto | padding_free | length_grouped. auto: padding-free (examples packed "
+            "into one row) for causal LMs with qlora/lora/full, length-grouped padded batches "
+            "for seq2seq models and prompt tuning."
+        },
+    )
     precision: Precision = field(
         default=Precision.AUTO,
         metadata={"help": "auto | bf16 | fp32 (auto: bf16 on GPUs that support it)."},
@@ -202,6 +222,7 @@ class TrainArguments:
     def __post_init__(self) -> None:
         self.method = PeftMethod(self.method)
         self.precision = Precision(self.precision)
+        self.batching = Batching(self.batching)
         if not self.model_name_or_path:
             raise ValueError("--model-name-or-path is required (a hub id or a model folder)")
         if self.merge and not self.method.is_lora:
@@ -344,10 +365,26 @@ class ListDataset(torch.utils.data.Dataset):
         return self.rows[index]
 
 
-def uses_padding_free_batches(method: PeftMethod, seq2seq: bool) -> bool:
-    # peft's prompt tuning prepends virtual tokens per row and ignores position_ids, so it
-    # cannot see example boundaries inside a packed row; seq2seq encoders have no position_ids.
+def plain_positions(method: PeftMethod, seq2seq: bool) -> bool:
+    """Whether each input position is a token of the example: peft's prompt tuning prepends
+    virtual tokens per row (and ignores position_ids), and a seq2seq decoder's labels are not
+    shifted inputs."""
     return not seq2seq and method is not PeftMethod.PROMPT_TUNING
+
+
+def uses_padding_free_batches(method: PeftMethod, seq2seq: bool, batching: Batching) -> bool:
+    if not plain_positions(method, seq2seq):
+        if batching is Batching.PADDING_FREE:
+            raise ValueError(
+                f"--batching padding_free needs a causal model and qlora, lora or full; "
+                f"use --batching auto for {'seq2seq' if seq2seq else method.value}"
+            )
+        return False
+    # auto: padding-free wherever positions allow it. Measured (benchmarks/, README): on
+    # CPUs it wins clearly; on an H200 with SDPA, where a packed row gets a block-diagonal
+    # mask over the whole row, length-grouped batches were faster for full fine-tuning
+    # (1.61x vs 1.35x over the naive recipe) but not for QLoRA or LoRA, and pad ~10%.
+    return batching is not Batching.LENGTH_GROUPED
 
 
 class TokenCountingCollator:
@@ -475,10 +512,57 @@ def lora_lineage(model: Any) -> dict[str, Any]:
 # --- loss guard and evaluation -------------------------------------------------------------
 
 
+def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The label each position predicts (the next token's), -100 where there is none."""
+    return torch.nn.functional.pad(labels[..., 1:], (0, 1), value=-100)
+
+
+def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Boolean (batch, length) mask of the positions whose next token is a summary token."""
+    return next_token_labels(labels) != -100
+
+
+def summary_token_loss(
+    outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """Cross-entropy of logits computed only at `supervised_positions(labels)` (flattened, in
+    order), reduced exactly as the model's own causal-LM loss reduces the full logits."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    targets = next_token_labels(labels)
+    logits = outputs["logits"]
+    return ForCausalLMLoss(
+        logits,
+        None,
+        vocab_size=logits.shape[-1],
+        num_items_in_batch=num_items_in_batch,
+        shift_labels=targets[targets != -100],
+    )
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 class GuardedTrainer(Trainer):
-    """Stops at the first non-finite loss instead of training on garbage."""
+    """Stops at the first non-finite loss instead of training on garbage.
+
+    With `summary_logits_only`, the LM head runs only at the positions that predict a summary
+    token: on dialogue data that is ~1/6 of the positions, and the head (vocabulary x hidden)
+    is the largest matrix of a small model. Prompt positions carry no loss, so the gradients
+    are the same; the logits tensor, in fp32 for the loss, shrinks by as much.
+    """
+
+    def __init__(self, *args: Any, summary_logits_only: bool = False, **kwargs: Any) -> None:
+        if summary_logits_only:
+            kwargs["compute_loss_func"] = summary_token_loss
+        super().__init__(*args, **kwargs)
+        self.summary_logits_only = summary_logits_only
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.summary_logits_only and "labels" in inputs:
+            inputs = {**inputs, "logits_to_keep": supervised_positions(inputs["labels"])}
         result = super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
@@ -512,9 +596,16 @@ class GradientNormGuard(TrainerCallback):
 
 
 def target_token_loss(
-    model: Any, rows: list[dict[str, list[int]]], collator: Any, batch_size: int, *, seq2seq: bool
+    model: Any,
+    rows: list[dict[str, list[int]]],
+    collator: Any,
+    batch_size: int,
+    *,
+    seq2seq: bool,
+    summary_logits_only: bool = False,
 ) -> float:
-    """Mean cross-entropy over the summary tokens of `rows`."""
+    """Mean cross-entropy over the summary tokens of `rows`; with `summary_logits_only` the
+    LM head runs only where a summary token is predicted (same value, less work)."""
     device = next(p.device for p in model.parameters())
     total, count = 0.0, 0
     with evaluation_mode(model):
@@ -524,7 +615,15 @@ def target_token_loss(
             n = int((labels != -100).sum() if seq2seq else (labels[..., 1:] != -100).sum())
             # No cache: with one, transformers would not detect packed rows and examples
             # would attend to each other.
-            total += float(model(**batch, use_cache=False).loss) * n
+            if summary_logits_only:
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                outputs = model(
+                    **inputs, use_cache=False, logits_to_keep=supervised_positions(labels)
+                )
+                loss = summary_token_loss(outputs, labels)
+            else:
+                loss = model(**batch, use_cache=False).loss
+            total += float(loss) * n
             count += n
     return total / count if count else float("nan")
 
@@ -591,12 +690,10 @@ class FineTuneRecipe:
         self.dtype = resolve_dtype(args.precision)
         self.tokenizer = load_tokenizer(args.model_name_or_path)
         self.model, self.seq2seq = build_model(args, self.dtype)
-        self.padding_free = uses_padding_free_batches(args.method, self.seq2seq)
+        self.padding_free = uses_padding_free_batches(args.method, self.seq2seq, args.batching)
 
         self.stats = EncodingStats()
-        self.train_rows = encode_split(
-            Path(args.train_dir), self.tokenizer, seq2seq=self.seq2seq, args=args, stats=self.stats
-        )
+        self.train_rows = self.encode_train_rows()
         self.validation_rows = encode_split(
             Path(args.validation_dir),
             self.tokenizer,
@@ -607,9 +704,7 @@ class FineTuneRecipe:
         if args.validation_max_examples > 0:
             self.validation_rows = self.validation_rows[: args.validation_max_examples]
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        self.collator = TokenCountingCollator(
-            make_collator(self.tokenizer, base, padding_free=self.padding_free)
-        )
+        self.collator = TokenCountingCollator(self.make_train_collator(base))
         self.eval_collator = make_collator(self.tokenizer, base, padding_free=self.padding_free)
         self.trainer = GuardedTrainer(
             model=self.model,
@@ -618,7 +713,41 @@ class FineTuneRecipe:
             data_collator=self.collator,
             processing_class=self.tokenizer,
             callbacks=[GradientNormGuard()],
+            summary_logits_only=self.summary_logits_only,
         )
+
+    # The data layer. benchmarks/naive.py overrides these four to measure the common recipe
+    # on the same model, optimizer and loop.
+
+    def encode_train_rows(self) -> list[dict[str, list[int]]]:
+        return encode_split(
+            Path(self.args.train_dir),
+            self.tokenizer,
+            seq2seq=self.seq2seq,
+            args=self.args,
+            stats=self.stats,
+        )
+
+    def make_train_collator(self, base_model: Any) -> Any:
+        return make_collator(self.tokenizer, base_model, padding_free=self.padding_free)
+
+    @property
+    def train_sampling_strategy(self) -> str:
+        # Padding-free batches hold no padding whatever their order; padded ones waste least
+        # when examples of similar length share a batch.
+        return "random" if self.padding_free else "group_by_length"
+
+    @property
+    def computes_summary_logits_only(self) -> bool:
+        """Whether the LM head can run on the summary-predicting positions alone."""
+        return plain_positions(self.args.method, self.seq2seq) and accepts_logits_to_keep(
+            self.model
+        )
+
+    @property
+    def summary_logits_only(self) -> bool:
+        """Whether training computes the LM head only where a summary token is predicted."""
+        return self.computes_summary_logits_only
 
     def _training_arguments(self) -> TrainingArguments:
         args = self.args
@@ -647,7 +776,7 @@ class FineTuneRecipe:
             seed=args.seed,
             data_seed=args.seed,
             remove_unused_columns=False,
-            train_sampling_strategy="random" if self.padding_free else "group_by_length",
+            train_sampling_strategy=self.train_sampling_strategy,
             dataloader_num_workers=0,
             ddp_find_unused_parameters=False,
             disable_tqdm=not sys.stderr.isatty(),
@@ -665,6 +794,7 @@ class FineTuneRecipe:
             self.eval_collator,
             max(1, self.args.per_device_batch_size),
             seq2seq=self.seq2seq,
+            summary_logits_only=self.computes_summary_logits_only,
         )
 
     def train(self) -> dict[str, Any]:
@@ -706,6 +836,7 @@ class FineTuneRecipe:
             "tokens_per_second": self.collator.real_tokens / runtime if runtime > 0 else 0.0,
             "non_pad_fraction": self.collator.non_pad_fraction,
             "padding_free": self.padding_free,
+            "summary_logits_only": self.summary_logits_only,
             "final_loss": losses[-1] if losses else None,
             "mean_train_loss": result.training_loss,
             "eval_loss_before": eval_loss_before,

@@ -238,6 +238,105 @@ def test_padding_free_packing_matches_unpacked_logits(tiny_causal: Path) -> None
         torch.testing.assert_close(default_call, packed_logits, atol=1e-6, rtol=0)
 
 
+def test_summary_logits_only_gives_the_models_own_loss_and_gradients(tiny_causal: Path) -> None:
+    """The LM head computed only where a summary token is predicted must give the loss and
+    gradients of the full logits, with the Trainer's num_items_in_batch reduction too."""
+    from train import EncodingStats, encode_causal, make_collator
+
+    model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32)
+    tokenizer = load_tokenizer(str(tiny_causal))
+
+    rows = [
+        encode_causal(
+            tokenizer,
+            dialogue,
+            summary,
+            max_seq_length=256,
+            max_target_tokens=32,
+            stats=EncodingStats(),
+        )
+        for dialogue, summary in (
+            ("#Person1#: A table for two, please.\n#Person2#: At eight?", "A booking."),
+            ("#Person1#: My router is slow.\n#Person2#: Restart it.", "Router advice."),
+            ("#Person1#: Hi.", "A greeting, nothing more."),
+        )
+    ]
+    for padding_free in (True, False):  # packed rows, and length-grouped padded rows
+        batch = make_collator(tokenizer, model, padding_free=padding_free)(rows)
+        check_summary_logits_match(model, batch)
+
+
+def check_summary_logits_match(model, batch: dict[str, torch.Tensor]) -> None:
+    from train import summary_token_loss, supervised_positions
+
+    n_targets = int((batch["labels"][..., 1:] != -100).sum())
+
+    def loss_and_grads(summary_only: bool, num_items: int | None):
+        model.zero_grad()
+        if summary_only:
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            keep = supervised_positions(batch["labels"])
+            outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+            assert outputs.logits.shape[0] == n_targets  # the head ran on summary positions only
+            loss = summary_token_loss(outputs, batch["labels"], num_items)
+        else:
+            kwargs = {"num_items_in_batch": num_items} if num_items else {}
+            loss = model(**batch, use_cache=False, **kwargs).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    for num_items in (None, 3 * n_targets):  # the mean, and a share of an accumulated batch
+        full_loss, full_grads = loss_and_grads(False, num_items)
+        kept_loss, kept_grads = loss_and_grads(True, num_items)
+        torch.testing.assert_close(kept_loss, full_loss, atol=1e-6, rtol=1e-5)
+        for kept, full in zip(kept_grads, full_grads, strict=True):
+            torch.testing.assert_close(kept, full, atol=1e-6, rtol=1e-4)
+
+
+def test_trainer_keeps_summary_logits_only_where_positions_are_plain(
+    tiny_causal: Path, tiny_seq2seq: Path, splits: Path, tmp_path: Path
+) -> None:
+    expected = {
+        (tiny_causal, PeftMethod.LORA): True,
+        (tiny_causal, PeftMethod.FULL): True,
+        (tiny_causal, PeftMethod.PROMPT_TUNING): False,  # virtual tokens shift the positions
+        (tiny_seq2seq, PeftMethod.LORA): False,  # the decoder's labels are not shifted inputs
+    }
+    for (model, method), summary_only in expected.items():
+        recipe = FineTuneRecipe(make_args(model, splits, tmp_path / method.value, method))
+        assert recipe.trainer.summary_logits_only is summary_only, (model.name, method)
+
+
+def test_batching_choice() -> None:
+    from train import Batching, uses_padding_free_batches
+
+    lora, prompt = PeftMethod.LORA, PeftMethod.PROMPT_TUNING
+    assert uses_padding_free_batches(lora, False, Batching.AUTO)
+    assert not uses_padding_free_batches(lora, False, Batching.LENGTH_GROUPED)
+    assert not uses_padding_free_batches(prompt, False, Batching.AUTO)
+    assert not uses_padding_free_batches(lora, True, Batching.AUTO)
+    for method, seq2seq in ((prompt, False), (lora, True)):
+        with pytest.raises(ValueError, match="--batching padding_free needs a causal model"):
+            uses_padding_free_batches(method, seq2seq, Batching.PADDING_FREE)
+
+
+def test_length_grouped_batches_train_with_summary_logits_only(
+    tiny_causal: Path, splits: Path, tmp_path: Path
+) -> None:
+    args = make_args(
+        tiny_causal, splits, tmp_path, PeftMethod.LORA, batching="length_grouped", max_steps=6
+    )
+    recipe = FineTuneRecipe(args)
+    metrics = recipe.train()
+    assert not metrics["padding_free"] and recipe.trainer.summary_logits_only
+    # Grouped by length: less padding than the same examples batched in split order.
+    lengths = [len(row["input_ids"]) for row in recipe.train_rows[: 6 * 8]]
+    batches = [lengths[i : i + 8] for i in range(0, len(lengths), 8)]
+    in_split_order = sum(lengths) / sum(max(b) * len(b) for b in batches)
+    assert in_split_order < metrics["non_pad_fraction"] < 1.0
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+
+
 def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
     from train import EncodingStats, encode_causal
 
