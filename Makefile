@@ -13,7 +13,7 @@ NODE_STAMP := node_modules/.installed
 
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test lint format demo definition synth clean
+.PHONY: venv test lint format demo bench gpu-carry definition synth clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,22 @@ test: venv $(NODE_STAMP) lint
 # adapter version registered PendingManualApproval in runs/registry.sqlite.
 demo: venv
 	$(BIN)/peftops run-local --preset smollm2 --out $(DEMO_DIR) --registry runs/registry.sqlite
+
+# Ours vs the common recipe (pad to max length, loss on every token, dataset order) for QLoRA,
+# LoRA and full fine-tuning of SmolLM2-135M on this machine: a table, and JSON in runs/bench/.
+bench: venv
+	$(BIN)/python -m benchmarks.run --output runs/bench/bench.json
+
+# What benchmarks/gpu_check.sh needs on a GPU machine without network: the pinned
+# bitsandbytes/transformers/peft wheels for its Python 3.12, and SmolLM2's tokenizer.
+GPU_CARRY := benchmarks/.carry
+gpu-carry: venv
+	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)/wheels
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp --platform manylinux_2_24_x86_64 --platform any \
+	    -c constraints.txt -d $(GPU_CARRY)/wheels bitsandbytes transformers peft
+	$(BIN)/python -c "from pipelines.models import materialize_smollm2; from transformers import AutoTokenizer; \
+	    AutoTokenizer.from_pretrained(materialize_smollm2()).save_pretrained('$(GPU_CARRY)/tokenizer')"
 
 # The SageMaker pipeline definition (offline, deterministic) and the code assets it refers to.
 definition: venv

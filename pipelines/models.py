@@ -194,3 +194,55 @@ def build_tiny_seq2seq(target: Path, *, seed: int = 0, vocab_size: int = 512) ->
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+# Llama-3.2-1B's shape (1.24B parameters with its 128k vocabulary; ~1.07B with SmolLM2's 49k),
+# and a 2-layer miniature of it that exercises the same code in seconds.
+RANDOM_LLAMA_SHAPES: dict[str, dict[str, int]] = {
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+    ),
+    "tiny": dict(
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+}
+
+
+def build_random_llama(
+    target: Path, tokenizer_dir: Path, *, size: str = "1b", device: str = "cpu", seed: int = 0
+) -> Path:
+    """A Llama-style model with random weights, stored in bf16, and `tokenizer_dir`'s
+    tokenizer (its vocabulary sets the embedding size): benchmark-sized without a download."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        rope_theta=500000.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad_id,
+        tie_word_embeddings=True,
+        dtype="bfloat16",
+        **RANDOM_LLAMA_SHAPES[size],
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
