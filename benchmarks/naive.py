@@ -59,10 +59,11 @@ class NaiveRecipe(FineTuneRecipe):
 
     def encode_train_rows(self) -> list[dict[str, list[int]]]:
         rows = read_jsonl(split_file(Path(self.args.train_dir)))
-        encoded = encode_naive(self.tokenizer, rows, self.naive_max_length)
-        self.stats.examples += len(encoded)
-        self.stats.truncated_inputs += sum(row["attention_mask"][-1] == 1 for row in encoded)
-        return encoded
+        ids = [example_ids(self.tokenizer, row) for row in rows]
+        self.stats.examples += len(ids)
+        self.stats.truncated_inputs += sum(len(i) > self.naive_max_length for i in ids)
+        pad_id = self.tokenizer.pad_token_id
+        return [pad_to_max_length(i, self.naive_max_length, pad_id) for i in ids]
 
     def make_train_collator(self, base_model: Any) -> Any:
         return default_data_collator  # rows are already padded: stack them
