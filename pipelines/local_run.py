@@ -60,7 +60,7 @@ PRESETS: dict[str, Preset] = {
         # ~19 optimizer steps of 4 examples per model (enough for the adapter to learn the
         # summary style); gradient checkpointing off, since memory is plentiful on a CPU and
         # recomputation costs a third more time; validation and test subsets keep the whole
-        # run near 7 minutes on 2 cores.
+        # run near 5 minutes on 2 cores.
         config=PipelineConfig(
             per_device_batch_size=4,
             gradient_checkpointing=False,
