@@ -13,7 +13,7 @@ NODE_STAMP := node_modules/.installed
 
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test lint format demo bench gpu-carry definition synth clean
+.PHONY: venv test lint format demo bench gpu-carry definition synth architecture clean
 
 venv: $(STAMP)
 
@@ -61,7 +61,7 @@ gpu-carry: venv
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 	    --implementation cp --platform manylinux_2_24_x86_64 --platform any \
 	    -c constraints.txt -d $(GPU_CARRY)/wheels bitsandbytes transformers peft
-	$(BIN)/python -c "from pipelines.models import materialize_smollm2; from transformers import AutoTokenizer; \
+	$(BIN)/python -c "from pipelines.fixtures.models import materialize_smollm2; from transformers import AutoTokenizer; \
 	    AutoTokenizer.from_pretrained(materialize_smollm2()).save_pretrained('$(GPU_CARRY)/tokenizer')"
 
 # The SageMaker pipeline definition (offline, deterministic) and the code assets it refers to.
@@ -73,6 +73,10 @@ synth: venv $(NODE_STAMP)
 	npx cdk synth --no-notices --quiet -c stage=dev
 	npx cdk synth --no-notices --quiet -c stage=prod
 	$(BIN)/cfn-lint cdk.out/Peftops-*.template.json
+
+# The README's architecture picture, from its source (needs Graphviz: apt-get install graphviz).
+architecture:
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -51,7 +51,7 @@ if [[ $DRY_RUN == 1 ]]; then
     if [[ -d "$CARRY/wheels" ]]; then check_wheels; else echo "gpu_check: dry run, no carried wheels"; fi
     TOKENIZER="$WORK/tokenizer"
     [[ -f "$TOKENIZER/tokenizer_config.json" ]] ||
-        "$PYTHON" -c "import sys; from pathlib import Path; from pipelines.models import build_tiny_causal; build_tiny_causal(Path(sys.argv[1]))" "$TOKENIZER"
+        "$PYTHON" -c "import sys; from pathlib import Path; from pipelines.fixtures.models import build_tiny_causal; build_tiny_causal(Path(sys.argv[1]))" "$TOKENIZER"
     BENCH=(--model random-llama-tiny --repeats 1 --steps 2 --warmup-steps 1 --batch-size 2
            --eval-examples 2 --eval-every 1 --matmul-size 256 --long-prompt-dialogues 2)
 else

@@ -1,7 +1,8 @@
 """The baseline arm: the data layer that most peft + bitsandbytes samples copy, on our loop.
 
-Same model build, optimizer, learning rate, schedule, precision and seed as the project's
-recipe (it is a `FineTuneRecipe`); only the data layer differs, as in those samples:
+`NaiveBatches` is a data layer (`training_scripts.train.DataLayer`) handed to the project's
+`FineTuneRecipe`, so the model build, optimizer, learning rate, schedule, precision and seed
+are the recipe's own; only the data layer differs, as in those samples:
 - every example is padded to one maximum length (`tokenizer(..., padding="max_length")`);
 - the loss covers every real token, prompt included (labels = input_ids, padding masked);
 - batches come in dataset order.
@@ -14,12 +15,13 @@ masking by id would also hide every EOS and the model would never learn to stop.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from common import INPUT_KEY, TARGET_KEY, prompt_ids, read_jsonl, split_file, target_ids
-from train import FineTuneRecipe, TrainArguments
 from transformers import default_data_collator
+
+from training_scripts.common import INPUT_KEY, TARGET_KEY, prompt_ids, target_ids
+from training_scripts.train import EncodingStats, TrainArguments
 
 
 def pad_to_max_length(ids: list[int], max_length: int, pad_id: int) -> dict[str, list[int]]:
@@ -49,29 +51,24 @@ def encode_naive(
     ]
 
 
-class NaiveRecipe(FineTuneRecipe):
-    """`FineTuneRecipe` with the common recipe's data layer; `naive_max_length` is the length
-    every example is padded to."""
+@dataclass(frozen=True)
+class NaiveBatches:
+    """The common recipe's data layer: every example padded to `max_length`, loss on every real
+    token, batches in dataset order."""
 
-    def __init__(self, args: TrainArguments, *, naive_max_length: int) -> None:
-        self.naive_max_length = naive_max_length
-        super().__init__(args)
+    max_length: int
+    padding_free: bool = False
+    sampling_strategy: str = "sequential"
+    # Its training loss needs logits at every position (evaluation, the recipe's own, does not).
+    loss_on_summary_only: bool = False
 
-    def encode_train_rows(self) -> list[dict[str, list[int]]]:
-        rows = read_jsonl(split_file(Path(self.args.train_dir)))
-        ids = [example_ids(self.tokenizer, row) for row in rows]
-        self.stats.examples += len(ids)
-        self.stats.truncated_inputs += sum(len(i) > self.naive_max_length for i in ids)
-        pad_id = self.tokenizer.pad_token_id
-        return [pad_to_max_length(i, self.naive_max_length, pad_id) for i in ids]
+    def encode(
+        self, rows: list[dict[str, Any]], tokenizer: Any, args: TrainArguments, stats: EncodingStats
+    ) -> list[dict[str, list[int]]]:
+        ids = [example_ids(tokenizer, row) for row in rows]
+        stats.examples += len(ids)
+        stats.truncated_inputs += sum(len(i) > self.max_length for i in ids)
+        return [pad_to_max_length(i, self.max_length, tokenizer.pad_token_id) for i in ids]
 
-    def make_train_collator(self, base_model: Any) -> Any:
+    def collator(self, tokenizer: Any, base_model: Any) -> Any:
         return default_data_collator  # rows are already padded: stack them
-
-    @property
-    def train_sampling_strategy(self) -> str:
-        return "sequential"
-
-    @property
-    def summary_logits_only(self) -> bool:
-        return False  # its training loss needs logits at every position (evaluation does not)

@@ -35,18 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "training_scripts") not in sys.path:
-    sys.path.insert(0, str(REPO / "training_scripts"))
+import torch
+import transformers
+from transformers import HfArgumentParser, PrinterCallback, default_data_collator
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from common import INPUT_KEY, TARGET_KEY, PeftMethod, read_jsonl, resolve_dtype  # noqa: E402
-from train import count_parameters  # noqa: E402
-from transformers import HfArgumentParser, PrinterCallback, default_data_collator  # noqa: E402
-from transformers.trainer_utils import SaveStrategy  # noqa: E402
-
-from benchmarks.measure import (  # noqa: E402
+from benchmarks.measure import (
     CurvePoint,
     PeakMemory,
     TrainClock,
@@ -56,7 +49,27 @@ from benchmarks.measure import (  # noqa: E402
     padding_efficiency,
     time_to_quality,
 )
-from benchmarks.naive import NaiveRecipe, encode_naive, example_ids  # noqa: E402
+from benchmarks.naive import NaiveBatches, encode_naive, example_ids
+from training_scripts import preprocess
+from training_scripts.common import (
+    INPUT_KEY,
+    TARGET_KEY,
+    PeftMethod,
+    assert_4bit_weights_trainable,
+    count_parameters,
+    load_tokenizer,
+    read_jsonl,
+    resolve_dtype,
+)
+from training_scripts.train import (
+    EncodingStats,
+    FineTuneRecipe,
+    TrainArguments,
+    encode_causal,
+    make_collator,
+)
+
+REPO = Path(__file__).resolve().parent.parent
 
 ARMS = ("ours", "naive")
 RANDOM_MODELS = ("random-llama-1b", "random-llama-tiny")
@@ -132,8 +145,6 @@ def write_split(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def preprocessed_splits(data: str, workdir: Path) -> dict[str, list[dict[str, Any]]]:
     """The project's preprocess step on `data`: validated, deduplicated, split."""
-    import preprocess
-
     out = workdir / "prep"
     preprocess.run(preprocess.PreprocessArguments(input=data, output_dir=str(out)))
     return {split: read_jsonl(out / split / "data.jsonl") for split in ("train", "validation")}
@@ -157,7 +168,6 @@ def padding_figures(
     """Padding efficiency of each batching on `rows`, without training: the project's two
     (padding-free in random order; length-grouped, through the Trainer's own sampler), and
     the naive arm padded to `max_length` and to the longest example."""
-    from train import EncodingStats, encode_causal, make_collator
     from transformers import DataCollatorForSeq2Seq
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -203,11 +213,11 @@ def padding_figures(
 
 def resolve_model(bench: BenchArguments, workdir: Path, device: str) -> Path:
     if bench.model == "smollm2":
-        from pipelines.models import materialize_smollm2
+        from pipelines.fixtures.models import materialize_smollm2
 
         return materialize_smollm2()
     if bench.model in RANDOM_MODELS:
-        from pipelines.models import build_random_llama
+        from pipelines.fixtures.models import build_random_llama
 
         if not bench.tokenizer:
             raise SystemExit(f"--model {bench.model} needs --tokenizer (a tokenizer folder)")
@@ -235,8 +245,6 @@ def resolve_model(bench: BenchArguments, workdir: Path, device: str) -> Path:
 def train_arguments(
     bench: BenchArguments, method: PeftMethod, model: Path, splits: Path, out: Path, steps: int
 ):
-    from train import TrainArguments
-
     return TrainArguments(
         method=method,
         model_name_or_path=str(model),
@@ -260,6 +268,8 @@ def train_arguments(
         precision=bench.precision,
         gradient_checkpointing=bench.gradient_checkpointing,
         logging_steps=max(1, steps),
+        # Checkpoints are the spot-resume insurance, not training: both arms skip them here.
+        save_steps=0,
         seed=bench.seed,
     )
 
@@ -283,9 +293,6 @@ def run_arm(
     optimizer, guards); the harness adds the clock, eval points and memory measurement.
     `initial_eval_loss`: the eval loss of the untrained model, computed here if None (both
     arms start from the same weights: same build, same seed)."""
-    from common import assert_4bit_weights_trainable
-    from train import FineTuneRecipe
-
     # A fresh folder: the recipe would otherwise resume from (or refuse) an earlier
     # benchmark's checkpoints.
     shutil.rmtree(out, ignore_errors=True)
@@ -295,13 +302,7 @@ def run_arm(
     memory = PeakMemory(device)
     memory.baseline()
     args = train_arguments(bench, method, model, splits, out, steps)
-    recipe = (
-        FineTuneRecipe(args)
-        if arm == "ours"
-        else NaiveRecipe(args, naive_max_length=naive_max_length)
-    )
-    # Checkpoints are the spot-resume insurance, not training: both arms skip them here.
-    recipe.trainer.args.save_strategy = SaveStrategy.NO
+    recipe = FineTuneRecipe(args, None if arm == "ours" else NaiveBatches(naive_max_length))
     recipe.trainer.remove_callback(PrinterCallback)  # the table is the output
     clock = TrainClock(
         evaluate=recipe.validation_loss,
@@ -340,7 +341,7 @@ def run_arm(
         "real_tokens": recipe.collator.real_tokens,
         "processed_tokens": recipe.collator.processed_tokens,
         "padding_efficiency": recipe.collator.non_pad_fraction,
-        "padding_free": recipe.padding_free,
+        "padding_free": recipe.data.padding_free,
         "summary_logits_only": recipe.summary_logits_only,
         "peak_memory_bytes": peak,
         "memory_floor_bytes": floor.total,
@@ -449,8 +450,6 @@ def device_description(device: str) -> str:
 
 
 def run(bench: BenchArguments) -> dict[str, Any]:
-    from common import load_tokenizer
-
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -7,11 +7,7 @@ deterministic. The code assets it refers to (content-hashed keys) are copied int
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
-import warnings
 from pathlib import Path
 
 from aws_cdk import Fn, Stack
@@ -22,8 +18,9 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from pipelines.config import Deployment, PipelineConfig
-from pipelines.definition import definition_json
+from pipelines.definition.builder import definition_json
+from pipelines.definition.config import Deployment, PipelineConfig
+from pipelines.definition.staging import write_assets
 
 PLACEHOLDER_BUCKET = "peftops-placeholder-bucket"
 PLACEHOLDER_ACCOUNT = "000000000000"
@@ -41,14 +38,7 @@ def placeholder_deployment(region: str) -> Deployment:
 def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict[str, bytes]]:
     """The definition with ${Bucket}, ${RoleArn} and ${KeyArn} where the deployment's values go."""
     deployment = placeholder_deployment(region)
-    # The SDK logs and prints while it builds requests; none of it concerns a synth.
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Running within a PipelineSession")
-            body, assets = definition_json(config, deployment)
-    finally:
-        logging.disable(logging.NOTSET)
+    body, assets = definition_json(config, deployment)
     body = body.replace("${", "${!")  # a literal ${ must survive Fn::Sub
     for placeholder, variable in (
         (deployment.role_arn, "RoleArn"),
@@ -75,10 +65,7 @@ class Pipeline(Construct):
         body, assets = templated_definition(config, stack.region)
         self.definition_template = body
         staging = Path(tempfile.mkdtemp(prefix="peftops-assets-"))
-        for key_name, data in assets.items():
-            path = staging / key_name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+        write_assets(assets, staging)
         # Content-addressed keys: prune=False keeps earlier versions' code for running executions.
         self.assets = s3deploy.BucketDeployment(
             self,

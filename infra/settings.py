@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.config import PipelineConfig, config_from_dict
+from pipelines.definition.config import PipelineConfig, config_from_dict
 
 
 @dataclass(frozen=True)

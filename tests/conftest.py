@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,20 +18,18 @@ SCRIPTS = REPO / "training_scripts"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
 
 
 @pytest.fixture(scope="session")
 def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.models import build_tiny_causal
+    from pipelines.fixtures.models import build_tiny_causal
 
     return build_tiny_causal(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
 def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.models import build_tiny_seq2seq
+    from pipelines.fixtures.models import build_tiny_seq2seq
 
     return build_tiny_seq2seq(tmp_path_factory.mktemp("tiny-t5"))
 
@@ -44,7 +43,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train/validation/test folders from the bundled sample, small enough for tiny runs."""
-    import preprocess
+    from training_scripts import preprocess
 
     root = tmp_path_factory.mktemp("splits")
     full = root / "full"
@@ -60,3 +59,31 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ][:keep]
         write_jsonl(small / split / "data.jsonl", rows)
     return small
+
+
+def peftops(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One `peftops run-local --preset tiny` for every test that reads a whole run's output."""
+    root = tmp_path_factory.mktemp("run-local")
+    done = peftops(
+        "run-local",
+        "--preset",
+        "tiny",
+        "--out",
+        str(root / "run"),
+        "--registry",
+        str(root / "registry.sqlite"),
+        cwd=REPO,
+    )
+    return root, done

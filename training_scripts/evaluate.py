@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
 import math
 import re
 import sys
@@ -33,41 +34,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import (
-    INPUT_KEY,
-    TARGET_KEY,
-    PeftMethod,
-    Precision,
-    directory_size,
-    is_seq2seq,
-    load_model,
-    load_tokenizer,
-    read_jsonl,
-    render_prompt,
-    resolve_dtype,
-    sagemaker_path,
-    split_file,
-    write_json,
-)
 from transformers import HfArgumentParser
 
-ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-MODEL_NAMES = ("base", "adapter", "full_finetune")
-METRICS_FILE = "training_metrics.json"
-EVALUATION_FILE = "evaluation.json"
+if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
+    from . import common, contracts
+else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules are top-level
+    import common
+    import contracts
+
+
+ROUGE_KEYS = contracts.ROUGE_KEYS
+MODEL_NAMES = contracts.MODEL_NAMES
+logger = logging.getLogger("evaluate")
 
 
 @dataclass
 class EvaluateArguments:
-    base_model: str = field(
-        default_factory=lambda: sagemaker_path(None, "/opt/ml/processing/input/model", ""),
-        metadata={"help": "Base model: hub id or folder."},
+    base_model: str = common.sagemaker_path_field(
+        "/opt/ml/processing/input/model", "", "Base model: hub id or folder."
     )
-    adapter_dir: str = field(
-        default_factory=lambda: sagemaker_path(
-            None, "/opt/ml/processing/input/adapter", "runs/local/model"
-        ),
-        metadata={"help": "train.py's output for the adapter (folder or model.tar.gz)."},
+    adapter_dir: str = common.sagemaker_path_field(
+        "/opt/ml/processing/input/adapter",
+        "runs/local/model",
+        "train.py's output for the adapter (folder or model.tar.gz).",
     )
     baseline_dir: str = field(
         default="", metadata={"help": "train.py --method full output (folder or model.tar.gz)."}
@@ -78,17 +67,13 @@ class EvaluateArguments:
             "help": "A stored evaluation.json whose full_finetune entry is reused instead of --baseline-dir."
         },
     )
-    test_dir: str = field(
-        default_factory=lambda: sagemaker_path(
-            None, "/opt/ml/processing/input/test", "runs/local/preprocess/test"
-        ),
-        metadata={"help": "Preprocessed test split."},
+    test_dir: str = common.sagemaker_path_field(
+        "/opt/ml/processing/input/test", "runs/local/preprocess/test", "Preprocessed test split."
     )
-    output_dir: str = field(
-        default_factory=lambda: sagemaker_path(
-            None, "/opt/ml/processing/output/evaluation", "runs/local/evaluation"
-        ),
-        metadata={"help": "Where evaluation.json, predictions.jsonl and report.html go."},
+    output_dir: str = common.sagemaker_path_field(
+        "/opt/ml/processing/output/evaluation",
+        "runs/local/evaluation",
+        "Where evaluation.json, predictions.jsonl and report.html go.",
     )
     max_new_tokens: int = field(default=96, metadata={"help": "Generated summary tokens at most."})
     max_input_tokens: int = field(
@@ -104,10 +89,12 @@ class EvaluateArguments:
             "help": "auto (as trained: 4-bit for qlora) | 4bit | none: the base under the adapter."
         },
     )
-    precision: Precision = field(default=Precision.AUTO, metadata={"help": "auto | bf16 | fp32."})
+    precision: common.Precision = field(
+        default=common.Precision.AUTO, metadata={"help": "auto | bf16 | fp32."}
+    )
 
     def __post_init__(self) -> None:
-        self.precision = Precision(self.precision)
+        self.precision = common.Precision(self.precision)
         if not self.base_model:
             raise ValueError("--base-model is required (a hub id or a model folder)")
         if bool(self.baseline_dir) == bool(self.baseline_evaluation):
@@ -173,7 +160,7 @@ def artifact_bytes(model_dir: Path, *, adapter: bool) -> int:
             *model_dir.glob("*.safetensors"),
             *model_dir.glob("*.bin"),
         ]
-    return sum(directory_size(f) for f in files if f.is_file())
+    return sum(common.directory_size(f) for f in files if f.is_file())
 
 
 def adapter_parameter_count(adapter_dir: Path) -> int:
@@ -185,8 +172,9 @@ def adapter_parameter_count(adapter_dir: Path) -> int:
 
 
 def read_training_metrics(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """train.py's metrics beside the model; a model trained elsewhere has none."""
+    path = contracts.TRAINING_METRICS.path(model_dir)
+    return contracts.TRAINING_METRICS.read(path) if path.is_file() else {}
 
 
 # --- generation ----------------------------------------------------------------------------
@@ -196,9 +184,9 @@ def generate_summaries(
     model: Any, tokenizer: Any, dialogues: list[str], args: EvaluateArguments
 ) -> list[str]:
     """Greedy decoding in batches of similar length (less padding), returned in input order."""
-    seq2seq = is_seq2seq(model.config)
+    seq2seq = common.is_seq2seq(model.config)
     chat = bool(getattr(tokenizer, "chat_template", None))
-    prompts = [render_prompt(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
+    prompts = [common.render_prompt(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     device = next(p.device for p in model.parameters())
@@ -233,34 +221,29 @@ def generate_summaries(
     return outputs
 
 
-def count_params(model: Any) -> int:
-    if hasattr(model, "get_nb_trainable_parameters"):
-        return model.get_nb_trainable_parameters()[1]
-    return sum(p.numel() for p in model.parameters())
+def total_parameters(model: Any) -> int:
+    return common.count_parameters(model)[1]
 
 
 def evaluate_model(
     name: str, model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: EvaluateArguments
 ) -> tuple[dict[str, Any], list[str]]:
     started = time.perf_counter()
-    predictions = generate_summaries(model, tokenizer, [r[INPUT_KEY] for r in rows], args)
+    predictions = generate_summaries(model, tokenizer, [r[common.INPUT_KEY] for r in rows], args)
     seconds = time.perf_counter() - started
     entry: dict[str, Any] = {
-        **rouge_scores(predictions, [r[TARGET_KEY] for r in rows]),
+        **rouge_scores(predictions, [r[common.TARGET_KEY] for r in rows]),
         "generation_seconds": seconds,
     }
-    print(
-        f"evaluate: {name}: "
-        + " ".join(f"{k}={entry[k]:.4f}" for k in ROUGE_KEYS)
-        + f" ({seconds:.1f}s)",
-        flush=True,
+    logger.info(
+        "%s: %s (%.1fs)", name, " ".join(f"{k}={entry[k]:.4f}" for k in ROUGE_KEYS), seconds
     )
     return entry, predictions
 
 
 def adapter_quantized(args: EvaluateArguments, training: dict[str, Any]) -> bool:
     if args.adapter_quantization == "auto":
-        return training.get("method") == PeftMethod.QLORA.value
+        return training.get("method") == common.PeftMethod.QLORA.value
     return args.adapter_quantization == "4bit"
 
 
@@ -269,24 +252,24 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
 
     if not torch.cuda.is_available():
         torch.set_flush_denormal(True)
-    dtype = resolve_dtype(args.precision)
-    test_path = split_file(args.test_dir)
-    rows = read_jsonl(test_path)
+    dtype = common.resolve_dtype(args.precision)
+    test_path = common.split_file(args.test_dir)
+    rows = common.read_jsonl(test_path)
     if args.max_examples > 0:
         rows = rows[: args.max_examples]
     if not rows:
         raise ValueError(f"{test_path}: the test split is empty")
     test_sha256 = hashlib.sha256(
-        json.dumps([[r[INPUT_KEY], r[TARGET_KEY]] for r in rows]).encode()
+        json.dumps([[r[common.INPUT_KEY], r[common.TARGET_KEY]] for r in rows]).encode()
     ).hexdigest()
     base_dir = unpack_if_archive(args.base_model) if Path(args.base_model).exists() else None
     base_ref = str(base_dir) if base_dir else args.base_model  # a hub id otherwise
-    tokenizer = load_tokenizer(base_ref)
+    tokenizer = common.load_tokenizer(base_ref)
     models: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[str]] = {}
 
-    base = load_model(base_ref, quantize_4bit=False, dtype=dtype)
-    total_base = count_params(base)
+    base = common.load_model(base_ref, quantize_4bit=False, dtype=dtype)
+    total_base = total_parameters(base)
     models["base"], predictions["base"] = evaluate_model("base", base, tokenizer, rows, args)
     models["base"].update(
         trainable_params=0,
@@ -300,7 +283,7 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
     training = read_training_metrics(adapter_dir)
     quantized = adapter_quantized(args, training)
     adapter_model = PeftModel.from_pretrained(
-        load_model(base_ref, quantize_4bit=quantized, dtype=dtype), str(adapter_dir)
+        common.load_model(base_ref, quantize_4bit=quantized, dtype=dtype), str(adapter_dir)
     )
     trainable = training.get("trainable_params") or adapter_parameter_count(adapter_dir)
     models["adapter"], predictions["adapter"] = evaluate_model(
@@ -321,13 +304,13 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
     if args.baseline_dir:
         baseline_dir = unpack_if_archive(args.baseline_dir)
         baseline_training = read_training_metrics(baseline_dir)
-        baseline = load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
+        baseline = common.load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
         models["full_finetune"], predictions["full_finetune"] = evaluate_model(
             "full_finetune", baseline, tokenizer, rows, args
         )
         models["full_finetune"].update(
-            trainable_params=baseline_training.get("trainable_params", count_params(baseline)),
-            total_params=count_params(baseline),
+            trainable_params=baseline_training.get("trainable_params", total_parameters(baseline)),
+            total_params=total_parameters(baseline),
             artifact_bytes=artifact_bytes(baseline_dir, adapter=False),
             train_runtime_s=baseline_training.get("train_runtime_s"),
             peak_memory_bytes=baseline_training.get("peak_memory_bytes"),
@@ -335,9 +318,8 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
         baseline_source = {"kind": "trained", "test_set_matches": True}
         del baseline
     else:
-        stored_path = Path(args.baseline_evaluation)
-        stored_path = stored_path / EVALUATION_FILE if stored_path.is_dir() else stored_path
-        stored = json.loads(stored_path.read_text())
+        stored_path = contracts.EVALUATION.path(args.baseline_evaluation)
+        stored = contracts.EVALUATION.read(stored_path)
         models["full_finetune"] = {
             **stored["models"]["full_finetune"],
             "reused_from": str(stored_path),
@@ -345,7 +327,7 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
         baseline_source = {
             "kind": "reused",
             "evaluation": str(stored_path),
-            "test_set_matches": stored.get("test_set_sha256") == test_sha256,
+            "test_set_matches": stored[contracts.TEST_SET_SHA256] == test_sha256,
         }
 
     for entry in models.values():
@@ -360,13 +342,9 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
             "adapter_vs_base": compare(models["adapter"], models["base"]),
         },
         # What the pipeline's quality gate compares with its thresholds (no arithmetic there).
-        "gate": {
-            "rougeL_shortfall_vs_full_finetune": models["full_finetune"]["rougeL"]
-            - models["adapter"]["rougeL"],
-            "rougeL_gain_vs_base": models["adapter"]["rougeL"] - models["base"]["rougeL"],
-        },
+        "gate": contracts.gate_margins(models),
         "test_examples": len(rows),
-        "test_set_sha256": test_sha256,
+        contracts.TEST_SET_SHA256: test_sha256,
         "baseline_source": baseline_source,
         "base_model": args.base_model,
         "rouge": {
@@ -381,10 +359,15 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
         },
     }
     out = Path(args.output_dir)
-    write_json(out / EVALUATION_FILE, evaluation)
+    evaluation = contracts.EVALUATION.stamp(evaluation)
+    contracts.EVALUATION.write(out, evaluation)
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for i, row in enumerate(rows):
-            record = {"id": row.get("id"), "input": row[INPUT_KEY], "reference": row[TARGET_KEY]}
+            record = {
+                "id": row.get("id"),
+                "input": row[common.INPUT_KEY],
+                "reference": row[common.TARGET_KEY],
+            }
             record.update({name: outputs[i] for name, outputs in predictions.items()})
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     (out / "report.html").write_text(render_report(evaluation, rows, predictions), encoding="utf-8")
@@ -438,16 +421,6 @@ def bar_chart_svg(models: dict[str, dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def _fmt_bytes(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{value} B"
-        value /= 1024
-    return str(value)
-
-
 def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -477,9 +450,9 @@ def render_report(
             f"{m['trainable_params']:,}",
             _fmt(m.get("total_params"), ","),
             _fmt(share, ".2f"),
-            _fmt_bytes(m.get("artifact_bytes")),
+            common.format_bytes(m.get("artifact_bytes")),
             "n/a" if runtime is None else f"{runtime:.1f} s",
-            _fmt_bytes(m.get("peak_memory_bytes")),
+            common.format_bytes(m.get("peak_memory_bytes")),
         ]
         body.append(
             f"<tr><th>{LABELS[name]}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
@@ -499,7 +472,7 @@ def render_report(
         )
         samples.append(
             f"<details{' open' if i == 0 else ''}><summary>Example {html.escape(str(row.get('id')))}</summary>"
-            f"<pre>{html.escape(row[INPUT_KEY])}</pre><dl><dt>Reference</dt><dd>{html.escape(row[TARGET_KEY])}</dd>{outputs}</dl></details>"
+            f"<pre>{html.escape(row[common.INPUT_KEY])}</pre><dl><dt>Reference</dt><dd>{html.escape(row[common.TARGET_KEY])}</dd>{outputs}</dl></details>"
         )
     reuse = evaluation["baseline_source"]
     reuse_note = (
@@ -524,17 +497,19 @@ ROUGE F1 with stemming (mean over examples).</p>
 
 
 def main(argv: list[str] | None = None) -> int:
+    common.setup_logging()
     try:
         (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
         evaluation = run(args)
     except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"evaluate: error: {err}", file=sys.stderr)
+        logger.error("error: %s", err)
         return 2
     deltas = evaluation["comparisons"]
-    print(
-        f"evaluate: adapter vs base rougeL {deltas['adapter_vs_base']['rougeL']:+.4f}, "
-        f"adapter vs full fine-tune rougeL {deltas['adapter_vs_full_finetune']['rougeL']:+.4f}; wrote {args.output_dir}",
-        flush=True,
+    logger.info(
+        "adapter vs base rougeL %+.4f, adapter vs full fine-tune rougeL %+.4f; wrote %s",
+        deltas["adapter_vs_base"]["rougeL"],
+        deltas["adapter_vs_full_finetune"]["rougeL"],
+        args.output_dir,
     )
     return 0
 

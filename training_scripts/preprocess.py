@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import re
 import sys
 import unicodedata
@@ -31,15 +32,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import (
-    INPUT_KEY,
-    SPLIT_FILE,
-    SPLITS,
-    TARGET_KEY,
-    sagemaker_path,
-    truncate_words_to_tokens,
-    write_json,
-)
+if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
+    from . import common, contracts
+else:  # run as `python preprocess.py`, as in the SageMaker job: sibling modules are top-level
+    import common
+    import contracts
+
+
+logger = logging.getLogger("preprocess")
 
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 DROP_REASONS = (
@@ -60,17 +60,15 @@ class DataError(ValueError):
 
 @dataclass
 class PreprocessArguments:
-    input: str = field(
-        default_factory=lambda: sagemaker_path(
-            None, "/opt/ml/processing/input/data", "data/sample/dialogues.jsonl"
-        ),
-        metadata={"help": "A .jsonl/.csv/.parquet file, a folder of them, or hf:<dataset id>."},
+    input: str = common.sagemaker_path_field(
+        "/opt/ml/processing/input/data",
+        "data/sample/dialogues.jsonl",
+        "A .jsonl/.csv/.parquet file, a folder of them, or hf:<dataset id>.",
     )
-    output_dir: str = field(
-        default_factory=lambda: sagemaker_path(
-            None, "/opt/ml/processing/output", "runs/local/preprocess"
-        ),
-        metadata={"help": "Where the splits and manifest.json are written."},
+    output_dir: str = common.sagemaker_path_field(
+        "/opt/ml/processing/output",
+        "runs/local/preprocess",
+        "Where the splits and manifest.json are written.",
     )
     input_field: str = field(
         default="dialogue", metadata={"help": "Record field holding the text to summarize."}
@@ -325,7 +323,7 @@ def make_truncator(tokenizer_name: str, max_tokens: int) -> tuple[Callable[[str]
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
     return (
-        lambda text: truncate_words_to_tokens(tokenizer, text, max_tokens)
+        lambda text: common.truncate_words_to_tokens(tokenizer, text, max_tokens)
     ), f"tokenizer:{tokenizer_name}"
 
 
@@ -369,7 +367,7 @@ def split_examples(
         name: [
             ex for text in cut[name] for ex in sorted(groups[text], key=lambda e: (e.target, e.id))
         ]
-        for name in SPLITS
+        for name in common.SPLITS
     }
 
 
@@ -452,17 +450,22 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
     for name, rows in splits.items():
         body = "".join(
             json.dumps(
-                {"id": e.id, INPUT_KEY: e.input, TARGET_KEY: e.target, "source": e.source},
+                {
+                    "id": e.id,
+                    common.INPUT_KEY: e.input,
+                    common.TARGET_KEY: e.target,
+                    "source": e.source,
+                },
                 ensure_ascii=False,
             )
             + "\n"
             for e in rows
         )
-        path = out / name / SPLIT_FILE
+        path = out / name / common.SPLIT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(body, encoding="utf-8")
         split_info[name] = {
-            "file": f"{name}/{SPLIT_FILE}",
+            "file": f"{name}/{common.SPLIT_FILE}",
             "records": len(rows),
             "sha256": hashlib.sha256(body.encode()).hexdigest(),
         }
@@ -486,23 +489,27 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         "fractions": {"validation": args.validation_fraction, "test": args.test_fraction},
         "splits": split_info,
     }
-    write_json(out / "manifest.json", manifest)
-    return manifest
+    contracts.MANIFEST.write(out, manifest)
+    return contracts.MANIFEST.stamp(manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
+    common.setup_logging()
     (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
     try:
         manifest = run(args)
     except DataError as err:
-        print(f"preprocess: error: {err}", file=sys.stderr)
+        logger.error("error: %s", err)
         return 2
-    print(
-        f"preprocess: {manifest['records_in']} records in -> {manifest['records_out']} out, "
-        f"dropped { ({k: v for k, v in manifest['dropped'].items() if v}) }, truncated {manifest['truncated_inputs']}; "
-        f"wrote {args.output_dir}"
+    logger.info(
+        "%s records in -> %s out, dropped %s, truncated %s; wrote %s",
+        manifest["records_in"],
+        manifest["records_out"],
+        {k: v for k, v in manifest["dropped"].items() if v},
+        manifest["truncated_inputs"],
+        args.output_dir,
     )
     return 0
 

@@ -33,32 +33,12 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from common import (
-    INPUT_KEY,
-    TARGET_KEY,
-    PeftMethod,
-    Precision,
-    assert_4bit_weights_trainable,
-    evaluation_mode,
-    is_seq2seq,
-    load_model,
-    load_tokenizer,
-    peak_memory,
-    prompt_ids,
-    read_jsonl,
-    render_prompt,
-    resolve_dtype,
-    sagemaker_path,
-    split_file,
-    target_ids,
-    truncate_words_to_tokens,
-    write_json,
-)
 from transformers import (
     DataCollatorForSeq2Seq,
     DataCollatorWithFlattening,
@@ -68,13 +48,20 @@ from transformers import (
     TrainingArguments,
 )
 
+if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
+    from . import common, contracts
+else:  # run as `python train.py`, as in the SageMaker job: sibling modules are top-level
+    import common
+    import contracts
+
+
 logger = logging.getLogger("train")
 
 DEFAULT_LEARNING_RATES = {
-    PeftMethod.QLORA: 2e-4,
-    PeftMethod.LORA: 2e-4,
-    PeftMethod.PROMPT_TUNING: 3e-2,
-    PeftMethod.FULL: 2e-5,
+    common.PeftMethod.QLORA: 2e-4,
+    common.PeftMethod.LORA: 2e-4,
+    common.PeftMethod.PROMPT_TUNING: 3e-2,
+    common.PeftMethod.FULL: 2e-5,
 }
 
 
@@ -84,52 +71,48 @@ class Batching(enum.StrEnum):
     LENGTH_GROUPED = "length_grouped"  # rows padded to the longest of similar-length examples
 
 
-METRICS_FILE = "training_metrics.json"
 RUN_CONFIG_FILE = "run_config.json"
 
 
 @dataclass
 class TrainArguments:
-    method: PeftMethod = field(
-        default=PeftMethod.QLORA, metadata={"help": "qlora | lora | prompt_tuning | full"}
+    method: common.PeftMethod = field(
+        default=common.PeftMethod.QLORA, metadata={"help": "qlora | lora | prompt_tuning | full"}
     )
-    model_name_or_path: str = field(
-        default_factory=lambda: sagemaker_path("SM_CHANNEL_MODEL", "/opt/ml/input/data/model", ""),
-        metadata={"help": "Base model: a hub id, or a folder (the `model` channel on SageMaker)."},
+    model_name_or_path: str = common.sagemaker_path_field(
+        "/opt/ml/input/data/model",
+        "",
+        "Base model: a hub id, or a folder (the `model` channel on SageMaker).",
+        env_var="SM_CHANNEL_MODEL",
     )
-    train_dir: str = field(
-        default_factory=lambda: sagemaker_path(
-            "SM_CHANNEL_TRAIN", "/opt/ml/input/data/train", "runs/local/preprocess/train"
-        ),
-        metadata={"help": "Preprocessed train split (folder or data.jsonl)."},
+    train_dir: str = common.sagemaker_path_field(
+        "/opt/ml/input/data/train",
+        "runs/local/preprocess/train",
+        "Preprocessed train split (folder or data.jsonl).",
+        env_var="SM_CHANNEL_TRAIN",
     )
-    validation_dir: str = field(
-        default_factory=lambda: sagemaker_path(
-            "SM_CHANNEL_VALIDATION",
-            "/opt/ml/input/data/validation",
-            "runs/local/preprocess/validation",
-        ),
-        metadata={
-            "help": "Preprocessed validation split; its loss is measured before and after training."
-        },
+    validation_dir: str = common.sagemaker_path_field(
+        "/opt/ml/input/data/validation",
+        "runs/local/preprocess/validation",
+        "Preprocessed validation split; its loss is measured before and after training.",
+        env_var="SM_CHANNEL_VALIDATION",
     )
-    output_dir: str = field(
-        default_factory=lambda: sagemaker_path("SM_MODEL_DIR", "/opt/ml/model", "runs/local/model"),
-        metadata={"help": "Where the adapter (or full model), tokenizer and metrics are written."},
+    output_dir: str = common.sagemaker_path_field(
+        "/opt/ml/model",
+        "runs/local/model",
+        "Where the adapter (or full model), tokenizer and metrics are written.",
+        env_var="SM_MODEL_DIR",
     )
-    output_data_dir: str = field(
-        default_factory=lambda: sagemaker_path(
-            "SM_OUTPUT_DATA_DIR", "/opt/ml/output/data", "runs/local/output"
-        ),
-        metadata={"help": "A copy of training_metrics.json goes here (SageMaker's output.tar.gz)."},
+    output_data_dir: str = common.sagemaker_path_field(
+        "/opt/ml/output/data",
+        "runs/local/output",
+        "A copy of training_metrics.json goes here (SageMaker's output.tar.gz).",
+        env_var="SM_OUTPUT_DATA_DIR",
     )
-    checkpoint_dir: str = field(
-        default_factory=lambda: sagemaker_path(
-            None, "/opt/ml/checkpoints", "runs/local/checkpoints"
-        ),
-        metadata={
-            "help": "Checkpoints; SageMaker syncs /opt/ml/checkpoints to S3 for spot resume."
-        },
+    checkpoint_dir: str = common.sagemaker_path_field(
+        "/opt/ml/checkpoints",
+        "runs/local/checkpoints",
+        "Checkpoints; SageMaker syncs /opt/ml/checkpoints to S3 for spot resume.",
     )
     # LoRA: rank and alpha trade adapter size and memory for capacity.
     lora_r: int = field(
@@ -200,15 +183,22 @@ class TrainArguments:
             "for seq2seq models and prompt tuning."
         },
     )
-    precision: Precision = field(
-        default=Precision.AUTO,
+    precision: common.Precision = field(
+        default=common.Precision.AUTO,
         metadata={"help": "auto | bf16 | fp32 (auto: bf16 on GPUs that support it)."},
     )
     gradient_checkpointing: bool = field(
         default=True,
-        metadata={"help": "Recompute activations in backward: less memory, ~30% more compute."},
+        metadata={
+            "help": "Recompute activations in backward: less memory, about a third more compute."
+        },
     )
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N optimizer steps."})
+    save_steps: int = field(
+        default=50,
+        metadata={
+            "help": "Checkpoint every N optimizer steps; 0 saves none (no spot resume, no disk I/O)."
+        },
+    )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
     seed: int = field(
@@ -220,8 +210,8 @@ class TrainArguments:
     )
 
     def __post_init__(self) -> None:
-        self.method = PeftMethod(self.method)
-        self.precision = Precision(self.precision)
+        self.method = common.PeftMethod(self.method)
+        self.precision = common.Precision(self.precision)
         self.batching = Batching(self.batching)
         if not self.model_name_or_path:
             raise ValueError("--model-name-or-path is required (a hub id or a model folder)")
@@ -238,7 +228,7 @@ class TrainArguments:
     def resolved_optim(self) -> str:
         if self.optim != "auto":
             return self.optim
-        return "paged_adamw_8bit" if self.method is PeftMethod.QLORA else "adamw_torch"
+        return "paged_adamw_8bit" if self.method is common.PeftMethod.QLORA else "adamw_torch"
 
     def fingerprint(self) -> str:
         """What must not change between a run and its resumption (paths and --merge may)."""
@@ -281,11 +271,11 @@ def encode_causal(
 ) -> dict[str, list[int]]:
     """input_ids = prompt + summary + EOS; labels mask the prompt so loss is on the summary only."""
     chat = bool(getattr(tokenizer, "chat_template", None))
-    target = target_ids(tokenizer, summary, chat=chat)
+    target = common.target_ids(tokenizer, summary, chat=chat)
     if len(target) > max_target_tokens:
         target = [*target[: max_target_tokens - 1], tokenizer.eos_token_id]
         stats.truncated_targets += 1
-    prompt = prompt_ids(tokenizer, dialogue)
+    prompt = common.prompt_ids(tokenizer, dialogue)
     overflow = len(prompt) + len(target) - max_seq_length
     if overflow > 0:
         # Cut the dialogue, not the template around it, so the prompt keeps its format.
@@ -296,8 +286,8 @@ def encode_causal(
                 raise ValueError(
                     f"--max-seq-length {max_seq_length} leaves no room for the dialogue; raise it"
                 )
-            prompt = prompt_ids(
-                tokenizer, truncate_words_to_tokens(tokenizer, dialogue, n_dialogue)
+            prompt = common.prompt_ids(
+                tokenizer, common.truncate_words_to_tokens(tokenizer, dialogue, n_dialogue)
             )
             overflow = len(prompt) + len(target) - max_seq_length
         stats.truncated_inputs += 1
@@ -319,7 +309,9 @@ def encode_seq2seq(
     stats: EncodingStats,
 ) -> dict[str, list[int]]:
     source = tokenizer(
-        render_prompt(tokenizer, dialogue, seq2seq=True), truncation=True, max_length=max_seq_length
+        common.render_prompt(tokenizer, dialogue, seq2seq=True),
+        truncation=True,
+        max_length=max_seq_length,
     )
     labels = tokenizer(text_target=summary, truncation=True, max_length=max_target_tokens)[
         "input_ids"
@@ -334,24 +326,11 @@ def encode_seq2seq(
     }
 
 
-def encode_split(
-    path: Path, tokenizer: Any, *, seq2seq: bool, args: TrainArguments, stats: EncodingStats
-) -> list[dict[str, list[int]]]:
-    encode = encode_seq2seq if seq2seq else encode_causal
-    rows = read_jsonl(split_file(path))
+def read_split(path: str | Path) -> list[dict[str, Any]]:
+    rows = common.read_jsonl(common.split_file(path))
     if not rows:
         raise ValueError(f"{path}: the split is empty; check the preprocess step's manifest")
-    return [
-        encode(
-            tokenizer,
-            row[INPUT_KEY],
-            row[TARGET_KEY],
-            max_seq_length=args.max_seq_length,
-            max_target_tokens=args.max_target_tokens,
-            stats=stats,
-        )
-        for row in rows
-    ]
+    return rows
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -365,14 +344,14 @@ class ListDataset(torch.utils.data.Dataset):
         return self.rows[index]
 
 
-def plain_positions(method: PeftMethod, seq2seq: bool) -> bool:
+def plain_positions(method: common.PeftMethod, seq2seq: bool) -> bool:
     """Whether each input position is a token of the example: peft's prompt tuning prepends
     virtual tokens per row (and ignores position_ids), and a seq2seq decoder's labels are not
     shifted inputs."""
-    return not seq2seq and method is not PeftMethod.PROMPT_TUNING
+    return not seq2seq and method is not common.PeftMethod.PROMPT_TUNING
 
 
-def uses_padding_free_batches(method: PeftMethod, seq2seq: bool, batching: Batching) -> bool:
+def uses_padding_free_batches(method: common.PeftMethod, seq2seq: bool, batching: Batching) -> bool:
     if not plain_positions(method, seq2seq):
         if batching is Batching.PADDING_FREE:
             raise ValueError(
@@ -380,10 +359,8 @@ def uses_padding_free_batches(method: PeftMethod, seq2seq: bool, batching: Batch
                 f"use --batching auto for {'seq2seq' if seq2seq else method.value}"
             )
         return False
-    # auto: padding-free wherever positions allow it. Measured (benchmarks/, README): on
-    # CPUs it wins clearly; on an H200 with SDPA, where a packed row gets a block-diagonal
-    # mask over the whole row, length-grouped batches were faster for full fine-tuning
-    # (1.61x vs 1.35x over the naive recipe) but not for QLoRA or LoRA, and pad ~10%.
+    # auto: padding-free wherever positions allow it; the README's performance section has
+    # the measurements behind this choice per device and method.
     return batching is not Batching.LENGTH_GROUPED
 
 
@@ -423,6 +400,66 @@ def make_collator(tokenizer: Any, model: Any, *, padding_free: bool) -> Any:
     )
 
 
+class DataLayer(Protocol):
+    """How the train split becomes batches. `FineTuneRecipe` takes one, `SummaryBatches` by
+    default, so other batchings run on the same model, optimizer and loop."""
+
+    @property
+    def padding_free(self) -> bool:
+        """Whether every position the model computes is a real token."""
+
+    @property
+    def sampling_strategy(self) -> str:
+        """The Trainer's `train_sampling_strategy`."""
+
+    @property
+    def loss_on_summary_only(self) -> bool:
+        """Whether labels mask the prompt, so the LM head may skip prompt positions."""
+
+    def encode(
+        self, rows: list[dict[str, Any]], tokenizer: Any, args: TrainArguments, stats: EncodingStats
+    ) -> list[dict[str, list[int]]]: ...
+
+    def collator(
+        self, tokenizer: Any, base_model: Any
+    ) -> Callable[[list[dict[str, Any]]], Any]: ...
+
+
+@dataclass(frozen=True)
+class SummaryBatches:
+    """The project's batching: loss on the summary tokens only; padding-free rows (examples
+    packed, positions restarting per example) or length-grouped padded batches."""
+
+    seq2seq: bool
+    padding_free: bool
+    loss_on_summary_only: bool = True
+
+    @property
+    def sampling_strategy(self) -> str:
+        # Padding-free batches hold no padding whatever their order; padded ones waste least
+        # when examples of similar length share a batch.
+        return "random" if self.padding_free else "group_by_length"
+
+    def encode(
+        self, rows: list[dict[str, Any]], tokenizer: Any, args: TrainArguments, stats: EncodingStats
+    ) -> list[dict[str, list[int]]]:
+        encode = encode_seq2seq if self.seq2seq else encode_causal
+        return [
+            encode(
+                tokenizer,
+                row[common.INPUT_KEY],
+                row[common.TARGET_KEY],
+                max_seq_length=args.max_seq_length,
+                max_target_tokens=args.max_target_tokens,
+                stats=stats,
+            )
+            for row in rows
+        ]
+
+    def collator(self, tokenizer: Any, base_model: Any) -> Any:
+        return make_collator(tokenizer, base_model, padding_free=self.padding_free)
+
+
 # --- model ---------------------------------------------------------------------------------
 
 
@@ -436,16 +473,16 @@ def build_model(args: TrainArguments, dtype: torch.dtype):
         prepare_model_for_kbit_training,
     )
 
-    quantize = args.method is PeftMethod.QLORA
+    quantize = args.method is common.PeftMethod.QLORA
     # Full fine-tuning keeps fp32 master weights (mixed precision runs through autocast);
     # adapters train on a base stored in the compute dtype.
-    model = load_model(
+    model = common.load_model(
         args.model_name_or_path,
         quantize_4bit=quantize,
         dtype=dtype if args.method.is_adapter else torch.float32,
     )
     model.config.use_cache = False
-    seq2seq = is_seq2seq(model.config)
+    seq2seq = common.is_seq2seq(model.config)
     task_type = TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM
     if quantize:
         model = prepare_model_for_kbit_training(
@@ -468,7 +505,7 @@ def build_model(args: TrainArguments, dtype: torch.dtype):
             task_type=task_type,
         )
         return get_peft_model(model, config), seq2seq
-    if args.method is PeftMethod.PROMPT_TUNING:
+    if args.method is common.PeftMethod.PROMPT_TUNING:
         config = PromptTuningConfig(
             task_type=task_type,
             prompt_tuning_init=PromptTuningInit.TEXT,
@@ -478,14 +515,6 @@ def build_model(args: TrainArguments, dtype: torch.dtype):
         )
         return get_peft_model(model, config), seq2seq
     return model, seq2seq
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    if hasattr(model, "get_nb_trainable_parameters"):
-        # peft counts a packed 4-bit weight as the parameters it stores, not its bytes.
-        return model.get_nb_trainable_parameters()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
 
 
 def lora_lineage(model: Any) -> dict[str, Any]:
@@ -608,7 +637,7 @@ def target_token_loss(
     LM head runs only where a summary token is predicted (same value, less work)."""
     device = next(p.device for p in model.parameters())
     total, count = 0.0, 0
-    with evaluation_mode(model):
+    with common.evaluation_mode(model):
         for start in range(0, len(rows), batch_size):
             batch = {k: v.to(device) for k, v in collator(rows[start : start + batch_size]).items()}
             labels = batch["labels"]
@@ -665,7 +694,7 @@ def check_run_config(checkpoint_dir: Path, args: TrainArguments, *, is_main: boo
                 "resume with the same arguments or use an empty --checkpoint-dir"
             )
     elif is_main:
-        write_json(
+        contracts.write_json_atomic(
             path,
             {
                 "fingerprint": args.fingerprint(),
@@ -678,34 +707,37 @@ def check_run_config(checkpoint_dir: Path, args: TrainArguments, *, is_main: boo
 
 
 class FineTuneRecipe:
-    """One fine-tuning run: `setup` loads the model and data, `train` runs (or resumes) the
-    Trainer and measures, `save` writes the artifacts. Tests drive the steps one by one."""
+    """One fine-tuning run: construction loads the model and encodes the data through a data
+    layer, `train` runs (or resumes) the Trainer and measures, `save` writes the artifacts.
+    Tests drive the steps one by one."""
 
-    def __init__(self, args: TrainArguments) -> None:
+    def __init__(self, args: TrainArguments, data: DataLayer | None = None) -> None:
         self.args = args
         torch.manual_seed(args.seed)
         if not torch.cuda.is_available():
             # Random-init and small-magnitude weights fill CPU backward passes with denormals (10x slower).
             torch.set_flush_denormal(True)
-        self.dtype = resolve_dtype(args.precision)
-        self.tokenizer = load_tokenizer(args.model_name_or_path)
+        self.dtype = common.resolve_dtype(args.precision)
+        self.tokenizer = common.load_tokenizer(args.model_name_or_path)
         self.model, self.seq2seq = build_model(args, self.dtype)
-        self.padding_free = uses_padding_free_batches(args.method, self.seq2seq, args.batching)
+        # Validation loss is always measured on the project's batches, whatever trains.
+        summary_batches = SummaryBatches(
+            self.seq2seq, uses_padding_free_batches(args.method, self.seq2seq, args.batching)
+        )
+        self.data: DataLayer = data or summary_batches
 
         self.stats = EncodingStats()
-        self.train_rows = self.encode_train_rows()
-        self.validation_rows = encode_split(
-            Path(args.validation_dir),
-            self.tokenizer,
-            seq2seq=self.seq2seq,
-            args=args,
-            stats=EncodingStats(),
+        self.train_rows = self.data.encode(
+            read_split(args.train_dir), self.tokenizer, args, self.stats
+        )
+        self.validation_rows = summary_batches.encode(
+            read_split(args.validation_dir), self.tokenizer, args, EncodingStats()
         )
         if args.validation_max_examples > 0:
             self.validation_rows = self.validation_rows[: args.validation_max_examples]
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        self.collator = TokenCountingCollator(self.make_train_collator(base))
-        self.eval_collator = make_collator(self.tokenizer, base, padding_free=self.padding_free)
+        self.collator = TokenCountingCollator(self.data.collator(self.tokenizer, base))
+        self.eval_collator = summary_batches.collator(self.tokenizer, base)
         self.trainer = GuardedTrainer(
             model=self.model,
             args=self._training_arguments(),
@@ -715,27 +747,6 @@ class FineTuneRecipe:
             callbacks=[GradientNormGuard()],
             summary_logits_only=self.summary_logits_only,
         )
-
-    # The data layer. benchmarks/naive.py overrides these four to measure the common recipe
-    # on the same model, optimizer and loop.
-
-    def encode_train_rows(self) -> list[dict[str, list[int]]]:
-        return encode_split(
-            Path(self.args.train_dir),
-            self.tokenizer,
-            seq2seq=self.seq2seq,
-            args=self.args,
-            stats=self.stats,
-        )
-
-    def make_train_collator(self, base_model: Any) -> Any:
-        return make_collator(self.tokenizer, base_model, padding_free=self.padding_free)
-
-    @property
-    def train_sampling_strategy(self) -> str:
-        # Padding-free batches hold no padding whatever their order; padded ones waste least
-        # when examples of similar length share a batch.
-        return "random" if self.padding_free else "group_by_length"
 
     @property
     def computes_summary_logits_only(self) -> bool:
@@ -747,7 +758,7 @@ class FineTuneRecipe:
     @property
     def summary_logits_only(self) -> bool:
         """Whether training computes the LM head only where a summary token is predicted."""
-        return self.computes_summary_logits_only
+        return self.data.loss_on_summary_only and self.computes_summary_logits_only
 
     def _training_arguments(self) -> TrainingArguments:
         args = self.args
@@ -769,14 +780,14 @@ class FineTuneRecipe:
             activation_checkpointing_kwargs={"use_reentrant": False},
             logging_steps=args.logging_steps,
             logging_first_step=True,
-            save_strategy="steps",
-            save_steps=args.save_steps,
+            save_strategy="steps" if args.save_steps > 0 else "no",
+            save_steps=max(1, args.save_steps),
             save_total_limit=args.save_total_limit,
             eval_strategy="no",
             seed=args.seed,
             data_seed=args.seed,
             remove_unused_columns=False,
-            train_sampling_strategy=self.train_sampling_strategy,
+            train_sampling_strategy=self.data.sampling_strategy,
             dataloader_num_workers=0,
             ddp_find_unused_parameters=False,
             disable_tqdm=not sys.stderr.isatty(),
@@ -805,11 +816,10 @@ class FineTuneRecipe:
         resume_from = newest_complete_checkpoint(checkpoint_dir)
 
         eval_loss_before = self.validation_loss()
-        assert_4bit_weights_trainable(self.model)
+        common.assert_4bit_weights_trainable(self.model)
         if resume_from is not None:
-            print(
-                f"train: resuming from {resume_from.name} (step {checkpoint_step(resume_from)})",
-                flush=True,
+            logger.info(
+                "resuming from %s (step %s)", resume_from.name, checkpoint_step(resume_from)
             )
         started = time.perf_counter()
         result = self.trainer.train(
@@ -818,7 +828,7 @@ class FineTuneRecipe:
         runtime = time.perf_counter() - started
         eval_loss_after = self.validation_loss()
 
-        trainable, total = count_parameters(self.model)
+        trainable, total = common.count_parameters(self.model)
         losses = [entry["loss"] for entry in self.trainer.state.log_history if "loss" in entry]
         return {
             "method": args.method.value,
@@ -835,7 +845,7 @@ class FineTuneRecipe:
             "processed_tokens": self.collator.processed_tokens,
             "tokens_per_second": self.collator.real_tokens / runtime if runtime > 0 else 0.0,
             "non_pad_fraction": self.collator.non_pad_fraction,
-            "padding_free": self.padding_free,
+            "padding_free": self.data.padding_free,
             "summary_logits_only": self.summary_logits_only,
             "final_loss": losses[-1] if losses else None,
             "mean_train_loss": result.training_loss,
@@ -848,7 +858,7 @@ class FineTuneRecipe:
             "precision": str(self.dtype).removeprefix("torch."),
             "world_size": self.trainer.args.world_size,
             "adapter": lora_lineage(self.model),
-            **peak_memory(),
+            **common.peak_memory(),
         }
 
     def save(self, metrics: dict[str, Any]) -> None:
@@ -875,32 +885,30 @@ def save_outputs(
     tokenizer.save_pretrained(out)
     if args.merge:
         metrics["merged_dir"] = str(merge_adapter(args, out))
-    write_json(out / METRICS_FILE, metrics)
-    write_json(Path(args.output_data_dir) / METRICS_FILE, metrics)
+    contracts.TRAINING_METRICS.write(out, metrics)
+    contracts.TRAINING_METRICS.write(args.output_data_dir, metrics)
 
 
 def merge_adapter(args: TrainArguments, adapter_dir: Path) -> Path:
     """Merge into a freshly loaded unquantized base: merging into the 4-bit base would
     re-quantize the sum and change the model's outputs."""
-    from common import load_peft_model
-
-    dtype = resolve_dtype(args.precision) if torch.cuda.is_available() else torch.float32
-    merged = load_peft_model(
+    dtype = common.resolve_dtype(args.precision) if torch.cuda.is_available() else torch.float32
+    merged = common.load_peft_model(
         args.model_name_or_path, str(adapter_dir), quantize_4bit=False, dtype=dtype
     ).merge_and_unload()
     target = adapter_dir / "merged"
     merged.save_pretrained(target)
-    load_tokenizer(args.model_name_or_path).save_pretrained(target)
+    common.load_tokenizer(args.model_name_or_path).save_pretrained(target)
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    common.setup_logging()
     try:
         (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(args=argv)
         metrics = train(args)
     except (ValueError, FileNotFoundError, NonFiniteError) as err:
-        print(f"train: error: {err}", file=sys.stderr)
+        logger.error("error: %s", err)
         write_failure_reason(str(err))
         return 2
     summary = {
@@ -916,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
             "non_pad_fraction",
         )
     }
-    print("train: done " + json.dumps(summary), flush=True)
+    logger.info("done %s", json.dumps(summary))
     return 0
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from common import INPUT_KEY, TARGET_KEY, load_tokenizer
 
 from benchmarks.measure import (
     CurvePoint,
@@ -22,6 +21,7 @@ from benchmarks.measure import (
 from benchmarks.naive import encode_naive, example_ids, pad_to_max_length
 from benchmarks.run import long_prompt_rows, summarize
 from tests.conftest import REPO
+from training_scripts.common import INPUT_KEY, TARGET_KEY, load_tokenizer
 
 ROWS = [
     {

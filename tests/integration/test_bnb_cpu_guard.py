@@ -9,8 +9,14 @@ from pathlib import Path
 import bitsandbytes as bnb
 import pytest
 import torch
-from common import assert_4bit_weights_trainable, evaluation_mode, load_model, load_tokenizer
 from peft import LoraConfig, get_peft_model
+
+from training_scripts.common import (
+    assert_4bit_weights_trainable,
+    evaluation_mode,
+    load_model,
+    load_tokenizer,
+)
 
 LORA = dict(
     r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False

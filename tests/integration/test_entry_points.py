@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SCRIPTS, write_jsonl
+from training_scripts import contracts
 
 
 def run_script(
@@ -61,7 +62,7 @@ def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path
         ],
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    manifest = json.loads((prep / "manifest.json").read_text())
+    manifest = contracts.MANIFEST.read(prep)
     assert manifest["records_in"] == 120 == sum(manifest["records_out"].values())
 
     # Training jobs: channels and model dir from the environment, hyperparameters as arguments.
@@ -85,8 +86,9 @@ def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path
             cwd=root,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert "train: done" in done.stdout
-        assert (root / "opt/ml/output/data/training_metrics.json").is_file()
+        for folder in ("opt/ml/output/data", "opt/ml/model"):
+            metrics = contracts.TRAINING_METRICS.read(root / folder)
+            assert metrics["method"] == method and metrics["global_step"] == 12
         assert (
             root / "runs/local/checkpoints/checkpoint-12/trainer_state.json"
         ).is_file()  # local default
@@ -111,7 +113,7 @@ def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path
         ],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
+    evaluation = contracts.EVALUATION.read(evaluation_dir)
     assert set(evaluation["models"]) == {"base", "adapter", "full_finetune"}
     for entry in evaluation["models"].values():
         for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
@@ -140,7 +142,7 @@ def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path
          "--test-dir", str(prep / "test"), "--output-dir", str(reused_dir), "--max-new-tokens", "12"],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    reused = json.loads((reused_dir / "evaluation.json").read_text())
+    reused = contracts.EVALUATION.read(reused_dir)
     assert reused["baseline_source"] == {
         "kind": "reused",
         "evaluation": str(evaluation_dir / "evaluation.json"),
@@ -176,3 +178,39 @@ def test_unknown_hyperparameter_is_rejected(
         cwd=tmp_path,
     )
     assert done.returncode != 0 and "--no-such-flag" in done.stderr
+
+
+@pytest.mark.parametrize("script", ["preprocess.py", "train.py", "evaluate.py"])
+def test_every_script_prints_its_help(script: str) -> None:
+    done = run_script(script, ["--help"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage: ") and "--output-dir" in done.stdout
+
+
+def cli_commands(app, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of a typer app: ("pipeline", "start"), ("run-local",), ..."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    found = [prefix]
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            found.append((*path, name))
+            walk(sub, (*path, name))
+
+    walk(group, prefix)
+    return found
+
+
+def test_every_cli_command_prints_its_help() -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    commands = cli_commands(app)
+    assert ("models", "approve") in commands and ("run-local",) in commands
+    for path in commands:
+        done = CliRunner().invoke(app, [*path, "--help"])
+        assert done.exit_code == 0, (path, done.output)
+        assert "Usage: " in done.output, path

@@ -5,46 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from pipelines import definition as definition_module
-from pipelines.config import PipelineConfig
-from pipelines.local_run import LOCAL_DEPLOYMENT
-from pipelines.local_runner import LocalExecutor, UnsupportedConstructError
+from pipelines.definition import builder as definition_module
+from pipelines.definition.config import PipelineConfig
+from pipelines.local.errors import UnsupportedConstructError
+from pipelines.local.executor import LocalExecutor
+from pipelines.local.presets import LOCAL_DEPLOYMENT
+from pipelines.local.s3_mirror import S3Mirror
 from pipelines.registry import LocalRegistry
-from tests.conftest import REPO, write_jsonl
-
-
-def peftops(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    root = tmp_path_factory.mktemp("run-local")
-    done = peftops(
-        "run-local",
-        "--preset",
-        "tiny",
-        "--out",
-        str(root / "run"),
-        "--registry",
-        str(root / "registry.sqlite"),
-        cwd=REPO,
-    )
-    return root, done
+from tests.conftest import REPO, peftops, write_jsonl
+from training_scripts import contracts
 
 
 def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
@@ -60,10 +33,7 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
         "RegisterAdapter",
     ):
         assert f"▶ {step} (" in done.stderr
-    assert (
-        "Base vs adapter vs full fine-tune" in done.stdout and "Quality gate: passed" in done.stdout
-    )
-    evaluation = json.loads((root / "run" / "evaluation.json").read_text())
+    evaluation = contracts.EVALUATION.read(root / "run")
     assert set(evaluation["models"]) == {"base", "adapter", "full_finetune"}
     assert set(evaluation["comparisons"]) == {"adapter_vs_full_finetune", "adapter_vs_base"}
     for entry in evaluation["models"].values():
@@ -131,24 +101,25 @@ def test_a_builder_change_changes_what_runs_locally(
     body, assets = definition_module.definition_json(PipelineConfig(), LOCAL_DEPLOYMENT)
     definition = json.loads(body)
     definition["Steps"] = definition["Steps"][:1]  # Preprocess only: enough to see the change
+    mirror = S3Mirror(tmp_path / "s3")
     executor = LocalExecutor(
         definition,
-        run_dir=tmp_path,
+        mirror=mirror,
+        jobs_root=tmp_path / "jobs",
         registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
         parameters={"BaseModel": str(tiny_causal), "InputDataUri": "s3://peftops-local/data/in/"},
         log=lambda _: None,
     )
-    executor.put_assets("peftops-local", assets)
-    executor.upload(
+    mirror.put_assets("peftops-local", assets)
+    mirror.upload(
         REPO / "data/sample/dialogues.jsonl", "s3://peftops-local/data/in/dialogues.jsonl"
     )
     result = executor.execute()
     assert result.status == "Succeeded", result.failure
-    manifest_uri = (
-        executor.properties["Preprocess"]["ProcessingOutputConfig.Outputs['splits'].S3Output.S3Uri"]
-        + "/manifest.json"
-    )
-    manifest = json.loads(executor.local_path(manifest_uri).read_text())
+    splits = executor.scope.properties["Preprocess"][
+        "ProcessingOutputConfig.Outputs['splits'].S3Output.S3Uri"
+    ]
+    manifest = contracts.MANIFEST.read(mirror.path(splits))
     assert manifest["max_input_tokens"] == 20 and manifest["truncated_inputs"] > 500
 
 
@@ -162,7 +133,11 @@ def test_unsupported_constructs_are_errors(tmp_path: Path) -> None:
         UnsupportedConstructError, match="step Notify: type Lambda is not supported"
     ):
         LocalExecutor(
-            lambda_step, run_dir=tmp_path, registry=registry, log=lambda _: None
+            lambda_step,
+            mirror=S3Mirror(tmp_path),
+            jobs_root=tmp_path,
+            registry=registry,
+            log=lambda _: None,
         ).execute()
     odd_function = {
         "Parameters": [],
@@ -172,12 +147,17 @@ def test_unsupported_constructs_are_errors(tmp_path: Path) -> None:
     }
     with pytest.raises(UnsupportedConstructError, match="function Std:Concat is not supported"):
         LocalExecutor(
-            odd_function, run_dir=tmp_path, registry=registry, log=lambda _: None
+            odd_function,
+            mirror=S3Mirror(tmp_path),
+            jobs_root=tmp_path,
+            registry=registry,
+            log=lambda _: None,
         ).execute()
     with pytest.raises(UnsupportedConstructError, match="unknown pipeline parameters"):
         LocalExecutor(
             {"Parameters": [], "Steps": []},
-            run_dir=tmp_path,
+            mirror=S3Mirror(tmp_path),
+            jobs_root=tmp_path,
             registry=registry,
             parameters={"Nope": 1},
         )
@@ -253,3 +233,35 @@ def test_bad_input_is_one_line_no_traceback_registry_unchanged(
     errors = [line for line in done.stderr.splitlines() if line.startswith("peftops: error:")]
     assert len(errors) == 1 and re.match(message, errors[0]), done.stderr[-2000:]
     assert registry_fingerprint(registry) == before
+
+
+def test_a_failed_step_names_its_kept_log(tmp_path: Path) -> None:
+    """The job's whole output stays in its job folder, and the one-line error points there."""
+    import re
+
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [{"dialogue": "a", "summary": "b"}, {"dialogue": "c"}]
+    )
+    run = tmp_path / "run"
+    done = peftops(
+        "run-local",
+        "--preset",
+        "tiny",
+        "--data",
+        str(bad),
+        "--out",
+        str(run),
+        "--registry",
+        str(tmp_path / "r.sqlite"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("peftops: error:")]
+    named = re.search(r"\(full log: (.+)\)$", error)
+    assert named is not None, error
+    log = Path(named[1])
+    assert log == run / "jobs" / "Preprocess" / "job.log"
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("$ ") and "preprocess.py --input " in lines[0]
+    assert any('line 2: field "summary" is missing' in line for line in lines)
+    assert not (tmp_path / "r.sqlite").exists()

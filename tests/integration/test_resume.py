@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import SCRIPTS
+from training_scripts import contracts
 
 MAX_STEPS = 40
 SAVE_STEPS = 10
@@ -86,7 +87,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from checkpoint-{max(saved)} (step {max(saved)})" in resumed.stdout
+    metrics = contracts.TRAINING_METRICS.read(interrupted / "model")
+    assert metrics["resumed_from_step"] == max(saved) and metrics["global_step"] == MAX_STEPS
 
     final = load_file(interrupted / "model" / "adapter_model.safetensors")
     expected = load_file(tmp_path / "reference" / "model" / "adapter_model.safetensors")
@@ -102,7 +104,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
 
 
 def test_incomplete_checkpoint_is_ignored_and_removed(tmp_path: Path) -> None:
-    from train import newest_complete_checkpoint
+    from training_scripts.train import newest_complete_checkpoint
 
     for step, complete in ((10, True), (20, True), (30, False)):
         path = tmp_path / f"checkpoint-{step}"

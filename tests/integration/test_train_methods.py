@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from common import PeftMethod, load_model, load_peft_model, load_tokenizer
-from train import FineTuneRecipe, TrainArguments, save_outputs
+
+from training_scripts.common import PeftMethod, load_model, load_peft_model, load_tokenizer
+from training_scripts.train import FineTuneRecipe, TrainArguments, save_outputs
 
 METHODS = [PeftMethod.QLORA, PeftMethod.LORA, PeftMethod.PROMPT_TUNING, PeftMethod.FULL]
 # Tiny random models learn fast at high rates; prompt tuning moves only a few embeddings.
@@ -241,7 +242,7 @@ def test_padding_free_packing_matches_unpacked_logits(tiny_causal: Path) -> None
 def test_summary_logits_only_gives_the_models_own_loss_and_gradients(tiny_causal: Path) -> None:
     """The LM head computed only where a summary token is predicted must give the loss and
     gradients of the full logits, with the Trainer's num_items_in_batch reduction too."""
-    from train import EncodingStats, encode_causal, make_collator
+    from training_scripts.train import EncodingStats, encode_causal, make_collator
 
     model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32)
     tokenizer = load_tokenizer(str(tiny_causal))
@@ -267,7 +268,7 @@ def test_summary_logits_only_gives_the_models_own_loss_and_gradients(tiny_causal
 
 
 def check_summary_logits_match(model, batch: dict[str, torch.Tensor]) -> None:
-    from train import summary_token_loss, supervised_positions
+    from training_scripts.train import summary_token_loss, supervised_positions
 
     n_targets = int((batch["labels"][..., 1:] != -100).sum())
 
@@ -308,7 +309,7 @@ def test_trainer_keeps_summary_logits_only_where_positions_are_plain(
 
 
 def test_batching_choice() -> None:
-    from train import Batching, uses_padding_free_batches
+    from training_scripts.train import Batching, uses_padding_free_batches
 
     lora, prompt = PeftMethod.LORA, PeftMethod.PROMPT_TUNING
     assert uses_padding_free_batches(lora, False, Batching.AUTO)
@@ -338,7 +339,7 @@ def test_length_grouped_batches_train_with_summary_logits_only(
 
 
 def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
-    from train import EncodingStats, encode_causal
+    from training_scripts.train import EncodingStats, encode_causal
 
     tokenizer = load_tokenizer(str(tiny_causal))
     row = encode_causal(
@@ -358,8 +359,8 @@ def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
 
 
 def test_over_long_examples_are_cut_in_the_dialogue_and_counted(tiny_causal: Path) -> None:
-    from common import INSTRUCTION
-    from train import EncodingStats, encode_causal
+    from training_scripts.common import INSTRUCTION
+    from training_scripts.train import EncodingStats, encode_causal
 
     tokenizer = load_tokenizer(str(tiny_causal))
     stats = EncodingStats()
@@ -373,7 +374,7 @@ def test_over_long_examples_are_cut_in_the_dialogue_and_counted(tiny_causal: Pat
 
 
 def test_non_finite_loss_stops_the_run(tiny_causal: Path, splits: Path, tmp_path: Path) -> None:
-    from train import NonFiniteError
+    from training_scripts.train import NonFiniteError
 
     recipe = FineTuneRecipe(
         make_args(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.staging import reproducible_tarball, tree_digest
+from pipelines.definition.staging import reproducible_tarball, tree_digest
 
 
 def run_cli(args: list[str], *, isolate_network: bool) -> subprocess.CompletedProcess:

@@ -14,8 +14,8 @@ import pytest
 from botocore.validate import ParamValidator
 from transformers import HfArgumentParser
 
-from pipelines.config import ADAPTER_METHODS, Deployment, PipelineConfig, Vpc
-from pipelines.definition import definition_json
+from pipelines.definition.builder import definition_json
+from pipelines.definition.config import ADAPTER_METHODS, Deployment, PipelineConfig, Vpc
 
 DEPLOYMENT = Deployment(
     region="eu-west-1",
@@ -203,12 +203,6 @@ def test_parameters(definition) -> None:
     assert declared["InputDataUri"]["DefaultValue"] == f"s3://{DEPLOYMENT.bucket}/data/input/"
     used = set(re.findall(r'"Get": "Parameters\.(\w+)"', json.dumps(definition["Steps"])))
     assert used == set(declared), "every parameter is used, and only declared ones"
-
-
-def test_adapter_methods_are_train_py_methods() -> None:
-    from common import PeftMethod
-
-    assert set(ADAPTER_METHODS) == {m.value for m in PeftMethod if m.is_adapter}
 
 
 # --- training and processing jobs ----------------------------------------------------------
@@ -420,7 +414,7 @@ def cli_args_of(hyperparameters: dict[str, str]) -> list[str]:
 
 
 def test_hyperparameters_are_exactly_what_train_py_accepts(definition) -> None:
-    from train import TrainArguments
+    from training_scripts.train import TrainArguments
 
     defaults = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
     for step in training_steps(definition):
@@ -455,8 +449,7 @@ def test_hyperparameters_are_exactly_what_train_py_accepts(definition) -> None:
 def test_processing_arguments_are_exactly_what_the_scripts_accept(
     definition, built, step_name: str, script: str
 ) -> None:
-    import evaluate
-    import preprocess
+    from training_scripts import evaluate, preprocess
 
     defaults = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
     args = flatten(definition["Steps"])[step_name]["Arguments"]

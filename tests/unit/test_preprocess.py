@@ -6,13 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import preprocess
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from preprocess import DataError, Example, PreprocessArguments, normalize_text, split_examples
+
+from training_scripts import preprocess
+from training_scripts.preprocess import (
+    DataError,
+    Example,
+    PreprocessArguments,
+    normalize_text,
+    split_examples,
+)
 
 
 def good(i: int) -> dict[str, str]:

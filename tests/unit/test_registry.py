@@ -19,6 +19,7 @@ from pipelines.registry import (
     gate_verdict,
     open_registry,
 )
+from training_scripts import contracts
 
 GROUP = "peftops-adapters"
 THRESHOLDS = {
@@ -31,16 +32,19 @@ THRESHOLDS = {
 
 def evaluation(adapter: float, full: float, base: float) -> dict[str, Any]:
     models = {
-        name: {"rouge1": v, "rouge2": v / 2, "rougeL": v, "rougeLsum": v, "trainable_params": 10}
+        name: {
+            "rouge1": v,
+            "rouge2": v / 2,
+            "rougeL": v,
+            "rougeLsum": v,
+            "trainable_params": 10,
+            "trainable_percent": 1.0,
+        }
         for name, v in (("adapter", adapter), ("full_finetune", full), ("base", base))
     }
-    return {
-        "models": models,
-        "gate": {
-            "rougeL_shortfall_vs_full_finetune": full - adapter,
-            "rougeL_gain_vs_base": adapter - base,
-        },
-    }
+    return contracts.EVALUATION.stamp(
+        {"models": models, "gate": contracts.gate_margins(models), "test_set_sha256": "0" * 64}
+    )
 
 
 PASSING = evaluation(adapter=0.44, full=0.45, base=0.22)

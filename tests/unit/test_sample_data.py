@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 
-from pipelines import sample_data
+from pipelines.fixtures import sample_data
 
 
 def test_committed_sample_is_exactly_the_generator_output() -> None:

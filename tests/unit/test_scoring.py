@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from evaluate import (
+
+from training_scripts.evaluate import (
     ROUGE_KEYS,
     bar_chart_svg,
     compare,

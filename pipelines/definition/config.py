@@ -17,8 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-# train.py's adapter methods (training_scripts/common.py PeftMethod; a test keeps them equal).
-ADAPTER_METHODS = ("qlora", "lora", "prompt_tuning")
+from training_scripts.common import PeftMethod
+
+# The methods train.py trains as adapters; the full fine-tune is the baseline, not a choice.
+ADAPTER_METHODS = tuple(m.value for m in PeftMethod if m.is_adapter)
 
 
 class BaselineMode(enum.StrEnum):

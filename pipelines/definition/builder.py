@@ -9,12 +9,17 @@ that depends on a skipped branch would not run, hence the tail per branch rather
 tail after a conditional TrainBaseline.
 
 Every step runs code from `training_scripts/`, staged as one content-hashed
-sourcedir.tar.gz; `python -m pipelines.cli pipeline definition` writes the JSON.
+sourcedir.tar.gz; `peftops pipeline definition` writes the JSON. The gate's conditions and
+every JsonGet path come from `training_scripts.contracts`, the definition of evaluation.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ from sagemaker.core.training.configs import (
     StoppingCondition,
 )
 from sagemaker.core.workflow import (
+    Condition,
     ConditionEquals,
     ConditionGreaterThanOrEqualTo,
     ConditionLessThanOrEqualTo,
@@ -67,10 +73,13 @@ from sagemaker.serve.model_builder import ModelBuilder
 from sagemaker.train import ModelTrainer
 from sagemaker.train.distributed import Torchrun
 
-from pipelines.config import ADAPTER_METHODS, BaselineMode, Deployment, PipelineConfig
-from pipelines.staging import ASSET_PREFIX, OfflineSession
+from pipelines.definition.config import ADAPTER_METHODS, BaselineMode, Deployment, PipelineConfig
+from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
+from training_scripts import contracts
 
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "training_scripts"
+logger = logging.getLogger("peftops")
+
+SCRIPTS_DIR = Path(contracts.__file__).resolve().parent  # training_scripts/
 PROCESSING = "/opt/ml/processing"
 TGI_VERSION = "3.3.6"
 
@@ -138,6 +147,13 @@ class Parameters:
 
     def all(self) -> list[Any]:
         return list(vars(self).values())
+
+
+# The SDK's condition classes for the comparisons the gate rule uses.
+GATE_CONDITION_TYPES: dict[str, type[Condition]] = {
+    "LessThanOrEqualTo": ConditionLessThanOrEqualTo,
+    "GreaterThanOrEqualTo": ConditionGreaterThanOrEqualTo,
+}
 
 
 class _StagingModelTrainer(ModelTrainer):
@@ -438,7 +454,9 @@ class _Builder:
             )
             arguments += ["--baseline-evaluation", f"{PROCESSING}/input/stored-baseline"]
         report = PropertyFile(
-            name=f"EvaluationReport{suffix}", output_name="evaluation", path="evaluation.json"
+            name=f"EvaluationReport{suffix}",
+            output_name="evaluation",
+            path=contracts.EVALUATION.file_name,
         )
         # One evaluation folder per adapter training job: deterministic for the step cache,
         # never shared by two different adapters.
@@ -474,7 +492,7 @@ class _Builder:
             on="/",
             values=[
                 evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
-                "evaluation.json",
+                contracts.EVALUATION.file_name,
             ],
         )
         inference_image = image_uris.retrieve(
@@ -491,6 +509,7 @@ class _Builder:
             sagemaker_session=self.session,
             # TGI serves the base model with the adapter mounted from the model data.
             env_vars={"HF_MODEL_ID": p.base_model, "LORA_ADAPTERS": "adapter=/opt/ml/model"},
+            log_level=logging.WARNING,  # its default, DEBUG, logs every request it builds
         )
         lineage = {
             "base_model": p.base_model,
@@ -501,14 +520,14 @@ class _Builder:
             "trainable_percent": JsonGet(
                 step_name=evaluate.name,
                 property_file=f"EvaluationReport{suffix}",
-                json_path="models.adapter.trainable_percent",
+                json_path=contracts.ADAPTER_TRAINABLE_PERCENT,
             ).to_string(),
             "dataset_uri": p.input_data_uri,
             "manifest_uri": Join(
                 on="/",
                 values=[
                     preprocess.properties.ProcessingOutputConfig.Outputs["splits"].S3Output.S3Uri,
-                    "manifest.json",
+                    contracts.MANIFEST.file_name,
                 ],
             ),
             "code_uri": self.code_uri,
@@ -545,21 +564,19 @@ class _Builder:
         p = self.params
         evaluate, report = self.evaluate(suffix, preprocess, adapter, baseline)
 
+        def value(path: str) -> JsonGet:
+            return JsonGet(step_name=evaluate.name, property_file=report, json_path=path)
+
         def rouge_l(model: str) -> JsonGet:
-            return JsonGet(
-                step_name=evaluate.name, property_file=report, json_path=f"models.{model}.rougeL"
-            )
+            return value(contracts.metric_path(model))
 
-        def margin(name: str) -> JsonGet:
-            return JsonGet(step_name=evaluate.name, property_file=report, json_path=f"gate.{name}")
-
+        thresholds = {
+            "rouge_l_tolerance": p.rouge_l_tolerance,
+            "min_rouge_l_gain": p.min_rouge_l_gain,
+        }
         conditions = [
-            ConditionLessThanOrEqualTo(
-                left=margin("rougeL_shortfall_vs_full_finetune"), right=p.rouge_l_tolerance
-            ),
-            ConditionGreaterThanOrEqualTo(
-                left=margin("rougeL_gain_vs_base"), right=p.min_rouge_l_gain
-            ),
+            GATE_CONDITION_TYPES[c.comparison](left=value(c.path), right=thresholds[c.threshold])
+            for c in contracts.GATE_CONDITIONS
         ]
         failed = FailStep(
             name=f"GateFailed{suffix}",
@@ -611,8 +628,18 @@ def build_pipeline(
 
 
 def definition_json(config: PipelineConfig, deployment: Deployment) -> tuple[str, dict[str, bytes]]:
-    pipeline, session = build_pipeline(config, deployment)
-    return pipeline.definition(), session.assets
+    """The definition's JSON and the assets (S3 key -> bytes) it refers to.
+
+    The SDK prints while it builds requests and warns that requests are deferred under a
+    PipelineSession, which is the point here; its prints go to the debug log (`--verbose`)."""
+    printed = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+        warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+        pipeline, session = build_pipeline(config, deployment)
+        body = pipeline.definition()
+    for line in printed.getvalue().splitlines():
+        logger.debug("sagemaker: %s", line)
+    return body, session.assets
 
 
 __all__ = ["ExecutionVariables", "Parameters", "build_pipeline", "definition_json"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import boto3
 from sagemaker.core.workflow.pipeline_context import PipelineSession
 
-from pipelines.config import Deployment
+from pipelines.definition.config import Deployment
 
 ASSET_PREFIX = "assets"
 SKIPPED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
@@ -108,12 +108,13 @@ class OfflineSession(PipelineSession):
         self.assets[key] = body.encode() if isinstance(body, str) else body
         return f"s3://{bucket}/{key}"
 
-    def write_assets(self, target: Path) -> list[Path]:
-        """Write the staged assets as they must appear in the bucket (key = relative path)."""
-        written = []
-        for key, data in sorted(self.assets.items()):
-            path = target / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            written.append(path)
-        return written
+
+def write_assets(assets: dict[str, bytes], target: Path) -> list[Path]:
+    """Write staged assets as they must appear in the bucket: key = path under `target`."""
+    written = []
+    for key, data in sorted(assets.items()):
+        path = target / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        written.append(path)
+    return written

@@ -1,0 +1,43 @@
+"""The root of the `peftops` command: its nouns (pipeline, models, run-local) and the
+options every command shares (`--verbose`)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from pipelines.cli.models import models_app
+from pipelines.cli.pipeline import pipeline_app
+from pipelines.cli.run_local import run_local_command
+from training_scripts.common import setup_logging
+
+app = typer.Typer(
+    help="PEFT fine-tuning pipelines on Amazon SageMaker.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(models_app, name="models")
+app.command("run-local")(run_local_command)
+
+
+@app.callback()
+def configure(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Debug logs, the SageMaker SDK's and other libraries' too."
+        ),
+    ] = False,
+) -> None:
+    setup_logging(verbose=verbose)
+
+
+def main() -> None:
+    app(prog_name="peftops")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""`peftops models`: list, show, compare, approve and reject registered adapter versions, in
+the local registry or SageMaker's."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.cli.options import (
+    DEFAULT_REGISTRY,
+    JsonOption,
+    RegistryOption,
+    guarded,
+    open_registry,
+)
+from training_scripts import contracts
+
+models_app = typer.Typer(
+    help="List, compare, approve and reject registered adapters.", no_args_is_help=True
+)
+
+
+def adapter_metric(version: Any, key: str) -> Any:
+    """A figure of the version's adapter from its evaluation; None where there is none."""
+    try:
+        return contracts.value_at(version.evaluation or {}, contracts.metric_path("adapter", key))
+    except contracts.ContractError:
+        return None
+
+
+def _rouge(version: Any, key: str) -> str:
+    value = adapter_metric(version, key)
+    return "-" if value is None else f"{value:.4f}"
+
+
+@models_app.command("list")
+def models_list(
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    status: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Registered versions, oldest first."""
+    versions = guarded(lambda: open_registry(registry).list(status))
+    if as_json:
+        typer.echo(json.dumps([v.to_json() for v in versions], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("version", "status", "created", "method", "ROUGE-L", "gate"):
+        table.add_column(column)
+    from pipelines.registry import gate_verdict
+
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            v.status,
+            v.created,
+            v.metadata.get("peft_method", "-"),
+            _rouge(v, "rougeL"),
+            gate_verdict(v)[1],
+        )
+    Console().print(table)
+
+
+@models_app.command("show")
+def models_show(
+    version: int, registry: RegistryOption = DEFAULT_REGISTRY, as_json: JsonOption = False
+) -> None:
+    """One version: status, artifact, lineage and metrics."""
+    found = guarded(lambda: open_registry(registry).get(version))
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=2))
+        return
+    from pipelines.registry import gate_verdict
+
+    typer.echo(f"{found.group} version {found.version}: {found.status}")
+    typer.echo(f"  artifact:   {found.model_data_url}")
+    typer.echo(f"  evaluation: {found.evaluation_uri}")
+    typer.echo(f"  gate:       {gate_verdict(found)[1]}")
+    if found.approval_description:
+        typer.echo(f"  decision:   {found.approval_description}")
+    for key, value in sorted(found.metadata.items()):
+        typer.echo(f"  {key}: {value}")
+    for name, entry in (found.evaluation or {}).get("models", {}).items():
+        typer.echo(f"  {name}: " + " ".join(f"{k}={entry[k]:.4f}" for k in contracts.ROUGE_KEYS))
+
+
+@models_app.command("compare")
+def models_compare(
+    first: int,
+    second: int,
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    as_json: JsonOption = False,
+) -> None:
+    """Two versions' adapter metrics side by side."""
+    store = open_registry(registry)
+    a, b = guarded(lambda: (store.get(first), store.get(second)))
+    keys = (*contracts.ROUGE_KEYS, "trainable_params", "artifact_bytes", "train_runtime_s")
+
+    rows = {
+        key: {"first": adapter_metric(a, key), "second": adapter_metric(b, key)} for key in keys
+    }
+    for key in ("peft_method", "lora_r", "lora_alpha", "dataset_uri"):
+        rows[key] = {"first": a.metadata.get(key), "second": b.metadata.get(key)}
+    if as_json:
+        typer.echo(json.dumps({"first": first, "second": second, "metrics": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("", f"version {first}", f"version {second}", "difference"):
+        table.add_column(column)
+    for key, pair in rows.items():
+        x, y = pair["first"], pair["second"]
+        numeric = isinstance(x, int | float) and isinstance(y, int | float)
+        table.add_row(key, str(x), str(y), f"{y - x:+.4g}" if numeric else "")
+    Console().print(table)
+
+
+def _decide(
+    version: int,
+    status: str,
+    registry: str,
+    reason: str,
+    who: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    import getpass
+
+    from pipelines.registry import decide
+
+    store = open_registry(registry)
+    decided = guarded(
+        lambda: decide(
+            store, version, status, who=who or getpass.getuser(), why=reason, force=force
+        )
+    )
+    if as_json:
+        typer.echo(json.dumps(decided.to_json(), indent=2))
+    else:
+        typer.echo(
+            f"{decided.group} version {decided.version}: {decided.status} ({decided.approval_description})"
+        )
+
+
+ReasonOption = Annotated[
+    str, typer.Option("--description", "-d", help="Why: recorded with the decision.")
+]
+
+
+WhoOption = Annotated[str | None, typer.Option(help="Who decides (default: the current user).")]
+
+
+@models_app.command("approve")
+def models_approve(
+    version: int,
+    description: ReasonOption,
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    who: WhoOption = None,
+    force: Annotated[bool, typer.Option(help="Approve even without a passing evaluation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve a version; refused when its evaluation is missing or its gate failed."""
+    _decide(version, "Approved", registry, description, who, force, as_json)
+
+
+@models_app.command("reject")
+def models_reject(
+    version: int,
+    description: ReasonOption,
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    who: WhoOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reject a version."""
+    _decide(version, "Rejected", registry, description, who, False, as_json)

@@ -1,0 +1,140 @@
+"""`peftops pipeline`: write the SageMaker pipeline definition offline, start an execution of
+the deployed pipeline, and follow its steps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.cli.options import JsonOption, ParamOption, fail, guarded, parse_assignments
+from pipelines.definition.config import Deployment, PipelineConfig, config_from_dict
+
+pipeline_app = typer.Typer(help="Build and run the SageMaker pipeline.", no_args_is_help=True)
+
+# Documentation placeholders (AWS's example account): enough to inspect a definition offline.
+# `cdk deploy` passes the real role, bucket and key.
+EXAMPLE_ACCOUNT = "111122223333"
+
+
+def load_config(path: Path | None) -> PipelineConfig:
+    """PipelineConfig from a JSON object of its fields (the CDK stage context has the same shape)."""
+    if path is None:
+        return PipelineConfig()
+    try:
+        values: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise typer.BadParameter(f"{path}: {err}") from err
+    try:
+        return config_from_dict(values, source=str(path))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+@pipeline_app.command("definition")
+def definition(
+    out: Annotated[Path, typer.Option(help="Where to write the pipeline definition JSON.")],
+    assets_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the code assets the definition refers to (upload to the bucket as-is)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON file of PipelineConfig settings.")
+    ] = None,
+    region: Annotated[str, typer.Option(envvar="PEFTOPS_REGION")] = "us-east-1",
+    role_arn: Annotated[
+        str, typer.Option(envvar="PEFTOPS_ROLE_ARN")
+    ] = f"arn:aws:iam::{EXAMPLE_ACCOUNT}:role/peftops-sagemaker-execution",
+    bucket: Annotated[
+        str, typer.Option(envvar="PEFTOPS_BUCKET")
+    ] = f"peftops-artifacts-{EXAMPLE_ACCOUNT}",
+    kms_key_arn: Annotated[str, typer.Option(envvar="PEFTOPS_KMS_KEY_ARN")] = (
+        f"arn:aws:kms:us-east-1:{EXAMPLE_ACCOUNT}:key/00000000-0000-4000-8000-000000000000"
+    ),
+) -> None:
+    """Write the pipeline definition, built offline: no AWS call, the same bytes every time."""
+    from pipelines.definition.builder import definition_json
+    from pipelines.definition.staging import write_assets
+
+    try:
+        deployment = Deployment(
+            region=region, role_arn=role_arn, bucket=bucket, kms_key_arn=kms_key_arn
+        )
+        body, assets = definition_json(load_config(config), deployment)
+    except ValueError as err:
+        raise fail(str(err)) from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body, encoding="utf-8")
+    if assets_dir is not None:
+        write_assets(assets, assets_dir)
+    typer.echo(f"wrote {out} ({len(body.encode())} bytes, {len(assets)} assets)", err=True)
+
+
+def request_token(token: str | None) -> str:
+    """The API wants 32-128 characters; any string a scheduler has (a date, a build id) maps
+    to one, always the same, so a retried start does not start a second execution."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else uuid.uuid4().hex
+
+
+@pipeline_app.command("start")
+def pipeline_start(
+    name: Annotated[str, typer.Option(help="Pipeline name.")] = "peftops-adapter",
+    param: ParamOption = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Idempotency token: retrying with the same token starts one execution."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start an execution of the deployed pipeline."""
+    import boto3
+
+    parameters = [{"Name": k, "Value": v} for k, v in parse_assignments(param or []).items()]
+    client = boto3.client("sagemaker")
+    response = guarded(
+        lambda: client.start_pipeline_execution(
+            PipelineName=name,
+            PipelineParameters=parameters,
+            ClientRequestToken=request_token(token),
+        )
+    )
+    arn = response["PipelineExecutionArn"]
+    typer.echo(json.dumps({"PipelineExecutionArn": arn}) if as_json else arn)
+
+
+@pipeline_app.command("status")
+def pipeline_status(execution_arn: str, as_json: JsonOption = False) -> None:
+    """An execution's status and its steps' statuses."""
+    import boto3
+
+    client = boto3.client("sagemaker")
+    execution = guarded(
+        lambda: client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+    )
+    steps = guarded(
+        lambda: client.list_pipeline_execution_steps(
+            PipelineExecutionArn=execution_arn, SortOrder="Ascending"
+        )
+    )
+    rows = [
+        {"step": s["StepName"], "status": s["StepStatus"], "failure": s.get("FailureReason", "")}
+        for s in steps.get("PipelineExecutionSteps", [])
+    ]
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"status": execution["PipelineExecutionStatus"], "steps": rows},
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    typer.echo(f"{execution_arn}: {execution['PipelineExecutionStatus']}")
+    for row in rows:
+        typer.echo(f"  {row['step']}: {row['status']} {row['failure']}".rstrip())

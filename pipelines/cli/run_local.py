@@ -1,0 +1,122 @@
+"""`peftops run-local`: run the SageMaker pipeline definition on this machine and print the
+steps, the three models' scores side by side and what was registered."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.cli.options import ParamOption, fail, parse_assignments
+from training_scripts import contracts
+from training_scripts.common import format_bytes
+
+MODEL_COLUMNS = (
+    "model",
+    "ROUGE-1",
+    "ROUGE-2",
+    "ROUGE-L",
+    "trainable params",
+    "artifact",
+    "train time",
+    "peak memory",
+)
+
+
+def print_summary(run: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    result = run.result
+    # Wide enough for the tables when the output is a file or a pipe, not a terminal.
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    steps = Table(title="Steps", title_justify="left")
+    for column in ("step", "type", "status", "time", "detail"):
+        steps.add_column(column)
+    for record in result.steps:
+        steps.add_row(
+            record.name, record.type, record.status, f"{record.seconds:.1f}s", record.detail[:80]
+        )
+    console.print(steps)
+    if run.evaluation:
+        table = Table(title="Base vs adapter vs full fine-tune", title_justify="left")
+        for column in MODEL_COLUMNS:
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for name in contracts.MODEL_NAMES:
+            m = run.evaluation["models"][name]
+            runtime = m.get("train_runtime_s")
+            table.add_row(
+                name,
+                *(f"{m[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL")),
+                f"{m['trainable_params']:,}"
+                + (f" ({m['trainable_percent']:.2f}%)" if m.get("trainable_percent") else ""),
+                format_bytes(m.get("artifact_bytes")),
+                "-" if runtime is None else f"{runtime:.0f}s",
+                format_bytes(m.get("peak_memory_bytes")),
+            )
+        console.print(table)
+    if result.registered is not None:
+        version = result.registered
+        console.print(f"Registered {version.group} version {version.version} ({version.status}).")
+    if run.evaluation_path:
+        console.print(f"Report: {run.evaluation_path.parent / 'report.html'}")
+
+
+def run_local_command(
+    preset: Annotated[
+        str, typer.Option(help="smollm2 (real model, minutes) or tiny (random model, seconds).")
+    ] = "smollm2",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset file or folder (.jsonl/.csv/.parquet); default: the bundled sample."
+        ),
+    ] = None,
+    input_field: Annotated[
+        str, typer.Option(help="Field with the text to summarize.")
+    ] = "dialogue",
+    target_field: Annotated[
+        str, typer.Option(help="Field with the reference summary.")
+    ] = "summary",
+    method: Annotated[
+        str | None, typer.Option(help="qlora, lora or prompt_tuning (the PeftMethod parameter).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="The run's folder.")] = Path("runs/local"),
+    registry: Annotated[
+        Path, typer.Option(help="Local registry file the adapter is registered into.")
+    ] = Path("runs/registry.sqlite"),
+    param: ParamOption = None,
+) -> None:
+    """Run the SageMaker pipeline definition on this machine, end to end."""
+    from pipelines.local.errors import StepFailedError, UnsupportedConstructError
+    from pipelines.local.run import SAMPLE_DATA, LocalRunError, run_local
+    from pipelines.registry import RegistryError
+
+    try:
+        # Progress goes to stderr; stdout holds only the summary.
+        with contextlib.redirect_stdout(sys.stderr):
+            run = run_local(
+                preset_name=preset,
+                data=data or SAMPLE_DATA,
+                out=out,
+                registry_path=registry,
+                input_field=input_field,
+                target_field=target_field,
+                method=method,
+                parameters=parse_assignments(param or []),
+                log=lambda line: typer.echo(line, err=True),
+            )
+    except (
+        LocalRunError,
+        UnsupportedConstructError,
+        StepFailedError,
+        RegistryError,
+        ValueError,
+    ) as err:
+        raise fail(str(err)) from err
+    print_summary(run)
+    if run.result.status != "Succeeded":
+        raise fail(run.result.failure, code=1)

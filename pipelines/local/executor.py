@@ -1,0 +1,189 @@
+"""Run a pipeline definition on this machine: the same JSON the cloud runs, step by step.
+
+SageMaker's local mode needs Docker and cannot run model registration; this executor runs
+every step type the project's pipeline uses, in definition order, following condition
+branches. Expressions resolve in `expressions`, jobs run in `jobs`, S3 is a folder
+(`s3_mirror`), and registration writes to a local registry. Anything it does not implement
+stops the run with `UnsupportedConstructError`, never a silent skip. Step caching is off.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.local.errors import MissingInputError, StepFailedError, UnsupportedConstructError
+from pipelines.local.expressions import Scope, as_text, typed_parameter
+from pipelines.local.jobs import JobResult, JobRunner
+from pipelines.local.s3_mirror import S3Mirror
+from pipelines.registry import LocalRegistry, ModelVersion, Registration
+from training_scripts import contracts
+
+
+@dataclass
+class StepRecord:
+    name: str
+    type: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PropertyFileRecord:
+    step: str
+    name: str
+    path: Path  # the file in the job's output folder
+    document: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    status: str  # Succeeded | Failed
+    steps: list[StepRecord] = field(default_factory=list)
+    property_files: list[PropertyFileRecord] = field(default_factory=list)
+    registered: ModelVersion | None = None
+    failure: str = ""
+
+
+class LocalExecutor:
+    def __init__(
+        self,
+        definition: dict[str, Any],
+        *,
+        mirror: S3Mirror,
+        jobs_root: Path,
+        registry: LocalRegistry,
+        parameters: dict[str, Any] | None = None,
+        pipeline_name: str = "local-pipeline",
+        log: Callable[[str], None] = print,
+        worth_showing: Callable[[str], bool] = lambda line: False,
+    ) -> None:
+        self.definition = definition
+        self.mirror = mirror
+        self.registry = registry
+        self.log = log
+        execution_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.jobs = JobRunner(mirror, jobs_root, execution_id, log, worth_showing)
+        declared = {p["Name"]: p for p in definition.get("Parameters", [])}
+        unknown = sorted(set(parameters or {}) - set(declared))
+        if unknown:
+            raise UnsupportedConstructError(
+                f"unknown pipeline parameters {unknown}; the definition declares {sorted(declared)}"
+            )
+        values = {name: p.get("DefaultValue") for name, p in declared.items()}
+        for name, value in (parameters or {}).items():
+            values[name] = typed_parameter(declared[name], value)
+        self.scope = Scope(
+            parameters=values,
+            execution={
+                "PipelineExecutionId": execution_id,
+                "PipelineName": pipeline_name,
+                "PipelineExecutionArn": f"local:{execution_id}",
+            },
+        )
+        self.result = RunResult(status="Succeeded")
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    def record_job(self, step: dict[str, Any], job: JobResult) -> None:
+        name = step["Name"]
+        self.scope.properties[name] = job.properties
+        for spec in step.get("PropertyFiles", []):
+            path = job.outputs[spec["OutputName"]] / spec["FilePath"]
+            if not path.is_file():
+                raise StepFailedError(
+                    f"step {name} did not write its property file {spec['FilePath']}"
+                )
+            document = json.loads(path.read_text(encoding="utf-8"))
+            self.scope.property_files[f"{name}.{spec['PropertyFileName']}"] = document
+            self.result.property_files.append(
+                PropertyFileRecord(name, spec["PropertyFileName"], path, document)
+            )
+
+    def register(self, step: dict[str, Any]) -> ModelVersion:
+        args = self.scope.resolve(step["Arguments"])
+        containers = args["InferenceSpecification"]["Containers"]
+        statistics = args.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {})
+        evaluation_uri = statistics.get("S3Uri")
+        evaluation = (
+            contracts.EVALUATION.read(self.mirror.path(evaluation_uri)) if evaluation_uri else None
+        )
+        version = self.registry.register(
+            Registration(
+                group=args["ModelPackageGroupName"],
+                model_data_url=containers[0]["ModelDataUrl"],
+                status=args.get("ModelApprovalStatus", "PendingManualApproval"),
+                metadata={k: str(v) for k, v in args.get("CustomerMetadataProperties", {}).items()},
+                evaluation_uri=evaluation_uri,
+                evaluation=evaluation,
+                description=args.get("ModelPackageDescription", ""),
+                inference_specification=args["InferenceSpecification"],
+            )
+        )
+        self.scope.properties[step["Name"]] = {"ModelPackageArn": version.arn}
+        return version
+
+    def run_step(self, step: dict[str, Any], record: StepRecord) -> list[dict[str, Any]]:
+        """Run one step; returns the steps of the branch a condition step chose."""
+        name, kind = step["Name"], step["Type"]
+        if kind == "Processing":
+            self.record_job(step, self.jobs.processing(name, self.scope.resolve(step["Arguments"])))
+        elif kind == "Training":
+            self.record_job(step, self.jobs.training(name, self.scope.resolve(step["Arguments"])))
+        elif kind == "RegisterModel":
+            registered = self.register(step)
+            self.result.registered = registered
+            record.detail = f"version {registered.version} ({registered.status})"
+        elif kind == "Condition":
+            outcome = self.scope.all_hold(step["Arguments"]["Conditions"])
+            self.scope.properties[name] = {"Outcome": outcome}
+            branch = step["Arguments"]["IfSteps" if outcome else "ElseSteps"]
+            record.detail = f"outcome {outcome}"
+            self.log(
+                f"  {name}: {str(outcome).lower()} -> {[s['Name'] for s in branch] or 'nothing'}"
+            )
+            return branch
+        elif kind == "Fail":
+            message = as_text(self.scope.resolve(step["Arguments"].get("ErrorMessage", "")))
+            record.status, record.detail = "Failed", message
+            self.result.status, self.result.failure = "Failed", f"{name}: {message}"
+            self.log(f"  {name}: {message}")
+        else:
+            raise UnsupportedConstructError(
+                f"step {name}: type {kind} is not supported by the local runner"
+            )
+        return []
+
+    # --- the run ----------------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        try:
+            self.run_steps(self.definition["Steps"])
+        except (StepFailedError, MissingInputError) as err:
+            self.result.status, self.result.failure = "Failed", str(err)
+        return self.result
+
+    def run_steps(self, steps: list[dict[str, Any]]) -> None:
+        for step in steps:
+            if self.result.status == "Failed":
+                return
+            self.log(f"▶ {step['Name']} ({step['Type']})")
+            record = StepRecord(step["Name"], step["Type"], "Succeeded")
+            self.result.steps.append(record)
+            started = time.perf_counter()
+            try:
+                branch = self.run_step(step, record)
+            except (StepFailedError, MissingInputError):
+                record.status = "Failed"
+                raise
+            finally:
+                record.seconds = time.perf_counter() - started
+            if step["Type"] == "Condition":
+                self.run_steps(branch)
+            elif record.status == "Succeeded":
+                self.log(f"  {step['Name']}: done in {record.seconds:.1f}s")

@@ -1,0 +1,123 @@
+"""`peftops run-local`: build the pipeline definition with a preset's config and run it here.
+
+The definition comes from the same builder as the cloud's, so what runs here is what runs
+there; this module lays out the run folder, seeds the S3 mirror with the code assets and the
+dataset, and collects what a user looks at afterwards (the evaluation and its report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.definition.builder import definition_json
+from pipelines.local.executor import LocalExecutor, RunResult
+from pipelines.local.presets import LOCAL_DEPLOYMENT, PRESETS
+from pipelines.local.s3_mirror import S3Mirror
+from pipelines.registry import LocalRegistry
+from training_scripts import contracts
+from training_scripts.common import PROJECT_LOGGERS
+
+INPUT_DATA_URI = f"s3://{LOCAL_DEPLOYMENT.bucket}/data/input/"
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "data" / "sample" / "dialogues.jsonl"
+# What the evaluation step writes beside evaluation.json, copied to the run folder's top.
+EVALUATION_OUTPUTS = (contracts.EVALUATION.file_name, "predictions.jsonl", "report.html")
+# Job output shown live: the scripts' own log lines and the Trainer's loss records; the
+# rest is in each job's log file.
+WORTH_SHOWING = re.compile(rf"\s*(\{{'loss'|\{{'train_runtime'|({'|'.join(PROJECT_LOGGERS)}):)")
+
+
+class LocalRunError(Exception):
+    """Bad input to a local run; the message names the problem."""
+
+
+@dataclass
+class LocalRun:
+    result: RunResult
+    evaluation: dict[str, Any] | None = None
+    evaluation_path: Path | None = None
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise LocalRunError(f"output folder {out} is not writable ({err.strerror})") from err
+
+
+def collect_evaluation(result: RunResult, out: Path) -> LocalRun:
+    """The run's evaluation.json (the property file the gate read) and its report, copied to
+    the top of the run folder."""
+    evaluations = [
+        f for f in result.property_files if f.path.name == contracts.EVALUATION.file_name
+    ]
+    if not evaluations:
+        return LocalRun(result)
+    produced = evaluations[-1]
+    for name in EVALUATION_OUTPUTS:
+        if (produced.path.parent / name).is_file():
+            shutil.copy2(produced.path.parent / name, out / name)
+    return LocalRun(result, produced.document, out / contracts.EVALUATION.file_name)
+
+
+def run_local(
+    *,
+    preset_name: str,
+    data: Path,
+    out: Path,
+    registry_path: Path,
+    input_field: str = "dialogue",
+    target_field: str = "summary",
+    method: str | None = None,
+    parameters: dict[str, str] | None = None,
+    log: Callable[[str], None] = print,
+) -> LocalRun:
+    if preset_name not in PRESETS:
+        raise LocalRunError(f"unknown preset {preset_name!r}; choose one of {sorted(PRESETS)}")
+    if not data.is_file() and not data.is_dir():
+        raise LocalRunError(
+            f"data {data} does not exist; pass --data with a .jsonl/.csv/.parquet file or folder"
+        )
+    # Jobs run in their own working folders: every path handed to them must be absolute.
+    out, data, registry_path = out.resolve(), data.resolve(), registry_path.resolve()
+    check_writable(out)
+    check_writable(registry_path.parent)
+    preset = PRESETS[preset_name]
+    config = dataclasses.replace(preset.config, input_field=input_field, target_field=target_field)
+
+    body, assets = definition_json(config, LOCAL_DEPLOYMENT)
+    (out / "pipeline.json").write_text(body, encoding="utf-8")
+    log(f"peftops: preset {preset_name}: {preset.description}")
+    model = preset.prepare_model(out)
+    values: dict[str, Any] = {
+        "BaseModel": str(model),
+        "InputDataUri": INPUT_DATA_URI,
+        **preset.parameters,
+    }
+    if method:
+        values["PeftMethod"] = method
+    values.update(parameters or {})
+    shutil.rmtree(out / "s3", ignore_errors=True)
+    mirror = S3Mirror(out / "s3")
+    executor = LocalExecutor(
+        json.loads(body),
+        mirror=mirror,
+        jobs_root=out / "jobs",
+        registry=LocalRegistry(registry_path, config.model_package_group),
+        parameters=values,
+        pipeline_name=config.name,
+        log=log,
+        worth_showing=lambda line: bool(WORTH_SHOWING.match(line)),
+    )
+    mirror.put_assets(LOCAL_DEPLOYMENT.bucket, assets)
+    mirror.upload(data, INPUT_DATA_URI + (data.name if data.is_file() else ""))
+    return collect_evaluation(executor.execute(), out)

@@ -1,0 +1,55 @@
+"""What the registry holds and the interface every backend implements: a model version, what a
+pipeline registers, and the errors a registry request can end in."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    group: str
+    version: int
+    status: str
+    model_data_url: str
+    created: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    evaluation_uri: str | None = None
+    description: str = ""
+    approval_description: str = ""
+    arn: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a pipeline registers: the same fields for every backend."""
+
+    group: str
+    model_data_url: str
+    status: str
+    metadata: dict[str, str]
+    evaluation_uri: str | None
+    evaluation: dict[str, Any] | None
+    description: str
+    inference_specification: dict[str, Any] | None = None
+
+
+class Registry(Protocol):
+    def register(self, entry: Registration) -> ModelVersion: ...
+
+    def list(self, status: str | None = None) -> list[ModelVersion]: ...
+
+    def get(self, version: int) -> ModelVersion: ...
+
+    def set_status(self, version: int, status: str, description: str) -> ModelVersion: ...

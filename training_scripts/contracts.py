@@ -1,0 +1,224 @@
+"""The files the training scripts hand to the pipeline, each defined once: `manifest.json`
+(preprocess), `training_metrics.json` (train), `evaluation.json` (evaluate), with their schema
+versions, the key paths the pipeline reads, and the quality gate's rule.
+
+Writers and readers both go through a `FileContract`: a write is refused when a key the
+pipeline reads is missing, and a read names the file and the fix when a document is from
+another schema version. The pipeline definition's `JsonGet` paths, the registry's approval
+check and the local runner take their paths and the gate rule from here, so they cannot drift
+from what evaluate.py writes.
+
+This module runs inside the SageMaker containers too: standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION_KEY = "schema_version"
+
+# The models evaluate.py scores side by side, and the ROUGE variants it reports for each.
+MODEL_NAMES = ("base", "adapter", "full_finetune")
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+class ContractError(ValueError):
+    """A document that does not match its file contract; the message names the file and fix."""
+
+
+def value_at(document: dict[str, Any], path: str) -> Any:
+    """The value at a dotted key path (`gate.rougeL_gain_vs_base`), as SageMaker's JsonGet
+    resolves it."""
+    value: Any = document
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ContractError(f"no value at {path!r}")
+        value = value[part]
+    return value
+
+
+@dataclass(frozen=True)
+class FileContract:
+    """One JSON file between a script and the pipeline: its name, schema version, and the key
+    paths every document holds (those the pipeline reads)."""
+
+    file_name: str
+    version: int
+    required: tuple[str, ...]
+    writer: str  # the script that writes it, named in errors
+
+    def path(self, location: str | Path) -> Path:
+        """The file itself, or the contract's file inside a folder."""
+        location = Path(location)
+        return location / self.file_name if location.is_dir() else location
+
+    def check(self, document: Any, source: str) -> dict[str, Any]:
+        if not isinstance(document, dict):
+            raise ContractError(f"{source}: expected a JSON object as {self.file_name}")
+        version = document.get(SCHEMA_VERSION_KEY)
+        if version != self.version:
+            raise ContractError(
+                f"{source}: {self.file_name} schema version {version}, expected {self.version}; "
+                f"produce it again with this version's {self.writer}"
+            )
+        for path in self.required:
+            try:
+                value_at(document, path)
+            except ContractError as err:
+                raise ContractError(
+                    f"{source}: {self.file_name} has {err}, which the pipeline reads"
+                ) from None
+        return document
+
+    def stamp(self, document: dict[str, Any]) -> dict[str, Any]:
+        return {SCHEMA_VERSION_KEY: self.version, **document}
+
+    def write(self, directory: str | Path, document: dict[str, Any]) -> Path:
+        """Write `document` into `directory` atomically, after checking it."""
+        target = Path(directory) / self.file_name
+        stamped = self.check(self.stamp(document), str(target))
+        write_json_atomic(target, stamped)
+        return target
+
+    def parse(self, text: str | bytes, source: str) -> dict[str, Any]:
+        try:
+            document = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ContractError(f"{source}: {self.file_name} is not valid JSON ({err})") from None
+        return self.check(document, source)
+
+    def read(self, location: str | Path) -> dict[str, Any]:
+        path = self.path(location)
+        try:
+            text = path.read_bytes()
+        except OSError as err:
+            raise ContractError(
+                f"{path}: cannot read {self.file_name} ({err.strerror}); run {self.writer} first"
+            ) from None
+        return self.parse(text, str(path))
+
+
+def write_json_atomic(target: Path, payload: dict[str, Any]) -> None:
+    """A reader sees the old file or the whole new one, never a partial write."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        Path(temporary).replace(target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+# --- evaluation.json -------------------------------------------------------------------------
+
+
+def metric_path(model: str, key: str = "rougeL") -> str:
+    return f"models.{model}.{key}"
+
+
+ADAPTER_TRAINABLE_PERCENT = "models.adapter.trainable_percent"
+SHORTFALL_VS_FULL_FINETUNE = "gate.rougeL_shortfall_vs_full_finetune"
+GAIN_VS_BASE = "gate.rougeL_gain_vs_base"
+TEST_SET_SHA256 = "test_set_sha256"
+
+EVALUATION = FileContract(
+    file_name="evaluation.json",
+    version=1,
+    required=(
+        *(metric_path(model, key) for model in MODEL_NAMES for key in ROUGE_KEYS),
+        ADAPTER_TRAINABLE_PERCENT,
+        SHORTFALL_VS_FULL_FINETUNE,
+        GAIN_VS_BASE,
+        TEST_SET_SHA256,
+    ),
+    writer="evaluate.py",
+)
+
+
+def gate_margins(models: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The `gate` section of evaluation.json: what the gate compares with its thresholds, so
+    the pipeline's condition step does no arithmetic."""
+    adapter = models["adapter"]["rougeL"]
+    return {
+        SHORTFALL_VS_FULL_FINETUNE.removeprefix("gate."): models["full_finetune"]["rougeL"]
+        - adapter,
+        GAIN_VS_BASE.removeprefix("gate."): adapter - models["base"]["rougeL"],
+    }
+
+
+# --- the quality gate --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    rouge_l_tolerance: float  # the adapter may trail the full fine-tune by this much ROUGE-L
+    min_rouge_l_gain: float  # and must beat the base model by at least this much
+
+
+@dataclass(frozen=True)
+class GateCondition:
+    """One comparison of the gate: the evaluation value at `path` against a threshold.
+    `comparison` is the SageMaker condition type the pipeline definition uses."""
+
+    path: str
+    comparison: str
+    threshold: str  # a GateThresholds field
+    failure: str  # why it fails, formatted with the value and the threshold
+
+
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "LessThanOrEqualTo": operator.le,
+    "GreaterThanOrEqualTo": operator.ge,
+}
+
+GATE_CONDITIONS = (
+    GateCondition(
+        SHORTFALL_VS_FULL_FINETUNE,
+        "LessThanOrEqualTo",
+        "rouge_l_tolerance",
+        "rougeL trails the full fine-tune by {value:.4f} (> {limit})",
+    ),
+    GateCondition(
+        GAIN_VS_BASE,
+        "GreaterThanOrEqualTo",
+        "min_rouge_l_gain",
+        "rougeL gain over the base model is {value:.4f} (< {limit})",
+    ),
+)
+
+
+def gate_verdict(evaluation: dict[str, Any], thresholds: GateThresholds) -> tuple[bool, str]:
+    """Whether an evaluation passes the gate: every condition holds. The reason names the
+    first condition that fails."""
+    for condition in GATE_CONDITIONS:
+        value = value_at(evaluation, condition.path)
+        limit = getattr(thresholds, condition.threshold)
+        if not COMPARISONS[condition.comparison](value, limit):
+            return False, condition.failure.format(value=value, limit=limit)
+    return True, "gate passed"
+
+
+# --- training_metrics.json and manifest.json -----------------------------------------------------
+
+TRAINING_METRICS = FileContract(
+    file_name="training_metrics.json",
+    version=1,
+    required=("method", "trainable_params", "total_params", "train_runtime_s", "global_step"),
+    writer="train.py",
+)
+
+MANIFEST = FileContract(
+    file_name="manifest.json",
+    version=1,
+    required=("records_in", "records_out", "dropped", "splits"),
+    writer="preprocess.py",
+)
