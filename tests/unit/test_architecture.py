@@ -1,0 +1,109 @@
+"""The layout the README's picture shows: every box names a folder that exists, the picture is
+generated from its current source, each module says what it owns, and the layers import only
+downwards (scripts know nothing of the pipeline, the pipeline nothing of infra)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+SOURCE = REPO / "docs" / "architecture.dot"
+PICTURE = REPO / "docs" / "architecture.svg"
+PACKAGES = ("pipelines", "training_scripts", "infra", "benchmarks")
+
+
+def nodes() -> dict[str, tuple[list[str], str]]:
+    """Node name -> (label lines, attributes) from the dot source."""
+    found = {}
+    for name, attributes in re.findall(r"^\s*(\w+)\s+\[(label=.*)\];", SOURCE.read_text(), re.M):
+        label = re.search(r'label="([^"]*)"', attributes)
+        assert label is not None
+        found[name] = (label[1].split("\\n"), attributes)
+    return found
+
+
+def project_modules() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py"))
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_every_box_names_a_folder_that_exists() -> None:
+    boxes = {
+        name: lines for name, (lines, attributes) in nodes().items() if "ellipse" not in attributes
+    }
+    assert len(boxes) >= 10
+    for name, lines in boxes.items():
+        for place in lines[0].split(", "):
+            assert (REPO / place).exists(), f"box {name} names {place}, which does not exist"
+
+
+def test_picture_is_generated_from_the_current_source() -> None:
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", PICTURE.read_text(encoding="utf-8"))
+    svg = {t.replace("&amp;", "&").replace("&#45;", "-") for t in texts}
+    expected = {line for lines, _ in nodes().values() for line in lines}
+    expected |= set(re.findall(r'->\s*\w+\s*\[label="([^"]*)"\]', SOURCE.read_text()))
+    assert svg == expected, "docs/architecture.svg is stale: run `make architecture`"
+
+
+@pytest.mark.parametrize("path", project_modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_module_says_what_it_owns(path: Path) -> None:
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    assert docstring, f"{path.relative_to(REPO)} has no module docstring"
+
+
+# Which of the project's top-level parts each part may import.
+ALLOWED = {
+    "training_scripts": set(),
+    "pipelines.fixtures": {"pipelines.fixtures"},
+    "pipelines.definition": {"pipelines.definition", "training_scripts"},
+    "pipelines.registry": {"pipelines.registry", "training_scripts"},
+    "pipelines.local": {
+        "pipelines.local",
+        "pipelines.definition",
+        "pipelines.registry",
+        "pipelines.fixtures",
+        "training_scripts",
+    },
+    "pipelines.cli": {
+        "pipelines.cli",
+        "pipelines.definition",
+        "pipelines.local",
+        "pipelines.registry",
+        "training_scripts",
+    },
+    "infra": {"infra", "pipelines.definition"},
+    "benchmarks": {"benchmarks", "training_scripts", "pipelines.fixtures"},
+}
+PARTS = sorted(ALLOWED, key=len, reverse=True)
+
+
+def part_of(module: str) -> str | None:
+    return next((p for p in PARTS if module == p or module.startswith(p + ".")), None)
+
+
+@pytest.mark.parametrize("path", project_modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_layers_import_only_what_they_build_on(path: Path) -> None:
+    relative = path.relative_to(REPO).with_suffix("")
+    own = part_of(".".join(relative.parts))
+    if own is None:  # pipelines/__init__.py
+        return
+    for module in imported_modules(path):
+        used = part_of(module) if module.split(".")[0] in ("pipelines", *PACKAGES) else None
+        if module == "pipelines":
+            used = "pipelines"
+        assert used is None or used in ALLOWED[own], f"{relative} imports {module}"
