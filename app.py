@@ -4,19 +4,20 @@ npx cdk synth -c stage=prod
 """
 
 import os
+import sys
 
 import aws_cdk as cdk
 import cdk_nag
 
-from infra.settings import stage_settings
+from infra.settings import deployment_region, stage_settings
 from infra.stack import PeftopsStack
 
 app = cdk.App()
 stage = app.node.try_get_context("stage") or "dev"
 settings = stage_settings(app.node.try_get_context("stages"), stage)
-# The CLI sets CDK_DEFAULT_* from the credentials in use; without them (an offline synth) the
-# stage's region from cdk.json still picks the region-specific container images.
-region = os.environ.get("CDK_DEFAULT_REGION") or settings.region
+region, note = deployment_region(settings, os.environ.get("CDK_DEFAULT_REGION"))
+if note:
+    print(note, file=sys.stderr)
 PeftopsStack(
     app,
     f"Peftops-{stage}",

@@ -6,7 +6,8 @@
 For each method (QLoRA, LoRA, full fine-tune) it trains the same model on the same examples
 with the same optimizer, learning rate, schedule, precision and seed, once with the project's
 `FineTuneRecipe` ("ours": padding-free batches, loss and LM head on the summary tokens only)
-and once with `NaiveRecipe` (pad to max_length, loss on every token, dataset order),
+and once with the same recipe given `NaiveBatches` as its data layer (pad to max_length, loss
+on every token, dataset order),
 interleaved ours, naive, ours, naive ... after a warm-up of both, in this one process. It
 prints a table and writes JSON: per arm the median of the repeats, and the median of the
 per-repeat ratios ours/naive.

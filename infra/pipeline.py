@@ -18,7 +18,7 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from pipelines.definition.builder import definition_json
+from pipelines.definition import definition_json
 from pipelines.definition.config import Deployment, PipelineConfig
 from pipelines.definition.staging import write_assets
 

@@ -3,14 +3,16 @@ scheduler's role, which can only start this pipeline."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-# AWS's Deep Learning Container registry account (Hugging Face images), see the SDK's image URIs.
-DLC_ACCOUNT = "763104351884"
+from pipelines.definition.config import Vpc
+from pipelines.definition.images import ecr_repository_arn
 
 
 class ExecutionRole(Construct):
@@ -25,6 +27,9 @@ class ExecutionRole(Construct):
         key: kms.IKey,
         pipeline_name: str,
         model_package_group: str,
+        images: Sequence[str],
+        vpc: Vpc | None = None,
+        hub_token_secret_arn: str = "",
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -109,9 +114,8 @@ class ExecutionRole(Construct):
                     "ecr:GetDownloadUrlForLayer",
                     "ecr:BatchCheckLayerAvailability",
                 ],
-                resources=[
-                    f"arn:{stack.partition}:ecr:{stack.region}:{DLC_ACCOUNT}:repository/huggingface-pytorch-*"
-                ],
+                # Exactly the jobs' repositories; their registry account differs by region.
+                resources=sorted({ecr_repository_arn(image, stack.partition) for image in images}),
             ),
             # ecr:GetAuthorizationToken has no resource-level permissions: AWS requires "*".
             iam.PolicyStatement(
@@ -140,8 +144,61 @@ class ExecutionRole(Construct):
                 },
             ),
         ]
-        self.policy = iam.Policy(self, "Policy", statements=statements)
+        if hub_token_secret_arn:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="ReadHubToken",
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=[hub_token_secret_arn],  # this one secret, by its full ARN
+                )
+            )
+        self.vpc_statements = vpc_job_statements(vpc, stack.partition, stack.region, stack.account)
+        self.policy = iam.Policy(self, "Policy", statements=statements + self.vpc_statements)
         self.policy.attach_to_role(self.role)
+
+
+def vpc_job_statements(
+    vpc: Vpc | None, partition: str, region: str, account: str
+) -> list[iam.PolicyStatement]:
+    """What SageMaker needs to attach jobs to a VPC's subnets (network interfaces), only when a
+    VPC is configured, and only in its subnets and security groups."""
+    if vpc is None:
+        return []
+    ec2 = f"arn:{partition}:ec2:{region}:{account}"
+    subnets = [f"{ec2}:subnet/{subnet}" for subnet in vpc.subnet_ids]
+    return [
+        # Describe* support no resource-level permissions: AWS requires "*".
+        iam.PolicyStatement(
+            sid="DescribeJobNetwork",
+            actions=[
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeVpcs",
+                "ec2:DescribeDhcpOptions",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeSecurityGroups",
+            ],
+            resources=["*"],
+        ),
+        iam.PolicyStatement(
+            sid="CreateJobNetworkInterfaces",
+            actions=["ec2:CreateNetworkInterface"],
+            resources=[
+                *subnets,
+                *(f"{ec2}:security-group/{group}" for group in vpc.security_group_ids),
+                f"{ec2}:network-interface/*",
+            ],
+        ),
+        iam.PolicyStatement(
+            sid="ManageJobNetworkInterfaces",
+            actions=[
+                "ec2:CreateNetworkInterfacePermission",
+                "ec2:DeleteNetworkInterface",
+                "ec2:DeleteNetworkInterfacePermission",
+            ],
+            resources=[f"{ec2}:network-interface/*"],
+            conditions={"ArnEquals": {"ec2:Subnet": subnets}},
+        ),
+    ]
 
 
 class SchedulerRole(Construct):

@@ -28,6 +28,19 @@ class StageSettings:
     promotion_account_ids: tuple[str, ...] = ()  # may read and register into the model group
 
 
+def deployment_region(settings: StageSettings, cli_region: str | None) -> tuple[str, str]:
+    """Where the stage deploys: its `region` in cdk.json, always. The CDK CLI's region (from
+    the credentials' profile, CDK_DEFAULT_REGION) is only the default of the shell it runs in;
+    a stage's images, ECR accounts and quotas are chosen for its own region, so a different
+    profile region must not move it. Returns the region and a note when the two differ."""
+    if cli_region and cli_region != settings.region:
+        return settings.region, (
+            f"peftops: stage {settings.name} deploys to {settings.region} (cdk.json), not to the "
+            f"profile's {cli_region}; change stages.{settings.name}.region to move it"
+        )
+    return settings.region, ""
+
+
 def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
     if not stages or name not in stages:
         raise ValueError(

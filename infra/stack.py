@@ -14,6 +14,7 @@ from infra.roles import ExecutionRole, SchedulerRole
 from infra.schedule import Schedule
 from infra.settings import StageSettings
 from infra.storage import Storage
+from pipelines.definition.images import job_images
 
 
 def acknowledge(scope: Construct, rule: str, reason: str) -> None:
@@ -44,6 +45,9 @@ class PeftopsStack(Stack):
             key=self.storage.key,
             pipeline_name=config.name,
             model_package_group=config.model_package_group,
+            images=job_images(config, self.region).all,
+            vpc=config.vpc,
+            hub_token_secret_arn=config.hf_token_secret_arn,
         )
         self.registry = ModelRegistry(
             self,
@@ -113,10 +117,6 @@ class PeftopsStack(Stack):
                 "objects of the project bucket only; jobs create their keys at run time",
             ),
             (
-                f"IAM5[Resource::arn:<AWS::Partition>:ecr:{self.region}:763104351884:repository/huggingface-pytorch-*]",
-                "pull-only access to AWS's Hugging Face PyTorch images, whose tags vary by version",
-            ),
-            (
                 f"IAM5[Resource::arn:<AWS::Partition>:logs:{region_account}:log-group:/aws/sagemaker/*]",
                 "SageMaker job log groups, named per job type by the service",
             ),
@@ -138,6 +138,12 @@ class PeftopsStack(Stack):
             ),
         ):
             acknowledge(execution_policy, finding, reason)
+        if self.execution.vpc_statements:
+            acknowledge(
+                execution_policy,
+                f"IAM5[Resource::arn:<AWS::Partition>:ec2:{region_account}:network-interface/*]",
+                "VPC jobs: SageMaker creates and deletes their network interfaces at run time, only in the configured subnets (condition)",
+            )
         acknowledge(
             self.schedule.dead_letters,
             "SQS3",

@@ -35,16 +35,65 @@ SEQ2SEQ_PREFIX = "summarize: "
 PROJECT_LOGGERS = ("peftops", "preprocess", "train", "evaluate")
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted (a test runner or a
+    redirection may replace it after logging was set up)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def setup_logging(*, verbose: bool = False) -> None:
     """The one logging setup of the scripts and the CLI: `<logger>: <message>` on stderr."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[_CurrentStderr()],
         force=True,
     )
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+# Set on jobs of a deployment with a gated base model: the ARN of the secret, never the token.
+HUB_TOKEN_SECRET_VARIABLE = "HF_TOKEN_SECRET_ARN"
+
+
+class HubTokenError(ValueError):
+    """The Hugging Face token secret cannot be read; the message names the secret and fix."""
+
+
+def use_hub_token_from_secrets_manager() -> bool:
+    """Gated base models (Llama, Gemma, Mistral) need a Hugging Face token. A job is given the
+    ARN of a Secrets Manager secret holding it; the token is read here, at start, into this
+    process's HF_TOKEN (which the Hub client reads) and is never logged or written. The secret
+    holds the token, or a JSON object with an `HF_TOKEN` key. Returns whether it was set."""
+    arn = os.environ.get(HUB_TOKEN_SECRET_VARIABLE, "")
+    if not arn or os.environ.get("HF_TOKEN"):
+        return False
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    region = arn.split(":")[3] if arn.count(":") >= 6 else None
+    try:
+        value = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn)
+    except (BotoCoreError, ClientError) as err:
+        raise HubTokenError(
+            f"cannot read the Hugging Face token secret {arn} ({type(err).__name__}); check that "
+            "it exists and that the stage's hf_token_secret_arn names it"
+        ) from None
+    secret = value.get("SecretString", "").strip()
+    if secret.startswith("{"):
+        secret = str(json.loads(secret).get("HF_TOKEN", "")).strip()
+    if not secret:
+        raise HubTokenError(f"the secret {arn} holds no Hugging Face token (or no HF_TOKEN key)")
+    os.environ["HF_TOKEN"] = secret
+    return True
 
 
 class PeftMethod(enum.StrEnum):

@@ -62,7 +62,8 @@ class FileContract:
     def check(self, document: Any, source: str) -> dict[str, Any]:
         if not isinstance(document, dict):
             raise ContractError(f"{source}: expected a JSON object as {self.file_name}")
-        version = document.get(SCHEMA_VERSION_KEY)
+        # Documents written before versioning have version 1's shape.
+        version = document.get(SCHEMA_VERSION_KEY, 1)
         if version != self.version:
             raise ContractError(
                 f"{source}: {self.file_name} schema version {version}, expected {self.version}; "
@@ -121,8 +122,13 @@ def write_json_atomic(target: Path, payload: dict[str, Any]) -> None:
 # --- evaluation.json -------------------------------------------------------------------------
 
 
+def model_path(model: str) -> str:
+    """Where one model's figures are: `models.<base|adapter|full_finetune>`."""
+    return f"models.{model}"
+
+
 def metric_path(model: str, key: str = "rougeL") -> str:
-    return f"models.{model}.{key}"
+    return f"{model_path(model)}.{key}"
 
 
 ADAPTER_TRAINABLE_PERCENT = "models.adapter.trainable_percent"

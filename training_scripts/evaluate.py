@@ -500,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     common.setup_logging()
     try:
         (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
+        common.use_hub_token_from_secrets_manager()
         evaluation = run(args)
     except (ValueError, FileNotFoundError, KeyError) as err:
         logger.error("error: %s", err)

@@ -499,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     common.setup_logging()
     (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
     try:
+        common.use_hub_token_from_secrets_manager()  # the tokenizer of a gated base model
         manifest = run(args)
-    except DataError as err:
+    except (DataError, common.HubTokenError) as err:
         logger.error("error: %s", err)
         return 2
     logger.info(

@@ -724,7 +724,7 @@ class FineTuneRecipe:
         summary_batches = SummaryBatches(
             self.seq2seq, uses_padding_free_batches(args.method, self.seq2seq, args.batching)
         )
-        self.data: DataLayer = data or summary_batches
+        self.data: DataLayer = summary_batches if data is None else data
 
         self.stats = EncodingStats()
         self.train_rows = self.data.encode(
@@ -906,6 +906,7 @@ def main(argv: list[str] | None = None) -> int:
     common.setup_logging()
     try:
         (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(args=argv)
+        common.use_hub_token_from_secrets_manager()
         metrics = train(args)
     except (ValueError, FileNotFoundError, NonFiniteError) as err:
         logger.error("error: %s", err)

@@ -85,7 +85,8 @@ def models_show(
         typer.echo(f"  decision:   {found.approval_description}")
     for key, value in sorted(found.metadata.items()):
         typer.echo(f"  {key}: {value}")
-    for name, entry in (found.evaluation or {}).get("models", {}).items():
+    for name in contracts.MODEL_NAMES if found.evaluation else ():
+        entry = contracts.value_at(found.evaluation, contracts.model_path(name))
         typer.echo(f"  {name}: " + " ".join(f"{k}={entry[k]:.4f}" for k in contracts.ROUGE_KEYS))
 
 

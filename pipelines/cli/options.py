@@ -39,10 +39,11 @@ def guarded(action: Callable[[], Any]) -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from pipelines.registry import RegistryError
+    from training_scripts.contracts import ContractError
 
     try:
         return action()
-    except RegistryError as err:
+    except (RegistryError, ContractError) as err:
         raise fail(str(err)) from err
     except (ClientError, BotoCoreError) as err:
         raise fail(f"AWS: {err}") from err

@@ -59,7 +59,7 @@ def definition(
     ),
 ) -> None:
     """Write the pipeline definition, built offline: no AWS call, the same bytes every time."""
-    from pipelines.definition.builder import definition_json
+    from pipelines.definition import definition_json
     from pipelines.definition.staging import write_assets
 
     try:

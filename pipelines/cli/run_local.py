@@ -46,11 +46,11 @@ def print_summary(run: Any) -> None:
         for column in MODEL_COLUMNS:
             table.add_column(column, justify="left" if column == "model" else "right")
         for name in contracts.MODEL_NAMES:
-            m = run.evaluation["models"][name]
+            m = contracts.value_at(run.evaluation, contracts.model_path(name))
             runtime = m.get("train_runtime_s")
             table.add_row(
                 name,
-                *(f"{m[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL")),
+                *(f"{m[k]:.4f}" for k in contracts.ROUGE_KEYS[:3]),
                 f"{m['trainable_params']:,}"
                 + (f" ({m['trainable_percent']:.2f}%)" if m.get("trainable_percent") else ""),
                 format_bytes(m.get("artifact_bytes")),

@@ -4,7 +4,7 @@
         train: TrainBaseline -> Evaluate -> QualityGate -> RegisterAdapter | GateFailed
         reuse: EvaluateStoredBaseline -> QualityGateStoredBaseline -> RegisterAdapterStoredBaseline | GateFailedStoredBaseline
 
-Both branches are built by one factory (`_evaluation_tail`), so they cannot drift. A step
+Both branches are built by one factory (`evaluation_tail`), so they cannot drift. A step
 that depends on a skipped branch would not run, hence the tail per branch rather than one
 tail after a conditional TrainBaseline.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -74,8 +75,11 @@ from sagemaker.train import ModelTrainer
 from sagemaker.train.distributed import Torchrun
 
 from pipelines.definition.config import ADAPTER_METHODS, BaselineMode, Deployment, PipelineConfig
+from pipelines.definition.images import job_images
+from pipelines.definition.service_rules import definition_violations, volume_kms_key
 from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
 from training_scripts import contracts
+from training_scripts.common import HUB_TOKEN_SECRET_VARIABLE
 
 logger = logging.getLogger("peftops")
 
@@ -95,7 +99,6 @@ class Parameters:
     lora_alpha: ParameterInteger
     epochs: ParameterFloat
     learning_rate: ParameterFloat
-    train_instance_type: ParameterString
     train_instance_count: ParameterInteger
     rouge_l_tolerance: ParameterFloat
     min_rouge_l_gain: ParameterFloat
@@ -118,9 +121,6 @@ class Parameters:
             lora_alpha=ParameterInteger("LoraAlpha", default_value=config.lora_alpha),
             epochs=ParameterFloat("Epochs", default_value=config.epochs),
             learning_rate=ParameterFloat("LearningRate", default_value=config.learning_rate),
-            train_instance_type=ParameterString(
-                "TrainInstanceType", default_value=config.train_instance_type
-            ),
             train_instance_count=ParameterInteger(
                 "TrainInstanceCount", default_value=config.train_instance_count
             ),
@@ -141,7 +141,7 @@ class Parameters:
             baseline_evaluation_uri=ParameterString(
                 "BaselineEvaluationUri",
                 default_value=config.baseline_evaluation_uri
-                or f"{deployment.root}/baseline/evaluation.json",
+                or f"{deployment.root}/baseline/{contracts.EVALUATION.file_name}",
             ),
         )
 
@@ -183,19 +183,19 @@ class _Builder:
         self.session = session
         self.params = Parameters.from_config(config, deployment)
         self.code_uri = session.stage_code(SCRIPTS_DIR)
-        self.training_image = config.image_uri or image_uris.retrieve(
-            framework="huggingface",
-            region=deployment.region,
-            version=config.transformers_version,
-            base_framework_version=f"pytorch{config.pytorch_version}",
-            py_version=config.python_version,
-            instance_type=config.train_instance_type,  # any GPU type: picks the GPU image
-            image_scope="training",
-        )
+        self.images = job_images(config, deployment.region)
         self.cache = CacheConfig(enable_caching=True, expire_after=config.cache_expiry)
         self.prefix = f"{deployment.root}/pipelines/{config.name}"
 
     # --- shared pieces ------------------------------------------------------------------------
+
+    @property
+    def job_environment(self) -> dict[str, str]:
+        environment = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+        if self.config.hf_token_secret_arn:
+            # The secret's ARN, never the token: the jobs read it from Secrets Manager.
+            environment[HUB_TOKEN_SECRET_VARIABLE] = self.config.hf_token_secret_arn
+        return environment
 
     def job_retries(self) -> list[Any]:
         """Capacity shortages (spot, GPUs), service faults and throttling are worth retrying;
@@ -232,18 +232,18 @@ class _Builder:
         vpc = self.config.vpc
         return _StableFrameworkProcessor(
             role=self.deployment.role_arn,
-            image_uri=self.training_image,
+            image_uri=self.images.for_instance(instance_type),
             command=["python3"],
             instance_count=1,
             instance_type=instance_type,
             volume_size_in_gb=self.config.train_volume_gb,
-            volume_kms_key=self.deployment.kms_key_arn,
+            volume_kms_key=volume_kms_key(instance_type, self.deployment.kms_key_arn),
             output_kms_key=self.deployment.kms_key_arn,
             max_runtime_in_seconds=self.config.max_runtime_s,
             base_job_name=base_job_name,
             sagemaker_session=self.session,
             code_location=f"{self.deployment.root}/{ASSET_PREFIX}/processing/{base_job_name}",
-            env={"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"},
+            env=self.job_environment,
             network_config=NetworkConfig(
                 enable_network_isolation=self.config.network_isolation,
                 security_group_ids=list(vpc.security_group_ids) if vpc else None,
@@ -319,7 +319,7 @@ class _Builder:
             hyperparameters = {"model-name-or-path": self.params.base_model, **hyperparameters}
         vpc = self.config.vpc
         trainer = _StagingModelTrainer(
-            training_image=self.training_image,
+            training_image=self.images.for_instance(self.config.train_instance_type),
             role=self.deployment.role_arn,
             sagemaker_session=self.session,
             base_job_name=f"peftops-{name.lower()}",
@@ -330,10 +330,13 @@ class _Builder:
             # instances scale out without another definition.
             distributed=Torchrun(),
             compute=Compute(
-                instance_type=self.params.train_instance_type,
+                # A deployment setting, not a run parameter: the volume rules depend on it.
+                instance_type=self.config.train_instance_type,
                 instance_count=self.params.train_instance_count,
                 volume_size_in_gb=self.config.train_volume_gb,
-                volume_kms_key_id=self.deployment.kms_key_arn,
+                volume_kms_key_id=volume_kms_key(
+                    self.config.train_instance_type, self.deployment.kms_key_arn
+                ),
                 enable_managed_spot_training=self.config.use_spot,
             ),
             networking=Networking(
@@ -354,7 +357,7 @@ class _Builder:
                 s3_output_path=f"{self.prefix}/models/{name}",
                 kms_key_id=self.deployment.kms_key_arn,
             ),
-            environment={"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"},
+            environment=self.job_environment,
             hyperparameters=hyperparameters,
         )
         return TrainingStep(
@@ -639,6 +642,9 @@ def definition_json(config: PipelineConfig, deployment: Deployment) -> tuple[str
         body = pipeline.definition()
     for line in printed.getvalue().splitlines():
         logger.debug("sagemaker: %s", line)
+    violations = definition_violations(json.loads(body))
+    if violations:
+        raise ValueError("the service would refuse this definition: " + "; ".join(violations))
     return body, session.assets
 
 

@@ -72,6 +72,11 @@ class PipelineConfig:
     # isolation, where jobs cannot pip install. Empty: the Hugging Face image above.
     image_uri: str = ""
 
+    # Gated base models (Llama, Gemma, Mistral): a Secrets Manager secret holding a Hugging Face
+    # token, by its full ARN. Jobs get the ARN and read the token at start; the role may read
+    # this one secret. Empty: no token (public models).
+    hf_token_secret_arn: str = ""
+
     # Fixed per deployment (see the module docstring).
     use_spot: bool = True  # managed spot: up to ~70% cheaper, resumes from checkpoints
     network_isolation: bool = False  # no network in jobs: the base model comes in as an S3 channel
@@ -117,6 +122,19 @@ class PipelineConfig:
             raise ValueError(
                 "network_isolation needs image_uri: an image that already holds "
                 "training_scripts/requirements.txt, since isolated jobs cannot pip install"
+            )
+        if self.network_isolation and not self.base_model.startswith("s3://"):
+            raise ValueError(
+                f"network_isolation needs base_model as an s3:// prefix holding the model's "
+                f"files (isolated jobs cannot reach the Hugging Face Hub), not {self.base_model!r}"
+            )
+        if self.hf_token_secret_arn and not re.fullmatch(
+            r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}",
+            self.hf_token_secret_arn,
+        ):
+            raise ValueError(
+                f"hf_token_secret_arn {self.hf_token_secret_arn!r} is not a secret's full ARN "
+                "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)"
             )
         if self.peft_method not in ADAPTER_METHODS:
             raise ValueError(f"peft_method must be one of {ADAPTER_METHODS}")

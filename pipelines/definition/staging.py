@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import tarfile
 from pathlib import Path
 
@@ -72,7 +71,6 @@ class OfflineSession(PipelineSession):
     """A PipelineSession that never calls AWS: uploads become content-addressed assets."""
 
     def __init__(self, deployment: Deployment) -> None:
-        os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")
         super().__init__(
             boto_session=boto3.Session(region_name=deployment.region), sagemaker_config=SDK_CONFIG
         )

@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.definition.service_rules import RequestRuleError
 from pipelines.local.errors import MissingInputError, StepFailedError, UnsupportedConstructError
 from pipelines.local.expressions import Scope, as_text, typed_parameter
 from pipelines.local.jobs import JobResult, JobRunner
 from pipelines.local.s3_mirror import S3Mirror
-from pipelines.registry import LocalRegistry, ModelVersion, Registration
+from pipelines.registry import ModelVersion, Registration, Registry
 from training_scripts import contracts
+
+# What fails a step, as the service would fail it: a job that exits non-zero, a missing input,
+# a request the service refuses, an output file that breaks its contract.
+STEP_FAILURES = (StepFailedError, MissingInputError, RequestRuleError, contracts.ContractError)
 
 
 @dataclass
@@ -57,7 +62,7 @@ class LocalExecutor:
         *,
         mirror: S3Mirror,
         jobs_root: Path,
-        registry: LocalRegistry,
+        registry: Registry,
         parameters: dict[str, Any] | None = None,
         pipeline_name: str = "local-pipeline",
         log: Callable[[str], None] = print,
@@ -164,7 +169,7 @@ class LocalExecutor:
     def execute(self) -> RunResult:
         try:
             self.run_steps(self.definition["Steps"])
-        except (StepFailedError, MissingInputError) as err:
+        except STEP_FAILURES as err:
             self.result.status, self.result.failure = "Failed", str(err)
         return self.result
 
@@ -178,7 +183,7 @@ class LocalExecutor:
             started = time.perf_counter()
             try:
                 branch = self.run_step(step, record)
-            except (StepFailedError, MissingInputError):
+            except STEP_FAILURES:
                 record.status = "Failed"
                 raise
             finally:

@@ -3,7 +3,8 @@ into a job folder laid out like the container's /opt/ml, the entry point run fro
 code artifact in a subprocess, outputs copied back, and the job's whole log kept in its folder.
 
 What differs from the cloud, by design: the job's `pip install -r requirements.txt` is not run
-(this venv holds the same pins; a test keeps them equal), and torchrun starts one process.
+(this venv holds the same pins; a test keeps them equal), and a training job's entry script
+runs as one process, without torchrun.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.definition.service_rules import check_job
 from pipelines.local.errors import StepFailedError, UnsupportedConstructError
 from pipelines.local.s3_mirror import S3Mirror
 
@@ -78,6 +80,7 @@ class JobRunner:
     ) -> None:
         """Run the job's process; every line goes to `log`, the noteworthy ones to `show`."""
         tail: list[str] = []
+        self.show(f"  $ {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(command))}")
         with log.open("w", encoding="utf-8") as log_file:
             log_file.write(f"$ {' '.join(command)}\n")
             process = subprocess.Popen(
@@ -104,6 +107,7 @@ class JobRunner:
 
     def processing(self, step_name: str, args: dict[str, Any]) -> JobResult:
         """A FrameworkProcessor job: `code` and `entrypoint` inputs, runproc.sh's script."""
+        check_job("Processing", step_name, args)
         job_dir = self.job_dir(step_name)
         inputs = {i["InputName"]: i["S3Input"] for i in args.get("ProcessingInputs", [])}
         if "code" not in inputs or "entrypoint" not in inputs:
@@ -152,6 +156,7 @@ class JobRunner:
         checkpoints restored from and synced to CheckpointConfig.S3Uri, model.tar.gz out."""
         from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
 
+        check_job("Training", step_name, args)
         job_name = f"{step_name.lower()}-{self.job_suffix}"
         job_dir = self.job_dir(step_name)
         data_root = self.container_path(job_dir, "/opt/ml/input/data")

@@ -1,4 +1,4 @@
-"""`peftops run-local`: build the pipeline definition with a preset's config and run it here.
+"""One local run: build the pipeline definition with a preset's config and run it here.
 
 The definition comes from the same builder as the cloud's, so what runs here is what runs
 there; this module lays out the run folder, seeds the S3 mirror with the code assets and the
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.definition.builder import definition_json
+from pipelines.definition import definition_json
+from pipelines.fixtures.sample_data import SAMPLE_PATH
 from pipelines.local.executor import LocalExecutor, RunResult
 from pipelines.local.presets import LOCAL_DEPLOYMENT, PRESETS
 from pipelines.local.s3_mirror import S3Mirror
@@ -25,7 +26,7 @@ from training_scripts import contracts
 from training_scripts.common import PROJECT_LOGGERS
 
 INPUT_DATA_URI = f"s3://{LOCAL_DEPLOYMENT.bucket}/data/input/"
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "data" / "sample" / "dialogues.jsonl"
+SAMPLE_DATA = SAMPLE_PATH  # what a run trains on without --data
 # What the evaluation step writes beside evaluation.json, copied to the run folder's top.
 EVALUATION_OUTPUTS = (contracts.EVALUATION.file_name, "predictions.jsonl", "report.html")
 # Job output shown live: the scripts' own log lines and the Trainer's loss records; the

@@ -3,10 +3,13 @@ their evaluation read from the S3 URI registered as model metrics."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pipelines.registry.versions import ModelVersion, Registration, RegistryError
 from training_scripts import contracts
+
+logger = logging.getLogger("peftops")
 
 
 class SageMakerRegistry:
@@ -48,7 +51,13 @@ class SageMakerRegistry:
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             return None
-        return contracts.EVALUATION.parse(body, uri)
+        try:
+            return contracts.EVALUATION.parse(body, uri)
+        except contracts.ContractError as err:
+            # One unreadable evaluation must not hide the group's other versions; its gate
+            # then reads as missing, and approval is refused.
+            logger.warning("%s", err)
+            return None
 
     def _describe(self, arn: str) -> ModelVersion:
         package = self.sagemaker.describe_model_package(ModelPackageName=arn)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.definition.builder import definition_json
+from pipelines.definition import definition_json
 from pipelines.definition.config import PipelineConfig
 from pipelines.local.expressions import Scope
 from pipelines.local.presets import LOCAL_DEPLOYMENT

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.definition import builder as definition_module
+from pipelines.definition import definition_json
 from pipelines.definition.config import PipelineConfig
 from pipelines.local.errors import UnsupportedConstructError
 from pipelines.local.executor import LocalExecutor
@@ -98,7 +99,7 @@ def test_a_builder_change_changes_what_runs_locally(
         return step
 
     monkeypatch.setattr(definition_module._Builder, "preprocess", preprocess_with_small_budget)
-    body, assets = definition_module.definition_json(PipelineConfig(), LOCAL_DEPLOYMENT)
+    body, assets = definition_json(PipelineConfig(), LOCAL_DEPLOYMENT)
     definition = json.loads(body)
     definition["Steps"] = definition["Steps"][:1]  # Preprocess only: enough to see the change
     mirror = S3Mirror(tmp_path / "s3")
@@ -265,3 +266,35 @@ def test_a_failed_step_names_its_kept_log(tmp_path: Path) -> None:
     assert lines[0].startswith("$ ") and "preprocess.py --input " in lines[0]
     assert any('line 2: field "summary" is missing' in line for line in lines)
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_the_local_runner_refuses_what_the_service_refuses(tmp_path: Path) -> None:
+    """A job request that botocore accepts but SageMaker refuses fails its step locally too."""
+    definition = {
+        "Parameters": [{"Name": "Key", "Type": "String", "DefaultValue": "arn:aws:kms:k"}],
+        "Steps": [
+            {
+                "Name": "Train",
+                "Type": "Training",
+                "Arguments": {
+                    "ResourceConfig": {
+                        "InstanceType": "ml.g5.2xlarge",
+                        "InstanceCount": 1,
+                        "VolumeSizeInGB": 100,
+                        "VolumeKmsKeyId": {"Get": "Parameters.Key"},
+                    }
+                },
+            }
+        ],
+    }
+    result = LocalExecutor(
+        definition,
+        mirror=S3Mirror(tmp_path / "s3"),
+        jobs_root=tmp_path / "jobs",
+        registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
+        log=lambda _: None,
+    ).execute()
+    assert result.status == "Failed"
+    assert result.failure.startswith("Train: VolumeKmsKeyId on ml.g5.2xlarge")
+    assert [(s.name, s.status) for s in result.steps] == [("Train", "Failed")]
+    assert not (tmp_path / "jobs" / "Train").exists()  # refused before any job started

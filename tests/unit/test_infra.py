@@ -305,10 +305,12 @@ def test_dev_and_prod_differ_as_configured(dev, prod) -> None:
         )
 
     dev_definition, prod_definition = pipeline_definition(dev[0]), pipeline_definition(prod[0])
-    instance = {
-        d: next(p["DefaultValue"] for p in x["Parameters"] if p["Name"] == "TrainInstanceType")
-        for d, x in (("dev", dev_definition), ("prod", prod_definition))
-    }
+
+    def train_instance(definition: dict[str, Any]) -> str:
+        (step,) = [s for s in definition["Steps"] if s["Name"] == "TrainAdapter"]
+        return step["Arguments"]["ResourceConfig"]["InstanceType"]
+
+    instance = {"dev": train_instance(dev_definition), "prod": train_instance(prod_definition)}
     assert instance == {"dev": "ml.g5.2xlarge", "prod": "ml.g5.12xlarge"}
     spot = {
         d: "MaxWaitTimeInSeconds" in json.dumps(x)
@@ -379,3 +381,103 @@ def test_cdk_cli_synthesizes_offline_without_credentials(tmp_path: Path) -> None
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     template = json.loads((tmp_path / "out" / "Peftops-dev.template.json").read_text())
     assert "AWS::SageMaker::Pipeline" in {r["Type"] for r in template["Resources"].values()}
+
+
+def synth_variant(
+    tmp_path: Path, *, region: str = "us-east-1", **pipeline: Any
+) -> tuple[Template, PeftopsStack]:
+    """The dev stage with another region or pipeline settings, synthesized under cdk-nag."""
+    stage = {
+        **STAGES["dev"],
+        "region": region,
+        "pipeline": {**STAGES["dev"]["pipeline"], **pipeline},
+    }
+    app = cdk.App(outdir=str(tmp_path), context=CONTEXT)
+    stack = PeftopsStack(
+        app,
+        "Peftops-dev",
+        settings=stage_settings({"dev": stage}, "dev"),
+        env=cdk.Environment(account="123456789012", region=region),
+    )
+    cdk.Validations.of(app).add_plugins(cdk_nag.AwsSolutionsChecks(app))
+    app.synth()  # cdk-nag: raises on any unacknowledged finding
+    return Template.from_stack(stack), stack
+
+
+def plain(value: Any) -> Any:
+    """A template value with the partition resolved (`Fn::Join` of `Ref AWS::Partition`)."""
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"Ref"} and value["Ref"] == "AWS::Partition":
+            return "aws"
+        if set(value) == {"Fn::Join"}:
+            separator, parts = value["Fn::Join"]
+            resolved = [plain(p) for p in parts]
+            if all(isinstance(p, str) for p in resolved):
+                return separator.join(resolved)
+            return {"Fn::Join": [separator, resolved]}
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def execution_statements(template: Template, stack: PeftopsStack) -> dict[str, Any]:
+    policy = our_policies(template)[stack.get_logical_id(stack.execution.policy.node.default_child)]
+    return {s["Sid"]: plain(s) for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+
+
+def test_role_pulls_exactly_the_jobs_images_of_its_region(dev, tmp_path: Path) -> None:
+    template, stack, _ = dev
+    assert execution_statements(template, stack)["PullTrainingImages"]["Resource"] == [
+        "arn:aws:ecr:us-east-1:763104351884:repository/huggingface-pytorch-training",
+        "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-training",
+    ]
+    # Cape Town serves the same images from another registry account.
+    cape_town = execution_statements(*synth_variant(tmp_path, region="af-south-1"))
+    resources_ = cape_town["PullTrainingImages"]["Resource"]
+    assert len(resources_) == 2
+    assert all(r.startswith("arn:aws:ecr:af-south-1:626614931356:repository/") for r in resources_)
+
+
+def test_the_stage_region_decides_where_it_deploys() -> None:
+    from infra.settings import deployment_region
+
+    settings = stage_settings(STAGES, "prod")
+    assert deployment_region(settings, None) == (settings.region, "")
+    assert deployment_region(settings, settings.region) == (settings.region, "")
+    region, note = deployment_region(settings, "eu-central-1")
+    assert region == settings.region
+    assert "deploys to us-east-1 (cdk.json), not to the profile's eu-central-1" in note
+
+
+def test_vpc_jobs_get_network_interface_permissions_only_when_configured(
+    dev, tmp_path: Path
+) -> None:
+    template, stack, _ = dev
+    policy = our_policies(template)[stack.get_logical_id(stack.execution.policy.node.default_child)]
+    assert "ec2:" not in json.dumps(policy)
+    vpc = {"subnet_ids": ["subnet-0a1b"], "security_group_ids": ["sg-0c2d"]}
+    statements = execution_statements(*synth_variant(tmp_path, vpc=vpc))
+    subnet = "arn:aws:ec2:us-east-1:123456789012:subnet/subnet-0a1b"
+    assert statements["ManageJobNetworkInterfaces"]["Condition"] == {
+        "ArnEquals": {"ec2:Subnet": [subnet]}
+    }
+    assert set(statements["CreateJobNetworkInterfaces"]["Resource"]) == {
+        subnet,
+        "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0c2d",
+        "arn:aws:ec2:us-east-1:123456789012:network-interface/*",
+    }
+    assert statements["DescribeJobNetwork"]["Resource"] == "*"
+
+
+def test_the_role_reads_exactly_the_configured_hub_token_secret(dev, tmp_path: Path) -> None:
+    template, _, _ = dev
+    assert "secretsmanager" not in json.dumps(our_policies(template))
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:peftops/hf-token-AbCdEf"
+    statements = execution_statements(*synth_variant(tmp_path, hf_token_secret_arn=arn))
+    assert statements["ReadHubToken"] == {
+        "Sid": "ReadHubToken",
+        "Action": "secretsmanager:GetSecretValue",
+        "Effect": "Allow",
+        "Resource": arn,
+    }

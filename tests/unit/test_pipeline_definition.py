@@ -14,7 +14,7 @@ import pytest
 from botocore.validate import ParamValidator
 from transformers import HfArgumentParser
 
-from pipelines.definition.builder import definition_json
+from pipelines.definition import definition_json
 from pipelines.definition.config import ADAPTER_METHODS, Deployment, PipelineConfig, Vpc
 
 DEPLOYMENT = Deployment(
@@ -24,6 +24,7 @@ DEPLOYMENT = Deployment(
     kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
 )
 IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/peftops-training:1"
+S3_MODEL = "s3://peftops-test-bucket/models/smollm2-135m-instruct/"
 EXPECTED_PARAMETERS = {
     "InputDataUri": "String",
     "BaseModel": "String",
@@ -32,7 +33,6 @@ EXPECTED_PARAMETERS = {
     "LoraAlpha": "Integer",
     "Epochs": "Float",
     "LearningRate": "Float",
-    "TrainInstanceType": "String",
     "TrainInstanceCount": "Integer",
     "RougeLTolerance": "Float",
     "MinRougeLGain": "Float",
@@ -234,11 +234,12 @@ def test_training_jobs_use_spot_checkpoints_kms_retries_and_cache(definition, bu
             checkpoint["S3Uri"]
             == f"s3://{DEPLOYMENT.bucket}/pipelines/peftops-adapter/checkpoints/{step['Name']}"
         )
-        assert args["ResourceConfig"]["VolumeKmsKeyId"] == DEPLOYMENT.kms_key_arn
+        # ml.g5: local NVMe storage, encrypted by the hardware; the service refuses a volume key.
+        assert "VolumeKmsKeyId" not in args["ResourceConfig"]
         assert args["OutputDataConfig"]["KmsKeyId"] == DEPLOYMENT.kms_key_arn
         assert args["EnableInterContainerTrafficEncryption"] is True
         assert args["RoleArn"] == DEPLOYMENT.role_arn
-        assert args["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainInstanceType"}
+        assert args["ResourceConfig"]["InstanceType"] == PipelineConfig().train_instance_type
         assert args["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainInstanceCount"}
         retried = {t for policy in step["RetryPolicies"] for t in policy["ExceptionType"]}
         assert retried >= {
@@ -262,9 +263,12 @@ def test_processing_jobs_encrypt_and_retry(definition) -> None:
     assert {s["Name"] for s in steps} == {"Preprocess", "Evaluate", "EvaluateStoredBaseline"}
     for step in steps:
         args = step["Arguments"]
-        assert (
-            args["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == DEPLOYMENT.kms_key_arn
+        cluster = args["ProcessingResources"]["ClusterConfig"]
+        # EBS-backed instances (ml.m5) get the project key; NVMe ones (ml.g5) must not.
+        expected_key = (
+            None if cluster["InstanceType"].startswith("ml.g5") else DEPLOYMENT.kms_key_arn
         )
+        assert cluster.get("VolumeKmsKeyId") == expected_key, step["Name"]
         assert args["ProcessingOutputConfig"]["KmsKeyId"] == DEPLOYMENT.kms_key_arn
         assert args["NetworkConfig"]["EnableInterContainerTrafficEncryption"] is True
         assert {t for p in step["RetryPolicies"] for t in p["ExceptionType"]} >= {
@@ -279,7 +283,10 @@ def test_processing_jobs_encrypt_and_retry(definition) -> None:
 def test_network_isolation_brings_the_base_model_as_an_s3_channel() -> None:
     definition, _ = build(
         PipelineConfig(
-            network_isolation=True, image_uri=IMAGE, vpc=Vpc(("subnet-1", "subnet-2"), ("sg-1",))
+            network_isolation=True,
+            base_model=S3_MODEL,
+            image_uri=IMAGE,
+            vpc=Vpc(("subnet-1", "subnet-2"), ("sg-1",)),
         )
     )
     for step in training_steps(definition):
@@ -305,9 +312,14 @@ def test_network_isolation_brings_the_base_model_as_an_s3_channel() -> None:
 def test_network_isolation_requires_an_image_with_the_dependencies() -> None:
     with pytest.raises(ValueError, match="network_isolation needs image_uri"):
         PipelineConfig(network_isolation=True)
+    with pytest.raises(ValueError, match="network_isolation needs base_model as an s3:// prefix"):
+        PipelineConfig(network_isolation=True, image_uri=IMAGE)
     definition, _ = build(
         PipelineConfig(
-            network_isolation=True, image_uri=IMAGE, vpc=Vpc(("subnet-1", "subnet-2"), ("sg-1",))
+            network_isolation=True,
+            base_model=S3_MODEL,
+            image_uri=IMAGE,
+            vpc=Vpc(("subnet-1", "subnet-2"), ("sg-1",)),
         )
     )
     assert all(
@@ -380,6 +392,7 @@ RUNTIME_NAMES = {
         PipelineConfig(),
         PipelineConfig(
             network_isolation=True,
+            base_model=S3_MODEL,
             image_uri=IMAGE,
             use_spot=False,
             vpc=Vpc(("subnet-1",), ("sg-1",)),
@@ -474,3 +487,71 @@ def test_processing_arguments_are_exactly_what_the_scripts_accept(
 def test_definition_is_small(definition) -> None:
     size = len(json.dumps(definition).encode())
     assert size < 100_000, size
+
+
+# --- the service's own rules -----------------------------------------------------------------
+
+
+def stage_configs() -> dict[str, PipelineConfig]:
+    """The pipeline config of every stage in cdk.json, and an isolated one inside a VPC."""
+    from infra.settings import stage_settings
+    from tests.conftest import REPO
+
+    stages = json.loads((REPO / "cdk.json").read_text())["context"]["stages"]
+    configs = {name: stage_settings(stages, name).pipeline for name in stages}
+    configs["isolated-vpc"] = PipelineConfig(
+        network_isolation=True,
+        base_model=S3_MODEL,
+        image_uri=IMAGE,
+        vpc=Vpc(("subnet-1",), ("sg-1",)),
+    )
+    return configs
+
+
+@pytest.mark.parametrize("stage", sorted(stage_configs()))
+def test_every_stage_definition_keeps_the_service_rules(stage: str) -> None:
+    from pipelines.definition.service_rules import definition_violations, has_local_storage
+
+    config = stage_configs()[stage]
+    definition, _ = build(config)
+    assert definition_violations(definition) == []
+    jobs = training_steps(definition) + processing_steps(definition)
+    for step in jobs:
+        args = step["Arguments"]
+        resources = args.get("ResourceConfig") or args["ProcessingResources"]["ClusterConfig"]
+        local = has_local_storage(resources["InstanceType"])
+        assert ("VolumeKmsKeyId" in resources) is not local, (stage, step["Name"])
+
+
+def test_a_definition_the_service_would_refuse_is_not_built() -> None:
+    # 500 GB does not fit ml.g5.2xlarge's 450 GB instance store.
+    with pytest.raises(
+        ValueError, match=r"TrainAdapter: VolumeSizeInGB 500 exceeds ml\.g5\.2xlarge"
+    ):
+        definition_json(PipelineConfig(train_volume_gb=500), DEPLOYMENT)
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "key", "size", "refused"),
+    [
+        ("ml.g5.2xlarge", "arn:key", 100, "VolumeKmsKeyId on ml.g5.2xlarge"),
+        ("ml.p4d.24xlarge", "arn:key", 100, "VolumeKmsKeyId on ml.p4d.24xlarge"),
+        ("ml.g5.xlarge", None, 251, "VolumeSizeInGB 251 exceeds"),
+        ("ml.g5.xlarge", None, 250, None),
+        ("ml.m5.xlarge", "arn:key", 2000, None),
+        ({"Get": "Parameters.TrainInstanceType"}, None, 100, "not a literal ml.* type"),
+    ],
+)
+def test_resource_rules(instance_type, key, size, refused) -> None:
+    from pipelines.definition.service_rules import resource_violations
+
+    found = resource_violations("Job", instance_type, size, key)
+    assert found == [] if refused is None else (len(found) == 1 and refused in found[0])
+
+
+def test_cpu_steps_run_the_cpu_image() -> None:
+    steps = flatten(build(PipelineConfig())[0]["Steps"])
+    preprocess = steps["Preprocess"]["Arguments"]["AppSpecification"]["ImageUri"]
+    evaluate = steps["Evaluate"]["Arguments"]["AppSpecification"]["ImageUri"]
+    assert preprocess.endswith("/pytorch-training:2.9.0-cpu-py312")
+    assert "huggingface-pytorch-training" in evaluate and "-gpu-" in evaluate

@@ -56,3 +56,60 @@ def test_start_of_an_unknown_pipeline_is_a_one_line_error(sagemaker) -> None:
 def test_malformed_override_is_refused(sagemaker) -> None:
     result = CliRunner().invoke(app, ["pipeline", "start", "--param", "LoraRank"])
     assert result.exit_code == 2 and "use Name=Value" in result.output
+
+
+IMPORT_EVERYTHING_THEN_START = """
+import importlib, json, os, pkgutil, sys
+before = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "SAGEMAKER_"))}
+for package in ("training_scripts", "pipelines", "infra"):
+    module = importlib.import_module(package)
+    for info in pkgutil.walk_packages(module.__path__, package + "."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+after = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "SAGEMAKER_"))}
+assert after == before, (before, after)
+
+import boto3
+from moto import mock_aws
+from typer.testing import CliRunner
+from pipelines.cli import app
+
+with mock_aws():
+    boto3.client("sagemaker").create_pipeline(
+        PipelineName="peftops-adapter",
+        PipelineDefinition=json.dumps({"Version": "2020-12-01", "Parameters": [], "Steps": []}),
+        RoleArn="arn:aws:iam::123456789012:role/peftops",
+    )
+    result = CliRunner().invoke(app, ["pipeline", "start", "--json"])
+    print(result.output)
+"""
+
+
+def test_start_calls_the_users_region_after_every_module_is_imported() -> None:
+    """Importing the project leaves the AWS environment alone: the user's region is used."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": str(REPO),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-2",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERYTHING_THEN_START],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    arn = json.loads(done.stdout.strip().splitlines()[-1])["PipelineExecutionArn"]
+    assert arn.startswith("arn:aws:sagemaker:eu-west-2:"), arn

@@ -168,3 +168,19 @@ def test_sagemaker_backend_register_list_compare_approve_reject(aws) -> None:
     assert rejected.status == "Rejected"
     with pytest.raises(RegistryError, match="has no version 9"):
         registry.get(9)
+
+
+def test_one_unreadable_evaluation_does_not_hide_the_group(aws) -> None:
+    sagemaker, s3 = aws
+    s3.put_object(Bucket="evaluations", Key="run-1/evaluation.json", Body=json.dumps(PASSING))
+    s3.put_object(Bucket="evaluations", Key="run-2/evaluation.json", Body=b"{not json")
+    registry = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    register(registry, PASSING, "s3://evaluations/run-1/evaluation.json")
+    register(registry, PASSING, "s3://evaluations/run-2/evaluation.json")
+    listed = registry.list()
+    assert [v.version for v in listed] == [1, 2]
+    assert listed[0].evaluation == PASSING and listed[1].evaluation is None
+    with pytest.raises(
+        RegistryError, match="version 2 cannot be approved: its evaluation is missing"
+    ):
+        decide(registry, 2, "Approved", who="ana", why="ship it", force=False)

@@ -1,0 +1,131 @@
+"""SageMaker's request rules that botocore's service model does not check, each with its source;
+the builder follows them, and the local runner and the tests check every job request against
+them, so a definition the service would reject fails here first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagemaker.core.common_utils import volume_size_supported
+
+# Instance store of the local-NVMe types this project's stages use or document, in GB.
+# Source: Amazon EC2 instance types, "Instance store specifications" (g5, g6, p4d, p5).
+INSTANCE_STORE_GB = {
+    "ml.g5.xlarge": 250,
+    "ml.g5.2xlarge": 450,
+    "ml.g5.4xlarge": 600,
+    "ml.g5.8xlarge": 900,
+    "ml.g5.12xlarge": 3800,
+    "ml.g5.16xlarge": 1900,
+    "ml.g5.24xlarge": 3800,
+    "ml.g5.48xlarge": 7600,
+    "ml.g6.xlarge": 250,
+    "ml.g6.2xlarge": 450,
+    "ml.g6.4xlarge": 600,
+    "ml.g6.8xlarge": 900,
+    "ml.g6.12xlarge": 3760,
+    "ml.g6.16xlarge": 1880,
+    "ml.g6.24xlarge": 3760,
+    "ml.g6.48xlarge": 7520,
+    "ml.p4d.24xlarge": 8000,
+    "ml.p5.48xlarge": 30720,
+}
+
+
+class RequestRuleError(ValueError):
+    """A request the service would refuse; the message names the step, the rule and the fix."""
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """Whether SageMaker mounts the instance's NVMe store instead of an EBS volume. The SDK
+    keeps the family list (any family with a "d", and g5, g6, g7e, p5, p6-b200, trn1, trn2)."""
+    return not volume_size_supported(instance_type)
+
+
+def volume_kms_key(instance_type: str, key_arn: str) -> str | None:
+    """The volume key to send: none on local-storage instances, whose NVMe store is encrypted
+    at rest by the hardware (see `resource_violations`)."""
+    return None if has_local_storage(instance_type) else key_arn
+
+
+def resource_violations(
+    step: str, instance_type: Any, volume_size_gb: Any, volume_kms_key_id: Any
+) -> list[str]:
+    """The rules of a job's compute resources (training ResourceConfig, processing
+    ProcessingClusterConfig)."""
+    if not isinstance(instance_type, str):
+        # The rules below depend on the instance type, so it must be known when the
+        # definition is built: a pipeline parameter cannot be checked (nor can the SDK's).
+        return [f"{step}: the instance type is {instance_type!r}, not a literal ml.* type"]
+    found = []
+    if volume_kms_key_id and has_local_storage(instance_type):
+        # API reference, ResourceConfig.VolumeKmsKeyId and ProcessingClusterConfig.VolumeKmsKeyId:
+        # "You can't request a VolumeKmsKeyId when using an instance type with local storage."
+        found.append(
+            f"{step}: VolumeKmsKeyId on {instance_type}, which has local NVMe storage; "
+            "SageMaker refuses it there (the store is encrypted by the hardware): leave it out"
+        )
+    store = INSTANCE_STORE_GB.get(instance_type)
+    if store is not None and isinstance(volume_size_gb, int) and volume_size_gb > store:
+        # API reference, ResourceConfig.VolumeSizeInGB: on instances with NVMe storage the
+        # available storage is fixed to the instance store; a larger request is refused.
+        found.append(
+            f"{step}: VolumeSizeInGB {volume_size_gb} exceeds {instance_type}'s "
+            f"{store} GB instance store; lower train_volume_gb"
+        )
+    return found
+
+
+def training_job_violations(step: str, request: dict[str, Any]) -> list[str]:
+    """CreateTrainingJob's request (a TrainingStep's Arguments)."""
+    resources = request.get("ResourceConfig", {})
+    return resource_violations(
+        step,
+        resources.get("InstanceType"),
+        resources.get("VolumeSizeInGB"),
+        resources.get("VolumeKmsKeyId"),
+    )
+
+
+def processing_job_violations(step: str, request: dict[str, Any]) -> list[str]:
+    """CreateProcessingJob's request (a ProcessingStep's Arguments)."""
+    cluster = request.get("ProcessingResources", {}).get("ClusterConfig", {})
+    return resource_violations(
+        step,
+        cluster.get("InstanceType"),
+        cluster.get("VolumeSizeInGB"),
+        cluster.get("VolumeKmsKeyId"),
+    )
+
+
+JOB_RULES = {"Training": training_job_violations, "Processing": processing_job_violations}
+
+
+def steps_of(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every step of a definition, those inside condition branches too."""
+    found = []
+    for step in steps:
+        found.append(step)
+        if step["Type"] == "Condition":
+            arguments = step["Arguments"]
+            found += steps_of(arguments.get("IfSteps", []) + arguments.get("ElseSteps", []))
+    return found
+
+
+def definition_violations(definition: dict[str, Any]) -> list[str]:
+    """The rules over every job step of a pipeline definition, as built (before any
+    parameter is resolved: what the rules read must be literal there)."""
+    return [
+        violation
+        for step in steps_of(definition["Steps"])
+        if step["Type"] in JOB_RULES
+        for violation in JOB_RULES[step["Type"]](step["Name"], step["Arguments"])
+    ]
+
+
+def check_job(step_type: str, step: str, request: dict[str, Any]) -> None:
+    """Raise `RequestRuleError` if the job request breaks a rule."""
+    rules = JOB_RULES.get(step_type)
+    found = rules(step, request) if rules else []
+    if found:
+        raise RequestRuleError("; ".join(found))

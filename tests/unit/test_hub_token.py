@@ -1,0 +1,81 @@
+"""Gated base models: the jobs get a Secrets Manager secret's ARN, never the token, and read the
+token at start; the role may read that one secret (moto for Secrets Manager)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipelines.definition import definition_json
+from pipelines.definition.config import Deployment, PipelineConfig
+from pipelines.definition.service_rules import steps_of
+from training_scripts import common
+
+TOKEN = "hf_secretvalue1234567890"
+
+
+@pytest.fixture
+def secret(monkeypatch: pytest.MonkeyPatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="eu-west-1")
+        yield client
+
+
+def test_the_token_is_read_from_the_secret_into_the_process(secret, monkeypatch) -> None:
+    arn = secret.create_secret(Name="peftops/hf-token", SecretString=TOKEN)["ARN"]
+    monkeypatch.setenv(common.HUB_TOKEN_SECRET_VARIABLE, arn)
+    assert common.use_hub_token_from_secrets_manager()
+    import os
+
+    assert os.environ["HF_TOKEN"] == TOKEN
+
+
+def test_a_json_secret_holds_it_under_hf_token(secret, monkeypatch) -> None:
+    arn = secret.create_secret(Name="peftops/json", SecretString=json.dumps({"HF_TOKEN": TOKEN}))[
+        "ARN"
+    ]
+    monkeypatch.setenv(common.HUB_TOKEN_SECRET_VARIABLE, arn)
+    assert common.use_hub_token_from_secrets_manager()
+    import os
+
+    assert os.environ["HF_TOKEN"] == TOKEN
+
+
+def test_a_missing_secret_is_a_one_line_error_without_the_token(secret, monkeypatch) -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:peftops/none-AbCdEf"
+    monkeypatch.setenv(common.HUB_TOKEN_SECRET_VARIABLE, arn)
+    with pytest.raises(common.HubTokenError, match="cannot read the Hugging Face token secret"):
+        common.use_hub_token_from_secrets_manager()
+
+
+def test_without_a_secret_nothing_is_read(monkeypatch) -> None:
+    monkeypatch.delenv(common.HUB_TOKEN_SECRET_VARIABLE, raising=False)
+    assert not common.use_hub_token_from_secrets_manager()
+
+
+def test_jobs_get_the_secret_arn_never_a_token() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:peftops/hf-token-AbCdEf"
+    deployment = Deployment(
+        region="eu-west-1",
+        role_arn="arn:aws:iam::123456789012:role/r",
+        bucket="peftops-test-bucket",
+        kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/k",
+    )
+    body, _ = definition_json(PipelineConfig(hf_token_secret_arn=arn), deployment)
+    definition = json.loads(body)
+    jobs = [s for s in steps_of(definition["Steps"]) if s["Type"] in ("Training", "Processing")]
+    assert len(jobs) == 5  # preprocess, two trainings, two evaluations
+    for step in jobs:
+        assert step["Arguments"]["Environment"][common.HUB_TOKEN_SECRET_VARIABLE] == arn
+    assert 'HF_TOKEN"' not in body and "hf_" not in body.replace("peftops/hf-token", "")
+
+
+def test_only_a_full_secret_arn_is_accepted() -> None:
+    with pytest.raises(ValueError, match="is not a secret's full ARN"):
+        PipelineConfig(hf_token_secret_arn="peftops/hf-token")
