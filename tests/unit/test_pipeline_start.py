@@ -85,21 +85,24 @@ with mock_aws():
 """
 
 
-def test_start_calls_the_users_region_after_every_module_is_imported() -> None:
-    """Importing the project leaves the AWS environment alone: the user's region is used."""
+def test_start_calls_the_users_region_after_every_module_is_imported(tmp_path) -> None:
+    """Importing the project leaves the AWS environment alone: the region of the user's
+    profile is used, not one the project would set for the process."""
     import os
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = eu-west-2\n")
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
         "PYTHONPATH": str(REPO),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-2",
+        "AWS_CONFIG_FILE": str(config),
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
     }
     done = subprocess.run(
