@@ -48,12 +48,30 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+# The SageMaker SDK warns about every field it leaves out of a pipeline definition, which is
+# what building one offline means: only its errors are shown unless verbose.
+QUIET_LIBRARIES = ("sagemaker",)
+
+
+def _project_or_warning(record: logging.LogRecord) -> bool:
+    # Libraries set their own loggers to INFO or DEBUG, so the root level alone does not keep
+    # their chatter out.
+    top = record.name.split(".")[0]
+    if top in PROJECT_LOGGERS:
+        return True
+    return record.levelno >= (logging.ERROR if top in QUIET_LIBRARIES else logging.WARNING)
+
+
 def setup_logging(*, verbose: bool = False) -> None:
-    """The one logging setup of the scripts and the CLI: `<logger>: <message>` on stderr."""
+    """The one logging setup of the scripts and the CLI: `<logger>: <message>` on stderr; other
+    libraries' records only from WARNING up, unless verbose."""
+    handler = _CurrentStderr()
+    if not verbose:
+        handler.addFilter(_project_or_warning)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(name)s: %(message)s",
-        handlers=[_CurrentStderr()],
+        handlers=[handler],
         force=True,
     )
     for name in PROJECT_LOGGERS:

@@ -59,7 +59,10 @@ def test_definition_offline_without_credentials_is_byte_identical(tmp_path: Path
             isolate_network=isolate,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout == "" and "wrote" in done.stderr and "INFO" not in done.stderr
+        # The SDK's own INFO chatter stays out: stderr is the one line the command writes.
+        assert done.stdout == ""
+        (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+        assert line.startswith(f"wrote {out} ({len(out.read_bytes())} bytes, "), done.stderr[-2000:]
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
     definition = json.loads(outputs[0])
@@ -117,3 +120,16 @@ def test_code_tarball_is_reproducible_and_content_addressed(tmp_path: Path) -> N
     (tmp_path / "a.py").write_text("print(2)\n")
     assert reproducible_tarball(tmp_path) != first
     assert tree_digest({"a": b"1"}) != tree_digest({"a": b"2"}) != tree_digest({"b": b"2"})
+
+
+def test_verbose_shows_the_sdks_logs(tmp_path: Path) -> None:
+    quiet = run_cli(
+        ["pipeline", "definition", "--out", str(tmp_path / "a.json")], isolate_network=False
+    )
+    verbose = run_cli(
+        ["--verbose", "pipeline", "definition", "--out", str(tmp_path / "b.json")],
+        isolate_network=False,
+    )
+    assert quiet.returncode == verbose.returncode == 0, verbose.stderr[-2000:]
+    assert "sagemaker" not in quiet.stderr
+    assert any(line.startswith("sagemaker") for line in verbose.stderr.splitlines())
