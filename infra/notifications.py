@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aws_cdk import Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -26,10 +27,20 @@ class Notifications(Construct):
         self.topic = sns.Topic(
             self, "Topic", display_name="peftops", master_key=key, enforce_ssl=True
         )
-        # EventBridge publishes to the encrypted topic with the project key.
-        key.grant(
-            iam.ServicePrincipal("events.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*"
+        # EventBridge publishes through a role of this account's rules only (aws:SourceAccount
+        # on the trust): neither the topic policy nor the key policy grants the service
+        # principal itself, which any account's rule could use (confused deputy).
+        self.publisher = iam.Role(
+            self,
+            "PublishRole",
+            assumed_by=iam.ServicePrincipal(
+                "events.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+            description="peftops notifications: EventBridge rules publish to the topic",
         )
+        self.topic.grant_publish(self.publisher)  # and the topic key's Decrypt/GenerateDataKey*
+        target = targets.SnsTopic(self.topic, role=self.publisher)
         for email in emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
         self.pipeline_failed = events.Rule(
@@ -44,7 +55,7 @@ class Notifications(Construct):
                     "currentPipelineExecutionStatus": ["Failed", "Stopped"],
                 },
             ),
-            targets=[targets.SnsTopic(self.topic)],
+            targets=[target],
         )
         self.approval_changed = events.Rule(
             self,
@@ -55,5 +66,5 @@ class Notifications(Construct):
                 detail_type=["SageMaker Model Package State Change"],
                 detail={"ModelPackageGroupName": [model_package_group]},
             ),
-            targets=[targets.SnsTopic(self.topic)],
+            targets=[target],
         )

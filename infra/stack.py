@@ -138,6 +138,11 @@ class PeftopsStack(Stack):
             ),
         ):
             acknowledge(execution_policy, finding, reason)
+        acknowledge(
+            self.notifications.publisher,
+            "IAM5[Action::kms:GenerateDataKey*]",
+            "the notification topic's key only, as SNS needs to encrypt what EventBridge publishes",
+        )
         if self.execution.vpc_statements:
             acknowledge(
                 execution_policy,

@@ -150,7 +150,7 @@ def our_policies(template: Template) -> dict[str, Any]:
 def test_no_wildcard_actions_and_star_resources_only_where_aws_requires(dev) -> None:
     template, _, _ = dev
     policies = our_policies(template)
-    assert len(policies) == 2  # execution role, scheduler role
+    assert len(policies) == 3  # execution role, scheduler role, notification publisher
     for policy in policies.values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = (
@@ -481,3 +481,20 @@ def test_the_role_reads_exactly_the_configured_hub_token_secret(dev, tmp_path: P
         "Effect": "Allow",
         "Resource": arn,
     }
+
+
+def test_no_policy_grants_the_events_service_itself(dev) -> None:
+    """Confused deputy: a resource policy naming events.amazonaws.com without a source
+    condition would let any account's rule publish or use the key; rules publish through a
+    role whose trust is limited to this account."""
+    template, stack, _ = dev
+    for kind in ("AWS::KMS::Key", "AWS::SNS::TopicPolicy"):
+        for resource in resources(template, kind).values():
+            assert "events.amazonaws.com" not in json.dumps(resource), kind
+    role_id = stack.get_logical_id(stack.notifications.publisher.node.default_child)
+    trust = resources(template, "AWS::IAM::Role")[role_id]["Properties"]["AssumeRolePolicyDocument"]
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    rules = resources(template, "AWS::Events::Rule").values()
+    assert all(r["Properties"]["Targets"][0]["RoleArn"] for r in rules)
