@@ -46,6 +46,7 @@ DROP_REASONS = (
     "invalid_utf8",
     "invalid_json",
     "not_an_object",
+    "extra_cells",
     "missing_field",
     "not_text",
     "empty_field",
@@ -137,10 +138,13 @@ def _fix_hint(reason: str) -> str:
         "invalid_utf8": "re-encode the file as UTF-8",
         "invalid_json": "make each line one JSON object",
         "not_an_object": "make each line a JSON object with the input and target fields",
+        "extra_cells": "quote fields that contain the delimiter",
     }.get(reason, "fix the record")
 
 
 def read_jsonl(path: Path, data: bytes) -> Iterator[Record | Invalid]:
+    # A UTF-8 byte-order mark (editors on Windows write one) is not part of line 1's record.
+    data = data.removeprefix(b"\xef\xbb\xbf")
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue  # blank lines hold no record
@@ -180,12 +184,24 @@ def read_csv(path: Path, data: bytes) -> Iterator[Record | Invalid]:
     header = next(reader, None)
     if header is None:
         return
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(
+            f"{path} line 1: column names {repeated} repeat; give every column its own name"
+        )
     previous_end = reader.line_num
     for row in reader:
         location = f"{path} line {previous_end + 1}"
         previous_end = reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # blank lines hold no record
+        if len(row) > len(header):
+            # More cells than columns: a field with an unquoted delimiter. Truncating would
+            # silently lose what the extra cells hold.
+            yield Invalid(
+                location, "extra_cells", f"{len(row)} cells, but the header names {len(header)}"
+            )
+            continue
         fields = dict(zip(header, row, strict=False))  # a short row lacks its last fields
         bad = next((k for k, v in fields.items() if _SURROGATE.search(v)), None)
         if bad is not None:

@@ -219,6 +219,20 @@ class TrainArguments:
             raise ValueError(
                 f"--merge applies to lora and qlora adapters, not to {self.method.value}"
             )
+        # Training that cannot train must not produce an adapter that looks trained.
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError(
+                f"--epochs {self.epochs} trains nothing; pass --epochs > 0 or --max-steps > 0"
+            )
+        for name in ("lora_r", "lora_alpha", "num_virtual_tokens", "per_device_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}"
+                )
+        if self.learning_rate < 0:
+            raise ValueError(
+                f"--learning-rate must be >= 0 (0 picks the method's default), got {self.learning_rate}"
+            )
 
     @property
     def resolved_learning_rate(self) -> float:

@@ -99,6 +99,7 @@ def test_skip_invalid_counts_every_reason(tmp_path: Path) -> None:
         "invalid_utf8": 1,
         "invalid_json": 1,
         "not_an_object": 1,
+        "extra_cells": 0,
         "missing_field": 2,
         "not_text": 0,
         "empty_field": 1,
@@ -295,3 +296,32 @@ def test_split_is_deterministic_and_a_partition(
         for e in rows:
             homes.setdefault(e.input, set()).add(name)
     assert all(len(h) == 1 for h in homes.values())  # a dialogue never straddles splits
+
+
+def test_a_csv_row_with_more_cells_than_columns_is_never_truncated(tmp_path: Path) -> None:
+    data = (
+        b'dialogue,summary\n"A: hi",Greeting.\nB: one, two,Counting,to two.\n"C: bye",Farewell.\n'
+    )
+    with pytest.raises(DataError, match=r"data\.csv line 3: 4 cells, but the header names 2"):
+        run(tmp_path, data, name="data.csv")
+    manifest = run(
+        tmp_path,
+        data,
+        name="data.csv",
+        skip_invalid=True,
+        validation_fraction=0.0,
+        test_fraction=0.0,
+    )
+    assert manifest["dropped"]["extra_cells"] == 1 and manifest["records_out"]["train"] == 2
+    assert_accounted(manifest)
+
+
+def test_repeated_csv_column_names_are_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data\.csv line 1: column names \['summary'\] repeat"):
+        run(tmp_path, b"dialogue,summary,summary\nA: hi,Hello.,Hi.\n", name="data.csv")
+
+
+def test_a_byte_order_mark_does_not_cost_line_one(tmp_path: Path) -> None:
+    data = b"\xef\xbb\xbf" + jsonl_bytes(json.dumps(good(1)), json.dumps(good(2)))
+    manifest = run(tmp_path, data, validation_fraction=0.0, test_fraction=0.0)
+    assert manifest["records_in"] == 2 and manifest["records_out"]["train"] == 2
