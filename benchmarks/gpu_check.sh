@@ -9,7 +9,8 @@
 #
 # Prepare here (downloads ~58 MB of wheels, saves the tokenizer): make gpu-carry
 # Then, on the GPU machine, with benchmarks/.carry carried:      bash benchmarks/gpu_check.sh
-# Results: the table on stdout, JSON in $OUT (or runs/gpu-check). About 4 minutes on an H100.
+# Results: the table on stdout, JSON in $PEFTOPS_GPU_RESULTS (default runs/gpu-check). About 4
+# minutes on an H100.
 #
 # --dry-run runs every step that needs no GPU, with the project's venv, a 2-layer model and a
 # few steps on the CPU (the test suite does this so the script cannot rot): pins read, wheels
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 DRY_RUN=0
 if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi
 CARRY=${PEFTOPS_GPU_CARRY:-benchmarks/.carry}
-RESULTS=${OUT:-runs/gpu-check}
+RESULTS=${PEFTOPS_GPU_RESULTS:-runs/gpu-check}
 WORK=${PEFTOPS_GPU_WORKDIR:-/tmp/peftops-gpu-check}
 CARRIED_PACKAGES="bitsandbytes transformers peft"
 mkdir -p "$RESULTS" "$WORK"

@@ -123,7 +123,7 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
     model on the CPU, JSON out; the GPU-only steps (wheel install, nvidia-smi) are skipped."""
     env = {
         **os.environ,
-        "OUT": str(tmp_path / "out"),
+        "PEFTOPS_GPU_RESULTS": str(tmp_path / "out"),
         "PEFTOPS_GPU_WORKDIR": str(tmp_path / "work"),
         "PYTHON": str(REPO / ".venv/bin/python"),
         "CUDA_VISIBLE_DEVICES": "",
