@@ -102,7 +102,6 @@ class Parameters:
     train_instance_count: ParameterInteger
     rouge_l_tolerance: ParameterFloat
     min_rouge_l_gain: ParameterFloat
-    approval_status: ParameterString
     baseline_mode: ParameterString
     baseline_evaluation_uri: ParameterString
 
@@ -128,11 +127,6 @@ class Parameters:
                 "RougeLTolerance", default_value=config.rouge_l_tolerance
             ),
             min_rouge_l_gain=ParameterFloat("MinRougeLGain", default_value=config.min_rouge_l_gain),
-            approval_status=ParameterString(
-                "ApprovalStatus",
-                default_value=config.approval_status,
-                enum_values=["PendingManualApproval", "Approved", "Rejected"],
-            ),
             baseline_mode=ParameterString(
                 "BaselineMode",
                 default_value=config.baseline_mode.value,
@@ -148,6 +142,8 @@ class Parameters:
     def all(self) -> list[Any]:
         return list(vars(self).values())
 
+
+REGISTERED_STATUS = "PendingManualApproval"
 
 # The SDK's condition classes for the comparisons the gate rule uses.
 GATE_CONDITION_TYPES: dict[str, type[Condition]] = {
@@ -545,7 +541,9 @@ class _Builder:
             response_types=["application/json"],
             inference_instances=[self.config.evaluation_instance_type],
             transform_instances=[self.config.evaluation_instance_type],
-            approval_status=p.approval_status,
+            # Always pending: approval is a reviewer's decision (`peftops models approve`, which
+            # checks the gate again), never a run parameter anyone who starts the pipeline sets.
+            approval_status=REGISTERED_STATUS,
             model_metrics=ModelMetrics(
                 model_statistics=MetricsSource(
                     content_type="application/json", s3_uri=evaluation_uri

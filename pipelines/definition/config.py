@@ -111,7 +111,6 @@ class PipelineConfig:
     train_instance_count: int = 1
     rouge_l_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L
     min_rouge_l_gain: float = 0.01  # and must beat the base model by at least this much
-    approval_status: str = "PendingManualApproval"
     baseline_mode: BaselineMode = BaselineMode.TRAIN
     baseline_evaluation_uri: str = ""  # default: s3://<bucket>/baseline/evaluation.json
 

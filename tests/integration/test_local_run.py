@@ -182,6 +182,10 @@ def registry_fingerprint(path: Path) -> str:
             r'peftops: error: step Preprocess failed: preprocess: error: .*bad\.jsonl line 2: field "summary" is missing',
         ),
         ("unknown-version", r"peftops: error: model group peftops-adapters has no version 42"),
+        (
+            "approved-by-parameter",
+            r"peftops: error: unknown pipeline parameters \['ApprovalStatus'\]",
+        ),
     ],
 )
 def test_bad_input_is_one_line_no_traceback_registry_unchanged(
@@ -218,6 +222,14 @@ def test_bad_input_is_one_line_no_traceback_registry_unchanged(
             str(blocker / "run"),
         ],
         "malformed-data": ["run-local", "--preset", "tiny", "--data", str(bad), *common],
+        "approved-by-parameter": [
+            "run-local",
+            "--preset",
+            "tiny",
+            "--param",
+            "ApprovalStatus=Approved",
+            *common,
+        ],
         "unknown-version": [
             "models",
             "approve",

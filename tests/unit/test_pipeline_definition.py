@@ -36,7 +36,6 @@ EXPECTED_PARAMETERS = {
     "TrainInstanceCount": "Integer",
     "RougeLTolerance": "Float",
     "MinRougeLGain": "Float",
-    "ApprovalStatus": "String",
     "BaselineMode": "String",
     "BaselineEvaluationUri": "String",
 }
@@ -164,11 +163,8 @@ def test_failed_gate_names_metric_and_values(definition) -> None:
 def test_registration_is_pending_approval_with_metrics_and_lineage(definition) -> None:
     register = flatten(definition["Steps"])["RegisterAdapter"]["Arguments"]
     assert register["ModelPackageGroupName"] == "peftops-adapters"
-    assert register["ModelApprovalStatus"] == {"Get": "Parameters.ApprovalStatus"}
-    assert (
-        next(p for p in definition["Parameters"] if p["Name"] == "ApprovalStatus")["DefaultValue"]
-        == "PendingManualApproval"
-    )
+    # A literal, not a parameter: no run can register an approved model.
+    assert register["ModelApprovalStatus"] == "PendingManualApproval"
     statistics = register["ModelMetrics"]["ModelQuality"]["Statistics"]
     assert "Steps.Evaluate.ProcessingOutputConfig" in json.dumps(
         statistics["S3Uri"]
