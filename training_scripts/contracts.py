@@ -81,12 +81,13 @@ class FileContract:
     def stamp(self, document: dict[str, Any]) -> dict[str, Any]:
         return {SCHEMA_VERSION_KEY: self.version, **document}
 
-    def write(self, directory: str | Path, document: dict[str, Any]) -> Path:
-        """Write `document` into `directory` atomically, after checking it."""
+    def write(self, directory: str | Path, document: dict[str, Any]) -> dict[str, Any]:
+        """Write `document` into `directory` atomically, after checking it; returns what was
+        written (the document with its schema version)."""
         target = Path(directory) / self.file_name
         stamped = self.check(self.stamp(document), str(target))
         write_json_atomic(target, stamped)
-        return target
+        return stamped
 
     def parse(self, text: str | bytes, source: str) -> dict[str, Any]:
         try:

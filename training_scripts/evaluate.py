@@ -359,8 +359,7 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
         },
     }
     out = Path(args.output_dir)
-    evaluation = contracts.EVALUATION.stamp(evaluation)
-    contracts.EVALUATION.write(out, evaluation)
+    evaluation = contracts.EVALUATION.write(out, evaluation)
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for i, row in enumerate(rows):
             record = {

@@ -505,8 +505,7 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         "fractions": {"validation": args.validation_fraction, "test": args.test_fraction},
         "splits": split_info,
     }
-    contracts.MANIFEST.write(out, manifest)
-    return contracts.MANIFEST.stamp(manifest)
+    return contracts.MANIFEST.write(out, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
