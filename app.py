@@ -9,8 +9,8 @@ import sys
 import aws_cdk as cdk
 import cdk_nag
 
-from infra.settings import deployment_region, stage_settings
 from infra.stack import PeftopsStack
+from pipelines.definition.stages import deployment_region, stage_settings
 
 app = cdk.App()
 stage = app.node.try_get_context("stage") or "dev"

@@ -36,10 +36,15 @@ def placeholder_deployment(region: str) -> Deployment:
 
 
 def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict[str, bytes]]:
-    """The definition with ${Bucket}, ${RoleArn} and ${KeyArn} where the deployment's values go."""
+    """The definition with ${Bucket}, ${RoleArn} and ${KeyArn} where the deployment's values go,
+    and the stack's partition, region and account in the pipeline's function ARNs."""
     deployment = placeholder_deployment(region)
     body, assets = definition_json(config, deployment)
     body = body.replace("${", "${!")  # a literal ${ must survive Fn::Sub
+    body = body.replace(
+        deployment.function_arn(""),
+        "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:",
+    )
     for placeholder, variable in (
         (deployment.role_arn, "RoleArn"),
         (deployment.kms_key_arn, "KeyArn"),

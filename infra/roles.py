@@ -28,11 +28,13 @@ class ExecutionRole(Construct):
         pipeline_name: str,
         model_package_group: str,
         images: Sequence[str],
+        function_names: Sequence[str] = (),
         vpc: Vpc | None = None,
         hub_token_secret_arn: str = "",
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
+        functions = f"arn:{stack.partition}:lambda:{stack.region}:{stack.account}:function"
         arn = f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}"
         self.role = iam.Role(
             self,
@@ -144,6 +146,14 @@ class ExecutionRole(Construct):
                 },
             ),
         ]
+        if function_names:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="CallPipelineFunctions",  # the pipeline's Lambda steps
+                    actions=["lambda:InvokeFunction"],
+                    resources=[f"{functions}:{name}" for name in function_names],
+                )
+            )
         if hub_token_secret_arn:
             statements.append(
                 iam.PolicyStatement(

@@ -9,7 +9,7 @@ from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.settings import ScheduleSettings
+from pipelines.definition.stages import ScheduleSettings
 
 
 class Schedule(Construct):

@@ -7,14 +7,16 @@ from typing import Any
 from aws_cdk import Acknowledgment, CfnOutput, Stack, Token, Validations
 from constructs import Construct
 
+from infra.functions import PipelineFunctions
 from infra.notifications import Notifications
 from infra.pipeline import Pipeline
 from infra.registry import ModelRegistry
 from infra.roles import ExecutionRole, SchedulerRole
 from infra.schedule import Schedule
-from infra.settings import StageSettings
 from infra.storage import Storage
+from pipelines.definition.config import CHECK_REGISTERED, FUNCTION_HANDLERS, function_name
 from pipelines.definition.images import job_images
+from pipelines.definition.stages import StageSettings
 
 
 def acknowledge(scope: Construct, rule: str, reason: str) -> None:
@@ -46,6 +48,7 @@ class PeftopsStack(Stack):
             pipeline_name=config.name,
             model_package_group=config.model_package_group,
             images=job_images(config, self.region).all,
+            function_names=[function_name(config, name) for name in FUNCTION_HANDLERS],
             vpc=config.vpc,
             hub_token_secret_arn=config.hf_token_secret_arn,
         )
@@ -54,6 +57,9 @@ class PeftopsStack(Stack):
             "Registry",
             group_name=config.model_package_group,
             promotion_account_ids=settings.promotion_account_ids,
+        )
+        self.functions = PipelineFunctions(
+            self, "Functions", config=config, bucket=self.storage.bucket
         )
         self.pipeline = Pipeline(
             self,
@@ -64,6 +70,8 @@ class PeftopsStack(Stack):
             role=self.execution.role,
         )
         self.pipeline.pipeline.node.add_dependency(self.registry.group)
+        for function in self.functions.functions.values():
+            self.pipeline.pipeline.node.add_dependency(function)
         self.schedule = Schedule(
             self,
             "Schedule",
@@ -138,6 +146,23 @@ class PeftopsStack(Stack):
             ),
         ):
             acknowledge(execution_policy, finding, reason)
+        for name, role in self.functions.roles.items():
+            log_group = self.functions.node.find_child(f"{name}-logs").node.default_child
+            acknowledge(
+                role,
+                f"IAM5[Resource::<{self.get_logical_id(log_group)}.Arn>]",
+                "the function's own log group; Lambda makes a log stream per instance",
+            )
+        acknowledge(
+            self.functions.roles[CHECK_REGISTERED],
+            f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:model-package/{group}/*]",
+            "reads versions of this project's model package group, numbered at registration",
+        )
+        acknowledge(
+            self.functions.roles[CHECK_REGISTERED],
+            "IAM5[Resource::*]",
+            "sagemaker:ListModelPackages supports no resource-level permissions; describing a version is limited to this project's group",
+        )
         acknowledge(
             self.notifications.publisher,
             "IAM5[Action::kms:GenerateDataKey*]",

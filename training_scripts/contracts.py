@@ -206,6 +206,8 @@ GATE_CONDITIONS = (
 def gate_verdict(evaluation: dict[str, Any], thresholds: GateThresholds) -> tuple[bool, str]:
     """Whether an evaluation passes the gate: every condition holds. The reason names the
     first condition that fails."""
+    if evaluation.get("baseline_source", {}).get("test_set_matches") is False:
+        return False, "the full fine-tune figures were scored on another test set"
     for condition in GATE_CONDITIONS:
         value = value_at(evaluation, condition.path)
         limit = getattr(thresholds, condition.threshold)

@@ -247,6 +247,22 @@ def adapter_quantized(args: EvaluateArguments, training: dict[str, Any]) -> bool
     return args.adapter_quantization == "4bit"
 
 
+def stored_baseline(location: str, test_sha256: str) -> dict[str, Any]:
+    """A stored evaluation whose full fine-tune figures this run may compare with: scored on
+    this very test set, or refused before any model is loaded (ROUGE on other examples says
+    nothing about this adapter)."""
+    path = contracts.EVALUATION.path(location)
+    stored = contracts.EVALUATION.read(path)
+    if stored[contracts.TEST_SET_SHA256] != test_sha256:
+        raise ValueError(
+            f"{path}: the stored baseline was scored on another test set (a new dataset version, "
+            "or other evaluation settings); run once with BaselineMode=train on this data, then "
+            "store its evaluation: peftops baseline publish --evaluation <its evaluation.json> "
+            "--bucket <the stack's bucket>"
+        )
+    return stored
+
+
 def run(args: EvaluateArguments) -> dict[str, Any]:
     from peft import PeftModel
 
@@ -262,6 +278,9 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
     test_sha256 = hashlib.sha256(
         json.dumps([[r[common.INPUT_KEY], r[common.TARGET_KEY]] for r in rows]).encode()
     ).hexdigest()
+    stored = (
+        stored_baseline(args.baseline_evaluation, test_sha256) if args.baseline_evaluation else None
+    )
     base_dir = unpack_if_archive(args.base_model) if Path(args.base_model).exists() else None
     base_ref = str(base_dir) if base_dir else args.base_model  # a hub id otherwise
     tokenizer = common.load_tokenizer(base_ref)
@@ -318,8 +337,8 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
         baseline_source = {"kind": "trained", "test_set_matches": True}
         del baseline
     else:
+        assert stored is not None
         stored_path = contracts.EVALUATION.path(args.baseline_evaluation)
-        stored = contracts.EVALUATION.read(stored_path)
         models["full_finetune"] = {
             **stored["models"]["full_finetune"],
             "reused_from": str(stored_path),

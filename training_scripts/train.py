@@ -245,7 +245,8 @@ class TrainArguments:
         return "paged_adamw_8bit" if self.method is common.PeftMethod.QLORA else "adamw_torch"
 
     def fingerprint(self) -> str:
-        """What must not change between a run and its resumption (paths and --merge may)."""
+        """What must not change between a run and its resumption: the arguments (paths and
+        --merge may change), the data's content and the base model's identity."""
         volatile = {
             "output_dir",
             "output_data_dir",
@@ -257,7 +258,35 @@ class TrainArguments:
             "logging_steps",
         }
         stable = {k: str(v) for k, v in asdict(self).items() if k not in volatile}
+        stable["data"] = {
+            "train": content_hash(self.train_dir),
+            "validation": content_hash(self.validation_dir),
+        }
+        stable["base_model"] = base_model_identity(self.model_name_or_path)
         return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+
+
+def content_hash(split_dir: str) -> str:
+    try:
+        return hashlib.sha256(common.split_file(split_dir).read_bytes()).hexdigest()
+    except (FileNotFoundError, OSError):
+        return "none"  # no such split (validation is optional): nothing to tell runs apart by
+
+
+def base_model_identity(name_or_path: str) -> str:
+    """A base model as resume cares about it: a folder (a job's channel, whose path may
+    change) by its config and the names and sizes of its files; a hub id by itself."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return name_or_path
+    config = folder / "config.json"
+    listing = sorted(
+        (p.relative_to(folder).as_posix(), p.stat().st_size)
+        for p in folder.rglob("*")
+        if p.is_file()
+    )
+    content = (config.read_text(encoding="utf-8") if config.is_file() else "") + json.dumps(listing)
+    return hashlib.sha256(content.encode()).hexdigest()
 
 
 class NonFiniteError(RuntimeError):
@@ -704,8 +733,9 @@ def check_run_config(checkpoint_dir: Path, args: TrainArguments, *, is_main: boo
         previous = json.loads(path.read_text())
         if previous["fingerprint"] != args.fingerprint():
             raise ValueError(
-                f"{checkpoint_dir} holds checkpoints of a run with other arguments ({previous['arguments']}); "
-                "resume with the same arguments or use an empty --checkpoint-dir"
+                f"{checkpoint_dir} holds checkpoints of another run (other arguments, data or base "
+                f"model; its arguments: {previous['arguments']}); resume with the same ones or "
+                "use an empty --checkpoint-dir"
             )
     elif is_main:
         contracts.write_json_atomic(

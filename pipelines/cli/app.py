@@ -1,5 +1,5 @@
-"""The root of the `peftops` command: its nouns (pipeline, models, run-local) and the
-options every command shares (`--verbose`)."""
+"""The root of the `peftops` command: its nouns (pipeline, models, data, baseline, run-local)
+and the options every command shares (`--verbose`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 
 from pipelines.cli.models import models_app
 from pipelines.cli.pipeline import pipeline_app
+from pipelines.cli.publish import baseline_app, data_app
 from pipelines.cli.run_local import run_local_command
 from training_scripts.common import setup_logging
 
@@ -20,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+app.add_typer(baseline_app, name="baseline")
 app.command("run-local")(run_local_command)
 
 

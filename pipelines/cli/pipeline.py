@@ -76,6 +76,60 @@ def definition(
     typer.echo(f"wrote {out} ({len(body.encode())} bytes, {len(assets)} assets)", err=True)
 
 
+@pipeline_app.command("cost")
+def cost(
+    stage: Annotated[
+        str, typer.Option(help="A stage of cdk.json (its pipeline settings).")
+    ] = "dev",
+    cdk_json: Annotated[Path, typer.Option(help="The CDK app's settings.")] = Path("cdk.json"),
+) -> None:
+    """The most one execution of a stage can cost, and the quotas to request: from its
+    definition's instance types, counts, spot setting and runtime limits."""
+    from pipelines.definition import definition_json
+    from pipelines.definition.cost import (
+        ON_DEMAND_USD_PER_HOUR,
+        SPOT_FRACTION,
+        job_bounds,
+        quotas,
+        run_bound_usd,
+    )
+    from pipelines.definition.stages import stage_settings
+
+    try:
+        stages = json.loads(cdk_json.read_text())["context"]["stages"]
+        settings = stage_settings(stages, stage)
+        body, _ = definition_json(
+            settings.pipeline, example_deployment(settings.region or "us-east-1")
+        )
+    except (OSError, KeyError, ValueError) as err:
+        raise fail(f"{cdk_json}: {err}") from err
+    jobs = job_bounds(json.loads(body))
+    unpriced = sorted({j.instance_type for j in jobs} - set(ON_DEMAND_USD_PER_HOUR))
+    if unpriced:
+        raise fail(f"no price assumption for {unpriced}; add it to pipelines/definition/cost.py")
+    typer.echo(f"stage {stage}: every job at its runtime limit (on-demand us-east-1 prices,")
+    typer.echo(f"spot at {SPOT_FRACTION:.0%} of on-demand)")
+    for job in jobs:
+        typer.echo(
+            f"  {job.step:<24} {job.instances} x {job.instance_type:<15} "
+            f"{'spot' if job.spot else 'on-demand':<9} <= {job.max_hours:>4.1f} h  <= ${job.usd:,.2f}"
+        )
+    for mode in ("train", "reuse"):
+        typer.echo(f"  one run, BaselineMode={mode}: at most ${run_bound_usd(jobs, mode):,.2f}")
+    typer.echo("service quotas one run needs (instances at once):")
+    for name, count in sorted(quotas(jobs).items()):
+        typer.echo(f"  {name}: {count}")
+
+
+def example_deployment(region: str) -> Deployment:
+    return Deployment(
+        region=region,
+        role_arn=f"arn:aws:iam::{EXAMPLE_ACCOUNT}:role/peftops-sagemaker-execution",
+        bucket=f"peftops-artifacts-{EXAMPLE_ACCOUNT}",
+        kms_key_arn=f"arn:aws:kms:{region}:{EXAMPLE_ACCOUNT}:key/00000000-0000-4000-8000-000000000000",
+    )
+
+
 def request_token(token: str | None) -> str:
     """The API wants 32-128 characters; any string a scheduler has (a date, a build id) maps
     to one, always the same, so a retried start does not start a second execution."""
@@ -108,6 +162,11 @@ def pipeline_start(
     typer.echo(json.dumps({"PipelineExecutionArn": arn}) if as_json else arn)
 
 
+def function_message(step: dict[str, Any]) -> str:
+    outputs = step.get("Metadata", {}).get("Lambda", {}).get("OutputParameters", [])
+    return next((o["Value"] for o in outputs if o["Name"] == "Message"), "")
+
+
 @pipeline_app.command("status")
 def pipeline_status(execution_arn: str, as_json: JsonOption = False) -> None:
     """An execution's status and its steps' statuses."""
@@ -117,14 +176,23 @@ def pipeline_status(execution_arn: str, as_json: JsonOption = False) -> None:
     execution = guarded(
         lambda: client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
     )
-    steps = guarded(
-        lambda: client.list_pipeline_execution_steps(
-            PipelineExecutionArn=execution_arn, SortOrder="Ascending"
+    pages = guarded(
+        lambda: list(
+            client.get_paginator("list_pipeline_execution_steps").paginate(
+                PipelineExecutionArn=execution_arn, SortOrder="Ascending"
+            )
         )
     )
     rows = [
-        {"step": s["StepName"], "status": s["StepStatus"], "failure": s.get("FailureReason", "")}
-        for s in steps.get("PipelineExecutionSteps", [])
+        {
+            "step": s["StepName"],
+            "status": s["StepStatus"],
+            # A failure's reason, or what a function step reported (CheckRegistered says
+            # when the adapter was already a version and nothing was registered).
+            "failure": s.get("FailureReason", "") or function_message(s),
+        }
+        for page in pages
+        for s in page.get("PipelineExecutionSteps", [])
     ]
     if as_json:
         typer.echo(

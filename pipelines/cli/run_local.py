@@ -61,6 +61,9 @@ def print_summary(run: Any) -> None:
     if result.registered is not None:
         version = result.registered
         console.print(f"Registered {version.group} version {version.version} ({version.status}).")
+    elif result.status == "Succeeded":
+        why = [r.detail for r in result.steps if r.name.startswith("CheckRegistered")]
+        console.print(f"Nothing registered{': ' + why[-1] if why else ''}.")
     if run.evaluation_path:
         console.print(f"Report: {run.evaluation_path.parent / 'report.html'}")
 
@@ -89,6 +92,14 @@ def run_local_command(
         Path, typer.Option(help="Local registry file the adapter is registered into.")
     ] = Path("runs/registry.sqlite"),
     param: ParamOption = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start from an empty bucket mirror and step cache; by default they persist "
+            "across runs in --out, as a bucket and SageMaker's step cache do.",
+        ),
+    ] = False,
 ) -> None:
     """Run the SageMaker pipeline definition on this machine, end to end."""
     from pipelines.local.errors import StepFailedError, UnsupportedConstructError
@@ -107,6 +118,7 @@ def run_local_command(
                 target_field=target_field,
                 method=method,
                 parameters=parse_assignments(param or []),
+                fresh=fresh,
                 log=lambda line: typer.echo(line, err=True),
             )
     except (

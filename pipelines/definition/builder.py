@@ -1,8 +1,26 @@
 """The SageMaker Pipeline, built offline and deterministically from `PipelineConfig`.
 
-    Preprocess -> TrainAdapter -> CheckBaselineMode
-        train: TrainBaseline -> Evaluate -> QualityGate -> RegisterAdapter | GateFailed
-        reuse: EvaluateStoredBaseline -> QualityGateStoredBaseline -> RegisterAdapterStoredBaseline | GateFailedStoredBaseline
+    ResolveInputs -> Preprocess -> TrainAdapter -> CheckBaselineMode
+        train: TrainBaseline -> Evaluate -> QualityGate -> <register> | GateFailed
+        reuse: EvaluateStoredBaseline -> QualityGateStoredBaseline -> <register> | GateFailed...
+    <register>: Servable -> CheckRegistered -> NewAdapter -> RegisterAdapter | (already there)
+                         | NotServable
+
+How a run behaves from one run to the next, under SageMaker's step cache (a step whose key
+attributes match an earlier successful run within `cache_expiry` is not run again; Processing
+keys on AppSpecification, Environment and ProcessingInputs, Training on AlgorithmSpecification,
+CheckpointConfig, Environment, HyperParameters and InputDataConfig: "Default cache key
+attributes by pipeline step type", SageMaker Developer Guide):
+- ResolveInputs (a Lambda, never cached) names the dataset version: the newest published one
+  unless a run pins `DatasetVersion`. Its URI is a Preprocess input, so new data misses the
+  cache and the same data hits it.
+- Preprocess writes under its execution's prefix (outputs are not in its key); a cache hit
+  hands later steps the earlier run's URIs, so training hits the cache too.
+- Checkpoints live under the Preprocess job that made the data (data and base model) and the
+  training arguments: a run with new data or other arguments starts from step 0, a retried or
+  spot-interrupted job of the same run resumes, and an unchanged run keeps a stable cache key.
+- CheckRegistered (a Lambda, never cached) stops a cache-hit run from registering the same
+  adapter artifact twice.
 
 Both branches are built by one factory (`evaluation_tail`), so they cannot drift. A step
 that depends on a skipped branch would not run, hence the tail per branch rather than one
@@ -26,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sagemaker.core import image_uris
+from sagemaker.core.lambda_helper import Lambda
 from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.core.network import NetworkConfig
 from sagemaker.core.processing import FrameworkProcessor
@@ -48,6 +67,7 @@ from sagemaker.core.workflow import (
     Condition,
     ConditionEquals,
     ConditionGreaterThanOrEqualTo,
+    ConditionIn,
     ConditionLessThanOrEqualTo,
     ExecutionVariables,
     Join,
@@ -61,6 +81,8 @@ from sagemaker.mlops.workflow import (
     CacheConfig,
     ConditionStep,
     FailStep,
+    LambdaOutput,
+    LambdaStep,
     ModelStep,
     Pipeline,
     ProcessingStep,
@@ -70,14 +92,24 @@ from sagemaker.mlops.workflow import (
     StepRetryPolicy,
     TrainingStep,
 )
+from sagemaker.mlops.workflow.lambda_step import LambdaOutputTypeEnum
 from sagemaker.serve.model_builder import ModelBuilder
 from sagemaker.train import ModelTrainer
 from sagemaker.train.distributed import Torchrun
 
-from pipelines.definition.config import ADAPTER_METHODS, BaselineMode, Deployment, PipelineConfig
+from pipelines.definition.config import (
+    ADAPTER_METHODS,
+    CHECK_REGISTERED,
+    RESOLVE_INPUTS,
+    BaselineMode,
+    Deployment,
+    PipelineConfig,
+    function_name,
+)
 from pipelines.definition.images import job_images
 from pipelines.definition.service_rules import definition_violations, volume_kms_key
 from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
+from pipelines.functions import layout
 from training_scripts import contracts
 from training_scripts.common import HUB_TOKEN_SECRET_VARIABLE
 
@@ -92,7 +124,7 @@ TGI_VERSION = "3.3.6"
 class Parameters:
     """The runtime knobs of an execution; names are what `peftops pipeline start` overrides."""
 
-    input_data_uri: ParameterString
+    dataset_version: ParameterString
     base_model: ParameterString
     peft_method: ParameterString
     lora_r: ParameterInteger
@@ -108,10 +140,7 @@ class Parameters:
     @classmethod
     def from_config(cls, config: PipelineConfig, deployment: Deployment) -> Parameters:
         return cls(
-            input_data_uri=ParameterString(
-                "InputDataUri",
-                default_value=config.input_data_uri or f"{deployment.root}/data/input/",
-            ),
+            dataset_version=ParameterString("DatasetVersion", default_value=config.dataset_version),
             base_model=ParameterString("BaseModel", default_value=config.base_model),
             peft_method=ParameterString(
                 "PeftMethod", default_value=config.peft_method, enum_values=list(ADAPTER_METHODS)
@@ -135,7 +164,7 @@ class Parameters:
             baseline_evaluation_uri=ParameterString(
                 "BaselineEvaluationUri",
                 default_value=config.baseline_evaluation_uri
-                or f"{deployment.root}/baseline/{contracts.EVALUATION.file_name}",
+                or f"{deployment.root}/{layout.BASELINE_EVALUATION}",
             ),
         )
 
@@ -144,6 +173,9 @@ class Parameters:
 
 
 REGISTERED_STATUS = "PendingManualApproval"
+# What the serving container loads: TGI serves LoRA adapters (LORA_ADAPTERS) on the base model;
+# it has no prompt-tuning support, so such adapters are evaluated but not registered.
+SERVABLE_METHODS = ("lora", "qlora")
 
 # The SDK's condition classes for the comparisons the gate rule uses.
 GATE_CONDITION_TYPES: dict[str, type[Condition]] = {
@@ -271,18 +303,49 @@ class _Builder:
             ], f"{PROCESSING}/input/model"
         return [], self.params.base_model
 
+    def function(self, name: str) -> Lambda:
+        return Lambda(
+            function_arn=self.deployment.function_arn(function_name(self.config, name)),
+            session=self.session,
+        )
+
     # --- steps --------------------------------------------------------------------------------
 
-    def preprocess(self) -> ProcessingStep:
+    def resolve_inputs(self) -> LambdaStep:
+        p = self.params
+        return LambdaStep(
+            name="ResolveInputs",
+            lambda_func=self.function(RESOLVE_INPUTS),
+            inputs={
+                "Bucket": self.deployment.bucket,
+                "DatasetVersion": p.dataset_version,
+                "BaselineMode": p.baseline_mode,
+                "BaselineEvaluationUri": p.baseline_evaluation_uri,
+            },
+            outputs=[
+                LambdaOutput("DatasetVersion", LambdaOutputTypeEnum.String),
+                LambdaOutput("DatasetUri", LambdaOutputTypeEnum.String),
+            ],
+        )
+
+    def preprocess(self, inputs: LambdaStep) -> ProcessingStep:
         model_inputs, tokenizer = self.base_model_processing_input()
-        # Keyed by the input URI, not the execution: an unchanged dataset hits the step cache
-        # and everything downstream of it can hit too.
-        output_uri = Join(on="/", values=[f"{self.prefix}/preprocess", self.params.input_data_uri])
+        dataset_uri = inputs.properties.Outputs["DatasetUri"]
+        # Outputs are not part of a processing step's cache key: a cache hit hands later steps
+        # the URI of the run that did the work, so this may name the execution.
+        output_uri = Join(
+            on="/",
+            values=[
+                f"{self.prefix}/preprocess",
+                inputs.properties.Outputs["DatasetVersion"],
+                ExecutionVariables.PIPELINE_EXECUTION_ID,
+            ],
+        )
         step_args = self.processor(self.config.processing_instance_type, "peftops-preprocess").run(
             code="preprocess.py",
             source_dir=self.code_uri,
             requirements="requirements.txt",
-            inputs=[self.s3_input("data", self.params.input_data_uri, f"{PROCESSING}/input/data"), *model_inputs],
+            inputs=[self.s3_input("data", dataset_uri, f"{PROCESSING}/input/data"), *model_inputs],
             outputs=[self.s3_output("splits", output_uri, f"{PROCESSING}/output")],
             arguments=[
                 "--input", f"{PROCESSING}/input/data",
@@ -299,8 +362,34 @@ class _Builder:
             retry_policies=self.job_retries(),
         )
 
+    def checkpoint_uri(
+        self, name: str, preprocess: ProcessingStep, run_key: list[Any], fixed: dict[str, Any]
+    ) -> Join:
+        """Checkpoints of one training run: the Preprocess job that made its data (so the
+        dataset version and the base model), the run's parameters, and a hash of the settings
+        fixed at deployment. SageMaker restores the prefix into /opt/ml/checkpoints at job
+        start, so only a job of this same run may find anything there."""
+        settings = json.dumps({k: str(v) for k, v in fixed.items()}, sort_keys=True)
+        key: list[Any] = []
+        for value in [*run_key, hashlib.sha256(settings.encode()).hexdigest()[:12]]:
+            key += ["-", value] if key else [value]
+        # One flat Join: the service's Std:Join takes values and references, not nested Joins.
+        return Join(
+            on="",
+            values=[
+                f"{self.prefix}/checkpoints/{name}/",
+                preprocess.properties.ProcessingJobName,
+                "/",
+                *key,
+            ],
+        )
+
     def training_step(
-        self, name: str, preprocess: ProcessingStep, hyperparameters: dict[str, Any]
+        self,
+        name: str,
+        preprocess: ProcessingStep,
+        hyperparameters: dict[str, Any],
+        run_key: list[Any],
     ) -> TrainingStep:
         splits = preprocess.properties.ProcessingOutputConfig.Outputs["splits"].S3Output.S3Uri
         channels = [
@@ -313,6 +402,10 @@ class _Builder:
             channels.append(InputData(channel_name="model", data_source=self.params.base_model))
         else:
             hyperparameters = {"model-name-or-path": self.params.base_model, **hyperparameters}
+        fixed = {
+            k: v for k, v in hyperparameters.items() if isinstance(v, str | int | float | bool)
+        }
+        fixed["image"] = self.images.for_instance(self.config.train_instance_type)
         vpc = self.config.vpc
         trainer = _StagingModelTrainer(
             training_image=self.images.for_instance(self.config.train_instance_type),
@@ -347,7 +440,8 @@ class _Builder:
             ),
             # train.py resumes from /opt/ml/checkpoints, which SageMaker syncs with this prefix.
             checkpoint_config=CheckpointConfig(
-                s3_uri=f"{self.prefix}/checkpoints/{name}", local_path="/opt/ml/checkpoints"
+                s3_uri=self.checkpoint_uri(name, preprocess, run_key, fixed),
+                local_path="/opt/ml/checkpoints",
             ),
             output_data_config=OutputDataConfig(
                 s3_output_path=f"{self.prefix}/models/{name}",
@@ -379,6 +473,7 @@ class _Builder:
                 "validation-max-examples": str(self.config.validation_max_examples),
                 "checkpoint-dir": "/opt/ml/checkpoints",
             },
+            [p.peft_method, p.lora_r, p.lora_alpha, p.epochs, p.learning_rate],
         )
 
     def train_baseline(self, preprocess: ProcessingStep) -> TrainingStep:
@@ -394,6 +489,7 @@ class _Builder:
                 "validation-max-examples": str(self.config.validation_max_examples),
                 "checkpoint-dir": "/opt/ml/checkpoints",
             },
+            ["full", self.params.epochs],
         )
 
     def evaluate(
@@ -482,6 +578,7 @@ class _Builder:
     def register(
         self,
         suffix: str,
+        inputs: LambdaStep,
         preprocess: ProcessingStep,
         adapter: TrainingStep,
         evaluate: ProcessingStep,
@@ -521,7 +618,8 @@ class _Builder:
                 property_file=f"EvaluationReport{suffix}",
                 json_path=contracts.ADAPTER_TRAINABLE_PERCENT,
             ).to_string(),
-            "dataset_uri": p.input_data_uri,
+            "dataset_version": inputs.properties.Outputs["DatasetVersion"],
+            "dataset_uri": inputs.properties.Outputs["DatasetUri"],
             "manifest_uri": Join(
                 on="/",
                 values=[
@@ -554,9 +652,61 @@ class _Builder:
         )
         return ModelStep(name=f"RegisterAdapter{suffix}", step_args=step_args)
 
+    def registration(
+        self,
+        suffix: str,
+        inputs: LambdaStep,
+        preprocess: ProcessingStep,
+        adapter: TrainingStep,
+        evaluate: ProcessingStep,
+    ) -> ConditionStep:
+        """Register what passed the gate, once: only adapters the inference spec can serve,
+        and not an artifact already in the group (a cache-hit rerun brings the same one)."""
+        p = self.params
+        check = LambdaStep(
+            name=f"CheckRegistered{suffix}",
+            lambda_func=self.function(CHECK_REGISTERED),
+            inputs={
+                "ModelPackageGroupName": self.config.model_package_group,
+                "ModelDataUrl": adapter.properties.ModelArtifacts.S3ModelArtifacts,
+            },
+            outputs=[
+                LambdaOutput(name, LambdaOutputTypeEnum.String)
+                for name in ("Registered", "ModelPackageArn", "Message")
+            ],
+        )
+        new = ConditionStep(
+            name=f"NewAdapter{suffix}",
+            conditions=[
+                ConditionEquals(left=check.properties.Outputs["Registered"], right="false")
+            ],
+            if_steps=[self.register(suffix, inputs, preprocess, adapter, evaluate)],
+            else_steps=[],
+        )
+        not_servable = FailStep(
+            name=f"NotServable{suffix}",
+            error_message=Join(
+                on="",
+                values=[
+                    "PeftMethod ",
+                    p.peft_method,
+                    " adapters are evaluated but not registered: the "
+                    "serving container (TGI) loads LoRA adapters only. Train with PeftMethod "
+                    f"{' or '.join(SERVABLE_METHODS)} to register one.",
+                ],
+            ),
+        )
+        return ConditionStep(
+            name=f"Servable{suffix}",
+            conditions=[ConditionIn(value=p.peft_method, in_values=list(SERVABLE_METHODS))],
+            if_steps=[check, new],
+            else_steps=[not_servable],
+        )
+
     def evaluation_tail(
         self,
         suffix: str,
+        inputs: LambdaStep,
         preprocess: ProcessingStep,
         adapter: TrainingStep,
         baseline: TrainingStep | None,
@@ -593,29 +743,30 @@ class _Builder:
         gate = ConditionStep(
             name=f"QualityGate{suffix}",
             conditions=conditions,
-            if_steps=[self.register(suffix, preprocess, adapter, evaluate)],
+            if_steps=[self.registration(suffix, inputs, preprocess, adapter, evaluate)],
             else_steps=[failed],
         )
         steps: list[Any] = [evaluate, gate]
         return [baseline, *steps] if baseline is not None else steps
 
     def build(self) -> Pipeline:
-        preprocess = self.preprocess()
+        inputs = self.resolve_inputs()
+        preprocess = self.preprocess(inputs)
         adapter = self.train_adapter(preprocess)
         check = ConditionStep(
             name="CheckBaselineMode",
             conditions=[
                 ConditionEquals(left=self.params.baseline_mode, right=BaselineMode.REUSE.value)
             ],
-            if_steps=self.evaluation_tail("StoredBaseline", preprocess, adapter, None),
+            if_steps=self.evaluation_tail("StoredBaseline", inputs, preprocess, adapter, None),
             else_steps=self.evaluation_tail(
-                "", preprocess, adapter, self.train_baseline(preprocess)
+                "", inputs, preprocess, adapter, self.train_baseline(preprocess)
             ),
         )
         return Pipeline(
             name=self.config.name,
             parameters=self.params.all(),
-            steps=[preprocess, adapter, check],
+            steps=[inputs, preprocess, adapter, check],
             sagemaker_session=self.session,
         )
 
@@ -636,6 +787,8 @@ def definition_json(config: PipelineConfig, deployment: Deployment) -> tuple[str
     printed = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
         warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+        # The functions are CDK's to deploy; the definition only refers to them by ARN.
+        warnings.filterwarnings("ignore", message="Lambda function won't be updated")
         pipeline, session = build_pipeline(config, deployment)
         body = pipeline.definition()
     for line in printed.getvalue().splitlines():

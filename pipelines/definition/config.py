@@ -51,6 +51,11 @@ class Deployment:
     def root(self) -> str:
         return f"s3://{self.bucket}"
 
+    def function_arn(self, name: str) -> str:
+        """A Lambda function of this deployment's account and region."""
+        partition, account = self.role_arn.split(":")[1], self.role_arn.split(":")[4]
+        return f"arn:{partition}:lambda:{self.region}:{account}:function:{name}"
+
 
 @dataclass(frozen=True)
 class Vpc:
@@ -90,7 +95,7 @@ class PipelineConfig:
     retry_attempts: int = 3
 
     # Defaults of the runtime parameters.
-    input_data_uri: str = ""  # default: s3://<bucket>/data/input/
+    dataset_version: str = "latest"  # a published version (peftops data publish), or the newest
     base_model: str = (
         "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id, or s3:// prefix with network isolation
     )
@@ -137,8 +142,26 @@ class PipelineConfig:
             )
         if self.peft_method not in ADAPTER_METHODS:
             raise ValueError(f"peft_method must be one of {ADAPTER_METHODS}")
-        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}", self.name):
-            raise ValueError(f"pipeline name {self.name!r} is not valid")
+        # 47 characters: the pipeline's Lambda functions are named after it, within 64.
+        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,46}", self.name):
+            raise ValueError(
+                f"pipeline name {self.name!r} is not valid: letters, digits and single hyphens, "
+                "at most 47 characters"
+            )
+
+
+# The pipeline's Lambda functions (pipelines/functions), named after the pipeline; CDK
+# deploys them under these names.
+RESOLVE_INPUTS = "resolve-inputs"
+CHECK_REGISTERED = "check-registered"
+FUNCTION_HANDLERS = {
+    RESOLVE_INPUTS: "resolve_inputs.handler",
+    CHECK_REGISTERED: "registered_adapter.handler",
+}
+
+
+def function_name(config: PipelineConfig, function: str) -> str:
+    return f"{config.name}-{function}"
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "config") -> PipelineConfig:

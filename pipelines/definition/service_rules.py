@@ -76,7 +76,79 @@ def resource_violations(
     return found
 
 
-def training_job_violations(step: str, request: dict[str, Any]) -> list[str]:
+# Request fields that hold S3 locations, in every request the pipeline makes.
+S3_URI_FIELDS = ("S3Uri", "S3OutputPath", "ModelDataUrl")
+
+
+def s3_uri_problem(uri: str) -> str | None:
+    """What is wrong with an S3 location, if anything. The API reference's pattern for these
+    fields (`^(https|s3)://([^/]+)/?(.*)$`) accepts any key; the rule here is the S3 User
+    Guide's ("Naming Amazon S3 objects"): a key is a path of named segments. A `//` makes an
+    empty-named folder, and a URI inside a key (`.../preprocess/s3://bucket/...`) is a key
+    nobody can read back from its lineage. S3Prefix inputs match keys by literal prefix, so
+    such a key also misses the objects a reader expects."""
+    if not uri.startswith("s3://"):
+        return "is not an s3:// URI"
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        return "names no bucket"
+    if "://" in key:
+        return "holds another URI inside its key"
+    if "//" in key:
+        return "has an empty path segment (//) in its key"
+    return None
+
+
+def s3_locations(node: Any, where: str = "") -> list[tuple[str, Any]]:
+    """(field path, value) of every S3 location field in a request."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else key
+            if key in S3_URI_FIELDS:
+                found.append((path, value))
+            else:
+                found += s3_locations(value, path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += s3_locations(value, f"{where}[{index}]")
+    return found
+
+
+def rendered(value: Any, defaults: dict[str, Any]) -> str | None:
+    """A location as the definition builds it: literal text, parameters at their defaults,
+    other references (a step's output location, a job name) as a placeholder: a location of
+    its own where a Join starts with it, one segment elsewhere. None for a bare reference."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Std:Join" in value:
+        join = value["Std:Join"]
+        parts = []
+        for index, part in enumerate(join["Values"]):
+            if isinstance(part, dict) and part.get("Get", "").startswith("Parameters."):
+                parts.append(str(defaults.get(part["Get"].removeprefix("Parameters."), "value")))
+            elif isinstance(part, dict):
+                placeholder = "s3://reference/value" if index == 0 else "value"
+                parts.append(rendered(part, defaults) or placeholder)
+            else:
+                parts.append(str(part).lower() if isinstance(part, bool) else str(part))
+        return join["On"].join(parts)
+    return None
+
+
+def uri_violations(step: str, request: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    found = []
+    for path, value in s3_locations(request):
+        uri = rendered(value, defaults)
+        problem = s3_uri_problem(uri) if uri is not None else None
+        if problem:
+            found.append(f"{step}: {path} {uri!r} {problem}")
+    return found
+
+
+def training_job_violations(
+    step: str, request: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[str]:
     """CreateTrainingJob's request (a TrainingStep's Arguments)."""
     resources = request.get("ResourceConfig", {})
     return resource_violations(
@@ -84,10 +156,12 @@ def training_job_violations(step: str, request: dict[str, Any]) -> list[str]:
         resources.get("InstanceType"),
         resources.get("VolumeSizeInGB"),
         resources.get("VolumeKmsKeyId"),
-    )
+    ) + uri_violations(step, request, defaults or {})
 
 
-def processing_job_violations(step: str, request: dict[str, Any]) -> list[str]:
+def processing_job_violations(
+    step: str, request: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[str]:
     """CreateProcessingJob's request (a ProcessingStep's Arguments)."""
     cluster = request.get("ProcessingResources", {}).get("ClusterConfig", {})
     return resource_violations(
@@ -95,10 +169,21 @@ def processing_job_violations(step: str, request: dict[str, Any]) -> list[str]:
         cluster.get("InstanceType"),
         cluster.get("VolumeSizeInGB"),
         cluster.get("VolumeKmsKeyId"),
-    )
+    ) + uri_violations(step, request, defaults or {})
 
 
-JOB_RULES = {"Training": training_job_violations, "Processing": processing_job_violations}
+def registration_violations(
+    step: str, request: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[str]:
+    """CreateModelPackage's request (a RegisterModel step's Arguments)."""
+    return uri_violations(step, request, defaults or {})
+
+
+JOB_RULES = {
+    "Training": training_job_violations,
+    "Processing": processing_job_violations,
+    "RegisterModel": registration_violations,
+}
 
 
 def steps_of(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,11 +200,12 @@ def steps_of(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def definition_violations(definition: dict[str, Any]) -> list[str]:
     """The rules over every job step of a pipeline definition, as built (before any
     parameter is resolved: what the rules read must be literal there)."""
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
     return [
         violation
         for step in steps_of(definition["Steps"])
         if step["Type"] in JOB_RULES
-        for violation in JOB_RULES[step["Type"]](step["Name"], step["Arguments"])
+        for violation in JOB_RULES[step["Type"]](step["Name"], step["Arguments"], defaults)
     ]
 
 

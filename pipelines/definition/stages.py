@@ -1,4 +1,5 @@
-"""Per-stage settings from cdk.json context (`stages.<name>`), typed once."""
+"""Per-stage settings from cdk.json context (`stages.<name>`), typed once: what `cdk deploy`
+deploys and what `peftops pipeline cost` prices."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.definition.service_rules import check_job
 from pipelines.local.errors import StepFailedError, UnsupportedConstructError
 from pipelines.local.s3_mirror import S3Mirror
 
@@ -107,7 +106,6 @@ class JobRunner:
 
     def processing(self, step_name: str, args: dict[str, Any]) -> JobResult:
         """A FrameworkProcessor job: `code` and `entrypoint` inputs, runproc.sh's script."""
-        check_job("Processing", step_name, args)
         job_dir = self.job_dir(step_name)
         inputs = {i["InputName"]: i["S3Input"] for i in args.get("ProcessingInputs", [])}
         if "code" not in inputs or "entrypoint" not in inputs:
@@ -156,7 +154,6 @@ class JobRunner:
         checkpoints restored from and synced to CheckpointConfig.S3Uri, model.tar.gz out."""
         from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
 
-        check_job("Training", step_name, args)
         job_name = f"{step_name.lower()}-{self.job_suffix}"
         job_dir = self.job_dir(step_name)
         data_root = self.container_path(job_dir, "/opt/ml/input/data")

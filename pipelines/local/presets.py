@@ -24,20 +24,19 @@ class Preset:
     description: str
     config: PipelineConfig
     parameters: dict[str, Any]
-    prepare_model: Callable[[Path], Path]  # run folder -> base model folder
+    prepare_model: Callable[[], Path]  # the base model folder, built or cached
 
 
-def _smollm2(_: Path) -> Path:
+def _smollm2() -> Path:
     from pipelines.fixtures.models import materialize_smollm2
 
     return materialize_smollm2()
 
 
-def _tiny(out: Path) -> Path:
-    from pipelines.fixtures.models import build_tiny_causal
+def _tiny() -> Path:
+    from pipelines.fixtures.models import materialize_tiny_causal
 
-    target = out / "models" / "tiny-llama"
-    return target if (target / "config.json").is_file() else build_tiny_causal(target)
+    return materialize_tiny_causal()
 
 
 PRESETS: dict[str, Preset] = {

@@ -1,8 +1,13 @@
 """One local run: build the pipeline definition with a preset's config and run it here.
 
 The definition comes from the same builder as the cloud's, so what runs here is what runs
-there; this module lays out the run folder, seeds the S3 mirror with the code assets and the
-dataset, and collects what a user looks at afterwards (the evaluation and its report).
+there; this module lays out the run folder, publishes the dataset into the S3 mirror as
+`peftops data publish` publishes it into the stack's bucket, and collects what a user looks
+at afterwards (the evaluation and its report).
+
+The run folder is a deployment: its mirror (`s3/`) and step cache (`service/`) persist from
+one run to the next, as a bucket and SageMaker's cache do, so a second run over the same data
+reuses the first run's jobs and a new dataset trains anew. `fresh=True` starts from nothing.
 """
 
 from __future__ import annotations
@@ -17,15 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.definition import definition_json
+from pipelines.definition.config import (
+    CHECK_REGISTERED,
+    RESOLVE_INPUTS,
+    PipelineConfig,
+    function_name,
+)
 from pipelines.fixtures.sample_data import SAMPLE_PATH
-from pipelines.local.executor import LocalExecutor, RunResult
+from pipelines.functions.registered_adapter import find_registered
+from pipelines.functions.resolve_inputs import resolve_inputs
+from pipelines.local.executor import Function, LocalExecutor, RunResult
 from pipelines.local.presets import LOCAL_DEPLOYMENT, PRESETS
 from pipelines.local.s3_mirror import S3Mirror
+from pipelines.local.step_cache import StepCache
+from pipelines.publishing import PublishedDataset, PublishError, publish_dataset
 from pipelines.registry import LocalRegistry
 from training_scripts import contracts
 from training_scripts.common import PROJECT_LOGGERS
 
-INPUT_DATA_URI = f"s3://{LOCAL_DEPLOYMENT.bucket}/data/input/"
+MIRROR_DIR = "s3"  # the bucket(s), under the run folder
+SERVICE_DIR = "service"  # what the service remembers between runs: its step cache
 SAMPLE_DATA = SAMPLE_PATH  # what a run trains on without --data
 # What the evaluation step writes beside evaluation.json, copied to the run folder's top.
 EVALUATION_OUTPUTS = (contracts.EVALUATION.file_name, "predictions.jsonl", "report.html")
@@ -41,6 +57,7 @@ class LocalRunError(Exception):
 @dataclass
 class LocalRun:
     result: RunResult
+    dataset: PublishedDataset | None = None
     evaluation: dict[str, Any] | None = None
     evaluation_path: Path | None = None
 
@@ -67,7 +84,28 @@ def collect_evaluation(result: RunResult, out: Path) -> LocalRun:
     for name in EVALUATION_OUTPUTS:
         if (produced.path.parent / name).is_file():
             shutil.copy2(produced.path.parent / name, out / name)
-    return LocalRun(result, produced.document, out / contracts.EVALUATION.file_name)
+    return LocalRun(
+        result, evaluation=produced.document, evaluation_path=out / contracts.EVALUATION.file_name
+    )
+
+
+def local_functions(
+    config: PipelineConfig, mirror: S3Mirror, registry: LocalRegistry
+) -> dict[str, Function]:
+    """The pipeline's Lambda functions, by the ARN the definition calls, over the mirror and
+    the local registry."""
+
+    def registered_versions(group: str) -> list[tuple[str, str]]:
+        versions = registry.list() if registry.path.is_file() else []
+        return [(v.arn, v.model_data_url) for v in sorted(versions, key=lambda v: -v.version)]
+
+    def arn(function: str) -> str:
+        return LOCAL_DEPLOYMENT.function_arn(function_name(config, function))
+
+    return {
+        arn(RESOLVE_INPUTS): lambda event: resolve_inputs(event, mirror.list_keys, mirror.exists),
+        arn(CHECK_REGISTERED): lambda event: find_registered(event, registered_versions),
+    }
 
 
 def run_local(
@@ -80,6 +118,7 @@ def run_local(
     target_field: str = "summary",
     method: str | None = None,
     parameters: dict[str, str] | None = None,
+    fresh: bool = False,
     log: Callable[[str], None] = print,
 ) -> LocalRun:
     if preset_name not in PRESETS:
@@ -98,27 +137,43 @@ def run_local(
     body, assets = definition_json(config, LOCAL_DEPLOYMENT)
     (out / "pipeline.json").write_text(body, encoding="utf-8")
     log(f"peftops: preset {preset_name}: {preset.description}")
-    model = preset.prepare_model(out)
-    values: dict[str, Any] = {
-        "BaseModel": str(model),
-        "InputDataUri": INPUT_DATA_URI,
-        **preset.parameters,
-    }
+    model = preset.prepare_model()
+    values: dict[str, Any] = {"BaseModel": str(model), **preset.parameters}
     if method:
         values["PeftMethod"] = method
     values.update(parameters or {})
-    shutil.rmtree(out / "s3", ignore_errors=True)
-    mirror = S3Mirror(out / "s3")
+    if fresh:
+        for folder in (MIRROR_DIR, SERVICE_DIR):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    mirror = S3Mirror(out / MIRROR_DIR)
+    registry = LocalRegistry(registry_path, config.model_package_group)
     executor = LocalExecutor(
         json.loads(body),
         mirror=mirror,
         jobs_root=out / "jobs",
-        registry=LocalRegistry(registry_path, config.model_package_group),
+        registry=registry,
         parameters=values,
         pipeline_name=config.name,
+        functions=local_functions(config, mirror, registry),
+        cache=StepCache(out / SERVICE_DIR / "step-cache", config.name),
         log=log,
         worth_showing=lambda line: bool(WORTH_SHOWING.match(line)),
     )
     mirror.put_assets(LOCAL_DEPLOYMENT.bucket, assets)
-    mirror.upload(data, INPUT_DATA_URI + (data.name if data.is_file() else ""))
-    return collect_evaluation(executor.execute(), out)
+    try:
+        dataset = publish_dataset(
+            data,
+            mirror,
+            LOCAL_DEPLOYMENT.bucket,
+            input_field=input_field,
+            target_field=target_field,
+        )
+    except PublishError as err:
+        raise LocalRunError(str(err)) from None
+    log(
+        f"peftops: dataset version {dataset.version} ({dataset.records} records"
+        f"{', published now' if dataset.new else ', already published'})"
+    )
+    run = collect_evaluation(executor.execute(), out)
+    run.dataset = dataset
+    return run

@@ -40,6 +40,26 @@ class S3Mirror:
         else:
             raise MissingInputError(f"input {uri} does not exist (local mirror {source})")
 
+    # The object-store calls the publishing commands and the pipeline's functions make.
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        root = self.root / bucket
+        if not root.is_dir():
+            return []
+        keys = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def get(self, bucket: str, key: str) -> bytes:
+        return (self.root / bucket / key).read_bytes()
+
+    def put(self, bucket: str, key: str, body: bytes) -> None:
+        target = self.root / bucket / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+
+    def exists(self, uri: str) -> bool:
+        return self.path(uri).is_file()
+
     def upload(self, source: Path, uri: str) -> None:
         target = self.path(uri)
         if source.is_dir():

@@ -47,7 +47,7 @@ class LocalRegistry:
                 f"{self.path}: no local registry here; run `peftops run-local` first or check --registry"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path)
+        connection = sqlite3.connect(self.path, timeout=30)  # waits for a concurrent writer
         connection.execute(SCHEMA)
         return connection
 
@@ -57,6 +57,9 @@ class LocalRegistry:
                 f"approval status {entry.status!r} is not one of {APPROVAL_STATUSES}"
             )
         with self._connect(create=True) as db:
+            # Take the write lock before reading the newest version: two runs registering at
+            # once get consecutive versions instead of one failing on a duplicate number.
+            db.execute("BEGIN IMMEDIATE")
             (latest,) = db.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE model_group = ?",
                 (entry.group,),

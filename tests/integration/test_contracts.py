@@ -117,7 +117,7 @@ def test_reader_names_the_file_and_fix_for_another_schema_version(
 
 def test_every_script_output_carries_its_schema_version(tiny_run) -> None:
     root, _ = tiny_run
-    jobs = root / "run" / "jobs"
+    (jobs,) = (root / "run" / "jobs").iterdir()  # the one execution's job folders
     manifest = contracts.MANIFEST.read(
         jobs / "Preprocess" / "container" / "opt" / "ml" / "processing" / "output"
     )

@@ -15,7 +15,9 @@ from pipelines.definition.config import PipelineConfig
 from pipelines.local.errors import UnsupportedConstructError
 from pipelines.local.executor import LocalExecutor
 from pipelines.local.presets import LOCAL_DEPLOYMENT
+from pipelines.local.run import local_functions
 from pipelines.local.s3_mirror import S3Mirror
+from pipelines.publishing import publish_dataset
 from pipelines.registry import LocalRegistry
 from tests.conftest import REPO, peftops, write_jsonl
 from training_scripts import contracts
@@ -93,28 +95,29 @@ def test_a_builder_change_changes_what_runs_locally(
     """Patch the builder's Preprocess step; the executor runs the patched arguments."""
     original = definition_module._Builder.preprocess
 
-    def preprocess_with_small_budget(self):
-        step = original(self)
+    def preprocess_with_small_budget(self, inputs):
+        step = original(self, inputs)
         step.step_args.func_kwargs["arguments"] += ["--max-input-tokens", "20"]
         return step
 
     monkeypatch.setattr(definition_module._Builder, "preprocess", preprocess_with_small_budget)
     body, assets = definition_json(PipelineConfig(), LOCAL_DEPLOYMENT)
     definition = json.loads(body)
-    definition["Steps"] = definition["Steps"][:1]  # Preprocess only: enough to see the change
+    # ResolveInputs and Preprocess only: enough to see the change.
+    definition["Steps"] = definition["Steps"][:2]
     mirror = S3Mirror(tmp_path / "s3")
+    registry = LocalRegistry(tmp_path / "r.sqlite", "g")
     executor = LocalExecutor(
         definition,
         mirror=mirror,
         jobs_root=tmp_path / "jobs",
-        registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
-        parameters={"BaseModel": str(tiny_causal), "InputDataUri": "s3://peftops-local/data/in/"},
+        registry=registry,
+        parameters={"BaseModel": str(tiny_causal)},
+        functions=local_functions(PipelineConfig(), mirror, registry),
         log=lambda _: None,
     )
     mirror.put_assets("peftops-local", assets)
-    mirror.upload(
-        REPO / "data/sample/dialogues.jsonl", "s3://peftops-local/data/in/dialogues.jsonl"
-    )
+    publish_dataset(REPO / "data/sample/dialogues.jsonl", mirror, "peftops-local")
     result = executor.execute()
     assert result.status == "Succeeded", result.failure
     splits = executor.scope.properties["Preprocess"][
@@ -128,13 +131,32 @@ def test_unsupported_constructs_are_errors(tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "r.sqlite", "g")
     lambda_step = {
         "Parameters": [],
-        "Steps": [{"Name": "Notify", "Type": "Lambda", "Arguments": {}}],
+        "Steps": [
+            {
+                "Name": "Notify",
+                "Type": "Lambda",
+                "FunctionArn": "arn:aws:lambda:us-east-1:000000000000:function:notify",
+                "Arguments": {},
+            }
+        ],
     }
     with pytest.raises(
-        UnsupportedConstructError, match="step Notify: type Lambda is not supported"
+        UnsupportedConstructError,
+        match="step Notify: no local function for arn:aws:lambda:us-east-1:000000000000:function:notify",
     ):
         LocalExecutor(
             lambda_step,
+            mirror=S3Mirror(tmp_path),
+            jobs_root=tmp_path,
+            registry=registry,
+            log=lambda _: None,
+        ).execute()
+    transform = {"Parameters": [], "Steps": [{"Name": "Score", "Type": "Transform"}]}
+    with pytest.raises(
+        UnsupportedConstructError, match="step Score: type Transform is not supported"
+    ):
+        LocalExecutor(
+            transform,
             mirror=S3Mirror(tmp_path),
             jobs_root=tmp_path,
             registry=registry,
@@ -179,7 +201,8 @@ def registry_fingerprint(path: Path) -> str:
         ("unwritable-out", r"peftops: error: output folder .* is not writable"),
         (
             "malformed-data",
-            r'peftops: error: step Preprocess failed: preprocess: error: .*bad\.jsonl line 2: field "summary" is missing',
+            # Refused as the dataset is published into the mirror, before any step runs.
+            r'peftops: error: .*bad\.jsonl line 2: field "summary" is missing',
         ),
         ("unknown-version", r"peftops: error: model group peftops-adapters has no version 42"),
         (
@@ -248,38 +271,6 @@ def test_bad_input_is_one_line_no_traceback_registry_unchanged(
     assert registry_fingerprint(registry) == before
 
 
-def test_a_failed_step_names_its_kept_log(tmp_path: Path) -> None:
-    """The job's whole output stays in its job folder, and the one-line error points there."""
-    import re
-
-    bad = write_jsonl(
-        tmp_path / "bad.jsonl", [{"dialogue": "a", "summary": "b"}, {"dialogue": "c"}]
-    )
-    run = tmp_path / "run"
-    done = peftops(
-        "run-local",
-        "--preset",
-        "tiny",
-        "--data",
-        str(bad),
-        "--out",
-        str(run),
-        "--registry",
-        str(tmp_path / "r.sqlite"),
-        cwd=tmp_path,
-    )
-    assert done.returncode == 1
-    (error,) = [line for line in done.stderr.splitlines() if line.startswith("peftops: error:")]
-    named = re.search(r"\(full log: (.+)\)$", error)
-    assert named is not None, error
-    log = Path(named[1])
-    assert log == run / "jobs" / "Preprocess" / "job.log"
-    lines = log.read_text().splitlines()
-    assert lines[0].startswith("$ ") and "preprocess.py --input " in lines[0]
-    assert any('line 2: field "summary" is missing' in line for line in lines)
-    assert not (tmp_path / "r.sqlite").exists()
-
-
 def test_the_local_runner_refuses_what_the_service_refuses(tmp_path: Path) -> None:
     """A job request that botocore accepts but SageMaker refuses fails its step locally too."""
     definition = {
@@ -309,4 +300,49 @@ def test_the_local_runner_refuses_what_the_service_refuses(tmp_path: Path) -> No
     assert result.status == "Failed"
     assert result.failure.startswith("Train: VolumeKmsKeyId on ml.g5.2xlarge")
     assert [(s.name, s.status) for s in result.steps] == [("Train", "Failed")]
-    assert not (tmp_path / "jobs" / "Train").exists()  # refused before any job started
+    assert not list((tmp_path / "jobs").rglob("Train"))  # refused before any job started
+
+
+def test_the_local_runner_refuses_a_uri_inside_a_key(tmp_path: Path) -> None:
+    """What the old Preprocess output did: the input URI joined into the output key."""
+    definition = {
+        "Parameters": [{"Name": "Data", "Type": "String", "DefaultValue": "s3://b/data/in/"}],
+        "Steps": [
+            {
+                "Name": "Prepare",
+                "Type": "Processing",
+                "Arguments": {
+                    "ProcessingResources": {
+                        "ClusterConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1}
+                    },
+                    "ProcessingOutputConfig": {
+                        "Outputs": [
+                            {
+                                "OutputName": "splits",
+                                "S3Output": {
+                                    "S3Uri": {
+                                        "Std:Join": {
+                                            "On": "/",
+                                            "Values": ["s3://b/out", {"Get": "Parameters.Data"}],
+                                        }
+                                    }
+                                },
+                            }
+                        ]
+                    },
+                },
+            }
+        ],
+    }
+    result = LocalExecutor(
+        definition,
+        mirror=S3Mirror(tmp_path / "s3"),
+        jobs_root=tmp_path / "jobs",
+        registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
+        log=lambda _: None,
+    ).execute()
+    assert result.status == "Failed"
+    assert result.failure == (
+        "Prepare: ProcessingOutputConfig.Outputs[0].S3Output.S3Uri 's3://b/out/s3://b/data/in/' "
+        "holds another URI inside its key"
+    )

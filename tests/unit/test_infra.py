@@ -19,8 +19,8 @@ import cdk_nag
 from aws_cdk.assertions import Match, Template
 
 from infra.pipeline import templated_definition
-from infra.settings import stage_settings
 from infra.stack import PeftopsStack
+from pipelines.definition.stages import stage_settings
 from tests.conftest import REPO
 
 STAGES = json.loads((REPO / "cdk.json").read_text())["context"]["stages"]
@@ -136,7 +136,11 @@ def test_every_bucket_refuses_plain_http_and_public_access(dev) -> None:
 
 # --- roles ---------------------------------------------------------------------------------
 
-STAR_RESOURCE_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+STAR_RESOURCE_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "sagemaker:ListModelPackages",
+}
 
 
 def our_policies(template: Template) -> dict[str, Any]:
@@ -147,11 +151,21 @@ def our_policies(template: Template) -> dict[str, Any]:
     }
 
 
+def inline_policies(template: Template) -> dict[str, Any]:
+    """Policies written into roles (the pipeline functions' roles), by role and name."""
+    return {
+        f"{role_id}.{policy['PolicyName']}": {"Properties": policy}
+        for role_id, role in resources(template, "AWS::IAM::Role").items()
+        for policy in role["Properties"].get("Policies", [])
+    }
+
+
 def test_no_wildcard_actions_and_star_resources_only_where_aws_requires(dev) -> None:
     template, _, _ = dev
     policies = our_policies(template)
     assert len(policies) == 3  # execution role, scheduler role, notification publisher
-    for policy in policies.values():
+    assert len(inline_policies(template)) == 2  # the pipeline's two functions
+    for policy in [*policies.values(), *inline_policies(template).values()]:
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = (
                 statement["Action"]
@@ -241,10 +255,54 @@ def test_pipeline_definition_is_the_builders(dev) -> None:
     assert pipeline["Properties"]["PipelineName"] == "peftops-adapter-dev"
     definition = json.loads(body.replace("${!", "${"))
     assert [s["Name"] for s in definition["Steps"]] == [
+        "ResolveInputs",
         "Preprocess",
         "TrainAdapter",
         "CheckBaselineMode",
     ]
+
+
+def test_the_definition_calls_exactly_the_functions_the_stack_deploys(dev) -> None:
+    from pipelines.definition.service_rules import steps_of
+
+    template, stack, _ = dev
+    (pipeline,) = resources(template, "AWS::SageMaker::Pipeline").values()
+    body = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"][0]
+    called = {
+        step["FunctionArn"]
+        for step in steps_of(json.loads(body)["Steps"])
+        if step["Type"] == "Lambda"
+    }
+    prefix = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:"
+    deployed = {
+        f"{prefix}{f['Properties']['FunctionName']}"
+        for f in resources(template, "AWS::Lambda::Function").values()
+        if "FunctionName" in f["Properties"]
+    }
+    assert called == deployed and len(called) == 2
+    invoke = execution_statements(template, stack)["CallPipelineFunctions"]
+    assert invoke["Action"] == "lambda:InvokeFunction"
+    assert sorted(invoke["Resource"]) == sorted(
+        f"arn:aws:lambda:us-east-1:123456789012:function:{arn.removeprefix(prefix)}"
+        for arn in called
+    )
+
+
+def test_the_functions_read_only_what_they_need(dev) -> None:
+    template, _, _ = dev
+    statements = {
+        name.split(".")[0]: {s["Sid"]: s for s in p["Properties"]["PolicyDocument"]["Statement"]}
+        for name, p in inline_policies(template).items()
+    }
+    resolve = next(s for s in statements.values() if "ListPublishedDatasets" in s)
+    assert resolve["ListPublishedDatasets"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["datasets/published/*"]}
+    }
+    assert "baselines/evaluation.json" in json.dumps(resolve["FindStoredBaseline"]["Resource"])
+    assert set(resolve) == {"ListPublishedDatasets", "FindStoredBaseline", "WriteOwnLogs"}
+    check = next(s for s in statements.values() if "ListVersions" in s)
+    assert set(check) == {"ListVersions", "DescribeVersions", "WriteOwnLogs"}
+    assert "model-package/peftops-adapters-dev/*" in json.dumps(check["DescribeVersions"])
 
 
 def test_schedule_targets_the_pipeline_with_retries_and_an_encrypted_dlq(dev, prod) -> None:
@@ -440,7 +498,7 @@ def test_role_pulls_exactly_the_jobs_images_of_its_region(dev, tmp_path: Path) -
 
 
 def test_the_stage_region_decides_where_it_deploys() -> None:
-    from infra.settings import deployment_region
+    from pipelines.definition.stages import deployment_region
 
     settings = stage_settings(STAGES, "prod")
     assert deployment_region(settings, None) == (settings.region, "")

@@ -26,7 +26,7 @@ DEPLOYMENT = Deployment(
 IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/peftops-training:1"
 S3_MODEL = "s3://peftops-test-bucket/models/smollm2-135m-instruct/"
 EXPECTED_PARAMETERS = {
-    "InputDataUri": "String",
+    "DatasetVersion": "String",
     "BaseModel": "String",
     "PeftMethod": "String",
     "LoraRank": "Integer",
@@ -83,6 +83,7 @@ def branch(step: dict[str, Any], which: str) -> list[str]:
 
 def test_dag_shape(definition) -> None:
     assert [(s["Name"], s["Type"]) for s in definition["Steps"]] == [
+        ("ResolveInputs", "Lambda"),
         ("Preprocess", "Processing"),
         ("TrainAdapter", "Training"),
         ("CheckBaselineMode", "Condition"),
@@ -96,21 +97,68 @@ def test_dag_shape(definition) -> None:
     ]
     for suffix in ("", "StoredBaseline"):
         gate = steps[f"QualityGate{suffix}"]
-        assert branch(gate, "IfSteps") == [f"RegisterAdapter{suffix}"]
+        assert branch(gate, "IfSteps") == [f"Servable{suffix}"]
         assert branch(gate, "ElseSteps") == [f"GateFailed{suffix}"]
+        servable = steps[f"Servable{suffix}"]
+        # TGI serves LoRA adapters only: a prompt-tuning adapter is never registered with it.
+        assert servable["Arguments"]["Conditions"] == [
+            {
+                "Type": "In",
+                "QueryValue": {"Get": "Parameters.PeftMethod"},
+                "Values": ["lora", "qlora"],
+            }
+        ]
+        assert branch(servable, "IfSteps") == [f"CheckRegistered{suffix}", f"NewAdapter{suffix}"]
+        assert branch(servable, "ElseSteps") == [f"NotServable{suffix}"]
+        new = steps[f"NewAdapter{suffix}"]
+        assert new["Arguments"]["Conditions"] == [
+            {
+                "Type": "Equals",
+                "LeftValue": {
+                    "Get": f"Steps.CheckRegistered{suffix}.OutputParameters['Registered']"
+                },
+                "RightValue": "false",
+            }
+        ]
+        assert branch(new, "IfSteps") == [f"RegisterAdapter{suffix}"]
+        assert branch(new, "ElseSteps") == []
         assert steps[f"RegisterAdapter{suffix}"]["Type"] == "RegisterModel"
         assert steps[f"GateFailed{suffix}"]["Type"] == "Fail"
+        assert steps[f"NotServable{suffix}"]["Type"] == "Fail"
+
+
+def test_lambda_steps_call_the_deployments_functions_uncached(definition) -> None:
+    steps = flatten(definition["Steps"])
+    resolve = steps["ResolveInputs"]
+    assert resolve["FunctionArn"] == (
+        "arn:aws:lambda:eu-west-1:123456789012:function:peftops-adapter-resolve-inputs"
+    )
+    assert resolve["Arguments"]["Bucket"] == DEPLOYMENT.bucket
+    assert resolve["Arguments"]["DatasetVersion"] == {"Get": "Parameters.DatasetVersion"}
+    for name in ("CheckRegistered", "CheckRegisteredStoredBaseline"):
+        check = steps[name]
+        assert check["FunctionArn"].endswith(":function:peftops-adapter-check-registered")
+        assert check["Arguments"]["ModelDataUrl"] == {
+            "Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"
+        }
+        assert "CacheConfig" not in check  # what is in the registry now, not last week
+    assert "CacheConfig" not in resolve
 
 
 def test_dependencies_flow_through_property_references(definition) -> None:
     steps = flatten(definition["Steps"])
-    assert references(steps["Preprocess"]) == set()
+    assert references(steps["Preprocess"]) == {"ResolveInputs"}
     assert references(steps["TrainAdapter"]) == {"Preprocess"}
     assert references(steps["TrainBaseline"]) == {"Preprocess"}
     assert references(steps["Evaluate"]) == {"Preprocess", "TrainAdapter", "TrainBaseline"}
     assert references(steps["EvaluateStoredBaseline"]) == {"Preprocess", "TrainAdapter"}
     assert references(steps["QualityGate"]["Arguments"]["Conditions"]) == {"Evaluate"}
-    assert references(steps["RegisterAdapter"]) == {"Preprocess", "TrainAdapter", "Evaluate"}
+    assert references(steps["RegisterAdapter"]) == {
+        "ResolveInputs",
+        "Preprocess",
+        "TrainAdapter",
+        "Evaluate",
+    }
     assert references(steps["GateFailed"]) == {"Evaluate"}
     assert steps["Evaluate"]["PropertyFiles"] == [
         {
@@ -178,6 +226,7 @@ def test_registration_is_pending_approval_with_metrics_and_lineage(definition) -
         "target_modules",
         "trainable_percent",
         "dataset_uri",
+        "dataset_version",
         "manifest_uri",
         "code_uri",
         "training_job",
@@ -196,7 +245,10 @@ def test_parameters(definition) -> None:
     assert {name: p["Type"] for name, p in declared.items()} == EXPECTED_PARAMETERS
     assert declared["PeftMethod"]["EnumValues"] == list(ADAPTER_METHODS)
     assert declared["BaselineMode"]["EnumValues"] == ["train", "reuse"]
-    assert declared["InputDataUri"]["DefaultValue"] == f"s3://{DEPLOYMENT.bucket}/data/input/"
+    assert declared["DatasetVersion"]["DefaultValue"] == "latest"
+    assert declared["BaselineEvaluationUri"]["DefaultValue"] == (
+        f"s3://{DEPLOYMENT.bucket}/baselines/evaluation.json"
+    )
     used = set(re.findall(r'"Get": "Parameters\.(\w+)"', json.dumps(definition["Steps"])))
     assert used == set(declared), "every parameter is used, and only declared ones"
 
@@ -226,10 +278,24 @@ def test_training_jobs_use_spot_checkpoints_kms_retries_and_cache(definition, bu
             == "/opt/ml/checkpoints"
             == args["HyperParameters"]["checkpoint-dir"]
         )
-        assert (
-            checkpoint["S3Uri"]
-            == f"s3://{DEPLOYMENT.bucket}/pipelines/peftops-adapter/checkpoints/{step['Name']}"
+        # One training run's checkpoints: under the Preprocess job that made its data (so the
+        # dataset version and base model) and its arguments, never a prefix shared by runs.
+        join = checkpoint["S3Uri"]["Std:Join"]
+        assert join["Values"][:3] == [
+            f"s3://{DEPLOYMENT.bucket}/pipelines/peftops-adapter/checkpoints/{step['Name']}/",
+            {"Get": "Steps.Preprocess.ProcessingJobName"},
+            "/",
+        ]
+        run_key = [v for v in join["Values"][3:] if v != "-"]
+        assert all(not isinstance(v, dict) or "Std:Join" not in v for v in run_key)
+        expected = (
+            ["PeftMethod", "LoraRank", "LoraAlpha", "Epochs", "LearningRate"]
+            if step["Name"] == "TrainAdapter"
+            else ["Epochs"]
         )
+        assert [
+            v["Get"].removeprefix("Parameters.") for v in run_key if isinstance(v, dict)
+        ] == expected
         # ml.g5: local NVMe storage, encrypted by the hardware; the service refuses a volume key.
         assert "VolumeKmsKeyId" not in args["ResourceConfig"]
         assert args["OutputDataConfig"]["KmsKeyId"] == DEPLOYMENT.kms_key_arn
@@ -490,7 +556,7 @@ def test_definition_is_small(definition) -> None:
 
 def stage_configs() -> dict[str, PipelineConfig]:
     """The pipeline config of every stage in cdk.json, and an isolated one inside a VPC."""
-    from infra.settings import stage_settings
+    from pipelines.definition.stages import stage_settings
     from tests.conftest import REPO
 
     stages = json.loads((REPO / "cdk.json").read_text())["context"]["stages"]
@@ -551,3 +617,61 @@ def test_cpu_steps_run_the_cpu_image() -> None:
     evaluate = steps["Evaluate"]["Arguments"]["AppSpecification"]["ImageUri"]
     assert preprocess.endswith("/pytorch-training:2.9.0-cpu-py312")
     assert "huggingface-pytorch-training" in evaluate and "-gpu-" in evaluate
+
+
+# --- S3 locations and checkpoints from one run to the next -------------------------------------
+
+
+def test_a_uri_inside_a_key_is_refused() -> None:
+    """The old Preprocess output, `<prefix>/preprocess/` + the whole input URI, made keys like
+    `.../preprocess/s3://bucket/data/input//train`."""
+    from pipelines.definition.service_rules import definition_violations
+
+    definition, _ = build(PipelineConfig())
+    planted = copy.deepcopy(definition)
+    planted["Parameters"].append(
+        {"Name": "InputDataUri", "Type": "String", "DefaultValue": "s3://b/data/input/"}
+    )
+    preprocess = flatten(planted["Steps"])["Preprocess"]
+    preprocess["Arguments"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] = {
+        "Std:Join": {
+            "On": "/",
+            "Values": ["s3://b/pipelines/p/preprocess", {"Get": "Parameters.InputDataUri"}],
+        }
+    }
+    assert definition_violations(planted) == [
+        "Preprocess: ProcessingOutputConfig.Outputs[0].S3Output.S3Uri "
+        "'s3://b/pipelines/p/preprocess/s3://b/data/input/' holds another URI inside its key"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("s3://bucket/a/b/", None),
+        ("s3://bucket/a//b", "has an empty path segment (//) in its key"),
+        ("s3://bucket/p/s3://other/k", "holds another URI inside its key"),
+        ("https://bucket/k", "is not an s3:// URI"),
+        ("s3:///k", "names no bucket"),
+    ],
+)
+def test_s3_location_rule(uri: str, problem: str | None) -> None:
+    from pipelines.definition.service_rules import s3_uri_problem
+
+    assert s3_uri_problem(uri) == problem
+
+
+def test_checkpoints_move_with_any_training_setting_fixed_at_deployment() -> None:
+    """Settings fixed per stage (batch size here) are hyperparameters too: a redeploy that
+    changes one must not resume the earlier setting's checkpoints (train.py would refuse)."""
+
+    def checkpoint_key(config: PipelineConfig) -> str:
+        steps = flatten(build(config)[0]["Steps"])
+        return steps["TrainAdapter"]["Arguments"]["CheckpointConfig"]["S3Uri"]["Std:Join"][
+            "Values"
+        ][-1]
+
+    assert checkpoint_key(PipelineConfig()) == checkpoint_key(PipelineConfig())
+    assert checkpoint_key(PipelineConfig()) != checkpoint_key(
+        PipelineConfig(per_device_batch_size=4)
+    )

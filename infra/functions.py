@@ -1,0 +1,120 @@
+"""The pipeline's Lambda functions (`pipelines/functions`): ResolveInputs lists published dataset
+versions and checks the stored baseline; CheckRegistered reads the model package group. Each has
+its own role with only that, and a log group that expires."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from pipelines.definition.config import (
+    CHECK_REGISTERED,
+    FUNCTION_HANDLERS,
+    RESOLVE_INPUTS,
+    PipelineConfig,
+    function_name,
+)
+from pipelines.functions import layout
+
+FUNCTIONS_DIR = Path(layout.__file__).resolve().parent
+
+
+class PipelineFunctions(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: PipelineConfig,
+        bucket: s3.IBucket,
+        log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        sagemaker = f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}"
+        group = config.model_package_group
+        permissions = {
+            RESOLVE_INPUTS: [
+                iam.PolicyStatement(
+                    sid="ListPublishedDatasets",
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{layout.DATASET_MARKERS}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="FindStoredBaseline",  # HeadObject needs GetObject
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects(layout.BASELINE_EVALUATION)],
+                ),
+            ],
+            CHECK_REGISTERED: [
+                # List* actions of SageMaker support no resource-level permissions: AWS
+                # requires "*" (it lists summaries; describing a version is scoped below).
+                iam.PolicyStatement(
+                    sid="ListVersions", actions=["sagemaker:ListModelPackages"], resources=["*"]
+                ),
+                iam.PolicyStatement(
+                    sid="DescribeVersions",
+                    actions=["sagemaker:DescribeModelPackage"],
+                    resources=[f"{sagemaker}:model-package/{group}/*"],
+                ),
+            ],
+        }
+        self.functions: dict[str, lambda_.Function] = {}
+        self.roles: dict[str, iam.Role] = {}
+        for name, statements in permissions.items():
+            function = function_name(config, name)
+            log_group = logs.LogGroup(
+                self,
+                f"{name}-logs",
+                log_group_name=f"/aws/lambda/{function}",
+                retention=log_retention,
+                removal_policy=RemovalPolicy.DESTROY,
+            )
+            # Inline: the permissions exist with the role, before the function can run.
+            role = iam.Role(
+                self,
+                f"{name}-role",
+                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                description=f"peftops pipeline function {function}",
+                inline_policies={
+                    "access": iam.PolicyDocument(
+                        statements=[
+                            *statements,
+                            iam.PolicyStatement(
+                                sid="WriteOwnLogs",
+                                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                                # The group's ARN ends in :* and so names its streams.
+                                resources=[log_group.log_group_arn],
+                            ),
+                        ]
+                    )
+                },
+            )
+            self.roles[name] = role
+            self.functions[name] = lambda_.Function(
+                self,
+                name,
+                function_name=function,
+                description=f"peftops pipeline step function ({name})",
+                runtime=lambda_.Runtime.PYTHON_3_14,
+                architecture=lambda_.Architecture.ARM_64,
+                handler=FUNCTION_HANDLERS[name],
+                code=lambda_.Code.from_asset(
+                    str(FUNCTIONS_DIR), exclude=["__pycache__", "*.pyc", "__init__.py"]
+                ),
+                role=role,
+                timeout=Duration.seconds(60),
+                memory_size=256,
+                log_group=log_group,
+            )
+            # CDK writes a DependsOn that the role's GetAtt already implies; cfn-lint warns.
+            self.functions[name].node.default_child.add_metadata(
+                "cfn-lint", {"config": {"ignore_checks": ["W3005"]}}
+            )

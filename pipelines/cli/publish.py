@@ -1,0 +1,118 @@
+"""`peftops data publish` and `peftops baseline publish`: what a first run needs in the stack's
+bucket, a dataset version and (for BaselineMode=reuse) a baseline evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.cli.options import JsonOption, fail, guarded
+
+data_app = typer.Typer(help="Datasets the pipeline trains on.", no_args_is_help=True)
+baseline_app = typer.Typer(help="The stored baseline reuse mode reads.", no_args_is_help=True)
+
+BucketOption = Annotated[
+    str | None,
+    typer.Option(help="The stack's bucket: the BucketName output of `cdk deploy`."),
+]
+RegionOption = Annotated[
+    str | None, typer.Option(help="AWS region; default: your AWS configuration's.")
+]
+LocalRunOption = Annotated[
+    Path | None,
+    typer.Option(help="Publish into a local run folder's bucket (run-local --out) instead of S3."),
+]
+
+
+def open_store(bucket: str | None, region: str | None, local_run: Path | None) -> tuple[Any, str]:
+    """The object store and bucket to publish into: S3, or a local run's mirror of its bucket."""
+    if local_run is not None:
+        from pipelines.local.presets import LOCAL_DEPLOYMENT
+        from pipelines.local.run import MIRROR_DIR
+        from pipelines.local.s3_mirror import S3Mirror
+
+        return S3Mirror(local_run / MIRROR_DIR), bucket or LOCAL_DEPLOYMENT.bucket
+    if not bucket:
+        raise fail("pass --bucket (the stack's BucketName output) or --local-run FOLDER")
+    import boto3
+
+    from pipelines.publishing import S3Store
+
+    return S3Store(boto3.client("s3", region_name=region)), bucket
+
+
+@data_app.command("publish")
+def publish_data(
+    data: Annotated[Path, typer.Option(help="A .jsonl/.csv/.parquet file or a folder of them.")],
+    bucket: BucketOption = None,
+    input_field: Annotated[
+        str, typer.Option(help="Field with the text to summarize.")
+    ] = "dialogue",
+    target_field: Annotated[
+        str, typer.Option(help="Field with the reference summary.")
+    ] = "summary",
+    region: RegionOption = None,
+    local_run: LocalRunOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a dataset with preprocess's rules and publish it as a new immutable version; the
+    next run (DatasetVersion=latest, what the schedule passes) trains on it."""
+    import json
+
+    from pipelines.publishing import PublishError, publish_dataset
+
+    store, bucket = open_store(bucket, region, local_run)
+    try:
+        published = guarded(
+            lambda: publish_dataset(
+                data,
+                store,
+                bucket,
+                input_field=input_field,
+                target_field=target_field,
+            )
+        )
+    except PublishError as err:
+        raise fail(str(err)) from err
+    if as_json:
+        typer.echo(json.dumps({"version": published.version, "uri": published.uri,
+                               "records": published.records, "new": published.new}))  # fmt: skip
+    elif published.new:
+        typer.echo(f"published {published.records} records as {published.version}: {published.uri}")
+    else:
+        typer.echo(
+            f"unchanged: the newest version {published.version} holds these files; nothing published"
+        )
+
+
+@baseline_app.command("publish")
+def publish_baseline_command(
+    evaluation: Annotated[
+        str,
+        typer.Option(
+            help="evaluation.json of a BaselineMode=train run: a local path or an s3:// URI."
+        ),
+    ],
+    bucket: BucketOption = None,
+    region: RegionOption = None,
+    local_run: LocalRunOption = None,
+) -> None:
+    """Store a train-mode run's evaluation as the baseline BaselineMode=reuse runs compare with."""
+    from pipelines.publishing import PublishError, publish_baseline
+
+    store, bucket = open_store(bucket, region, local_run)
+    if evaluation.startswith("s3://"):
+        source_bucket, _, key = evaluation.removeprefix("s3://").partition("/")
+        body = guarded(lambda: store.get(source_bucket, key))
+    else:
+        try:
+            body = Path(evaluation).read_bytes()
+        except OSError as err:
+            raise fail(f"{evaluation}: cannot read it ({err.strerror})") from err
+    try:
+        uri = guarded(lambda: publish_baseline(body, evaluation, store, bucket))
+    except PublishError as err:
+        raise fail(str(err)) from err
+    typer.echo(f"stored the baseline at {uri}")

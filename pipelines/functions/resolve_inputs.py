@@ -1,0 +1,75 @@
+"""ResolveInputs, the pipeline's first step: which dataset version this run trains on, and, in
+reuse mode, that the stored baseline exists.
+
+A scheduled run asks for `latest` and gets the newest published version; an operator may pin
+one. The version's URI then keys Preprocess's step cache (its inputs are part of the key), so
+the same data hits the cache and new data trains anew. Failing here, in seconds, with the
+command that fixes it beats failing in a job's input download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+try:  # a package in the project, top-level modules in the Lambda runtime
+    from . import layout
+except ImportError:
+    import layout  # type: ignore[no-redef]
+
+ListKeys = Callable[[str, str], list[str]]  # (bucket, prefix) -> keys
+Exists = Callable[[str], bool]  # s3 uri -> whether the object exists
+
+
+class InputsError(Exception):
+    """A run whose inputs are not there; the message names the command that provides them."""
+
+
+def resolve_inputs(event: dict[str, Any], list_keys: ListKeys, exists: Exists) -> dict[str, str]:
+    bucket, requested = event["Bucket"], event["DatasetVersion"]
+    versions = layout.versions_in(list_keys(bucket, layout.DATASET_MARKERS))
+    if requested == layout.LATEST:
+        if not versions:
+            raise InputsError(
+                f"no dataset is published in s3://{bucket}/{layout.DATASET_MARKERS}; publish one: "
+                f"peftops data publish --data FILE --bucket {bucket}"
+            )
+        version = versions[-1]
+    elif requested in versions:
+        version = requested
+    else:
+        raise InputsError(
+            f"dataset version {requested!r} is not published in s3://{bucket}/"
+            f"{layout.DATASET_MARKERS} (newest: {versions[-1] if versions else 'none'}); "
+            f"pass DatasetVersion={layout.LATEST} or a published version"
+        )
+    if event["BaselineMode"] == "reuse" and not exists(event["BaselineEvaluationUri"]):
+        raise InputsError(
+            f"BaselineMode=reuse needs a stored baseline at {event['BaselineEvaluationUri']}; seed it "
+            f"from a BaselineMode=train run on this data: peftops baseline publish "
+            f"--evaluation <that run's evaluation.json> --bucket {bucket}"
+        )
+    return {"DatasetVersion": version, "DatasetUri": layout.dataset_uri(bucket, version)}
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """The Lambda entry point: the same function over S3."""
+    import boto3
+
+    s3 = boto3.client("s3")
+
+    def list_keys(bucket: str, prefix: str) -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def exists(uri: str) -> bool:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except s3.exceptions.ClientError as err:
+            if err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    return resolve_inputs(event, list_keys, exists)

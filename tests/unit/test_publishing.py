@@ -1,0 +1,193 @@
+"""What seeds a cloud run, against S3 and the Model Registry (moto): `peftops data publish` makes
+immutable dataset versions the pipeline's ResolveInputs function picks the newest of,
+`peftops baseline publish` stores what reuse mode reads, and CheckRegistered finds an adapter
+artifact that is already a version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.functions import layout, registered_adapter, resolve_inputs
+
+REGION = "eu-central-1"  # not the SDK's default: the commands use what they are told
+BUCKET = "peftops-artifacts-123456789012"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        client = boto3.client("s3", region_name=REGION)
+        client.create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        yield client
+
+
+def dataset(path: Path, *rows: tuple[str, str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(json.dumps({"dialogue": d, "summary": s}) + "\n" for d, s in rows),
+        encoding="utf-8",
+    )
+    return path
+
+
+def publish(path: Path) -> dict:
+    result = CliRunner().invoke(
+        app, ["data", "publish", "--data", str(path), "--bucket", BUCKET, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def keys(s3, prefix: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+
+
+def invoke_resolve(**event: str) -> dict:
+    return resolve_inputs.handler(
+        {
+            "Bucket": BUCKET,
+            "DatasetVersion": "latest",
+            "BaselineMode": "train",
+            "BaselineEvaluationUri": f"s3://{BUCKET}/{layout.BASELINE_EVALUATION}",
+            **event,
+        },
+        None,
+    )
+
+
+def test_publish_makes_versions_and_the_function_picks_the_newest(s3, tmp_path: Path) -> None:
+    first = publish(dataset(tmp_path / "week1" / "data.jsonl", ("A: hi", "greeting")))
+    assert first["new"] and first["records"] == 1
+    assert first["uri"] == f"s3://{BUCKET}/datasets/versions/{first['version']}/"
+    assert keys(s3, f"datasets/versions/{first['version']}/") == [
+        f"datasets/versions/{first['version']}/data.jsonl"
+    ]
+    assert invoke_resolve() == {"DatasetVersion": first["version"], "DatasetUri": first["uri"]}
+
+    # The same files again: nothing new, so a scheduled run hits the step cache.
+    again = publish(dataset(tmp_path / "elsewhere" / "data.jsonl", ("A: hi", "greeting")))
+    assert again == {**first, "new": False}
+    assert len(keys(s3, layout.DATASET_MARKERS)) == 1
+
+    second = publish(dataset(tmp_path / "week2" / "data.jsonl", ("B: bye", "farewell")))
+    assert second["new"] and second["version"] > first["version"]
+    assert invoke_resolve()["DatasetVersion"] == second["version"]
+    # A pinned version still resolves, and its files were never rewritten.
+    assert invoke_resolve(DatasetVersion=first["version"])["DatasetUri"] == first["uri"]
+    body = s3.get_object(Bucket=BUCKET, Key=f"datasets/versions/{first['version']}/data.jsonl")
+    assert b"A: hi" in body["Body"].read()
+
+
+def test_bad_data_is_refused_before_anything_is_uploaded(s3, tmp_path: Path) -> None:
+    path = dataset(tmp_path / "d.jsonl", ("A: hi", "greeting"))
+    path.write_text(path.read_text() + '{"dialogue": "B: x"}\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["data", "publish", "--data", str(path), "--bucket", BUCKET])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"peftops: error: {path} line 2:") and "summary" in line
+    assert keys(s3, "datasets/") == []
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({}, f"no dataset is published in s3://{BUCKET}/datasets/published/; publish one: "
+             f"peftops data publish --data FILE --bucket {BUCKET}"),
+        ({"DatasetVersion": "20260101T000000000000Z-0123456789ab"}, "is not published"),
+    ],
+)  # fmt: skip
+def test_a_run_without_published_data_fails_naming_the_command(s3, event, message) -> None:
+    with pytest.raises(resolve_inputs.InputsError, match=message.replace("(", r"\(")):
+        invoke_resolve(**event)
+
+
+def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Path) -> None:
+    publish(dataset(tmp_path / "d.jsonl", ("A: hi", "greeting")))
+    with pytest.raises(resolve_inputs.InputsError, match="peftops baseline publish --evaluation"):
+        invoke_resolve(BaselineMode="reuse")
+
+    from training_scripts import contracts
+
+    evaluation = {
+        "models": {
+            m: {k: 0.5 for k in contracts.ROUGE_KEYS} | {"trainable_percent": 1.0}
+            for m in contracts.MODEL_NAMES
+        },
+        "gate": {"rougeL_shortfall_vs_full_finetune": 0.0, "rougeL_gain_vs_base": 0.0},
+        "test_set_sha256": "abc",
+    }
+    reused = tmp_path / "reused.json"
+    reused.write_text(json.dumps(evaluation | {"baseline_source": {"kind": "reused"}}))
+    refused = CliRunner().invoke(
+        app, ["baseline", "publish", "--evaluation", str(reused), "--bucket", BUCKET]
+    )
+    assert refused.exit_code == 2 and "publish the evaluation.json of a BaselineMode=train run" in (
+        refused.output
+    )
+
+    trained = tmp_path / "trained.json"
+    trained.write_text(json.dumps(evaluation | {"baseline_source": {"kind": "trained"}}))
+    stored = CliRunner().invoke(
+        app, ["baseline", "publish", "--evaluation", str(trained), "--bucket", BUCKET]
+    )
+    assert stored.exit_code == 0, stored.output
+    assert (
+        stored.output.strip() == f"stored the baseline at s3://{BUCKET}/baselines/evaluation.json"
+    )
+    assert invoke_resolve(BaselineMode="reuse")["DatasetUri"].startswith(f"s3://{BUCKET}/")
+
+
+def test_check_registered_finds_an_artifact_already_in_the_group(monkeypatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        sagemaker = boto3.client("sagemaker", region_name=REGION)
+        sagemaker.create_model_package_group(ModelPackageGroupName="peftops-adapters")
+        registered = []
+        for job in ("job-1", "job-2"):
+            registered.append(
+                sagemaker.create_model_package(
+                    ModelPackageGroupName="peftops-adapters",
+                    ModelApprovalStatus="PendingManualApproval",
+                    InferenceSpecification={
+                        "Containers": [
+                            {
+                                "Image": "763104351884.dkr.ecr.eu-central-1.amazonaws.com/tgi:1",
+                                "ModelDataUrl": f"s3://{BUCKET}/models/{job}/model.tar.gz",
+                            }
+                        ],
+                        "SupportedContentTypes": ["application/json"],
+                        "SupportedResponseMIMETypes": ["application/json"],
+                    },
+                )["ModelPackageArn"]
+            )
+
+        def check(job: str) -> dict:
+            return registered_adapter.handler(
+                {
+                    "ModelPackageGroupName": "peftops-adapters",
+                    "ModelDataUrl": f"s3://{BUCKET}/models/{job}/model.tar.gz",
+                },
+                None,
+            )
+
+        found = check("job-1")
+        assert found["Registered"] == "true" and found["ModelPackageArn"] == registered[0]
+        assert check("job-3") == {
+            "Registered": "false",
+            "ModelPackageArn": "",
+            "Message": "a new adapter",
+        }
