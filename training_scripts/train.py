@@ -244,7 +244,7 @@ class TrainArguments:
             return self.optim
         return "paged_adamw_8bit" if self.method is common.PeftMethod.QLORA else "adamw_torch"
 
-    def fingerprint(self) -> str:
+    def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption: the arguments (paths and
         --merge may change), the data's content and the base model's identity."""
         volatile = {
@@ -263,7 +263,10 @@ class TrainArguments:
             "validation": content_hash(self.validation_dir),
         }
         stable["base_model"] = base_model_identity(self.model_name_or_path)
-        return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+        return stable
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
 
 
 def content_hash(split_dir: str) -> str:
@@ -732,16 +735,19 @@ def check_run_config(checkpoint_dir: Path, args: TrainArguments, *, is_main: boo
     if path.is_file():
         previous = json.loads(path.read_text())
         if previous["fingerprint"] != args.fingerprint():
+            earlier, now = previous.get("identity", {}), args.identity()
+            differing = sorted(k for k in now if earlier.get(k) != now[k]) or ["unknown"]
             raise ValueError(
-                f"{checkpoint_dir} holds checkpoints of another run (other arguments, data or base "
-                f"model; its arguments: {previous['arguments']}); resume with the same ones or "
-                "use an empty --checkpoint-dir"
+                f"{checkpoint_dir} holds checkpoints of another run (differing: "
+                f"{', '.join(differing)}); resume with the same arguments, data and base model, "
+                "or use an empty --checkpoint-dir"
             )
     elif is_main:
         contracts.write_json_atomic(
             path,
             {
                 "fingerprint": args.fingerprint(),
+                "identity": args.identity(),
                 "arguments": {k: str(v) for k, v in asdict(args).items()},
             },
         )

@@ -45,7 +45,8 @@ def resolve_inputs(event: dict[str, Any], list_keys: ListKeys, exists: Exists) -
         )
     if event["BaselineMode"] == "reuse" and not exists(event["BaselineEvaluationUri"]):
         raise InputsError(
-            f"BaselineMode=reuse needs a stored baseline at {event['BaselineEvaluationUri']}; seed it "
+            f"BaselineMode=reuse needs a stored baseline at {event['BaselineEvaluationUri']} "
+            "(there is none this function can read); seed it "
             f"from a BaselineMode=train run on this data: peftops baseline publish "
             f"--evaluation <that run's evaluation.json> --bucket {bucket}"
         )
@@ -67,7 +68,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         try:
             s3.head_object(Bucket=bucket, Key=key)
         except s3.exceptions.ClientError as err:
-            if err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            # Without s3:ListBucket on the key (this function may list only the published
+            # markers), S3 answers a missing object with 403, not 404.
+            if err.response["Error"]["Code"] in (
+                "403",
+                "404",
+                "Forbidden",
+                "NoSuchKey",
+                "NotFound",
+            ):
                 return False
             raise
         return True

@@ -133,4 +133,4 @@ def test_resuming_with_other_arguments_is_refused(
         timeout=300,
     )
     assert second.returncode == 2
-    assert "holds checkpoints of another run" in second.stderr
+    assert "holds checkpoints of another run (differing: lora_r)" in second.stderr
