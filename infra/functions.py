@@ -50,12 +50,13 @@ class PipelineFunctions(Construct):
                 iam.PolicyStatement(
                     sid="FindStoredBaseline",  # HeadObject needs GetObject
                     actions=["s3:GetObject"],
-                    resources=[bucket.arn_for_objects(layout.BASELINE_EVALUATION)],
+                    resources=[bucket.arn_for_objects(f"{layout.BASELINES}*")],
                 ),
             ],
             CHECK_REGISTERED: [
-                # List* actions of SageMaker support no resource-level permissions: AWS
-                # requires "*" (it lists summaries; describing a version is scoped below).
+                # ListModelPackages authorizes on model packages, not on the group it is asked
+                # about, so no resource names "this group's list"; it returns summaries only,
+                # and describing a version is scoped to this group below.
                 iam.PolicyStatement(
                     sid="ListVersions", actions=["sagemaker:ListModelPackages"], resources=["*"]
                 ),

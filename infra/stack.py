@@ -14,7 +14,12 @@ from infra.registry import ModelRegistry
 from infra.roles import ExecutionRole, SchedulerRole
 from infra.schedule import Schedule
 from infra.storage import Storage
-from pipelines.definition.config import CHECK_REGISTERED, FUNCTION_HANDLERS, function_name
+from pipelines.definition.config import (
+    CHECK_REGISTERED,
+    FUNCTION_HANDLERS,
+    RESOLVE_INPUTS,
+    function_name,
+)
 from pipelines.definition.images import job_images
 from pipelines.definition.stages import StageSettings
 
@@ -154,6 +159,11 @@ class PeftopsStack(Stack):
                 "the function's own log group; Lambda makes a log stream per instance",
             )
         acknowledge(
+            self.functions.roles[RESOLVE_INPUTS],
+            f"IAM5[{bucket_objects.removesuffix('/*')}/baselines/*]",
+            "stored baselines of this project's bucket: a run may name another than the default",
+        )
+        acknowledge(
             self.functions.roles[CHECK_REGISTERED],
             f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:model-package/{group}/*]",
             "reads versions of this project's model package group, numbered at registration",
@@ -161,7 +171,7 @@ class PeftopsStack(Stack):
         acknowledge(
             self.functions.roles[CHECK_REGISTERED],
             "IAM5[Resource::*]",
-            "sagemaker:ListModelPackages supports no resource-level permissions; describing a version is limited to this project's group",
+            "sagemaker:ListModelPackages cannot be scoped to one group's list (it authorizes on packages); it returns summaries, and describing a version is limited to this project's group",
         )
         acknowledge(
             self.notifications.publisher,

@@ -50,20 +50,33 @@ class PublishedDataset:
 
 
 def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple[list[Path], int]:
-    """The dataset's files and record count, by preprocess's rules (the first bad record stops
-    it, named by file and line)."""
+    """The dataset's files and record count, by preprocess's rules as the pipeline runs it (the
+    first bad record stops it, named by file and line; too few examples to split stop it)."""
+    defaults = preprocess.PreprocessArguments()
     try:
         files = preprocess.discover_files(source)
         _, items = preprocess.read_files(files)
         if not items:
             raise preprocess.DataError(f"{source}: holds no records")
-        preprocess.build_examples(
+        examples, _, _ = preprocess.build_examples(
             items,
             input_field=input_field,
             target_field=target_field,
             skip_invalid=False,
             truncate=lambda text: text,
+            skip_option=None,  # the pipeline's Preprocess skips nothing either
         )
+        splits = preprocess.split_examples(
+            examples,
+            seed=defaults.seed,
+            validation_fraction=defaults.validation_fraction,
+            test_fraction=defaults.test_fraction,
+        )
+        if not splits["test"]:
+            raise preprocess.DataError(
+                f"{source}: {len(examples)} distinct examples leave no test split for the "
+                "pipeline's evaluation; publish at least 3 dialogues"
+            )
     except preprocess.DataError as err:
         raise PublishError(str(err)) from None
     return files, len(items)

@@ -180,8 +180,13 @@ def read_csv(path: Path, data: bytes) -> Iterator[Record | Invalid]:
     # surrogateescape keeps bad bytes as markers, so one bad record does not hide the others
     # and quoted fields spanning several lines keep their own line numbers.
     text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
+    # strict: a quote opened and never closed is an error, not a field that swallows every
+    # row after it.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as err:
+        raise DataError(f"{path} line 1: malformed CSV header ({err})") from None
     if header is None:
         return
     repeated = sorted({name for name in header if header.count(name) > 1})
@@ -189,10 +194,8 @@ def read_csv(path: Path, data: bytes) -> Iterator[Record | Invalid]:
         raise DataError(
             f"{path} line 1: column names {repeated} repeat; give every column its own name"
         )
-    previous_end = reader.line_num
-    for row in reader:
-        location = f"{path} line {previous_end + 1}"
-        previous_end = reader.line_num
+    for line, row in _rows(reader, path):
+        location = f"{path} line {line}"
         if not any(cell.strip() for cell in row):
             continue  # blank lines hold no record
         if len(row) > len(header):
@@ -208,6 +211,27 @@ def read_csv(path: Path, data: bytes) -> Iterator[Record | Invalid]:
             yield Invalid(location, "invalid_utf8", f'field "{bad}" is not valid UTF-8')
             continue
         yield Record(location, fields)
+
+
+def _rows(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """The reader's rows with the line each begins on (a quoted field may span lines);
+    malformed quoting stops the file there."""
+    previous_end = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            line = previous_end + 1
+            if "unexpected end of data" in str(err):
+                raise DataError(
+                    f"{path} line {line}: a quoted field opened in this row is never closed, so "
+                    'it would swallow every row after it; close the quote (a literal " is "")'
+                ) from None
+            raise DataError(f"{path} line {line}: malformed CSV quoting ({err})") from None
+        yield previous_end + 1, row
+        previous_end = reader.line_num
 
 
 def read_parquet(path: Path, data: bytes) -> Iterator[Record | Invalid]:
@@ -397,6 +421,7 @@ def build_examples(
     target_field: str,
     skip_invalid: bool,
     truncate: Callable[[str], str],
+    skip_option: str | None = "--skip-invalid",  # None where the caller offers no such option
 ) -> tuple[list[Example], Counter[str], int]:
     dropped: Counter[str] = Counter()
     seen: set[tuple[str, str]] = set()
@@ -407,7 +432,8 @@ def build_examples(
         if isinstance(outcome, Invalid):
             if not skip_invalid:
                 raise DataError(
-                    f"{outcome.location}: {outcome.message}. Fix it ({_fix_hint(outcome.reason)}) or pass --skip-invalid to skip such records."
+                    f"{outcome.location}: {outcome.message}. Fix it ({_fix_hint(outcome.reason)})"
+                    + (f" or pass {skip_option} to skip such records." if skip_option else ".")
                 )
             dropped[outcome.reason] += 1
             continue

@@ -63,7 +63,7 @@ def print_summary(run: Any) -> None:
         console.print(f"Registered {version.group} version {version.version} ({version.status}).")
     elif result.status == "Succeeded":
         why = [r.detail for r in result.steps if r.name.startswith("CheckRegistered")]
-        console.print(f"Nothing registered{': ' + why[-1] if why else ''}.")
+        console.print(f"{why[-1][:1].upper()}{why[-1][1:]}." if why else "Nothing registered.")
     if run.evaluation_path:
         console.print(f"Report: {run.evaluation_path.parent / 'report.html'}")
 
@@ -89,8 +89,12 @@ def run_local_command(
     ] = None,
     out: Annotated[Path, typer.Option(help="The run's folder.")] = Path("runs/local"),
     registry: Annotated[
-        Path, typer.Option(help="Local registry file the adapter is registered into.")
-    ] = Path("runs/registry.sqlite"),
+        str,
+        typer.Option(
+            help="Local registry the adapter is registered into: local:PATH (as `models` takes "
+            "it) or PATH."
+        ),
+    ] = "local:runs/registry.sqlite",
     param: ParamOption = None,
     fresh: Annotated[
         bool,
@@ -106,6 +110,8 @@ def run_local_command(
     from pipelines.local.run import SAMPLE_DATA, LocalRunError, run_local
     from pipelines.registry import RegistryError
 
+    if registry.startswith("sagemaker:"):
+        raise fail("run-local registers into a local registry: --registry local:PATH")
     try:
         # Progress goes to stderr; stdout holds only the summary.
         with contextlib.redirect_stdout(sys.stderr):
@@ -113,7 +119,7 @@ def run_local_command(
                 preset_name=preset,
                 data=data or SAMPLE_DATA,
                 out=out,
-                registry_path=registry,
+                registry_path=Path(registry.removeprefix("local:")),
                 input_field=input_field,
                 target_field=target_field,
                 method=method,

@@ -142,8 +142,9 @@ class PipelineConfig:
             )
         if self.peft_method not in ADAPTER_METHODS:
             raise ValueError(f"peft_method must be one of {ADAPTER_METHODS}")
-        # 47 characters: the pipeline's Lambda functions are named after it, within 64.
-        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,46}", self.name):
+        # At most 47 characters: its Lambda functions are named after it, and CreateFunction
+        # takes a name of at most 64.
+        if len(self.name) > 47 or not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", self.name):
             raise ValueError(
                 f"pipeline name {self.name!r} is not valid: letters, digits and single hyphens, "
                 "at most 47 characters"

@@ -15,7 +15,8 @@ import re
 
 DATASET_VERSIONS = "datasets/versions/"
 DATASET_MARKERS = "datasets/published/"
-BASELINE_EVALUATION = "baselines/evaluation.json"
+BASELINES = "baselines/"
+BASELINE_EVALUATION = f"{BASELINES}evaluation.json"
 LATEST = "latest"
 VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{12}")
 

@@ -43,7 +43,14 @@ def resolve_inputs(event: dict[str, Any], list_keys: ListKeys, exists: Exists) -
             f"{layout.DATASET_MARKERS} (newest: {versions[-1] if versions else 'none'}); "
             f"pass DatasetVersion={layout.LATEST} or a published version"
         )
-    if event["BaselineMode"] == "reuse" and not exists(event["BaselineEvaluationUri"]):
+    baseline = event["BaselineEvaluationUri"]
+    baselines = f"s3://{bucket}/{layout.BASELINES}"
+    if event["BaselineMode"] == "reuse" and not baseline.startswith(baselines):
+        raise InputsError(
+            f"BaselineEvaluationUri {baseline} is not under {baselines}, where "
+            "`peftops baseline publish` stores baselines and this pipeline may read them"
+        )
+    if event["BaselineMode"] == "reuse" and not exists(baseline):
         raise InputsError(
             f"BaselineMode=reuse needs a stored baseline at {event['BaselineEvaluationUri']} "
             "(there is none this function can read); seed it "

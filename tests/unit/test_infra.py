@@ -298,7 +298,7 @@ def test_the_functions_read_only_what_they_need(dev) -> None:
     assert resolve["ListPublishedDatasets"]["Condition"] == {
         "StringLike": {"s3:prefix": ["datasets/published/*"]}
     }
-    assert "baselines/evaluation.json" in json.dumps(resolve["FindStoredBaseline"]["Resource"])
+    assert "/baselines/*" in json.dumps(resolve["FindStoredBaseline"]["Resource"])
     assert set(resolve) == {"ListPublishedDatasets", "FindStoredBaseline", "WriteOwnLogs"}
     check = next(s for s in statements.values() if "ListVersions" in s)
     assert set(check) == {"ListVersions", "DescribeVersions", "WriteOwnLogs"}

@@ -675,3 +675,12 @@ def test_checkpoints_move_with_any_training_setting_fixed_at_deployment() -> Non
     assert checkpoint_key(PipelineConfig()) != checkpoint_key(
         PipelineConfig(per_device_batch_size=4)
     )
+
+
+def test_a_pipeline_name_too_long_for_its_functions_is_refused() -> None:
+    """Its Lambda functions are `<name>-check-registered`: CreateFunction takes 64 characters."""
+    PipelineConfig(name="p" * 47)
+    with pytest.raises(ValueError, match="at most 47 characters"):
+        PipelineConfig(name="p" * 48)
+    with pytest.raises(ValueError, match="at most 47 characters"):
+        PipelineConfig(name="a" + "-" * 300 + "b")

@@ -325,3 +325,21 @@ def test_a_byte_order_mark_does_not_cost_line_one(tmp_path: Path) -> None:
     data = b"\xef\xbb\xbf" + jsonl_bytes(json.dumps(good(1)), json.dumps(good(2)))
     manifest = run(tmp_path, data, validation_fraction=0.0, test_fraction=0.0)
     assert manifest["records_in"] == 2 and manifest["records_out"]["train"] == 2
+
+
+def test_an_unclosed_csv_quote_stops_at_its_row_instead_of_swallowing_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Before, `"A: hi,...` took every later row into one field: 7 of 10 rows vanished and the
+    strict error blamed a missing field. Skip mode cannot recover rows after it either."""
+    rows = "".join(f"R{i}: hello,Greeting {i}.\n" for i in range(7))
+    data = f'dialogue,summary\nA: fine,Fine.\nB: ok,Ok.\n"C: open,Oops.\n{rows}'.encode()
+    for skip in (False, True):
+        with pytest.raises(
+            DataError, match=r"data\.csv line 4: a quoted field opened in this row is never closed"
+        ):
+            run(tmp_path, data, name="data.csv", skip_invalid=skip)
+    # A quoted field that spans lines and is closed stays one valid record.
+    fine = b'dialogue,summary\n"A: hi\nB: there",Greeting.\nC: x,Y.\nD: z,W.\n'
+    manifest = run(tmp_path, fine, name="data.csv")
+    assert manifest["records_in"] == 3 == sum(manifest["records_out"].values())

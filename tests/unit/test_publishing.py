@@ -42,6 +42,11 @@ def dataset(path: Path, *rows: tuple[str, str]) -> Path:
     return path
 
 
+def week(tag: str) -> list[tuple[str, str]]:
+    """Three dialogues: the fewest that leave the pipeline a test split."""
+    return [(f"{tag} A: hi", "greeting"), (f"{tag} B: bye", "farewell"), (f"{tag} C: ok", "ok")]
+
+
 def publish(path: Path) -> dict:
     result = CliRunner().invoke(
         app, ["data", "publish", "--data", str(path), "--bucket", BUCKET, "--json"]
@@ -68,8 +73,8 @@ def invoke_resolve(**event: str) -> dict:
 
 
 def test_publish_makes_versions_and_the_function_picks_the_newest(s3, tmp_path: Path) -> None:
-    first = publish(dataset(tmp_path / "week1" / "data.jsonl", ("A: hi", "greeting")))
-    assert first["new"] and first["records"] == 1
+    first = publish(dataset(tmp_path / "week1" / "data.jsonl", *week("w1")))
+    assert first["new"] and first["records"] == 3
     assert first["uri"] == f"s3://{BUCKET}/datasets/versions/{first['version']}/"
     assert keys(s3, f"datasets/versions/{first['version']}/") == [
         f"datasets/versions/{first['version']}/data.jsonl"
@@ -77,17 +82,17 @@ def test_publish_makes_versions_and_the_function_picks_the_newest(s3, tmp_path: 
     assert invoke_resolve() == {"DatasetVersion": first["version"], "DatasetUri": first["uri"]}
 
     # The same files again: nothing new, so a scheduled run hits the step cache.
-    again = publish(dataset(tmp_path / "elsewhere" / "data.jsonl", ("A: hi", "greeting")))
+    again = publish(dataset(tmp_path / "elsewhere" / "data.jsonl", *week("w1")))
     assert again == {**first, "new": False}
     assert len(keys(s3, layout.DATASET_MARKERS)) == 1
 
-    second = publish(dataset(tmp_path / "week2" / "data.jsonl", ("B: bye", "farewell")))
+    second = publish(dataset(tmp_path / "week2" / "data.jsonl", *week("w2")))
     assert second["new"] and second["version"] > first["version"]
     assert invoke_resolve()["DatasetVersion"] == second["version"]
     # A pinned version still resolves, and its files were never rewritten.
     assert invoke_resolve(DatasetVersion=first["version"])["DatasetUri"] == first["uri"]
     body = s3.get_object(Bucket=BUCKET, Key=f"datasets/versions/{first['version']}/data.jsonl")
-    assert b"A: hi" in body["Body"].read()
+    assert b"w1 A: hi" in body["Body"].read()
 
 
 def test_bad_data_is_refused_before_anything_is_uploaded(s3, tmp_path: Path) -> None:
@@ -97,6 +102,15 @@ def test_bad_data_is_refused_before_anything_is_uploaded(s3, tmp_path: Path) -> 
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"peftops: error: {path} line 2:") and "summary" in line
+    assert "--skip-invalid" not in line  # publish has no such option: the pipeline skips nothing
+    assert keys(s3, "datasets/") == []
+
+    too_few = dataset(tmp_path / "two.jsonl", ("A: hi", "greeting"), ("B: bye", "farewell"))
+    result = CliRunner().invoke(
+        app, ["data", "publish", "--data", str(too_few), "--bucket", BUCKET]
+    )
+    assert result.exit_code == 2
+    assert "leave no test split for the pipeline's evaluation" in result.output
     assert keys(s3, "datasets/") == []
 
 
@@ -114,9 +128,12 @@ def test_a_run_without_published_data_fails_naming_the_command(s3, event, messag
 
 
 def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Path) -> None:
-    publish(dataset(tmp_path / "d.jsonl", ("A: hi", "greeting")))
+    publish(dataset(tmp_path / "d.jsonl", *week("w1")))
     with pytest.raises(resolve_inputs.InputsError, match="peftops baseline publish --evaluation"):
         invoke_resolve(BaselineMode="reuse")
+    # The functions may read stored baselines only where `baseline publish` puts them.
+    with pytest.raises(resolve_inputs.InputsError, match=f"is not under s3://{BUCKET}/baselines/"):
+        invoke_resolve(BaselineMode="reuse", BaselineEvaluationUri="s3://elsewhere/e.json")
 
     from training_scripts import contracts
 

@@ -184,3 +184,39 @@ def test_one_unreadable_evaluation_does_not_hide_the_group(aws) -> None:
         RegistryError, match="version 2 cannot be approved: its evaluation is missing"
     ):
         decide(registry, 2, "Approved", who="ana", why="ship it", force=False)
+
+
+REGISTER_ONE = """
+import sys
+from pathlib import Path
+from pipelines.registry import LocalRegistry, Registration
+LocalRegistry(Path(sys.argv[1]), "g").register(
+    Registration(group="g", model_data_url="s3://b/m/" + sys.argv[2], status="PendingManualApproval",
+                 metadata={}, evaluation_uri=None, evaluation=None, description="")
+)
+"""
+
+
+def test_twenty_concurrent_registrations_get_twenty_versions(tmp_path: Path) -> None:
+    """Two runs that finish together must not lose a registration to a duplicate version
+    number: the newest version is read under the write lock."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path = tmp_path / "registry.sqlite"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", REGISTER_ONE, str(path), str(i)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(20)
+    ]
+    failures = [w.stderr.read() for w in writers if w.wait(timeout=120) != 0]
+    assert failures == []
+    versions = LocalRegistry(path, "g").list()
+    assert [v.version for v in versions] == list(range(1, 21))
+    assert len({v.model_data_url for v in versions}) == 20
