@@ -132,8 +132,6 @@ class Parameters:
     epochs: ParameterFloat
     learning_rate: ParameterFloat
     train_instance_count: ParameterInteger
-    rouge_l_tolerance: ParameterFloat
-    min_rouge_l_gain: ParameterFloat
     baseline_mode: ParameterString
     baseline_evaluation_uri: ParameterString
 
@@ -152,10 +150,6 @@ class Parameters:
             train_instance_count=ParameterInteger(
                 "TrainInstanceCount", default_value=config.train_instance_count
             ),
-            rouge_l_tolerance=ParameterFloat(
-                "RougeLTolerance", default_value=config.rouge_l_tolerance
-            ),
-            min_rouge_l_gain=ParameterFloat("MinRougeLGain", default_value=config.min_rouge_l_gain),
             baseline_mode=ParameterString(
                 "BaselineMode",
                 default_value=config.baseline_mode.value,
@@ -630,8 +624,8 @@ class _Builder:
             "code_uri": self.code_uri,
             "training_job": adapter.properties.TrainingJobName,
             # The gate's thresholds, so approval can check the gate again later.
-            "rouge_l_tolerance": p.rouge_l_tolerance.to_string(),
-            "min_rouge_l_gain": p.min_rouge_l_gain.to_string(),
+            "rouge_l_tolerance": str(self.config.rouge_l_tolerance),
+            "min_rouge_l_gain": str(self.config.min_rouge_l_gain),
         }
         step_args = builder.register(
             model_package_group_name=self.config.model_package_group,
@@ -712,7 +706,6 @@ class _Builder:
         baseline: TrainingStep | None,
     ) -> list[Any]:
         """Evaluate -> QualityGate -> RegisterAdapter | GateFailed, for one baseline source."""
-        p = self.params
         evaluate, report = self.evaluate(suffix, preprocess, adapter, baseline)
 
         def value(path: str) -> JsonGet:
@@ -722,8 +715,9 @@ class _Builder:
             return value(contracts.metric_path(model))
 
         thresholds = {
-            "rouge_l_tolerance": p.rouge_l_tolerance,
-            "min_rouge_l_gain": p.min_rouge_l_gain,
+            # Deployment settings, literal here: a run cannot loosen the gate it must pass.
+            "rouge_l_tolerance": self.config.rouge_l_tolerance,
+            "min_rouge_l_gain": self.config.min_rouge_l_gain,
         }
         conditions = [
             GATE_CONDITION_TYPES[c.comparison](left=value(c.path), right=thresholds[c.threshold])
@@ -735,8 +729,8 @@ class _Builder:
                 on="",
                 values=[
                     "Quality gate failed: adapter rougeL ", rouge_l("adapter"),
-                    " vs full fine-tune rougeL ", rouge_l("full_finetune"), " (allowed shortfall ", p.rouge_l_tolerance,
-                    ") and base rougeL ", rouge_l("base"), " (required gain ", p.min_rouge_l_gain, ").",
+                    " vs full fine-tune rougeL ", rouge_l("full_finetune"), f" (allowed shortfall {self.config.rouge_l_tolerance}",
+                    ") and base rougeL ", rouge_l("base"), f" (required gain {self.config.min_rouge_l_gain}).",
                 ],
             ),
         )  # fmt: skip

@@ -82,6 +82,10 @@ class PipelineConfig:
     # this one secret. Empty: no token (public models).
     hf_token_secret_arn: str = ""
 
+    # The quality gate, fixed per deployment: whoever may start a run cannot loosen it.
+    rouge_l_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L
+    min_rouge_l_gain: float = 0.01  # and must beat the base model by at least this much
+
     # Fixed per deployment (see the module docstring).
     use_spot: bool = True  # managed spot: up to ~70% cheaper, resumes from checkpoints
     network_isolation: bool = False  # no network in jobs: the base model comes in as an S3 channel
@@ -114,8 +118,6 @@ class PipelineConfig:
     max_new_tokens: int = 96
     train_instance_type: str = "ml.g5.2xlarge"
     train_instance_count: int = 1
-    rouge_l_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L
-    min_rouge_l_gain: float = 0.01  # and must beat the base model by at least this much
     baseline_mode: BaselineMode = BaselineMode.TRAIN
     baseline_evaluation_uri: str = ""  # default: s3://<bucket>/baseline/evaluation.json
 

@@ -64,6 +64,9 @@ def test_pipeline_gate_and_approval_agree_on_evaluate_output(tiny_run, tmp_path:
     (report,) = find_step(definition["Steps"], "Evaluate")["PropertyFiles"]
     assert report["FilePath"] == contracts.EVALUATION.file_name
     declared = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    # The thresholds are literals of the deployment: try the gate's own conditions at others.
+    thresholds = [c["RightValue"] for c in gate["Arguments"]["Conditions"]]
+    assert thresholds == [PipelineConfig().rouge_l_tolerance, PipelineConfig().min_rouge_l_gain]
 
     shortfall = contracts.value_at(evaluation, contracts.SHORTFALL_VS_FULL_FINETUNE)
     gain = contracts.value_at(evaluation, contracts.GAIN_VS_BASE)
@@ -74,11 +77,17 @@ def test_pipeline_gate_and_approval_agree_on_evaluate_output(tiny_run, tmp_path:
         (shortfall - 0.01, shortfall, shortfall + 0.01), (gain - 0.01, gain, gain + 0.01)
     ):
         scope = Scope(
-            parameters={**declared, "RougeLTolerance": tolerance, "MinRougeLGain": min_gain},
+            parameters=declared,
             execution={},
             property_files={f"Evaluate.{report['PropertyFileName']}": evaluation},
         )
-        in_pipeline = scope.all_hold(gate["Arguments"]["Conditions"])
+        conditions = [
+            {**condition, "RightValue": limit}
+            for condition, limit in zip(
+                gate["Arguments"]["Conditions"], (tolerance, min_gain), strict=True
+            )
+        ]
+        in_pipeline = scope.all_hold(conditions)
         at_approval = approval_passes(registry, evaluation, tolerance, min_gain)
         assert in_pipeline == at_approval, (tolerance, min_gain)
         verdicts.append(in_pipeline)

@@ -34,8 +34,6 @@ EXPECTED_PARAMETERS = {
     "Epochs": "Float",
     "LearningRate": "Float",
     "TrainInstanceCount": "Integer",
-    "RougeLTolerance": "Float",
-    "MinRougeLGain": "Float",
     "BaselineMode": "String",
     "BaselineEvaluationUri": "String",
 }
@@ -180,7 +178,7 @@ def test_quality_gate_compares_the_evaluation_with_the_thresholds(definition) ->
                     "Path": "gate.rougeL_shortfall_vs_full_finetune",
                 }
             },
-            "RightValue": {"Get": "Parameters.RougeLTolerance"},
+            "RightValue": 0.02,  # a deployment setting, not a run parameter
         },
         {
             "Type": "GreaterThanOrEqualTo",
@@ -190,7 +188,7 @@ def test_quality_gate_compares_the_evaluation_with_the_thresholds(definition) ->
                     "Path": "gate.rougeL_gain_vs_base",
                 }
             },
-            "RightValue": {"Get": "Parameters.MinRougeLGain"},
+            "RightValue": 0.01,
         },
     ]
 
@@ -202,10 +200,32 @@ def test_failed_gate_names_metric_and_values(definition) -> None:
         "models.adapter.rougeL",
         "models.full_finetune.rougeL",
         "models.base.rougeL",
-        "Parameters.RougeLTolerance",
-        "Parameters.MinRougeLGain",
+        "allowed shortfall 0.02",
+        "required gain 0.01",
     ):
         assert needle in message
+
+
+@pytest.mark.parametrize("parameter", ["RougeLTolerance", "MinRougeLGain", "ApprovalStatus"])
+def test_a_run_cannot_loosen_the_gate_or_approve(definition, parameter: str, tmp_path) -> None:
+    """Whoever may start an execution (or its schedule) can change neither the gate's
+    thresholds nor the approval: neither is a parameter the service would accept."""
+    from pipelines.local.errors import UnsupportedConstructError
+    from pipelines.local.executor import LocalExecutor
+    from pipelines.local.s3_mirror import S3Mirror
+    from pipelines.registry import LocalRegistry
+
+    assert parameter not in {p["Name"] for p in definition["Parameters"]}
+    with pytest.raises(
+        UnsupportedConstructError, match=f"unknown pipeline parameters \\['{parameter}'\\]"
+    ):
+        LocalExecutor(
+            definition,
+            mirror=S3Mirror(tmp_path),
+            jobs_root=tmp_path,
+            registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
+            parameters={parameter: "1"},
+        )
 
 
 def test_registration_is_pending_approval_with_metrics_and_lineage(definition) -> None:
