@@ -136,12 +136,13 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
 # --- artifacts -----------------------------------------------------------------------------
 
 
-def unpack_if_archive(path: str) -> Path:
-    """A folder of model files; SageMaker's model.tar.gz (or a folder holding one) is unpacked."""
+def unpack_if_archive(path: str, scratch: Path) -> Path:
+    """A folder of model files; SageMaker's model.tar.gz (or a folder holding one) is unpacked
+    into `scratch`, which the caller removes."""
     candidate = Path(path)
     archive = candidate / "model.tar.gz" if candidate.is_dir() else candidate
     if archive.is_file() and archive.name.endswith(".tar.gz"):
-        target = Path(tempfile.mkdtemp(prefix="model-"))
+        target = Path(tempfile.mkdtemp(prefix="model-", dir=scratch))
         with tarfile.open(archive) as tar:
             tar.extractall(target, filter="data")
         return target
@@ -264,6 +265,13 @@ def stored_baseline(location: str, test_sha256: str) -> dict[str, Any]:
 
 
 def run(args: EvaluateArguments) -> dict[str, Any]:
+    """Evaluate, with unpacked model archives (a full model is hundreds of MB) removed after,
+    whether the run succeeds or not."""
+    with tempfile.TemporaryDirectory(prefix="peftops-evaluate-") as scratch:
+        return evaluate_all(args, Path(scratch))
+
+
+def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
     from peft import PeftModel
 
     if not torch.cuda.is_available():
@@ -281,7 +289,9 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
     stored = (
         stored_baseline(args.baseline_evaluation, test_sha256) if args.baseline_evaluation else None
     )
-    base_dir = unpack_if_archive(args.base_model) if Path(args.base_model).exists() else None
+    base_dir = (
+        unpack_if_archive(args.base_model, scratch) if Path(args.base_model).exists() else None
+    )
     base_ref = str(base_dir) if base_dir else args.base_model  # a hub id otherwise
     tokenizer = common.load_tokenizer(base_ref)
     models: dict[str, dict[str, Any]] = {}
@@ -298,7 +308,7 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
     )
     del base
 
-    adapter_dir = unpack_if_archive(args.adapter_dir)
+    adapter_dir = unpack_if_archive(args.adapter_dir, scratch)
     training = read_training_metrics(adapter_dir)
     quantized = adapter_quantized(args, training)
     adapter_model = PeftModel.from_pretrained(
@@ -321,7 +331,7 @@ def run(args: EvaluateArguments) -> dict[str, Any]:
 
     baseline_source: dict[str, Any]
     if args.baseline_dir:
-        baseline_dir = unpack_if_archive(args.baseline_dir)
+        baseline_dir = unpack_if_archive(args.baseline_dir, scratch)
         baseline_training = read_training_metrics(baseline_dir)
         baseline = common.load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
         models["full_finetune"], predictions["full_finetune"] = evaluate_model(

@@ -101,6 +101,8 @@ def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path
             for path in (root / "opt/ml/model").iterdir():
                 tar.add(path, arcname=path.name)
     evaluation_dir = tmp_path / "opt/ml/processing/output/evaluation"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     done = run_script(
         "evaluate.py",
         [
@@ -111,8 +113,11 @@ def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path
             "--output-dir", str(evaluation_dir),
             "--max-new-tokens", "12",
         ],
+        env={"TMPDIR": str(scratch)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    # The unpacked archives (a full model is hundreds of MB) do not outlive the job.
+    assert list(scratch.iterdir()) == []
     evaluation = contracts.EVALUATION.read(evaluation_dir)
     assert set(evaluation["models"]) == {"base", "adapter", "full_finetune"}
     for entry in evaluation["models"].values():
