@@ -100,6 +100,13 @@ class PreprocessArguments:
     )
     hf_split: str = field(default="train", metadata={"help": "Split to read from a hf: dataset."})
 
+    def __post_init__(self) -> None:
+        if self.max_input_tokens <= 0:
+            raise DataError(
+                f"--max-input-tokens must be > 0, got {self.max_input_tokens}: it is the token "
+                "budget every input is cut to"
+            )
+
 
 @dataclass(frozen=True)
 class Record:
@@ -439,11 +446,13 @@ def build_examples(
             continue
         assert isinstance(item, Record)
         text, target = outcome
-        if (text, target) in seen:
+        # Duplicates as they would be trained on: two inputs that differ only past the token
+        # budget are the same example once truncated.
+        cut = truncate(text)
+        if (cut, target) in seen:
             dropped["duplicate"] += 1
             continue
-        seen.add((text, target))
-        cut = truncate(text)
+        seen.add((cut, target))
         truncated += cut != text
         record_id = item.fields.get("id")
         examples.append(
@@ -538,8 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
     common.setup_logging()
-    (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
     try:
+        (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
         common.use_hub_token_from_secrets_manager()  # the tokenizer of a gated base model
         manifest = run(args)
     except (DataError, common.HubTokenError) as err:

@@ -343,3 +343,32 @@ def test_an_unclosed_csv_quote_stops_at_its_row_instead_of_swallowing_the_rest(
     fine = b'dialogue,summary\n"A: hi\nB: there",Greeting.\nC: x,Y.\nD: z,W.\n'
     manifest = run(tmp_path, fine, name="data.csv")
     assert manifest["records_in"] == 3 == sum(manifest["records_out"].values())
+
+
+def test_inputs_identical_once_truncated_are_one_example(tmp_path: Path) -> None:
+    """Two dialogues that differ only past the token budget train as the same example."""
+    same_start = [
+        {"dialogue": "A: one two three four five six " + tail, "summary": "Counting."}
+        for tail in ("seven", "eight")
+    ]
+    data = jsonl_bytes(*(json.dumps(r) for r in [*same_start, good(1), good(2), good(3)]))
+    manifest = run(tmp_path, data, max_input_tokens=6)
+    assert manifest["dropped"]["duplicate"] == 1 and sum(manifest["records_out"].values()) == 4
+    assert_accounted(manifest)
+
+
+@pytest.mark.parametrize("budget", ["0", "-5"])
+def test_a_token_budget_of_nothing_is_refused_in_one_line(tmp_path: Path, budget: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import SCRIPTS
+
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "preprocess.py"), "--input", str(tmp_path),
+         "--output-dir", str(tmp_path / "out"), "--max-input-tokens", budget],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert f"--max-input-tokens must be > 0, got {budget}" in line
