@@ -147,6 +147,7 @@ def run_local(
             shutil.rmtree(out / folder, ignore_errors=True)
     mirror = S3Mirror(out / MIRROR_DIR)
     registry = LocalRegistry(registry_path, config.model_package_group)
+    registry.check_writable()  # before any step: a run must not fail only at its registration
     executor = LocalExecutor(
         json.loads(body),
         mirror=mirror,

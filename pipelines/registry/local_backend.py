@@ -3,11 +3,13 @@ Registry would (artifact, evaluation, lineage metadata, approval status)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pipelines.registry.versions import APPROVAL_STATUSES, ModelVersion, Registration, RegistryError
 
@@ -33,6 +35,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+_FIX = "not a peftops registry file, or a damaged one; point --registry at another file"
+_FIXES = {
+    "attempt to write a readonly database": "the file is read-only; make it writable",
+    "database is locked": "another process holds it; retry when it is done",
+}
+
+
+class _NoTableError(Exception):
+    """The file holds no registry table yet (an empty file): no versions."""
+
+
 class LocalRegistry:
     """A SQLite file holding one model group's versions, as SageMaker's registry would."""
 
@@ -41,15 +54,40 @@ class LocalRegistry:
         self.group = group
         self.clock = clock
 
-    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self, *, create: bool = False) -> Iterator[sqlite3.Connection]:
+        """A transaction on the file: committed when the block ends, rolled back on an error.
+        Reads open it read-only and never write a schema; SQLite's errors become one line."""
+        if self.path.is_dir():
+            raise RegistryError(f"{self.path} is a folder, not a registry file; check --registry")
         if not create and not self.path.is_file():
             raise RegistryError(
                 f"{self.path}: no local registry here; run `peftops run-local` first or check --registry"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30)  # waits for a concurrent writer
-        connection.execute(SCHEMA)
-        return connection
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.path, timeout=30)  # waits for a writer
+                connection.execute(SCHEMA)
+            else:
+                connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            with contextlib.closing(connection), connection:
+                yield connection
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):  # an empty file: a registry with no versions yet
+                raise _NoTableError from None
+            raise RegistryError(f"{self.path}: {err} ({_FIXES.get(str(err), _FIX)})") from None
+        except sqlite3.DatabaseError as err:
+            raise RegistryError(f"{self.path}: {err} ({_FIX})") from None
+        except OSError as err:
+            raise RegistryError(f"{self.path}: {err.strerror}; check --registry") from None
+
+    def _rows(self, query: str, arguments: tuple[Any, ...]) -> list[tuple]:
+        try:
+            with self._connect() as db:
+                return db.execute(query, arguments).fetchall()
+        except _NoTableError:
+            return []
 
     def register(self, entry: Registration) -> ModelVersion:
         if entry.status not in APPROVAL_STATUSES:
@@ -103,19 +141,30 @@ class LocalRegistry:
         )
 
     def list(self, status: str | None = None) -> list[ModelVersion]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT * FROM model_versions WHERE model_group = ? AND (? IS NULL OR status = ?) ORDER BY version",
-                (self.group, status, status),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT * FROM model_versions WHERE model_group = ? AND (? IS NULL OR status = ?) ORDER BY version",
+            (self.group, status, status),
+        )
         return [self._row(r) for r in rows]
 
+    def check_writable(self) -> None:
+        """Fail now, before a run spends an hour, if registering at its end would fail."""
+        with self._connect(create=True) as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("SELECT * FROM model_versions LIMIT 0")
+            db.rollback()
+
     def get(self, version: int, *, group: str | None = None) -> ModelVersion:
-        with self._connect() as db:
-            row = db.execute(
+        in_range = -(2**63) <= version < 2**63  # SQLite's INTEGER
+        rows = (
+            self._rows(
                 "SELECT * FROM model_versions WHERE model_group = ? AND version = ?",
                 (group or self.group, version),
-            ).fetchone()
+            )
+            if in_range
+            else []
+        )
+        row = rows[0] if rows else None
         if row is None:
             raise RegistryError(
                 f"model group {group or self.group} has no version {version}; see `peftops models list`"
@@ -124,7 +173,7 @@ class LocalRegistry:
 
     def set_status(self, version: int, status: str, description: str) -> ModelVersion:
         self.get(version)
-        with self._connect() as db:
+        with self._connect(create=True) as db:
             db.execute(
                 "UPDATE model_versions SET status = ?, approval_description = ? WHERE model_group = ? AND version = ?",
                 (status, description, self.group, version),

@@ -206,6 +206,10 @@ def registry_fingerprint(path: Path) -> str:
         ),
         ("unknown-version", r"peftops: error: model group peftops-adapters has no version 42"),
         (
+            "registry-is-a-folder",
+            r"peftops: error: .*a-folder is a folder, not a registry file; check --registry",
+        ),
+        (
             "approved-by-parameter",
             r"peftops: error: unknown pipeline parameters \['ApprovalStatus'\]",
         ),
@@ -221,6 +225,8 @@ def test_bad_input_is_one_line_no_traceback_registry_unchanged(
     before = registry_fingerprint(registry)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
     bad = write_jsonl(
         tmp_path / "bad.jsonl", [{"dialogue": "a", "summary": "b"}, {"dialogue": "c"}]
     )
@@ -253,6 +259,16 @@ def test_bad_input_is_one_line_no_traceback_registry_unchanged(
             "ApprovalStatus=Approved",
             *common,
         ],
+        # Refused before any step runs, not after the whole pipeline at registration.
+        "registry-is-a-folder": [
+            "run-local",
+            "--preset",
+            "tiny",
+            "--registry",
+            str(folder),
+            "--out",
+            str(tmp_path / "run"),
+        ],
         "unknown-version": [
             "models",
             "approve",
@@ -269,6 +285,7 @@ def test_bad_input_is_one_line_no_traceback_registry_unchanged(
     errors = [line for line in done.stderr.splitlines() if line.startswith("peftops: error:")]
     assert len(errors) == 1 and re.match(message, errors[0]), done.stderr[-2000:]
     assert registry_fingerprint(registry) == before
+    assert not (tmp_path / "run" / "jobs").exists()  # no job ran
 
 
 def test_the_local_runner_refuses_what_the_service_refuses(tmp_path: Path) -> None:

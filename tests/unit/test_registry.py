@@ -220,3 +220,49 @@ def test_twenty_concurrent_registrations_get_twenty_versions(tmp_path: Path) -> 
     versions = LocalRegistry(path, "g").list()
     assert [v.version for v in versions] == list(range(1, 21))
     assert len({v.model_data_url for v in versions}) == 20
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("not-a-database", "file is not a database"),
+        ("wrong-schema", "no such column"),
+        ("a-folder", "is a folder, not a registry file"),
+        ("read-only", "the file is read-only; make it writable"),
+    ],
+)
+def test_a_bad_registry_file_is_one_line_before_a_run_starts(
+    tmp_path: Path, case: str, message: str
+) -> None:
+    import os
+    import sqlite3
+
+    path = tmp_path / "registry.sqlite"
+    if case == "not-a-database":
+        path.write_bytes(b"this is not sqlite" * 100)
+    elif case == "wrong-schema":
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE model_versions (something TEXT)")
+    elif case == "a-folder":
+        path.mkdir()
+    else:
+        register(LocalRegistry(path, GROUP), PASSING)
+        path.chmod(0o444)
+        if os.access(path, os.W_OK):  # root ignores file modes
+            pytest.skip("this user can write read-only files")
+    registry = LocalRegistry(path, GROUP)
+    with pytest.raises(RegistryError) as raised:
+        registry.check_writable()
+        register(registry, PASSING)
+    assert message in str(raised.value) and str(path) in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_reading_an_empty_file_lists_nothing_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite"
+    path.touch()
+    registry = LocalRegistry(path, GROUP)
+    assert registry.list() == []
+    assert path.stat().st_size == 0  # no schema written by a read
+    with pytest.raises(RegistryError, match="has no version 99999999999999999999999"):
+        registry.get(99999999999999999999999)
