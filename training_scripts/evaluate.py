@@ -181,30 +181,34 @@ def read_training_metrics(model_dir: Path) -> dict[str, Any]:
 # --- generation ----------------------------------------------------------------------------
 
 
+def prompt_ids(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> list[int]:
+    """What the model reads, as train.py encodes it: the data's control-token strings as text."""
+    if not seq2seq:
+        return common.prompt_ids(tokenizer, dialogue)
+    text = common.render_prompt(tokenizer, dialogue, seq2seq=True)
+    return tokenizer(text, split_special_tokens=True)["input_ids"]
+
+
 def generate_summaries(
     model: Any, tokenizer: Any, dialogues: list[str], args: EvaluateArguments
 ) -> list[str]:
     """Greedy decoding in batches of similar length (less padding), returned in input order."""
     seq2seq = common.is_seq2seq(model.config)
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    prompts = [common.render_prompt(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
+    prompts = [prompt_ids(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     device = next(p.device for p in model.parameters())
     tokenizer.padding_side = (
         "right" if seq2seq else "left"
     )  # causal LMs continue from the last token
-    tokenizer.truncation_side = "left"
     model.eval()
     for start in range(0, len(order), args.batch_size):
         indices = order[start : start + args.batch_size]
-        batch = tokenizer(
-            [prompts[i] for i in indices],
-            return_tensors="pt",
+        # Longer prompts keep their end: the instruction to answer is there.
+        batch = tokenizer.pad(
+            {"input_ids": [prompts[i][-args.max_input_tokens :] for i in indices]},
             padding=True,
-            truncation=True,
-            max_length=args.max_input_tokens,
-            add_special_tokens=seq2seq or not chat,
+            return_tensors="pt",
         ).to(device)
         with torch.no_grad():
             generated = model.generate(

@@ -363,15 +363,31 @@ def truncate_words(text: str, max_words: int) -> str:
     return text
 
 
-def make_truncator(tokenizer_name: str, max_tokens: int) -> tuple[Callable[[str], str], str]:
+# Control-token spellings of the common chat formats, for counting when no tokenizer is given.
+GENERIC_CONTROL_TOKENS = re.compile(
+    r"<\|[a-z_]{2,32}\|>|</?s>|\[/?INST\]|<start_of_turn>|<end_of_turn>|<\|[a-z_]+_id\|>"
+)
+
+
+def make_truncator(
+    tokenizer_name: str, max_tokens: int
+) -> tuple[Callable[[str], str], str, Callable[[str], bool]]:
+    """How inputs are cut to the token budget, its name for the manifest, and which texts hold
+    a control-token string (kept as text; train.py never encodes them as control tokens)."""
     if not tokenizer_name:
-        return (lambda text: truncate_words(text, max_tokens)), "whitespace"
+        return (
+            (lambda text: truncate_words(text, max_tokens)),
+            "whitespace",
+            lambda text: bool(GENERIC_CONTROL_TOKENS.search(text)),
+        )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
     return (
-        lambda text: common.truncate_words_to_tokens(tokenizer, text, max_tokens)
-    ), f"tokenizer:{tokenizer_name}"
+        (lambda text: common.truncate_words_to_tokens(tokenizer, text, max_tokens)),
+        f"tokenizer:{tokenizer_name}",
+        lambda text: common.holds_control_tokens(tokenizer, text),
+    )
 
 
 # --- splitting -----------------------------------------------------------------------------
@@ -477,7 +493,7 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
             f"{args.input}: holds no records; check the path and that the files are not empty"
         )
 
-    truncate, counter = make_truncator(args.tokenizer, args.max_input_tokens)
+    truncate, counter, holds_control_tokens = make_truncator(args.tokenizer, args.max_input_tokens)
     examples, dropped, truncated = build_examples(
         items,
         input_field=args.input_field,
@@ -534,6 +550,10 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         "records_out": records_out,
         "dropped": dropped_all,
         "truncated_inputs": truncated,
+        # Records whose text spells a control token: trained on as text, counted for review.
+        "records_with_control_tokens": sum(
+            holds_control_tokens(e.input) or holds_control_tokens(e.target) for e in examples
+        ),
         "max_input_tokens": args.max_input_tokens,
         "token_counter": counter,
         "seed": args.seed,

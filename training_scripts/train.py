@@ -325,7 +325,7 @@ def encode_causal(
     overflow = len(prompt) + len(target) - max_seq_length
     if overflow > 0:
         # Cut the dialogue, not the template around it, so the prompt keeps its format.
-        n_dialogue = len(tokenizer(dialogue, add_special_tokens=False)["input_ids"])
+        n_dialogue = len(common.plain_text_ids(tokenizer, dialogue))
         while overflow > 0:
             n_dialogue -= overflow
             if n_dialogue <= 0:
@@ -354,14 +354,19 @@ def encode_seq2seq(
     max_target_tokens: int,
     stats: EncodingStats,
 ) -> dict[str, list[int]]:
+    # The prefix holds no control tokens and the data's are text: split them all.
     source = tokenizer(
         common.render_prompt(tokenizer, dialogue, seq2seq=True),
         truncation=True,
         max_length=max_seq_length,
+        split_special_tokens=True,
     )
-    labels = tokenizer(text_target=summary, truncation=True, max_length=max_target_tokens)[
-        "input_ids"
-    ]
+    labels = tokenizer(
+        text_target=summary,
+        truncation=True,
+        max_length=max_target_tokens,
+        split_special_tokens=True,
+    )["input_ids"]
     stats.truncated_inputs += len(source["input_ids"]) == max_seq_length
     stats.truncated_targets += len(labels) == max_target_tokens
     stats.examples += 1
