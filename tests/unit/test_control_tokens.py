@@ -38,8 +38,9 @@ def test_a_clean_dialogue_encodes_exactly_as_before(tiny_causal: Path) -> None:
     dialogue = "#Person1#: Hello there.\n#Person2#: Hi."
     text = common.render_prompt(tokenizer, dialogue, seq2seq=False)
     add_special = not getattr(tokenizer, "chat_template", None)
-    assert common.prompt_ids(tokenizer, dialogue) == (
-        tokenizer(text, add_special_tokens=add_special)["input_ids"]
+    assert (
+        common.prompt_ids(tokenizer, dialogue)
+        == (tokenizer(text, add_special_tokens=add_special)["input_ids"])
     )
 
 
