@@ -53,6 +53,7 @@ DROP_REASONS = (
     "duplicate",
 )
 HF_PREFIX = "hf:"
+CSV_FIELD_LIMIT = 16 * 2**20  # characters; Python's default, 128 KiB, refuses long transcripts
 
 
 class DataError(ValueError):
@@ -172,6 +173,12 @@ def read_jsonl(path: Path, data: bytes) -> Iterator[Record | Invalid]:
                 location, "invalid_json", f"malformed JSON ({err.msg} at column {err.colno})"
             )
             continue
+        except RecursionError:
+            yield Invalid(location, "invalid_json", "JSON nested too deeply to read")
+            continue
+        except ValueError as err:  # e.g. an integer of thousands of digits
+            yield Invalid(location, "invalid_json", f"unreadable JSON value ({err})")
+            continue
         if not isinstance(value, dict):
             yield Invalid(
                 location, "not_an_object", f"expected a JSON object, got {type(value).__name__}"
@@ -190,6 +197,7 @@ def read_csv(path: Path, data: bytes) -> Iterator[Record | Invalid]:
     # strict: a quote opened and never closed is an error, not a field that swallows every
     # row after it.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    csv.field_size_limit(CSV_FIELD_LIMIT)  # long dialogues are truncated later, not refused
     try:
         header = next(reader, None)
     except csv.Error as err:
@@ -242,9 +250,13 @@ def _rows(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
 
 
 def read_parquet(path: Path, data: bytes) -> Iterator[Record | Invalid]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(data))
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err}); write it again") from None
     for number, row in enumerate(table.to_pylist(), start=1):
         yield Record(f"{path} row {number}", row)
 
@@ -283,7 +295,12 @@ def read_files(files: list[Path]) -> tuple[list[InputFile], list[Record | Invali
     inputs: list[InputFile] = []
     items: list[Record | Invalid] = []
     for path in files:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise DataError(
+                f"{path}: cannot read it ({err.strerror}); check its permissions"
+            ) from None
         fmt = SUPPORTED_SUFFIXES[path.suffix.lower()]
         entry = InputFile(path=str(path), format=fmt, sha256=hashlib.sha256(data).hexdigest())
         for item in READERS[fmt](path, data):
@@ -327,6 +344,9 @@ def normalize_text(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def validate(record: Record, input_field: str, target_field: str) -> tuple[str, str] | Invalid:
     values = []
     for name in (input_field, target_field):
@@ -343,6 +363,13 @@ def validate(record: Record, input_field: str, target_field: str) -> tuple[str, 
                 record.location,
                 "not_text",
                 f'field "{name}" must be text, got {type(value).__name__}',
+            )
+        if _LONE_SURROGATE.search(value):
+            return Invalid(
+                record.location,
+                "invalid_utf8",
+                f'field "{name}" holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), '
+                "which is no character",
             )
         normalized = normalize_text(value)
         if not normalized:
@@ -382,7 +409,14 @@ def make_truncator(
         )
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"--tokenizer {tokenizer_name}: cannot load it ({reason}); pass a model folder or "
+            "hub id, or leave it empty to count words"
+        ) from None
     return (
         (lambda text: common.truncate_words_to_tokens(tokenizer, text, max_tokens)),
         f"tokenizer:{tokenizer_name}",
@@ -512,31 +546,6 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         test_fraction=args.test_fraction,
     )
 
-    out = Path(args.output_dir)
-    split_info = {}
-    for name, rows in splits.items():
-        body = "".join(
-            json.dumps(
-                {
-                    "id": e.id,
-                    common.INPUT_KEY: e.input,
-                    common.TARGET_KEY: e.target,
-                    "source": e.source,
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-            for e in rows
-        )
-        path = out / name / common.SPLIT_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body, encoding="utf-8")
-        split_info[name] = {
-            "file": f"{name}/{common.SPLIT_FILE}",
-            "records": len(rows),
-            "sha256": hashlib.sha256(body.encode()).hexdigest(),
-        }
-
     records_out = {name: len(rows) for name, rows in splits.items()}
     dropped_all = {reason: dropped.get(reason, 0) for reason in DROP_REASONS}
     if records_in != sum(records_out.values()) + sum(dropped_all.values()):
@@ -558,9 +567,50 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         "token_counter": counter,
         "seed": args.seed,
         "fractions": {"validation": args.validation_fraction, "test": args.test_fraction},
-        "splits": split_info,
     }
-    return contracts.MANIFEST.write(out, manifest)
+    out = Path(args.output_dir)
+    try:
+        return write_outputs(out, splits, manifest)
+    except OSError as err:
+        raise DataError(
+            f"{out}: cannot write the splits there ({err.strerror}); point --output-dir at a "
+            "writable folder with free space"
+        ) from None
+
+
+def write_outputs(
+    out: Path, splits: dict[str, list[Example]], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """The splits, then the manifest that describes them. An earlier run's manifest goes first
+    and each split file is replaced whole, so a run that fails halfway (a full disk) leaves no
+    manifest beside files it does not describe."""
+    (out / contracts.MANIFEST.file_name).unlink(missing_ok=True)
+    split_info = {}
+    for name, rows in splits.items():
+        body = "".join(
+            json.dumps(
+                {
+                    "id": e.id,
+                    common.INPUT_KEY: e.input,
+                    common.TARGET_KEY: e.target,
+                    "source": e.source,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for e in rows
+        )
+        path = out / name / common.SPLIT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.partial")
+        staging.write_text(body, encoding="utf-8")
+        staging.replace(path)
+        split_info[name] = {
+            "file": f"{name}/{common.SPLIT_FILE}",
+            "records": len(rows),
+            "sha256": hashlib.sha256(body.encode()).hexdigest(),
+        }
+    return contracts.MANIFEST.write(out, {**manifest, "splits": split_info})
 
 
 def main(argv: list[str] | None = None) -> int:

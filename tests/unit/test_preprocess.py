@@ -372,3 +372,90 @@ def test_a_token_budget_of_nothing_is_refused_in_one_line(tmp_path: Path, budget
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert f"--max-input-tokens must be > 0, got {budget}" in line
+
+
+HOSTILE = {
+    "nested.jsonl": (
+        b'{"dialogue": ' + b"[" * 100_000 + b"]" * 100_000 + b', "summary": "x"}\n',
+        r"nested\.jsonl line 1: JSON nested too deeply to read",
+    ),
+    "bigint.jsonl": (
+        b'{"dialogue": "a", "summary": "b", "n": ' + b"9" * 5000 + b"}\n",
+        r"bigint\.jsonl line 1: unreadable JSON value \(Exceeds the limit",
+    ),
+    "surrogate.jsonl": (
+        b'{"dialogue": "a \\ud800 b", "summary": "x"}\n',
+        r'surrogate\.jsonl line 1: field "dialogue" holds a lone UTF-16 surrogate escape',
+    ),
+    "corrupt.parquet": (b"PAR1 not really", r"corrupt\.parquet: not a readable Parquet file"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_input_is_one_line_not_a_traceback(tmp_path: Path, name: str) -> None:
+    data, message = HOSTILE[name]
+    with pytest.raises(DataError, match=message) as raised:
+        run(tmp_path, data, name=name)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_record_with_a_lone_surrogate_is_counted_in_skip_mode(tmp_path: Path) -> None:
+    data = jsonl_bytes(
+        '{"dialogue": "a \\ud800 b", "summary": "x"}', *(json.dumps(good(i)) for i in range(3))
+    )
+    manifest = run(tmp_path, data, skip_invalid=True)
+    assert manifest["dropped"]["invalid_utf8"] == 1
+    assert_accounted(manifest)
+
+
+def test_a_long_csv_field_is_a_record_not_an_error(tmp_path: Path) -> None:
+    """Python's csv refuses fields over 128 KiB by default; a long transcript is truncated to
+    the token budget later, like any long input."""
+    long = "word " * 40_000  # 200 KB
+    data = f'dialogue,summary\n"{long}",Long.\nA: hi,Hi.\nB: bye,Bye.\n'.encode()
+    manifest = run(tmp_path, data, name="data.csv")
+    assert manifest["records_in"] == 3 and manifest["truncated_inputs"] == 1
+
+
+@pytest.mark.parametrize("where", ["output-is-a-file", "bad-tokenizer"])
+def test_unusable_output_or_tokenizer_is_one_line(tmp_path: Path, where: str) -> None:
+    data = jsonl_bytes(*(json.dumps(good(i)) for i in range(3)))
+    source = tmp_path / "data.jsonl"
+    source.write_bytes(data)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    arguments = (
+        {"output_dir": str(blocker)}
+        if where == "output-is-a-file"
+        else {"output_dir": str(tmp_path / "out"), "tokenizer": str(tmp_path / "no-tokenizer")}
+    )
+    message = "cannot write the splits there" if where == "output-is-a-file" else "cannot load it"
+    with pytest.raises(DataError, match=message) as raised:
+        preprocess.run(PreprocessArguments(input=str(source), **arguments))
+    assert "\n" not in str(raised.value)
+    assert blocker.read_text() == "keep me"  # never deleted or overwritten
+
+
+def test_a_run_that_fails_while_writing_leaves_no_manifest_beside_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun that fails halfway (a full disk) must not leave the previous manifest describing
+    split files it no longer matches."""
+    import errno
+
+    data = jsonl_bytes(*(json.dumps(good(i)) for i in range(30)))
+    run(tmp_path, data)
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    original = Path.write_text
+    written: list[Path] = []
+
+    def disk_fills_on_the_second_split(self: Path, *args, **kwargs):
+        written.append(self)
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_fills_on_the_second_split)
+    with pytest.raises(DataError, match="No space left on device"):
+        run(tmp_path, jsonl_bytes(*(json.dumps(good(i)) for i in range(30, 60))))
+    assert not (tmp_path / "out" / "manifest.json").exists()
