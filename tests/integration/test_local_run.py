@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,32 +289,35 @@ def test_bad_input_is_one_line_no_traceback_registry_unchanged(
     assert not (tmp_path / "run" / "jobs").exists()  # no job ran
 
 
-def test_the_local_runner_refuses_what_the_service_refuses(tmp_path: Path) -> None:
-    """A job request that botocore accepts but SageMaker refuses fails its step locally too."""
-    definition = {
-        "Parameters": [{"Name": "Key", "Type": "String", "DefaultValue": "arn:aws:kms:k"}],
-        "Steps": [
-            {
-                "Name": "Train",
-                "Type": "Training",
-                "Arguments": {
-                    "ResourceConfig": {
-                        "InstanceType": "ml.g5.2xlarge",
-                        "InstanceCount": 1,
-                        "VolumeSizeInGB": 100,
-                        "VolumeKmsKeyId": {"Get": "Parameters.Key"},
-                    }
-                },
-            }
-        ],
-    }
-    result = LocalExecutor(
-        definition,
+def run_one_step(tmp_path: Path, parameter: dict, step: dict) -> Any:
+    """A one-step definition through the local runner, with nothing else around it."""
+    return LocalExecutor(
+        {"Parameters": [parameter], "Steps": [step]},
         mirror=S3Mirror(tmp_path / "s3"),
         jobs_root=tmp_path / "jobs",
         registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
         log=lambda _: None,
     ).execute()
+
+
+def test_the_local_runner_refuses_what_the_service_refuses(tmp_path: Path) -> None:
+    """A job request that botocore accepts but SageMaker refuses fails its step locally too."""
+    result = run_one_step(
+        tmp_path,
+        {"Name": "Key", "Type": "String", "DefaultValue": "arn:aws:kms:k"},
+        {
+            "Name": "Train",
+            "Type": "Training",
+            "Arguments": {
+                "ResourceConfig": {
+                    "InstanceType": "ml.g5.2xlarge",
+                    "InstanceCount": 1,
+                    "VolumeSizeInGB": 100,
+                    "VolumeKmsKeyId": {"Get": "Parameters.Key"},
+                }
+            },
+        },
+    )
     assert result.status == "Failed"
     assert result.failure.startswith("Train: VolumeKmsKeyId on ml.g5.2xlarge")
     assert [(s.name, s.status) for s in result.steps] == [("Train", "Failed")]
@@ -322,42 +326,23 @@ def test_the_local_runner_refuses_what_the_service_refuses(tmp_path: Path) -> No
 
 def test_the_local_runner_refuses_a_uri_inside_a_key(tmp_path: Path) -> None:
     """What the old Preprocess output did: the input URI joined into the output key."""
-    definition = {
-        "Parameters": [{"Name": "Data", "Type": "String", "DefaultValue": "s3://b/data/in/"}],
-        "Steps": [
-            {
-                "Name": "Prepare",
-                "Type": "Processing",
-                "Arguments": {
-                    "ProcessingResources": {
-                        "ClusterConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1}
-                    },
-                    "ProcessingOutputConfig": {
-                        "Outputs": [
-                            {
-                                "OutputName": "splits",
-                                "S3Output": {
-                                    "S3Uri": {
-                                        "Std:Join": {
-                                            "On": "/",
-                                            "Values": ["s3://b/out", {"Get": "Parameters.Data"}],
-                                        }
-                                    }
-                                },
-                            }
-                        ]
-                    },
+    output = {"Std:Join": {"On": "/", "Values": ["s3://b/out", {"Get": "Parameters.Data"}]}}
+    result = run_one_step(
+        tmp_path,
+        {"Name": "Data", "Type": "String", "DefaultValue": "s3://b/data/in/"},
+        {
+            "Name": "Prepare",
+            "Type": "Processing",
+            "Arguments": {
+                "ProcessingResources": {
+                    "ClusterConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1}
                 },
-            }
-        ],
-    }
-    result = LocalExecutor(
-        definition,
-        mirror=S3Mirror(tmp_path / "s3"),
-        jobs_root=tmp_path / "jobs",
-        registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
-        log=lambda _: None,
-    ).execute()
+                "ProcessingOutputConfig": {
+                    "Outputs": [{"OutputName": "splits", "S3Output": {"S3Uri": output}}]
+                },
+            },
+        },
+    )
     assert result.status == "Failed"
     assert result.failure == (
         "Prepare: ProcessingOutputConfig.Outputs[0].S3Output.S3Uri 's3://b/out/s3://b/data/in/' "
