@@ -11,7 +11,9 @@ import cdk_nag
 
 from infra.stack import PeftopsStack
 from pipelines.definition.stages import deployment_region, stage_settings
+from training_scripts.common import setup_logging
 
+setup_logging()  # the SDK's INFO lines stay out of `cdk synth`, as out of the CLI
 app = cdk.App()
 stage = app.node.try_get_context("stage") or "dev"
 settings = stage_settings(app.node.try_get_context("stages"), stage)
