@@ -107,9 +107,10 @@ from pipelines.definition.config import (
     function_name,
 )
 from pipelines.definition.images import job_images
-from pipelines.definition.service_rules import definition_violations, volume_kms_key
+from pipelines.definition.service_rules import definition_violations, steps_of, volume_kms_key
 from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
 from pipelines.functions import layout
+from pipelines.functions.registered_adapter import ADAPTER_CHANNEL
 from training_scripts import contracts
 from training_scripts.common import HUB_TOKEN_SECRET_VARIABLE
 
@@ -787,10 +788,41 @@ def definition_json(config: PipelineConfig, deployment: Deployment) -> tuple[str
         body = pipeline.definition()
     for line in printed.getvalue().splitlines():
         logger.debug("sagemaker: %s", line)
-    violations = definition_violations(json.loads(body))
+    definition = json.loads(body)
+    if config.network_isolation:
+        for step in steps_of(definition["Steps"]):
+            if step["Type"] == "RegisterModel":
+                serve_base_model_from_s3(step["Arguments"]["InferenceSpecification"])
+        body = json.dumps(definition)
+    violations = definition_violations(definition)
     if violations:
         raise ValueError("the service would refuse this definition: " + "; ".join(violations))
     return body, session.assets
+
+
+def serve_base_model_from_s3(specification: dict[str, Any]) -> None:
+    """With network isolation the base model is an S3 prefix, which TGI's HF_MODEL_ID cannot
+    load: the container gets it as its own model data (uncompressed, at /opt/ml/model) and the
+    adapter as an additional model data source (SageMaker unpacks it under
+    /opt/ml/additional-model-data-sources/<channel>), which LORA_ADAPTERS names. The SDK's
+    ModelBuilder writes neither field, so the registration request is completed here."""
+    (container,) = specification["Containers"]
+    adapter = container.pop("ModelDataUrl")
+    base_model = container["Environment"]["HF_MODEL_ID"]
+    container["ModelDataSource"] = {
+        "S3DataSource": {"S3Uri": base_model, "S3DataType": "S3Prefix", "CompressionType": "None"}
+    }
+    container["AdditionalModelDataSources"] = [
+        {
+            "ChannelName": ADAPTER_CHANNEL,
+            "S3DataSource": {"S3Uri": adapter, "S3DataType": "S3Object", "CompressionType": "Gzip"},
+        }
+    ]
+    container["Environment"] = {
+        **container["Environment"],
+        "HF_MODEL_ID": "/opt/ml/model",
+        "LORA_ADAPTERS": f"adapter=/opt/ml/additional-model-data-sources/{ADAPTER_CHANNEL}",
+    }
 
 
 __all__ = ["ExecutionVariables", "Parameters", "build_pipeline", "definition_json"]

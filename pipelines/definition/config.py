@@ -129,10 +129,13 @@ class PipelineConfig:
                 "network_isolation needs image_uri: an image that already holds "
                 "training_scripts/requirements.txt, since isolated jobs cannot pip install"
             )
-        if self.network_isolation and not self.base_model.startswith("s3://"):
+        if self.network_isolation and not (
+            self.base_model.startswith("s3://") and self.base_model.endswith("/")
+        ):
             raise ValueError(
-                f"network_isolation needs base_model as an s3:// prefix holding the model's "
-                f"files (isolated jobs cannot reach the Hugging Face Hub), not {self.base_model!r}"
+                f"network_isolation needs base_model as an s3://.../ prefix (ending in /) holding "
+                "the model's files (isolated jobs cannot reach the Hugging Face Hub, and the "
+                f"registered spec serves it from there), not {self.base_model!r}"
             )
         if self.hf_token_secret_arn and not re.fullmatch(
             r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}",

@@ -13,8 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-# (group) -> (model package ARN, its adapter's ModelDataUrl), newest first
+# (group) -> (model package ARN, its adapter's location), newest first
 ListVersions = Callable[[str], Iterable[tuple[str, str]]]
+# The additional model data source that carries the adapter when the base model is the
+# container's own model data (network isolation: the base model comes from S3, not the hub).
+ADAPTER_CHANNEL = "adapter"
+
+
+def adapter_location(container: dict[str, Any]) -> str:
+    """Where a registered inference container's adapter is: its model data, or its `adapter`
+    additional model data source."""
+    for source in container.get("AdditionalModelDataSources", []):
+        if source.get("ChannelName") == ADAPTER_CHANNEL:
+            return source["S3DataSource"]["S3Uri"]
+    return container.get("ModelDataUrl", "")
 
 
 def find_registered(event: dict[str, Any], list_versions: ListVersions) -> dict[str, str]:
@@ -44,6 +56,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
                 arn = summary["ModelPackageArn"]
                 described = sagemaker.describe_model_package(ModelPackageName=arn)
                 containers = described.get("InferenceSpecification", {}).get("Containers", [])
-                yield arn, containers[0].get("ModelDataUrl", "") if containers else ""
+                yield arn, adapter_location(containers[0]) if containers else ""
 
     return find_registered(event, list_versions)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.definition.service_rules import RequestRuleError, check_job
+from pipelines.functions.registered_adapter import adapter_location
 from pipelines.local.errors import MissingInputError, StepFailedError, UnsupportedConstructError
 from pipelines.local.expressions import Scope, as_text, typed_parameter
 from pipelines.local.jobs import JobResult, JobRunner
@@ -184,7 +185,7 @@ class LocalExecutor:
         version = self.registry.register(
             Registration(
                 group=args["ModelPackageGroupName"],
-                model_data_url=containers[0]["ModelDataUrl"],
+                model_data_url=adapter_location(containers[0]),
                 status=args.get("ModelApprovalStatus", "PendingManualApproval"),
                 metadata={k: str(v) for k, v in args.get("CustomerMetadataProperties", {}).items()},
                 evaluation_uri=evaluation_uri,

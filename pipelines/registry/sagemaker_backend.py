@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipelines.functions.registered_adapter import adapter_location
 from pipelines.registry.versions import ModelVersion, Registration, RegistryError
 from training_scripts import contracts
 
@@ -72,7 +73,7 @@ class SageMakerRegistry:
             group=package["ModelPackageGroupName"],
             version=package["ModelPackageVersion"],
             status=package["ModelApprovalStatus"],
-            model_data_url=containers[0].get("ModelDataUrl", ""),
+            model_data_url=adapter_location(containers[0]),
             created=str(package["CreationTime"]),
             metadata=package.get("CustomerMetadataProperties", {}),
             evaluation=self._evaluation(uri),

@@ -73,7 +73,7 @@ ALLOWED = {
     "pipelines.functions": {"pipelines.functions"},
     "pipelines.fixtures": {"pipelines.fixtures"},
     "pipelines.definition": {"pipelines.definition", "pipelines.functions", "training_scripts"},
-    "pipelines.registry": {"pipelines.registry", "training_scripts"},
+    "pipelines.registry": {"pipelines.registry", "pipelines.functions", "training_scripts"},
     "pipelines.publishing": {"pipelines.functions", "training_scripts"},
     "pipelines.local": {
         "pipelines.local",

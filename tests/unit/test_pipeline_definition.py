@@ -389,13 +389,56 @@ def test_network_isolation_brings_the_base_model_as_an_s3_channel() -> None:
             "Subnets": ["subnet-1", "subnet-2"],
         }
         assert any(i["InputName"] == "model" for i in args["ProcessingInputs"])
+    # The registered container can load what it is given: TGI cannot read an s3:// model id,
+    # so the base model is its model data and the adapter an additional source.
+    for name in ("RegisterAdapter", "RegisterAdapterStoredBaseline"):
+        (container,) = flatten(definition["Steps"])[name]["Arguments"]["InferenceSpecification"][
+            "Containers"
+        ]
+        assert "ModelDataUrl" not in container
+        assert container["ModelDataSource"] == {
+            "S3DataSource": {
+                "S3Uri": {"Get": "Parameters.BaseModel"},
+                "S3DataType": "S3Prefix",
+                "CompressionType": "None",
+            }
+        }
+        assert container["AdditionalModelDataSources"] == [
+            {
+                "ChannelName": "adapter",
+                "S3DataSource": {
+                    "S3Uri": {"Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"},
+                    "S3DataType": "S3Object",
+                    "CompressionType": "Gzip",
+                },
+            }
+        ]
+        environment = container["Environment"]
+        assert environment["HF_MODEL_ID"] == "/opt/ml/model"
+        assert (
+            environment["LORA_ADAPTERS"] == "adapter=/opt/ml/additional-model-data-sources/adapter"
+        )
+
+
+def test_without_isolation_the_container_loads_the_base_model_by_hub_id(definition) -> None:
+    (container,) = flatten(definition["Steps"])["RegisterAdapter"]["Arguments"][
+        "InferenceSpecification"
+    ]["Containers"]
+    assert container["ModelDataUrl"] == {
+        "Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"
+    }
+    assert container["Environment"]["HF_MODEL_ID"] == {"Get": "Parameters.BaseModel"}
+    assert container["Environment"]["LORA_ADAPTERS"] == "adapter=/opt/ml/model"
 
 
 def test_network_isolation_requires_an_image_with_the_dependencies() -> None:
     with pytest.raises(ValueError, match="network_isolation needs image_uri"):
         PipelineConfig(network_isolation=True)
-    with pytest.raises(ValueError, match="network_isolation needs base_model as an s3:// prefix"):
+    needs_prefix = r"network_isolation needs base_model as an s3://\.\.\./ prefix \(ending in /\)"
+    with pytest.raises(ValueError, match=needs_prefix):
         PipelineConfig(network_isolation=True, image_uri=IMAGE)
+    with pytest.raises(ValueError, match=needs_prefix):  # a prefix, which S3Prefix data needs
+        PipelineConfig(network_isolation=True, image_uri=IMAGE, base_model=S3_MODEL.rstrip("/"))
     definition, _ = build(
         PipelineConfig(
             network_isolation=True,

@@ -208,3 +208,16 @@ def test_check_registered_finds_an_artifact_already_in_the_group(monkeypatch) ->
             "ModelPackageArn": "",
             "Message": "a new adapter",
         }
+
+
+def test_the_adapter_is_found_where_an_isolated_registration_puts_it() -> None:
+    from pipelines.functions.registered_adapter import adapter_location
+
+    assert adapter_location({"ModelDataUrl": "s3://b/a.tar.gz"}) == "s3://b/a.tar.gz"
+    isolated = {
+        "ModelDataSource": {"S3DataSource": {"S3Uri": "s3://b/base/"}},
+        "AdditionalModelDataSources": [
+            {"ChannelName": "adapter", "S3DataSource": {"S3Uri": "s3://b/a.tar.gz"}}
+        ],
+    }
+    assert adapter_location(isolated) == "s3://b/a.tar.gz"
