@@ -19,6 +19,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 RegistryOption = Annotated[str, typer.Option("--registry", help="local:PATH or sagemaker:GROUP.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+# The record fields a dataset's text and reference summary are read from (preprocess's rules).
+InputFieldOption = Annotated[str, typer.Option(help="Field with the text to summarize.")]
+TargetFieldOption = Annotated[str, typer.Option(help="Field with the reference summary.")]
 ParamOption = Annotated[
     list[str] | None, typer.Option(help="Pipeline parameter override Name=Value (repeatable).")
 ]

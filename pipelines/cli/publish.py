@@ -8,7 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.cli.options import JsonOption, fail, guarded
+from pipelines.cli.options import (
+    InputFieldOption,
+    JsonOption,
+    TargetFieldOption,
+    fail,
+    guarded,
+)
 
 data_app = typer.Typer(help="Datasets the pipeline trains on.", no_args_is_help=True)
 baseline_app = typer.Typer(help="The stored baseline reuse mode reads.", no_args_is_help=True)
@@ -47,12 +53,8 @@ def open_store(bucket: str | None, region: str | None, local_run: Path | None) -
 def publish_data(
     data: Annotated[Path, typer.Option(help="A .jsonl/.csv/.parquet file or a folder of them.")],
     bucket: BucketOption = None,
-    input_field: Annotated[
-        str, typer.Option(help="Field with the text to summarize.")
-    ] = "dialogue",
-    target_field: Annotated[
-        str, typer.Option(help="Field with the reference summary.")
-    ] = "summary",
+    input_field: InputFieldOption = "dialogue",
+    target_field: TargetFieldOption = "summary",
     region: RegionOption = None,
     local_run: LocalRunOption = None,
     as_json: JsonOption = False,

@@ -10,7 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.cli.options import ParamOption, fail, parse_assignments
+from pipelines.cli.options import (
+    InputFieldOption,
+    ParamOption,
+    TargetFieldOption,
+    fail,
+    parse_assignments,
+)
 from training_scripts import contracts
 from training_scripts.common import format_bytes
 
@@ -78,12 +84,8 @@ def run_local_command(
             help="Dataset file or folder (.jsonl/.csv/.parquet); default: the bundled sample."
         ),
     ] = None,
-    input_field: Annotated[
-        str, typer.Option(help="Field with the text to summarize.")
-    ] = "dialogue",
-    target_field: Annotated[
-        str, typer.Option(help="Field with the reference summary.")
-    ] = "summary",
+    input_field: InputFieldOption = "dialogue",
+    target_field: TargetFieldOption = "summary",
     method: Annotated[
         str | None, typer.Option(help="qlora, lora or prompt_tuning (the PeftMethod parameter).")
     ] = None,

@@ -128,6 +128,17 @@ def test_a_builder_change_changes_what_runs_locally(
     assert manifest["max_input_tokens"] == 20 and manifest["truncated_inputs"] > 500
 
 
+def run_definition(tmp_path: Path, definition: dict) -> Any:
+    """A definition through the local runner, with nothing else around it."""
+    return LocalExecutor(
+        definition,
+        mirror=S3Mirror(tmp_path / "s3"),
+        jobs_root=tmp_path / "jobs",
+        registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
+        log=lambda _: None,
+    ).execute()
+
+
 def test_unsupported_constructs_are_errors(tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "r.sqlite", "g")
     lambda_step = {
@@ -145,24 +156,12 @@ def test_unsupported_constructs_are_errors(tmp_path: Path) -> None:
         UnsupportedConstructError,
         match="step Notify: no local function for arn:aws:lambda:us-east-1:000000000000:function:notify",
     ):
-        LocalExecutor(
-            lambda_step,
-            mirror=S3Mirror(tmp_path),
-            jobs_root=tmp_path,
-            registry=registry,
-            log=lambda _: None,
-        ).execute()
+        run_definition(tmp_path, lambda_step)
     transform = {"Parameters": [], "Steps": [{"Name": "Score", "Type": "Transform"}]}
     with pytest.raises(
         UnsupportedConstructError, match="step Score: type Transform is not supported"
     ):
-        LocalExecutor(
-            transform,
-            mirror=S3Mirror(tmp_path),
-            jobs_root=tmp_path,
-            registry=registry,
-            log=lambda _: None,
-        ).execute()
+        run_definition(tmp_path, transform)
     odd_function = {
         "Parameters": [],
         "Steps": [
@@ -170,13 +169,7 @@ def test_unsupported_constructs_are_errors(tmp_path: Path) -> None:
         ],
     }
     with pytest.raises(UnsupportedConstructError, match="function Std:Concat is not supported"):
-        LocalExecutor(
-            odd_function,
-            mirror=S3Mirror(tmp_path),
-            jobs_root=tmp_path,
-            registry=registry,
-            log=lambda _: None,
-        ).execute()
+        run_definition(tmp_path, odd_function)
     with pytest.raises(UnsupportedConstructError, match="unknown pipeline parameters"):
         LocalExecutor(
             {"Parameters": [], "Steps": []},
@@ -290,14 +283,7 @@ def test_bad_input_is_one_line_no_traceback_registry_unchanged(
 
 
 def run_one_step(tmp_path: Path, parameter: dict, step: dict) -> Any:
-    """A one-step definition through the local runner, with nothing else around it."""
-    return LocalExecutor(
-        {"Parameters": [parameter], "Steps": [step]},
-        mirror=S3Mirror(tmp_path / "s3"),
-        jobs_root=tmp_path / "jobs",
-        registry=LocalRegistry(tmp_path / "r.sqlite", "g"),
-        log=lambda _: None,
-    ).execute()
+    return run_definition(tmp_path, {"Parameters": [parameter], "Steps": [step]})
 
 
 def test_the_local_runner_refuses_what_the_service_refuses(tmp_path: Path) -> None:
