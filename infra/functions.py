@@ -1,5 +1,6 @@
 """The pipeline's Lambda functions (`pipelines/functions`): ResolveInputs lists published dataset
-versions and checks the stored baseline; CheckRegistered reads the model package group. Each has
+versions and checks the stored baseline; CheckRegistered reads the model package group and
+the digest of the evaluation the gate read. Each has
 its own role with only that, and a log group that expires."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -15,6 +17,7 @@ from constructs import Construct
 
 from pipelines.definition.config import (
     CHECK_REGISTERED,
+    EVALUATIONS,
     FUNCTION_HANDLERS,
     RESOLVE_INPUTS,
     PipelineConfig,
@@ -33,6 +36,7 @@ class PipelineFunctions(Construct):
         *,
         config: PipelineConfig,
         bucket: s3.IBucket,
+        key: kms.IKey,
         log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -62,8 +66,16 @@ class PipelineFunctions(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="DescribeVersions",
-                    actions=["sagemaker:DescribeModelPackage"],
+                    actions=["sagemaker:BatchDescribeModelPackage"],
                     resources=[f"{sagemaker}:model-package/{group}/*"],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadEvaluations",  # to record the digest of what the gate read
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects(f"pipelines/{config.name}/{EVALUATIONS}/*")],
+                ),
+                iam.PolicyStatement(
+                    sid="DecryptEvaluations", actions=["kms:Decrypt"], resources=[key.key_arn]
                 ),
             ],
         }

@@ -1,13 +1,14 @@
 """The SageMaker Pipeline, whose definition is the pipelines builder's, byte for byte.
 
 The builder runs at synth time with placeholder deployment values that are then replaced by
-the real bucket, role and key (CloudFormation `Fn::Sub`), so the definition stays
+the real bucket, job roles and key (CloudFormation `Fn::Sub`), so the definition stays
 deterministic. The code assets it refers to (content-hashed keys) are copied into the bucket.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from aws_cdk import Fn, Stack
@@ -19,25 +20,36 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from pipelines.definition import definition_json
-from pipelines.definition.config import Deployment, PipelineConfig
+from pipelines.definition.config import Deployment, JobKind, PipelineConfig
 from pipelines.definition.staging import write_assets
 
 PLACEHOLDER_BUCKET = "peftops-placeholder-bucket"
 PLACEHOLDER_ACCOUNT = "000000000000"
 
 
+def placeholder_role(name: str) -> str:
+    return f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/peftops-placeholder-{name}"
+
+
 def placeholder_deployment(region: str) -> Deployment:
     return Deployment(
         region=region,
-        role_arn=f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/peftops-placeholder-role",
+        role_arn=placeholder_role("pipeline"),
         bucket=PLACEHOLDER_BUCKET,
         kms_key_arn=f"arn:aws:kms:{region}:{PLACEHOLDER_ACCOUNT}:key/peftops-placeholder-key",
+        job_role_arns=tuple((kind, placeholder_role(f"{kind}-jobs")) for kind in JobKind),
     )
 
 
+def role_variable(kind: JobKind) -> str:
+    """The Fn::Sub variable of a kind of job's role ARN."""
+    return f"{kind.value.capitalize()}RoleArn"
+
+
 def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict[str, bytes]]:
-    """The definition with ${Bucket}, ${RoleArn} and ${KeyArn} where the deployment's values go,
-    and the stack's partition, region and account in the pipeline's function ARNs."""
+    """The definition with ${Bucket}, ${KeyArn} and each job kind's ${<Kind>RoleArn} where
+    the deployment's values go, and the stack's partition, region and account in the
+    pipeline's function ARNs."""
     deployment = placeholder_deployment(region)
     body, assets = definition_json(config, deployment)
     body = body.replace("${", "${!")  # a literal ${ must survive Fn::Sub
@@ -46,11 +58,13 @@ def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict
         "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:",
     )
     for placeholder, variable in (
-        (deployment.role_arn, "RoleArn"),
+        *((deployment.job_role(kind), role_variable(kind)) for kind in JobKind),
         (deployment.kms_key_arn, "KeyArn"),
         (deployment.bucket, "Bucket"),
     ):
         body = body.replace(placeholder, "${" + variable + "}")
+    if deployment.role_arn in body:
+        raise AssertionError("the pipeline's own role is not part of its definition")
     return body, assets
 
 
@@ -64,6 +78,7 @@ class Pipeline(Construct):
         bucket: s3.IBucket,
         key: kms.IKey,
         role: iam.IRole,
+        job_roles: Mapping[JobKind, iam.IRole],
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -89,7 +104,11 @@ class Pipeline(Construct):
             pipeline_definition={
                 "PipelineDefinitionBody": Fn.sub(
                     body,
-                    {"Bucket": bucket.bucket_name, "RoleArn": role.role_arn, "KeyArn": key.key_arn},
+                    {
+                        "Bucket": bucket.bucket_name,
+                        "KeyArn": key.key_arn,
+                        **{role_variable(k): r.role_arn for k, r in job_roles.items()},
+                    },
                 )
             },
         )

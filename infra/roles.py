@@ -1,9 +1,15 @@
-"""Least-privilege roles: the SageMaker execution role (pipeline and its jobs) and the
-scheduler's role, which can only start this pipeline."""
+"""Least-privilege roles: the pipeline's (it starts jobs and registers adapters), one per kind
+of job (each writes only its own prefixes and cannot touch the registry), and the scheduler's,
+which can only start this pipeline.
+
+Job code runs models and libraries from outside the project; what it can change is kept to its
+outputs, so a job cannot register or approve a model, rewrite code assets, or overwrite another
+kind of job's outputs. What approval re-reads from a job's prefix is checked against the digest
+recorded at registration (`pipelines.registry.decisions`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
@@ -11,12 +17,13 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from pipelines.definition.config import Vpc
+from pipelines.definition.config import JobKind, Vpc
 from pipelines.definition.images import ecr_repository_arn
 
 
-class ExecutionRole(Construct):
-    """Assumed by SageMaker for the pipeline and every job it starts."""
+class PipelineRole(Construct):
+    """Assumed by SageMaker Pipelines for the pipeline itself: starts its jobs under their own
+    roles, reads what conditions read (JsonGet), calls its functions, registers adapters."""
 
     def __init__(
         self,
@@ -27,10 +34,8 @@ class ExecutionRole(Construct):
         key: kms.IKey,
         pipeline_name: str,
         model_package_group: str,
-        images: Sequence[str],
+        job_roles: Sequence[iam.IRole],
         function_names: Sequence[str] = (),
-        vpc: Vpc | None = None,
-        hub_token_secret_arn: str = "",
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -40,35 +45,14 @@ class ExecutionRole(Construct):
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="peftops pipeline and jobs",
+            description="peftops pipeline: starts its jobs and registers adapters",
         )
         statements = [
+            *read_project_statements(bucket, key),
             iam.PolicyStatement(
-                sid="ListProjectBucket",
-                actions=["s3:ListBucket", "s3:GetBucketLocation"],
-                resources=[bucket.bucket_arn],
-            ),
-            iam.PolicyStatement(
-                sid="ReadWriteProjectObjects",
-                actions=[
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                ],
-                # Objects of this one bucket: their keys are made by jobs at run time.
-                resources=[bucket.arn_for_objects("*")],
-            ),
-            iam.PolicyStatement(
-                sid="UseProjectKey",
-                # GenerateDataKey* covers GenerateDataKey and GenerateDataKeyWithoutPlaintext, both used for volumes and outputs.
-                actions=[
-                    "kms:Decrypt",
-                    "kms:Encrypt",
-                    "kms:GenerateDataKey*",
-                    "kms:DescribeKey",
-                    "kms:CreateGrant",
-                ],
+                sid="EncryptJobVolumes",
+                # Jobs are created with the project key for their volumes and outputs.
+                actions=["kms:CreateGrant"],
                 resources=[key.key_arn],
             ),
             iam.PolicyStatement(
@@ -104,19 +88,92 @@ class ExecutionRole(Construct):
                 resources=[f"{arn}:pipeline/{pipeline_name}", f"{arn}:pipeline/{pipeline_name}/*"],
             ),
             iam.PolicyStatement(
-                sid="PassOwnRoleToJobs",
+                sid="PassJobRoles",
                 actions=["iam:PassRole"],
-                resources=[self.role.role_arn],
+                resources=[role.role_arn for role in job_roles],
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             ),
+        ]
+        if function_names:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="CallPipelineFunctions",  # the pipeline's Lambda steps
+                    actions=["lambda:InvokeFunction"],
+                    resources=[f"{functions}:{name}" for name in function_names],
+                )
+            )
+        self.policy = iam.Policy(self, "Policy", statements=statements)
+        self.policy.attach_to_role(self.role)
+
+
+def read_project_statements(bucket: s3.IBucket, key: kms.IKey) -> list[iam.PolicyStatement]:
+    return [
+        iam.PolicyStatement(
+            sid="ListProjectBucket",
+            actions=["s3:ListBucket", "s3:GetBucketLocation"],
+            resources=[bucket.bucket_arn],
+        ),
+        iam.PolicyStatement(
+            sid="ReadProjectObjects",
+            actions=["s3:GetObject"],
+            # Jobs read data, code assets, base models and earlier steps' outputs of this bucket.
+            resources=[bucket.arn_for_objects("*")],
+        ),
+        iam.PolicyStatement(
+            sid="DecryptWithProjectKey",
+            actions=["kms:Decrypt", "kms:DescribeKey"],
+            resources=[key.key_arn],
+        ),
+    ]
+
+
+class JobRole(Construct):
+    """Assumed by SageMaker for one kind of job: reads the project's objects, writes only under
+    `write_prefixes`, and has no SageMaker API access at all."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        kind: JobKind,
+        bucket: s3.IBucket,
+        key: kms.IKey,
+        write_prefixes: Sequence[str],
+        images: Sequence[str],
+        vpc: Vpc | None = None,
+        hub_token_secret_arn: str = "",
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.kind = kind
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"peftops {kind} jobs",
+        )
+        statements = [
+            *read_project_statements(bucket, key),
             iam.PolicyStatement(
-                sid="PullTrainingImages",
+                sid="WriteOwnOutputs",
+                actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in write_prefixes],
+            ),
+            iam.PolicyStatement(
+                sid="EncryptOwnOutputs",
+                # GenerateDataKey* covers GenerateDataKey and GenerateDataKeyWithoutPlaintext, both used for volumes and outputs.
+                actions=["kms:Encrypt", "kms:GenerateDataKey*", "kms:CreateGrant"],
+                resources=[key.key_arn],
+            ),
+            iam.PolicyStatement(
+                sid="PullJobImages",
                 actions=[
                     "ecr:BatchGetImage",
                     "ecr:GetDownloadUrlForLayer",
                     "ecr:BatchCheckLayerAvailability",
                 ],
-                # Exactly the jobs' repositories; their registry account differs by region.
+                # Exactly this kind's repositories; their registry account differs by region.
                 resources=sorted({ecr_repository_arn(image, stack.partition) for image in images}),
             ),
             # ecr:GetAuthorizationToken has no resource-level permissions: AWS requires "*".
@@ -146,14 +203,6 @@ class ExecutionRole(Construct):
                 },
             ),
         ]
-        if function_names:
-            statements.append(
-                iam.PolicyStatement(
-                    sid="CallPipelineFunctions",  # the pipeline's Lambda steps
-                    actions=["lambda:InvokeFunction"],
-                    resources=[f"{functions}:{name}" for name in function_names],
-                )
-            )
         if hub_token_secret_arn:
             statements.append(
                 iam.PolicyStatement(
@@ -165,6 +214,33 @@ class ExecutionRole(Construct):
         self.vpc_statements = vpc_job_statements(vpc, stack.partition, stack.region, stack.account)
         self.policy = iam.Policy(self, "Policy", statements=statements + self.vpc_statements)
         self.policy.attach_to_role(self.role)
+
+
+def job_roles(
+    scope: Construct,
+    *,
+    bucket: s3.IBucket,
+    key: kms.IKey,
+    writes: Mapping[JobKind, Sequence[str]],
+    images: Mapping[JobKind, Sequence[str]],
+    vpc: Vpc | None,
+    hub_token_secret_arn: str,
+) -> dict[JobKind, JobRole]:
+    """One role per kind of job, each writing only its `writes` prefixes."""
+    return {
+        kind: JobRole(
+            scope,
+            f"{kind.value.capitalize()}JobRole",
+            kind=kind,
+            bucket=bucket,
+            key=key,
+            write_prefixes=prefixes,
+            images=images[kind],
+            vpc=vpc,
+            hub_token_secret_arn=hub_token_secret_arn,
+        )
+        for kind, prefixes in writes.items()
+    }
 
 
 def vpc_job_statements(

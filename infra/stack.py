@@ -11,13 +11,17 @@ from infra.functions import PipelineFunctions
 from infra.notifications import Notifications
 from infra.pipeline import Pipeline
 from infra.registry import ModelRegistry
-from infra.roles import ExecutionRole, SchedulerRole
+from infra.roles import PipelineRole, SchedulerRole, job_roles
 from infra.schedule import Schedule
 from infra.storage import Storage
 from pipelines.definition.config import (
     CHECK_REGISTERED,
+    CHECKPOINTS,
+    EVALUATIONS,
     FUNCTION_HANDLERS,
+    JOB_WRITES,
     RESOLVE_INPUTS,
+    JobKind,
     function_name,
 )
 from pipelines.definition.images import job_images
@@ -40,22 +44,38 @@ class PeftopsStack(Stack):
         self.storage = Storage(
             self,
             "Storage",
-            checkpoint_prefix=f"pipelines/{config.name}/checkpoints/",
+            checkpoint_prefix=f"pipelines/{config.name}/{CHECKPOINTS}/",
             checkpoint_expiry_days=settings.checkpoint_expiry_days,
             noncurrent_version_expiry_days=settings.noncurrent_version_expiry_days,
             access_log_expiry_days=settings.access_log_expiry_days,
         )
-        self.execution = ExecutionRole(
+        images = job_images(config, self.region)
+        instance_types = {
+            JobKind.PREPROCESS: config.processing_instance_type,
+            JobKind.TRAINING: config.train_instance_type,
+            JobKind.EVALUATION: config.evaluation_instance_type,
+        }
+        self.job_roles = job_roles(
             self,
-            "ExecutionRole",
+            bucket=self.storage.bucket,
+            key=self.storage.key,
+            writes={
+                kind: [f"pipelines/{config.name}/{folder}/" for folder in folders]
+                for kind, folders in JOB_WRITES.items()
+            },
+            images={kind: [images.for_instance(t)] for kind, t in instance_types.items()},
+            vpc=config.vpc,
+            hub_token_secret_arn=config.hf_token_secret_arn,
+        )
+        self.pipeline_role = PipelineRole(
+            self,
+            "PipelineRole",
             bucket=self.storage.bucket,
             key=self.storage.key,
             pipeline_name=config.name,
             model_package_group=config.model_package_group,
-            images=job_images(config, self.region).all,
+            job_roles=[job.role for job in self.job_roles.values()],
             function_names=[function_name(config, name) for name in FUNCTION_HANDLERS],
-            vpc=config.vpc,
-            hub_token_secret_arn=config.hf_token_secret_arn,
         )
         self.registry = ModelRegistry(
             self,
@@ -64,7 +84,7 @@ class PeftopsStack(Stack):
             promotion_account_ids=settings.promotion_account_ids,
         )
         self.functions = PipelineFunctions(
-            self, "Functions", config=config, bucket=self.storage.bucket
+            self, "Functions", config=config, bucket=self.storage.bucket, key=self.storage.key
         )
         self.pipeline = Pipeline(
             self,
@@ -72,7 +92,8 @@ class PeftopsStack(Stack):
             config=config,
             bucket=self.storage.bucket,
             key=self.storage.key,
-            role=self.execution.role,
+            role=self.pipeline_role.role,
+            job_roles={kind: job.role for kind, job in self.job_roles.items()},
         )
         self.pipeline.pipeline.node.add_dependency(self.registry.group)
         for function in self.functions.functions.values():
@@ -115,23 +136,11 @@ class PeftopsStack(Stack):
         # cdk-nag writes the account as a token unless the environment names it.
         account = "<AWS::AccountId>" if Token.is_unresolved(self.account) else self.account
         region_account = f"{self.region}:{account}"
-        execution_policy = self.execution.policy
+        pipeline_policy = self.pipeline_role.policy
         for finding, reason in (
             (
-                "IAM5[Action::kms:GenerateDataKey*]",
-                "GenerateDataKey and GenerateDataKeyWithoutPlaintext on the project key only, for encrypted volumes and outputs",
-            ),
-            (
-                "IAM5[Resource::*]",
-                "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker namespaces by condition",
-            ),
-            (
                 f"IAM5[{bucket_objects}]",
-                "objects of the project bucket only; jobs create their keys at run time",
-            ),
-            (
-                f"IAM5[Resource::arn:<AWS::Partition>:logs:{region_account}:log-group:/aws/sagemaker/*]",
-                "SageMaker job log groups, named per job type by the service",
+                "reads objects of the project bucket only (evaluations its conditions read, artifacts it registers); it writes none",
             ),
             (
                 f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:model-package/{group}/*]",
@@ -150,7 +159,42 @@ class PeftopsStack(Stack):
                 "Pipelines names training jobs at run time; the role can only create, describe and stop them",
             ),
         ):
-            acknowledge(execution_policy, finding, reason)
+            acknowledge(pipeline_policy, finding, reason)
+        for job in self.job_roles.values():
+            findings = [
+                (
+                    "IAM5[Action::kms:GenerateDataKey*]",
+                    "GenerateDataKey and GenerateDataKeyWithoutPlaintext on the project key only, for encrypted volumes and outputs",
+                ),
+                (
+                    "IAM5[Resource::*]",
+                    "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker namespaces by condition",
+                ),
+                (
+                    f"IAM5[{bucket_objects}]",
+                    "reads objects of the project bucket only; writes are limited to this kind of job's prefixes",
+                ),
+                (
+                    f"IAM5[Resource::arn:<AWS::Partition>:logs:{region_account}:log-group:/aws/sagemaker/*]",
+                    "SageMaker job log groups, named per job type by the service",
+                ),
+                *(
+                    (
+                        f"IAM5[{bucket_objects.removesuffix('/*')}/pipelines/{pipeline_name}/{folder}/*]",
+                        "this kind of job's outputs, whose keys name the run that writes them",
+                    )
+                    for folder in JOB_WRITES[job.kind]
+                ),
+            ]
+            if job.vpc_statements:
+                findings.append(
+                    (
+                        f"IAM5[Resource::arn:<AWS::Partition>:ec2:{region_account}:network-interface/*]",
+                        "VPC jobs: SageMaker creates and deletes their network interfaces at run time, only in the configured subnets (condition)",
+                    )
+                )
+            for finding, reason in findings:
+                acknowledge(job.policy, finding, reason)
         for name, role in self.functions.roles.items():
             log_group = self.functions.node.find_child(f"{name}-logs").node.default_child
             acknowledge(
@@ -170,6 +214,11 @@ class PeftopsStack(Stack):
         )
         acknowledge(
             self.functions.roles[CHECK_REGISTERED],
+            f"IAM5[{bucket_objects.removesuffix('/*')}/pipelines/{pipeline_name}/{EVALUATIONS}/*]",
+            "evaluations of this project's pipeline, whose keys name the run that wrote them",
+        )
+        acknowledge(
+            self.functions.roles[CHECK_REGISTERED],
             "IAM5[Resource::*]",
             "sagemaker:ListModelPackages cannot be scoped to one group's list (it authorizes on packages); it returns summaries, and describing a version is limited to this project's group",
         )
@@ -178,12 +227,6 @@ class PeftopsStack(Stack):
             "IAM5[Action::kms:GenerateDataKey*]",
             "the notification topic's key only, as SNS needs to encrypt what EventBridge publishes",
         )
-        if self.execution.vpc_statements:
-            acknowledge(
-                execution_policy,
-                f"IAM5[Resource::arn:<AWS::Partition>:ec2:{region_account}:network-interface/*]",
-                "VPC jobs: SageMaker creates and deletes their network interfaces at run time, only in the configured subnets (condition)",
-            )
         acknowledge(
             self.schedule.dead_letters,
             "SQS3",

@@ -57,14 +57,33 @@ def definition(
     kms_key_arn: Annotated[str, typer.Option(envvar="PEFTOPS_KMS_KEY_ARN")] = (
         f"arn:aws:kms:us-east-1:{EXAMPLE_ACCOUNT}:key/00000000-0000-4000-8000-000000000000"
     ),
+    preprocess_role_arn: Annotated[
+        str | None, typer.Option(help="Role of Preprocess jobs (default: --role-arn).")
+    ] = None,
+    training_role_arn: Annotated[
+        str | None, typer.Option(help="Role of training jobs (default: --role-arn).")
+    ] = None,
+    evaluation_role_arn: Annotated[
+        str | None, typer.Option(help="Role of evaluation jobs (default: --role-arn).")
+    ] = None,
 ) -> None:
     """Write the pipeline definition, built offline: no AWS call, the same bytes every time."""
     from pipelines.definition import definition_json
+    from pipelines.definition.config import JobKind
     from pipelines.definition.staging import write_assets
 
+    job_roles = {
+        JobKind.PREPROCESS: preprocess_role_arn,
+        JobKind.TRAINING: training_role_arn,
+        JobKind.EVALUATION: evaluation_role_arn,
+    }
     try:
         deployment = Deployment(
-            region=region, role_arn=role_arn, bucket=bucket, kms_key_arn=kms_key_arn
+            region=region,
+            role_arn=role_arn,
+            bucket=bucket,
+            kms_key_arn=kms_key_arn,
+            job_role_arns=tuple((kind, arn) for kind, arn in job_roles.items() if arn),
         )
         body, assets = definition_json(load_config(config), deployment)
     except ValueError as err:

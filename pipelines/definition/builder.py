@@ -100,9 +100,14 @@ from sagemaker.train.distributed import Torchrun
 from pipelines.definition.config import (
     ADAPTER_METHODS,
     CHECK_REGISTERED,
+    CHECKPOINTS,
+    EVALUATIONS,
+    MODELS,
+    PREPROCESS_OUTPUTS,
     RESOLVE_INPUTS,
     BaselineMode,
     Deployment,
+    JobKind,
     PipelineConfig,
     function_name,
 )
@@ -110,7 +115,7 @@ from pipelines.definition.images import job_images
 from pipelines.definition.service_rules import definition_violations, steps_of, volume_kms_key
 from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
 from pipelines.functions import layout
-from pipelines.functions.registered_adapter import ADAPTER_CHANNEL
+from pipelines.functions.registered_adapter import ADAPTER_CHANNEL, EVALUATION_DIGEST
 from training_scripts import contracts
 from training_scripts.common import HUB_TOKEN_SECRET_VARIABLE
 
@@ -251,10 +256,12 @@ class _Builder:
         S3 prefix, mounted as the `model` channel / processing input."""
         return self.config.network_isolation
 
-    def processor(self, instance_type: str, base_job_name: str) -> FrameworkProcessor:
+    def processor(
+        self, kind: JobKind, instance_type: str, base_job_name: str
+    ) -> FrameworkProcessor:
         vpc = self.config.vpc
         return _StableFrameworkProcessor(
-            role=self.deployment.role_arn,
+            role=self.deployment.job_role(kind),
             image_uri=self.images.for_instance(instance_type),
             command=["python3"],
             instance_count=1,
@@ -331,12 +338,14 @@ class _Builder:
         output_uri = Join(
             on="/",
             values=[
-                f"{self.prefix}/preprocess",
+                f"{self.prefix}/{PREPROCESS_OUTPUTS}",
                 inputs.properties.Outputs["DatasetVersion"],
                 ExecutionVariables.PIPELINE_EXECUTION_ID,
             ],
         )
-        step_args = self.processor(self.config.processing_instance_type, "peftops-preprocess").run(
+        step_args = self.processor(
+            JobKind.PREPROCESS, self.config.processing_instance_type, "peftops-preprocess"
+        ).run(
             code="preprocess.py",
             source_dir=self.code_uri,
             requirements="requirements.txt",
@@ -372,7 +381,7 @@ class _Builder:
         return Join(
             on="",
             values=[
-                f"{self.prefix}/checkpoints/{name}/",
+                f"{self.prefix}/{CHECKPOINTS}/{name}/",
                 preprocess.properties.ProcessingJobName,
                 "/",
                 *key,
@@ -404,7 +413,7 @@ class _Builder:
         vpc = self.config.vpc
         trainer = _StagingModelTrainer(
             training_image=self.images.for_instance(self.config.train_instance_type),
-            role=self.deployment.role_arn,
+            role=self.deployment.job_role(JobKind.TRAINING),
             sagemaker_session=self.session,
             base_job_name=f"peftops-{name.lower()}",
             source_code=SourceCode(
@@ -439,7 +448,7 @@ class _Builder:
                 local_path="/opt/ml/checkpoints",
             ),
             output_data_config=OutputDataConfig(
-                s3_output_path=f"{self.prefix}/models/{name}",
+                s3_output_path=f"{self.prefix}/{MODELS}/{name}",
                 kms_key_id=self.deployment.kms_key_arn,
             ),
             environment=self.job_environment,
@@ -551,9 +560,12 @@ class _Builder:
         # One evaluation folder per adapter training job: deterministic for the step cache,
         # never shared by two different adapters.
         output_uri = Join(
-            on="/", values=[f"{self.prefix}/evaluation", adapter.properties.TrainingJobName, name]
+            on="/",
+            values=[f"{self.prefix}/{EVALUATIONS}", adapter.properties.TrainingJobName, name],
         )
-        step_args = self.processor(self.config.evaluation_instance_type, "peftops-evaluate").run(
+        step_args = self.processor(
+            JobKind.EVALUATION, self.config.evaluation_instance_type, "peftops-evaluate"
+        ).run(
             code="evaluate.py",
             source_dir=self.code_uri,
             requirements="requirements.txt",
@@ -570,6 +582,16 @@ class _Builder:
         )
         return step, report
 
+    @staticmethod
+    def evaluation_uri(evaluate: ProcessingStep) -> Join:
+        return Join(
+            on="/",
+            values=[
+                evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
+                contracts.EVALUATION.file_name,
+            ],
+        )
+
     def register(
         self,
         suffix: str,
@@ -577,15 +599,10 @@ class _Builder:
         preprocess: ProcessingStep,
         adapter: TrainingStep,
         evaluate: ProcessingStep,
+        check: LambdaStep,
     ) -> ModelStep:
         p = self.params
-        evaluation_uri = Join(
-            on="/",
-            values=[
-                evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
-                contracts.EVALUATION.file_name,
-            ],
-        )
+        evaluation_uri = self.evaluation_uri(evaluate)
         inference_image = image_uris.retrieve(
             framework="huggingface-llm",
             region=self.deployment.region,
@@ -624,6 +641,9 @@ class _Builder:
             ),
             "code_uri": self.code_uri,
             "training_job": adapter.properties.TrainingJobName,
+            # What approval checks the evaluation it re-reads against: jobs may write the
+            # evaluation's prefix, but not the registry.
+            EVALUATION_DIGEST: check.properties.Outputs["EvaluationSha256"],
             # The gate's thresholds, so approval can check the gate again later.
             "rouge_l_tolerance": str(self.config.rouge_l_tolerance),
             "min_rouge_l_gain": str(self.config.min_rouge_l_gain),
@@ -664,10 +684,11 @@ class _Builder:
             inputs={
                 "ModelPackageGroupName": self.config.model_package_group,
                 "ModelDataUrl": adapter.properties.ModelArtifacts.S3ModelArtifacts,
+                "EvaluationUri": self.evaluation_uri(evaluate),
             },
             outputs=[
                 LambdaOutput(name, LambdaOutputTypeEnum.String)
-                for name in ("Registered", "ModelPackageArn", "Message")
+                for name in ("Registered", "ModelPackageArn", "Message", "EvaluationSha256")
             ],
         )
         new = ConditionStep(
@@ -675,7 +696,7 @@ class _Builder:
             conditions=[
                 ConditionEquals(left=check.properties.Outputs["Registered"], right="false")
             ],
-            if_steps=[self.register(suffix, inputs, preprocess, adapter, evaluate)],
+            if_steps=[self.register(suffix, inputs, preprocess, adapter, evaluate, check)],
             else_steps=[],
         )
         not_servable = FailStep(

@@ -28,18 +28,50 @@ class BaselineMode(enum.StrEnum):
     REUSE = "reuse"  # take the baseline's figures from a stored evaluation.json instead
 
 
+class JobKind(enum.StrEnum):
+    """The pipeline's kinds of job, each run under its own role (`Deployment.job_role`)."""
+
+    PREPROCESS = "preprocess"
+    TRAINING = "training"
+    EVALUATION = "evaluation"
+
+
+# Where each kind of job writes, as folders under the pipeline's prefix (pipelines/<name>/):
+# the builder's output locations and, in the stack, the only prefixes its role may write.
+PREPROCESS_OUTPUTS = "preprocess"
+CHECKPOINTS = "checkpoints"
+MODELS = "models"
+EVALUATIONS = "evaluation"
+JOB_WRITES: dict[JobKind, tuple[str, ...]] = {
+    JobKind.PREPROCESS: (PREPROCESS_OUTPUTS,),
+    JobKind.TRAINING: (CHECKPOINTS, MODELS),
+    JobKind.EVALUATION: (EVALUATIONS,),
+}
+
+_ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
+
+
 @dataclass(frozen=True)
 class Deployment:
-    """Where the pipeline runs; from CDK (or the CLI), never hard-coded in library code."""
+    """Where the pipeline runs; from CDK (or the CLI), never hard-coded in library code.
+
+    `role_arn` is the pipeline's own role (it starts jobs and registers adapters); each kind of
+    job runs under its role in `job_role_arns`, which the stack makes with write access to that
+    kind's prefixes only and no registry access. A kind with no role there runs under
+    `role_arn` (a hand-made deployment with one role)."""
 
     region: str
     role_arn: str
     bucket: str
     kms_key_arn: str
+    job_role_arns: tuple[tuple[JobKind, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", self.role_arn):
-            raise ValueError(f"role_arn {self.role_arn!r} is not an IAM role ARN")
+        named = [("role_arn", self.role_arn)]
+        named += [(f"the {kind} jobs' role", arn) for kind, arn in self.job_role_arns]
+        for name, arn in named:
+            if not re.fullmatch(_ROLE_ARN, arn):
+                raise ValueError(f"{name} {arn!r} is not an IAM role ARN")
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
             raise ValueError(f"bucket {self.bucket!r} is not a valid S3 bucket name")
         if not re.fullmatch(
@@ -50,6 +82,9 @@ class Deployment:
     @property
     def root(self) -> str:
         return f"s3://{self.bucket}"
+
+    def job_role(self, kind: JobKind) -> str:
+        return dict(self.job_role_arns).get(kind, self.role_arn)
 
     def function_arn(self, name: str) -> str:
         """A Lambda function of this deployment's account and region."""

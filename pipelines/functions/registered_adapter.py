@@ -6,15 +6,27 @@ gate and arrives with the adapter an earlier run trained and registered; registe
 again would add a duplicate version for reviewers to approve. The pipeline registers only
 when this says `Registered` is "false"; otherwise the run ends with the existing version's
 ARN in this step's outputs.
+
+It also returns the digest of the evaluation the gate just read, which registration records:
+jobs can write the evaluation's prefix, the registry cannot be written by jobs, so approval
+(`peftops models approve`) trusts the evaluation it re-reads only while the two agree.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
 # (group) -> (model package ARN, its adapter's location), newest first
 ListVersions = Callable[[str], Iterable[tuple[str, str]]]
+# (s3 URI) -> the object's bytes
+ReadObject = Callable[[str], bytes]
+# The metadata key under which registration records `evaluation_digest`.
+EVALUATION_DIGEST = "evaluation_sha256"
+# BatchDescribeModelPackage takes at most 100 ARNs, ListModelPackages returns at most 100.
+PAGE = 100
 # The additional model data source that carries the adapter when the base model is the
 # container's own model data (network isolation: the base model comes from S3, not the hub).
 ADAPTER_CHANNEL = "adapter"
@@ -29,33 +41,69 @@ def adapter_location(container: dict[str, Any]) -> str:
     return container.get("ModelDataUrl", "")
 
 
-def find_registered(event: dict[str, Any], list_versions: ListVersions) -> dict[str, str]:
+def evaluation_digest(body: bytes) -> str:
+    """SHA-256 of an evaluation document's content (canonical JSON: key order and spacing do
+    not count), so a registry that keeps its own copy and one that re-reads S3 agree."""
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def find_registered(
+    event: dict[str, Any], list_versions: ListVersions, read_object: ReadObject
+) -> dict[str, str]:
     wanted = event["ModelDataUrl"]
+    digest = evaluation_digest(read_object(event["EvaluationUri"]))
     for arn, model_data_url in list_versions(event["ModelPackageGroupName"]):
         if model_data_url == wanted:
             return {
                 "Registered": "true",
                 "ModelPackageArn": arn,
                 "Message": f"adapter {wanted} is already registered as {arn}; nothing registered",
+                "EvaluationSha256": digest,
             }
-    return {"Registered": "false", "ModelPackageArn": "", "Message": "a new adapter"}
+    return {
+        "Registered": "false",
+        "ModelPackageArn": "",
+        "Message": "a new adapter",
+        "EvaluationSha256": digest,
+    }
+
+
+def batch_adapter_locations(sagemaker: Any, arns: list[str]) -> dict[str, str]:
+    """Each version's adapter location, one BatchDescribeModelPackage call per 100 versions.
+    A version it cannot describe is an error: skipping it could register a duplicate."""
+    described = sagemaker.batch_describe_model_package(ModelPackageArnList=arns)
+    if errors := described.get("BatchDescribeModelPackageErrorMap"):
+        raise RuntimeError(f"cannot describe model packages: {errors}")
+    locations = {}
+    for arn, summary in described["ModelPackageSummaries"].items():
+        containers = summary.get("InferenceSpecification", {}).get("Containers", [])
+        locations[arn] = adapter_location(containers[0]) if containers else ""
+    return locations
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
-    """The Lambda entry point: the same function over the Model Registry."""
+    """The Lambda entry point: the same function over the Model Registry and S3."""
     import boto3
 
     sagemaker = boto3.client("sagemaker")
+    s3 = boto3.client("s3")
 
     def list_versions(group: str) -> Iterable[tuple[str, str]]:
         pages = sagemaker.get_paginator("list_model_packages").paginate(
-            ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Descending"
+            ModelPackageGroupName=group,
+            SortBy="CreationTime",
+            SortOrder="Descending",
+            PaginationConfig={"PageSize": PAGE},
         )
         for page in pages:
-            for summary in page["ModelPackageSummaryList"]:
-                arn = summary["ModelPackageArn"]
-                described = sagemaker.describe_model_package(ModelPackageName=arn)
-                containers = described.get("InferenceSpecification", {}).get("Containers", [])
-                yield arn, adapter_location(containers[0]) if containers else ""
+            arns = [summary["ModelPackageArn"] for summary in page["ModelPackageSummaryList"]]
+            if arns:
+                locations = batch_adapter_locations(sagemaker, arns)
+                yield from ((arn, locations.get(arn, "")) for arn in arns)
 
-    return find_registered(event, list_versions)
+    def read_object(uri: str) -> bytes:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    return find_registered(event, list_versions, read_object)

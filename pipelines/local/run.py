@@ -104,7 +104,9 @@ def local_functions(
 
     return {
         arn(RESOLVE_INPUTS): lambda event: resolve_inputs(event, mirror.list_keys, mirror.exists),
-        arn(CHECK_REGISTERED): lambda event: find_registered(event, registered_versions),
+        arn(CHECK_REGISTERED): lambda event: find_registered(
+            event, registered_versions, lambda uri: mirror.path(uri).read_bytes()
+        ),
     }
 
 

@@ -3,14 +3,24 @@ evaluation (the same rule the pipeline's condition step applies), then the statu
 
 from __future__ import annotations
 
+from pipelines.functions.registered_adapter import EVALUATION_DIGEST
 from pipelines.registry.versions import ModelVersion, Registry, RegistryError
 from training_scripts import contracts
 
 
 def gate_verdict(version: ModelVersion) -> tuple[bool, str]:
-    """Whether the version's evaluation passes the gate thresholds recorded at registration."""
+    """Whether the version's evaluation is the one registered and passes the gate thresholds
+    recorded at registration."""
     if not version.evaluation:
         return False, "its evaluation is missing"
+    recorded = version.metadata.get(EVALUATION_DIGEST)
+    if not recorded:
+        return False, "its evaluation's digest was not recorded at registration"
+    if recorded != version.evaluation_sha256:
+        return False, (
+            f"its evaluation at {version.evaluation_uri} changed after registration "
+            f"(sha256 {version.evaluation_sha256}, registered {recorded})"
+        )
     try:
         thresholds = contracts.GateThresholds(
             rouge_l_tolerance=float(version.metadata["rouge_l_tolerance"]),

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines.functions.registered_adapter import evaluation_digest
 from pipelines.registry.versions import APPROVAL_STATUSES, ModelVersion, Registration, RegistryError
 
 SCHEMA = """
@@ -134,6 +135,7 @@ class LocalRegistry:
             created=created,
             metadata=json.loads(metadata),
             evaluation=json.loads(evaluation) if evaluation else None,
+            evaluation_sha256=evaluation_digest(evaluation.encode()) if evaluation else None,
             evaluation_uri=evaluation_uri,
             description=description,
             approval_description=approval,

@@ -26,6 +26,9 @@ class ModelVersion:
     description: str = ""
     approval_description: str = ""
     arn: str = ""
+    # The digest of the evaluation as the registry reads it now; approval compares it with
+    # the one recorded at registration (`evaluation_sha256` in the metadata).
+    evaluation_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

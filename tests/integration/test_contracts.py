@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.definition import definition_json
 from pipelines.definition.config import PipelineConfig
+from pipelines.functions.registered_adapter import EVALUATION_DIGEST, evaluation_digest
 from pipelines.local.expressions import Scope
 from pipelines.local.presets import LOCAL_DEPLOYMENT
 from pipelines.registry import LocalRegistry, Registration, RegistryError, decide
@@ -42,7 +43,11 @@ def approval_passes(
             group=registry.group,
             model_data_url="s3://b/model.tar.gz",
             status="PendingManualApproval",
-            metadata={"rouge_l_tolerance": str(tolerance), "min_rouge_l_gain": str(gain)},
+            metadata={
+                "rouge_l_tolerance": str(tolerance),
+                "min_rouge_l_gain": str(gain),
+                EVALUATION_DIGEST: evaluation_digest(json.dumps(evaluation).encode()),
+            },
             evaluation_uri="s3://b/evaluation.json",
             evaluation=evaluation,
             description="",

@@ -14,6 +14,7 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from pipelines.functions.registered_adapter import EVALUATION_DIGEST, evaluation_digest
 from pipelines.registry import Registration, SageMakerRegistry
 from tests.conftest import REPO
 from training_scripts import contracts
@@ -111,7 +112,12 @@ def seed_a_finished_run(s3, sagemaker) -> None:
             group="peftops-adapters-dev",
             model_data_url=f"s3://{BUCKET}/models/{TRAIN_JOB}/output/model.tar.gz",
             status="PendingManualApproval",
-            metadata={"rouge_l_tolerance": "0.02", "min_rouge_l_gain": "0.01"},
+            metadata={
+                "rouge_l_tolerance": "0.02",
+                "min_rouge_l_gain": "0.01",
+                # What the pipeline's CheckRegistered records at registration.
+                EVALUATION_DIGEST: evaluation_digest(json.dumps(evaluation).encode()),
+            },
             evaluation_uri=f"s3://{BUCKET}/{key}",
             evaluation=evaluation,
             description="adapter",

@@ -20,6 +20,7 @@ from aws_cdk.assertions import Match, Template
 
 from infra.pipeline import templated_definition
 from infra.stack import PeftopsStack
+from pipelines.definition.config import JobKind
 from pipelines.definition.stages import stage_settings
 from tests.conftest import REPO
 
@@ -163,7 +164,8 @@ def inline_policies(template: Template) -> dict[str, Any]:
 def test_no_wildcard_actions_and_star_resources_only_where_aws_requires(dev) -> None:
     template, _, _ = dev
     policies = our_policies(template)
-    assert len(policies) == 3  # execution role, scheduler role, notification publisher
+    # the pipeline's role, a role per kind of job, the scheduler's, the notification publisher
+    assert len(policies) == 6
     assert len(inline_policies(template)) == 2  # the pipeline's two functions
     for policy in [*policies.values(), *inline_policies(template).values()]:
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
@@ -189,21 +191,101 @@ def test_roles_use_no_aws_managed_policies(dev) -> None:
             assert "ManagedPolicyArns" not in role["Properties"], name
 
 
-def test_execution_role_is_for_sagemaker_and_scoped_to_the_project(dev) -> None:
+def test_pipeline_role_registers_reads_and_passes_only_the_job_roles(dev) -> None:
     template, stack, _ = dev
-    role_id = stack.get_logical_id(stack.execution.role.node.default_child)
+    role_id = stack.get_logical_id(stack.pipeline_role.role.node.default_child)
     role = resources(template, "AWS::IAM::Role")[role_id]
     assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
         "Service": "sagemaker.amazonaws.com"
     }
-    policy = our_policies(template)[stack.get_logical_id(stack.execution.policy.node.default_child)]
-    statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    statements = policy_statements(template, stack, stack.pipeline_role.policy)
     assert json.dumps(statements["RegisterAdapters"]["Resource"]).count("peftops-adapters-dev") == 2
-    assert statements["PassOwnRoleToJobs"]["Condition"] == {
+    assert statements["PassJobRoles"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
     }
+    job_role_ids = {
+        stack.get_logical_id(job.role.node.default_child) for job in stack.job_roles.values()
+    }
+    passed = statements["PassJobRoles"]["Resource"]
+    assert {r["Fn::GetAtt"][0] for r in passed} == job_role_ids  # never its own role
+    written = [
+        a for s in statements.values() for a in as_list(s["Action"]) if a.startswith("s3:Put")
+    ]
+    assert written == []  # the pipeline reads (JsonGet, registration) and writes nothing
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+JOB_OUTPUTS = {
+    "preprocess": ["preprocess/"],
+    "training": ["checkpoints/", "models/"],
+    "evaluation": ["evaluation/"],
+}
+
+
+def test_job_roles_write_only_their_outputs_and_cannot_touch_the_registry(dev) -> None:
+    """Job code runs third-party models and libraries: it must not register or approve a
+    model, rewrite code assets or another kind of job's outputs (the evaluation approval
+    reads included)."""
+    template, stack, _ = dev
     bucket_id = stack.get_logical_id(stack.storage.bucket.node.default_child)
-    assert bucket_id in json.dumps(statements["ReadWriteProjectObjects"]["Resource"])
+    assert {kind.value for kind in stack.job_roles} == set(JOB_OUTPUTS)
+    for kind, job in stack.job_roles.items():
+        statements = policy_statements(template, stack, job.policy)
+        actions = {a for s in statements.values() for a in as_list(s["Action"])}
+        assert not {a for a in actions if a.startswith(("sagemaker:", "iam:", "lambda:"))}, kind
+        writes = [s for s in statements.values() if set(as_list(s["Action"])) & WRITE_ACTIONS]
+        assert [s["Sid"] for s in writes] == ["WriteOwnOutputs"], kind
+        prefixes = [
+            r["Fn::Join"][1][1].removeprefix("/pipelines/peftops-adapter-dev/").removesuffix("*")
+            for r in as_list(writes[0]["Resource"])
+        ]
+        assert prefixes == JOB_OUTPUTS[kind.value], kind
+        assert all(
+            r["Fn::Join"][1][0]["Fn::GetAtt"][0] == bucket_id
+            for r in as_list(writes[0]["Resource"])
+        )
+
+
+WRITE_ACTIONS = {"s3:PutObject", "s3:DeleteObject", "s3:PutObjectAcl", "s3:*", "s3:Put*"}
+
+
+def test_each_job_of_the_definition_runs_under_its_kinds_role(dev) -> None:
+    template, stack, _ = dev
+    (pipeline,) = resources(template, "AWS::SageMaker::Pipeline").values()
+    body, variables = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"][
+        "Fn::Sub"
+    ]
+    for kind, job in stack.job_roles.items():
+        role_id = stack.get_logical_id(job.role.node.default_child)
+        assert variables[f"{kind.value.capitalize()}RoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    definition = json.loads(body.replace("${!", "${"))
+    roles = {
+        step["Name"]: step["Arguments"]["RoleArn"]
+        for step in walk_steps(definition["Steps"])
+        if step["Type"] in ("Training", "Processing")
+    }
+    assert roles == {
+        "Preprocess": "${PreprocessRoleArn}",
+        "TrainAdapter": "${TrainingRoleArn}",
+        "TrainBaseline": "${TrainingRoleArn}",
+        "Evaluate": "${EvaluationRoleArn}",
+        "EvaluateStoredBaseline": "${EvaluationRoleArn}",
+    }
+
+
+def walk_steps(steps: list[dict[str, Any]]) -> Any:
+    for step in steps:
+        yield step
+        for branch in ("IfSteps", "ElseSteps"):
+            yield from walk_steps(step.get("Arguments", {}).get(branch, []))
+
+
+def policy_statements(template: Template, stack: PeftopsStack, policy: Any) -> dict[str, Any]:
+    document = our_policies(template)[stack.get_logical_id(policy.node.default_child)]
+    return {s["Sid"]: s for s in document["Properties"]["PolicyDocument"]["Statement"]}
 
 
 def test_scheduler_role_can_only_start_this_pipeline(dev) -> None:
@@ -251,7 +333,13 @@ def test_pipeline_definition_is_the_builders(dev) -> None:
     ]
     expected, _ = templated_definition(stage_settings(STAGES, "dev").pipeline, "us-east-1")
     assert body == expected
-    assert set(variables) == {"Bucket", "RoleArn", "KeyArn"}
+    assert set(variables) == {
+        "Bucket",
+        "KeyArn",
+        "PreprocessRoleArn",
+        "TrainingRoleArn",
+        "EvaluationRoleArn",
+    }
     assert pipeline["Properties"]["PipelineName"] == "peftops-adapter-dev"
     definition = json.loads(body.replace("${!", "${"))
     assert [s["Name"] for s in definition["Steps"]] == [
@@ -280,7 +368,9 @@ def test_the_definition_calls_exactly_the_functions_the_stack_deploys(dev) -> No
         if "FunctionName" in f["Properties"]
     }
     assert called == deployed and len(called) == 2
-    invoke = execution_statements(template, stack)["CallPipelineFunctions"]
+    invoke = plain(
+        policy_statements(template, stack, stack.pipeline_role.policy)["CallPipelineFunctions"]
+    )
     assert invoke["Action"] == "lambda:InvokeFunction"
     assert sorted(invoke["Resource"]) == sorted(
         f"arn:aws:lambda:us-east-1:123456789012:function:{arn.removeprefix(prefix)}"
@@ -301,8 +391,16 @@ def test_the_functions_read_only_what_they_need(dev) -> None:
     assert "/baselines/*" in json.dumps(resolve["FindStoredBaseline"]["Resource"])
     assert set(resolve) == {"ListPublishedDatasets", "FindStoredBaseline", "WriteOwnLogs"}
     check = next(s for s in statements.values() if "ListVersions" in s)
-    assert set(check) == {"ListVersions", "DescribeVersions", "WriteOwnLogs"}
+    assert set(check) == {
+        "ListVersions",
+        "DescribeVersions",
+        "ReadEvaluations",
+        "DecryptEvaluations",
+        "WriteOwnLogs",
+    }
+    assert check["DescribeVersions"]["Action"] == "sagemaker:BatchDescribeModelPackage"
     assert "model-package/peftops-adapters-dev/*" in json.dumps(check["DescribeVersions"])
+    assert "/pipelines/peftops-adapter-dev/evaluation/*" in json.dumps(check["ReadEvaluations"])
 
 
 def test_schedule_targets_the_pipeline_with_retries_and_an_encrypted_dlq(dev, prod) -> None:
@@ -479,22 +577,30 @@ def plain(value: Any) -> Any:
     return value
 
 
-def execution_statements(template: Template, stack: PeftopsStack) -> dict[str, Any]:
-    policy = our_policies(template)[stack.get_logical_id(stack.execution.policy.node.default_child)]
-    return {s["Sid"]: plain(s) for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+def job_statements(
+    template: Template, stack: PeftopsStack, kind: JobKind = JobKind.TRAINING
+) -> dict[str, Any]:
+    statements = policy_statements(template, stack, stack.job_roles[kind].policy)
+    return {sid: plain(s) for sid, s in statements.items()}
 
 
 def test_role_pulls_exactly_the_jobs_images_of_its_region(dev, tmp_path: Path) -> None:
     template, stack, _ = dev
-    assert execution_statements(template, stack)["PullTrainingImages"]["Resource"] == [
-        "arn:aws:ecr:us-east-1:763104351884:repository/huggingface-pytorch-training",
-        "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-training",
-    ]
+    pulled = {
+        kind: job_statements(template, stack, kind)["PullJobImages"]["Resource"] for kind in JobKind
+    }
+    # GPU jobs on the Hugging Face image; CPU preprocessing on PyTorch's.
+    repository = "arn:aws:ecr:us-east-1:763104351884:repository/"
+    assert pulled == {
+        JobKind.TRAINING: f"{repository}huggingface-pytorch-training",
+        JobKind.PREPROCESS: f"{repository}pytorch-training",
+        JobKind.EVALUATION: f"{repository}huggingface-pytorch-training",
+    }
     # Cape Town serves the same images from another registry account.
-    cape_town = execution_statements(*synth_variant(tmp_path, region="af-south-1"))
-    resources_ = cape_town["PullTrainingImages"]["Resource"]
-    assert len(resources_) == 2
-    assert all(r.startswith("arn:aws:ecr:af-south-1:626614931356:repository/") for r in resources_)
+    cape_town = job_statements(*synth_variant(tmp_path, region="af-south-1"))
+    assert cape_town["PullJobImages"]["Resource"].startswith(
+        "arn:aws:ecr:af-south-1:626614931356:repository/"
+    )
 
 
 def test_the_stage_region_decides_where_it_deploys() -> None:
@@ -511,11 +617,10 @@ def test_the_stage_region_decides_where_it_deploys() -> None:
 def test_vpc_jobs_get_network_interface_permissions_only_when_configured(
     dev, tmp_path: Path
 ) -> None:
-    template, stack, _ = dev
-    policy = our_policies(template)[stack.get_logical_id(stack.execution.policy.node.default_child)]
-    assert "ec2:" not in json.dumps(policy)
+    template, _stack, _ = dev
+    assert "ec2:" not in json.dumps(our_policies(template))
     vpc = {"subnet_ids": ["subnet-0a1b"], "security_group_ids": ["sg-0c2d"]}
-    statements = execution_statements(*synth_variant(tmp_path, vpc=vpc))
+    statements = job_statements(*synth_variant(tmp_path, vpc=vpc))
     subnet = "arn:aws:ec2:us-east-1:123456789012:subnet/subnet-0a1b"
     assert statements["ManageJobNetworkInterfaces"]["Condition"] == {
         "ArnEquals": {"ec2:Subnet": [subnet]}
@@ -532,7 +637,7 @@ def test_the_role_reads_exactly_the_configured_hub_token_secret(dev, tmp_path: P
     template, _, _ = dev
     assert "secretsmanager" not in json.dumps(our_policies(template))
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:peftops/hf-token-AbCdEf"
-    statements = execution_statements(*synth_variant(tmp_path, hf_token_secret_arn=arn))
+    statements = job_statements(*synth_variant(tmp_path, hf_token_secret_arn=arn))
     assert statements["ReadHubToken"] == {
         "Sid": "ReadHubToken",
         "Action": "secretsmanager:GetSecretValue",

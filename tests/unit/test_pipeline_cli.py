@@ -98,6 +98,33 @@ def test_bad_deployment_values_are_one_line_errors(tmp_path: Path) -> None:
     )
 
 
+def test_each_kind_of_job_runs_under_the_role_it_is_given(tmp_path: Path) -> None:
+    """A hand-made deployment may split the roles as the stack does; a kind given no role of
+    its own runs under --role-arn."""
+    out = tmp_path / "definition.json"
+    training = "arn:aws:iam::111122223333:role/peftops-training-jobs"
+    done = run_cli(
+        ["pipeline", "definition", "--out", str(out), "--training-role-arn", training],
+        isolate_network=False,
+    )
+    assert done.returncode == 0, done.stderr
+    from pipelines.definition.service_rules import steps_of
+
+    roles = {
+        step["Name"]: step["Arguments"]["RoleArn"]
+        for step in steps_of(json.loads(out.read_text())["Steps"])
+        if step["Type"] in ("Training", "Processing")
+    }
+    default = "arn:aws:iam::111122223333:role/peftops-sagemaker-execution"
+    assert roles == {
+        "Preprocess": default,
+        "TrainAdapter": training,
+        "TrainBaseline": training,
+        "Evaluate": default,
+        "EvaluateStoredBaseline": default,
+    }
+
+
 def test_unknown_config_setting_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "stage.json"
     config.write_text(json.dumps({"use_spot": False, "lora_rank": 8}))

@@ -140,6 +140,14 @@ def test_lambda_steps_call_the_deployments_functions_uncached(definition) -> Non
             "Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"
         }
         assert "CacheConfig" not in check  # what is in the registry now, not last week
+        evaluate = "Evaluate" + name.removeprefix("CheckRegistered")
+        assert check["Arguments"]["EvaluationUri"]["Std:Join"]["Values"][0] == {
+            "Get": f"Steps.{evaluate}.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri"
+        }
+        register = steps["RegisterAdapter" + name.removeprefix("CheckRegistered")]
+        assert register["Arguments"]["CustomerMetadataProperties"]["evaluation_sha256"] == {
+            "Get": f"Steps.{name}.OutputParameters['EvaluationSha256']"
+        }
     assert "CacheConfig" not in resolve
 
 
@@ -156,6 +164,7 @@ def test_dependencies_flow_through_property_references(definition) -> None:
         "Preprocess",
         "TrainAdapter",
         "Evaluate",
+        "CheckRegistered",  # the digest of the evaluation the gate read
     }
     assert references(steps["GateFailed"]) == {"Evaluate"}
     assert steps["Evaluate"]["PropertyFiles"] == [

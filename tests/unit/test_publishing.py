@@ -166,48 +166,94 @@ def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Pa
     assert invoke_resolve(BaselineMode="reuse")["DatasetUri"].startswith(f"s3://{BUCKET}/")
 
 
-def test_check_registered_finds_an_artifact_already_in_the_group(monkeypatch) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        sagemaker = boto3.client("sagemaker", region_name=REGION)
-        sagemaker.create_model_package_group(ModelPackageGroupName="peftops-adapters")
-        registered = []
-        for job in ("job-1", "job-2"):
-            registered.append(
-                sagemaker.create_model_package(
-                    ModelPackageGroupName="peftops-adapters",
-                    ModelApprovalStatus="PendingManualApproval",
-                    InferenceSpecification={
-                        "Containers": [
-                            {
-                                "Image": "763104351884.dkr.ecr.eu-central-1.amazonaws.com/tgi:1",
-                                "ModelDataUrl": f"s3://{BUCKET}/models/{job}/model.tar.gz",
-                            }
-                        ],
-                        "SupportedContentTypes": ["application/json"],
-                        "SupportedResponseMIMETypes": ["application/json"],
-                    },
-                )["ModelPackageArn"]
-            )
+def test_check_registered_finds_an_artifact_already_in_the_group(s3, monkeypatch) -> None:
+    """The Lambda over the registry's API: one ListModelPackages page and one
+    BatchDescribeModelPackage call for up to 100 versions (moto has no BatchDescribe, so the
+    SageMaker client is botocore's Stubber), and the digest of the evaluation it was given."""
+    from botocore.stub import Stubber
 
-        def check(job: str) -> dict:
-            return registered_adapter.handler(
-                {
-                    "ModelPackageGroupName": "peftops-adapters",
-                    "ModelDataUrl": f"s3://{BUCKET}/models/{job}/model.tar.gz",
-                },
-                None,
-            )
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/peftops-adapters/%d"
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    stub = Stubber(sagemaker)
+    evaluation = {"models": {"adapter": {"rougeL": 0.4}}, "gate": {}}
+    s3.put_object(Bucket=BUCKET, Key="ev/evaluation.json", Body=json.dumps(evaluation, indent=2))
 
-        found = check("job-1")
-        assert found["Registered"] == "true" and found["ModelPackageArn"] == registered[0]
-        assert check("job-3") == {
-            "Registered": "false",
-            "ModelPackageArn": "",
-            "Message": "a new adapter",
+    def container(job: str) -> dict:
+        return {
+            "Image": "763104351884.dkr.ecr.eu-central-1.amazonaws.com/tgi:1",
+            "ModelDataUrl": f"s3://{BUCKET}/models/{job}/model.tar.gz",
         }
+
+    def expect_group() -> None:
+        stub.add_response(
+            "list_model_packages",
+            {
+                "ModelPackageSummaryList": [
+                    {
+                        "ModelPackageArn": arn % v,
+                        "ModelPackageName": "peftops-adapters",
+                        "CreationTime": f"2026-11-0{v}T00:00:00Z",
+                        "ModelPackageStatus": "Completed",
+                    }
+                    for v in (2, 1)
+                ]
+            },
+            {
+                "ModelPackageGroupName": "peftops-adapters",
+                "SortBy": "CreationTime",
+                "SortOrder": "Descending",
+                "MaxResults": 100,
+            },
+        )
+        stub.add_response(
+            "batch_describe_model_package",
+            {
+                "ModelPackageSummaries": {
+                    arn % v: {
+                        "ModelPackageGroupName": "peftops-adapters",
+                        "ModelPackageArn": arn % v,
+                        "CreationTime": f"2026-11-0{v}T00:00:00Z",
+                        "InferenceSpecification": {
+                            "Containers": [container(f"job-{v}")],
+                            "SupportedContentTypes": ["application/json"],
+                            "SupportedResponseMIMETypes": ["application/json"],
+                        },
+                        "ModelPackageStatus": "Completed",
+                    }
+                    for v in (2, 1)
+                }
+            },
+            {"ModelPackageArnList": [arn % 2, arn % 1]},
+        )
+
+    clients = {"sagemaker": sagemaker, "s3": s3}
+    monkeypatch.setattr(boto3, "client", lambda name, **_: clients[name])
+
+    def check(job: str) -> dict:
+        return registered_adapter.handler(
+            {
+                "ModelPackageGroupName": "peftops-adapters",
+                "ModelDataUrl": f"s3://{BUCKET}/models/{job}/model.tar.gz",
+                "EvaluationUri": f"s3://{BUCKET}/ev/evaluation.json",
+            },
+            None,
+        )
+
+    digest = registered_adapter.evaluation_digest(json.dumps(evaluation).encode())
+    with stub:
+        expect_group()
+        found = check("job-1")
+        expect_group()
+        new = check("job-3")
+        stub.assert_no_pending_responses()
+    assert found["Registered"] == "true" and found["ModelPackageArn"] == arn % 1
+    assert found["EvaluationSha256"] == digest
+    assert new == {
+        "Registered": "false",
+        "ModelPackageArn": "",
+        "Message": "a new adapter",
+        "EvaluationSha256": digest,
+    }
 
 
 def test_the_adapter_is_found_where_an_isolated_registration_puts_it() -> None:

@@ -10,6 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from pipelines.functions.registered_adapter import EVALUATION_DIGEST, evaluation_digest
 from pipelines.registry import (
     LocalRegistry,
     Registration,
@@ -51,13 +52,20 @@ PASSING = evaluation(adapter=0.44, full=0.45, base=0.22)
 TRAILING = evaluation(adapter=0.40, full=0.45, base=0.22)
 
 
+def recorded(ev: dict[str, Any] | None) -> dict[str, str]:
+    """The metadata a pipeline registers: the thresholds and the evaluation's digest."""
+    if ev is None:
+        return THRESHOLDS
+    return THRESHOLDS | {EVALUATION_DIGEST: evaluation_digest(json.dumps(ev).encode())}
+
+
 def register(registry: Any, ev: dict[str, Any] | None, uri: str | None = None) -> Any:
     return registry.register(
         Registration(
             group=GROUP,
             model_data_url="s3://bucket/models/adapter/model.tar.gz",
             status="PendingManualApproval",
-            metadata=THRESHOLDS,
+            metadata=recorded(ev),
             evaluation_uri=uri,
             evaluation=ev,
             description="adapter",
@@ -78,7 +86,7 @@ def test_local_register_list_get(local: LocalRegistry) -> None:
     assert (first.version, second.version) == (1, 2)
     assert [v.version for v in local.list()] == [1, 2]
     assert local.list("Approved") == []
-    assert local.get(1).evaluation == PASSING and local.get(1).metadata == THRESHOLDS
+    assert local.get(1).evaluation == PASSING and local.get(1).metadata == recorded(PASSING)
     with pytest.raises(RegistryError, match="has no version 7"):
         local.get(7)
 
@@ -150,7 +158,7 @@ def test_sagemaker_backend_register_list_compare_approve_reject(aws) -> None:
     first = register(registry, PASSING, "s3://evaluations/run-1/evaluation.json")
     second = register(registry, TRAILING, "s3://evaluations/run-2/evaluation.json")
     assert (first.version, second.version) == (1, 2)
-    assert first.status == "PendingManualApproval" and first.metadata == THRESHOLDS
+    assert first.status == "PendingManualApproval" and first.metadata == recorded(PASSING)
     assert [v.version for v in registry.list()] == [1, 2]
     # The evaluation is read back from the model metrics' S3 object, as `compare` shows it.
     assert registry.get(1).evaluation == PASSING and registry.get(2).evaluation == TRAILING
@@ -184,6 +192,60 @@ def test_one_unreadable_evaluation_does_not_hide_the_group(aws) -> None:
         RegistryError, match="version 2 cannot be approved: its evaluation is missing"
     ):
         decide(registry, 2, "Approved", who="ana", why="ship it", force=False)
+
+
+def test_an_evaluation_changed_after_registration_is_not_approved(aws) -> None:
+    """Jobs may write evaluation prefixes; the registry records the digest of the evaluation
+    the gate read, and approval trusts the S3 object only while it still matches."""
+    sagemaker, s3 = aws
+    uri = "s3://evaluations/run-1/evaluation.json"
+    s3.put_object(Bucket="evaluations", Key="run-1/evaluation.json", Body=json.dumps(TRAILING))
+    registry = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    register(registry, TRAILING, uri)
+    # Rewritten to pass the gate, with other spacing: the content differs, so the digest does.
+    s3.put_object(
+        Bucket="evaluations", Key="run-1/evaluation.json", Body=json.dumps(PASSING, indent=1)
+    )
+    assert "changed after registration" in gate_verdict(registry.list()[0])[1]
+    with pytest.raises(RegistryError, match=f"evaluation at {uri} changed after registration"):
+        decide(registry, 1, "Approved", who="ana", why="ship it", force=False)
+    # The same content written again with other spacing is still the registered evaluation.
+    s3.put_object(
+        Bucket="evaluations", Key="run-1/evaluation.json", Body=json.dumps(TRAILING, indent=3)
+    )
+    assert registry.get(1).evaluation_sha256 == registry.get(1).metadata[EVALUATION_DIGEST]
+
+
+def test_approval_needs_the_digest_recorded_at_registration(local: LocalRegistry) -> None:
+    local.register(
+        Registration(
+            group=GROUP,
+            model_data_url="s3://bucket/models/adapter/model.tar.gz",
+            status="PendingManualApproval",
+            metadata=THRESHOLDS,  # registered by hand, without the pipeline's digest
+            evaluation_uri=None,
+            evaluation=PASSING,
+            description="adapter",
+        )
+    )
+    with pytest.raises(RegistryError, match="its evaluation's digest was not recorded"):
+        decide(local, 1, "Approved", who="ana", why="ship it", force=False)
+
+
+def test_listing_a_group_costs_a_search_page_not_a_call_per_version(aws) -> None:
+    sagemaker, s3 = aws
+    registry = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    for run in range(5):
+        key = f"run-{run}/evaluation.json"
+        s3.put_object(Bucket="evaluations", Key=key, Body=json.dumps(PASSING))
+        register(registry, PASSING, f"s3://evaluations/{key}")
+    calls: list[str] = []
+    for client in (sagemaker, s3):
+        client.meta.events.register("before-call.*.*", lambda model, **_: calls.append(model.name))
+    listed = registry.list()
+    assert [v.version for v in listed] == [1, 2, 3, 4, 5]
+    assert all(v.evaluation == PASSING for v in listed)
+    assert sorted(calls) == ["GetObject"] * 5 + ["Search"]
 
 
 REGISTER_ONE = """
