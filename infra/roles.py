@@ -35,6 +35,7 @@ class PipelineRole(Construct):
         pipeline_name: str,
         model_package_group: str,
         job_roles: Sequence[iam.IRole],
+        read_prefixes: Sequence[str],
         function_names: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
@@ -48,12 +49,24 @@ class PipelineRole(Construct):
             description="peftops pipeline: starts its jobs and registers adapters",
         )
         statements = [
-            *read_project_statements(bucket, key),
+            iam.PolicyStatement(
+                sid="ReadRunResults",
+                actions=["s3:GetObject"],
+                # The evaluations its conditions read (JsonGet) and the adapters it registers.
+                resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in read_prefixes],
+            ),
+            iam.PolicyStatement(
+                sid="DecryptRunResults",
+                actions=["kms:Decrypt", "kms:DescribeKey"],
+                resources=[key.key_arn],
+            ),
             iam.PolicyStatement(
                 sid="EncryptJobVolumes",
-                # Jobs are created with the project key for their volumes and outputs.
+                # Jobs are created with the project key for their volumes and outputs; a grant
+                # only ever for an AWS service to use.
                 actions=["kms:CreateGrant"],
                 resources=[key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             ),
             iam.PolicyStatement(
                 sid="RunPipelineJobs",
@@ -141,6 +154,7 @@ class JobRole(Construct):
         key: kms.IKey,
         write_prefixes: Sequence[str],
         images: Sequence[str],
+        delete_prefixes: Sequence[str] = (),
         vpc: Vpc | None = None,
         hub_token_secret_arn: str = "",
     ) -> None:
@@ -163,8 +177,15 @@ class JobRole(Construct):
             iam.PolicyStatement(
                 sid="EncryptOwnOutputs",
                 # GenerateDataKey* covers GenerateDataKey and GenerateDataKeyWithoutPlaintext, both used for volumes and outputs.
-                actions=["kms:Encrypt", "kms:GenerateDataKey*", "kms:CreateGrant"],
+                actions=["kms:Encrypt", "kms:GenerateDataKey*"],
                 resources=[key.key_arn],
+            ),
+            iam.PolicyStatement(
+                sid="EncryptOwnVolumes",
+                actions=["kms:CreateGrant"],
+                resources=[key.key_arn],
+                # Only for an AWS service (the job's volume): job code cannot share the key.
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             ),
             iam.PolicyStatement(
                 sid="PullJobImages",
@@ -203,6 +224,16 @@ class JobRole(Construct):
                 },
             ),
         ]
+        if delete_prefixes:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="DeleteOwnCheckpoints",
+                    # SageMaker mirrors a checkpoint deleted in the container (rotation, a
+                    # damaged one removed) to S3, so a resume cannot restore it.
+                    actions=["s3:DeleteObject"],
+                    resources=[bucket.arn_for_objects(f"{p}*") for p in delete_prefixes],
+                )
+            )
         if hub_token_secret_arn:
             statements.append(
                 iam.PolicyStatement(
@@ -222,11 +253,13 @@ def job_roles(
     bucket: s3.IBucket,
     key: kms.IKey,
     writes: Mapping[JobKind, Sequence[str]],
+    deletes: Mapping[JobKind, Sequence[str]],
     images: Mapping[JobKind, Sequence[str]],
     vpc: Vpc | None,
     hub_token_secret_arn: str,
 ) -> dict[JobKind, JobRole]:
-    """One role per kind of job, each writing only its `writes` prefixes."""
+    """One role per kind of job, each writing only its `writes` prefixes (and deleting only
+    under its `deletes`)."""
     return {
         kind: JobRole(
             scope,
@@ -235,6 +268,7 @@ def job_roles(
             bucket=bucket,
             key=key,
             write_prefixes=prefixes,
+            delete_prefixes=deletes.get(kind, ()),
             images=images[kind],
             vpc=vpc,
             hub_token_secret_arn=hub_token_secret_arn,

@@ -20,6 +20,7 @@ from pipelines.definition.config import (
     EVALUATIONS,
     FUNCTION_HANDLERS,
     JOB_WRITES,
+    MODELS,
     RESOLVE_INPUTS,
     JobKind,
     function_name,
@@ -50,6 +51,7 @@ class PeftopsStack(Stack):
             access_log_expiry_days=settings.access_log_expiry_days,
         )
         images = job_images(config, self.region)
+        outputs = f"pipelines/{config.name}"
         instance_types = {
             JobKind.PREPROCESS: config.processing_instance_type,
             JobKind.TRAINING: config.train_instance_type,
@@ -60,9 +62,10 @@ class PeftopsStack(Stack):
             bucket=self.storage.bucket,
             key=self.storage.key,
             writes={
-                kind: [f"pipelines/{config.name}/{folder}/" for folder in folders]
+                kind: [f"{outputs}/{folder}/" for folder in folders]
                 for kind, folders in JOB_WRITES.items()
             },
+            deletes={JobKind.TRAINING: [f"{outputs}/{CHECKPOINTS}/"]},
             images={kind: [images.for_instance(t)] for kind, t in instance_types.items()},
             vpc=config.vpc,
             hub_token_secret_arn=config.hf_token_secret_arn,
@@ -75,6 +78,7 @@ class PeftopsStack(Stack):
             pipeline_name=config.name,
             model_package_group=config.model_package_group,
             job_roles=[job.role for job in self.job_roles.values()],
+            read_prefixes=[f"{outputs}/{EVALUATIONS}/", f"{outputs}/{MODELS}/"],
             function_names=[function_name(config, name) for name in FUNCTION_HANDLERS],
         )
         self.registry = ModelRegistry(
@@ -96,6 +100,10 @@ class PeftopsStack(Stack):
             job_roles={kind: job.role for kind, job in self.job_roles.items()},
         )
         self.pipeline.pipeline.node.add_dependency(self.registry.group)
+        # Its first scheduled run must find every role's permissions in place.
+        self.pipeline.pipeline.node.add_dependency(
+            self.pipeline_role.policy, *(job.policy for job in self.job_roles.values())
+        )
         for function in self.functions.functions.values():
             self.pipeline.pipeline.node.add_dependency(function)
         self.schedule = Schedule(
@@ -138,9 +146,12 @@ class PeftopsStack(Stack):
         region_account = f"{self.region}:{account}"
         pipeline_policy = self.pipeline_role.policy
         for finding, reason in (
-            (
-                f"IAM5[{bucket_objects}]",
-                "reads objects of the project bucket only (evaluations its conditions read, artifacts it registers); it writes none",
+            *(
+                (
+                    f"IAM5[{bucket_objects.removesuffix('/*')}/pipelines/{pipeline_name}/{folder}/*]",
+                    "reads the evaluations its conditions read and the adapters it registers; it writes no object",
+                )
+                for folder in (EVALUATIONS, MODELS)
             ),
             (
                 f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:model-package/{group}/*]",

@@ -16,8 +16,9 @@ CLI arguments; under torchrun for several GPUs or instances) and on a laptop CPU
   token is predicted. Batches: padding-free (examples concatenated, positions restarting per
   example) for causal LMs; length-grouped padded batches for seq2seq models and prompt tuning
   (`--batching` chooses).
-- Checkpoints go to --checkpoint-dir (/opt/ml/checkpoints, which SageMaker syncs to S3); a
-  re-run with the same arguments resumes from the newest complete checkpoint.
+- Checkpoints go to --checkpoint-dir (/opt/ml/checkpoints, which SageMaker syncs to S3), each
+  sealed with its files' digests once saved; a re-run with the same arguments resumes from the
+  newest checkpoint whose files match their seal, removing unfinished or damaged ones.
 - A non-finite loss or gradient norm stops the run with an error.
 - Output: the adapter alone (or the full model) plus the tokenizer and training_metrics.json;
   `--merge` also writes `merged/`, merged into an unquantized copy of the base.
@@ -72,6 +73,7 @@ class Batching(enum.StrEnum):
 
 
 RUN_CONFIG_FILE = "run_config.json"
+CHECKPOINT_SEAL = "checkpoint_seal.json"  # written last: the digests of a checkpoint's files
 
 
 @dataclass
@@ -675,6 +677,17 @@ class GradientNormGuard(TrainerCallback):
         return control
 
 
+class SealCheckpoints(TrainerCallback):
+    """Writes each checkpoint's seal (its files' digests) once the Trainer has saved it
+    (on_save runs after every file, trainer_state.json included, is written)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            seal_checkpoint(folder)
+        return control
+
+
 def target_token_loss(
     model: Any,
     rows: list[dict[str, list[int]]],
@@ -716,23 +729,58 @@ def checkpoint_step(path: Path) -> int | None:
     return int(step) if prefix == "checkpoint" and step.isdigit() else None
 
 
+def file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file of a checkpoint but the seal itself."""
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != CHECKPOINT_SEAL:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            digests[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return digests
+
+
+def seal_checkpoint(folder: Path) -> None:
+    contracts.write_json_atomic(folder / CHECKPOINT_SEAL, file_digests(folder))
+
+
+def damage(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when its files are the ones sealed."""
+    seal = folder / CHECKPOINT_SEAL
+    if not seal.is_file():
+        return "its save did not finish (no seal)"
+    try:
+        sealed = json.loads(seal.read_text())
+    except (OSError, ValueError) as err:
+        return f"its seal is unreadable ({err})"
+    found = file_digests(folder)
+    changed = sorted(
+        name for name in sealed.keys() | found.keys() if sealed.get(name) != found.get(name)
+    )
+    return f"its files differ from the seal ({', '.join(changed)})" if changed else None
+
+
 def newest_complete_checkpoint(directory: Path) -> Path | None:
-    """The newest checkpoint whose save finished. trainer_state.json is written last; a spot
-    interruption mid-save leaves a folder without it, which is removed so it cannot be taken
-    for a good checkpoint later."""
+    """The newest checkpoint whose files are those its save sealed. A spot interruption
+    mid-save leaves a folder without a seal, and storage or a sync can damage one later (a
+    truncated weights file would crash every rerun): such folders are removed, so the run
+    falls back to the previous good checkpoint, or starts over."""
     if not directory.is_dir():
         return None
-    complete: list[tuple[int, Path]] = []
-    for path in directory.iterdir():
-        step = checkpoint_step(path)
-        if step is None or not path.is_dir():
-            continue
-        if (path / "trainer_state.json").is_file():
-            complete.append((step, path))
-        else:
-            logger.warning("removing incomplete checkpoint %s", path)
-            shutil.rmtree(path, ignore_errors=True)
-    return max(complete)[1] if complete else None
+    steps = sorted(
+        ((step, path) for path in directory.iterdir()
+         if (step := checkpoint_step(path)) is not None and path.is_dir()),
+        reverse=True,
+    )  # fmt: skip
+    for _, path in steps:
+        problem = damage(path)
+        if problem is None:
+            return path
+        logger.warning("removing checkpoint %s: %s", path, problem)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def check_run_config(checkpoint_dir: Path, args: TrainArguments, *, is_main: bool) -> None:
@@ -799,7 +847,7 @@ class FineTuneRecipe:
             train_dataset=ListDataset(self.train_rows),
             data_collator=self.collator,
             processing_class=self.tokenizer,
-            callbacks=[GradientNormGuard()],
+            callbacks=[GradientNormGuard(), SealCheckpoints()],
             summary_logits_only=self.summary_logits_only,
         )
 

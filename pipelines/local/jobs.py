@@ -1,6 +1,7 @@
 """SageMaker processing and training jobs on this machine: inputs copied from the S3 mirror
 into a job folder laid out like the container's /opt/ml, the entry point run from the staged
-code artifact in a subprocess, outputs copied back, and the job's whole log kept in its folder.
+code artifact in a subprocess that ends with the runner (`job_process`), outputs copied back,
+and the job's whole log kept in its folder.
 
 What differs from the cloud, by design: the job's `pip install -r requirements.txt` is not run
 (this venv holds the same pins; a test keeps them equal), and a training job's entry script
@@ -26,6 +27,11 @@ from pipelines.local.s3_mirror import S3Mirror
 
 CONTAINER_ROOT = "/opt/ml/"
 LOG_FILE = "job.log"
+
+
+def job_command(script: str, arguments: list[str]) -> list[str]:
+    """`python SCRIPT ARGUMENTS`, in a process that ends when the runner does."""
+    return [sys.executable, "-m", "pipelines.local.job_process", script, *arguments]
 
 
 @dataclass
@@ -86,19 +92,28 @@ class JobRunner:
                 command,
                 cwd=cwd,
                 env={**os.environ, **env},
+                # Held open while the job runs: its end of file tells the job the runner is
+                # gone (job_process), whether the runner exits or is killed.
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
                 bufsize=1,
             )
             assert process.stdout is not None
-            for line in process.stdout:
-                log_file.write(line)
-                line = line.rstrip()
-                tail = [*tail[-40:], line]
-                if self.worth_showing(line):
-                    self.show(f"  [{step_name}] {line}")
-            returncode = process.wait()
+            try:
+                for line in process.stdout:
+                    log_file.write(line)
+                    line = line.rstrip()
+                    tail = [*tail[-40:], line]
+                    if self.worth_showing(line):
+                        self.show(f"  [{step_name}] {line}")
+                returncode = process.wait()
+            finally:
+                if process.poll() is None:  # interrupted (Ctrl-C): the job ends with us
+                    process.kill()
+                    process.wait()
+                process.stdin.close()
         if returncode != 0:
             errors = [t for t in tail if "error" in t.lower()]
             last = (errors or tail or ["no output"])[-1]
@@ -138,7 +153,7 @@ class JobRunner:
             local.mkdir(parents=True, exist_ok=True)
         self.run_command(
             step_name,
-            [sys.executable, script[1], *arguments],
+            job_command(script[1], arguments),
             cwd=code_dir,
             env={k: str(v) for k, v in args.get("Environment", {}).items()},
             log=job_dir / LOG_FILE,
@@ -192,7 +207,7 @@ class JobRunner:
         ]
         self.run_command(
             step_name,
-            [sys.executable, source["entry_script"], *arguments],
+            job_command(source["entry_script"], arguments),
             cwd=code_dir,
             env=env,
             log=job_dir / LOG_FILE,

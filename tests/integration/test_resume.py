@@ -4,6 +4,7 @@ the same arguments, and ends with the same weights as a run that was never inter
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import SCRIPTS
 from training_scripts import contracts
+from training_scripts.train import CHECKPOINT_SEAL
 
 MAX_STEPS = 40
 SAVE_STEPS = 10
@@ -44,7 +46,7 @@ def complete_checkpoints(directory: Path) -> list[int]:
     return sorted(
         int(p.name.split("-")[1])
         for p in directory.glob("checkpoint-*")
-        if (p / "trainer_state.json").is_file()
+        if (p / CHECKPOINT_SEAL).is_file()
     )
 
 
@@ -102,18 +104,44 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
         "training after the resume changed nothing"
     )
 
+    # A rerun whose newest checkpoint was damaged after its save (a truncated weights file)
+    # falls back to the previous one, and still ends with the uninterrupted run's weights.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tmp_path / "reference" / "checkpoints", damaged / "checkpoints")
+    kept = complete_checkpoints(damaged / "checkpoints")
+    assert kept == [MAX_STEPS - SAVE_STEPS, MAX_STEPS]
+    weights = damaged / "checkpoints" / f"checkpoint-{MAX_STEPS}" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    rerun = subprocess.run(
+        command(tiny_causal, splits, damaged), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"removing checkpoint {weights.parent}: its files differ from the seal" in rerun.stderr
+    metrics = contracts.TRAINING_METRICS.read(damaged / "model")
+    assert metrics["resumed_from_step"] == MAX_STEPS - SAVE_STEPS
+    final = load_file(damaged / "model" / "adapter_model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(final[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
 
-def test_incomplete_checkpoint_is_ignored_and_removed(tmp_path: Path) -> None:
-    from training_scripts.train import newest_complete_checkpoint
 
-    for step, complete in ((10, True), (20, True), (30, False)):
+def test_unfinished_or_damaged_checkpoints_are_removed(tmp_path: Path) -> None:
+    from training_scripts.train import newest_complete_checkpoint, seal_checkpoint
+
+    for step in (10, 20, 30, 40, 50):
         path = tmp_path / f"checkpoint-{step}"
         path.mkdir()
-        (path / "adapter_model.safetensors").write_bytes(b"x")
-        if complete:
-            (path / "trainer_state.json").write_text("{}")
+        (path / "adapter_model.safetensors").write_bytes(b"weights %d" % step)
+        (path / "trainer_state.json").write_text("{}")
+        if step != 50:  # 50: killed before its seal was written
+            seal_checkpoint(path)
+    (tmp_path / "checkpoint-40" / "adapter_model.safetensors").write_bytes(b"weights 4")
+    (tmp_path / "checkpoint-30" / "optimizer.pt").write_bytes(b"left by another writer")
     assert newest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-20"
-    assert not (tmp_path / "checkpoint-30").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-20"]
+    (tmp_path / "checkpoint-20" / "trainer_state.json").unlink()  # a file lost in a sync
+    (tmp_path / "checkpoint-10" / CHECKPOINT_SEAL).write_text("{not json")
+    assert newest_complete_checkpoint(tmp_path) is None
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resuming_with_other_arguments_is_refused(

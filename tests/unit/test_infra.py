@@ -212,6 +212,11 @@ def test_pipeline_role_registers_reads_and_passes_only_the_job_roles(dev) -> Non
         a for s in statements.values() for a in as_list(s["Action"]) if a.startswith("s3:Put")
     ]
     assert written == []  # the pipeline reads (JsonGet, registration) and writes nothing
+    read = [r["Fn::Join"][1][1] for r in statements["ReadRunResults"]["Resource"]]
+    assert read == [
+        "/pipelines/peftops-adapter-dev/evaluation/*",
+        "/pipelines/peftops-adapter-dev/models/*",
+    ]
 
 
 def as_list(value: Any) -> list[Any]:
@@ -237,7 +242,14 @@ def test_job_roles_write_only_their_outputs_and_cannot_touch_the_registry(dev) -
         actions = {a for s in statements.values() for a in as_list(s["Action"])}
         assert not {a for a in actions if a.startswith(("sagemaker:", "iam:", "lambda:"))}, kind
         writes = [s for s in statements.values() if set(as_list(s["Action"])) & WRITE_ACTIONS]
-        assert [s["Sid"] for s in writes] == ["WriteOwnOutputs"], kind
+        # SageMaker mirrors checkpoint rotation to S3: training may delete its checkpoints.
+        deletes = ["DeleteOwnCheckpoints"] if kind is JobKind.TRAINING else []
+        assert [s["Sid"] for s in writes] == ["WriteOwnOutputs", *deletes], kind
+        for sid in deletes:
+            (resource,) = as_list(statements[sid]["Resource"])
+            assert resource["Fn::Join"][1][1] == "/pipelines/peftops-adapter-dev/checkpoints/*"
+        grants = [s for s in statements.values() if "kms:CreateGrant" in as_list(s["Action"])]
+        assert [s["Condition"] for s in grants] == [{"Bool": {"kms:GrantIsForAWSResource": "true"}}]
         prefixes = [
             r["Fn::Join"][1][1].removeprefix("/pipelines/peftops-adapter-dev/").removesuffix("*")
             for r in as_list(writes[0]["Resource"])
