@@ -55,9 +55,7 @@ def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple
     defaults = preprocess.PreprocessArguments()
     try:
         files = preprocess.discover_files(source)
-        _, items = preprocess.read_files(files)
-        if not items:
-            raise preprocess.DataError(f"{source}: holds no records")
+        inputs, items = preprocess.read_files(files)
         examples, _, _ = preprocess.build_examples(
             items,
             input_field=input_field,
@@ -66,6 +64,9 @@ def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple
             truncate=lambda text: text,
             skip_option=None,  # the pipeline's Preprocess skips nothing either
         )
+        records = sum(entry.records for entry in inputs)
+        if not records:
+            raise preprocess.DataError(f"{source}: holds no records")
         splits = preprocess.split_examples(
             examples,
             seed=defaults.seed,
@@ -79,7 +80,7 @@ def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple
             )
     except preprocess.DataError as err:
         raise PublishError(str(err)) from None
-    return files, len(items)
+    return files, records
 
 
 def content_hash(files: list[DatasetFile]) -> str:

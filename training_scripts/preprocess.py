@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import re
@@ -109,20 +108,20 @@ class PreprocessArguments:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     location: str  # "file line N", for error messages and the output's `source`
     fields: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Invalid:
     location: str
     reason: str
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Example:
     id: str
     input: str
@@ -150,53 +149,61 @@ def _fix_hint(reason: str) -> str:
     }.get(reason, "fix the record")
 
 
-def read_jsonl(path: Path, data: bytes) -> Iterator[Record | Invalid]:
-    # A UTF-8 byte-order mark (editors on Windows write one) is not part of line 1's record.
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue  # blank lines hold no record
-        location = f"{path} line {number}"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield Invalid(
-                location,
-                "invalid_utf8",
-                f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})",
-            )
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield Invalid(
-                location, "invalid_json", f"malformed JSON ({err.msg} at column {err.colno})"
-            )
-            continue
-        except RecursionError:
-            yield Invalid(location, "invalid_json", "JSON nested too deeply to read")
-            continue
-        except ValueError as err:  # e.g. an integer of thousands of digits
-            yield Invalid(location, "invalid_json", f"unreadable JSON value ({err})")
-            continue
-        if not isinstance(value, dict):
-            yield Invalid(
-                location, "not_an_object", f"expected a JSON object, got {type(value).__name__}"
-            )
-            continue
-        yield Record(location, value)
+def read_jsonl(path: Path) -> Iterator[Record | Invalid]:
+    with path.open("rb") as handle:
+        # One line at a time: memory follows the longest record, not the file.
+        for number, line in enumerate(handle, start=1):
+            raw = line.removesuffix(b"\n")
+            if number == 1:
+                # A UTF-8 byte-order mark (editors on Windows write one) is not part of line
+                # 1's record.
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if raw.strip():  # blank lines hold no record
+                yield jsonl_record(f"{path} line {number}", raw)
+
+
+def jsonl_record(location: str, raw: bytes) -> Record | Invalid:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return Invalid(
+            location,
+            "invalid_utf8",
+            f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})",
+        )
+    del raw  # a long line is held once, not twice, while it is parsed
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return Invalid(
+            location, "invalid_json", f"malformed JSON ({err.msg} at column {err.colno})"
+        )
+    except RecursionError:
+        return Invalid(location, "invalid_json", "JSON nested too deeply to read")
+    except ValueError as err:  # e.g. an integer of thousands of digits
+        return Invalid(location, "invalid_json", f"unreadable JSON value ({err})")
+    if not isinstance(value, dict):
+        return Invalid(
+            location, "not_an_object", f"expected a JSON object, got {type(value).__name__}"
+        )
+    return Record(location, value)
 
 
 _SURROGATE = re.compile(r"[\udc80-\udcff]")
 
 
-def read_csv(path: Path, data: bytes) -> Iterator[Record | Invalid]:
+def read_csv(path: Path) -> Iterator[Record | Invalid]:
     # surrogateescape keeps bad bytes as markers, so one bad record does not hide the others
-    # and quoted fields spanning several lines keep their own line numbers.
-    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    # and quoted fields spanning several lines keep their own line numbers; utf-8-sig drops a
+    # leading byte-order mark. Read as a stream: memory follows the longest row.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        yield from _csv_records(path, handle)
+
+
+def _csv_records(path: Path, handle: Any) -> Iterator[Record | Invalid]:
     # strict: a quote opened and never closed is an error, not a field that swallows every
     # row after it.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(handle, strict=True)
     csv.field_size_limit(CSV_FIELD_LIMIT)  # long dialogues are truncated later, not refused
     try:
         header = next(reader, None)
@@ -249,19 +256,19 @@ def _rows(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
         previous_end = reader.line_num
 
 
-def read_parquet(path: Path, data: bytes) -> Iterator[Record | Invalid]:
+def read_parquet(path: Path) -> Iterator[Record | Invalid]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err}); write it again") from None
     for number, row in enumerate(table.to_pylist(), start=1):
         yield Record(f"{path} row {number}", row)
 
 
-READERS: dict[str, Callable[[Path, bytes], Iterator[Record | Invalid]]] = {
+READERS: dict[str, Callable[[Path], Iterator[Record | Invalid]]] = {
     "jsonl": read_jsonl,
     "csv": read_csv,
     "parquet": read_parquet,
@@ -291,48 +298,63 @@ def discover_files(input_path: Path) -> list[Path]:
     )
 
 
-def read_files(files: list[Path]) -> tuple[list[InputFile], list[Record | Invalid]]:
-    inputs: list[InputFile] = []
-    items: list[Record | Invalid] = []
-    for path in files:
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise DataError(
-                f"{path}: cannot read it ({err.strerror}); check its permissions"
-            ) from None
-        fmt = SUPPORTED_SUFFIXES[path.suffix.lower()]
-        entry = InputFile(path=str(path), format=fmt, sha256=hashlib.sha256(data).hexdigest())
-        for item in READERS[fmt](path, data):
-            entry.records += 1
-            items.append(item)
-        inputs.append(entry)
-    return inputs, items
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def read_hub_dataset(dataset_id: str, split: str) -> tuple[list[InputFile], list[Record | Invalid]]:
+def read_files(files: list[Path]) -> tuple[list[InputFile], Iterator[Record | Invalid]]:
+    """Each file's entry for the manifest, and its records as a stream (read once, never held
+    all at once); an entry's `records` is complete once the stream is."""
+    inputs = [
+        InputFile(path=str(path), format=SUPPORTED_SUFFIXES[path.suffix.lower()], sha256="")
+        for path in files
+    ]
+
+    def records() -> Iterator[Record | Invalid]:
+        for path, entry in zip(files, inputs, strict=True):
+            try:
+                entry.sha256 = file_sha256(path)
+                for item in READERS[entry.format](path):
+                    entry.records += 1
+                    yield item
+            except OSError as err:
+                raise DataError(
+                    f"{path}: cannot read it ({err.strerror}); check its permissions"
+                ) from None
+
+    return inputs, records()
+
+
+def read_hub_dataset(
+    dataset_id: str, split: str
+) -> tuple[list[InputFile], Iterator[Record | Invalid]]:
     from datasets import load_dataset
 
     dataset = load_dataset(dataset_id, split=split)
-    items: list[Record | Invalid] = [
+    entry = InputFile(
+        path=f"{HF_PREFIX}{dataset_id}[{split}]",
+        format="huggingface",
+        sha256=getattr(dataset, "_fingerprint", ""),
+        records=len(dataset),
+    )
+    records = (
         Record(f"{HF_PREFIX}{dataset_id}[{split}] record {i + 1}", row)
         for i, row in enumerate(dataset)
-    ]
-    fingerprint = getattr(dataset, "_fingerprint", "")
-    return [
-        InputFile(
-            path=f"{HF_PREFIX}{dataset_id}[{split}]",
-            format="huggingface",
-            sha256=fingerprint,
-            records=len(items),
-        )
-    ], items
+    )
+    return [entry], records
 
 
 # --- validating and normalizing ------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
+# Runs of spaces to collapse to one space. A run that already is one plain space is left out of
+# the pattern: collapsing it changes nothing, and matching every gap between words would make
+# `sub` build a piece per word (a 50 MB line took 15 times its size in memory).
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]{2,}|[\t\u00a0\u2000-\u200b\u3000]")
 
 
 def normalize_text(text: str) -> str:
@@ -521,11 +543,6 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         inputs, items = read_hub_dataset(args.input.removeprefix(HF_PREFIX), args.hf_split)
     else:
         inputs, items = read_files(discover_files(Path(args.input)))
-    records_in = len(items)
-    if records_in == 0:
-        raise DataError(
-            f"{args.input}: holds no records; check the path and that the files are not empty"
-        )
 
     truncate, counter, holds_control_tokens = make_truncator(args.tokenizer, args.max_input_tokens)
     examples, dropped, truncated = build_examples(
@@ -535,6 +552,11 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         skip_invalid=args.skip_invalid,
         truncate=truncate,
     )
+    records_in = sum(entry.records for entry in inputs)
+    if records_in == 0:
+        raise DataError(
+            f"{args.input}: holds no records; check the path and that the files are not empty"
+        )
     if not examples:
         raise DataError(
             f"{args.input}: none of the {records_in} records is valid ({dict(dropped)}); check --input-field/--target-field"
@@ -587,28 +609,23 @@ def write_outputs(
     (out / contracts.MANIFEST.file_name).unlink(missing_ok=True)
     split_info = {}
     for name, rows in splits.items():
-        body = "".join(
-            json.dumps(
-                {
-                    "id": e.id,
-                    common.INPUT_KEY: e.input,
-                    common.TARGET_KEY: e.target,
-                    "source": e.source,
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-            for e in rows
-        )
         path = out / name / common.SPLIT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.partial")
-        staging.write_text(body, encoding="utf-8")
+        digest = hashlib.sha256()
+        with staging.open("wb") as handle:  # one line at a time: no copy of the whole split
+            for e in rows:
+                line = (json.dumps(
+                    {"id": e.id, common.INPUT_KEY: e.input, common.TARGET_KEY: e.target, "source": e.source},
+                    ensure_ascii=False,
+                ) + "\n").encode("utf-8")  # fmt: skip
+                digest.update(line)
+                handle.write(line)
         staging.replace(path)
         split_info[name] = {
             "file": f"{name}/{common.SPLIT_FILE}",
             "records": len(rows),
-            "sha256": hashlib.sha256(body.encode()).hexdigest(),
+            "sha256": digest.hexdigest(),
         }
     return contracts.MANIFEST.write(out, {**manifest, "splits": split_info})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -150,3 +151,21 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
         assert results["padding"][data]["ours_padding_free"] == 1.0
         assert results["padding"][data]["ours_length_grouped"] >= 0.95
     assert "ours/naive" in done.stdout
+
+
+def test_the_preprocess_benchmark_measures_both_inputs_for_each_arm(tmp_path: Path) -> None:
+    from benchmarks import preprocess_scale
+
+    baseline = tmp_path / "baseline"
+    shutil.copytree(REPO / "training_scripts", baseline)
+    out = tmp_path / "preprocess.json"
+    assert preprocess_scale.main(
+        ["--records", "300", "--repeats", "1", "--baseline", str(baseline / "preprocess.py"),
+         "--output", str(out)]
+    ) == 0  # fmt: skip
+    results = json.loads(out.read_text())["results"]
+    assert {(r["script"], r["data"], r["records"]) for r in results} == {
+        ("ours", "many", 300), ("baseline", "many", 300), ("ours", "long", 11), ("baseline", "long", 11)
+    }  # fmt: skip
+    # A 50 MB record: the process peaks above its size, so the memory reading is real.
+    assert all(r["peak_rss_mb"] > 50 for r in results if r["data"] == "long")

@@ -4,6 +4,8 @@ splits are deterministic and disjoint."""
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from pathlib import Path
 
 import pyarrow as pa
@@ -242,6 +244,22 @@ def test_normalize_text_keeps_turns_and_drops_noise() -> None:
     assert normalize_text(raw) == "#Person1#: Hello there\n#Person2#: Caf\u00e9 ok"
 
 
+REFERENCE_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.one_of(st.characters(), st.sampled_from(" \t\r\n\u00a0\u2003\u3000\x0b")))
+)
+def test_normalize_text_is_the_documented_rule(raw: str) -> None:
+    """The fast path (runs that already are one space are not rewritten) changes nothing:
+    every run of spaces becomes one space, as the rule says."""
+    text = unicodedata.normalize("NFC", raw).replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text)
+    lines = (REFERENCE_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    assert normalize_text(raw) == "\n".join(line for line in lines if line)
+
+
 def test_manifest_describes_the_bundled_sample(tmp_path: Path) -> None:
     from tests.conftest import REPO
 
@@ -446,16 +464,17 @@ def test_a_run_that_fails_while_writing_leaves_no_manifest_beside_its_files(
     data = jsonl_bytes(*(json.dumps(good(i)) for i in range(30)))
     run(tmp_path, data)
     assert (tmp_path / "out" / "manifest.json").is_file()
-    original = Path.write_text
+    original = Path.open
     written: list[Path] = []
 
     def disk_fills_on_the_second_split(self: Path, *args, **kwargs):
-        written.append(self)
-        if len(written) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if self.name.endswith(".partial"):  # a split file being written
+            written.append(self)
+            if len(written) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", disk_fills_on_the_second_split)
+    monkeypatch.setattr(Path, "open", disk_fills_on_the_second_split)
     with pytest.raises(DataError, match="No space left on device"):
         run(tmp_path, jsonl_bytes(*(json.dumps(good(i)) for i in range(30, 60))))
     assert not (tmp_path / "out" / "manifest.json").exists()
