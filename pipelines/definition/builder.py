@@ -122,8 +122,17 @@ from training_scripts.common import HUB_TOKEN_SECRET_VARIABLE
 logger = logging.getLogger("peftops")
 
 SCRIPTS_DIR = Path(contracts.__file__).resolve().parent  # training_scripts/
+JOB_REQUIREMENTS = "requirements.lock"  # make lock; relative to SCRIPTS_DIR
 PROCESSING = "/opt/ml/processing"
 TGI_VERSION = "3.3.6"
+
+
+def base_model_location(config: PipelineConfig, deployment: Deployment) -> str:
+    """The base model as jobs get it: a hub id, an s3:// prefix, or (isolated, a prefix with no
+    scheme) that prefix in the project's bucket."""
+    if config.network_isolation and not config.base_model.startswith("s3://"):
+        return f"{deployment.root}/{config.base_model}"
+    return config.base_model
 
 
 @dataclass(frozen=True)
@@ -145,7 +154,9 @@ class Parameters:
     def from_config(cls, config: PipelineConfig, deployment: Deployment) -> Parameters:
         return cls(
             dataset_version=ParameterString("DatasetVersion", default_value=config.dataset_version),
-            base_model=ParameterString("BaseModel", default_value=config.base_model),
+            base_model=ParameterString(
+                "BaseModel", default_value=base_model_location(config, deployment)
+            ),
             peft_method=ParameterString(
                 "PeftMethod", default_value=config.peft_method, enum_values=list(ADAPTER_METHODS)
             ),
@@ -216,6 +227,13 @@ class _Builder:
         self.prefix = f"{deployment.root}/pipelines/{config.name}"
 
     # --- shared pieces ------------------------------------------------------------------------
+
+    @property
+    def requirements(self) -> str | None:
+        """What a job installs at start: the hash-pinned lock (pip checks every file it
+        downloads), or nothing on a prebuilt image (`image_uri`), which holds that lock already
+        and may run without network."""
+        return None if self.config.image_uri else JOB_REQUIREMENTS
 
     @property
     def job_environment(self) -> dict[str, str]:
@@ -348,7 +366,7 @@ class _Builder:
         ).run(
             code="preprocess.py",
             source_dir=self.code_uri,
-            requirements="requirements.txt",
+            requirements=self.requirements,
             inputs=[self.s3_input("data", dataset_uri, f"{PROCESSING}/input/data"), *model_inputs],
             outputs=[self.s3_output("splits", output_uri, f"{PROCESSING}/output")],
             arguments=[
@@ -417,7 +435,7 @@ class _Builder:
             sagemaker_session=self.session,
             base_job_name=f"peftops-{name.lower()}",
             source_code=SourceCode(
-                source_dir=self.code_uri, entry_script="train.py", requirements="requirements.txt"
+                source_dir=self.code_uri, entry_script="train.py", requirements=self.requirements
             ),
             # torchrun on every job: one process per GPU on each instance, so more GPUs or
             # instances scale out without another definition.
@@ -568,7 +586,7 @@ class _Builder:
         ).run(
             code="evaluate.py",
             source_dir=self.code_uri,
-            requirements="requirements.txt",
+            requirements=self.requirements,
             inputs=inputs,
             outputs=[self.s3_output("evaluation", output_uri, f"{PROCESSING}/output/evaluation")],
             arguments=arguments,

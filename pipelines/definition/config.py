@@ -108,8 +108,9 @@ class PipelineConfig:
     pytorch_version: str = "2.9.0"
     python_version: str = "py312"
 
-    # An image that already holds training_scripts/requirements.txt; required with network
-    # isolation, where jobs cannot pip install. Empty: the Hugging Face image above.
+    # An image that already holds training_scripts/requirements.lock (training_scripts/
+    # Dockerfile builds one; a stage's "build_job_image" has cdk deploy build it); required with
+    # network isolation, where jobs cannot pip install. Empty: the Hugging Face image above.
     image_uri: str = ""
 
     # Gated base models (Llama, Gemma, Mistral): a Secrets Manager secret holding a Hugging Face
@@ -135,9 +136,9 @@ class PipelineConfig:
 
     # Defaults of the runtime parameters.
     dataset_version: str = "latest"  # a published version (peftops data publish), or the newest
-    base_model: str = (
-        "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id, or s3:// prefix with network isolation
-    )
+    # A hub id; with network isolation an s3://.../ prefix or a prefix in the project's bucket
+    # (base-models/<model>/<revision>/): a copy of one revision's files, which pins it.
+    base_model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     peft_method: str = "qlora"
     lora_r: int = 16
     lora_alpha: int = 32
@@ -161,14 +162,18 @@ class PipelineConfig:
             raise ValueError("max_wait_s must be >= max_runtime_s for managed spot training")
         if self.network_isolation and not self.image_uri:
             raise ValueError(
-                "network_isolation needs image_uri: an image that already holds "
-                "training_scripts/requirements.txt, since isolated jobs cannot pip install"
+                "network_isolation needs image_uri (or the stage's build_job_image): an image that "
+                "already holds training_scripts/requirements.lock, since isolated jobs cannot pip "
+                "install"
             )
         if self.network_isolation and not (
-            self.base_model.startswith("s3://") and self.base_model.endswith("/")
+            self.base_model.endswith("/")
+            and (self.base_model.startswith("s3://") or "://" not in self.base_model)
+            and not self.base_model.startswith("/")
         ):
             raise ValueError(
-                f"network_isolation needs base_model as an s3://.../ prefix (ending in /) holding "
+                f"network_isolation needs base_model as an s3://.../ prefix, or a prefix in the "
+                "project's bucket such as base-models/<model>/<revision>/ (ending in /), holding "
                 "the model's files (isolated jobs cannot reach the Hugging Face Hub, and the "
                 f"registered spec serves it from there), not {self.base_model!r}"
             )

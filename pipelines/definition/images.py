@@ -35,10 +35,15 @@ class JobImages:
 
 
 def job_images(config: PipelineConfig, region: str) -> JobImages:
-    """The images for `region` from the SDK's bundled image config (no AWS call); the
-    registry account differs between regions."""
+    """The jobs' images: the configured `image_uri` for every job, or AWS's images."""
     if config.image_uri:
         return JobImages(gpu=config.image_uri, cpu=config.image_uri)
+    return deep_learning_images(config, region)
+
+
+def deep_learning_images(config: PipelineConfig, region: str) -> JobImages:
+    """AWS's images for `region` from the SDK's bundled image config (no AWS call); the
+    registry account differs between regions. Also the base of a built job image."""
     gpu = image_uris.retrieve(
         framework="huggingface",
         region=region,

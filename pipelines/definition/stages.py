@@ -27,6 +27,9 @@ class StageSettings:
     access_log_expiry_days: int = 365
     notification_emails: tuple[str, ...] = ()
     promotion_account_ids: tuple[str, ...] = ()  # may read and register into the model group
+    # cdk deploy builds the jobs' image from training_scripts/Dockerfile (the stage's training
+    # image with requirements.lock installed) and the pipeline runs every job on it.
+    build_job_image: bool = False
 
 
 def deployment_region(settings: StageSettings, cli_region: str | None) -> tuple[str, str]:
@@ -42,17 +45,29 @@ def deployment_region(settings: StageSettings, cli_region: str | None) -> tuple[
     return settings.region, ""
 
 
+# The pipeline's image_uri of a stage with build_job_image, until the stack names the image it
+# builds (Fn::Sub in the definition, the asset's repository in the job roles).
+BUILT_JOB_IMAGE = "000000000000.dkr.ecr.us-east-1.amazonaws.com/peftops-built-job-image:latest"
+
+
 def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
     if not stages or name not in stages:
         raise ValueError(
             f"cdk.json context has no stage {name!r}; known stages: {sorted(stages or {})}"
         )
     raw = dict(stages[name])
+    pipeline = dict(raw.pop("pipeline", {}))
+    if raw.get("build_job_image"):
+        if pipeline.get("image_uri"):
+            raise ValueError(
+                f"stages.{name}: set either build_job_image or pipeline.image_uri, not both"
+            )
+        pipeline["image_uri"] = BUILT_JOB_IMAGE
     try:
         return StageSettings(
             name=name,
             region=raw.pop("region"),
-            pipeline=config_from_dict(raw.pop("pipeline", {}), source=f"stages.{name}.pipeline"),
+            pipeline=config_from_dict(pipeline, source=f"stages.{name}.pipeline"),
             schedule=ScheduleSettings(**raw.pop("schedule", {})),
             notification_emails=tuple(raw.pop("notification_emails", ())),
             promotion_account_ids=tuple(raw.pop("promotion_account_ids", ())),

@@ -3,7 +3,7 @@ into a job folder laid out like the container's /opt/ml, the entry point run fro
 code artifact in a subprocess that ends with the runner (`job_process`), outputs copied back,
 and the job's whole log kept in its folder.
 
-What differs from the cloud, by design: the job's `pip install -r requirements.txt` is not run
+What differs from the cloud, by design: the job's `pip install -r requirements.lock` is not run
 (this venv holds the same pins; a test keeps them equal), and a training job's entry script
 runs as one process, without torchrun.
 """

@@ -337,6 +337,56 @@ def test_model_package_group(dev) -> None:
     )
 
 
+def test_prod_jobs_run_isolated_on_the_image_cdk_builds_from_the_lock(prod) -> None:
+    """prod's jobs have no network: cdk deploy builds their image (training_scripts/Dockerfile
+    on the region's training image, only the Dockerfile and the hash-pinned lock in its
+    context), every job runs on it and installs nothing, and the base model is a copy in the
+    project's bucket."""
+    template, stack, app = prod
+    outdir = Path(app.outdir)
+    (image,) = json.loads((outdir / "Peftops-prod.assets.json").read_text())[
+        "dockerImages"
+    ].values()
+    assert image["source"]["dockerBuildArgs"] == {
+        "BASE_IMAGE": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:"
+        "2.9.0-transformers5.3.0-gpu-py312-cu130-ubuntu22.04"
+    }
+    context = outdir / image["source"]["directory"]
+    assert sorted(p.name for p in context.iterdir()) == ["Dockerfile", "requirements.lock"]
+    assert (
+        "--require-hashes -r /opt/peftops/requirements.lock" in (context / "Dockerfile").read_text()
+    )
+    (pipeline,) = resources(template, "AWS::SageMaker::Pipeline").values()
+    body, variables = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"][
+        "Fn::Sub"
+    ]
+    assert variables["JobImage"]["Fn::Sub"].endswith(
+        f"/cdk-hnb659fds-container-assets-123456789012-us-east-1:{image['destinations'].popitem()[1]['imageTag']}"
+    )
+    definition = json.loads(body.replace("${!", "${"))
+    jobs = [s for s in walk_steps(definition["Steps"]) if s["Type"] in ("Training", "Processing")]
+    assert len(jobs) == 5
+    for step in jobs:
+        args = step["Arguments"]
+        image_uri = (
+            args["AlgorithmSpecification"]["TrainingImage"]
+            if step["Type"] == "Training"
+            else args["AppSpecification"]["ImageUri"]
+        )
+        assert image_uri == "${JobImage}", step["Name"]
+        isolated = args.get(
+            "EnableNetworkIsolation", args.get("NetworkConfig", {}).get("EnableNetworkIsolation")
+        )
+        assert isolated is True, step["Name"]
+    base_model = next(p for p in definition["Parameters"] if p["Name"] == "BaseModel")
+    assert base_model["DefaultValue"] == "s3://${Bucket}/base-models/SmolLM2-135M-Instruct/"
+    for kind, job in stack.job_roles.items():
+        pull = policy_statements(template, stack, job.policy)["PullJobImages"]
+        assert "cdk-hnb659fds-container-assets-123456789012-us-east-1" in json.dumps(
+            pull["Resource"]
+        ), kind
+
+
 def test_pipeline_definition_is_the_builders(dev) -> None:
     template, _stack, _ = dev
     (pipeline,) = resources(template, "AWS::SageMaker::Pipeline").values()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import json
 import re
+import tarfile
 from typing import Any
 
 import botocore.session
@@ -429,6 +431,35 @@ def test_network_isolation_brings_the_base_model_as_an_s3_channel() -> None:
         )
 
 
+def installs(assets: dict[str, bytes]) -> dict[str, list[str]]:
+    """What each job launcher (processing runproc.sh, training sm_train.sh) pip installs."""
+    found = {}
+    for key, body in assets.items():
+        if key.endswith(("/runproc.sh", "/sm_train.sh")):
+            text = body.decode()
+            found[key] = re.findall(r"install_requirements\.py\W+(\S+?)[\s\"]", text)
+    return found
+
+
+def test_jobs_install_the_hash_pinned_lock_or_nothing_on_a_prebuilt_image(built) -> None:
+    launchers = installs(built[1])
+    assert len(launchers) >= 3  # preprocess, evaluate (runproc.sh) and training (sm_train.sh)
+    assert all(files == ["requirements.lock"] for files in launchers.values()), launchers
+    # A prebuilt image holds the lock already: an isolated job has no index to install from.
+    # (The processor's launcher still installs a requirements.txt if the code had one; the
+    # code has none, so it installs nothing.)
+    _, prebuilt = build(
+        PipelineConfig(network_isolation=True, base_model=S3_MODEL, image_uri=IMAGE)
+    )
+    launchers = installs(prebuilt)
+    (code,) = [body for key, body in prebuilt.items() if key.endswith("/sourcedir.tar.gz")]
+    with tarfile.open(fileobj=io.BytesIO(code)) as tar:
+        staged = set(tar.getnames())
+    assert "requirements.lock" in staged and "requirements.txt" not in staged
+    assert len(launchers) >= 3
+    assert all(not set(files) & staged for files in launchers.values()), launchers
+
+
 def test_without_isolation_the_container_loads_the_base_model_by_hub_id(definition) -> None:
     (container,) = flatten(definition["Steps"])["RegisterAdapter"]["Arguments"][
         "InferenceSpecification"
@@ -443,11 +474,23 @@ def test_without_isolation_the_container_loads_the_base_model_by_hub_id(definiti
 def test_network_isolation_requires_an_image_with_the_dependencies() -> None:
     with pytest.raises(ValueError, match="network_isolation needs image_uri"):
         PipelineConfig(network_isolation=True)
-    needs_prefix = r"network_isolation needs base_model as an s3://\.\.\./ prefix \(ending in /\)"
+    needs_prefix = r"network_isolation needs base_model as an s3://\.\.\./ prefix, or a prefix"
     with pytest.raises(ValueError, match=needs_prefix):
         PipelineConfig(network_isolation=True, image_uri=IMAGE)
-    with pytest.raises(ValueError, match=needs_prefix):  # a prefix, which S3Prefix data needs
-        PipelineConfig(network_isolation=True, image_uri=IMAGE, base_model=S3_MODEL.rstrip("/"))
+    for not_a_prefix in (
+        S3_MODEL.rstrip("/"),  # a prefix, which S3Prefix data needs
+        "https://example.com/model/",
+        "/opt/models/smollm2/",
+        "base-models/smollm2",
+    ):
+        with pytest.raises(ValueError, match=needs_prefix):
+            PipelineConfig(network_isolation=True, image_uri=IMAGE, base_model=not_a_prefix)
+    # A prefix with no scheme is one in the project's bucket.
+    in_bucket, _ = build(
+        PipelineConfig(network_isolation=True, image_uri=IMAGE, base_model="base-models/m/r1/")
+    )
+    (base_model,) = [p for p in in_bucket["Parameters"] if p["Name"] == "BaseModel"]
+    assert base_model["DefaultValue"] == f"s3://{DEPLOYMENT.bucket}/base-models/m/r1/"
     definition, _ = build(
         PipelineConfig(
             network_isolation=True,
@@ -611,7 +654,7 @@ def test_processing_arguments_are_exactly_what_the_scripts_accept(
         i["S3Input"]["S3Uri"] for i in args["ProcessingInputs"] if i["InputName"] == "entrypoint"
     )
     runproc = built[1][entry.removeprefix(f"s3://{DEPLOYMENT.bucket}/")].decode()
-    assert f"{script}.py" in runproc and "requirements.txt" in runproc
+    assert f"{script}.py" in runproc and "requirements.lock" in runproc
     local_paths = {i["S3Input"]["LocalPath"] for i in args["ProcessingInputs"]}
     for value in container_args:
         if value.startswith("/opt/ml/processing/input/"):

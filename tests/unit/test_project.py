@@ -19,13 +19,40 @@ def pins(lines: list[str]) -> dict[str, str]:
 
 def test_container_requirements_pin_the_versions_the_tests_use() -> None:
     project = pins(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
-    container = pins((REPO / "training_scripts/requirements.txt").read_text().splitlines())
+    container = pins((REPO / "training_scripts/requirements.in").read_text().splitlines())
     assert "torch" not in container  # the image's CUDA build must stay
     assert container, "no pinned requirement found"
     for name, version in container.items():
         assert project.get(name) == version, (
             f"{name}: container {version}, project {project.get(name)}"
         )
+
+
+def test_jobs_install_a_complete_hash_pinned_lock() -> None:
+    """requirements.lock (make lock) pins every requirement at requirements.in's version, each
+    entry with the hashes pip checks, and never replaces the image's torch or CUDA."""
+    from pipelines.definition.job_requirements import IMAGE_PROVIDED, LOCK, entries
+
+    blocks = entries(LOCK.read_text())
+    locked = {b.split("==", 1)[0].strip().lower(): b.split("==", 1)[1].split()[0] for b in blocks}
+    wanted = pins((REPO / "training_scripts/requirements.in").read_text().splitlines())
+    assert {name: locked.get(name) for name in wanted} == wanted
+    assert all("--hash=sha256:" in block for block in blocks)
+    assert not [name for name in locked if IMAGE_PROVIDED.fullmatch(name)]
+
+
+def test_the_lock_leaves_out_what_the_image_brings() -> None:
+    from pipelines.definition.job_requirements import lock_text
+
+    resolved = (
+        "numpy==2.5.5 \\\n    --hash=sha256:aa\n    # via pandas\n"
+        "nvidia-cublas-cu12==12.8.4.1 \\\n    --hash=sha256:bb\n"
+        "torch==2.9.0 \\\n    --hash=sha256:cc\n"
+        "triton==3.5.0 \\\n    --hash=sha256:dd\n"
+        "torchmetrics==1.0 \\\n    --hash=sha256:ee\n"
+    )
+    kept = [line.split("==")[0] for line in lock_text(resolved).splitlines() if "==" in line]
+    assert kept == ["numpy", "torchmetrics"]
 
 
 def test_every_dependency_is_pinned_exactly() -> None:
