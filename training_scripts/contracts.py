@@ -94,6 +94,14 @@ class FileContract:
             document = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ContractError(f"{source}: {self.file_name} is not valid JSON ({err})") from None
+        except RecursionError:
+            raise ContractError(
+                f"{source}: {self.file_name} is nested too deeply to read"
+            ) from None
+        except ValueError as err:  # e.g. an integer of thousands of digits
+            raise ContractError(
+                f"{source}: {self.file_name} holds an unreadable value ({err})"
+            ) from None
         return self.check(document, source)
 
     def read(self, location: str | Path) -> dict[str, Any]:

@@ -464,17 +464,25 @@ def test_a_run_that_fails_while_writing_leaves_no_manifest_beside_its_files(
     data = jsonl_bytes(*(json.dumps(good(i)) for i in range(30)))
     run(tmp_path, data)
     assert (tmp_path / "out" / "manifest.json").is_file()
-    original = Path.open
     written: list[Path] = []
 
-    def disk_fills_on_the_second_split(self: Path, *args, **kwargs):
-        if self.name.endswith(".partial"):  # a split file being written
-            written.append(self)
-            if len(written) == 2:
-                raise OSError(errno.ENOSPC, "No space left on device")
-        return original(self, *args, **kwargs)
+    def disk_fills_on_the_second_split(original):
+        """However a split file is written (open, write_text, write_bytes), the disk is
+        full by the second split."""
 
-    monkeypatch.setattr(Path, "open", disk_fills_on_the_second_split)
+        def write(self: Path, *args, **kwargs):
+            mode = args[0] if args and isinstance(args[0], str) else kwargs.get("mode", "w")
+            writes = original.__name__ != "open" or "w" in mode or "a" in mode
+            if writes and self.parent.name in ("train", "validation", "test"):
+                written.append(self)
+                if len({p.parent for p in written}) == 2:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            return original(self, *args, **kwargs)
+
+        return write
+
+    for method in ("open", "write_text", "write_bytes"):
+        monkeypatch.setattr(Path, method, disk_fills_on_the_second_split(getattr(Path, method)))
     with pytest.raises(DataError, match="No space left on device"):
         run(tmp_path, jsonl_bytes(*(json.dumps(good(i)) for i in range(30, 60))))
     assert not (tmp_path / "out" / "manifest.json").exists()

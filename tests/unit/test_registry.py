@@ -178,10 +178,15 @@ def test_sagemaker_backend_register_list_compare_approve_reject(aws) -> None:
         registry.get(9)
 
 
-def test_one_unreadable_evaluation_does_not_hide_the_group(aws) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[" * 100_000, b'{"models": ' + b"7" * 5000 + b"}", b"\xff\xfe", b""],
+    ids=["malformed", "nested", "huge-number", "not-utf8", "empty"],
+)
+def test_one_unreadable_evaluation_does_not_hide_the_group(aws, body: bytes) -> None:
     sagemaker, s3 = aws
     s3.put_object(Bucket="evaluations", Key="run-1/evaluation.json", Body=json.dumps(PASSING))
-    s3.put_object(Bucket="evaluations", Key="run-2/evaluation.json", Body=b"{not json")
+    s3.put_object(Bucket="evaluations", Key="run-2/evaluation.json", Body=body)
     registry = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
     register(registry, PASSING, "s3://evaluations/run-1/evaluation.json")
     register(registry, PASSING, "s3://evaluations/run-2/evaluation.json")
