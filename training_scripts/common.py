@@ -53,6 +53,18 @@ class _CurrentStderr(logging.StreamHandler):
 QUIET_LIBRARIES = ("sagemaker",)
 
 
+def _not_the_optional_hub_kernel(record: logging.LogRecord) -> bool:
+    """bitsandbytes, on CPUs with AVX512-BF16, tries at import to fetch an optional CPU kernel
+    from the Hugging Face Hub through the `kernels` package and warns on every import when it
+    cannot. Nothing here installs that package (isolated jobs could not download the kernel
+    anyway): bitsandbytes then uses its own CPU path, the one these scripts are tested with."""
+    return "kernels-community" not in record.getMessage()
+
+
+# A filter on the logger itself: it holds before logging is set up, for any handler.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_the_optional_hub_kernel)
+
+
 def _project_or_warning(record: logging.LogRecord) -> bool:
     # Libraries set their own loggers to INFO or DEBUG, so the root level alone does not keep
     # their chatter out.

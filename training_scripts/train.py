@@ -39,6 +39,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+# common before torch and transformers: importing transformers' Trainer loads bitsandbytes,
+# whose import-time warning about an optional hub kernel common filters out.
+if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
+    from . import common, contracts
+else:  # run as `python train.py`, as in the SageMaker job: sibling modules are top-level
+    import common
+    import contracts
+
 import torch
 from transformers import (
     DataCollatorForSeq2Seq,
@@ -48,13 +56,6 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-
-if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, contracts
-else:  # run as `python train.py`, as in the SageMaker job: sibling modules are top-level
-    import common
-    import contracts
-
 
 logger = logging.getLogger("train")
 

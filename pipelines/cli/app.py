@@ -26,12 +26,26 @@ app.add_typer(baseline_app, name="baseline")
 app.command("run-local")(run_local_command)
 
 
+def print_version(requested: bool) -> None:
+    if requested:
+        from importlib.metadata import version
+
+        typer.echo(f"peftops {version('peftops')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def configure(
     verbose: Annotated[
         bool,
         typer.Option(
             "--verbose", "-v", help="Debug logs, the SageMaker SDK's and other libraries' too."
+        ),
+    ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=print_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
 ) -> None:

@@ -12,6 +12,7 @@ from pipelines.cli.options import (
     DEFAULT_REGISTRY,
     JsonOption,
     RegistryOption,
+    fail,
     guarded,
     open_registry,
 )
@@ -42,6 +43,10 @@ def models_list(
     as_json: JsonOption = False,
 ) -> None:
     """Registered versions, oldest first."""
+    from pipelines.registry import APPROVAL_STATUSES
+
+    if status is not None and status not in APPROVAL_STATUSES:
+        raise fail(f"--status {status!r}: use one of {', '.join(APPROVAL_STATUSES)}")
     versions = guarded(lambda: open_registry(registry).list(status))
     if as_json:
         typer.echo(json.dumps([v.to_json() for v in versions], indent=2))
@@ -107,8 +112,22 @@ def models_compare(
     }
     for key in ("peft_method", "lora_r", "lora_alpha", "dataset_uri"):
         rows[key] = {"first": a.metadata.get(key), "second": b.metadata.get(key)}
+    test_sets = [(v.evaluation or {}).get("test_set_sha256") for v in (a, b)]
+    same_test_set = test_sets[0] is not None and test_sets[0] == test_sets[1]
+    if not same_test_set:
+        # Scores on different test sets do not compare: say so before anyone reads them.
+        typer.echo(
+            f"peftops: warning: versions {first} and {second} were scored on different test sets "
+            f"({' vs '.join(str(t)[:12] for t in test_sets)}); their scores do not compare",
+            err=True,
+        )
     if as_json:
-        typer.echo(json.dumps({"first": first, "second": second, "metrics": rows}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"first": first, "second": second, "same_test_set": same_test_set, "metrics": rows},
+                indent=2,
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -116,11 +135,29 @@ def models_compare(
     table = Table()
     for column in ("", f"version {first}", f"version {second}", "difference"):
         table.add_column(column)
+        table.columns[-1].justify = "right" if column else "left"
     for key, pair in rows.items():
         x, y = pair["first"], pair["second"]
         numeric = isinstance(x, int | float) and isinstance(y, int | float)
-        table.add_row(key, str(x), str(y), f"{y - x:+.4g}" if numeric else "")
+        difference = shown(key, y - x, signed=True) if numeric else ""
+        table.add_row(key, shown(key, x), shown(key, y), difference)
     Console().print(table)
+
+
+def shown(key: str, value: Any, *, signed: bool = False) -> str:
+    """A figure as a reviewer reads it: scores to 4 decimals, sizes in MB, counts grouped."""
+    if value is None:
+        return "-"
+    sign = "+" if signed else ""
+    if key.endswith("_bytes") and isinstance(value, int | float):
+        return f"{value / 2**20:{sign},.1f} MB"
+    if key.endswith("_s") and isinstance(value, int | float):
+        return f"{value:{sign},.1f} s"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:{sign},}"
+    return f"{value:{sign}.4f}"
 
 
 def _decide(

@@ -17,7 +17,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-RegistryOption = Annotated[str, typer.Option("--registry", help="local:PATH or sagemaker:GROUP.")]
+RegistryOption = Annotated[
+    str, typer.Option("--registry", help="local:PATH[#GROUP], PATH[#GROUP] or sagemaker:GROUP.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 # The record fields a dataset's text and reference summary are read from (preprocess's rules).
 InputFieldOption = Annotated[str, typer.Option(help="Field with the text to summarize.")]

@@ -93,8 +93,8 @@ def run_local_command(
     registry: Annotated[
         str,
         typer.Option(
-            help="Local registry the adapter is registered into: local:PATH (as `models` takes "
-            "it) or PATH."
+            help="Local registry the adapter is registered into: local:PATH[#GROUP] or "
+            "PATH[#GROUP], as every command takes it (group: the preset's)."
         ),
     ] = "local:runs/registry.sqlite",
     param: ParamOption = None,
@@ -110,10 +110,15 @@ def run_local_command(
     """Run the SageMaker pipeline definition on this machine, end to end."""
     from pipelines.local.errors import StepFailedError, UnsupportedConstructError
     from pipelines.local.run import SAMPLE_DATA, LocalRunError, run_local
-    from pipelines.registry import RegistryError
+    from pipelines.registry import RegistryError, local_registry_location
 
-    if registry.startswith("sagemaker:"):
-        raise fail("run-local registers into a local registry: --registry local:PATH")
+    try:
+        local = local_registry_location(registry)
+    except RegistryError as err:
+        raise fail(str(err)) from err
+    if local is None:
+        raise fail("run-local registers into a local registry: --registry local:PATH or PATH")
+    registry_path, group = local
     try:
         # Progress goes to stderr; stdout holds only the summary.
         with contextlib.redirect_stdout(sys.stderr):
@@ -121,7 +126,8 @@ def run_local_command(
                 preset_name=preset,
                 data=data or SAMPLE_DATA,
                 out=out,
-                registry_path=Path(registry.removeprefix("local:")),
+                registry_path=registry_path,
+                registry_group=group,
                 input_field=input_field,
                 target_field=target_field,
                 method=method,

@@ -115,7 +115,7 @@ from pipelines.definition.images import job_images
 from pipelines.definition.service_rules import definition_violations, steps_of, volume_kms_key
 from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
 from pipelines.functions import layout
-from pipelines.functions.registered_adapter import ADAPTER_CHANNEL, EVALUATION_DIGEST
+from pipelines.functions.registered_adapter import ADAPTER_CHANNEL, EVALUATION_DIGEST, SMOKE_TEST
 from training_scripts import contracts
 from training_scripts.common import HUB_TOKEN_SECRET_VARIABLE
 
@@ -666,6 +666,8 @@ class _Builder:
             "rouge_l_tolerance": str(self.config.rouge_l_tolerance),
             "min_rouge_l_gain": str(self.config.min_rouge_l_gain),
         }
+        if self.config.smoke_test:
+            lineage[SMOKE_TEST] = "true"
         step_args = builder.register(
             model_package_group_name=self.config.model_package_group,
             content_types=["application/json"],

@@ -118,6 +118,10 @@ class PipelineConfig:
     # this one secret. Empty: no token (public models).
     hf_token_secret_arn: str = ""
 
+    # A smoke test's deployment (the tiny local preset: a random model that checks the plumbing):
+    # its versions are marked so that approval refuses them unless forced.
+    smoke_test: bool = False
+
     # The quality gate, fixed per deployment: whoever may start a run cannot loosen it.
     rouge_l_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L
     min_rouge_l_gain: float = 0.01  # and must beat the base model by at least this much

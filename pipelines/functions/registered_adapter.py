@@ -25,6 +25,8 @@ ListVersions = Callable[[str], Iterable[tuple[str, str]]]
 ReadObject = Callable[[str], bytes]
 # The metadata key under which registration records `evaluation_digest`.
 EVALUATION_DIGEST = "evaluation_sha256"
+# The metadata key that marks a smoke test's version (PipelineConfig.smoke_test).
+SMOKE_TEST = "smoke_test"
 # BatchDescribeModelPackage takes at most 100 ARNs, ListModelPackages returns at most 100.
 PAGE = 100
 # The additional model data source that carries the adapter when the base model is the

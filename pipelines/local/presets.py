@@ -19,6 +19,9 @@ LOCAL_DEPLOYMENT = Deployment(
 )
 
 
+SMOKE_GROUP = "peftops-smoke"
+
+
 @dataclass(frozen=True)
 class Preset:
     description: str
@@ -67,9 +70,12 @@ PRESETS: dict[str, Preset] = {
             gradient_checkpointing=False,
             evaluation_max_examples=12,
             max_new_tokens=12,
-            # A random model cannot meet real quality thresholds; the smoke run still registers.
+            # A random model cannot meet real quality thresholds; the smoke run still registers,
+            # into its own group, marked so that approval refuses it unless forced.
             rouge_l_tolerance=1.0,
             min_rouge_l_gain=-1.0,
+            smoke_test=True,
+            model_package_group=SMOKE_GROUP,
         ),
         parameters={"Epochs": 0.1, "LearningRate": 1e-2},
         prepare_model=_tiny,

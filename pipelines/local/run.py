@@ -116,6 +116,7 @@ def run_local(
     data: Path,
     out: Path,
     registry_path: Path,
+    registry_group: str = "",  # empty: the preset's model package group
     input_field: str = "dialogue",
     target_field: str = "summary",
     method: str | None = None,
@@ -135,6 +136,8 @@ def run_local(
     check_writable(registry_path.parent)
     preset = PRESETS[preset_name]
     config = dataclasses.replace(preset.config, input_field=input_field, target_field=target_field)
+    if registry_group:
+        config = dataclasses.replace(config, model_package_group=registry_group)
 
     body, assets = definition_json(config, LOCAL_DEPLOYMENT)
     (out / "pipeline.json").write_text(body, encoding="utf-8")

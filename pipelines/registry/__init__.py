@@ -26,16 +26,36 @@ __all__ = [
     "SageMakerRegistry",
     "decide",
     "gate_verdict",
+    "local_registry_location",
     "open_registry",
 ]
 
 
+def local_registry_location(spec: str) -> tuple[Path, str] | None:
+    """A local registry's file and group (empty: the caller's default) from `local:PATH[#GROUP]`
+    or a bare `PATH[#GROUP]`; None for `sagemaker:GROUP`. One parser for every command."""
+    kind, colon, rest = spec.partition(":")
+    if kind == "sagemaker" and colon:
+        return None
+    if kind == "local" and colon:
+        location = rest
+    elif "://" in spec or not spec:
+        raise RegistryError(f"--registry {spec!r}: use local:PATH, PATH or sagemaker:GROUP")
+    else:
+        location = spec  # a bare path is a local registry
+    path, _, group = location.partition("#")
+    if not path:
+        raise RegistryError(f"--registry {spec!r}: local:PATH needs a file path")
+    return Path(path).expanduser(), group
+
+
 def open_registry(spec: str, *, default_group: str = "peftops-adapters") -> Registry:
-    """`local:PATH[#GROUP]` or `sagemaker:GROUP`."""
-    kind, _, rest = spec.partition(":")
-    if kind == "local" and rest:
-        path, _, group = rest.partition("#")
-        return LocalRegistry(Path(path).expanduser(), group or default_group)
-    if kind == "sagemaker" and rest:
-        return SageMakerRegistry(rest)
-    raise RegistryError(f"--registry {spec!r}: use local:PATH or sagemaker:GROUP")
+    """`local:PATH[#GROUP]`, `PATH[#GROUP]` or `sagemaker:GROUP`."""
+    local = local_registry_location(spec)
+    if local is not None:
+        path, group = local
+        return LocalRegistry(path, group or default_group)
+    group = spec.removeprefix("sagemaker:")
+    if not group:
+        raise RegistryError(f"--registry {spec!r}: sagemaker:GROUP needs the group's name")
+    return SageMakerRegistry(group)

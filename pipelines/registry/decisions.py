@@ -3,7 +3,7 @@ evaluation (the same rule the pipeline's condition step applies), then the statu
 
 from __future__ import annotations
 
-from pipelines.functions.registered_adapter import EVALUATION_DIGEST
+from pipelines.functions.registered_adapter import EVALUATION_DIGEST, SMOKE_TEST
 from pipelines.registry.versions import ModelVersion, Registry, RegistryError
 from training_scripts import contracts
 
@@ -11,6 +11,8 @@ from training_scripts import contracts
 def gate_verdict(version: ModelVersion) -> tuple[bool, str]:
     """Whether the version's evaluation is the one registered and passes the gate thresholds
     recorded at registration."""
+    if version.metadata.get(SMOKE_TEST) == "true":
+        return False, "it is a smoke test's adapter (a random model that checks the plumbing)"
     if not version.evaluation:
         return False, "its evaluation is missing"
     recorded = version.metadata.get(EVALUATION_DIGEST)

@@ -53,8 +53,10 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
     assert (root / "run" / "report.html").is_file() and (
         root / "run" / "predictions.jsonl"
     ).is_file()
-    (version,) = LocalRegistry(root / "registry.sqlite", "peftops-adapters").list()
-    assert version.status == "PendingManualApproval"
+    # A smoke test registers into its own group, never beside real adapters.
+    assert LocalRegistry(root / "registry.sqlite", "peftops-adapters").list() == []
+    (version,) = LocalRegistry(root / "registry.sqlite", "peftops-smoke").list()
+    assert version.status == "PendingManualApproval" and version.metadata["smoke_test"] == "true"
     assert version.evaluation == evaluation
     assert version.metadata["peft_method"] == "qlora" and version.metadata[
         "dataset_uri"
@@ -64,30 +66,28 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
 
 def test_models_cli_on_the_registered_version(tiny_run) -> None:
     root, _ = tiny_run
-    registry = f"local:{root / 'registry.sqlite'}"
+    registry = f"local:{root / 'registry.sqlite'}#peftops-smoke"
     listed = json.loads(
         peftops("models", "list", "--registry", registry, "--json", cwd=root).stdout
     )
     assert [v["version"] for v in listed] == [1]
     shown = peftops("models", "show", "1", "--registry", registry, cwd=root)
-    assert "PendingManualApproval" in shown.stdout and "gate:       gate passed" in shown.stdout
+    assert "PendingManualApproval" in shown.stdout
+    assert "gate:       it is a smoke test's adapter" in shown.stdout
     compared = json.loads(
         peftops("models", "compare", "1", "1", "--registry", registry, "--json", cwd=root).stdout
     )
     assert compared["metrics"]["rougeL"]["first"] == compared["metrics"]["rougeL"]["second"]
-    approved = peftops(
-        "models",
-        "approve",
-        "1",
-        "--registry",
-        registry,
-        "-d",
-        "smoke test",
-        "--who",
-        "ci",
-        cwd=root,
+    decide = ["models", "approve", "1", "--registry", registry, "-d", "smoke test", "--who", "ci"]
+    refused = peftops(*decide, cwd=root)
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "peftops: error: version 1 cannot be approved: it is a smoke test's adapter (a random "
+        "model that checks the plumbing); pass --force to approve anyway"
     )
-    assert approved.returncode == 0 and "Approved (ci: smoke test)" in approved.stdout
+    approved = peftops(*decide, "--force", cwd=root)
+    assert approved.returncode == 0 and "Approved (ci: smoke test [forced: it is a smoke" in (
+        approved.stdout
+    )
 
 
 def test_a_builder_change_changes_what_runs_locally(

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.local.presets import LOCAL_DEPLOYMENT
+from pipelines.local.presets import LOCAL_DEPLOYMENT, SMOKE_GROUP
 from pipelines.local.run import LocalRun, run_local
 from pipelines.registry import LocalRegistry
 from tests.conftest import REPO
@@ -52,7 +52,7 @@ def again(root: Path, **kwargs: Any) -> LocalRun:
 
 
 def registry(root: Path) -> LocalRegistry:
-    return LocalRegistry(root / "registry.sqlite", "peftops-adapters")
+    return LocalRegistry(root / "registry.sqlite", SMOKE_GROUP)  # the tiny preset's group
 
 
 def steps(run: LocalRun) -> dict[str, Any]:

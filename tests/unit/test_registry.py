@@ -111,6 +111,24 @@ def test_approval_is_refused_for_a_failed_gate_unless_forced(local: LocalRegistr
     )
 
 
+def test_a_smoke_test_version_is_approved_only_when_forced(local: LocalRegistry) -> None:
+    local.register(
+        Registration(
+            group=GROUP,
+            model_data_url="s3://bucket/models/adapter/model.tar.gz",
+            status="PendingManualApproval",
+            metadata=recorded(PASSING) | {"smoke_test": "true"},  # its gate passed
+            evaluation_uri=None,
+            evaluation=PASSING,
+            description="adapter",
+        )
+    )
+    with pytest.raises(RegistryError, match="version 1 cannot be approved: it is a smoke test's"):
+        decide(local, 1, "Approved", who="ana", why="looks fine", force=False)
+    forced = decide(local, 1, "Approved", who="ana", why="demo", force=True)
+    assert forced.approval_description.startswith("ana: demo [forced: it is a smoke test's")
+
+
 def test_approve_and_reject_record_who_and_why(local: LocalRegistry) -> None:
     register(local, PASSING)
     register(local, None)
@@ -133,7 +151,7 @@ def test_missing_local_registry_is_an_error_not_a_new_file(tmp_path: Path) -> No
 
 def test_open_registry_specs(tmp_path: Path) -> None:
     assert isinstance(open_registry(f"local:{tmp_path}/r.sqlite"), LocalRegistry)
-    with pytest.raises(RegistryError, match="use local:PATH or sagemaker:GROUP"):
+    with pytest.raises(RegistryError, match="use local:PATH, PATH or sagemaker:GROUP"):
         open_registry("s3://x")
 
 
