@@ -57,6 +57,8 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
     assert LocalRegistry(root / "registry.sqlite", "peftops-adapters").list() == []
     (version,) = LocalRegistry(root / "registry.sqlite", "peftops-smoke").list()
     assert version.status == "PendingManualApproval" and version.metadata["smoke_test"] == "true"
+    # CheckRegistered recorded the digest of the very evaluation the registry holds.
+    assert version.metadata["evaluation_sha256"] == version.evaluation_sha256
     assert version.evaluation == evaluation
     assert version.metadata["peft_method"] == "qlora" and version.metadata[
         "dataset_uri"
