@@ -213,7 +213,9 @@ class JobRunner:
             log=job_dir / LOG_FILE,
         )
         if checkpoint and local_checkpoints is not None:
-            self.mirror.upload(local_checkpoints, checkpoint["S3Uri"])
+            # Moved, not copied: the job's storage ends with the job, as on SageMaker, and a
+            # full fine-tune's checkpoints (optimizer state included) are not kept twice.
+            self.mirror.move_in(local_checkpoints, checkpoint["S3Uri"])
         output_path = args["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         artifact = f"{output_path}/{job_name}/output/model.tar.gz"
         archive = self.mirror.path(artifact)

@@ -60,6 +60,17 @@ class S3Mirror:
     def exists(self, uri: str) -> bool:
         return self.path(uri).is_file()
 
+    def move_in(self, source: Path, uri: str) -> None:
+        """A folder's files moved under `uri` (replacing what is there), not copied: for what a
+        job leaves behind that SageMaker would delete with its container (checkpoints)."""
+        target = self.path(uri)
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                destination = target / path.relative_to(source)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(path, destination)
+        shutil.rmtree(source, ignore_errors=True)
+
     def upload(self, source: Path, uri: str) -> None:
         target = self.path(uri)
         if source.is_dir():

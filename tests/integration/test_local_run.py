@@ -64,6 +64,12 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
         "dataset_uri"
     ].startswith("s3://peftops-local/")
     assert (root / "run" / "s3" / version.model_data_url.removeprefix("s3://")).is_file()
+    # Checkpoints live once, in the bucket, as SageMaker leaves them: not also in the job folder.
+    (jobs,) = (root / "run" / "jobs").iterdir()
+    for step in ("TrainAdapter", "TrainBaseline"):
+        assert not (jobs / step / "container" / "opt" / "ml" / "checkpoints").exists(), step
+        stored = root / "run" / "s3" / "peftops-local" / "pipelines" / "peftops-adapter"
+        assert list((stored / "checkpoints" / step).rglob("checkpoint_seal.json")), step
 
 
 def test_models_cli_on_the_registered_version(tiny_run) -> None:
