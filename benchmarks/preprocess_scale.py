@@ -8,7 +8,7 @@ Two inputs, generated the same way every time: 200,000 dialogue records in one J
 (throughput), and one 50 MB record among ten small ones (memory per record). Each script runs
 on each input `--repeats` times, alternating ours and the baseline's; the table and the JSON
 give per arm the median wall time (process start to exit), records per second and the peak
-resident memory of the process (from the kernel's accounting of the exited child).
+resident memory of the process (its own high-water mark, read as it exits).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -57,34 +56,61 @@ def write_many(path: Path, count: int) -> None:
             out.write("\n")
 
 
-def write_long(path: Path) -> None:
-    words = LONG_RECORD_BYTES // len("word ")
+def write_long(path: Path, size: int = LONG_RECORD_BYTES) -> None:
+    words = size // len("word ")
     with path.open("w", encoding="utf-8") as out:
         out.write(json.dumps({"dialogue": "word " * words, "summary": "A long one."}) + "\n")
         for i in range(10):
             out.write(json.dumps({"dialogue": f"#Person1#: Hi {i}.", "summary": f"Hi {i}."}) + "\n")
 
 
-def peak_rss_mb(usage: resource.struct_rusage) -> float:
-    # ru_maxrss is kilobytes on Linux, bytes on macOS.
-    return usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+# Runs a script as `python SCRIPT ...` would and, as it exits, writes the process's peak
+# resident memory in MB. Measured inside the process: a child's ru_maxrss counts the pages it
+# shared with its parent at fork, which a large parent (a test runner holding torch) inflates.
+MEASURED = """
+import atexit, os, resource, runpy, sys
+
+def report():
+    try:
+        with open("/proc/self/status") as status:  # Linux: this program's own high-water mark
+            kb = int(next(line for line in status if line.startswith("VmHWM")).split()[1])
+    except OSError:  # macOS: ru_maxrss, in bytes there
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(os.environ["PEFTOPS_PEAK_FILE"], "w") as out:
+        out.write(str(kb / 1024))
+
+atexit.register(report)
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(script))
+runpy.run_path(script, run_name="__main__")
+"""
 
 
 def run_once(script: Path, data: Path, out: Path) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
+    peak_file = out.with_suffix(".peak")
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, str(script), "--input", str(data), "--output-dir", str(out)],
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEASURED,
+            str(script),
+            "--input",
+            str(data),
+            "--output-dir",
+            str(out),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env={**os.environ, "PEFTOPS_PEAK_FILE": str(peak_file)},
+        check=False,
     )
-    _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    error = process.stderr.read().decode() if process.stderr else ""
-    if process.returncode != 0:
-        raise RuntimeError(f"{script} on {data} failed: {error.strip()[-500:]}")
-    return wall, peak_rss_mb(usage)
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} on {data} failed: {done.stderr.decode().strip()[-500:]}")
+    return wall, float(peak_file.read_text())
 
 
 def measure(
@@ -119,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="Another preprocess.py to run beside ours.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--records", type=int, default=RECORDS)
+    parser.add_argument(
+        "--long-mb", type=int, default=LONG_RECORD_BYTES // 2**20, help="Size of the long record."
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/bench/preprocess.json"))
     args = parser.parse_args(argv)
 
@@ -129,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         data = {"many": work / "many.jsonl", "long": work / "long.jsonl"}
         write_many(data["many"], args.records)
-        write_long(data["long"])
+        write_long(data["long"], args.long_mb * 2**20)
         results = measure(arms, data, args.repeats, work)
 
     print(f"{'arm':<9} {'data':<5} {'records':>8} {'wall s':>7} {'records/s':>10} {'peak MB':>8}")

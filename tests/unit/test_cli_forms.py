@@ -120,12 +120,12 @@ def has_avx512_bf16() -> bool:
     return bool(has_avx512bf16())
 
 
-@pytest.mark.parametrize("script", ["train", "evaluate", "preprocess"])
-def test_scripts_print_no_library_noise(script: str) -> None:
+def test_train_prints_no_library_noise() -> None:
     """bitsandbytes warns at import, on CPUs with AVX512-BF16, that an optional hub kernel is
-    missing; the scripts' stderr carries only what a user can act on."""
+    missing; train.py (whose Trainer import loads bitsandbytes) says only what a user can act
+    on."""
     done = subprocess.run(
-        [sys.executable, str(SCRIPTS / f"{script}.py"), "--help"],
+        [sys.executable, str(SCRIPTS / "train.py"), "--help"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -101,13 +101,16 @@ def test_bad_deployment_values_are_one_line_errors(tmp_path: Path) -> None:
 def test_each_kind_of_job_runs_under_the_role_it_is_given(tmp_path: Path) -> None:
     """A hand-made deployment may split the roles as the stack does; a kind given no role of
     its own runs under --role-arn."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
     out = tmp_path / "definition.json"
     training = "arn:aws:iam::111122223333:role/peftops-training-jobs"
-    done = run_cli(
-        ["pipeline", "definition", "--out", str(out), "--training-role-arn", training],
-        isolate_network=False,
+    done = CliRunner().invoke(
+        app, ["pipeline", "definition", "--out", str(out), "--training-role-arn", training]
     )
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     from pipelines.definition.service_rules import steps_of
 
     roles = {
