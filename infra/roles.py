@@ -59,14 +59,8 @@ class PipelineRole(Construct):
                 actions=["kms:Decrypt", "kms:DescribeKey"],
                 resources=[key.key_arn],
             ),
-            iam.PolicyStatement(
-                sid="EncryptJobVolumes",
-                # Jobs are created with the project key for their volumes and outputs; a grant
-                # only ever for an AWS service to use.
-                actions=["kms:CreateGrant"],
-                resources=[key.key_arn],
-                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
-            ),
+            # Jobs are created with the project key for their volumes and outputs.
+            volume_grants("EncryptJobVolumes", key),
             iam.PolicyStatement(
                 sid="RunPipelineJobs",
                 actions=[
@@ -116,6 +110,17 @@ class PipelineRole(Construct):
             )
         self.policy = iam.Policy(self, "Policy", statements=statements)
         self.policy.attach_to_role(self.role)
+
+
+def volume_grants(sid: str, key: kms.IKey) -> iam.PolicyStatement:
+    """kms:CreateGrant on the project key only for an AWS service (a job's encrypted volume):
+    whoever holds the role cannot share the key with anyone else."""
+    return iam.PolicyStatement(
+        sid=sid,
+        actions=["kms:CreateGrant"],
+        resources=[key.key_arn],
+        conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+    )
 
 
 def read_project_statements(bucket: s3.IBucket, key: kms.IKey) -> list[iam.PolicyStatement]:
@@ -179,13 +184,7 @@ class JobRole(Construct):
                 actions=["kms:Encrypt", "kms:GenerateDataKey*"],
                 resources=[key.key_arn],
             ),
-            iam.PolicyStatement(
-                sid="EncryptOwnVolumes",
-                actions=["kms:CreateGrant"],
-                resources=[key.key_arn],
-                # Only for an AWS service (the job's volume): job code cannot share the key.
-                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
-            ),
+            volume_grants("EncryptOwnVolumes", key),
             iam.PolicyStatement(
                 sid="PullJobImages",
                 actions=[
