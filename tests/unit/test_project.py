@@ -64,3 +64,11 @@ def test_every_dependency_is_pinned_exactly() -> None:
 
 def test_ci_runs_make_test() -> None:
     assert "make test" in (REPO / ".ci/run").read_text()
+
+
+def test_the_license_file_is_the_one_pyproject_declares() -> None:
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
+    text = (REPO / "LICENSE").read_text()
+    assert declared == "Apache-2.0"
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert text.rstrip().endswith("END OF TERMS AND CONDITIONS")
