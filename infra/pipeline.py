@@ -21,7 +21,7 @@ from constructs import Construct
 
 from pipelines.definition import definition_json
 from pipelines.definition.config import Deployment, JobKind, PipelineConfig
-from pipelines.definition.stages import BUILT_JOB_IMAGE
+from pipelines.definition.stages import BUILT_JOB_IMAGE, BUILT_TRACKING_SERVER
 from pipelines.definition.staging import write_assets
 
 PLACEHOLDER_BUCKET = "peftops-placeholder-bucket"
@@ -64,6 +64,7 @@ def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict
     )
     for placeholder, variable in (
         (BUILT_JOB_IMAGE, "JobImage"),
+        (BUILT_TRACKING_SERVER, "TrackingServerArn"),
         *((deployment.job_role(kind), role_variable(kind)) for kind in JobKind),
         (deployment.kms_key_arn, "KeyArn"),
         (deployment.bucket, "Bucket"),
@@ -86,6 +87,7 @@ class Pipeline(Construct):
         role: iam.IRole,
         job_roles: Mapping[JobKind, iam.IRole],
         job_image_uri: str | None = None,
+        tracking_server_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -116,6 +118,11 @@ class Pipeline(Construct):
                         "KeyArn": key.key_arn,
                         **{role_variable(k): r.role_arn for k, r in job_roles.items()},
                         **({"JobImage": job_image_uri} if job_image_uri else {}),
+                        **(
+                            {"TrackingServerArn": tracking_server_arn}
+                            if tracking_server_arn
+                            else {}
+                        ),
                     },
                 )
             },

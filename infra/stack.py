@@ -15,6 +15,7 @@ from infra.registry import ModelRegistry
 from infra.roles import PipelineRole, SchedulerRole, job_roles
 from infra.schedule import Schedule
 from infra.storage import Storage
+from infra.tracking import ARTIFACT_PREFIX, TrackingServer, tracking_statements
 from pipelines.definition.config import (
     CHECK_REGISTERED,
     CHECKPOINTS,
@@ -23,6 +24,7 @@ from pipelines.definition.config import (
     JOB_WRITES,
     MODELS,
     RESOLVE_INPUTS,
+    TRACKED_JOBS,
     JobKind,
     function_name,
 )
@@ -84,6 +86,20 @@ class PeftopsStack(Stack):
             vpc=config.vpc,
             hub_token_secret_arn=config.hf_token_secret_arn,
         )
+        self.tracking = None
+        if settings.mlflow_tracking_server:
+            self.tracking = TrackingServer(
+                self,
+                "Tracking",
+                name=config.name,
+                size=settings.mlflow_tracking_server,
+                bucket=self.storage.bucket,
+                key=self.storage.key,
+            )
+            for kind in TRACKED_JOBS:
+                self.job_roles[kind].policy.add_statements(
+                    *tracking_statements(self.tracking.arn, self.storage.bucket, self.storage.key)
+                )
         self.pipeline_role = PipelineRole(
             self,
             "PipelineRole",
@@ -113,6 +129,7 @@ class PeftopsStack(Stack):
             role=self.pipeline_role.role,
             job_roles={kind: job.role for kind, job in self.job_roles.items()},
             job_image_uri=self.job_image.asset.image_uri if self.job_image else None,
+            tracking_server_arn=self.tracking.arn if self.tracking else None,
         )
         self.pipeline.pipeline.node.add_dependency(self.registry.group)
         # Its first scheduled run must find every role's permissions in place.
@@ -150,6 +167,8 @@ class PeftopsStack(Stack):
         CfnOutput(self, "PipelineName", value=config.name)
         CfnOutput(self, "ModelPackageGroup", value=config.model_package_group)
         CfnOutput(self, "TopicArn", value=self.notifications.topic.topic_arn)
+        if self.tracking:
+            CfnOutput(self, "TrackingServerArn", value=self.tracking.arn)
 
     def _acknowledge_findings(self, pipeline_name: str, group: str) -> None:
         """Each accepted cdk-nag finding, on the one resource it concerns, with its reason."""
@@ -221,6 +240,24 @@ class PeftopsStack(Stack):
                 )
             for finding, reason in findings:
                 acknowledge(job.policy, finding, reason)
+        if self.tracking:
+            artifacts = f"IAM5[{bucket_objects.removesuffix('/*')}/{ARTIFACT_PREFIX}*]"
+            for kind in TRACKED_JOBS:
+                acknowledge(
+                    self.job_roles[kind].policy,
+                    artifacts,
+                    "MLflow artifacts of this project's tracking server, which the MLflow client uploads under run ids",
+                )
+            acknowledge(
+                self.tracking,
+                artifacts,
+                "the tracking server's artifact store, this prefix of the project bucket only",
+            )
+            acknowledge(
+                self.tracking,
+                "IAM5[Action::kms:GenerateDataKey*]",
+                "GenerateDataKey and GenerateDataKeyWithoutPlaintext on the project key only, for the artifact store",
+            )
         for name, role in self.functions.roles.items():
             log_group = self.functions.node.find_child(f"{name}-logs").node.default_child
             acknowledge(

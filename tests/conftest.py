@@ -87,6 +87,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
         str(root / "run"),
         "--registry",
         str(root / "registry.sqlite"),
+        "--tracking",
+        str(root / "mlflow.db"),
         cwd=REPO,
     )
     return root, done

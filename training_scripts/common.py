@@ -218,10 +218,32 @@ def is_seq2seq(config: Any) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
+class ModelNotFoundError(ValueError):
+    """A model that is neither a folder here nor reachable on the Hugging Face Hub."""
+
+
+def unreachable_model(model_path: str, err: OSError) -> ModelNotFoundError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    why = (
+        "the Hugging Face Hub is off (HF_HUB_OFFLINE=1, which the Makefile sets)"
+        if offline
+        else f"the Hugging Face Hub did not serve it ({str(err).splitlines()[0]})"
+    )
+    return ModelNotFoundError(
+        f"{model_path}: no such model folder, and {why}; pass a local model folder, or a hub id "
+        "with network access (and a token for gated models)"
+    )
+
+
 def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except OSError as err:
+        if Path(model_path).is_dir():
+            raise
+        raise unreachable_model(model_path, err) from None
     if tokenizer.pad_token_id is None:
         # Causal LMs often ship without a pad token; padding positions are masked anyway.
         tokenizer.pad_token = tokenizer.eos_token
@@ -238,7 +260,12 @@ def load_model(model_path: str, *, quantize_4bit: bool, dtype, device_map: Any =
         BitsAndBytesConfig,
     )
 
-    config = AutoConfig.from_pretrained(model_path)
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except OSError as err:
+        if Path(model_path).is_dir():
+            raise
+        raise unreachable_model(model_path, err) from None
     model_class = AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
     kwargs: dict[str, Any] = {"dtype": dtype}
     if quantize_4bit:

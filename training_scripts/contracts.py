@@ -141,15 +141,36 @@ def metric_path(model: str, key: str = "rougeL") -> str:
 
 
 ADAPTER_TRAINABLE_PERCENT = "models.adapter.trainable_percent"
-SHORTFALL_VS_FULL_FINETUNE = "gate.rougeL_shortfall_vs_full_finetune"
-GAIN_VS_BASE = "gate.rougeL_gain_vs_base"
 TEST_SET_SHA256 = "test_set_sha256"
+
+# The comparisons evaluate.py draws paired bootstrap intervals for: name -> (a, b), a - b.
+COMPARISONS = {
+    "adapter_vs_full_finetune": ("adapter", "full_finetune"),
+    "adapter_vs_base": ("adapter", "base"),
+}
+# The gate reads bounds of the 95% intervals, stated so that the pipeline's condition step
+# compares each with a deployment threshold directly (it can do no arithmetic): how far the
+# adapter may trail the full fine-tune at worst, and how much it beats the base at least.
+SHORTFALL_VS_FULL_FINETUNE = "gate.rougeL_shortfall_vs_full_finetune_upper95"
+GAIN_VS_BASE = "gate.rougeL_gain_vs_base_lower95"
+
+
+def comparison_path(name: str, key: str = "rougeL", field: str = "low") -> str:
+    return f"comparisons.{name}.{key}.{field}"
+
 
 EVALUATION = FileContract(
     file_name="evaluation.json",
-    version=1,
+    version=2,
     required=(
         *(metric_path(model, key) for model in MODEL_NAMES for key in ROUGE_KEYS),
+        *(f"{model_path(model)}.per_example.{key}" for model in MODEL_NAMES for key in ROUGE_KEYS),
+        *(
+            comparison_path(name, key, field)
+            for name in COMPARISONS
+            for key in ROUGE_KEYS
+            for field in ("difference", "low", "high")
+        ),
         ADAPTER_TRAINABLE_PERCENT,
         SHORTFALL_VS_FULL_FINETUNE,
         GAIN_VS_BASE,
@@ -159,14 +180,14 @@ EVALUATION = FileContract(
 )
 
 
-def gate_margins(models: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The `gate` section of evaluation.json: what the gate compares with its thresholds, so
-    the pipeline's condition step does no arithmetic."""
-    adapter = models["adapter"]["rougeL"]
+def gate_margins(comparisons: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """The `gate` section of evaluation.json, from the comparisons' intervals: the upper 95%
+    bound of (full fine-tune - adapter) ROUGE-L, and the lower 95% bound of (adapter - base)."""
     return {
-        SHORTFALL_VS_FULL_FINETUNE.removeprefix("gate."): models["full_finetune"]["rougeL"]
-        - adapter,
-        GAIN_VS_BASE.removeprefix("gate."): adapter - models["base"]["rougeL"],
+        SHORTFALL_VS_FULL_FINETUNE.removeprefix("gate."): -comparisons["adapter_vs_full_finetune"][
+            "rougeL"
+        ]["low"],
+        GAIN_VS_BASE.removeprefix("gate."): comparisons["adapter_vs_base"]["rougeL"]["low"],
     }
 
 
@@ -175,8 +196,11 @@ def gate_margins(models: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class GateThresholds:
-    rouge_l_tolerance: float  # the adapter may trail the full fine-tune by this much ROUGE-L
-    min_rouge_l_gain: float  # and must beat the base model by at least this much
+    # The adapter may trail the full fine-tune by at most this much ROUGE-L, at the far end of
+    # the 95% interval of their difference,
+    rouge_l_tolerance: float
+    # and must beat the base model by at least this much, at the near end of its interval.
+    min_rouge_l_gain: float
 
 
 @dataclass(frozen=True)
@@ -188,9 +212,10 @@ class GateCondition:
     comparison: str
     threshold: str  # a GateThresholds field
     failure: str  # why it fails, formatted with the value and the threshold
+    statement: str  # the rule in words, formatted with the threshold (reports, the CLI)
 
 
-COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+CONDITION_TESTS: dict[str, Callable[[Any, Any], bool]] = {
     "LessThanOrEqualTo": operator.le,
     "GreaterThanOrEqualTo": operator.ge,
 }
@@ -200,15 +225,52 @@ GATE_CONDITIONS = (
         SHORTFALL_VS_FULL_FINETUNE,
         "LessThanOrEqualTo",
         "rouge_l_tolerance",
-        "rougeL trails the full fine-tune by {value:.4f} (> {limit})",
+        "rougeL may trail the full fine-tune by up to {value:.4f} (upper end of the 95% "
+        "interval; tolerance {limit})",
+        "the adapter trails the full fine-tune by at most {limit} ROUGE-L, at the upper end of "
+        "the 95% interval of their difference",
     ),
     GateCondition(
         GAIN_VS_BASE,
         "GreaterThanOrEqualTo",
         "min_rouge_l_gain",
-        "rougeL gain over the base model is {value:.4f} (< {limit})",
+        "rougeL gain over the base model may be as small as {value:.4f} (lower end of the 95% "
+        "interval; required {limit})",
+        "the adapter beats the base model by at least {limit} ROUGE-L, at the lower end of the "
+        "95% interval of their difference",
     ),
 )
+
+
+@dataclass(frozen=True)
+class ConditionOutcome:
+    condition: GateCondition
+    value: float
+    limit: float
+    holds: bool
+
+    @property
+    def failure(self) -> str:
+        return self.condition.failure.format(value=self.value, limit=self.limit)
+
+    @property
+    def statement(self) -> str:
+        return self.condition.statement.format(limit=self.limit)
+
+
+def gate_outcomes(evaluation: dict[str, Any], thresholds: GateThresholds) -> list[ConditionOutcome]:
+    """Each gate condition applied to an evaluation: the one rule the pipeline's condition step
+    (from the same GATE_CONDITIONS), the registry's approval check and the report share."""
+    outcomes = []
+    for condition in GATE_CONDITIONS:
+        value = value_at(evaluation, condition.path)
+        limit = getattr(thresholds, condition.threshold)
+        outcomes.append(
+            ConditionOutcome(
+                condition, value, limit, CONDITION_TESTS[condition.comparison](value, limit)
+            )
+        )
+    return outcomes
 
 
 def gate_verdict(evaluation: dict[str, Any], thresholds: GateThresholds) -> tuple[bool, str]:
@@ -216,11 +278,9 @@ def gate_verdict(evaluation: dict[str, Any], thresholds: GateThresholds) -> tupl
     first condition that fails."""
     if evaluation.get("baseline_source", {}).get("test_set_matches") is False:
         return False, "the full fine-tune figures were scored on another test set"
-    for condition in GATE_CONDITIONS:
-        value = value_at(evaluation, condition.path)
-        limit = getattr(thresholds, condition.threshold)
-        if not COMPARISONS[condition.comparison](value, limit):
-            return False, condition.failure.format(value=value, limit=limit)
+    for outcome in gate_outcomes(evaluation, thresholds):
+        if not outcome.holds:
+            return False, outcome.failure
     return True, "gate passed"
 
 

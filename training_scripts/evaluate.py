@@ -4,15 +4,20 @@
         --baseline-dir runs/full --test-dir runs/prep/test --output-dir runs/eval
 
 Batched greedy generation on the test split; ROUGE-1/2/L/Lsum (rouge_score, stemming on,
-mean F1 over examples). A pipeline that reuses a stored baseline passes
-`--baseline-evaluation <evaluation.json>` instead of `--baseline-dir`.
+mean F1 over examples) with paired bootstrap 95% intervals (scoring.py). A pipeline that
+reuses a stored baseline passes `--baseline-evaluation <evaluation.json>` instead of
+`--baseline-dir`; its per-example scores pair with this run's, the test set being the same.
 
 Writes to --output-dir:
 - evaluation.json: {"models": {"base", "adapter", "full_finetune"}, "comparisons":
-  {"adapter_vs_full_finetune", "adapter_vs_base"}, ...}, each model with rouge1/2/L/Lsum (0..1),
-  trainable_params, total_params, artifact_bytes and, where trained, train_runtime_s;
+  {"adapter_vs_full_finetune", "adapter_vs_base"}, "intervals", "gate", ...}: each model with
+  rouge1/2/L/Lsum (0..1), its per-example scores, parameters, artifact size, generation speed
+  and, where trained, its training summary and loss curves; each comparison with the mean
+  difference, its 95% interval and the smallest difference the test set can resolve;
 - predictions.jsonl: input, reference and each model's output, one line per test example;
-- report.html: the three models compared in a chart and a table, with sample outputs.
+- report.html: what a reviewer decides from (report.py);
+- model_card.md and model_card.json: the adapter's model card (model_card.py), as a README and
+  as SageMaker model card content.
 
 Model folders may hold SageMaker's model.tar.gz instead of the files: it is unpacked first.
 """
@@ -20,11 +25,9 @@ Model folders may hold SageMaker's model.tar.gz instead of the files: it is unpa
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import math
-import re
 import sys
 import tarfile
 import tempfile
@@ -37,10 +40,14 @@ import torch
 from transformers import HfArgumentParser
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, contracts
+    from . import common, contracts, model_card, report, scoring, tracking
 else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules are top-level
     import common
     import contracts
+    import model_card
+    import report
+    import scoring
+    import tracking
 
 
 ROUGE_KEYS = contracts.ROUGE_KEYS
@@ -92,6 +99,23 @@ class EvaluateArguments:
     precision: common.Precision = field(
         default=common.Precision.AUTO, metadata={"help": "auto | bf16 | fp32."}
     )
+    dataset_version: str = field(
+        default="", metadata={"help": "The dataset version the test split came from (shown)."}
+    )
+    rouge_l_tolerance: float = field(
+        default=0.02,
+        metadata={
+            "help": "The gate's tolerance: the adapter may trail the full fine-tune by this much "
+            "ROUGE-L at the upper end of the 95%% interval (the report's verdict)."
+        },
+    )
+    min_rouge_l_gain: float = field(
+        default=0.01,
+        metadata={
+            "help": "The gate's required gain over the base model at the lower end of the 95%% "
+            "interval (the report's verdict)."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.precision = common.Precision(self.precision)
@@ -103,34 +127,6 @@ class EvaluateArguments:
             )
         if self.adapter_quantization not in {"auto", "4bit", "none"}:
             raise ValueError("--adapter-quantization must be auto, 4bit or none")
-
-
-# --- scoring (pure) ------------------------------------------------------------------------
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def sentences_per_line(text: str) -> str:
-    """rougeLsum scores summary-level LCS over newline-separated sentences."""
-    return "\n".join(s for s in _SENTENCE_END.split(text.strip()) if s)
-
-
-def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
-    from rouge_score import rouge_scorer
-
-    if len(predictions) != len(references) or not predictions:
-        raise ValueError("rouge needs one prediction per reference and at least one pair")
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
-    for prediction, reference in zip(predictions, references, strict=True):
-        scores = scorer.score(sentences_per_line(reference), sentences_per_line(prediction))
-        for key in ROUGE_KEYS:
-            totals[key] += scores[key].fmeasure
-    return {key: totals[key] / len(predictions) for key in ROUGE_KEYS}
-
-
-def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
-    return {key: a[key] - b[key] for key in ROUGE_KEYS}
 
 
 # --- artifacts -----------------------------------------------------------------------------
@@ -189,19 +185,29 @@ def prompt_ids(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> list[int]:
     return tokenizer(text, split_special_tokens=True)["input_ids"]
 
 
+@dataclass
+class Generated:
+    """One model's outputs on the test split, in input order, and what producing them took."""
+
+    summaries: list[str]
+    new_tokens: int
+    seconds: float
+
+
 def generate_summaries(
     model: Any, tokenizer: Any, dialogues: list[str], args: EvaluateArguments
-) -> list[str]:
+) -> Generated:
     """Greedy decoding in batches of similar length (less padding), returned in input order."""
     seq2seq = common.is_seq2seq(model.config)
     prompts = [prompt_ids(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
+    new_tokens = 0
     device = next(p.device for p in model.parameters())
-    tokenizer.padding_side = (
-        "right" if seq2seq else "left"
-    )  # causal LMs continue from the last token
+    # Causal LMs continue from the last token, so their prompts are padded on the left.
+    tokenizer.padding_side = "right" if seq2seq else "left"
     model.eval()
+    started = time.perf_counter()
     for start in range(0, len(order), args.batch_size):
         indices = order[start : start + args.batch_size]
         # Longer prompts keep their end: the instruction to answer is there.
@@ -218,32 +224,44 @@ def generate_summaries(
                 num_beams=1,
                 pad_token_id=tokenizer.pad_token_id,
             )
-        new_tokens = generated if seq2seq else generated[:, batch["input_ids"].shape[1] :]
+        continuation = generated if seq2seq else generated[:, batch["input_ids"].shape[1] :]
+        new_tokens += int((continuation != tokenizer.pad_token_id).sum())
         for i, text in zip(
-            indices, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+            indices, tokenizer.batch_decode(continuation, skip_special_tokens=True), strict=True
         ):
             outputs[i] = text.strip()
-    return outputs
+    return Generated(outputs, new_tokens, time.perf_counter() - started)
 
 
 def total_parameters(model: Any) -> int:
     return common.count_parameters(model)[1]
 
 
-def evaluate_model(
+def score_model(
     name: str, model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: EvaluateArguments
 ) -> tuple[dict[str, Any], list[str]]:
-    started = time.perf_counter()
-    predictions = generate_summaries(model, tokenizer, [r[common.INPUT_KEY] for r in rows], args)
-    seconds = time.perf_counter() - started
+    """One model's entry of evaluation.json (scores, per-example scores, generation speed) and
+    its summaries."""
+    generated = generate_summaries(model, tokenizer, [r[common.INPUT_KEY] for r in rows], args)
+    per_example = scoring.rouge_per_example(
+        generated.summaries, [r[common.TARGET_KEY] for r in rows]
+    )
     entry: dict[str, Any] = {
-        **rouge_scores(predictions, [r[common.TARGET_KEY] for r in rows]),
-        "generation_seconds": seconds,
+        **scoring.means(per_example),
+        "per_example": per_example,
+        "generation_seconds": generated.seconds,
+        "generated_tokens": generated.new_tokens,
+        "generated_tokens_per_second": generated.new_tokens / generated.seconds
+        if generated.seconds > 0
+        else None,
     }
     logger.info(
-        "%s: %s (%.1fs)", name, " ".join(f"{k}={entry[k]:.4f}" for k in ROUGE_KEYS), seconds
+        "%s: %s (%.1fs)",
+        name,
+        " ".join(f"{k}={entry[k]:.4f}" for k in ROUGE_KEYS),
+        generated.seconds,
     )
-    return entry, predictions
+    return entry, generated.summaries
 
 
 def adapter_quantized(args: EvaluateArguments, training: dict[str, Any]) -> bool:
@@ -255,7 +273,7 @@ def adapter_quantized(args: EvaluateArguments, training: dict[str, Any]) -> bool
 def stored_baseline(location: str, test_sha256: str) -> dict[str, Any]:
     """A stored evaluation whose full fine-tune figures this run may compare with: scored on
     this very test set, or refused before any model is loaded (ROUGE on other examples says
-    nothing about this adapter)."""
+    nothing about this adapter, and per-example scores could not be paired)."""
     path = contracts.EVALUATION.path(location)
     stored = contracts.EVALUATION.read(path)
     if stored[contracts.TEST_SET_SHA256] != test_sha256:
@@ -268,14 +286,65 @@ def stored_baseline(location: str, test_sha256: str) -> dict[str, Any]:
     return stored
 
 
-def run(args: EvaluateArguments) -> dict[str, Any]:
+def training_summary(training: dict[str, Any]) -> dict[str, Any]:
+    """What the report and model card show of a model's training (train.py's metrics)."""
+    keys = (
+        "method",
+        "model_kind",
+        "base_model",
+        "adapter",
+        "learning_rate",
+        "global_step",
+        "epochs",
+        "per_device_batch_size",
+        "gradient_accumulation_steps",
+        "world_size",
+        "precision",
+        "optimizer",
+        "train_examples",
+        "tokens_per_second",
+        "eval_loss_before",
+        "eval_loss_after",
+        "loss_curve",
+        "validation_curve",
+        "dataset_version",
+        "train_data_sha256",
+        "device",
+        "tracking_run_id",
+    )
+    return {k: training[k] for k in keys if k in training}
+
+
+def compared(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """evaluation.json's `comparisons`, `intervals` and `gate` sections, from the models'
+    per-example scores (paired: every model scored on the same examples, in one order)."""
+    bootstrap = scoring.paired_intervals(
+        {name: models[name]["per_example"] for name in MODEL_NAMES}, contracts.COMPARISONS
+    )
+    return {
+        "comparisons": bootstrap["comparisons"],
+        "intervals": {"settings": bootstrap["settings"], "models": bootstrap["models"]},
+        # What the pipeline's quality gate compares with its thresholds (no arithmetic there).
+        "gate": contracts.gate_margins(bootstrap["comparisons"]),
+    }
+
+
+def run(args: EvaluateArguments, tracking_run_id: str | None = None) -> dict[str, Any]:
     """Evaluate, with unpacked model archives (a full model is hundreds of MB) removed after,
     whether the run succeeds or not."""
     with tempfile.TemporaryDirectory(prefix="peftops-evaluate-") as scratch:
-        return evaluate_all(args, Path(scratch))
+        return evaluate_all(args, Path(scratch), tracking_run_id)
 
 
-def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
+def test_set_digest(rows: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(
+        json.dumps([[r[common.INPUT_KEY], r[common.TARGET_KEY]] for r in rows]).encode()
+    ).hexdigest()
+
+
+def evaluate_all(
+    args: EvaluateArguments, scratch: Path, tracking_run_id: str | None = None
+) -> dict[str, Any]:
     from peft import PeftModel
 
     if not torch.cuda.is_available():
@@ -287,9 +356,7 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
         rows = rows[: args.max_examples]
     if not rows:
         raise ValueError(f"{test_path}: the test split is empty")
-    test_sha256 = hashlib.sha256(
-        json.dumps([[r[common.INPUT_KEY], r[common.TARGET_KEY]] for r in rows]).encode()
-    ).hexdigest()
+    test_sha256 = test_set_digest(rows)
     stored = (
         stored_baseline(args.baseline_evaluation, test_sha256) if args.baseline_evaluation else None
     )
@@ -303,7 +370,7 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
 
     base = common.load_model(base_ref, quantize_4bit=False, dtype=dtype)
     total_base = total_parameters(base)
-    models["base"], predictions["base"] = evaluate_model("base", base, tokenizer, rows, args)
+    models["base"], predictions["base"] = score_model("base", base, tokenizer, rows, args)
     models["base"].update(
         trainable_params=0,
         total_params=total_base,
@@ -319,7 +386,7 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
         common.load_model(base_ref, quantize_4bit=quantized, dtype=dtype), str(adapter_dir)
     )
     trainable = training.get("trainable_params") or adapter_parameter_count(adapter_dir)
-    models["adapter"], predictions["adapter"] = evaluate_model(
+    models["adapter"], predictions["adapter"] = score_model(
         "adapter", adapter_model, tokenizer, rows, args
     )
     models["adapter"].update(
@@ -330,6 +397,7 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
         artifact_bytes=artifact_bytes(adapter_dir, adapter=True),
         train_runtime_s=training.get("train_runtime_s"),
         peak_memory_bytes=training.get("peak_memory_bytes"),
+        training=training_summary(training),
     )
     del adapter_model
 
@@ -338,7 +406,7 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
         baseline_dir = unpack_if_archive(args.baseline_dir, scratch)
         baseline_training = read_training_metrics(baseline_dir)
         baseline = common.load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
-        models["full_finetune"], predictions["full_finetune"] = evaluate_model(
+        models["full_finetune"], predictions["full_finetune"] = score_model(
             "full_finetune", baseline, tokenizer, rows, args
         )
         models["full_finetune"].update(
@@ -347,6 +415,7 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
             artifact_bytes=artifact_bytes(baseline_dir, adapter=False),
             train_runtime_s=baseline_training.get("train_runtime_s"),
             peak_memory_bytes=baseline_training.get("peak_memory_bytes"),
+            training=training_summary(baseline_training),
         )
         baseline_source = {"kind": "trained", "test_set_matches": True}
         del baseline
@@ -370,16 +439,13 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
         )
     evaluation = {
         "models": models,
-        "comparisons": {
-            "adapter_vs_full_finetune": compare(models["adapter"], models["full_finetune"]),
-            "adapter_vs_base": compare(models["adapter"], models["base"]),
-        },
-        # What the pipeline's quality gate compares with its thresholds (no arithmetic there).
-        "gate": contracts.gate_margins(models),
+        **compared(models),
         "test_examples": len(rows),
+        "example_ids": [row.get("id") for row in rows],
         contracts.TEST_SET_SHA256: test_sha256,
         "baseline_source": baseline_source,
         "base_model": args.base_model,
+        "dataset_version": args.dataset_version or training.get("dataset_version"),
         "rouge": {
             "implementation": "rouge_score",
             "use_stemmer": True,
@@ -389,6 +455,19 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
             "decoding": "greedy",
             "max_new_tokens": args.max_new_tokens,
             "precision": str(dtype).removeprefix("torch."),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+        },
+        "gate_thresholds": {
+            "rouge_l_tolerance": args.rouge_l_tolerance,
+            "min_rouge_l_gain": args.min_rouge_l_gain,
+        },
+        # The experiment-tracking runs behind these figures (MLflow), where tracking is on.
+        "tracking": {
+            "evaluation_run_id": tracking_run_id or tracking.UNTRACKED,
+            "training_run_ids": {
+                name: models[name].get("training", {}).get("tracking_run_id") or tracking.UNTRACKED
+                for name in ("adapter", "full_finetune")
+            },
         },
     }
     out = Path(args.output_dir)
@@ -402,130 +481,38 @@ def evaluate_all(args: EvaluateArguments, scratch: Path) -> dict[str, Any]:
             }
             record.update({name: outputs[i] for name, outputs in predictions.items()})
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    (out / "report.html").write_text(render_report(evaluation, rows, predictions), encoding="utf-8")
+    write_documents(out, evaluation, rows, predictions, tokenizer)
     return evaluation
 
 
-# --- report --------------------------------------------------------------------------------
-
-COLORS = {"base": "#9aa5b1", "adapter": "#2f80ed", "full_finetune": "#f2994a"}
-LABELS = {"base": "Base model", "adapter": "Adapter", "full_finetune": "Full fine-tune"}
+def thresholds_of(evaluation: dict[str, Any]) -> contracts.GateThresholds:
+    return contracts.GateThresholds(**evaluation["gate_thresholds"])
 
 
-def bar_chart_svg(models: dict[str, dict[str, Any]]) -> str:
-    """Grouped bars of ROUGE per model, as inline SVG (no plotting dependency)."""
-    width, height, left, bottom, top = 640, 300, 48, 40, 20
-    plot_h = height - bottom - top
-    group_w = (width - left - 20) / len(ROUGE_KEYS)
-    bar_w = group_w / (len(MODEL_NAMES) + 1)
-    peak = max(0.1, *(models[m][k] for m in MODEL_NAMES for k in ROUGE_KEYS))
-    scale = plot_h / (min(1.0, peak * 1.15))
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="ROUGE by model">'
-    ]
-    for tick in range(0, 11):
-        value = tick / 10
-        if value * scale > plot_h:
-            break
-        y = height - bottom - value * scale
-        parts.append(
-            f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/><text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{value:.1f}</text>'
-        )
-    for g, key in enumerate(ROUGE_KEYS):
-        x0 = left + g * group_w + bar_w / 2
-        for b, name in enumerate(MODEL_NAMES):
-            value = models[name][key]
-            x, h = x0 + b * bar_w, value * scale
-            parts.append(
-                f'<rect x="{x:.1f}" y="{height - bottom - h:.1f}" width="{bar_w - 4:.1f}" height="{h:.1f}" fill="{COLORS[name]}"><title>{LABELS[name]} {key}: {value:.4f}</title></rect>'
-            )
-            parts.append(
-                f'<text x="{x + (bar_w - 4) / 2:.1f}" y="{height - bottom - h - 4:.1f}" font-size="10" text-anchor="middle">{value:.2f}</text>'
-            )
-        parts.append(
-            f'<text x="{x0 + 1.5 * bar_w:.1f}" y="{height - bottom + 18}" font-size="12" text-anchor="middle">{key}</text>'
-        )
-    for i, name in enumerate(MODEL_NAMES):
-        parts.append(
-            f'<rect x="{left + 10 + i * 150}" y="4" width="12" height="12" fill="{COLORS[name]}"/><text x="{left + 27 + i * 150}" y="14" font-size="12">{LABELS[name]}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def render_report(
-    evaluation: dict[str, Any], rows: list[dict[str, Any]], predictions: dict[str, list[str]]
-) -> str:
-    models = evaluation["models"]
-    header = "".join(
-        f"<th>{k}</th>"
-        for k in (
-            *ROUGE_KEYS,
-            "trainable params",
-            "total params",
-            "trainable %",
-            "artifact",
-            "train time",
-            "peak memory",
-        )
+def write_documents(
+    out: Path,
+    evaluation: dict[str, Any],
+    rows: list[dict[str, Any]],
+    predictions: dict[str, list[str]],
+    tokenizer: Any,
+) -> None:
+    """The report and the model card, beside evaluation.json."""
+    training = evaluation["models"]["adapter"].get("training", {})
+    prompt_format = model_card.prompt_format(
+        tokenizer, seq2seq=training.get("model_kind") == "seq2seq"
     )
-    body = []
-    for name in MODEL_NAMES:
-        m = models[name]
-        share = 100 * m["trainable_params"] / m["total_params"] if m.get("total_params") else None
-        runtime = m.get("train_runtime_s")
-        cells = [f"{m[k]:.4f}" for k in ROUGE_KEYS] + [
-            f"{m['trainable_params']:,}",
-            _fmt(m.get("total_params"), ","),
-            _fmt(share, ".2f"),
-            common.format_bytes(m.get("artifact_bytes")),
-            "n/a" if runtime is None else f"{runtime:.1f} s",
-            common.format_bytes(m.get("peak_memory_bytes")),
-        ]
-        body.append(
-            f"<tr><th>{LABELS[name]}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-        )
-    deltas = "".join(
-        f"<tr><th>{html.escape(name.replace('_', ' '))}</th>"
-        + "".join(f"<td>{v:+.4f}</td>" for v in evaluation["comparisons"][name].values())
-        + "</tr>"
-        for name in evaluation["comparisons"]
+    (out / "report.html").write_text(
+        report.render(evaluation, rows, predictions, thresholds_of(evaluation)),
+        encoding="utf-8",
     )
-    samples = []
-    for i, row in enumerate(rows[:5]):
-        outputs = "".join(
-            f"<dt>{LABELS[n]}</dt><dd>{html.escape(predictions[n][i])}</dd>"
-            for n in MODEL_NAMES
-            if n in predictions
-        )
-        samples.append(
-            f"<details{' open' if i == 0 else ''}><summary>Example {html.escape(str(row.get('id')))}</summary>"
-            f"<pre>{html.escape(row[common.INPUT_KEY])}</pre><dl><dt>Reference</dt><dd>{html.escape(row[common.TARGET_KEY])}</dd>{outputs}</dl></details>"
-        )
-    reuse = evaluation["baseline_source"]
-    reuse_note = (
-        ""
-        if reuse["kind"] == "trained"
-        else f"<p>Full fine-tune figures reused from {html.escape(reuse['evaluation'])} (same test set: {reuse['test_set_matches']}).</p>"
+    (out / model_card.MARKDOWN).write_text(
+        model_card.markdown(evaluation, thresholds_of(evaluation), prompt_format),
+        encoding="utf-8",
     )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Adapter evaluation</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}}table{{border-collapse:collapse;margin:1rem 0}}
-th,td{{border:1px solid #ddd;padding:.35rem .6rem;text-align:right}}th:first-child{{text-align:left}}pre{{white-space:pre-wrap;background:#f7f7f7;padding:.6rem}}dt{{font-weight:600}}</style></head>
-<body><h1>Adapter evaluation</h1>
-<p>Base model <code>{html.escape(str(evaluation["base_model"]))}</code>, {evaluation["test_examples"]} test dialogues, greedy decoding,
-ROUGE F1 with stemming (mean over examples).</p>
-{bar_chart_svg(models)}
-<table><tr><th>model</th>{header}</tr>{"".join(body)}</table>
-<h2>Differences</h2><table><tr><th></th>{"".join(f"<th>{k}</th>" for k in ROUGE_KEYS)}</tr>{deltas}</table>
-{reuse_note}
-<h2>Sample outputs</h2>{"".join(samples)}
-</body></html>
-"""
+    contracts.write_json_atomic(
+        out / model_card.SAGEMAKER_CONTENT,
+        {"content": json.dumps(model_card.sagemaker_content(evaluation, prompt_format))},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,17 +520,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
         common.use_hub_token_from_secrets_manager()
-        evaluation = run(args)
+        with tracking.run("evaluate", params=tracking.evaluation_params(args)) as tracked:
+            evaluation = run(args, tracked.run_id if tracked else None)
+            tracking.log_evaluation(tracked, evaluation, Path(args.output_dir))
     except (ValueError, FileNotFoundError, KeyError) as err:
         logger.error("error: %s", err)
         return 2
-    deltas = evaluation["comparisons"]
-    logger.info(
-        "adapter vs base rougeL %+.4f, adapter vs full fine-tune rougeL %+.4f; wrote %s",
-        deltas["adapter_vs_base"]["rougeL"],
-        deltas["adapter_vs_full_finetune"]["rougeL"],
-        args.output_dir,
+    delta = evaluation["comparisons"]
+    vs_base, vs_full = (
+        delta["adapter_vs_base"]["rougeL"],
+        delta["adapter_vs_full_finetune"]["rougeL"],
     )
+    passed, reason = contracts.gate_verdict(evaluation, thresholds_of(evaluation))
+    logger.info(
+        "adapter vs base rougeL %+.4f [%+.4f, %+.4f], vs full fine-tune %+.4f [%+.4f, %+.4f] "
+        "(95%% intervals); gate: %s; wrote %s",
+        vs_base["difference"], vs_base["low"], vs_base["high"],
+        vs_full["difference"], vs_full["low"], vs_full["high"],
+        reason if passed else f"fails: {reason}",
+        args.output_dir,
+    )  # fmt: skip
     return 0
 
 

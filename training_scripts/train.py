@@ -42,10 +42,12 @@ from typing import Any, Protocol
 # common before torch and transformers: importing transformers' Trainer loads bitsandbytes,
 # whose import-time warning about an optional hub kernel common filters out.
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, contracts
+    from . import common, contracts, model_card, tracking
 else:  # run as `python train.py`, as in the SageMaker job: sibling modules are top-level
     import common
     import contracts
+    import model_card
+    import tracking
 
 import torch
 from transformers import (
@@ -204,6 +206,17 @@ class TrainArguments:
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
+    validation_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Also measure the validation loss every N optimizer steps (a validation "
+            "curve); 0 = before and after training only."
+        },
+    )
+    dataset_version: str = field(
+        default="",
+        metadata={"help": "The published dataset version the splits came from (recorded)."},
+    )
     seed: int = field(
         default=42, metadata={"help": "Seed for weights init, dropout and data order."}
     )
@@ -227,6 +240,8 @@ class TrainArguments:
             raise ValueError(
                 f"--epochs {self.epochs} trains nothing; pass --epochs > 0 or --max-steps > 0"
             )
+        if self.validation_steps < 0:
+            raise ValueError(f"--validation-steps must be >= 0, got {self.validation_steps}")
         for name in ("lora_r", "lora_alpha", "num_virtual_tokens", "per_device_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(
@@ -259,6 +274,8 @@ class TrainArguments:
             "validation_dir",
             "model_name_or_path",
             "logging_steps",
+            "validation_steps",
+            "dataset_version",  # named by the data's content below
         }
         stable = {k: str(v) for k, v in asdict(self).items() if k not in volatile}
         stable["data"] = {
@@ -689,6 +706,59 @@ class SealCheckpoints(TrainerCallback):
         return control
 
 
+VALIDATION_LOSS = "validation_loss"
+
+
+class LossCurves(TrainerCallback):
+    """Sends the training loss at every logged step to experiment tracking, and measures the
+    validation loss every `--validation-steps` steps. Validation points go into the Trainer's
+    log history, which checkpoints keep, so a resumed run's curve is whole."""
+
+    def __init__(
+        self, validation_loss: Callable[[], float], every: int, log: tracking.MetricLogger
+    ) -> None:
+        self.validation_loss = validation_loss
+        self.every = every
+        self.log = log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and state.is_world_process_zero:
+            self.log(
+                {
+                    "train_loss": logs["loss"],
+                    "learning_rate": logs.get("learning_rate"),
+                    "grad_norm": logs.get("grad_norm"),
+                },
+                state.global_step,
+            )
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if self.every and step % self.every == 0 and step < state.max_steps:
+            loss = self.validation_loss()  # every rank: the model may be sharded
+            state.log_history.append({VALIDATION_LOSS: loss, "step": step})
+            if state.is_world_process_zero:
+                logger.info("step %d: validation loss %.4f", step, loss)
+                self.log({VALIDATION_LOSS: loss}, step)
+        return control
+
+
+def loss_curves(
+    log_history: list[dict[str, Any]], before: float, after: float, last_step: int
+) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """The training loss per logged step, and the validation loss from step 0 to the end."""
+    training = [{"step": e["step"], "loss": e["loss"]} for e in log_history if "loss" in e]
+    validation = [{"step": 0, "loss": before}]
+    validation += [
+        {"step": e["step"], "loss": e[VALIDATION_LOSS]}
+        for e in log_history
+        if VALIDATION_LOSS in e and 0 < e["step"] < last_step
+    ]
+    validation.append({"step": last_step, "loss": after})
+    return training, validation
+
+
 def target_token_loss(
     model: Any,
     rows: list[dict[str, list[int]]],
@@ -815,8 +885,14 @@ class FineTuneRecipe:
     layer, `train` runs (or resumes) the Trainer and measures, `save` writes the artifacts.
     Tests drive the steps one by one."""
 
-    def __init__(self, args: TrainArguments, data: DataLayer | None = None) -> None:
+    def __init__(
+        self,
+        args: TrainArguments,
+        data: DataLayer | None = None,
+        metric_log: tracking.MetricLogger | None = None,
+    ) -> None:
         self.args = args
+        self.metric_log = metric_log or tracking.MetricLogger(None)
         torch.manual_seed(args.seed)
         if not torch.cuda.is_available():
             # Random-init and small-magnitude weights fill CPU backward passes with denormals (10x slower).
@@ -848,7 +924,11 @@ class FineTuneRecipe:
             train_dataset=ListDataset(self.train_rows),
             data_collator=self.collator,
             processing_class=self.tokenizer,
-            callbacks=[GradientNormGuard(), SealCheckpoints()],
+            callbacks=[
+                GradientNormGuard(),
+                SealCheckpoints(),
+                LossCurves(self.validation_loss, args.validation_steps, self.metric_log),
+            ],
             summary_logits_only=self.summary_logits_only,
         )
 
@@ -920,6 +1000,7 @@ class FineTuneRecipe:
         resume_from = newest_complete_checkpoint(checkpoint_dir)
 
         eval_loss_before = self.validation_loss()
+        self.metric_log({VALIDATION_LOSS: eval_loss_before}, 0)
         common.assert_4bit_weights_trainable(self.model)
         if resume_from is not None:
             logger.info(
@@ -931,10 +1012,12 @@ class FineTuneRecipe:
         )
         runtime = time.perf_counter() - started
         eval_loss_after = self.validation_loss()
-
+        state = self.trainer.state
+        training_curve, validation_curve = loss_curves(
+            state.log_history, eval_loss_before, eval_loss_after, state.global_step
+        )
         trainable, total = common.count_parameters(self.model)
-        losses = [entry["loss"] for entry in self.trainer.state.log_history if "loss" in entry]
-        return {
+        metrics = {
             "method": args.method.value,
             "base_model": args.model_name_or_path,
             "model_kind": "seq2seq" if self.seq2seq else "causal",
@@ -951,7 +1034,7 @@ class FineTuneRecipe:
             "non_pad_fraction": self.collator.non_pad_fraction,
             "padding_free": self.data.padding_free,
             "summary_logits_only": self.summary_logits_only,
-            "final_loss": losses[-1] if losses else None,
+            "final_loss": training_curve[-1]["loss"] if training_curve else None,
             "mean_train_loss": result.training_loss,
             "eval_loss_before": eval_loss_before,
             "eval_loss_after": eval_loss_after,
@@ -962,18 +1045,70 @@ class FineTuneRecipe:
             "precision": str(self.dtype).removeprefix("torch."),
             "world_size": self.trainer.args.world_size,
             "adapter": lora_lineage(self.model),
+            "epochs": args.epochs,
+            "max_steps": args.max_steps,
+            "per_device_batch_size": args.per_device_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "seed": args.seed,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "dataset_version": args.dataset_version or None,
+            "train_data_sha256": content_hash(args.train_dir),
+            "loss_curve": training_curve,
+            "validation_curve": validation_curve,
             **common.peak_memory(),
         }
+        self.metric_log(
+            {
+                VALIDATION_LOSS: eval_loss_after,
+                "train_runtime_s": runtime,
+                "tokens_per_second": metrics["tokens_per_second"],
+                "peak_memory_bytes": metrics.get("peak_memory_bytes"),
+                "non_pad_fraction": metrics["non_pad_fraction"],
+            },
+            state.global_step,
+        )
+        return metrics
 
     def save(self, metrics: dict[str, Any]) -> None:
         if self.is_main_process:
             save_outputs(self.args, self.trainer, self.tokenizer, metrics)
 
 
+def tracked_params(args: TrainArguments) -> dict[str, Any]:
+    """What an MLflow run records of a training run's settings."""
+    return {
+        "method": args.method.value,
+        "base_model": args.model_name_or_path,
+        "dataset_version": args.dataset_version,
+        "learning_rate": args.resolved_learning_rate,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "per_device_batch_size": args.per_device_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "optimizer": args.resolved_optim,
+        "precision": args.precision.value,
+        "seed": args.seed,
+        **(
+            {"lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "target_modules": "all-linear"}
+            if args.method.is_lora
+            else {}
+        ),
+        **(
+            {"num_virtual_tokens": args.num_virtual_tokens}
+            if args.method is common.PeftMethod.PROMPT_TUNING
+            else {}
+        ),
+    }
+
+
 def train(args: TrainArguments) -> dict[str, Any]:
-    recipe = FineTuneRecipe(args)
-    metrics = recipe.train()
-    recipe.save(metrics)
+    with tracking.run(f"train-{args.method.value}", params=tracked_params(args)) as tracked:
+        recipe = FineTuneRecipe(args, metric_log=tracking.MetricLogger(tracked))
+        metrics = recipe.train()
+        metrics["tracking_run_id"] = tracked.run_id if tracked else None
+        recipe.save(metrics)
+        if tracked is not None:
+            tracked.log_artifact(contracts.TRAINING_METRICS.path(args.output_dir))
     return metrics
 
 
@@ -987,6 +1122,15 @@ def save_outputs(
     else:
         trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
+    if args.method.is_adapter:
+        # peft writes an empty model card template; this one says what the adapter is.
+        (out / "README.md").write_text(
+            model_card.adapter_readme(
+                metrics,
+                model_card.prompt_format(tokenizer, seq2seq=metrics["model_kind"] == "seq2seq"),
+            ),
+            encoding="utf-8",
+        )
     if args.merge:
         metrics["merged_dir"] = str(merge_adapter(args, out))
     contracts.TRAINING_METRICS.write(out, metrics)

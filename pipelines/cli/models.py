@@ -93,6 +93,14 @@ def models_show(
     for name in contracts.MODEL_NAMES if found.evaluation else ():
         entry = contracts.value_at(found.evaluation, contracts.model_path(name))
         typer.echo(f"  {name}: " + " ".join(f"{k}={entry[k]:.4f}" for k in contracts.ROUGE_KEYS))
+    for name, per_metric in ((found.evaluation or {}).get("comparisons") or {}).items():
+        figures = per_metric.get("rougeL") if isinstance(per_metric, dict) else None
+        if isinstance(figures, dict):  # evaluations before intervals hold plain differences
+            typer.echo(
+                f"  {name}: rougeL {figures['difference']:+.4f} "
+                f"[{figures['low']:+.4f}, {figures['high']:+.4f}] (95% interval)"
+            )
+    typer.echo(f"  model card: {'registered' if found.model_card else 'none'}")
 
 
 @models_app.command("compare")

@@ -98,6 +98,13 @@ def run_local_command(
         ),
     ] = "local:runs/registry.sqlite",
     param: ParamOption = None,
+    tracking: Annotated[
+        str,
+        typer.Option(
+            help="MLflow store the jobs log their runs to (a SQLite file; browse it with "
+            "`mlflow ui --backend-store-uri sqlite:///PATH`), or none.",
+        ),
+    ] = "runs/mlflow.db",
     fresh: Annotated[
         bool,
         typer.Option(
@@ -133,6 +140,7 @@ def run_local_command(
                 method=method,
                 parameters=parse_assignments(param or []),
                 fresh=fresh,
+                tracking_store=None if tracking == "none" else Path(tracking),
                 log=lambda line: typer.echo(line, err=True),
             )
     except (

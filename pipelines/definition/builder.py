@@ -49,6 +49,7 @@ from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.core.network import NetworkConfig
 from sagemaker.core.processing import FrameworkProcessor
 from sagemaker.core.shapes import (
+    ModelPackageModelCard,
     ProcessingInput,
     ProcessingOutput,
     ProcessingS3Input,
@@ -58,6 +59,7 @@ from sagemaker.core.training.configs import (
     CheckpointConfig,
     Compute,
     InputData,
+    MetricDefinition,
     Networking,
     OutputDataConfig,
     SourceCode,
@@ -105,6 +107,7 @@ from pipelines.definition.config import (
     MODELS,
     PREPROCESS_OUTPUTS,
     RESOLVE_INPUTS,
+    TRACKED_JOBS,
     BaselineMode,
     Deployment,
     JobKind,
@@ -116,7 +119,7 @@ from pipelines.definition.service_rules import definition_violations, steps_of, 
 from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
 from pipelines.functions import layout
 from pipelines.functions.registered_adapter import ADAPTER_CHANNEL, EVALUATION_DIGEST, SMOKE_TEST
-from training_scripts import contracts
+from training_scripts import contracts, model_card, tracking
 from training_scripts.common import HUB_TOKEN_SECRET_VARIABLE
 
 logger = logging.getLogger("peftops")
@@ -184,9 +187,22 @@ class Parameters:
 
 
 REGISTERED_STATUS = "PendingManualApproval"
+# Registration metadata naming the MLflow runs, and where evaluation.json holds their ids.
+TRACKING_METADATA = {
+    "mlflow_run_id": "tracking.evaluation_run_id",
+    "mlflow_training_run_id": "tracking.training_run_ids.adapter",
+}
 # What the serving container loads: TGI serves LoRA adapters (LORA_ADAPTERS) on the base model;
 # it has no prompt-tuning support, so such adapters are evaluated but not registered.
 SERVABLE_METHODS = ("lora", "qlora")
+
+# What the training job's console charts, read from its log: the Trainer's loss records
+# ({'loss': '1.52', 'grad_norm': ...}) and train.py's validation lines.
+TRAINING_METRIC_DEFINITIONS = [
+    MetricDefinition(name="train:loss", regex=r"'loss': '?([0-9.eE+-]+)"),
+    MetricDefinition(name="train:learning_rate", regex=r"'learning_rate': '?([0-9.eE+-]+)"),
+    MetricDefinition(name="validation:loss", regex=r"validation loss ([0-9.eE+-]+)"),
+]
 
 # The SDK's condition classes for the comparisons the gate rule uses.
 GATE_CONDITION_TYPES: dict[str, type[Condition]] = {
@@ -235,12 +251,14 @@ class _Builder:
         and may run without network."""
         return None if self.config.image_uri else JOB_REQUIREMENTS
 
-    @property
-    def job_environment(self) -> dict[str, str]:
+    def job_environment(self, kind: JobKind) -> dict[str, str]:
         environment = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
         if self.config.hf_token_secret_arn:
             # The secret's ARN, never the token: the jobs read it from Secrets Manager.
             environment[HUB_TOKEN_SECRET_VARIABLE] = self.config.hf_token_secret_arn
+        if self.config.mlflow_tracking_uri and kind in TRACKED_JOBS:
+            environment[tracking.TRACKING_URI] = self.config.mlflow_tracking_uri
+            environment[tracking.EXPERIMENT_NAME] = self.config.name
         return environment
 
     def job_retries(self) -> list[Any]:
@@ -291,7 +309,7 @@ class _Builder:
             base_job_name=base_job_name,
             sagemaker_session=self.session,
             code_location=f"{self.deployment.root}/{ASSET_PREFIX}/processing/{base_job_name}",
-            env=self.job_environment,
+            env=self.job_environment(kind),
             network_config=NetworkConfig(
                 enable_network_isolation=self.config.network_isolation,
                 security_group_ids=list(vpc.security_group_ids) if vpc else None,
@@ -469,9 +487,10 @@ class _Builder:
                 s3_output_path=f"{self.prefix}/{MODELS}/{name}",
                 kms_key_id=self.deployment.kms_key_arn,
             ),
-            environment=self.job_environment,
+            environment=self.job_environment(JobKind.TRAINING),
             hyperparameters=hyperparameters,
         )
+        trainer.with_metric_definitions(TRAINING_METRIC_DEFINITIONS)
         return TrainingStep(
             name=name,
             step_args=trainer.train(input_data_config=channels),
@@ -479,7 +498,7 @@ class _Builder:
             retry_policies=self.job_retries(),
         )
 
-    def train_adapter(self, preprocess: ProcessingStep) -> TrainingStep:
+    def train_adapter(self, preprocess: ProcessingStep, dataset_version: Any) -> TrainingStep:
         p = self.params
         return self.training_step(
             "TrainAdapter",
@@ -493,12 +512,15 @@ class _Builder:
                 "per-device-batch-size": str(self.config.per_device_batch_size),
                 "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
                 "validation-max-examples": str(self.config.validation_max_examples),
+                "validation-steps": str(self.config.validation_steps),
+                "logging-steps": str(self.config.logging_steps),
+                "dataset-version": dataset_version,
                 "checkpoint-dir": "/opt/ml/checkpoints",
             },
             [p.peft_method, p.lora_r, p.lora_alpha, p.epochs, p.learning_rate],
         )
 
-    def train_baseline(self, preprocess: ProcessingStep) -> TrainingStep:
+    def train_baseline(self, preprocess: ProcessingStep, dataset_version: Any) -> TrainingStep:
         return self.training_step(
             "TrainBaseline",
             preprocess,
@@ -509,6 +531,9 @@ class _Builder:
                 "per-device-batch-size": str(self.config.per_device_batch_size),
                 "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
                 "validation-max-examples": str(self.config.validation_max_examples),
+                "validation-steps": str(self.config.validation_steps),
+                "logging-steps": str(self.config.logging_steps),
+                "dataset-version": dataset_version,
                 "checkpoint-dir": "/opt/ml/checkpoints",
             },
             ["full", self.params.epochs],
@@ -517,6 +542,7 @@ class _Builder:
     def evaluate(
         self,
         suffix: str,
+        inputs_step: LambdaStep,
         preprocess: ProcessingStep,
         adapter: TrainingStep,
         baseline: TrainingStep | None,
@@ -551,6 +577,11 @@ class _Builder:
             "--output-dir", f"{PROCESSING}/output/evaluation",
             "--max-examples", str(self.config.evaluation_max_examples),
             "--max-new-tokens", str(self.config.max_new_tokens),
+            "--batch-size", str(self.config.evaluation_batch_size),
+            "--dataset-version", inputs_step.properties.Outputs["DatasetVersion"],
+            # The report states the verdict of the gate this pipeline applies.
+            "--rouge-l-tolerance", str(self.config.rouge_l_tolerance),
+            "--min-rouge-l-gain", str(self.config.min_rouge_l_gain),
         ]  # fmt: skip
         if baseline is not None:
             inputs.append(
@@ -575,6 +606,9 @@ class _Builder:
             output_name="evaluation",
             path=contracts.EVALUATION.file_name,
         )
+        card = PropertyFile(
+            name=f"ModelCard{suffix}", output_name="evaluation", path=model_card.SAGEMAKER_CONTENT
+        )
         # One evaluation folder per adapter training job: deterministic for the step cache,
         # never shared by two different adapters.
         output_uri = Join(
@@ -594,7 +628,7 @@ class _Builder:
         step = ProcessingStep(
             name=name,
             step_args=step_args,
-            property_files=[report],
+            property_files=[report, card],
             cache_config=self.cache,
             retry_policies=self.job_retries(),
         )
@@ -668,6 +702,12 @@ class _Builder:
         }
         if self.config.smoke_test:
             lineage[SMOKE_TEST] = "true"
+        # The MLflow runs behind this version, its evaluation's and its adapter's training's
+        # ("none" where the jobs were not tracked).
+        for key, path in TRACKING_METADATA.items():
+            lineage[key] = JsonGet(
+                step_name=evaluate.name, property_file=f"EvaluationReport{suffix}", json_path=path
+            ).to_string()
         step_args = builder.register(
             model_package_group_name=self.config.model_package_group,
             content_types=["application/json"],
@@ -684,6 +724,15 @@ class _Builder:
             ),
             customer_metadata_properties=lineage,
             description="PEFT adapter for dialogue summarization (peftops)",
+            # The evaluated model card (model_card.py), pending review like the version itself.
+            model_card=ModelPackageModelCard(
+                model_card_content=JsonGet(
+                    step_name=evaluate.name,
+                    property_file=f"ModelCard{suffix}",
+                    json_path=model_card.SAGEMAKER_CONTENT_PATH,
+                ),
+                model_card_status="PendingReview",
+            ),
         )
         return ModelStep(name=f"RegisterAdapter{suffix}", step_args=step_args)
 
@@ -748,7 +797,7 @@ class _Builder:
         baseline: TrainingStep | None,
     ) -> list[Any]:
         """Evaluate -> QualityGate -> RegisterAdapter | GateFailed, for one baseline source."""
-        evaluate, report = self.evaluate(suffix, preprocess, adapter, baseline)
+        evaluate, report = self.evaluate(suffix, inputs, preprocess, adapter, baseline)
 
         def value(path: str) -> JsonGet:
             return JsonGet(step_name=evaluate.name, property_file=report, json_path=path)
@@ -788,7 +837,8 @@ class _Builder:
     def build(self) -> Pipeline:
         inputs = self.resolve_inputs()
         preprocess = self.preprocess(inputs)
-        adapter = self.train_adapter(preprocess)
+        dataset_version = inputs.properties.Outputs["DatasetVersion"]
+        adapter = self.train_adapter(preprocess, dataset_version)
         check = ConditionStep(
             name="CheckBaselineMode",
             conditions=[
@@ -796,7 +846,7 @@ class _Builder:
             ],
             if_steps=self.evaluation_tail("StoredBaseline", inputs, preprocess, adapter, None),
             else_steps=self.evaluation_tail(
-                "", inputs, preprocess, adapter, self.train_baseline(preprocess)
+                "", inputs, preprocess, adapter, self.train_baseline(preprocess, dataset_version)
             ),
         )
         return Pipeline(

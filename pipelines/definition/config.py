@@ -48,6 +48,9 @@ JOB_WRITES: dict[JobKind, tuple[str, ...]] = {
     JobKind.EVALUATION: (EVALUATIONS,),
 }
 
+# The kinds of job that log MLflow runs (training_scripts/tracking.py); preprocessing logs none.
+TRACKED_JOBS = (JobKind.TRAINING, JobKind.EVALUATION)
+
 _ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
 
 
@@ -118,6 +121,11 @@ class PipelineConfig:
     # this one secret. Empty: no token (public models).
     hf_token_secret_arn: str = ""
 
+    # Experiment tracking (MLflow): where training and evaluation jobs log their runs. The ARN
+    # of a SageMaker managed MLflow tracking server in the cloud (a stage's "mlflow" setting has
+    # cdk deploy create one), an sqlite:/// store in a local run; empty: no tracking.
+    mlflow_tracking_uri: str = ""
+
     # A smoke test's deployment (the tiny local preset: a random model that checks the plumbing):
     # its versions are marked so that approval refuses them unless forced.
     smoke_test: bool = False
@@ -154,7 +162,12 @@ class PipelineConfig:
     target_field: str = "summary"  # record field with the reference summary
     gradient_checkpointing: bool = True  # less GPU memory for ~30% more compute
     validation_max_examples: int = 0  # validation loss before/after training; 0 = the whole split
+    # The validation loss also every N optimizer steps (the validation curve); 0 = only before
+    # and after training. The training loss every `logging_steps` (the loss curve).
+    validation_steps: int = 50
+    logging_steps: int = 10
     evaluation_max_examples: int = 0  # 0 = the whole test split
+    evaluation_batch_size: int = 16  # prompts per generation batch
     max_new_tokens: int = 96
     train_instance_type: str = "ml.g5.2xlarge"
     train_instance_count: int = 1
@@ -180,6 +193,11 @@ class PipelineConfig:
                 "project's bucket such as base-models/<model>/<revision>/ (ending in /), holding "
                 "the model's files (isolated jobs cannot reach the Hugging Face Hub, and the "
                 f"registered spec serves it from there), not {self.base_model!r}"
+            )
+        if self.network_isolation and self.mlflow_tracking_uri:
+            raise ValueError(
+                "mlflow_tracking_uri needs network access from the jobs, which network_isolation "
+                "removes: track a stage without isolation, or drop its tracking server"
             )
         if self.hf_token_secret_arn and not re.fullmatch(
             r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}",

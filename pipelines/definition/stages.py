@@ -30,6 +30,9 @@ class StageSettings:
     # cdk deploy builds the jobs' image from training_scripts/Dockerfile (the stage's training
     # image with requirements.lock installed) and the pipeline runs every job on it.
     build_job_image: bool = False
+    # cdk deploy creates a SageMaker managed MLflow tracking server of this size (Small, Medium
+    # or Large) that the training and evaluation jobs log to; empty: none.
+    mlflow_tracking_server: str = ""
 
 
 def deployment_region(settings: StageSettings, cli_region: str | None) -> tuple[str, str]:
@@ -50,6 +53,14 @@ def deployment_region(settings: StageSettings, cli_region: str | None) -> tuple[
 BUILT_JOB_IMAGE = "000000000000.dkr.ecr.us-east-1.amazonaws.com/peftops-built-job-image:latest"
 
 
+# The pipeline's mlflow_tracking_uri of a stage with a tracking server, until the stack names
+# the server it creates (Fn::Sub in the definition).
+BUILT_TRACKING_SERVER = (
+    "arn:aws:sagemaker:us-east-1:000000000000:mlflow-tracking-server/peftops-placeholder-tracking"
+)
+TRACKING_SERVER_SIZES = ("Small", "Medium", "Large")
+
+
 def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
     if not stages or name not in stages:
         raise ValueError(
@@ -63,6 +74,19 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
                 f"stages.{name}: set either build_job_image or pipeline.image_uri, not both"
             )
         pipeline["image_uri"] = BUILT_JOB_IMAGE
+    size = raw.get("mlflow_tracking_server")
+    if size:
+        if size not in TRACKING_SERVER_SIZES:
+            raise ValueError(
+                f"stages.{name}.mlflow_tracking_server must be one of {TRACKING_SERVER_SIZES} "
+                f"(or absent for none), not {size!r}"
+            )
+        if pipeline.get("mlflow_tracking_uri"):
+            raise ValueError(
+                f"stages.{name}: set either mlflow_tracking_server or "
+                "pipeline.mlflow_tracking_uri, not both"
+            )
+        pipeline["mlflow_tracking_uri"] = BUILT_TRACKING_SERVER
     try:
         return StageSettings(
             name=name,

@@ -80,6 +80,7 @@ class LocalExecutor:
         cache: StepCache | None = None,
         log: Callable[[str], None] = print,
         worth_showing: Callable[[str], bool] = lambda line: False,
+        observer_environment: dict[str, str] | None = None,
     ) -> None:
         self.definition = definition
         self.mirror = mirror
@@ -90,7 +91,14 @@ class LocalExecutor:
         # Unique like the service's: two runs started in the same second stay apart.
         execution_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.execution_id = execution_id
-        self.jobs = JobRunner(mirror, jobs_root / execution_id, execution_id, log, worth_showing)
+        self.jobs = JobRunner(
+            mirror,
+            jobs_root / execution_id,
+            execution_id,
+            log,
+            worth_showing,
+            observer_environment or {},
+        )
         declared = {p["Name"]: p for p in definition.get("Parameters", [])}
         unknown = sorted(set(parameters or {}) - set(declared))
         if unknown:
@@ -192,6 +200,7 @@ class LocalExecutor:
                 evaluation=evaluation,
                 description=args.get("ModelPackageDescription", ""),
                 inference_specification=args["InferenceSpecification"],
+                model_card=args.get("ModelCard"),
             )
         )
         self.scope.properties[step["Name"]] = {"ModelPackageArn": version.arn}

@@ -51,6 +51,9 @@ class JobRunner:
     job_suffix: str  # makes job names unique per execution, as SageMaker's are
     show: Callable[[str], None]  # receives the job's output lines worth showing live
     worth_showing: Callable[[str], bool] = lambda line: False
+    # Set in every job's environment by the runner, not by the definition, so not part of any
+    # step's cache key: the local run's experiment tracking store.
+    observer_environment: dict[str, str] = field(default_factory=dict)
 
     def job_dir(self, step_name: str) -> Path:
         job_dir = self.jobs_root / step_name
@@ -91,7 +94,7 @@ class JobRunner:
             process = subprocess.Popen(
                 command,
                 cwd=cwd,
-                env={**os.environ, **env},
+                env={**os.environ, **self.observer_environment, **env},
                 # Held open while the job runs: its end of file tells the job the runner is
                 # gone (job_process), whether the runner exits or is killed.
                 stdin=subprocess.PIPE,

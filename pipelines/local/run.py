@@ -37,8 +37,9 @@ from pipelines.local.s3_mirror import S3Mirror
 from pipelines.local.step_cache import StepCache
 from pipelines.publishing import PublishedDataset, PublishError, publish_dataset
 from pipelines.registry import LocalRegistry
-from training_scripts import contracts
+from training_scripts import contracts, report
 from training_scripts.common import PROJECT_LOGGERS
+from training_scripts.tracking import EXPERIMENT_NAME, TRACKING_URI
 
 MIRROR_DIR = "s3"  # the bucket(s), under the run folder
 SERVICE_DIR = "service"  # what the service remembers between runs: its step cache
@@ -89,6 +90,25 @@ def collect_evaluation(result: RunResult, out: Path) -> LocalRun:
     )
 
 
+def prepare_tracking_store(store: Path, experiment: str) -> str:
+    """A local MLflow store: a SQLite file, and the experiment the jobs log to created with its
+    artifacts beside the file (MLflow would otherwise put them under each job's working
+    folder). Returns the tracking URI. Two runs starting at once take turns (a lock file):
+    MLflow creates a new store's tables on first use, and two creators would collide."""
+    import fcntl
+
+    import mlflow
+
+    uri = f"sqlite:///{store}"
+    with (store.parent / f".{store.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        if client.get_experiment_by_name(experiment) is None:
+            artifacts = store.parent / f"{store.stem}-artifacts"
+            client.create_experiment(experiment, artifact_location=artifacts.as_uri())
+    return uri
+
+
 def local_functions(
     config: PipelineConfig, mirror: S3Mirror, registry: LocalRegistry
 ) -> dict[str, Function]:
@@ -122,6 +142,7 @@ def run_local(
     method: str | None = None,
     parameters: dict[str, str] | None = None,
     fresh: bool = False,
+    tracking_store: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> LocalRun:
     if preset_name not in PRESETS:
@@ -138,6 +159,17 @@ def run_local(
     config = dataclasses.replace(preset.config, input_field=input_field, target_field=target_field)
     if registry_group:
         config = dataclasses.replace(config, model_package_group=registry_group)
+    tracking: dict[str, str] = {}
+    if tracking_store is not None:
+        tracking_store = tracking_store.resolve()
+        check_writable(tracking_store.parent)
+        # Handed to the jobs by the runner, as the cloud's definition hands them a tracking
+        # server's ARN: where the store lives is no input of any step, so turning tracking on
+        # or off, or moving the store, keeps every step-cache hit.
+        tracking = {
+            TRACKING_URI: prepare_tracking_store(tracking_store, config.name),
+            EXPERIMENT_NAME: config.name,
+        }
 
     body, assets = definition_json(config, LOCAL_DEPLOYMENT)
     (out / "pipeline.json").write_text(body, encoding="utf-8")
@@ -164,6 +196,7 @@ def run_local(
         cache=StepCache(out / SERVICE_DIR / "step-cache", config.name),
         log=log,
         worth_showing=lambda line: bool(WORTH_SHOWING.match(line)),
+        observer_environment=tracking,
     )
     mirror.put_assets(LOCAL_DEPLOYMENT.bucket, assets)
     try:
@@ -182,4 +215,13 @@ def run_local(
     )
     run = collect_evaluation(executor.execute(), out)
     run.dataset = dataset
+    registered = run.result.registered
+    if registered is not None and run.evaluation_path is not None:
+        # The report the evaluation step wrote could not know the version; this one names it.
+        (out / "report.html").write_text(
+            report.render_folder(
+                out, registered=f"{registered.group} version {registered.version}"
+            ),
+            encoding="utf-8",
+        )
     return run

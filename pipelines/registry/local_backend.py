@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.functions.registered_adapter import evaluation_digest
-from pipelines.registry.versions import APPROVAL_STATUSES, ModelVersion, Registration, RegistryError
+from pipelines.registry.versions import (
+    APPROVAL_STATUSES,
+    ModelVersion,
+    Registration,
+    RegistryError,
+    model_card_content,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_versions (
@@ -27,9 +33,20 @@ CREATE TABLE IF NOT EXISTS model_versions (
     description TEXT NOT NULL,
     approval_description TEXT NOT NULL DEFAULT '',
     inference_specification TEXT,
+    model_card TEXT,
     PRIMARY KEY (model_group, version)
 )
 """
+# Columns added since the first release, added to an older file when it is next written.
+ADDED_COLUMNS = {"model_card": "TEXT"}
+
+
+def upgrade(connection: sqlite3.Connection) -> None:
+    """Add the columns a registry file written by an earlier release lacks."""
+    present = {row[1] for row in connection.execute("PRAGMA table_info(model_versions)")}
+    for column, kind in ADDED_COLUMNS.items():
+        if column not in present:
+            connection.execute(f"ALTER TABLE model_versions ADD COLUMN {column} {kind}")
 
 
 def _now() -> str:
@@ -70,6 +87,7 @@ class LocalRegistry:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 connection = sqlite3.connect(self.path, timeout=30)  # waits for a writer
                 connection.execute(SCHEMA)
+                upgrade(connection)
             else:
                 connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
             with contextlib.closing(connection), connection:
@@ -104,12 +122,15 @@ class LocalRegistry:
                 (entry.group,),
             ).fetchone()
             db.execute(
-                "INSERT INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?)",
+                "INSERT INTO model_versions (model_group, version, status, model_data_url, "
+                "created, metadata, evaluation, evaluation_uri, description, "
+                "inference_specification, model_card) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (entry.group, latest + 1, entry.status, entry.model_data_url, self.clock(),
                  json.dumps(entry.metadata, sort_keys=True),
                  json.dumps(entry.evaluation) if entry.evaluation is not None else None,
                  entry.evaluation_uri, entry.description,
-                 json.dumps(entry.inference_specification) if entry.inference_specification else None),
+                 json.dumps(entry.inference_specification) if entry.inference_specification else None,
+                 json.dumps(entry.model_card) if entry.model_card else None),
             )  # fmt: skip
         return self.get(latest + 1, group=entry.group)
 
@@ -126,7 +147,9 @@ class LocalRegistry:
             description,
             approval,
             _,
+            *added,  # absent in a file written before they were added
         ) = row
+        card = json.loads(added[0]) if added and added[0] else None
         return ModelVersion(
             group=group,
             version=version,
@@ -140,6 +163,7 @@ class LocalRegistry:
             description=description,
             approval_description=approval,
             arn=f"local:{self.path}#{group}/{version}",
+            model_card=model_card_content(card),
         )
 
     def list(self, status: str | None = None) -> list[ModelVersion]:

@@ -8,7 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pipelines.functions.registered_adapter import adapter_location, evaluation_digest
-from pipelines.registry.versions import ModelVersion, Registration, RegistryError
+from pipelines.registry.versions import (
+    ModelVersion,
+    Registration,
+    RegistryError,
+    model_card_content,
+)
 from training_scripts import contracts
 
 logger = logging.getLogger("peftops")
@@ -80,6 +85,7 @@ class SageMakerRegistry:
             approval_description=package.get("ApprovalDescription", ""),
             arn=package["ModelPackageArn"],
             evaluation_sha256=digest,
+            model_card=model_card_content(package.get("ModelCard")),
         )
 
     def _describe(self, arn: str) -> ModelVersion:
@@ -98,6 +104,8 @@ class SageMakerRegistry:
                 "SupportedResponseMIMETypes": ["application/json"],
             },
         }
+        if entry.model_card:
+            request["ModelCard"] = entry.model_card
         if entry.evaluation_uri:
             request["ModelMetrics"] = {
                 "ModelQuality": {

@@ -3,6 +3,7 @@ pipeline registers, and the errors a registry request can end in."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +30,8 @@ class ModelVersion:
     # The digest of the evaluation as the registry reads it now; approval compares it with
     # the one recorded at registration (`evaluation_sha256` in the metadata).
     evaluation_sha256: str | None = None
+    # The evaluated model card (SageMaker model package model card content), where registered.
+    model_card: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +49,7 @@ class Registration:
     evaluation: dict[str, Any] | None
     description: str
     inference_specification: dict[str, Any] | None = None
+    model_card: dict[str, Any] | None = None  # {"ModelCardContent": str, "ModelCardStatus": str}
 
 
 class Registry(Protocol):
@@ -56,3 +60,14 @@ class Registry(Protocol):
     def get(self, version: int) -> ModelVersion: ...
 
     def set_status(self, version: int, status: str, description: str) -> ModelVersion: ...
+
+
+def model_card_content(card: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The content of a registered model card (`ModelCard.ModelCardContent`, a JSON string)."""
+    if not card or not card.get("ModelCardContent"):
+        return None
+    try:
+        content = json.loads(card["ModelCardContent"])
+    except (TypeError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None

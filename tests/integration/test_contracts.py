@@ -66,7 +66,7 @@ def test_pipeline_gate_and_approval_agree_on_evaluate_output(tiny_run, tmp_path:
     evaluation = contracts.EVALUATION.read(root / "run")  # what evaluate.py wrote, checked
     definition = json.loads(definition_json(PipelineConfig(), LOCAL_DEPLOYMENT)[0])
     gate = find_step(definition["Steps"], "QualityGate")
-    (report,) = find_step(definition["Steps"], "Evaluate")["PropertyFiles"]
+    report, _card = find_step(definition["Steps"], "Evaluate")["PropertyFiles"]
     assert report["FilePath"] == contracts.EVALUATION.file_name
     declared = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
     # The thresholds are literals of the deployment: try the gate's own conditions at others.
@@ -101,14 +101,13 @@ def test_pipeline_gate_and_approval_agree_on_evaluate_output(tiny_run, tmp_path:
 
 
 def test_writer_refuses_a_document_without_a_key_the_pipeline_reads(tmp_path: Path) -> None:
-    document = {
-        "models": {
-            name: dict.fromkeys((*contracts.ROUGE_KEYS, "trainable_percent"), 0.5)
-            for name in contracts.MODEL_NAMES
-        },
-        "gate": {"rougeL_shortfall": 0.0, "rougeL_gain_vs_base": 0.1},  # a renamed key
-        "test_set_sha256": "0" * 64,
-    }
+    from tests.evaluations import evaluation
+
+    document = evaluation(adapter=0.5, full_finetune=0.5, base=0.4)
+    del document["schema_version"]
+    gate = document.pop("gate")
+    document["gate"] = {"rougeL_shortfall": 0.0, **gate}  # a renamed key
+    del document["gate"]["rougeL_shortfall_vs_full_finetune_upper95"]
     with pytest.raises(contracts.ContractError, match=r"no value at 'gate\.rougeL_shortfall_vs"):
         contracts.EVALUATION.write(tmp_path, document)
     assert not (tmp_path / contracts.EVALUATION.file_name).exists()

@@ -129,15 +129,22 @@ def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path
     assert adapter["artifact_bytes"] < full["artifact_bytes"]
     assert adapter["base_quantized_4bit"] is True and adapter["train_runtime_s"] > 0
     assert set(evaluation["comparisons"]) == {"adapter_vs_full_finetune", "adapter_vs_base"}
-    assert evaluation["comparisons"]["adapter_vs_base"]["rougeL"] == pytest.approx(
+    versus_base = evaluation["comparisons"]["adapter_vs_base"]["rougeL"]
+    assert versus_base["difference"] == pytest.approx(
         adapter["rougeL"] - evaluation["models"]["base"]["rougeL"]
     )
+    assert versus_base["low"] <= versus_base["difference"] <= versus_base["high"]
+    assert len(adapter["per_example"]["rougeL"]) == evaluation["test_examples"]
+    # The adapter's README is its model card, not peft's empty template.
+    readme = (adapter_root / "opt/ml/model" / "README.md").read_text()
+    assert "## Prompt format" in readme and "{dialogue}" in readme
     predictions = [
         json.loads(line) for line in (evaluation_dir / "predictions.jsonl").read_text().splitlines()
     ]
     assert len(predictions) == evaluation["test_examples"] == manifest["records_out"]["test"]
     assert {"input", "reference", "base", "adapter", "full_finetune"} <= set(predictions[0])
     assert "<svg" in (evaluation_dir / "report.html").read_text()
+    assert "## Evaluation" in (evaluation_dir / "model_card.md").read_text()
 
     # A scheduled run reuses the stored baseline instead of retraining it.
     reused_dir = tmp_path / "reused"

@@ -50,9 +50,9 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
             "total_params",
             "artifact_bytes",
         } <= set(entry)
-    assert (root / "run" / "report.html").is_file() and (
-        root / "run" / "predictions.jsonl"
-    ).is_file()
+    assert (root / "run" / "predictions.jsonl").is_file()
+    # The run's report names the version it describes, registered after the evaluation step.
+    assert "peftops-smoke version 1" in (root / "run" / "report.html").read_text()
     # A smoke test registers into its own group, never beside real adapters.
     assert LocalRegistry(root / "registry.sqlite", "peftops-adapters").list() == []
     (version,) = LocalRegistry(root / "registry.sqlite", "peftops-smoke").list()
@@ -70,6 +70,80 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
         assert not (jobs / step / "container" / "opt" / "ml" / "checkpoints").exists(), step
         stored = root / "run" / "s3" / "peftops-local" / "pipelines" / "peftops-adapter"
         assert list((stored / "checkpoints" / step).rglob("checkpoint_seal.json")), step
+
+
+def test_tiny_run_is_tracked_in_mlflow_and_the_version_names_its_runs(tiny_run) -> None:
+    """Training runs hold their parameters and a loss curve with one point per logged step; the
+    evaluation run holds every score with its interval and the report; the registered version
+    names both runs and carries the model card."""
+    import mlflow
+
+    root, done = tiny_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("peftops-adapter")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"train-qlora", "train-full", "evaluate"}
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    evaluation = contracts.EVALUATION.read(root / "run")
+
+    training = runs["train-qlora"]
+    assert {"method", "learning_rate", "lora_r", "lora_alpha", "dataset_version"} <= set(
+        training.data.params
+    )
+    assert training.data.params["method"] == "qlora"
+    curve = evaluation["models"]["adapter"]["training"]["loss_curve"]
+    history = client.get_metric_history(training.info.run_id, "train_loss")
+    assert len(curve) >= 3  # the tiny preset logs every 2 steps
+    assert [(m.step, m.value) for m in history] == [
+        (p["step"], pytest.approx(p["loss"])) for p in curve
+    ]
+    validation = client.get_metric_history(training.info.run_id, "validation_loss")
+    assert [m.step for m in validation] == [
+        p["step"] for p in evaluation["models"]["adapter"]["training"]["validation_curve"]
+    ]
+    assert {"tokens_per_second", "peak_memory_bytes"} <= set(training.data.metrics)
+
+    scored = runs["evaluate"]
+    bounds = evaluation["comparisons"]["adapter_vs_full_finetune"]["rougeL"]
+    assert scored.data.metrics["adapter_vs_full_finetune.rougeL.low"] == pytest.approx(
+        bounds["low"]
+    )
+    assert scored.data.metrics["adapter.rougeL"] == pytest.approx(
+        evaluation["models"]["adapter"]["rougeL"]
+    )
+    artifacts = {a.path for a in client.list_artifacts(scored.info.run_id)}
+    assert {"report.html", "evaluation.json", "model_card.md"} <= artifacts
+
+    (version,) = LocalRegistry(root / "registry.sqlite", "peftops-smoke").list()
+    assert version.metadata["mlflow_run_id"] == scored.info.run_id
+    assert version.metadata["mlflow_training_run_id"] == training.info.run_id
+    assert version.model_card is not None
+    assert (
+        version.model_card["evaluation_details"][0]["metadata"]["test_set_sha256"]
+        == (evaluation["test_set_sha256"])
+    )
+
+
+def test_training_metric_definitions_read_the_training_jobs_log(tiny_run) -> None:
+    """The regexes the training jobs declare (what the SageMaker console charts) match the
+    loss and validation lines a real training job prints."""
+    import re
+
+    root, _ = tiny_run
+    definition = json.loads((root / "run" / "pipeline.json").read_text())
+    (train,) = [s for s in definition["Steps"] if s["Name"] == "TrainAdapter"]
+    declared = train["Arguments"]["AlgorithmSpecification"]["MetricDefinitions"]
+    (jobs,) = (root / "run" / "jobs").iterdir()
+    log = (jobs / "TrainAdapter" / "job.log").read_text()
+    evaluation = contracts.EVALUATION.read(root / "run")
+    training = evaluation["models"]["adapter"]["training"]
+    found = {d["Name"]: [float(v) for v in re.findall(d["Regex"], log)] for d in declared}
+    assert found["train:loss"] == pytest.approx(
+        [p["loss"] for p in training["loss_curve"]], rel=1e-3
+    )
+    middle = [p["loss"] for p in training["validation_curve"][1:-1]]
+    assert middle and found["validation:loss"] == pytest.approx(middle, abs=1e-4)
 
 
 def test_models_cli_on_the_registered_version(tiny_run) -> None:

@@ -171,6 +171,8 @@ def concurrent(deployment: Path, new_data, week2: Path) -> list[subprocess.Compl
                 str(deployment / "registry.sqlite"),
                 "--param",
                 f"LoraRank={rank}",
+                "--tracking",
+                str(deployment / "mlflow.db"),  # both runs log into one store
             ],
             cwd=REPO,
             stdout=subprocess.PIPE,

@@ -17,7 +17,7 @@ from pipelines.cli import app
 from pipelines.functions.registered_adapter import EVALUATION_DIGEST, evaluation_digest
 from pipelines.registry import Registration, SageMakerRegistry
 from tests.conftest import REPO
-from training_scripts import contracts
+from tests.evaluations import evaluation as make_evaluation
 
 REGION = "eu-west-1"
 BUCKET = "peftops-dev-storageartifacts-1a2b3c"
@@ -92,19 +92,7 @@ def account(monkeypatch: pytest.MonkeyPatch):
 
 def seed_a_finished_run(s3, sagemaker) -> None:
     """What the first execution leaves: its evaluation, and version 1 pending approval."""
-    models = {
-        name: {k: v for k in contracts.ROUGE_KEYS}
-        | {"trainable_params": 1, "trainable_percent": 1.0}
-        for name, v in (("adapter", 0.44), ("full_finetune", 0.45), ("base", 0.22))
-    }
-    evaluation = contracts.EVALUATION.stamp(
-        {
-            "models": models,
-            "gate": contracts.gate_margins(models),
-            "test_set_sha256": "0" * 64,
-            "baseline_source": {"kind": "trained", "test_set_matches": True},
-        }
-    )
+    evaluation = make_evaluation(adapter=0.44, full_finetune=0.45, base=0.22)
     key = f"pipelines/peftops-adapter-dev/evaluation/{TRAIN_JOB}/Evaluate/evaluation.json"
     s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(evaluation))
     SageMakerRegistry("peftops-adapters-dev", sagemaker_client=sagemaker, s3_client=s3).register(

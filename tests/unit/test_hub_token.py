@@ -79,3 +79,13 @@ def test_jobs_get_the_secret_arn_never_a_token() -> None:
 def test_only_a_full_secret_arn_is_accepted() -> None:
     with pytest.raises(ValueError, match="is not a secret's full ARN"):
         PipelineConfig(hf_token_secret_arn="peftops/hf-token")
+
+
+def test_a_model_neither_here_nor_on_the_hub_is_one_line_naming_the_fix(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(common.ModelNotFoundError) as caught:
+        common.load_tokenizer("peftops-tests/no-such-model")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("peftops-tests/no-such-model: no such model folder")
+    assert "HF_HUB_OFFLINE=1" in message and "pass a local model folder" in message

@@ -602,11 +602,17 @@ def test_cdk_cli_synthesizes_offline_without_credentials(tmp_path: Path) -> None
 
 
 def synth_variant(
-    tmp_path: Path, *, region: str = "us-east-1", **pipeline: Any
+    tmp_path: Path,
+    *,
+    region: str = "us-east-1",
+    stage: dict[str, Any] | None = None,
+    **pipeline: Any,
 ) -> tuple[Template, PeftopsStack]:
-    """The dev stage with another region or pipeline settings, synthesized under cdk-nag."""
+    """The dev stage with another region, stage or pipeline settings, synthesized under
+    cdk-nag."""
     stage = {
         **STAGES["dev"],
+        **(stage or {}),
         "region": region,
         "pipeline": {**STAGES["dev"]["pipeline"], **pipeline},
     }
@@ -723,3 +729,67 @@ def test_no_policy_grants_the_events_service_itself(dev) -> None:
     assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
     rules = resources(template, "AWS::Events::Rule").values()
     assert all(r["Properties"]["Targets"][0]["RoleArn"] for r in rules)
+
+
+def test_a_stage_with_a_tracking_server_logs_only_training_and_evaluation_to_it(
+    dev, tmp_path: Path
+) -> None:
+    template, _, _ = dev
+    assert not resources(template, "AWS::SageMaker::MlflowTrackingServer")
+    assert "sagemaker-mlflow" not in json.dumps(our_policies(template))
+
+    tracked, stack = synth_variant(tmp_path, stage={"mlflow_tracking_server": "Small"})
+    (server_id, server), *others = resources(
+        tracked, "AWS::SageMaker::MlflowTrackingServer"
+    ).items()
+    assert not others
+    properties = server["Properties"]
+    assert properties["TrackingServerSize"] == "Small"
+    assert properties["AutomaticModelRegistration"] is False
+    assert json.dumps(properties["ArtifactStoreUri"]).endswith('"/mlflow/"]]}')
+    server_arn = {"Fn::GetAtt": [server_id, "TrackingServerArn"]}
+    for kind in JobKind:
+        statements = job_statements(tracked, stack, kind)
+        if kind is JobKind.PREPROCESS:
+            assert "TrackExperiments" not in statements
+            continue
+        logging = statements["TrackExperiments"]
+        assert logging["Resource"] == server_arn  # this one server, no other
+        assert all(a.startswith("sagemaker-mlflow:") for a in logging["Action"])
+        assert "sagemaker-mlflow:AccessUI" not in logging["Action"]
+        assert "sagemaker-mlflow:DeleteRun" not in logging["Action"]
+        assert json.dumps(statements["WriteTrackingArtifacts"]["Resource"]).endswith(
+            '/mlflow/*"]]}'
+        )
+    # The jobs get the server's ARN as their tracking URI, through Fn::Sub.
+    (pipeline,) = resources(tracked, "AWS::SageMaker::Pipeline").values()
+    body, variables = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"][
+        "Fn::Sub"
+    ]
+    assert variables["TrackingServerArn"] == server_arn
+    definition = json.loads(body.replace("${!", "${"))
+    environments = {
+        s["Name"]: s["Arguments"]["Environment"]
+        for s in walk_steps(definition["Steps"])
+        if s["Type"] in ("Training", "Processing")
+    }
+    assert environments.pop("Preprocess").get("MLFLOW_TRACKING_URI") is None  # logs no run
+    assert environments and all(
+        e["MLFLOW_TRACKING_URI"] == "${TrackingServerArn}" for e in environments.values()
+    )
+
+    template_file = tmp_path / stack.template_file
+    linted = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), str(template_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_a_tracking_server_size_is_checked_and_isolation_refuses_tracking() -> None:
+    with pytest.raises(ValueError, match="mlflow_tracking_server must be one of"):
+        stage_settings({"dev": {**STAGES["dev"], "mlflow_tracking_server": "Huge"}}, "dev")
+    with pytest.raises(ValueError, match="network_isolation removes"):
+        stage_settings({"prod": {**STAGES["prod"], "mlflow_tracking_server": "Small"}}, "prod")

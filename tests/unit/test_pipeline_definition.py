@@ -156,10 +156,20 @@ def test_lambda_steps_call_the_deployments_functions_uncached(definition) -> Non
 def test_dependencies_flow_through_property_references(definition) -> None:
     steps = flatten(definition["Steps"])
     assert references(steps["Preprocess"]) == {"ResolveInputs"}
-    assert references(steps["TrainAdapter"]) == {"Preprocess"}
-    assert references(steps["TrainBaseline"]) == {"Preprocess"}
-    assert references(steps["Evaluate"]) == {"Preprocess", "TrainAdapter", "TrainBaseline"}
-    assert references(steps["EvaluateStoredBaseline"]) == {"Preprocess", "TrainAdapter"}
+    # ResolveInputs: the dataset version, which training and evaluation record.
+    assert references(steps["TrainAdapter"]) == {"ResolveInputs", "Preprocess"}
+    assert references(steps["TrainBaseline"]) == {"ResolveInputs", "Preprocess"}
+    assert references(steps["Evaluate"]) == {
+        "ResolveInputs",
+        "Preprocess",
+        "TrainAdapter",
+        "TrainBaseline",
+    }
+    assert references(steps["EvaluateStoredBaseline"]) == {
+        "ResolveInputs",
+        "Preprocess",
+        "TrainAdapter",
+    }
     assert references(steps["QualityGate"]["Arguments"]["Conditions"]) == {"Evaluate"}
     assert references(steps["RegisterAdapter"]) == {
         "ResolveInputs",
@@ -174,7 +184,12 @@ def test_dependencies_flow_through_property_references(definition) -> None:
             "PropertyFileName": "EvaluationReport",
             "OutputName": "evaluation",
             "FilePath": "evaluation.json",
-        }
+        },
+        {
+            "PropertyFileName": "ModelCard",
+            "OutputName": "evaluation",
+            "FilePath": "model_card.json",
+        },
     ]
 
 
@@ -186,7 +201,8 @@ def test_quality_gate_compares_the_evaluation_with_the_thresholds(definition) ->
             "LeftValue": {
                 "Std:JsonGet": {
                     "PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
-                    "Path": "gate.rougeL_shortfall_vs_full_finetune",
+                    # The far end of the 95% interval of full fine-tune - adapter.
+                    "Path": "gate.rougeL_shortfall_vs_full_finetune_upper95",
                 }
             },
             "RightValue": 0.02,  # a deployment setting, not a run parameter
@@ -196,7 +212,7 @@ def test_quality_gate_compares_the_evaluation_with_the_thresholds(definition) ->
             "LeftValue": {
                 "Std:JsonGet": {
                     "PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
-                    "Path": "gate.rougeL_gain_vs_base",
+                    "Path": "gate.rougeL_gain_vs_base_lower95",
                 }
             },
             "RightValue": 0.01,

@@ -135,16 +135,9 @@ def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Pa
     with pytest.raises(resolve_inputs.InputsError, match=f"is not under s3://{BUCKET}/baselines/"):
         invoke_resolve(BaselineMode="reuse", BaselineEvaluationUri="s3://elsewhere/e.json")
 
-    from training_scripts import contracts
+    from tests.evaluations import evaluation as make_evaluation
 
-    evaluation = {
-        "models": {
-            m: {k: 0.5 for k in contracts.ROUGE_KEYS} | {"trainable_percent": 1.0}
-            for m in contracts.MODEL_NAMES
-        },
-        "gate": {"rougeL_shortfall_vs_full_finetune": 0.0, "rougeL_gain_vs_base": 0.0},
-        "test_set_sha256": "abc",
-    }
+    evaluation = make_evaluation(adapter=0.5, full_finetune=0.5, base=0.5)
     reused = tmp_path / "reused.json"
     reused.write_text(json.dumps(evaluation | {"baseline_source": {"kind": "reused"}}))
     refused = CliRunner().invoke(

@@ -1,14 +1,22 @@
-"""evaluate.py's pure parts: ROUGE, comparisons and the report."""
+"""Scores and their noise: ROUGE per example, paired bootstrap intervals checked against
+closed forms, the one gate rule on the interval bounds, the report and the model card."""
 
 from __future__ import annotations
 
+import json
+import math
+from statistics import NormalDist
+
+import numpy as np
 import pytest
 
-from training_scripts.evaluate import (
+from tests.evaluations import evaluation, scored
+from training_scripts import contracts, model_card, report
+from training_scripts.scoring import (
     ROUGE_KEYS,
-    bar_chart_svg,
-    compare,
-    render_report,
+    Bootstrap,
+    paired_intervals,
+    rouge_per_example,
     rouge_scores,
     sentences_per_line,
 )
@@ -27,9 +35,10 @@ def test_stemming_is_on() -> None:
     ] == pytest.approx(1.0)
 
 
-def test_scores_are_means_over_examples() -> None:
-    scores = rouge_scores(["a b c d", "x y"], ["a b c d", "p q"])
-    assert scores["rouge1"] == pytest.approx(0.5)
+def test_scores_are_means_of_the_per_example_scores() -> None:
+    per_example = rouge_per_example(["a b c d", "x y"], ["a b c d", "p q"])
+    assert per_example["rouge1"] == [1.0, 0.0]
+    assert rouge_scores(["a b c d", "x y"], ["a b c d", "p q"])["rouge1"] == pytest.approx(0.5)
 
 
 def test_rouge_lsum_splits_sentences() -> None:
@@ -44,53 +53,216 @@ def test_mismatched_lengths_are_refused() -> None:
         rouge_scores(["a"], ["a", "b"])
 
 
-def test_compare_is_a_delta_per_metric() -> None:
-    a = dict.fromkeys(ROUGE_KEYS, 0.5)
-    b = dict.fromkeys(ROUGE_KEYS, 0.25)
-    assert compare(a, b) == dict.fromkeys(ROUGE_KEYS, 0.25)
+# --- intervals ------------------------------------------------------------------------------
 
 
-def test_report_has_a_chart_table_and_escaped_samples() -> None:
-    models = {
-        "base": {
-            **dict.fromkeys(ROUGE_KEYS, 0.2),
-            "trainable_params": 0,
-            "total_params": 100,
-            "artifact_bytes": 4000,
-            "train_runtime_s": None,
-        },
-        "adapter": {
-            **dict.fromkeys(ROUGE_KEYS, 0.4),
-            "trainable_params": 2,
-            "total_params": 100,
-            "artifact_bytes": 80,
-            "train_runtime_s": 12.5,
-            "peak_memory_bytes": 2**30,
-        },
-        "full_finetune": {
-            **dict.fromkeys(ROUGE_KEYS, 0.45),
-            "trainable_params": 100,
-            "total_params": 100,
-            "artifact_bytes": 4000,
-            "train_runtime_s": 30.0,
-        },
-    }
-    evaluation = {
-        "models": models,
-        "comparisons": {
-            "adapter_vs_full_finetune": compare(models["adapter"], models["full_finetune"]),
-            "adapter_vs_base": compare(models["adapter"], models["base"]),
-        },
-        "test_examples": 1,
-        "baseline_source": {"kind": "trained", "test_set_matches": True},
-        "base_model": "tiny",
-    }
-    rows = [{"id": "x", "input": "<script>alert(1)</script>", "target": "ref"}]
-    page = render_report(
-        evaluation, rows, {"base": ["b"], "adapter": ["a"], "full_finetune": ["f"]}
+def binomial_quantile(n: int, p: float, q: float) -> int:
+    """The smallest k with P(Binomial(n, p) <= k) >= q."""
+    total = 0.0
+    for k in range(n + 1):
+        total += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+        if total >= q:
+            return k
+    return n
+
+
+def intervals_of_differences(differences: list[float], settings: Bootstrap) -> dict:
+    """The a - b interval where b scores 0 everywhere: the bootstrap of `differences` itself."""
+    result = paired_intervals(
+        {"a": {"rougeL": differences}, "b": {"rougeL": [0.0] * len(differences)}},
+        {"a_vs_b": ("a", "b")},
+        settings,
     )
-    assert "<svg" in page and page.count("<rect") >= 12
-    assert "&lt;script&gt;" in page and "<script>" not in page
-    assert "-0.0500" in page and "+0.2000" in page
-    assert "1.0 GB" in page
-    assert bar_chart_svg(models).count("<rect") == 12 + 3  # bars + legend
+    return result["comparisons"]["a_vs_b"]["rougeL"]
+
+
+def test_bootstrap_of_zero_one_differences_is_the_binomial_closed_form() -> None:
+    """Resampling n examples of which k differ by 1 (the rest by 0): the resampled mean is
+    exactly Binomial(n, k/n) / n, so the percentile bounds are its quantiles."""
+    n, k = 50, 20
+    settings = Bootstrap(resamples=40_000, seed=3)
+    figures = intervals_of_differences([1.0] * k + [0.0] * (n - k), settings)
+    p = k / n
+    assert figures["difference"] == pytest.approx(p)
+    # One lattice step (1/n) of slack: the quantile of 40,000 draws of a discrete distribution.
+    assert figures["low"] == pytest.approx(binomial_quantile(n, p, 0.025) / n, abs=1 / n)
+    assert figures["high"] == pytest.approx(binomial_quantile(n, p, 0.975) / n, abs=1 / n)
+    assert figures["standard_error"] == pytest.approx(math.sqrt(p * (1 - p) / n), rel=0.03)
+
+
+def test_min_detectable_difference_is_z_sum_times_standard_error() -> None:
+    figures = intervals_of_differences([1.0, -1.0] * 200, Bootstrap(resamples=20_000))
+    # Population sd of +-1 is 1: the mean's standard error is 1/sqrt(400) = 0.05.
+    assert figures["standard_error"] == pytest.approx(0.05, rel=0.03)
+    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.80)
+    assert figures["min_detectable_difference"] == pytest.approx(z * 0.05, rel=0.03)
+    assert figures["low"] == pytest.approx(-1.96 * 0.05, abs=0.006)
+    assert figures["high"] == pytest.approx(1.96 * 0.05, abs=0.006)
+
+
+def test_identical_differences_give_a_zero_width_interval() -> None:
+    figures = intervals_of_differences([0.25] * 30, Bootstrap(resamples=2_000))
+    assert figures["low"] == pytest.approx(0.25) and figures["high"] == pytest.approx(0.25)
+
+
+def test_the_bootstrap_is_paired_what_examples_share_cancels() -> None:
+    """Per-example difficulty shared by both models does not widen their difference's
+    interval: the same resample scores both."""
+    rng = np.random.default_rng(0)
+    gap = rng.normal(0.02, 0.01, 60)
+    difficulty = rng.uniform(0.0, 0.8, 60)
+    a, b = list(difficulty + gap), list(difficulty)
+    both = paired_intervals(
+        {"a": {"rougeL": a}, "b": {"rougeL": b}}, {"d": ("a", "b")}, Bootstrap(resamples=4_000)
+    )
+    alone = intervals_of_differences(list(gap), Bootstrap(resamples=4_000))
+    d = both["comparisons"]["d"]["rougeL"]
+    assert d["low"] == pytest.approx(alone["low"], abs=1e-9)
+    assert d["high"] == pytest.approx(alone["high"], abs=1e-9)
+    assert d["low"] > 0  # a consistent small gain is resolved despite widely spread scores
+    # Each model's own interval does carry the difficulty spread.
+    assert both["models"]["a"]["rougeL"]["high"] - both["models"]["a"]["rougeL"]["low"] > 10 * (
+        d["high"] - d["low"]
+    )
+
+
+def test_the_same_seed_gives_the_same_interval() -> None:
+    data = {"a": {"rougeL": [0.1, 0.5, 0.3, 0.9]}, "b": {"rougeL": [0.2, 0.2, 0.4, 0.5]}}
+    first = paired_intervals(data, {"d": ("a", "b")})
+    assert paired_intervals(data, {"d": ("a", "b")}) == first
+
+
+def test_models_scored_on_different_examples_are_refused() -> None:
+    with pytest.raises(ValueError, match="every test example"):
+        paired_intervals({"a": {"rougeL": [0.1, 0.2]}, "b": {"rougeL": [0.1]}}, {"d": ("a", "b")})
+
+
+# --- the gate rule ----------------------------------------------------------------------------
+
+THRESHOLDS = contracts.GateThresholds(rouge_l_tolerance=0.02, min_rouge_l_gain=0.01)
+
+
+def test_gate_reads_the_far_bound_of_the_shortfall_not_its_mean() -> None:
+    """The adapter trails by 0.01 on average, inside a 0.02 tolerance, but with this much
+    spread the interval reaches beyond 0.02: the point estimate would pass, the rule does not."""
+    full = [0.5] * 24
+    noisy = [0.5 - 0.01 + (0.12 if i % 2 else -0.12) for i in range(24)]
+    document = evaluation(adapter=noisy, full_finetune=full, base=0.1)
+    shortfall = contracts.value_at(document, contracts.SHORTFALL_VS_FULL_FINETUNE)
+    assert document["comparisons"]["adapter_vs_full_finetune"]["rougeL"][
+        "difference"
+    ] == pytest.approx(-0.01)
+    assert shortfall > 0.02
+    passed, reason = contracts.gate_verdict(document, THRESHOLDS)
+    assert not passed and "upper end of the 95% interval" in reason
+
+
+def test_gate_reads_the_near_bound_of_the_gain() -> None:
+    base = [0.30 + (0.2 if i % 2 else -0.2) for i in range(12)]
+    document = evaluation(adapter=[0.32] * 12, full_finetune=[0.32] * 12, base=base)
+    assert document["comparisons"]["adapter_vs_base"]["rougeL"]["difference"] > 0.01
+    passed, reason = contracts.gate_verdict(document, THRESHOLDS)
+    assert not passed and "lower end of the 95% interval" in reason
+
+
+@pytest.mark.parametrize(
+    ("adapter", "passes"), [(0.375, True), (0.37, False)], ids=["at-tolerance", "beyond"]
+)
+def test_gate_boundary_is_inclusive(adapter: float, passes: bool) -> None:
+    # Binary fractions, so that the shortfall equals the tolerance exactly at the boundary.
+    document = evaluation(adapter=adapter, full_finetune=0.5, base=0.25)
+    thresholds = contracts.GateThresholds(rouge_l_tolerance=0.125, min_rouge_l_gain=0.125)
+    assert contracts.gate_verdict(document, thresholds)[0] is passes
+
+
+def test_gate_outcomes_name_each_condition_and_its_rule() -> None:
+    document = evaluation(adapter=0.44, full_finetune=0.45, base=0.2)
+    outcomes = contracts.gate_outcomes(document, THRESHOLDS)
+    assert [o.condition.path for o in outcomes] == [c.path for c in contracts.GATE_CONDITIONS]
+    assert all(o.holds for o in outcomes)
+    assert "at most 0.02 ROUGE-L" in outcomes[0].statement
+
+
+# --- the report and the model card ------------------------------------------------------------
+
+
+def reviewed_evaluation() -> tuple[dict, list[dict], dict[str, list[str]]]:
+    rows = [
+        {"id": "d1", "input": "<script>alert(1)</script>", "target": "ref one"},
+        {"id": "d2", "input": "A: hi\nB: bye", "target": "ref two"},
+        {"id": "d3", "input": "C: x", "target": "ref three"},
+    ]
+    training = {
+        "method": "qlora",
+        "device": "cpu",
+        "adapter": {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]},
+        "learning_rate": 5e-4,
+        "global_step": 19,
+        "per_device_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "loss_curve": [{"step": 1, "loss": 2.0}, {"step": 10, "loss": 1.2}],
+        "validation_curve": [{"step": 0, "loss": 2.2}, {"step": 19, "loss": 0.9}],
+        "dataset_version": "v-20261128",
+    }
+    document = evaluation(
+        adapter=[0.2, 0.9, 0.5],
+        full_finetune=[0.3, 0.8, 0.5],
+        base=[0.1, 0.2, 0.1],
+        base_model="tiny",
+        dataset_version="v-20261128",
+        intervals_note=None,
+    )
+    document["models"]["adapter"].update(
+        training=training, artifact_bytes=80, peak_memory_bytes=2**30, train_runtime_s=12.5
+    )
+    document["models"]["full_finetune"].update(training={**training, "method": "full"})
+    document["generation"] = {"precision": "float32", "device": "cpu", "max_new_tokens": 8}
+    predictions = {
+        "base": ["b1", "b2", "b3"],
+        "adapter": ["<b>a1</b>", "a2", "a3"],
+        "full_finetune": ["f1", "f2", "f3"],
+    }
+    return document, rows, predictions
+
+
+def test_report_states_verdict_settings_intervals_curves_and_examples() -> None:
+    document, rows, predictions = reviewed_evaluation()
+    page = report.render(document, rows, predictions, THRESHOLDS, registered="peftops-adapters v7")
+    passed, _ = contracts.gate_verdict(document, THRESHOLDS)
+    assert ("Quality gate: passed" in page) is passed
+    assert "Quality gate: failed" in page  # three examples cannot resolve a 0.02 tolerance
+    assert "&lt;script&gt;" in page and "<script>" not in page and "&lt;b&gt;a1" in page
+    assert "peftops-adapters v7" in page and "v-20261128" in page and "16 / 32" in page
+    low = document["comparisons"]["adapter_vs_full_finetune"]["rougeL"]["low"]
+    assert f"{low:+.3f}" in page
+    assert page.count("<polyline") == 4  # training and validation loss, adapter and baseline
+    assert "Why QLoRA's memory is not lower here" in page
+    worst = page.index("The adapter's worst examples")
+    best = page.index("The adapter's best examples")
+    assert worst < page.index("Example d1", worst) < best < page.index("Example d2", best)
+
+
+def test_model_card_content_is_valid_sagemaker_model_card_content() -> None:
+    from sagemaker.core.shapes.model_card_shapes import ModelCardContent
+
+    document, _, _ = reviewed_evaluation()
+    content = model_card.sagemaker_content(document, "<|im_start|>user\n{dialogue}")
+    ModelCardContent.model_validate_json(json.dumps(content))
+    groups = {g["name"] for g in content["evaluation_details"][0]["metric_groups"]}
+    assert "ROUGE F1: adapter" in groups and "Difference: adapter_vs_full_finetune" in groups
+    assert content["additional_information"]["custom_details"]["prompt_format"].endswith(
+        "{dialogue}"
+    )
+
+
+def test_model_card_markdown_states_scores_with_intervals_and_prompt() -> None:
+    document, _, _ = reviewed_evaluation()
+    card = model_card.markdown(document, THRESHOLDS, "PROMPT {dialogue}")
+    ci = document["intervals"]["models"]["adapter"]["rougeL"]
+    assert f"[{ci['low']:.3f}, {ci['high']:.3f}]" in card
+    assert "PROMPT {dialogue}" in card and "v-20261128" in card and "| LoRA rank | `16` |" in card
+    assert "Quality gate: failed" in card
+
+
+def test_scored_entries_carry_per_example_scores() -> None:
+    assert scored([0.1, 0.3])["per_example"]["rougeL"] == [0.1, 0.3]

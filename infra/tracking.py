@@ -1,0 +1,107 @@
+"""An optional SageMaker managed MLflow tracking server per stage (`"mlflow_tracking_server":
+"Small"` in cdk.json), the cloud form of the local SQLite store: training and evaluation jobs
+log their runs to it (its ARN is their MLFLOW_TRACKING_URI) and its artifacts live in the
+project's encrypted bucket under `mlflow/`.
+
+The server's own role reads and writes only that prefix. Jobs get only what logging needs
+(`tracking_statements`): the MLflow calls a run makes on this one server, and writing its
+artifacts, which the MLflow client uploads to the artifact store itself."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+ARTIFACT_PREFIX = "mlflow/"
+# The calls of training.tracking: set_experiment, start_run/end_run, log_params/log_metrics
+# (LogBatch), log_metric, tags, and get_run to find a run's artifact location.
+LOGGING_ACTIONS = [
+    "sagemaker-mlflow:GetExperiment",
+    "sagemaker-mlflow:GetExperimentByName",
+    "sagemaker-mlflow:CreateExperiment",
+    "sagemaker-mlflow:CreateRun",
+    "sagemaker-mlflow:UpdateRun",
+    "sagemaker-mlflow:GetRun",
+    "sagemaker-mlflow:LogBatch",
+    "sagemaker-mlflow:LogMetric",
+    "sagemaker-mlflow:SetTag",
+]
+
+
+class TrackingServer(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        name: str,
+        size: str,
+        bucket: s3.IBucket,
+        key: kms.IKey,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="peftops MLflow tracking server: its artifact store only",
+        )
+        policy = iam.Policy(
+            self,
+            "Policy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="ArtifactStore",
+                    actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                    resources=[bucket.arn_for_objects(f"{ARTIFACT_PREFIX}*")],
+                ),
+                iam.PolicyStatement(
+                    sid="ListArtifactStore",
+                    actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{ARTIFACT_PREFIX}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="ArtifactEncryption",
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
+                    resources=[key.key_arn],
+                ),
+            ],
+        )
+        policy.attach_to_role(self.role)
+        self.server = sagemaker.CfnMlflowTrackingServer(
+            self,
+            "Server",
+            tracking_server_name=name,
+            artifact_store_uri=f"s3://{bucket.bucket_name}/{ARTIFACT_PREFIX}",
+            role_arn=self.role.role_arn,
+            tracking_server_size=size,
+            # Adapters are registered by the pipeline, with their gate; MLflow only tracks.
+            automatic_model_registration=False,
+        )
+        self.server.node.add_dependency(policy)
+        self.arn = self.server.attr_tracking_server_arn
+
+
+def tracking_statements(
+    server_arn: str, bucket: s3.IBucket, key: kms.IKey
+) -> list[iam.PolicyStatement]:
+    """What a job needs to log runs to the server: no more."""
+    return [
+        iam.PolicyStatement(
+            sid="TrackExperiments", actions=LOGGING_ACTIONS, resources=[server_arn]
+        ),
+        iam.PolicyStatement(
+            sid="WriteTrackingArtifacts",
+            actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+            resources=[bucket.arn_for_objects(f"{ARTIFACT_PREFIX}*")],
+        ),
+        iam.PolicyStatement(
+            sid="EncryptTrackingArtifacts",
+            actions=["kms:GenerateDataKey*"],
+            resources=[key.key_arn],
+        ),
+    ]

@@ -1,0 +1,209 @@
+"""The adapter's model card, from one template: the adapter's README.md (written by train.py,
+replacing peft's empty template) and the evaluated card (written by evaluate.py, with scores
+and intervals) that registration attaches to the model package as its SageMaker model card.
+
+It states the base model, the data version and hash, the method and hyperparameters, the
+scores with their 95% intervals, the exact prompt format the adapter was trained on, and its
+intended use and limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+if __package__:
+    from . import common, contracts
+else:  # a sibling module inside the SageMaker job
+    import common
+    import contracts
+
+MARKDOWN = "model_card.md"  # the evaluated card, beside evaluation.json
+SAGEMAKER_CONTENT = "model_card.json"  # {"content": <model package model card JSON, a string>}
+# The JSON path registration reads (a JsonGet on the property file above).
+SAGEMAKER_CONTENT_PATH = "content"
+DIALOGUE_SLOT = "{dialogue}"
+
+INTENDED_USE = (
+    "Summarizing dialogues (chat or call transcripts) like those of its training data, in the "
+    "style of its reference summaries, served on its base model with the prompt format below."
+)
+LIMITS = (
+    "Scores are ROUGE against one reference summary per dialogue: they measure overlap, not "
+    "factual accuracy. A summary can omit or misstate facts; review outputs before acting on "
+    "them. Dialogues unlike the training data (other languages, domains, much longer inputs) "
+    "were not evaluated. The adapter inherits the base model's biases and knowledge limits."
+)
+
+
+def prompt_format(tokenizer: Any, *, seq2seq: bool = False) -> str:
+    """The exact text the model reads before its summary, with {dialogue} where the dialogue
+    goes."""
+    return common.render_prompt(tokenizer, DIALOGUE_SLOT, seq2seq=seq2seq)
+
+
+def _environment() -> Any:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    if __package__:
+        from .report import TEMPLATES
+    else:
+        from report import TEMPLATES
+    # Markdown, not HTML: no autoescaping; values are shown in code spans and blocks.
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def hyperparameters(training: dict[str, Any]) -> list[tuple[str, Any]]:
+    lineage = training.get("adapter") or {}
+    rows = [
+        ("method", training.get("method")),
+        ("LoRA rank", lineage.get("r")),
+        ("LoRA alpha", lineage.get("lora_alpha")),
+        ("LoRA dropout", lineage.get("lora_dropout")),
+        ("target modules", ", ".join(lineage.get("target_modules", [])) or None),
+        ("virtual tokens", lineage.get("num_virtual_tokens")),
+        ("learning rate", training.get("learning_rate")),
+        ("optimizer", training.get("optimizer")),
+        ("epochs", training.get("epochs")),
+        ("optimizer steps", training.get("global_step")),
+        ("examples per device and step", training.get("per_device_batch_size")),
+        ("gradient accumulation steps", training.get("gradient_accumulation_steps")),
+        ("precision", training.get("precision")),
+        ("seed", training.get("seed")),
+    ]
+    return [(name, value) for name, value in rows if value is not None]
+
+
+def _render(
+    training: dict[str, Any],
+    prompt: str,
+    evaluation: dict[str, Any] | None,
+    thresholds: contracts.GateThresholds | None,
+) -> str:
+    verdict = contracts.gate_verdict(evaluation, thresholds) if evaluation and thresholds else None
+    return (
+        _environment()
+        .get_template("model_card.md.j2")
+        .render(
+            training=training,
+            base_model=(evaluation or {}).get("base_model") or training.get("base_model"),
+            hyperparameters=hyperparameters(training),
+            prompt=prompt,
+            evaluation=evaluation,
+            verdict=verdict,
+            keys=contracts.ROUGE_KEYS,
+            intended_use=INTENDED_USE,
+            limits=LIMITS,
+        )
+    )
+
+
+def adapter_readme(training: dict[str, Any], prompt: str) -> str:
+    """The adapter's README.md at training time: everything but the scores."""
+    return _render(training, prompt, None, None)
+
+
+def markdown(evaluation: dict[str, Any], thresholds: contracts.GateThresholds, prompt: str) -> str:
+    """The evaluated model card."""
+    return _render(
+        evaluation["models"]["adapter"].get("training", {}), prompt, evaluation, thresholds
+    )
+
+
+def sagemaker_content(evaluation: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """The same card as SageMaker model package model card content (the "model package model
+    card schema": model_overview holds only the creator and artifact there)."""
+    training = evaluation["models"]["adapter"].get("training", {})
+    comparisons = evaluation["comparisons"]
+    metric_groups = []
+    for model in contracts.MODEL_NAMES:
+        interval = evaluation["intervals"]["models"][model]
+        metric_groups.append(
+            {
+                "name": f"ROUGE F1: {model}",
+                "metric_data": [
+                    {
+                        "name": key,
+                        "type": "number",
+                        "value": evaluation["models"][model][key],
+                        "notes": f"95% interval [{interval[key]['low']:.4f}, {interval[key]['high']:.4f}]",
+                    }
+                    for key in contracts.ROUGE_KEYS
+                ],
+            }
+        )
+    for name, per_metric in comparisons.items():
+        metric_groups.append(
+            {
+                "name": f"Difference: {name}"[:63],
+                "metric_data": [
+                    {
+                        "name": key,
+                        "type": "number",
+                        "value": figures["difference"],
+                        "notes": f"paired bootstrap 95% interval [{figures['low']:.4f}, {figures['high']:.4f}]; "
+                        f"smallest resolvable difference {figures['min_detectable_difference']:.4f}",
+                    }
+                    for key, figures in per_metric.items()
+                ],
+            }
+        )
+    curve = training.get("loss_curve") or []
+    return {
+        "model_overview": {"model_creator": "peftops"},
+        "intended_uses": {
+            "purpose_of_model": "Dialogue summarization with a parameter-efficient adapter.",
+            "intended_uses": INTENDED_USE,
+            "factors_affecting_model_efficiency": "Dialogue length beyond the training data's; "
+            "other languages or domains; decoding settings other than greedy.",
+        },
+        "training_details": {
+            "objective_function": {
+                "function": "Minimize",
+                "facet": "Loss",
+                "condition": "cross-entropy on summary tokens",
+            },
+            "training_observations": (
+                f"Validation loss {training.get('eval_loss_before', float('nan')):.4f} before and "
+                f"{training.get('eval_loss_after', float('nan')):.4f} after training."
+            ),
+            "training_job_details": {
+                "hyper_parameters": [
+                    {"name": name, "value": str(value)[:255]}
+                    for name, value in hyperparameters(training)
+                ],
+                "training_metrics": [
+                    {"name": "train_loss", "value": point["loss"], "notes": f"step {point['step']}"}
+                    for point in curve[-20:]
+                ],
+            },
+        },
+        "evaluation_details": [
+            {
+                "name": "ROUGE on the held-out test split",
+                "evaluation_observation": (
+                    f"{evaluation['test_examples']} test dialogues, greedy decoding, ROUGE F1 with "
+                    "stemming, 95% intervals from a paired bootstrap over examples."
+                ),
+                "datasets": [str(evaluation.get("dataset_version") or "unversioned")],
+                "metadata": {
+                    "test_set_sha256": evaluation[contracts.TEST_SET_SHA256],
+                    "base_model": str(evaluation["base_model"]),
+                },
+                "metric_groups": metric_groups,
+            }
+        ],
+        "additional_information": {
+            "caveats_and_recommendations": LIMITS,
+            "custom_details": {
+                "prompt_format": prompt[:1024],
+                "dataset_version": str(evaluation.get("dataset_version") or ""),
+                "train_data_sha256": str(training.get("train_data_sha256") or ""),
+            },
+        },
+    }
