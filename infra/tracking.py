@@ -16,18 +16,18 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 ARTIFACT_PREFIX = "mlflow/"
-# The calls of training.tracking: set_experiment, start_run/end_run, log_params/log_metrics
-# (LogBatch), log_metric, tags, and get_run to find a run's artifact location.
+# The calls training_scripts/tracking.py makes through the MLflow client: set_experiment
+# (GetExperimentByName, then CreateExperiment and GetExperiment the first time), start_run
+# with its tags (CreateRun), log_params and log_metrics (LogBatch), log_artifact (GetRun for
+# the run's artifact location, then S3 directly), end_run (UpdateRun).
 LOGGING_ACTIONS = [
-    "sagemaker-mlflow:GetExperiment",
     "sagemaker-mlflow:GetExperimentByName",
     "sagemaker-mlflow:CreateExperiment",
+    "sagemaker-mlflow:GetExperiment",
     "sagemaker-mlflow:CreateRun",
-    "sagemaker-mlflow:UpdateRun",
-    "sagemaker-mlflow:GetRun",
     "sagemaker-mlflow:LogBatch",
-    "sagemaker-mlflow:LogMetric",
-    "sagemaker-mlflow:SetTag",
+    "sagemaker-mlflow:GetRun",
+    "sagemaker-mlflow:UpdateRun",
 ]
 
 
@@ -60,9 +60,15 @@ class TrackingServer(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="ListArtifactStore",
-                    actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                    actions=["s3:ListBucket"],
                     resources=[bucket.bucket_arn],
                     conditions={"StringLike": {"s3:prefix": [f"{ARTIFACT_PREFIX}*"]}},
+                ),
+                # Its requests carry no prefix, so it cannot share the condition above.
+                iam.PolicyStatement(
+                    sid="LocateArtifactStore",
+                    actions=["s3:GetBucketLocation"],
+                    resources=[bucket.bucket_arn],
                 ),
                 iam.PolicyStatement(
                     sid="ArtifactEncryption",

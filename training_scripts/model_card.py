@@ -163,13 +163,9 @@ def sagemaker_content(evaluation: dict[str, Any], prompt: str) -> dict[str, Any]
             "other languages or domains; decoding settings other than greedy.",
         },
         "training_details": {
-            "objective_function": {
-                "function": "Minimize",
-                "facet": "Loss",
-                "condition": "cross-entropy on summary tokens",
-            },
             "training_observations": (
-                f"Validation loss {training.get('eval_loss_before', float('nan')):.4f} before and "
+                "Objective: cross-entropy on the summary tokens, minimized. Validation loss "
+                f"{training.get('eval_loss_before', float('nan')):.4f} before and "
                 f"{training.get('eval_loss_after', float('nan')):.4f} after training."
             ),
             "training_job_details": {

@@ -720,6 +720,7 @@ class LossCurves(TrainerCallback):
         self.validation_loss = validation_loss
         self.every = every
         self.log = log
+        self.validation_seconds = 0.0  # not training: kept out of the throughput
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs and state.is_world_process_zero:
@@ -736,7 +737,11 @@ class LossCurves(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
         if self.every and step % self.every == 0 and step < state.max_steps:
-            loss = self.validation_loss()  # every rank: the model may be sharded
+            started = time.perf_counter()
+            # Every rank computes it (the same value): a rank that skipped it would only wait
+            # for the others at the next step's gradient all-reduce.
+            loss = self.validation_loss()
+            self.validation_seconds += time.perf_counter() - started
             state.log_history.append({VALIDATION_LOSS: loss, "step": step})
             if state.is_world_process_zero:
                 logger.info("step %d: validation loss %.4f", step, loss)
@@ -917,6 +922,7 @@ class FineTuneRecipe:
             self.validation_rows = self.validation_rows[: args.validation_max_examples]
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self.collator = TokenCountingCollator(self.data.collator(self.tokenizer, base))
+        self.curves = LossCurves(self.validation_loss, args.validation_steps, self.metric_log)
         self.eval_collator = summary_batches.collator(self.tokenizer, base)
         self.trainer = GuardedTrainer(
             model=self.model,
@@ -927,7 +933,7 @@ class FineTuneRecipe:
             callbacks=[
                 GradientNormGuard(),
                 SealCheckpoints(),
-                LossCurves(self.validation_loss, args.validation_steps, self.metric_log),
+                self.curves,
             ],
             summary_logits_only=self.summary_logits_only,
         )
@@ -1010,7 +1016,8 @@ class FineTuneRecipe:
         result = self.trainer.train(
             resume_from_checkpoint=str(resume_from) if resume_from else None
         )
-        runtime = time.perf_counter() - started
+        # Training alone: validation passes during training are not part of its throughput.
+        runtime = time.perf_counter() - started - self.curves.validation_seconds
         eval_loss_after = self.validation_loss()
         state = self.trainer.state
         training_curve, validation_curve = loss_curves(

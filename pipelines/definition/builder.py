@@ -820,8 +820,11 @@ class _Builder:
                 on="",
                 values=[
                     "Quality gate failed: adapter rougeL ", rouge_l("adapter"),
-                    " vs full fine-tune rougeL ", rouge_l("full_finetune"), f" (allowed shortfall {self.config.rouge_l_tolerance}",
-                    ") and base rougeL ", rouge_l("base"), f" (required gain {self.config.min_rouge_l_gain}).",
+                    ", full fine-tune ", rouge_l("full_finetune"), ", base ", rouge_l("base"),
+                    "; at the ends of their 95% intervals the adapter may trail the full "
+                    "fine-tune by ", value(contracts.SHORTFALL_VS_FULL_FINETUNE),
+                    f" (allowed {self.config.rouge_l_tolerance}) and gains at least ",
+                    value(contracts.GAIN_VS_BASE), f" over the base (required {self.config.min_rouge_l_gain}).",
                 ],
             ),
         )  # fmt: skip

@@ -227,8 +227,11 @@ def test_failed_gate_names_metric_and_values(definition) -> None:
         "models.adapter.rougeL",
         "models.full_finetune.rougeL",
         "models.base.rougeL",
-        "allowed shortfall 0.02",
-        "required gain 0.01",
+        # What the gate compared: the interval bounds, against the thresholds.
+        "gate.rougeL_shortfall_vs_full_finetune_upper95",
+        "gate.rougeL_gain_vs_base_lower95",
+        "(allowed 0.02)",
+        "(required 0.01)",
     ):
         assert needle in message
 

@@ -247,7 +247,10 @@ def test_model_card_content_is_valid_sagemaker_model_card_content() -> None:
 
     document, _, _ = reviewed_evaluation()
     content = model_card.sagemaker_content(document, "<|im_start|>user\n{dialogue}")
-    ModelCardContent.model_validate_json(json.dumps(content))
+    validated = ModelCardContent.model_validate_json(json.dumps(content))
+    # The SDK's models ignore keys they do not know, which the service refuses: every key of
+    # the card must survive the round trip.
+    assert validated.model_dump(mode="json", exclude_unset=True) == content
     groups = {g["name"] for g in content["evaluation_details"][0]["metric_groups"]}
     assert "ROUGE F1: adapter" in groups and "Difference: adapter_vs_full_finetune" in groups
     assert content["additional_information"]["custom_details"]["prompt_format"].endswith(
