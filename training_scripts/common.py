@@ -235,15 +235,20 @@ def unreachable_model(model_path: str, err: OSError) -> ModelNotFoundError:
     )
 
 
+def from_folder_or_hub(load: Any, model_path: str) -> Any:
+    """`load(model_path)`; a hub id that cannot be fetched is one line naming the fix."""
+    try:
+        return load(model_path)
+    except OSError as err:
+        if Path(model_path).is_dir():
+            raise  # a folder's own problem (a missing file), which the error names
+        raise unreachable_model(model_path, err) from None
+
+
 def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except OSError as err:
-        if Path(model_path).is_dir():
-            raise
-        raise unreachable_model(model_path, err) from None
+    tokenizer = from_folder_or_hub(AutoTokenizer.from_pretrained, model_path)
     if tokenizer.pad_token_id is None:
         # Causal LMs often ship without a pad token; padding positions are masked anyway.
         tokenizer.pad_token = tokenizer.eos_token
@@ -260,12 +265,7 @@ def load_model(model_path: str, *, quantize_4bit: bool, dtype, device_map: Any =
         BitsAndBytesConfig,
     )
 
-    try:
-        config = AutoConfig.from_pretrained(model_path)
-    except OSError as err:
-        if Path(model_path).is_dir():
-            raise
-        raise unreachable_model(model_path, err) from None
+    config = from_folder_or_hub(AutoConfig.from_pretrained, model_path)
     model_class = AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
     kwargs: dict[str, Any] = {"dtype": dtype}
     if quantize_4bit:

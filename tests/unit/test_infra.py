@@ -556,15 +556,18 @@ def test_an_unacknowledged_finding_fails_synth(tmp_path: Path) -> None:
         app.synth()
 
 
-def test_cfn_lint_reports_nothing(dev) -> None:
-    _, stack, app = dev
-    template_file = Path(app.outdir) / stack.template_file
-    done = subprocess.run(
+def cfn_lint(template_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), str(template_file)],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_cfn_lint_reports_nothing(dev) -> None:
+    _, stack, app = dev
+    done = cfn_lint(Path(app.outdir) / stack.template_file)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -778,13 +781,7 @@ def test_a_stage_with_a_tracking_server_logs_only_training_and_evaluation_to_it(
         e["MLFLOW_TRACKING_URI"] == "${TrackingServerArn}" for e in environments.values()
     )
 
-    template_file = tmp_path / stack.template_file
-    linted = subprocess.run(
-        [str(Path(sys.executable).parent / "cfn-lint"), str(template_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    linted = cfn_lint(tmp_path / stack.template_file)
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
