@@ -12,6 +12,7 @@ execution would. Anything it does not implement stops the run with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -80,7 +81,6 @@ class LocalExecutor:
         cache: StepCache | None = None,
         log: Callable[[str], None] = print,
         worth_showing: Callable[[str], bool] = lambda line: False,
-        observer_environment: dict[str, str] | None = None,
     ) -> None:
         self.definition = definition
         self.mirror = mirror
@@ -91,14 +91,7 @@ class LocalExecutor:
         # Unique like the service's: two runs started in the same second stay apart.
         execution_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.execution_id = execution_id
-        self.jobs = JobRunner(
-            mirror,
-            jobs_root / execution_id,
-            execution_id,
-            log,
-            worth_showing,
-            observer_environment or {},
-        )
+        self.jobs = JobRunner(mirror, jobs_root / execution_id, execution_id, log, worth_showing)
         declared = {p["Name"]: p for p in definition.get("Parameters", [])}
         unknown = sorted(set(parameters or {}) - set(declared))
         if unknown:
@@ -239,7 +232,12 @@ class LocalExecutor:
 
     # --- the run ----------------------------------------------------------------------------------
 
-    def execute(self) -> RunResult:
+    def execute(self, observer_environment: dict[str, str] | None = None) -> RunResult:
+        """Run the definition; `observer_environment` is set in every job's environment by
+        the runner itself, so it is no input of any step (no cache key)."""
+        self.jobs = dataclasses.replace(
+            self.jobs, observer_environment=dict(observer_environment or {})
+        )
         try:
             self.run_steps(self.definition["Steps"])
         except STEP_FAILURES as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import shutil
 from collections.abc import Callable
@@ -99,6 +100,8 @@ def prepare_tracking_store(store: Path, experiment: str) -> str:
 
     import mlflow
 
+    # MLflow announces creating and migrating the store's tables at INFO: not the user's news.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = f"sqlite:///{store}"
     with (store.parent / f".{store.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -159,17 +162,9 @@ def run_local(
     config = dataclasses.replace(preset.config, input_field=input_field, target_field=target_field)
     if registry_group:
         config = dataclasses.replace(config, model_package_group=registry_group)
-    tracking: dict[str, str] = {}
     if tracking_store is not None:
         tracking_store = tracking_store.resolve()
         check_writable(tracking_store.parent)
-        # Handed to the jobs by the runner, as the cloud's definition hands them a tracking
-        # server's ARN: where the store lives is no input of any step, so turning tracking on
-        # or off, or moving the store, keeps every step-cache hit.
-        tracking = {
-            TRACKING_URI: prepare_tracking_store(tracking_store, config.name),
-            EXPERIMENT_NAME: config.name,
-        }
 
     body, assets = definition_json(config, LOCAL_DEPLOYMENT)
     (out / "pipeline.json").write_text(body, encoding="utf-8")
@@ -196,7 +191,6 @@ def run_local(
         cache=StepCache(out / SERVICE_DIR / "step-cache", config.name),
         log=log,
         worth_showing=lambda line: bool(WORTH_SHOWING.match(line)),
-        observer_environment=tracking,
     )
     mirror.put_assets(LOCAL_DEPLOYMENT.bucket, assets)
     try:
@@ -213,7 +207,17 @@ def run_local(
         f"peftops: dataset version {dataset.version} ({dataset.records} records"
         f"{', published now' if dataset.new else ', already published'})"
     )
-    run = collect_evaluation(executor.execute(), out)
+    tracking: dict[str, str] = {}
+    if tracking_store is not None:
+        # Handed to the jobs by the runner, as the cloud's definition hands them a tracking
+        # server's ARN: where the store lives is no input of any step, so turning tracking on
+        # or off, or moving the store, keeps every step-cache hit. Made once parameters and
+        # data are known good: a refused run leaves no store behind.
+        tracking = {
+            TRACKING_URI: prepare_tracking_store(tracking_store, config.name),
+            EXPERIMENT_NAME: config.name,
+        }
+    run = collect_evaluation(executor.execute(observer_environment=tracking), out)
     run.dataset = dataset
     registered = run.result.registered
     if registered is not None and run.evaluation_path is not None:
