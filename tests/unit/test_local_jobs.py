@@ -16,8 +16,13 @@ from tests.conftest import REPO
 # A runner that starts one job whose script sleeps (as a long training would) after writing
 # its process id, then waits for it.
 RUNNER = """
+import signal
 import sys
 from pathlib import Path
+
+# Ctrl-C as in a terminal: a suite started as a background job (`make test &`) passes SIGINT
+# down ignored, and a Python started that way keeps ignoring it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pipelines.local.jobs import JobRunner, job_command
 from pipelines.local.s3_mirror import S3Mirror
 
