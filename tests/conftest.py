@@ -21,6 +21,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The SageMaker SDK needs a region to import; tests never reach AWS (moto or offline builds).
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# The suite runs on pytest-xdist, one worker per core: a worker (and the jobs it starts) keeps
+# to one thread, or two workers' torch thread pools would fight over the same cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per test file: a file's module fixtures (a chain of runs, a synthesized
+    stack) are built once, on the worker that runs the file."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
@@ -76,19 +88,31 @@ def peftops(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One `peftops run-local --preset tiny` for every test that reads a whole run's output."""
-    root = tmp_path_factory.mktemp("run-local")
-    done = peftops(
-        "run-local",
-        "--preset",
-        "tiny",
-        "--out",
-        str(root / "run"),
-        "--registry",
-        str(root / "registry.sqlite"),
-        "--tracking",
-        str(root / "mlflow.db"),
-        cwd=REPO,
-    )
-    return root, done
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """One `peftops run-local --preset tiny` for every test that reads a whole run's output,
+    made once per suite: the first xdist worker that needs it runs it, under a lock, in the
+    folder the workers share; the others wait and read it. Tests that change what it made
+    (a registry decision, a second run) work on a copy."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
+    root, outcome = shared / "tiny-run", shared / "tiny-run.json"
+    with FileLock(shared / "tiny-run.lock"):
+        if not outcome.is_file():
+            done = peftops(
+                "run-local",
+                "--preset",
+                "tiny",
+                "--out",
+                str(root / "run"),
+                "--registry",
+                str(root / "registry.sqlite"),
+                "--tracking",
+                str(root / "mlflow.db"),
+                cwd=REPO,
+            )
+            outcome.write_text(json.dumps([done.args, done.returncode, done.stdout, done.stderr]))
+    return root, subprocess.CompletedProcess(*json.loads(outcome.read_text()))

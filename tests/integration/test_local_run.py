@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,10 @@ def test_training_metric_definitions_read_the_training_jobs_log(tiny_run) -> Non
     assert middle and found["validation:loss"] == pytest.approx(middle, abs=1e-4)
 
 
-def test_models_cli_on_the_registered_version(tiny_run) -> None:
-    root, _ = tiny_run
+def test_models_cli_on_the_registered_version(tiny_run, tmp_path: Path) -> None:
+    # A copy: the decisions below must not change what other tests read of the shared run.
+    root = tmp_path
+    shutil.copy(tiny_run[0] / "registry.sqlite", root / "registry.sqlite")
     registry = f"local:{root / 'registry.sqlite'}#peftops-smoke"
     listed = json.loads(
         peftops("models", "list", "--registry", registry, "--json", cwd=root).stdout
