@@ -13,7 +13,7 @@ NODE_STAMP := node_modules/.installed
 
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv test lint format demo bench bench-preprocess lock gpu-carry definition synth architecture clean
+.PHONY: venv test lint format demo bench bench-serve bench-preprocess lock gpu-carry definition synth architecture clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,11 @@ demo: venv
 # LoRA and full fine-tuning of SmolLM2-135M on this machine: a table, and JSON in runs/bench/.
 bench: venv
 	$(BIN)/python -m benchmarks.run --output runs/bench/bench.json
+
+# Two task adapters on one SmolLM2-135M: resident memory against the base alone, and a bounded
+# load test of the local endpoint (64 requests, 8 at once): JSON in runs/bench/serving.json.
+bench-serve: venv
+	$(BIN)/python -m benchmarks.serving --output runs/bench/serving.json
 
 # preprocess.py on 200,000 records and on one 50 MB record: records/s and peak memory.
 bench-preprocess: venv

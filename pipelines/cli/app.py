@@ -1,4 +1,5 @@
-"""The root of the `peftops` command: its nouns (pipeline, models, data, baseline, run-local)
+"""The root of the `peftops` command: its nouns (pipeline, models, data, baseline, run-local,
+serve, invoke)
 and the options every command shares (`--verbose`)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pipelines.cli.models import models_app
 from pipelines.cli.pipeline import pipeline_app
 from pipelines.cli.publish import baseline_app, data_app
 from pipelines.cli.run_local import run_local_command
+from pipelines.cli.serve import invoke_command, serve_command
 from training_scripts.common import setup_logging
 
 app = typer.Typer(
@@ -24,6 +26,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
 app.command("run-local")(run_local_command)
+app.command("serve")(serve_command)
+app.command("invoke")(invoke_command)
 
 
 def print_version(requested: bool) -> None:

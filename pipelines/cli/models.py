@@ -19,7 +19,8 @@ from pipelines.cli.options import (
 from training_scripts import contracts
 
 models_app = typer.Typer(
-    help="List, compare, approve and reject registered adapters.", no_args_is_help=True
+    help="List, compare, approve, reject, promote and archive registered adapters.",
+    no_args_is_help=True,
 )
 
 
@@ -55,14 +56,16 @@ def models_list(
     from rich.table import Table
 
     table = Table()
-    for column in ("version", "status", "created", "method", "ROUGE-L", "gate"):
+    for column in ("version", "task", "status", "stage", "created", "method", "ROUGE-L", "gate"):
         table.add_column(column)
     from pipelines.registry import gate_verdict
 
     for v in versions:
         table.add_row(
             str(v.version),
+            v.task,
             v.status,
+            str(v.lifecycle),
             v.created,
             v.metadata.get("peft_method", "-"),
             _rouge(v, "rougeL"),
@@ -101,6 +104,14 @@ def models_show(
                 f"[{figures['low']:+.4f}, {figures['high']:+.4f}] (95% interval)"
             )
     typer.echo(f"  model card: {'registered' if found.model_card else 'none'}")
+    typer.echo(f"  task:       {found.task}")
+    typer.echo(f"  stage:      {found.lifecycle}" + (
+        f" ({found.lifecycle.description})" if found.lifecycle.description else ""
+    ))  # fmt: skip
+    if found.history:
+        typer.echo("  history:")
+    for d in found.history:
+        typer.echo(f"    {d.at}  {d.who}  {d.action}: {d.before} -> {d.after}  ({d.why})")
 
 
 @models_app.command("compare")
@@ -226,3 +237,65 @@ def models_reject(
 ) -> None:
     """Reject a version."""
     _decide(version, "Rejected", registry, description, who, False, as_json)
+
+
+StageChoice = Annotated[str, typer.Option("--to", help="staging or production.")]
+
+
+@models_app.command("promote")
+def models_promote(
+    version: int,
+    to: StageChoice,
+    description: ReasonOption,
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    who: WhoOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Promote an approved version to staging, or from a passed staging smoke test to
+    production. A local registry's version is smoke-tested here at once; on SageMaker the
+    stage's deployer takes it from there and records the outcome."""
+    import getpass
+
+    from pipelines.registry import LocalRegistry, promote
+    from pipelines.registry.lifecycle import PROMOTION_STAGES
+
+    if to not in PROMOTION_STAGES:
+        raise fail(f"--to {to!r}: use one of {', '.join(PROMOTION_STAGES)}")
+    store = open_registry(registry)
+    who = who or getpass.getuser()
+    pending = guarded(lambda: promote(store, version, to, who=who, why=description))
+    outcome = pending
+    if isinstance(store, LocalRegistry):
+        from pipelines.serving.local_deployer import deploy
+
+        outcome = guarded(lambda: deploy(store, version))
+    if as_json:
+        typer.echo(json.dumps(outcome.to_json(), indent=2))
+    else:
+        typer.echo(
+            f"{outcome.group} version {outcome.version} ({outcome.task}): {outcome.lifecycle}"
+            f" ({outcome.lifecycle.description})"
+        )
+    if outcome.lifecycle.status == "DeploymentFailed":
+        raise typer.Exit(1)
+
+
+@models_app.command("archive")
+def models_archive(
+    version: int,
+    description: ReasonOption,
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    who: WhoOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Archive a version that serves nowhere: it can never be promoted again."""
+    import getpass
+
+    from pipelines.registry import archive
+
+    store = open_registry(registry)
+    done = guarded(lambda: archive(store, version, who=who or getpass.getuser(), why=description))
+    if as_json:
+        typer.echo(json.dumps(done.to_json(), indent=2))
+    else:
+        typer.echo(f"{done.group} version {done.version} ({done.task}): {done.lifecycle}")

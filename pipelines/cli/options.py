@@ -20,6 +20,10 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 RegistryOption = Annotated[
     str, typer.Option("--registry", help="local:PATH[#GROUP], PATH[#GROUP] or sagemaker:GROUP.")
 ]
+TaskOption = Annotated[
+    str | None,
+    typer.Option(help="The task the adapter is for, e.g. dialogue-summary (the Task parameter)."),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 # The record fields a dataset's text and reference summary are read from (preprocess's rules).
 InputFieldOption = Annotated[str, typer.Option(help="Field with the text to summarize.")]

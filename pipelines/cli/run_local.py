@@ -14,6 +14,7 @@ from pipelines.cli.options import (
     InputFieldOption,
     ParamOption,
     TargetFieldOption,
+    TaskOption,
     fail,
     parse_assignments,
 )
@@ -89,6 +90,7 @@ def run_local_command(
     method: Annotated[
         str | None, typer.Option(help="qlora, lora or prompt_tuning (the PeftMethod parameter).")
     ] = None,
+    task: TaskOption = None,
     out: Annotated[Path, typer.Option(help="The run's folder.")] = Path("runs/local"),
     registry: Annotated[
         str,
@@ -138,6 +140,7 @@ def run_local_command(
                 input_field=input_field,
                 target_field=target_field,
                 method=method,
+                task=task,
                 parameters=parse_assignments(param or []),
                 fresh=fresh,
                 tracking_store=None if tracking == "none" else Path(tracking),

@@ -118,7 +118,12 @@ from pipelines.definition.images import job_images
 from pipelines.definition.service_rules import definition_violations, steps_of, volume_kms_key
 from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
 from pipelines.functions import layout
-from pipelines.functions.registered_adapter import ADAPTER_CHANNEL, EVALUATION_DIGEST, SMOKE_TEST
+from pipelines.functions.registered_adapter import (
+    ADAPTER_CHANNEL,
+    EVALUATION_DIGEST,
+    SMOKE_TEST,
+    TASK,
+)
 from training_scripts import contracts, model_card, tracking
 from training_scripts.common import HUB_TOKEN_SECRET_VARIABLE
 
@@ -142,6 +147,7 @@ def base_model_location(config: PipelineConfig, deployment: Deployment) -> str:
 class Parameters:
     """The runtime knobs of an execution; names are what `peftops pipeline start` overrides."""
 
+    task: ParameterString
     dataset_version: ParameterString
     base_model: ParameterString
     peft_method: ParameterString
@@ -156,6 +162,7 @@ class Parameters:
     @classmethod
     def from_config(cls, config: PipelineConfig, deployment: Deployment) -> Parameters:
         return cls(
+            task=ParameterString("Task", default_value=config.task),
             dataset_version=ParameterString("DatasetVersion", default_value=config.dataset_version),
             base_model=ParameterString(
                 "BaseModel", default_value=base_model_location(config, deployment)
@@ -672,6 +679,7 @@ class _Builder:
             log_level=logging.WARNING,  # its default, DEBUG, logs every request it builds
         )
         lineage = {
+            TASK: p.task,
             "base_model": p.base_model,
             "peft_method": p.peft_method,
             "lora_r": p.lora_r.to_string(),

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.functions.registered_adapter import BASE_COMPONENT
 from training_scripts.common import PeftMethod
 
 # The methods train.py trains as adapters; the full fine-tune is the baseline, not a choice.
@@ -147,6 +148,10 @@ class PipelineConfig:
     retry_attempts: int = 3
 
     # Defaults of the runtime parameters.
+    # The task the adapter is for: one registry holds several tasks' adapters for one base
+    # model, and each stage's endpoint serves one version per task (inference component
+    # `<endpoint>-<task>`).
+    task: str = "dialogue-summary"
     dataset_version: str = "latest"  # a published version (peftops data publish), or the newest
     # A hub id; with network isolation an s3://.../ prefix or a prefix in the project's bucket
     # (base-models/<model>/<revision>/): a copy of one revision's files, which pins it.
@@ -207,6 +212,7 @@ class PipelineConfig:
                 f"hf_token_secret_arn {self.hf_token_secret_arn!r} is not a secret's full ARN "
                 "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)"
             )
+        check_task_name(self.task)
         if self.peft_method not in ADAPTER_METHODS:
             raise ValueError(f"peft_method must be one of {ADAPTER_METHODS}")
         # At most 47 characters: its Lambda functions are named after it, and CreateFunction
@@ -216,6 +222,22 @@ class PipelineConfig:
                 f"pipeline name {self.name!r} is not valid: letters, digits and single hyphens, "
                 "at most 47 characters"
             )
+
+
+# A task names an inference component (`<endpoint>-<task>`, at most 63 characters) and a URL
+# path: lower-case letters, digits and single hyphens.
+TASK_NAME = re.compile(r"[a-z0-9](-?[a-z0-9]){0,31}")
+
+
+def check_task_name(task: str) -> str:
+    if task == BASE_COMPONENT:
+        raise ValueError(f"task {task!r} names the base model's component; choose another name")
+    if not TASK_NAME.fullmatch(task):
+        raise ValueError(
+            f"task {task!r}: use lower-case letters, digits and single hyphens, at most 32 "
+            "characters (e.g. dialogue-summary)"
+        )
+    return task
 
 
 # The pipeline's Lambda functions (pipelines/functions), named after the pipeline; CDK

@@ -27,6 +27,18 @@ ReadObject = Callable[[str], bytes]
 EVALUATION_DIGEST = "evaluation_sha256"
 # The metadata key that marks a smoke test's version (PipelineConfig.smoke_test).
 SMOKE_TEST = "smoke_test"
+# The metadata key naming a version's task (PipelineConfig.task).
+TASK = "task"
+# The inference component that selects the base model itself; never a task's name.
+BASE_COMPONENT = "base"
+
+
+def inference_component_name(endpoint: str, task: str) -> str:
+    """A stage endpoint's component serving one task's adapter (or the base model, `base`):
+    the deployer creates it, `peftops invoke` names it, and locally the task alone selects it."""
+    return f"{endpoint}-{task}"
+
+
 # BatchDescribeModelPackage takes at most 100 ARNs, ListModelPackages returns at most 100.
 PAGE = 100
 # The additional model data source that carries the adapter when the base model is the

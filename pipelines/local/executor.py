@@ -194,6 +194,7 @@ class LocalExecutor:
                 description=args.get("ModelPackageDescription", ""),
                 inference_specification=args["InferenceSpecification"],
                 model_card=args.get("ModelCard"),
+                artifact_root=str(self.mirror.root),
             )
         )
         self.scope.properties[step["Name"]] = {"ModelPackageArn": version.arn}

@@ -27,6 +27,7 @@ from pipelines.definition.config import (
     CHECK_REGISTERED,
     RESOLVE_INPUTS,
     PipelineConfig,
+    check_task_name,
     function_name,
 )
 from pipelines.fixtures.sample_data import SAMPLE_PATH
@@ -143,6 +144,7 @@ def run_local(
     input_field: str = "dialogue",
     target_field: str = "summary",
     method: str | None = None,
+    task: str | None = None,
     parameters: dict[str, str] | None = None,
     fresh: bool = False,
     tracking_store: Path | None = None,
@@ -165,6 +167,7 @@ def run_local(
     if tracking_store is not None:
         tracking_store = tracking_store.resolve()
         check_writable(tracking_store.parent)
+    check_task_name((parameters or {}).get("Task") or task or config.task)
 
     body, assets = definition_json(config, LOCAL_DEPLOYMENT)
     (out / "pipeline.json").write_text(body, encoding="utf-8")
@@ -173,6 +176,8 @@ def run_local(
     values: dict[str, Any] = {"BaseModel": str(model), **preset.parameters}
     if method:
         values["PeftMethod"] = method
+    if task:
+        values["Task"] = task
     values.update(parameters or {})
     if fresh:
         for folder in (MIRROR_DIR, SERVICE_DIR):

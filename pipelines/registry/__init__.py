@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.registry.decisions import decide, gate_verdict
+from pipelines.registry.decisions import archive, decide, gate_verdict, promote, record_deployment
 from pipelines.registry.local_backend import LocalRegistry
 from pipelines.registry.sagemaker_backend import SageMakerRegistry
 from pipelines.registry.versions import (
     APPROVAL_STATUSES,
+    Change,
+    Decision,
+    Lifecycle,
     ModelVersion,
     Registration,
     Registry,
@@ -18,16 +21,22 @@ from pipelines.registry.versions import (
 
 __all__ = [
     "APPROVAL_STATUSES",
+    "Change",
+    "Decision",
+    "Lifecycle",
     "LocalRegistry",
     "ModelVersion",
     "Registration",
     "Registry",
     "RegistryError",
     "SageMakerRegistry",
+    "archive",
     "decide",
     "gate_verdict",
     "local_registry_location",
     "open_registry",
+    "promote",
+    "record_deployment",
 ]
 
 

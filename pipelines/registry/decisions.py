@@ -1,10 +1,12 @@
-"""Approval decisions on registered versions: the quality gate checked again from the stored
-evaluation (the same rule the pipeline's condition step applies), then the status change."""
+"""Decisions on registered versions: approval (the quality gate checked again from the stored
+evaluation, the same rule the pipeline's condition step applies), rejection, promotion through
+the stages, a deployment's outcome, archiving. Each is kept in the version's history."""
 
 from __future__ import annotations
 
 from pipelines.functions.registered_adapter import EVALUATION_DIGEST, SMOKE_TEST
-from pipelines.registry.versions import ModelVersion, Registry, RegistryError
+from pipelines.registry import lifecycle
+from pipelines.registry.versions import Change, ModelVersion, Registry, RegistryError
 from training_scripts import contracts
 
 
@@ -40,10 +42,12 @@ def gate_verdict(version: ModelVersion) -> tuple[bool, str]:
 def decide(
     registry: Registry, version: int, status: str, *, who: str, why: str, force: bool
 ) -> ModelVersion:
-    """Approve or reject a version; approval needs a passing gate unless forced."""
+    """Approve or reject a version; approval needs a passing gate unless forced. A version
+    that holds a stage is not rejected: archive it once another version took its place."""
     if status not in ("Approved", "Rejected"):
         raise RegistryError(f"status must be Approved or Rejected, not {status}")
     current = registry.get(version)
+    action = "approve" if status == "Approved" else "reject"
     if status == "Approved":
         passed, reason = gate_verdict(current)
         if not passed and not force:
@@ -51,5 +55,46 @@ def decide(
                 f"version {version} cannot be approved: {reason}; pass --force to approve anyway"
             )
         if not passed:
-            why = f"{why} [forced: {reason}]"
-    return registry.set_status(version, status, f"{who}: {why}")
+            why, action = f"{why} [forced: {reason}]", "force-approve"
+    elif current.lifecycle.status in lifecycle.HOLDS_STAGE:
+        raise RegistryError(
+            f"version {version} holds {current.lifecycle.stage} for task {current.task}; "
+            "promote another version there before rejecting it"
+        )
+    return registry.change(version, Change(who=who, action=action, why=why, status=status))
+
+
+def promote(registry: Registry, version: int, to: str, *, who: str, why: str) -> ModelVersion:
+    """Mark a version pending deployment to a stage; its deployer then records the outcome."""
+    current = registry.get(version)
+    pending = lifecycle.promotion(current, to, registry.list())
+    pending = lifecycle.Lifecycle(pending.stage, pending.status, why)
+    return registry.change(version, Change(who=who, action="promote", why=why, lifecycle=pending))
+
+
+def record_deployment(
+    registry: Registry, version: int, *, passed: bool, detail: str, who: str
+) -> ModelVersion:
+    """A pending version's smoke test outcome: deployed (retiring the task's previous version
+    in that stage) or failed (the previous one serves on)."""
+    current = registry.get(version)
+    outcome, retired = lifecycle.deployment_outcome(current, passed, detail, registry.list())
+    if retired is not None:
+        registry.change(
+            retired.version,
+            Change(
+                who=who,
+                action="retire",
+                why=f"version {version} took {outcome.stage} over",
+                lifecycle=lifecycle.Lifecycle(
+                    outcome.stage, lifecycle.StageStatus.RETIRED, f"replaced by version {version}"
+                ),
+            ),
+        )
+    action = "deploy" if passed else "fail"
+    return registry.change(version, Change(who=who, action=action, why=detail, lifecycle=outcome))
+
+
+def archive(registry: Registry, version: int, *, who: str, why: str) -> ModelVersion:
+    target = lifecycle.archived(registry.get(version))
+    return registry.change(version, Change(who=who, action="archive", why=why, lifecycle=target))

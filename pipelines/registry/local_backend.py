@@ -7,6 +7,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from typing import Any
 from pipelines.functions.registered_adapter import evaluation_digest
 from pipelines.registry.versions import (
     APPROVAL_STATUSES,
+    Change,
+    Decision,
+    Lifecycle,
     ModelVersion,
     Registration,
     RegistryError,
@@ -34,11 +38,39 @@ CREATE TABLE IF NOT EXISTS model_versions (
     approval_description TEXT NOT NULL DEFAULT '',
     inference_specification TEXT,
     model_card TEXT,
+    stage TEXT NOT NULL DEFAULT 'development',
+    stage_status TEXT NOT NULL DEFAULT 'Registered',
+    stage_description TEXT NOT NULL DEFAULT '',
+    artifact_root TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (model_group, version)
 )
 """
+# Every decision on a version, appended, never updated: the version's history.
+DECISIONS = """
+CREATE TABLE IF NOT EXISTS decisions (
+    model_group TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,
+    why TEXT NOT NULL
+)
+"""
 # Columns added since the first release, added to an older file when it is next written.
-ADDED_COLUMNS = {"model_card": "TEXT"}
+ADDED_COLUMNS = {
+    "model_card": "TEXT",
+    "stage": "TEXT NOT NULL DEFAULT 'development'",
+    "stage_status": "TEXT NOT NULL DEFAULT 'Registered'",
+    "stage_description": "TEXT NOT NULL DEFAULT ''",
+    "artifact_root": "TEXT NOT NULL DEFAULT ''",
+}
+COLUMNS = (
+    "model_group, version, status, model_data_url, created, metadata, evaluation, "
+    "evaluation_uri, description, approval_description, model_card, stage, stage_status, "
+    "stage_description, artifact_root"
+)
 
 
 def upgrade(connection: sqlite3.Connection) -> None:
@@ -47,6 +79,11 @@ def upgrade(connection: sqlite3.Connection) -> None:
     for column, kind in ADDED_COLUMNS.items():
         if column not in present:
             connection.execute(f"ALTER TABLE model_versions ADD COLUMN {column} {kind}")
+
+
+# What a column added since the first release reads as in a file written before it.
+_DEFAULTS = {"model_card": "NULL", "stage": "'development'", "stage_status": "'Registered'",
+             "stage_description": "''", "artifact_root": "''"}  # fmt: skip
 
 
 def _now() -> str:
@@ -87,6 +124,7 @@ class LocalRegistry:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 connection = sqlite3.connect(self.path, timeout=30)  # waits for a writer
                 connection.execute(SCHEMA)
+                connection.execute(DECISIONS)
                 upgrade(connection)
             else:
                 connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
@@ -101,12 +139,28 @@ class LocalRegistry:
         except OSError as err:
             raise RegistryError(f"{self.path}: {err.strerror}; check --registry") from None
 
-    def _rows(self, query: str, arguments: tuple[Any, ...]) -> list[tuple]:
+    def _versions(self, where: str, arguments: tuple[Any, ...]) -> list[ModelVersion]:
+        """The versions a WHERE clause selects, oldest first, each with its history."""
         try:
             with self._connect() as db:
-                return db.execute(query, arguments).fetchall()
+                rows = self._read(db, f"{where} ORDER BY version", arguments)
+                has_history = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'"
+                ).fetchone()
+                decisions: dict[tuple[str, int], list[Decision]] = {}
+                for group, version, *fields in (
+                    db.execute(
+                        "SELECT model_group, version, at, who, action, before, after, why "
+                        "FROM decisions WHERE model_group = ? ORDER BY rowid",
+                        (rows[0][0],),
+                    )
+                    if rows and has_history
+                    else ()
+                ):
+                    decisions.setdefault((group, version), []).append(Decision(*fields))
         except _NoTableError:
             return []
+        return [self._row(r, tuple(decisions.get((r[0], r[1]), ()))) for r in rows]
 
     def register(self, entry: Registration) -> ModelVersion:
         if entry.status not in APPROVAL_STATUSES:
@@ -124,32 +178,23 @@ class LocalRegistry:
             db.execute(
                 "INSERT INTO model_versions (model_group, version, status, model_data_url, "
                 "created, metadata, evaluation, evaluation_uri, description, "
-                "inference_specification, model_card) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "inference_specification, model_card, artifact_root) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (entry.group, latest + 1, entry.status, entry.model_data_url, self.clock(),
                  json.dumps(entry.metadata, sort_keys=True),
                  json.dumps(entry.evaluation) if entry.evaluation is not None else None,
                  entry.evaluation_uri, entry.description,
                  json.dumps(entry.inference_specification) if entry.inference_specification else None,
-                 json.dumps(entry.model_card) if entry.model_card else None),
+                 json.dumps(entry.model_card) if entry.model_card else None,
+                 entry.artifact_root),
             )  # fmt: skip
         return self.get(latest + 1, group=entry.group)
 
-    def _row(self, row: tuple) -> ModelVersion:
+    def _row(self, row: tuple, history: tuple[Decision, ...] = ()) -> ModelVersion:
         (
-            group,
-            version,
-            status,
-            url,
-            created,
-            metadata,
-            evaluation,
-            evaluation_uri,
-            description,
-            approval,
-            _,
-            *added,  # absent in a file written before they were added
-        ) = row
-        card = json.loads(added[0]) if added and added[0] else None
+            group, version, status, url, created, metadata, evaluation, evaluation_uri,
+            description, approval, card, stage, stage_status, stage_description, artifact_root,
+        ) = row  # fmt: skip
         return ModelVersion(
             group=group,
             version=version,
@@ -163,15 +208,27 @@ class LocalRegistry:
             description=description,
             approval_description=approval,
             arn=f"local:{self.path}#{group}/{version}",
-            model_card=model_card_content(card),
+            model_card=model_card_content(json.loads(card) if card else None),
+            lifecycle=Lifecycle(stage, stage_status, stage_description),
+            history=history,
+            artifact_root=artifact_root,
         )
 
-    def list(self, status: str | None = None) -> list[ModelVersion]:
-        rows = self._rows(
-            "SELECT * FROM model_versions WHERE model_group = ? AND (? IS NULL OR status = ?) ORDER BY version",
-            (self.group, status, status),
+    def _read(self, db: sqlite3.Connection, where: str, arguments: tuple) -> list[tuple]:
+        """Rows in the columns `_row` reads, whichever columns an older file lacks."""
+        present = {row[1] for row in db.execute("PRAGMA table_info(model_versions)")}
+        columns = ", ".join(
+            c if c in present or c not in ADDED_COLUMNS else f"{_DEFAULTS[c]} AS {c}"
+            for c in COLUMNS.split(", ")
         )
-        return [self._row(r) for r in rows]
+        return db.execute(
+            f"SELECT {columns} FROM model_versions WHERE {where}", arguments
+        ).fetchall()
+
+    def list(self, status: str | None = None) -> list[ModelVersion]:
+        return self._versions(
+            "model_group = ? AND (? IS NULL OR status = ?)", (self.group, status, status)
+        )
 
     def check_writable(self) -> None:
         """Fail now, before a run spends an hour, if registering at its end would fail."""
@@ -182,26 +239,40 @@ class LocalRegistry:
 
     def get(self, version: int, *, group: str | None = None) -> ModelVersion:
         in_range = -(2**63) <= version < 2**63  # SQLite's INTEGER
-        rows = (
-            self._rows(
-                "SELECT * FROM model_versions WHERE model_group = ? AND version = ?",
-                (group or self.group, version),
-            )
+        found = (
+            self._versions("model_group = ? AND version = ?", (group or self.group, version))
             if in_range
             else []
         )
-        row = rows[0] if rows else None
-        if row is None:
+        if not found:
             raise RegistryError(
                 f"model group {group or self.group} has no version {version}; see `peftops models list`"
             )
-        return self._row(row)
+        return found[0]
 
-    def set_status(self, version: int, status: str, description: str) -> ModelVersion:
-        self.get(version)
+    def change(self, version: int, change: Change) -> ModelVersion:
+        """The change and its decision in one transaction: the history never misses one."""
+        before = self.get(version)
+        after_status = change.status or before.status
+        after_lifecycle = change.lifecycle or before.lifecycle
         with self._connect(create=True) as db:
+            db.execute("BEGIN IMMEDIATE")
+            if change.status:
+                db.execute(
+                    "UPDATE model_versions SET status = ?, approval_description = ? "
+                    "WHERE model_group = ? AND version = ?",
+                    (change.status, f"{change.who}: {change.why}", self.group, version),
+                )
+            if change.lifecycle:
+                db.execute(
+                    "UPDATE model_versions SET stage = ?, stage_status = ?, stage_description = ? "
+                    "WHERE model_group = ? AND version = ?",
+                    (*astuple(change.lifecycle), self.group, version),
+                )
             db.execute(
-                "UPDATE model_versions SET status = ?, approval_description = ? WHERE model_group = ? AND version = ?",
-                (status, description, self.group, version),
-            )
+                "INSERT INTO decisions (model_group, version, at, who, action, before, after, why) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.group, version, self.clock(), change.who, change.action, before.state,
+                 f"{after_status}/{after_lifecycle}", change.why),
+            )  # fmt: skip
         return self.get(version)

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.functions.registered_adapter import adapter_location, evaluation_digest
 from pipelines.registry.versions import (
+    Change,
+    Decision,
+    Lifecycle,
     ModelVersion,
     Registration,
     RegistryError,
@@ -19,6 +23,31 @@ from training_scripts import contracts
 logger = logging.getLogger("peftops")
 SEARCH_PAGE = 100  # Search's largest page
 EVALUATION_READERS = 8  # S3 GETs at once when listing
+# The history is kept in the version itself, one customer metadata entry per decision
+# (`decision-001`, ...): UpdateModelPackage adds entries and never needs to rewrite one, and
+# whoever can describe the version reads it. A version holds at most 50 entries of at most 256
+# characters; the lineage takes about 20, which leaves room for 30 decisions.
+DECISION_KEY = "decision-"
+METADATA_LIMIT = 50
+ENTRY_LIMIT = 256
+FIELD_SEPARATOR = "|"
+
+
+def encode_decision(decision: Decision) -> str:
+    """One decision as one metadata value; the reason is cut to fit 256 characters (the whole
+    of it stays in the version's approval or stage description)."""
+    fields = [decision.at, decision.who, decision.action, decision.before, decision.after]
+    head = FIELD_SEPARATOR.join(f.replace(FIELD_SEPARATOR, "/") for f in fields)
+    return f"{head}{FIELD_SEPARATOR}{decision.why}"[:ENTRY_LIMIT]
+
+
+def history_entries(history: tuple[Decision, ...]) -> dict[str, str]:
+    return {f"{DECISION_KEY}{i:03d}": encode_decision(d) for i, d in enumerate(history, 1)}
+
+
+def decode_history(metadata: dict[str, str]) -> tuple[Decision, ...]:
+    entries = sorted(k for k in metadata if k.startswith(DECISION_KEY))
+    return tuple(Decision(*metadata[k].split(FIELD_SEPARATOR, 5)) for k in entries)
 
 
 class SageMakerRegistry:
@@ -72,13 +101,15 @@ class SageMakerRegistry:
         )
         evaluation, digest = self._evaluation(uri)
         containers = package.get("InferenceSpecification", {}).get("Containers", [{}])
+        cycle = package.get("ModelLifeCycle", {})
+        metadata = package.get("CustomerMetadataProperties", {})
         return ModelVersion(
             group=package["ModelPackageGroupName"],
             version=package["ModelPackageVersion"],
             status=package["ModelApprovalStatus"],
             model_data_url=adapter_location(containers[0]),
             created=str(package["CreationTime"]),
-            metadata=package.get("CustomerMetadataProperties", {}),
+            metadata={k: v for k, v in metadata.items() if not k.startswith(DECISION_KEY)},
             evaluation=evaluation,
             evaluation_uri=uri,
             description=package.get("ModelPackageDescription", ""),
@@ -86,6 +117,12 @@ class SageMakerRegistry:
             arn=package["ModelPackageArn"],
             evaluation_sha256=digest,
             model_card=model_card_content(package.get("ModelCard")),
+            lifecycle=Lifecycle(
+                stage=cycle.get("Stage", "development"),
+                status=cycle.get("StageStatus", "Registered"),
+                description=cycle.get("StageDescription", ""),
+            ),
+            history=decode_history(metadata),
         )
 
     def _describe(self, arn: str) -> ModelVersion:
@@ -137,9 +174,43 @@ class SageMakerRegistry:
     def get(self, version: int) -> ModelVersion:
         return self._describe(self._arn(version))
 
-    def set_status(self, version: int, status: str, description: str) -> ModelVersion:
+    def change(self, version: int, change: Change) -> ModelVersion:
+        """One UpdateModelPackage: the new approval status and/or ModelLifeCycle, and the
+        decision as a new metadata entry."""
         arn = self._arn(version)
-        self.sagemaker.update_model_package(
-            ModelPackageArn=arn, ModelApprovalStatus=status, ApprovalDescription=description
+        before = self._describe(arn)
+        if len(before.metadata) + len(before.history) >= METADATA_LIMIT:
+            raise RegistryError(
+                f"version {version} holds {METADATA_LIMIT} metadata entries, SageMaker's limit: "
+                "no room to record this decision; register the adapter again"
+            )
+        status = change.status or before.status
+        lifecycle = change.lifecycle or before.lifecycle
+        decision = Decision(
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+            who=change.who,
+            action=change.action,
+            before=before.state,
+            after=f"{status}/{lifecycle}",
+            why=change.why,
         )
+        request: dict[str, Any] = {
+            "ModelPackageArn": arn,
+            # The whole set, not only the new entry: the service adds entries, some stand-ins
+            # (moto) replace the set, and both end with the same metadata this way.
+            "CustomerMetadataProperties": {
+                **before.metadata,
+                **history_entries((*before.history, decision)),
+            },
+        }
+        if change.status:
+            request["ModelApprovalStatus"] = change.status
+            request["ApprovalDescription"] = f"{change.who}: {change.why}"[:1024]
+        if change.lifecycle:
+            request["ModelLifeCycle"] = {
+                "Stage": change.lifecycle.stage,
+                "StageStatus": change.lifecycle.status,
+                "StageDescription": change.lifecycle.description[:1024],
+            }
+        self.sagemaker.update_model_package(**request)
         return self._describe(arn)

@@ -7,11 +7,52 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from pipelines.functions.registered_adapter import TASK
+
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+# One registry holds adapters for several tasks on one base model; a stage serves one version
+# per task. A version registered before tasks existed is the pipeline's original task's.
+DEFAULT_TASK = "dialogue-summary"
 
 
 class RegistryError(Exception):
     """A registry request that cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Where a version is: its stage, its status there, and why (SageMaker's ModelLifeCycle:
+    Stage, StageStatus, StageDescription). Registered versions start in development."""
+
+    stage: str = "development"
+    status: str = "Registered"
+    description: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.stage}:{self.status}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision on a version, kept: nothing a later decision does overwrites it."""
+
+    at: str  # ISO 8601, UTC
+    who: str
+    action: str  # approve, reject, force-approve, promote, deploy, fail, retire, archive
+    before: str  # the version's state before: `Approved/staging:Deployed`
+    after: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a decision changes on a version: its approval status, its lifecycle, or both."""
+
+    who: str
+    action: str
+    why: str
+    status: str | None = None
+    lifecycle: Lifecycle | None = None
 
 
 @dataclass(frozen=True)
@@ -32,9 +73,23 @@ class ModelVersion:
     evaluation_sha256: str | None = None
     # The evaluated model card (SageMaker model package model card content), where registered.
     model_card: dict[str, Any] | None = None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    history: tuple[Decision, ...] = ()
+    # Where this version's s3:// URIs are on this machine (a local run's bucket mirror), for a
+    # local registry; empty for SageMaker's.
+    artifact_root: str = ""
+
+    @property
+    def task(self) -> str:
+        return self.metadata.get(TASK, DEFAULT_TASK)
+
+    @property
+    def state(self) -> str:
+        """Approval and lifecycle in one word, as the history records them."""
+        return f"{self.status}/{self.lifecycle}"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "task": self.task}
 
 
 @dataclass(frozen=True)
@@ -50,6 +105,7 @@ class Registration:
     description: str
     inference_specification: dict[str, Any] | None = None
     model_card: dict[str, Any] | None = None  # {"ModelCardContent": str, "ModelCardStatus": str}
+    artifact_root: str = ""  # a local run's bucket mirror (ModelVersion.artifact_root)
 
 
 class Registry(Protocol):
@@ -59,7 +115,9 @@ class Registry(Protocol):
 
     def get(self, version: int) -> ModelVersion: ...
 
-    def set_status(self, version: int, status: str, description: str) -> ModelVersion: ...
+    def change(self, version: int, change: Change) -> ModelVersion:
+        """Apply a decision's change and keep the decision in the version's history."""
+        ...
 
 
 def model_card_content(card: dict[str, Any] | None) -> dict[str, Any] | None:

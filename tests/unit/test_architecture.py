@@ -75,6 +75,12 @@ ALLOWED = {
     "pipelines.definition": {"pipelines.definition", "pipelines.functions", "training_scripts"},
     "pipelines.registry": {"pipelines.registry", "pipelines.functions", "training_scripts"},
     "pipelines.publishing": {"pipelines.functions", "training_scripts"},
+    "pipelines.serving": {
+        "pipelines.serving",
+        "pipelines.registry",
+        "pipelines.functions",
+        "training_scripts",
+    },
     "pipelines.local": {
         "pipelines.local",
         "pipelines.definition",
@@ -90,10 +96,11 @@ ALLOWED = {
         "pipelines.local",
         "pipelines.publishing",
         "pipelines.registry",
+        "pipelines.serving",
         "training_scripts",
     },
     "infra": {"infra", "pipelines.definition", "pipelines.functions"},
-    "benchmarks": {"benchmarks", "training_scripts", "pipelines.fixtures"},
+    "benchmarks": {"benchmarks", "training_scripts", "pipelines.fixtures", "pipelines.serving"},
 }
 PARTS = sorted(ALLOWED, key=len, reverse=True)
 

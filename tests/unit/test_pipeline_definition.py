@@ -28,6 +28,7 @@ DEPLOYMENT = Deployment(
 IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/peftops-training:1"
 S3_MODEL = "s3://peftops-test-bucket/models/smollm2-135m-instruct/"
 EXPECTED_PARAMETERS = {
+    "Task": "String",
     "DatasetVersion": "String",
     "BaseModel": "String",
     "PeftMethod": "String",

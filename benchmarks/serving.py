@@ -1,0 +1,218 @@
+"""Serving many task adapters on one base model: memory with adapters vs the base alone, and
+a bounded load test of the local endpoint (fixed request count, a time limit, 8 at once).
+
+Adapters here are LoRA adapters of the pipeline's shape (rank 16 on all linear layers) with
+random weights: memory and speed depend on their shape, not on what they learned, and no
+training run is needed. `make bench-serve` runs it on SmolLM2-135M; the tests on a tiny model.
+
+    python -m benchmarks.serving --output runs/bench/serving.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+TASKS = ("dialogue-summary", "meeting-notes")
+DIALOGUE = (
+    "#Person1#: Could you send me the quarterly report by Friday?\n"
+    "#Person2#: Sure. I still need the sales figures from Anna, but I will finish it on "
+    "Thursday and send it to you and the team."
+)
+
+
+def make_adapters(base_model: str, out: Path, rank: int = 16) -> dict[str, Path]:
+    """One random-weight LoRA adapter per task, saved as peft saves a trained one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training_scripts import common
+
+    adapters = {}
+    for seed, task in enumerate(TASKS):
+        torch.manual_seed(seed)
+        model = common.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
+        config = LoraConfig(
+            r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False
+        )
+        peft_model = get_peft_model(model, config)
+        adapters[task] = out / task
+        peft_model.save_pretrained(adapters[task])
+    return adapters
+
+
+def resident_child(base_model: str, adapters: dict[str, str]) -> dict[str, int]:
+    """In a fresh process: load the served model, answer once per task, report memory."""
+    from benchmarks.measure import _status_bytes
+    from pipelines.serving.adapters import BASE, AdapterModel, Request
+    from training_scripts.common import setup_logging
+
+    setup_logging()
+    model = AdapterModel(base_model, {t: Path(p) for t, p in adapters.items()})
+    model.generate([Request(t, DIALOGUE, 16) for t in (*adapters, BASE)])
+    return {"rss_bytes": _status_bytes("VmRSS"), "peak_rss_bytes": _status_bytes("VmHWM")}
+
+
+def resident(base_model: str, adapters: dict[str, Path]) -> dict[str, int]:
+    code = (
+        "import json, sys; from benchmarks.serving import resident_child; "
+        "print(json.dumps(resident_child(sys.argv[1], json.loads(sys.argv[2]))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, base_model, json.dumps({t: str(p) for t, p in adapters.items()})],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def serve_child(base_model: str, adapters: dict[str, str], port: int) -> None:
+    import uvicorn
+
+    from pipelines.serving.adapters import AdapterModel
+    from pipelines.serving.server import create_app
+    from training_scripts.common import setup_logging
+
+    setup_logging()
+    model = AdapterModel(base_model, {t: Path(p) for t, p in adapters.items()})
+    app = create_app(model, stage="bench", versions=dict.fromkeys(adapters, 0))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def load_test(
+    url: str, requests: int, concurrency: int, time_limit_s: float, max_new_tokens: int
+) -> dict[str, Any]:
+    """`requests` requests, alternating tasks, `concurrency` at once; every one accounted for."""
+    from pipelines.serving.client import invoke_local
+
+    def one(index: int) -> float:
+        started = time.perf_counter()
+        invoke_local(url, TASKS[index % len(TASKS)], DIALOGUE, max_new_tokens, timeout=time_limit_s)
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(one, i) for i in range(requests)]
+        done, not_done = wait(futures, timeout=time_limit_s)
+        for future in not_done:
+            future.cancel()
+    elapsed = time.perf_counter() - started
+    latencies = sorted(f.result() for f in done if f.exception() is None)
+    failed = [repr(f.exception()) for f in done if f.exception() is not None]
+    with urllib.request.urlopen(f"{url}/ping", timeout=10) as response:
+        batching = json.loads(response.read())
+    quantiles = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "max_new_tokens": max_new_tokens,
+        "completed": len(latencies),
+        "failed": len(failed),
+        "failures": failed[:5],
+        "unfinished": len(not_done),
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 3),
+        "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
+        "p95_latency_s": round(quantiles[18], 3) if latencies else None,
+        "batches": batching["batches"],
+        "largest_batch": batching["largest_batch"],
+    }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve_and_load(base_model: str, adapters: dict[str, Path], args: argparse.Namespace) -> dict:
+    port = free_port()
+    code = (
+        "import json, sys; from benchmarks.serving import serve_child; "
+        "serve_child(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]))"
+    )
+    paths = json.dumps({t: str(p) for t, p in adapters.items()})
+    server = subprocess.Popen([sys.executable, "-c", code, base_model, paths, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the benchmark's server did not start") from None
+                time.sleep(0.5)
+        return load_test(url, args.requests, args.concurrency, args.time_limit, args.max_new_tokens)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    from training_scripts import common
+
+    base_model = args.base_model
+    if not base_model:
+        from pipelines.fixtures.models import materialize_smollm2
+
+        base_model = str(materialize_smollm2())
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as scratch:
+        adapters = make_adapters(base_model, Path(scratch))
+        adapter_bytes = sum(common.directory_size(p) for p in adapters.values())
+        base_alone = resident(base_model, {})
+        with_adapters = resident(base_model, adapters)
+        load = serve_and_load(base_model, adapters, args)
+    allowed = base_alone["rss_bytes"] * 1.10 + adapter_bytes
+    return {
+        "base_model": base_model,
+        "adapters": len(adapters),
+        "memory": {
+            "base_alone": base_alone,
+            "with_adapters": with_adapters,
+            "adapter_files_bytes": adapter_bytes,
+            "allowed_rss_bytes": int(allowed),  # the base alone + 10% + the adapters' size
+            "within_bound": with_adapters["rss_bytes"] <= allowed,
+        },
+        "load": load,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--base-model", default="", help="A model folder; default: SmolLM2-135M-Instruct."
+    )
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--time-limit", type=float, default=300.0, help="Seconds for all requests.")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--output", type=Path, default=None, help="Write the figures as JSON here.")
+    args = parser.parse_args(argv)
+    figures = run(args)
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n", encoding="utf-8")
+    memory, load = figures["memory"], figures["load"]
+    ok = memory["within_bound"] and load["completed"] == load["requests"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

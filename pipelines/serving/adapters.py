@@ -1,0 +1,154 @@
+"""One base model in memory and every served task's LoRA adapter on it (peft's multi-adapter
+model): a batch may mix tasks, each row through its own adapter (`adapter_names`), the way an
+LMI endpoint serves adapter inference components on one base component."""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.functions.registered_adapter import BASE_COMPONENT as BASE
+
+# peft's name for "no adapter" in a mixed batch.
+_PEFT_BASE = "__base__"
+# Methods whose adapters serve on a shared base (peft mixed batches and vLLM take LoRA only).
+SERVABLE_METHODS = ("lora", "qlora")
+
+
+class ServingError(Exception):
+    """What a served model cannot do; the message says why and what to do."""
+
+
+class UnknownTaskError(ServingError):
+    """A request for a task no adapter serves: an error, never the base model's answer."""
+
+
+@dataclass(frozen=True)
+class Request:
+    task: str  # a served task, or BASE
+    text: str  # the dialogue to summarize, as the pipeline's prompt format wraps it
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    new_tokens: int
+
+
+def unpack_adapter(archive: Path, into: Path) -> Path:
+    """An adapter folder from a model.tar.gz (SageMaker's model data) or a folder."""
+    if archive.is_dir():
+        return archive
+    if not archive.is_file():
+        raise ServingError(f"adapter artifact {archive} does not exist")
+    target = Path(tempfile.mkdtemp(prefix="adapter-", dir=into))
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    if not (target / "adapter_config.json").is_file():
+        raise ServingError(f"{archive} holds no adapter_config.json: not a peft adapter")
+    return target
+
+
+class AdapterModel:
+    """The base model once, and one named adapter per task on it."""
+
+    def __init__(self, base_model: str, adapters: dict[str, Path]) -> None:
+        import torch
+        from peft import PeftModel
+        from transformers.utils import logging as transformers_logging
+
+        from training_scripts import common
+
+        # A server's console shows requests and errors, not a progress bar per weight file.
+        transformers_logging.disable_progress_bar()
+        if BASE in adapters:
+            raise ServingError(f"{BASE!r} names the base model; a task cannot be called so")
+        self.tokenizer = common.load_tokenizer(base_model)
+        self.tokenizer.padding_side = "left"  # causal LMs continue from the last token
+        # Served unquantized, as the endpoint's base component serves it: a QLoRA adapter's
+        # weights apply to the full-precision base (the QLoRA paper's inference setting).
+        base = common.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
+        if common.is_seq2seq(base.config):
+            raise ServingError("serving takes causal language models; this base is seq2seq")
+        self.tasks = tuple(sorted(adapters))
+        self.model: Any = base
+        with warnings.catch_warnings():
+            # peft asks transformers about gradient checkpointing by a name it deprecated.
+            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+            for index, task in enumerate(self.tasks):
+                path = str(adapters[task])
+                if index == 0:
+                    self.model = PeftModel.from_pretrained(base, path, adapter_name=task)
+                else:
+                    self.model.load_adapter(path, adapter_name=task)
+        self.model.eval()
+        self.lock = threading.Lock()  # one generate at a time: a model is not thread-safe
+
+    def prompt(self, text: str) -> list[int]:
+        from training_scripts import common
+
+        return common.prompt_ids(self.tokenizer, text)
+
+    def generate(self, requests: Sequence[Request]) -> list[Answer]:
+        """Greedy continuations of a batch whose rows may each name another task."""
+        import torch
+
+        unknown = sorted({r.task for r in requests} - {*self.tasks, BASE})
+        if unknown:
+            raise UnknownTaskError(
+                f"no adapter serves task {unknown[0]!r}; served: {', '.join(self.tasks) or '-'}"
+                f" (and {BASE!r}, the base model)"
+            )
+        batch = self.tokenizer.pad(
+            {"input_ids": [self.prompt(r.text) for r in requests]},
+            padding=True,
+            return_tensors="pt",
+        )
+        names = [_PEFT_BASE if r.task == BASE else r.task for r in requests]
+        longest = max(r.max_new_tokens for r in requests)
+        kwargs: dict[str, Any] = {"adapter_names": names} if self.tasks else {}
+        with self.lock, torch.no_grad():
+            generated = self.model.generate(
+                **batch,
+                max_new_tokens=longest,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **kwargs,
+            )
+        continuation = generated[:, batch["input_ids"].shape[1] :]
+        answers = []
+        for row, request in zip(continuation.tolist(), requests, strict=True):
+            # Greedy decoding: a shorter limit is a prefix of the longer one's continuation.
+            tokens = row[: request.max_new_tokens]
+            if self.tokenizer.eos_token_id in tokens:
+                tokens = tokens[: tokens.index(self.tokenizer.eos_token_id) + 1]
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            answers.append(Answer(text=text, new_tokens=len(tokens)))
+        return answers
+
+
+def smoke_test(model: AdapterModel, task: str, *, max_new_tokens: int = 16) -> tuple[bool, str]:
+    """Does the task's adapter answer a real request? What a stage's deployer checks before
+    the version serves."""
+    dialogue = (
+        "#Person1#: Could you send me the report by Friday?\n"
+        "#Person2#: Sure, I will finish it on Thursday."
+    )
+    started = time.perf_counter()
+    try:
+        (answer,) = model.generate([Request(task, dialogue, max_new_tokens)])
+    except Exception as err:  # any failure of the served model fails the smoke test
+        return False, f"smoke test failed: {type(err).__name__}: {err}"
+    seconds = time.perf_counter() - started
+    if not answer.text:
+        return False, "smoke test failed: the adapter generated no text"
+    return True, f"smoke test passed: {answer.new_tokens} tokens in {seconds:.1f} s"

@@ -1,0 +1,223 @@
+"""Two tasks' adapters (tiny preset) approved, promoted to staging and served by one
+`peftops serve` process: each answer is what its adapter generates alone, `base` is the base
+model's answer, an unknown task is a 4xx, and a mixed batch answers as separate requests do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipelines.registry import LocalRegistry
+from pipelines.serving.adapters import BASE, AdapterModel, Request, unpack_adapter
+from pipelines.serving.catalog import artifact_path
+from pipelines.serving.client import InvokeError, invoke_local
+from tests.conftest import REPO, peftops
+
+DIALOGUES = [
+    "#Person1#: Could you send me the report by Friday?\n#Person2#: Sure, on Thursday.",
+    "#Person1#: Where is the station?\n#Person2#: Two blocks north, next to the bank.",
+    "#Person1#: I lost my keys.\n#Person2#: Check the kitchen table, you left them there.",
+]
+MAX_NEW_TOKENS = 12
+TASKS = ("dialogue-summary", "meeting-notes")
+
+
+@dataclass(frozen=True)
+class Served:
+    root: Path
+    registry: str
+    url: str
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def staging(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The shared tiny run's version (task dialogue-summary) and a second run's for another
+    task, both approved (forced: smoke-test adapters) and promoted to staging, served."""
+    first_root, done = tiny_run
+    assert done.returncode == 0, done.stderr[-2000:]
+    root = tmp_path_factory.mktemp("serving")
+    shutil.copy(first_root / "registry.sqlite", root / "registry.sqlite")
+    registry = f"local:{root / 'registry.sqlite'}#peftops-smoke"
+    second = peftops(
+        "run-local", "--preset", "tiny", "--task", "meeting-notes", "--param", "LoraRank=4",
+        "--out", str(root / "run"), "--registry", registry, "--tracking", "none", cwd=REPO,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-2000:]
+    for version in ("1", "2"):
+        for command in (
+            ["approve", version, "-d", "plumbing check", "--force"],
+            ["promote", version, "--to", "staging", "-d", "serve both"],
+        ):
+            decided = peftops("models", *command, "--registry", registry, cwd=root)
+            assert decided.returncode == 0, decided.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--registry", registry,
+         "--stage", "staging", "--port", str(port)],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                    assert json.loads(response.read())["tasks"] == {TASKS[0]: 1, TASKS[1]: 2}
+                break
+            except OSError:
+                assert server.poll() is None, server.communicate()[1][-2000:]
+                time.sleep(0.5)
+        yield Served(root, registry, url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def alone(base_model: str, adapter: Path | None) -> list[str]:
+    """What plain transformers + peft generate, one prompt at a time: no server code."""
+    import torch
+    from peft import PeftModel
+
+    from training_scripts import common
+
+    tokenizer = common.load_tokenizer(base_model)
+    model = common.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    answers = []
+    for dialogue in DIALOGUES:
+        ids = torch.tensor([common.prompt_ids(tokenizer, dialogue)])
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
+                do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id,
+            )  # fmt: skip
+        answers.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
+    return answers
+
+
+@pytest.fixture(scope="module")
+def expected(staging: Served) -> dict[str, list[str]]:
+    registry = LocalRegistry(staging.root / "registry.sqlite", "peftops-smoke")
+    versions = {v.task: v for v in registry.list()}
+    base_model = versions[TASKS[0]].metadata["base_model"]
+    with tempfile.TemporaryDirectory() as scratch:
+        answers = {
+            task: alone(base_model, unpack_adapter(artifact_path(versions[task]), Path(scratch)))
+            for task in TASKS
+        }
+    answers[BASE] = alone(base_model, None)
+    assert answers[TASKS[0]] != answers[TASKS[1]] != answers[BASE]  # three different models
+    return answers
+
+
+def test_each_task_answers_as_its_adapter_alone_and_base_as_the_base_model(
+    staging: Served, expected: dict[str, list[str]]
+) -> None:
+    for task in (*TASKS, BASE):
+        got = [invoke_local(staging.url, task, d, MAX_NEW_TOKENS) for d in DIALOGUES]
+        assert got == expected[task], task
+
+
+def test_an_unknown_task_is_a_404_never_the_base_models_answer(staging: Served) -> None:
+    with pytest.raises(InvokeError, match="answered 404: no adapter serves task 'summarise'"):
+        invoke_local(staging.url, "summarise", DIALOGUES[0], MAX_NEW_TOKENS)
+    invoked = peftops(
+        "invoke", DIALOGUES[0], "--task", "summarise", "--endpoint", staging.url, cwd=staging.root
+    )
+    assert invoked.returncode == 1 and invoked.stdout == ""
+    assert invoked.stderr.count("\n") == 1 and "404: no adapter serves task" in invoked.stderr
+
+
+def test_concurrent_requests_of_both_tasks_answer_as_separate_ones(
+    staging: Served, expected: dict[str, list[str]]
+) -> None:
+    jobs = [(task, i) for i in range(len(DIALOGUES)) for task in (*TASKS, BASE)] * 2
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(
+            pool.map(
+                lambda job: invoke_local(staging.url, job[0], DIALOGUES[job[1]], MAX_NEW_TOKENS),
+                jobs,
+            )
+        )
+    assert got == [expected[task][i] for task, i in jobs]
+    with urllib.request.urlopen(f"{staging.url}/ping", timeout=5) as response:
+        assert json.loads(response.read())["largest_batch"] > 1  # requests were batched together
+
+
+def test_one_mixed_batch_equals_separate_generations(
+    staging: Served, expected: dict[str, list[str]]
+) -> None:
+    """Rows of three models in one generate call (peft's adapter_names), in-process."""
+    registry = LocalRegistry(staging.root / "registry.sqlite", "peftops-smoke")
+    versions = {v.task: v for v in registry.list()}
+    with tempfile.TemporaryDirectory() as scratch:
+        model = AdapterModel(
+            versions[TASKS[0]].metadata["base_model"],
+            {t: unpack_adapter(artifact_path(versions[t]), Path(scratch)) for t in TASKS},
+        )
+    rows = [(task, i) for i in range(len(DIALOGUES)) for task in (BASE, *TASKS)]
+    answers = model.generate([Request(t, DIALOGUES[i], MAX_NEW_TOKENS) for t, i in rows])
+    assert [a.text for a in answers] == [expected[t][i] for t, i in rows]
+
+
+def test_models_show_prints_the_stage_and_every_decision(staging: Served) -> None:
+    shown = peftops("models", "show", "2", "--registry", staging.registry, cwd=staging.root)
+    assert shown.returncode == 0, shown.stderr
+    version = json.loads(
+        peftops(
+            "models", "show", "2", "--registry", staging.registry, "--json", cwd=staging.root
+        ).stdout
+    )
+    assert version["task"] == "meeting-notes"
+    assert version["lifecycle"]["stage"] == "staging"
+    assert version["lifecycle"]["status"] == "Deployed"
+    assert [d["action"] for d in version["history"]] == ["force-approve", "promote", "deploy"]
+    assert version["history"][2]["who"] == "peftops-local-deployer"
+    refused = peftops(
+        "models", "promote", "1", "--to", "staging", "-d", "again",
+        "--registry", staging.registry, cwd=staging.root,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr == "peftops: error: version 1 is already in staging (Deployed)\n"
+
+
+def test_a_bounded_load_test_loses_no_request(staging: Served) -> None:
+    from benchmarks.serving import load_test
+
+    figures = load_test(
+        staging.url, requests=16, concurrency=8, time_limit_s=240, max_new_tokens=MAX_NEW_TOKENS
+    )
+    assert (figures["completed"], figures["failed"], figures["unfinished"]) == (16, 0, 0)
+    assert 0 < figures["p50_latency_s"] <= figures["p95_latency_s"]
+
+
+def test_two_adapters_cost_at_most_their_size_and_a_tenth_more_than_the_base_alone(
+    tiny_causal: Path, tmp_path: Path
+) -> None:
+    from benchmarks.serving import make_adapters, resident
+    from training_scripts import common
+
+    adapters = make_adapters(str(tiny_causal), tmp_path)
+    base_alone = resident(str(tiny_causal), {})["rss_bytes"]
+    with_adapters = resident(str(tiny_causal), adapters)["rss_bytes"]
+    adapter_bytes = sum(common.directory_size(p) for p in adapters.values())
+    assert base_alone < with_adapters <= base_alone * 1.10 + adapter_bytes

@@ -1,0 +1,296 @@
+"""Promotion through the stages, on both registry backends: the guards, one live version per
+task and stage, the deployer's outcome, and a history that keeps every decision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from pipelines.functions.registered_adapter import TASK
+from pipelines.registry import (
+    LocalRegistry,
+    Registration,
+    RegistryError,
+    SageMakerRegistry,
+    archive,
+    decide,
+    promote,
+    record_deployment,
+)
+from pipelines.registry.sagemaker_backend import DECISION_KEY, decode_history, encode_decision
+from pipelines.registry.versions import Decision
+
+GROUP = "adapters"
+
+
+def register(registry: LocalRegistry, task: str = "dialogue-summary") -> int:
+    return registry.register(
+        Registration(
+            group=GROUP,
+            model_data_url=f"s3://bucket/models/{task}/model.tar.gz",
+            status="PendingManualApproval",
+            metadata={TASK: task, "smoke_test": "true"},  # approval needs --force
+            evaluation_uri=None,
+            evaluation=None,
+            description="adapter",
+        )
+    ).version
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> LocalRegistry:
+    return LocalRegistry(tmp_path / "registry.sqlite", GROUP)
+
+
+def approved(registry: LocalRegistry, task: str = "dialogue-summary") -> int:
+    version = register(registry, task)
+    decide(registry, version, "Approved", who="ana", why="reviewed", force=True)
+    return version
+
+
+def staged(registry: LocalRegistry, task: str = "dialogue-summary") -> int:
+    version = approved(registry, task)
+    promote(registry, version, "staging", who="ana", why="to staging")
+    record_deployment(registry, version, passed=True, detail="smoke test passed", who="deployer")
+    return version
+
+
+def where(registry: LocalRegistry, version: int) -> str:
+    return str(registry.get(version).lifecycle)
+
+
+def test_a_version_goes_approve_staging_production_and_the_history_keeps_each_step(
+    registry: LocalRegistry,
+) -> None:
+    version = register(registry)
+    assert where(registry, version) == "development:Registered"
+    decide(registry, version, "Approved", who="ana", why="reviewed", force=True)
+    promote(registry, version, "staging", who="ana", why="try it")
+    assert where(registry, version) == "staging:PendingDeployment"
+    record_deployment(registry, version, passed=True, detail="smoke ok", who="deployer")
+    assert where(registry, version) == "staging:Deployed"
+    promote(registry, version, "production", who="bo", why="ship")
+    record_deployment(registry, version, passed=True, detail="smoke ok", who="deployer")
+    final = registry.get(version)
+    assert str(final.lifecycle) == "production:Deployed" and final.status == "Approved"
+    assert [(d.who, d.action, d.before, d.after) for d in final.history] == [
+        ("ana", "force-approve", "PendingManualApproval/development:Registered",
+         "Approved/development:Registered"),
+        ("ana", "promote", "Approved/development:Registered", "Approved/staging:PendingDeployment"),
+        ("deployer", "deploy", "Approved/staging:PendingDeployment", "Approved/staging:Deployed"),
+        ("bo", "promote", "Approved/staging:Deployed", "Approved/production:PendingDeployment"),
+        ("deployer", "deploy", "Approved/production:PendingDeployment",
+         "Approved/production:Deployed"),
+    ]  # fmt: skip
+    assert final.history[3].why == "ship"
+
+
+def test_a_second_approval_adds_to_the_history_instead_of_overwriting(
+    registry: LocalRegistry,
+) -> None:
+    version = register(registry)
+    decide(registry, version, "Approved", who="ana", why="first look", force=True)
+    decide(registry, version, "Approved", who="bo", why="second look", force=True)
+    history = registry.get(version).history
+    assert [(d.who, d.why.split(" [")[0]) for d in history] == [
+        ("ana", "first look"),
+        ("bo", "second look"),
+    ]
+
+
+def test_production_needs_a_passed_staging_smoke_test(registry: LocalRegistry) -> None:
+    version = approved(registry)
+    with pytest.raises(RegistryError) as refused:
+        promote(registry, version, "production", who="ana", why="skip staging")
+    assert str(refused.value) == (
+        f"version {version} has not passed a staging smoke test (it is development:Registered); "
+        "promote it to staging first"
+    )
+    promote(registry, version, "staging", who="ana", why="to staging")
+    record_deployment(registry, version, passed=False, detail="smoke test failed", who="d")
+    with pytest.raises(RegistryError, match="has not passed a staging smoke test"):
+        promote(registry, version, "production", who="ana", why="anyway")
+    assert where(registry, version) == "staging:DeploymentFailed"
+
+
+@pytest.mark.parametrize("status", ["PendingManualApproval", "Rejected"])
+def test_only_an_approved_version_is_promoted(registry: LocalRegistry, status: str) -> None:
+    version = register(registry)
+    if status == "Rejected":
+        decide(registry, version, "Rejected", who="ana", why="no", force=False)
+    with pytest.raises(RegistryError, match=f"version {version} is {status}; only an approved"):
+        promote(registry, version, "staging", who="ana", why="try")
+    assert where(registry, version) == "development:Registered"
+
+
+def test_an_archived_version_is_never_promoted(registry: LocalRegistry) -> None:
+    version = approved(registry)
+    archive(registry, version, who="ana", why="superseded")
+    with pytest.raises(RegistryError, match="is archived; archived versions cannot be promoted"):
+        promote(registry, version, "staging", who="ana", why="again")
+
+
+def test_a_stage_holds_one_version_per_task(registry: LocalRegistry) -> None:
+    old = staged(registry)
+    other_task = staged(registry, task="meeting-notes")
+    new = approved(registry)
+    promote(registry, new, "staging", who="ana", why="newer")
+    # While the new one is pending, the old one still serves and nothing else may enter.
+    assert where(registry, old) == "staging:Deployed"
+    third = approved(registry)
+    with pytest.raises(RegistryError) as refused:
+        promote(registry, third, "staging", who="ana", why="also")
+    assert str(refused.value) == (
+        f"version {new} of task dialogue-summary is being deployed to staging; a stage holds "
+        "one version per task: wait for its outcome"
+    )
+    record_deployment(registry, new, passed=True, detail="smoke ok", who="deployer")
+    assert where(registry, new) == "staging:Deployed"
+    assert where(registry, old) == "staging:Retired"
+    assert registry.get(old).history[-1].action == "retire"
+    assert where(registry, other_task) == "staging:Deployed"  # another task is untouched
+
+
+def test_a_failed_smoke_test_leaves_the_previous_version_serving(registry: LocalRegistry) -> None:
+    old = staged(registry)
+    new = approved(registry)
+    promote(registry, new, "staging", who="ana", why="newer")
+    record_deployment(registry, new, passed=False, detail="smoke test failed: boom", who="d")
+    assert where(registry, old) == "staging:Deployed"
+    failed = registry.get(new)
+    assert str(failed.lifecycle) == "staging:DeploymentFailed"
+    assert failed.lifecycle.description == "smoke test failed: boom"
+
+
+def test_a_serving_version_is_neither_rejected_nor_archived(registry: LocalRegistry) -> None:
+    version = staged(registry)
+    with pytest.raises(RegistryError, match="holds staging for task dialogue-summary"):
+        decide(registry, version, "Rejected", who="ana", why="oops", force=False)
+    with pytest.raises(RegistryError, match="holds staging for task dialogue-summary"):
+        archive(registry, version, who="ana", why="oops")
+
+
+def test_an_older_registry_file_reads_as_development(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the first release's table: no stages, no history
+        db.execute(
+            "CREATE TABLE model_versions (model_group TEXT NOT NULL, version INTEGER NOT NULL, "
+            "status TEXT NOT NULL, model_data_url TEXT NOT NULL, created TEXT NOT NULL, "
+            "metadata TEXT NOT NULL, evaluation TEXT, evaluation_uri TEXT, description TEXT "
+            "NOT NULL, approval_description TEXT NOT NULL DEFAULT '', inference_specification "
+            "TEXT, PRIMARY KEY (model_group, version))"
+        )
+        db.execute(
+            "INSERT INTO model_versions VALUES ('g', 1, 'Approved', 's3://b/m.tar.gz', 't', "
+            "'{}', NULL, NULL, 'd', 'ana: ok', NULL)"
+        )
+    old = LocalRegistry(path, "g")
+    (version,) = old.list()
+    assert str(version.lifecycle) == "development:Registered" and version.history == ()
+    assert version.task == "dialogue-summary"
+    promote(old, 1, "staging", who="ana", why="upgrade")  # the first write adds the columns
+    assert where(old, 1) == "staging:PendingDeployment"
+
+
+# --- SageMaker: ModelLifeCycle and the history in the version's metadata --------------------
+
+
+def package(version: int, status: str, cycle: dict[str, str] | None, metadata: dict) -> dict:
+    described: dict[str, Any] = {
+        "ModelPackageGroupName": GROUP,
+        "ModelPackageVersion": version,
+        "ModelPackageArn": f"arn:aws:sagemaker:us-east-1:111122223333:model-package/{GROUP}/{version}",
+        "ModelApprovalStatus": status,
+        "CreationTime": "2026-12-01T00:00:00Z",
+        "CustomerMetadataProperties": metadata,
+        "ModelPackageStatus": "Completed",
+        "ModelPackageName": GROUP,
+        "ModelPackageStatusDetails": {"ValidationStatuses": []},
+    }
+    if cycle:
+        described["ModelLifeCycle"] = cycle
+    return described
+
+
+def test_sagemaker_promotion_sets_the_model_life_cycle_and_appends_a_decision() -> None:
+    """Every request is validated against the service model by Stubber; moto has no
+    ModelLifeCycle."""
+    client = boto3.client("sagemaker", region_name="us-east-1")
+    arn = f"arn:aws:sagemaker:us-east-1:111122223333:model-package/{GROUP}/1"
+    lineage = {TASK: "dialogue-summary", "base_model": "m"}
+    approval = Decision("2026-12-01T00:00:00+00:00", "ana", "approve",
+                        "PendingManualApproval/development:Registered",
+                        "Approved/development:Registered", "reviewed")  # fmt: skip
+    before = package(
+        1, "Approved", None, {**lineage, f"{DECISION_KEY}001": encode_decision(approval)}
+    )
+    after_cycle = {
+        "Stage": "staging",
+        "StageStatus": "PendingDeployment",
+        "StageDescription": "try",
+    }
+    listing = {"ModelPackageSummaryList": [{
+        "ModelPackageGroupName": GROUP, "ModelPackageVersion": 1, "ModelPackageArn": arn,
+        "CreationTime": "2026-12-01T00:00:00Z", "ModelPackageStatus": "Completed",
+        "ModelApprovalStatus": "Approved",
+    }]}  # fmt: skip
+    search = {"Results": [{"ModelPackage": before}]}
+    with Stubber(client) as stub:
+        stub.add_response("list_model_packages", listing, {"ModelPackageGroupName": GROUP,
+                          "SortBy": "CreationTime", "SortOrder": "Ascending"})  # fmt: skip
+        stub.add_response("describe_model_package", before, {"ModelPackageName": arn})
+        stub.add_response("search", search, {"Resource": "ModelPackage",
+                          "SearchExpression": ANY, "SortBy": "CreationTime",
+                          "SortOrder": "Ascending", "MaxResults": 100})  # fmt: skip
+        stub.add_response("list_model_packages", listing, {"ModelPackageGroupName": GROUP,
+                          "SortBy": "CreationTime", "SortOrder": "Ascending"})  # fmt: skip
+        stub.add_response("describe_model_package", before, {"ModelPackageName": arn})
+        expected_update = {
+            "ModelPackageArn": arn,
+            "ModelLifeCycle": after_cycle,
+            "CustomerMetadataProperties": ANY,
+        }
+        stub.add_response("update_model_package", {"ModelPackageArn": arn}, expected_update)
+        recorded: dict[str, Any] = {}
+
+        def capture(**kwargs: Any) -> None:
+            recorded.update(kwargs.get("params", {}))
+
+        client.meta.events.register("provide-client-params.sagemaker.UpdateModelPackage", capture)
+        after_metadata = {**lineage, f"{DECISION_KEY}001": encode_decision(approval),
+                          f"{DECISION_KEY}002": "x|ana|promote|a|b|try"}  # fmt: skip
+        stub.add_response(
+            "describe_model_package",
+            package(1, "Approved", after_cycle, after_metadata),
+            {"ModelPackageName": arn},
+        )
+        registry = SageMakerRegistry(GROUP, sagemaker_client=client, s3_client=object())
+        promoted = promote(registry, 1, "staging", who="ana", why="try")
+        stub.assert_no_pending_responses()
+    assert str(promoted.lifecycle) == "staging:PendingDeployment"
+    assert promoted.metadata == lineage  # decisions are history, not lineage
+    # The whole metadata goes back with the new decision appended; nothing is rewritten.
+    sent = recorded["CustomerMetadataProperties"]
+    assert {k: v for k, v in sent.items() if not k.startswith(DECISION_KEY)} == lineage
+    history = decode_history(sent)
+    assert history[0] == approval
+    assert (history[1].who, history[1].action, history[1].before, history[1].after) == (
+        "ana", "promote", "Approved/development:Registered", "Approved/staging:PendingDeployment"
+    )  # fmt: skip
+    assert all(len(v) <= 256 for v in sent.values())
+
+
+def test_a_decision_entry_fits_sagemakers_metadata_value_limit() -> None:
+    long = Decision("2026-12-01T00:00:00+00:00", "a|b", "promote", "x", "y", "why " * 200)
+    encoded = encode_decision(long)
+    assert len(encoded) == 256
+    (decoded,) = decode_history({f"{DECISION_KEY}001": encoded})
+    assert decoded.who == "a/b" and decoded.why.startswith("why why")
+    assert json.dumps(decoded.__dict__)  # plain strings all through
