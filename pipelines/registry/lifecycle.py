@@ -8,35 +8,17 @@ same ones."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 
+from pipelines.functions.model_lifecycle import (
+    HOLDS_STAGE,
+    PROMOTION_STAGES,
+    Stage,
+    StageStatus,
+)
 from pipelines.registry.versions import Lifecycle, ModelVersion, RegistryError
 
-
-class Stage(enum.StrEnum):
-    DEVELOPMENT = "development"  # as registered
-    STAGING = "staging"
-    PRODUCTION = "production"
-    ARCHIVED = "archived"
-
-
-# The stages a version is promoted to, in order: production only after staging.
-PROMOTION_STAGES = (Stage.STAGING, Stage.PRODUCTION)
-
-
-class StageStatus(enum.StrEnum):
-    REGISTERED = "Registered"  # in development, as the pipeline registered it
-    PENDING = "PendingDeployment"  # promoted; the stage's deployer has not finished
-    DEPLOYED = "Deployed"  # serving in the stage; its smoke test passed
-    FAILED = "DeploymentFailed"  # its smoke test failed; the stage's previous version serves on
-    RETIRED = "Retired"  # a newer version of its task took the stage over
-    ARCHIVED = "Archived"
-
-
-# A version in one of these holds its stage for its task. A stage has at most one deployed
-# version per task (a deployment retires the previous one) and at most one pending.
-HOLDS_STAGE = (StageStatus.PENDING, StageStatus.DEPLOYED)
+__all__ = ["HOLDS_STAGE", "PROMOTION_STAGES", "Stage", "StageStatus"]
 
 
 def pending_in(versions: Iterable[ModelVersion], task: str, stage: str) -> ModelVersion | None:

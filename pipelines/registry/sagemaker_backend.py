@@ -8,10 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.functions.model_lifecycle import (
+    Decision,
+    decode_history,
+    history_entries,
+    lineage_of,
+    recorded,
+)
 from pipelines.functions.registered_adapter import adapter_location, evaluation_digest
 from pipelines.registry.versions import (
     Change,
-    Decision,
     Lifecycle,
     ModelVersion,
     Registration,
@@ -23,31 +29,6 @@ from training_scripts import contracts
 logger = logging.getLogger("peftops")
 SEARCH_PAGE = 100  # Search's largest page
 EVALUATION_READERS = 8  # S3 GETs at once when listing
-# The history is kept in the version itself, one customer metadata entry per decision
-# (`decision-001`, ...): UpdateModelPackage adds entries and never needs to rewrite one, and
-# whoever can describe the version reads it. A version holds at most 50 entries of at most 256
-# characters; the lineage takes about 20, which leaves room for 30 decisions.
-DECISION_KEY = "decision-"
-METADATA_LIMIT = 50
-ENTRY_LIMIT = 256
-FIELD_SEPARATOR = "|"
-
-
-def encode_decision(decision: Decision) -> str:
-    """One decision as one metadata value; the reason is cut to fit 256 characters (the whole
-    of it stays in the version's approval or stage description)."""
-    fields = [decision.at, decision.who, decision.action, decision.before, decision.after]
-    head = FIELD_SEPARATOR.join(f.replace(FIELD_SEPARATOR, "/") for f in fields)
-    return f"{head}{FIELD_SEPARATOR}{decision.why}"[:ENTRY_LIMIT]
-
-
-def history_entries(history: tuple[Decision, ...]) -> dict[str, str]:
-    return {f"{DECISION_KEY}{i:03d}": encode_decision(d) for i, d in enumerate(history, 1)}
-
-
-def decode_history(metadata: dict[str, str]) -> tuple[Decision, ...]:
-    entries = sorted(k for k in metadata if k.startswith(DECISION_KEY))
-    return tuple(Decision(*metadata[k].split(FIELD_SEPARATOR, 5)) for k in entries)
 
 
 class SageMakerRegistry:
@@ -109,7 +90,7 @@ class SageMakerRegistry:
             status=package["ModelApprovalStatus"],
             model_data_url=adapter_location(containers[0]),
             created=str(package["CreationTime"]),
-            metadata={k: v for k, v in metadata.items() if not k.startswith(DECISION_KEY)},
+            metadata=lineage_of(metadata),
             evaluation=evaluation,
             evaluation_uri=uri,
             description=package.get("ModelPackageDescription", ""),
@@ -179,11 +160,6 @@ class SageMakerRegistry:
         decision as a new metadata entry."""
         arn = self._arn(version)
         before = self._describe(arn)
-        if len(before.metadata) + len(before.history) >= METADATA_LIMIT:
-            raise RegistryError(
-                f"version {version} holds {METADATA_LIMIT} metadata entries, SageMaker's limit: "
-                "no room to record this decision; register the adapter again"
-            )
         status = change.status or before.status
         lifecycle = change.lifecycle or before.lifecycle
         decision = Decision(
@@ -194,14 +170,13 @@ class SageMakerRegistry:
             after=f"{status}/{lifecycle}",
             why=change.why,
         )
+        try:  # the whole set with the decision appended (model_lifecycle.recorded)
+            metadata = recorded({**before.metadata, **history_entries(before.history)}, decision)
+        except ValueError as err:
+            raise RegistryError(f"version {version}: {err}") from None
         request: dict[str, Any] = {
             "ModelPackageArn": arn,
-            # The whole set, not only the new entry: the service adds entries, some stand-ins
-            # (moto) replace the set, and both end with the same metadata this way.
-            "CustomerMetadataProperties": {
-                **before.metadata,
-                **history_entries((*before.history, decision)),
-            },
+            "CustomerMetadataProperties": metadata,
         }
         if change.status:
             request["ModelApprovalStatus"] = change.status

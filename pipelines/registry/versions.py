@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from pipelines.functions.model_lifecycle import Decision
 from pipelines.functions.registered_adapter import TASK
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
@@ -30,18 +31,6 @@ class Lifecycle:
 
     def __str__(self) -> str:
         return f"{self.stage}:{self.status}"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One decision on a version, kept: nothing a later decision does overwrites it."""
-
-    at: str  # ISO 8601, UTC
-    who: str
-    action: str  # approve, reject, force-approve, promote, deploy, fail, retire, archive
-    before: str  # the version's state before: `Approved/staging:Deployed`
-    after: str
-    why: str
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from pipelines.functions.model_lifecycle import (
+    DECISION_KEY,
+    Decision,
+    decode_history,
+    encode_decision,
+)
 from pipelines.functions.registered_adapter import TASK
 from pipelines.registry import (
     LocalRegistry,
@@ -22,8 +28,6 @@ from pipelines.registry import (
     promote,
     record_deployment,
 )
-from pipelines.registry.sagemaker_backend import DECISION_KEY, decode_history, encode_decision
-from pipelines.registry.versions import Decision
 
 GROUP = "adapters"
 

@@ -1,0 +1,259 @@
+"""The stage deployer (a Lambda function the stack subscribes to the model package group's
+state changes): a version promoted to this stage (`ModelLifeCycle` = stage/PendingDeployment)
+becomes its task's adapter inference component on the stage's endpoint.
+
+It creates the task's component on the base model's component (or points the existing one at
+the new adapter), waits until it is in service, sends a smoke request through it, and records
+the outcome on the version: `Deployed` (and the task's previous version in the stage becomes
+`Retired`) or `DeploymentFailed`, with the component put back as it was, so the previous
+adapter serves on."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+try:  # a package in the project, top-level modules in the Lambda runtime
+    from . import model_lifecycle as lifecycle
+    from .registered_adapter import TASK, adapter_location, inference_component_name
+except ImportError:
+    import model_lifecycle as lifecycle  # type: ignore[no-redef]
+    from registered_adapter import (  # type: ignore[no-redef]
+        TASK,
+        adapter_location,
+        inference_component_name,
+    )
+
+DEPLOYER = "peftops-stage-deployer"
+SMOKE_REQUEST = {
+    "inputs": "#Person1#: Could you send me the report by Friday?\n"
+    "#Person2#: Sure, I will finish it on Thursday.",
+    "parameters": {"max_new_tokens": 16},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The stage's endpoint, from the function's environment (the stack sets it)."""
+
+    stage: str
+    group: str
+    endpoint: str
+    variant: str
+    base_component: str
+    wait_s: float = 780.0  # within the function's 15 minutes
+    poll_s: float = 15.0
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str]) -> Settings:
+        return cls(
+            stage=environ["LIFECYCLE_STAGE"],
+            group=environ["MODEL_PACKAGE_GROUP"],
+            endpoint=environ["ENDPOINT_NAME"],
+            variant=environ["VARIANT_NAME"],
+            base_component=environ["BASE_COMPONENT"],
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _missing(err: Exception) -> bool:
+    """DescribeInferenceComponent's answer for a component that does not exist."""
+    response = getattr(err, "response", {}) or {}
+    code = response.get("Error", {}).get("Code", "")
+    message = response.get("Error", {}).get("Message", "")
+    return code == "ValidationException" and "Could not find" in message
+
+
+class Deployer:
+    def __init__(
+        self,
+        settings: Settings,
+        sagemaker: Any,
+        runtime: Any,
+        *,
+        clock: Callable[[], str] = _now,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.sagemaker = sagemaker
+        self.runtime = runtime
+        self.clock = clock
+        self.sleep = sleep
+        self.monotonic = monotonic
+
+    # --- the component ------------------------------------------------------------------
+
+    def current_artifact(self, component: str) -> str | None:
+        """The adapter the task's component serves now; None where there is no component."""
+        try:
+            described = self.sagemaker.describe_inference_component(
+                InferenceComponentName=component
+            )
+        except Exception as err:
+            if _missing(err):
+                return None
+            raise
+        return described["Specification"]["Container"]["ArtifactUrl"]
+
+    def point(self, component: str, artifact: str, *, exists: bool) -> None:
+        specification = {
+            "BaseInferenceComponentName": self.settings.base_component,
+            "Container": {"ArtifactUrl": artifact},
+        }
+        if exists:
+            self.sagemaker.update_inference_component(
+                InferenceComponentName=component,
+                Specification=specification,
+                RuntimeConfig={"CopyCount": 1},
+            )
+        else:
+            self.sagemaker.create_inference_component(
+                InferenceComponentName=component,
+                EndpointName=self.settings.endpoint,
+                VariantName=self.settings.variant,
+                Specification=specification,
+                RuntimeConfig={"CopyCount": 1},
+            )
+
+    def in_service(self, component: str) -> tuple[bool, str]:
+        deadline = self.monotonic() + self.settings.wait_s
+        while True:
+            described = self.sagemaker.describe_inference_component(
+                InferenceComponentName=component
+            )
+            status = described["InferenceComponentStatus"]
+            if status == "InService":
+                return True, "in service"
+            if status == "Failed":
+                return False, f"component {component} failed: {described.get('FailureReason', '')}"
+            if self.monotonic() >= deadline:
+                return (
+                    False,
+                    f"component {component} still {status} after {self.settings.wait_s:.0f} s",
+                )
+            self.sleep(self.settings.poll_s)
+
+    def smoke(self, component: str) -> tuple[bool, str]:
+        try:
+            response = self.runtime.invoke_endpoint(
+                EndpointName=self.settings.endpoint,
+                InferenceComponentName=component,
+                ContentType="application/json",
+                Accept="application/json",
+                Body=json.dumps(SMOKE_REQUEST).encode(),
+            )
+            answer = json.loads(response["Body"].read())
+        except Exception as err:  # an error answer is a failed smoke test, not a crash
+            return False, f"smoke test failed: {type(err).__name__}: {err}"
+        answer = answer[0] if isinstance(answer, list) and answer else answer
+        text = answer.get("generated_text", "") if isinstance(answer, dict) else ""
+        if not str(text).strip():
+            return False, f"smoke test failed: no generated_text in {str(answer)[:200]}"
+        return True, f"smoke test passed on {self.settings.endpoint}/{component}"
+
+    # --- the registry -------------------------------------------------------------------
+
+    def record(self, package: dict[str, Any], status: str, action: str, why: str) -> None:
+        cycle = package.get("ModelLifeCycle", {})
+        approval = package["ModelApprovalStatus"]
+        stage = cycle.get("Stage", self.settings.stage)
+        decision = lifecycle.Decision(
+            at=self.clock(),
+            who=DEPLOYER,
+            action=action,
+            before=lifecycle.state(approval, stage, cycle.get("StageStatus", "")),
+            after=lifecycle.state(approval, stage, status),
+            why=why,
+        )
+        self.sagemaker.update_model_package(
+            ModelPackageArn=package["ModelPackageArn"],
+            ModelLifeCycle={"Stage": stage, "StageStatus": status, "StageDescription": why[:1024]},
+            CustomerMetadataProperties=lifecycle.recorded(
+                package.get("CustomerMetadataProperties", {}), decision
+            ),
+        )
+
+    def deployed_in_stage(self, task: str, other_than: str) -> list[dict[str, Any]]:
+        """The task's versions deployed in this stage, but the one just deployed."""
+        pages = self.sagemaker.get_paginator("search").paginate(
+            Resource="ModelPackage",
+            SearchExpression={
+                "Filters": [
+                    {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": self.settings.group},
+                    {"Name": "ModelLifeCycle.Stage", "Operator": "Equals", "Value": self.settings.stage},
+                    {"Name": "ModelLifeCycle.StageStatus", "Operator": "Equals",
+                     "Value": lifecycle.StageStatus.DEPLOYED},
+                ]
+            },
+        )  # fmt: skip
+        return [
+            result["ModelPackage"]
+            for page in pages
+            for result in page["Results"]
+            if result["ModelPackage"]["ModelPackageArn"] != other_than
+            and result["ModelPackage"].get("CustomerMetadataProperties", {}).get(TASK) == task
+        ]
+
+    # --- the whole deployment -----------------------------------------------------------
+
+    def deploy(self, arn: str) -> dict[str, str]:
+        package = self.sagemaker.describe_model_package(ModelPackageName=arn)
+        cycle = package.get("ModelLifeCycle", {})
+        if (cycle.get("Stage"), cycle.get("StageStatus")) != (
+            self.settings.stage,
+            lifecycle.StageStatus.PENDING,
+        ):
+            return {
+                "outcome": "skipped",
+                "detail": f"{arn} is not pending in {self.settings.stage}",
+            }
+        metadata = package.get("CustomerMetadataProperties", {})
+        task = metadata.get(TASK, "")
+        if not task:
+            self.record(package, lifecycle.StageStatus.FAILED, "fail", "the version names no task")
+            return {"outcome": "failed", "detail": "the version names no task"}
+        component = inference_component_name(self.settings.endpoint, task)
+        artifact = adapter_location(package["InferenceSpecification"]["Containers"][0])
+        previous = self.current_artifact(component)
+        self.point(component, artifact, exists=previous is not None)
+        passed, detail = self.in_service(component)
+        if passed:
+            passed, detail = self.smoke(component)
+        if not passed:
+            self.restore(component, previous)
+            self.record(package, lifecycle.StageStatus.FAILED, "fail", detail)
+            return {"outcome": "failed", "detail": detail}
+        for old in self.deployed_in_stage(task, other_than=arn):
+            self.record(
+                old,
+                lifecycle.StageStatus.RETIRED,
+                "retire",
+                f"version {package['ModelPackageVersion']} took {self.settings.stage} over",
+            )
+        self.record(package, lifecycle.StageStatus.DEPLOYED, "deploy", detail)
+        return {"outcome": "deployed", "detail": detail}
+
+    def restore(self, component: str, previous: str | None) -> None:
+        """Put the component back as it was: the previous adapter, or no component."""
+        if previous is None:
+            self.sagemaker.delete_inference_component(InferenceComponentName=component)
+        else:
+            self.point(component, previous, exists=True)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """The Lambda entry point: an EventBridge "SageMaker Model Package State Change"."""
+    import boto3
+
+    settings = Settings.from_environment(dict(os.environ))
+    deployer = Deployer(settings, boto3.client("sagemaker"), boto3.client("sagemaker-runtime"))
+    return deployer.deploy(event["detail"]["ModelPackageArn"])

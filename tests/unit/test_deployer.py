@@ -1,0 +1,309 @@
+"""The stage deployer against the SageMaker and runtime APIs (botocore's Stubber: moto has no
+inference components nor ModelLifeCycle). botocore validates every request against the service
+model before the Stubber sees it, and the Stubber every answer; where the exact request
+matters it is expected in full. Covered: create, update, the smoke test, a failure that puts the old adapter back, and
+the outcome recorded on the versions."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import boto3
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import ANY, Stubber
+
+from pipelines.functions import deployer
+from pipelines.functions.model_lifecycle import DECISION_KEY, decode_history, lineage_of
+
+GROUP = "peftops-adapters"
+ENDPOINT = "peftops-staging"
+BASE_COMPONENT = f"{ENDPOINT}-base"
+SETTINGS = deployer.Settings(
+    stage="staging", group=GROUP, endpoint=ENDPOINT, variant="AllTraffic",
+    base_component=BASE_COMPONENT, wait_s=60, poll_s=15,
+)  # fmt: skip
+COMPONENT = f"{ENDPOINT}-dialogue-summary"
+NEW_ADAPTER = "s3://bucket/models/v2/model.tar.gz"
+OLD_ADAPTER = "s3://bucket/models/v1/model.tar.gz"
+ACCOUNT_ARN = "arn:aws:sagemaker:us-east-1:111122223333"
+
+
+def arn(version: int) -> str:
+    return f"{ACCOUNT_ARN}:model-package/{GROUP}/{version}"
+
+
+def package(version: int, status: str, task: str = "dialogue-summary") -> dict[str, Any]:
+    return {
+        "ModelPackageName": GROUP,
+        "ModelPackageGroupName": GROUP,
+        "ModelPackageVersion": version,
+        "ModelPackageArn": arn(version),
+        "CreationTime": "2026-12-01T00:00:00Z",
+        "ModelPackageStatus": "Completed",
+        "ModelPackageStatusDetails": {"ValidationStatuses": []},
+        "ModelApprovalStatus": "Approved",
+        "ModelLifeCycle": {"Stage": "staging", "StageStatus": status},
+        "CustomerMetadataProperties": {"task": task, "base_model": "m"},
+        "InferenceSpecification": {
+            "Containers": [{"Image": "lmi", "ModelDataUrl": f"s3://bucket/models/v{version}/model.tar.gz"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    }  # fmt: skip
+
+
+def component(status: str, artifact: str = NEW_ADAPTER) -> dict[str, Any]:
+    return {
+        "InferenceComponentName": COMPONENT,
+        "InferenceComponentArn": f"{ACCOUNT_ARN}:inference-component/{COMPONENT}",
+        "EndpointName": ENDPOINT,
+        "EndpointArn": f"{ACCOUNT_ARN}:endpoint/{ENDPOINT}",
+        "CreationTime": "2026-12-01T00:00:00Z",
+        "LastModifiedTime": "2026-12-01T00:00:00Z",
+        "InferenceComponentStatus": status,
+        "Specification": {
+            "BaseInferenceComponentName": BASE_COMPONENT,
+            "Container": {"ArtifactUrl": artifact},
+        },
+    }
+
+
+def specification(artifact: str) -> dict[str, Any]:
+    return {"BaseInferenceComponentName": BASE_COMPONENT, "Container": {"ArtifactUrl": artifact}}
+
+
+class Recorder:
+    """What each UpdateModelPackage sent, by version ARN, in order."""
+
+    def __init__(self, client: Any) -> None:
+        self.updates: list[dict[str, Any]] = []
+        client.meta.events.register(
+            "provide-client-params.sagemaker.UpdateModelPackage",
+            lambda params, **_: self.updates.append(params),
+        )
+
+
+@pytest.fixture
+def clients():
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    with Stubber(sagemaker) as sm, Stubber(runtime) as rt:
+        yield sagemaker, runtime, sm, rt
+        sm.assert_no_pending_responses()
+        rt.assert_no_pending_responses()
+
+
+def make(sagemaker: Any, runtime: Any) -> tuple[deployer.Deployer, list[float]]:
+    slept: list[float] = []
+    clock = iter(range(0, 10_000, 15))
+    return (
+        deployer.Deployer(
+            SETTINGS, sagemaker, runtime, clock=lambda: "2026-12-04T00:00:00+00:00",
+            sleep=slept.append, monotonic=lambda: float(next(clock)),
+        ),
+        slept,
+    )  # fmt: skip
+
+
+def answer(body: Any) -> dict[str, Any]:
+    raw = json.dumps(body).encode()
+    return {"Body": StreamingBody(io.BytesIO(raw), len(raw)), "ContentType": "application/json"}
+
+
+def smoke_request() -> dict[str, Any]:
+    return {
+        "EndpointName": ENDPOINT, "InferenceComponentName": COMPONENT,
+        "ContentType": "application/json", "Accept": "application/json", "Body": ANY,
+    }  # fmt: skip
+
+
+def not_found(sm: Stubber) -> None:
+    sm.add_client_error(
+        "describe_inference_component",
+        service_error_code="ValidationException",
+        service_message=f'Could not find inference component "{COMPONENT}".',
+        expected_params={"InferenceComponentName": COMPONENT},
+    )
+
+
+def search_deployed(sm: Stubber, *packages: dict[str, Any]) -> None:
+    sm.add_response(
+        "search",
+        {"Results": [{"ModelPackage": p} for p in packages]},
+        {"Resource": "ModelPackage", "SearchExpression": ANY},
+    )
+
+
+def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_version(
+    clients,
+) -> None:
+    sagemaker, runtime, sm, rt = clients
+    sent = Recorder(sagemaker)
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    not_found(sm)
+    sm.add_response(
+        "create_inference_component",
+        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
+        {"InferenceComponentName": COMPONENT, "EndpointName": ENDPOINT, "VariantName": "AllTraffic",
+         "Specification": specification(NEW_ADAPTER), "RuntimeConfig": {"CopyCount": 1}},
+    )  # fmt: skip
+    sm.add_response(
+        "describe_inference_component", component("Creating"), {"InferenceComponentName": COMPONENT}
+    )
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
+    rt.add_response(
+        "invoke_endpoint", answer({"generated_text": "A report by Thursday."}), smoke_request()
+    )
+    old, other_task = package(1, "Deployed"), package(3, "Deployed", task="meeting-notes")
+    search_deployed(sm, old, other_task, package(2, "Deployed"))
+    sm.add_response(
+        "update_model_package",
+        {"ModelPackageArn": arn(1)},
+        {"ModelPackageArn": arn(1), "ModelLifeCycle": ANY, "CustomerMetadataProperties": ANY},
+    )
+    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, {"ModelPackageArn": arn(2), "ModelLifeCycle": ANY, "CustomerMetadataProperties": ANY})  # fmt: skip
+    run, slept = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "deployed"
+    assert slept == [15]  # polled once while it was Creating
+    retired, deployed = sent.updates
+    assert retired["ModelPackageArn"] == arn(1)  # the other task's version 3 is untouched
+    assert retired["ModelLifeCycle"] == {
+        "Stage": "staging", "StageStatus": "Retired", "StageDescription": "version 2 took staging over",
+    }  # fmt: skip
+    assert deployed["ModelLifeCycle"]["StageStatus"] == "Deployed"
+    (decision,) = decode_history(deployed["CustomerMetadataProperties"])
+    assert (decision.who, decision.action, decision.before, decision.after) == (
+        deployer.DEPLOYER, "deploy", "Approved/staging:PendingDeployment", "Approved/staging:Deployed",
+    )  # fmt: skip
+    assert lineage_of(deployed["CustomerMetadataProperties"]) == {
+        "task": "dialogue-summary",
+        "base_model": "m",
+    }
+
+
+def test_a_failed_smoke_test_puts_the_previous_adapter_back_and_marks_the_version_failed(
+    clients,
+) -> None:
+    sagemaker, runtime, sm, rt = clients
+    sent = Recorder(sagemaker)
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    sm.add_response(
+        "describe_inference_component",
+        component("InService", OLD_ADAPTER),
+        {"InferenceComponentName": COMPONENT},
+    )
+    update = {"InferenceComponentName": COMPONENT, "RuntimeConfig": {"CopyCount": 1}}
+    sm.add_response(
+        "update_inference_component",
+        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
+        {**update, "Specification": specification(NEW_ADAPTER)},
+    )
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
+    rt.add_response("invoke_endpoint", answer({"generated_text": "   "}), smoke_request())
+    sm.add_response(
+        "update_inference_component",
+        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
+        {**update, "Specification": specification(OLD_ADAPTER)},
+    )
+    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, {"ModelPackageArn": arn(2), "ModelLifeCycle": ANY, "CustomerMetadataProperties": ANY})  # fmt: skip
+    run, _ = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "failed" and "no generated_text" in outcome["detail"]
+    (failed,) = sent.updates  # no version retired: the old adapter serves on
+    assert failed["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
+    assert decode_history(failed["CustomerMetadataProperties"])[0].action == "fail"
+
+
+def test_a_component_that_fails_to_start_is_removed_and_the_version_marked_failed(
+    clients,
+) -> None:
+    sagemaker, runtime, sm, _ = clients
+    sent = Recorder(sagemaker)
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    not_found(sm)
+    sm.add_response(
+        "create_inference_component",
+        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
+        None,
+    )
+    failed = {
+        **component("Failed"),
+        "FailureReason": "adapter rank 64 exceeds OPTION_MAX_LORA_RANK",
+    }
+    sm.add_response("describe_inference_component", failed, {"InferenceComponentName": COMPONENT})
+    sm.add_response("delete_inference_component", {}, {"InferenceComponentName": COMPONENT})
+    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)  # fmt: skip
+    run, _ = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert outcome == {
+        "outcome": "failed",
+        "detail": f"component {COMPONENT} failed: adapter rank 64 exceeds OPTION_MAX_LORA_RANK",
+    }
+    assert sent.updates[0]["ModelLifeCycle"]["StageDescription"] == outcome["detail"]
+
+
+def test_a_component_still_starting_at_the_deadline_fails_the_deployment(clients) -> None:
+    sagemaker, runtime, sm, _ = clients
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    not_found(sm)
+    sm.add_response(
+        "create_inference_component",
+        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
+        None,
+    )
+    for _ in range(4):  # 60 s of waiting at 15 s a poll: four looks, then it gives up
+        sm.add_response(
+            "describe_inference_component",
+            component("Creating"),
+            {"InferenceComponentName": COMPONENT},
+        )
+    sm.add_response("delete_inference_component", {}, {"InferenceComponentName": COMPONENT})
+    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)  # fmt: skip
+    run, slept = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "failed" and "still Creating after 60 s" in outcome["detail"]
+    assert slept == [15, 15, 15]
+
+
+@pytest.mark.parametrize("status", ["Deployed", "Retired", "DeploymentFailed"])
+def test_an_event_for_a_version_not_pending_here_changes_nothing(clients, status: str) -> None:
+    sagemaker, runtime, sm, _ = clients
+    sm.add_response("describe_model_package", package(2, status), {"ModelPackageName": arn(2)})
+    run, _ = make(sagemaker, runtime)
+    assert run.deploy(arn(2))["outcome"] == "skipped"
+
+
+def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(deployer.Deployer, "deploy", lambda self, arn: seen.append(arn) or {})
+    for name, value in {"LIFECYCLE_STAGE": "staging", "MODEL_PACKAGE_GROUP": GROUP,
+                        "ENDPOINT_NAME": ENDPOINT, "VARIANT_NAME": "AllTraffic",
+                        "BASE_COMPONENT": BASE_COMPONENT}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    event = {
+        "detail-type": "SageMaker Model Package State Change",
+        "detail": {"ModelPackageArn": arn(2)},
+    }
+    deployer.handler(event, None)
+    assert seen == [arn(2)]
+    assert DECISION_KEY == "decision-"
