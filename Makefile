@@ -87,9 +87,10 @@ synth: venv $(NODE_STAMP)
 	npx cdk synth --no-notices --quiet -c stage=prod
 	$(BIN)/cfn-lint cdk.out/Peftops-*.template.json
 
-# The README's architecture picture, from its source (needs Graphviz: apt-get install graphviz).
+# The README's pictures (architecture, promotion and serving), from their sources (needs Graphviz: apt-get install graphviz).
 architecture:
 	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
+	dot -Tsvg docs/serving.dot -o docs/serving.svg
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

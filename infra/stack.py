@@ -14,6 +14,7 @@ from infra.pipeline import Pipeline
 from infra.registry import ModelRegistry
 from infra.roles import PipelineRole, SchedulerRole, job_roles
 from infra.schedule import Schedule
+from infra.serving import Serving
 from infra.storage import Storage
 from infra.tracking import ARTIFACT_PREFIX, TrackingServer, tracking_statements
 from pipelines.definition.config import (
@@ -45,6 +46,7 @@ class PeftopsStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         config = settings.pipeline
+        self.settings = settings
         self.storage = Storage(
             self,
             "Storage",
@@ -162,6 +164,18 @@ class PeftopsStack(Stack):
             model_package_group=config.model_package_group,
             emails=settings.notification_emails,
         )
+        self.serving = None
+        if settings.serving:
+            self.serving = Serving(
+                self,
+                "Serving",
+                config=config,
+                settings=settings.serving,
+                bucket=self.storage.bucket,
+                key=self.storage.key,
+                group_name=config.model_package_group,
+            )
+            CfnOutput(self, "EndpointName", value=self.serving.endpoint_name)
         self._acknowledge_findings(config.name, config.model_package_group)
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "PipelineName", value=config.name)
@@ -169,6 +183,53 @@ class PeftopsStack(Stack):
         CfnOutput(self, "TopicArn", value=self.notifications.topic.topic_arn)
         if self.tracking:
             CfnOutput(self, "TrackingServerArn", value=self.tracking.arn)
+
+    def _acknowledge_serving(
+        self, bucket_objects: str, region_account: str, pipeline_name: str, group: str
+    ) -> None:
+        serving = self.serving
+        assert serving is not None
+        endpoint_policy = serving.role.node.find_child("DefaultPolicy")
+        for finding, reason in (
+            (
+                "IAM5[Resource::*]",
+                "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker namespaces by condition",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:logs:{region_account}:log-group:/aws/sagemaker/*]",
+                "SageMaker endpoint log groups, named by the service",
+            ),
+            (
+                f"IAM5[{bucket_objects.removesuffix('/*')}/pipelines/{pipeline_name}/{MODELS}/*]",
+                "reads the adapters the pipeline trained, whose keys name the run; it writes nothing",
+            ),
+            *(
+                (
+                    f"IAM5[{bucket_objects.removesuffix('/*')}/{model}*]",
+                    "reads the base model's files kept in the bucket; it writes nothing",
+                )
+                for model in [self.settings.pipeline.base_model]
+                if model.endswith("/") and not model.startswith("s3://")
+            ),
+        ):
+            acknowledge(endpoint_policy, finding, reason)
+        deployer = serving.deployer.role
+        assert deployer is not None
+        for finding, reason in (
+            (
+                "IAM5[Resource::*]",
+                "sagemaker:Search supports no resource-level permissions; it finds the version a deployment retires",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:model-package/{group}/*]",
+                "versions of this project's model package group, numbered at registration",
+            ),
+            (
+                f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:inference-component/{serving.endpoint_name}-*]",
+                "this endpoint's adapter components, one per task, named when a task is first promoted",
+            ),
+        ):
+            acknowledge(deployer, finding, reason)
 
     def _acknowledge_findings(self, pipeline_name: str, group: str) -> None:
         """Each accepted cdk-nag finding, on the one resource it concerns, with its reason."""
@@ -240,6 +301,8 @@ class PeftopsStack(Stack):
                 )
             for finding, reason in findings:
                 acknowledge(job.policy, finding, reason)
+        if self.serving:
+            self._acknowledge_serving(bucket_objects, region_account, pipeline_name, group)
         if self.tracking:
             artifacts = f"IAM5[{bucket_objects.removesuffix('/*')}/{ARTIFACT_PREFIX}*]"
             for kind in TRACKED_JOBS:

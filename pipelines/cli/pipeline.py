@@ -103,11 +103,14 @@ def cost(
     cdk_json: Annotated[Path, typer.Option(help="The CDK app's settings.")] = Path("cdk.json"),
 ) -> None:
     """The most one execution of a stage can cost, and the quotas to request: from its
-    definition's instance types, counts, spot setting and runtime limits."""
+    definition's instance types, counts, spot setting and runtime limits; and its endpoint's
+    cost per hour where serving is on."""
     from pipelines.definition import definition_json
     from pipelines.definition.cost import (
+        HOURS_PER_MONTH,
         ON_DEMAND_USD_PER_HOUR,
         SPOT_FRACTION,
+        endpoint_usd_per_hour,
         job_bounds,
         quotas,
         run_bound_usd,
@@ -138,6 +141,18 @@ def cost(
     typer.echo("service quotas one run needs (instances at once):")
     for name, count in sorted(quotas(jobs).items()):
         typer.echo(f"  {name}: {count}")
+    serving = settings.serving
+    if serving is None:
+        typer.echo("endpoint: none (serving is off for this stage)")
+        return
+    try:
+        hourly = endpoint_usd_per_hour(serving.instance_type, serving.instance_count)
+    except ValueError as err:
+        raise fail(str(err)) from err
+    typer.echo(
+        f"endpoint ({serving.lifecycle_stage}): {serving.instance_count} x {serving.instance_type} "
+        f"${hourly:,.3f}/h, about ${hourly * HOURS_PER_MONTH:,.0f} a month while it exists"
+    )
 
 
 def example_deployment(region: str) -> Deployment:

@@ -24,6 +24,28 @@ ON_DEMAND_USD_PER_HOUR = {
     "ml.g5.12xlarge": 7.09,
     "ml.g5.48xlarge": 20.36,
 }
+# Real-time inference (an endpoint's instances), USD per instance-hour in US East (N. Virginia)
+# (aws.amazon.com/sagemaker/pricing, real-time inference; November 2026). An endpoint is billed
+# every hour it exists, whether or not it answers requests.
+ENDPOINT_USD_PER_HOUR = {
+    "ml.g5.xlarge": 1.408,
+    "ml.g5.2xlarge": 1.515,
+    "ml.g5.4xlarge": 2.03,
+    "ml.g5.12xlarge": 7.09,
+    "ml.g6.2xlarge": 1.222,
+    "ml.p3.2xlarge": 3.825,
+}
+HOURS_PER_MONTH = 730
+
+
+def endpoint_usd_per_hour(instance_type: str, instance_count: int) -> float:
+    if instance_type not in ENDPOINT_USD_PER_HOUR:
+        raise ValueError(
+            f"no endpoint price assumption for {instance_type}; add it to pipelines/definition/cost.py"
+        )
+    return ENDPOINT_USD_PER_HOUR[instance_type] * instance_count
+
+
 # Managed spot: an assumption, not a price. Savings vary by type and hour (AWS quotes up to
 # 90%); 65% off on-demand is a cautious middle.
 SPOT_FRACTION = 0.35

@@ -16,6 +16,36 @@ class ScheduleSettings:
     parameters: dict[str, str] = field(default_factory=dict)  # pipeline parameter overrides
 
 
+# The serving image: LMI (vLLM backend) with LoRA adapters as inference components, pinned.
+LMI_VERSION = "0.38.0"
+SERVING_STAGES = ("staging", "production")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """A stage's endpoint (optional, off by default: an endpoint costs money every hour it
+    runs): one base-model inference component and, added by the stage's deployer, one adapter
+    component per task whose version is promoted to `lifecycle_stage`."""
+
+    lifecycle_stage: str = "staging"  # which versions it serves: staging or production
+    instance_type: str = "ml.g5.2xlarge"
+    instance_count: int = 1
+    accelerators: int = 1  # GPUs the base component takes
+    memory_mb: int = 16384  # memory the base component takes
+    max_loras: int = 8  # adapters on the GPU at once (OPTION_MAX_LORAS)
+    max_lora_rank: int = 64  # the largest adapter rank it loads (OPTION_MAX_LORA_RANK)
+
+    def __post_init__(self) -> None:
+        if self.lifecycle_stage not in SERVING_STAGES:
+            raise ValueError(
+                f"serving.lifecycle_stage must be one of {SERVING_STAGES}, not {self.lifecycle_stage!r}"
+            )
+        if not self.instance_type.startswith("ml."):
+            raise ValueError(f"serving.instance_type {self.instance_type!r} is not an ml.* type")
+        if min(self.instance_count, self.accelerators, self.max_loras, self.max_lora_rank) < 1:
+            raise ValueError("serving counts, max_loras and max_lora_rank must be at least 1")
+
+
 @dataclass(frozen=True)
 class StageSettings:
     name: str
@@ -33,6 +63,8 @@ class StageSettings:
     # cdk deploy creates a SageMaker managed MLflow tracking server of this size (Small, Medium
     # or Large) that the training and evaluation jobs log to; empty: none.
     mlflow_tracking_server: str = ""
+    # cdk deploy creates the stage's endpoint and its deployer; None: no endpoint.
+    serving: ServingSettings | None = None
 
 
 def deployment_region(settings: StageSettings, cli_region: str | None) -> tuple[str, str]:
@@ -87,6 +119,7 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
                 "pipeline.mlflow_tracking_uri, not both"
             )
         pipeline["mlflow_tracking_uri"] = BUILT_TRACKING_SERVER
+    serving = raw.pop("serving", None)
     try:
         return StageSettings(
             name=name,
@@ -95,6 +128,7 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
             schedule=ScheduleSettings(**raw.pop("schedule", {})),
             notification_emails=tuple(raw.pop("notification_emails", ())),
             promotion_account_ids=tuple(raw.pop("promotion_account_ids", ())),
+            serving=ServingSettings(**serving) if serving else None,
             **raw,
         )
     except TypeError as err:

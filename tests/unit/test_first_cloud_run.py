@@ -173,3 +173,30 @@ def test_every_command_runs_as_written(account, monkeypatch: pytest.MonkeyPatch)
     assert s3.get_object(Bucket=BUCKET, Key="baselines/evaluation.json")["Body"].read()
     package = sagemaker.list_model_packages(ModelPackageGroupName="peftops-adapters-dev")
     assert package["ModelPackageSummaryList"][0]["ModelApprovalStatus"] == "Approved"
+
+
+@pytest.mark.parametrize("instance_type", ["ml.g5.2xlarge", "ml.g5.12xlarge"])
+def test_the_readmes_endpoint_costs_are_what_pipeline_cost_prints(
+    tmp_path, instance_type: str
+) -> None:
+    settings = json.loads((REPO / "cdk.json").read_text())
+    settings["context"]["stages"]["dev"]["serving"] = {"instance_type": instance_type}
+    cdk_json = tmp_path / "cdk.json"
+    cdk_json.write_text(json.dumps(settings))
+    result = CliRunner().invoke(
+        app, ["pipeline", "cost", "--stage", "dev", "--cdk-json", str(cdk_json)]
+    )
+    assert result.exit_code == 0, result.output
+    printed = re.search(r"1 x \S+ \$([\d.,]+)/h, about \$([\d,]+) a month", result.output)
+    assert printed is not None, result.output
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    row = re.search(
+        rf'^\| with `"serving": {{"instance_type": "{re.escape(instance_type)}"}}` \| 1 x '
+        rf"{re.escape(instance_type)} \| \$([\d.,]+) \(about \$([\d,]+) a month\) \|$",
+        readme,
+        flags=re.M,
+    )
+    assert row is not None
+    assert row.groups() == printed.groups()
+    shipped = CliRunner().invoke(app, ["pipeline", "cost", "--stage", "dev"])
+    assert "endpoint: none (serving is off for this stage)" in shipped.output

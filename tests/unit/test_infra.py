@@ -790,3 +790,136 @@ def test_a_tracking_server_size_is_checked_and_isolation_refuses_tracking() -> N
         stage_settings({"dev": {**STAGES["dev"], "mlflow_tracking_server": "Huge"}}, "dev")
     with pytest.raises(ValueError, match="network_isolation removes"):
         stage_settings({"prod": {**STAGES["prod"], "mlflow_tracking_server": "Small"}}, "prod")
+
+
+# --- serving -------------------------------------------------------------------------------
+
+SERVING_TYPES = (
+    "AWS::SageMaker::Endpoint",
+    "AWS::SageMaker::EndpointConfig",
+    "AWS::SageMaker::InferenceComponent",
+)
+
+
+def promotion_rules(template: Template) -> list[dict[str, Any]]:
+    """The rules that hand a promotion to a stage's deployer."""
+    return [
+        r for r in resources(template, "AWS::Events::Rule").values()
+        if "ModelLifeCycle" in r["Properties"]["EventPattern"].get("detail", {})
+    ]  # fmt: skip
+
+
+def test_no_endpoint_unless_a_stage_switches_serving_on(dev, prod) -> None:
+    for template, _, _ in (dev, prod):
+        for kind in SERVING_TYPES:
+            assert not resources(template, kind), kind
+        assert not promotion_rules(template)
+        functions = resources(template, "AWS::Lambda::Function").values()
+        assert not [f for f in functions if f["Properties"]["Handler"] == "deployer.handler"]
+
+
+def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promotions(
+    tmp_path: Path,
+) -> None:
+    from infra.serving import lmi_image
+    from pipelines.definition.stages import LMI_VERSION
+
+    template, stack = synth_variant(tmp_path, stage={"serving": {"lifecycle_stage": "staging"}})
+    done = cfn_lint(tmp_path / stack.template_file)
+    assert done.returncode == 0, done.stdout + done.stderr
+    endpoint_name = "peftops-adapter-dev-staging"
+    (config,) = resources(template, "AWS::SageMaker::EndpointConfig").values()
+    (variant,) = config["Properties"]["ProductionVariants"]
+    assert variant["InstanceType"] == "ml.g5.2xlarge"
+    # No KmsKeyId on an instance with local NVMe storage: the API refuses it there.
+    assert "KmsKeyId" not in config["Properties"]
+    assert "ExecutionRoleArn" in config["Properties"]  # inference components need it
+    (endpoint,) = resources(template, "AWS::SageMaker::Endpoint").values()
+    assert endpoint["Properties"]["EndpointName"] == endpoint_name
+    (base,) = resources(template, "AWS::SageMaker::InferenceComponent").values()
+    spec = base["Properties"]["Specification"]
+    assert base["Properties"]["InferenceComponentName"] == f"{endpoint_name}-base"
+    assert spec["Container"]["Image"] == lmi_image("us-east-1")
+    assert f":{LMI_VERSION}-lmi" in spec["Container"]["Image"]
+    assert spec["Container"]["Environment"] | {"HF_MODEL_ID": "-"} == {
+        "HF_MODEL_ID": "-",
+        "OPTION_ENABLE_LORA": "true",
+        "OPTION_MAX_LORAS": "8",
+        "OPTION_MAX_LORA_RANK": "64",
+        "OPTION_MAX_CPU_LORAS": "32",
+    }
+    assert spec["Container"]["Environment"]["HF_MODEL_ID"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert spec["ComputeResourceRequirements"]["NumberOfAcceleratorDevicesRequired"] == 1
+
+    (rule,) = promotion_rules(template)
+    assert rule["Properties"]["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Model Package State Change"],
+        "detail": {
+            "ModelPackageGroupName": ["peftops-adapters-dev"],
+            "ModelLifeCycle": {"Stage": ["staging"], "StageStatus": ["PendingDeployment"]},
+        },
+    }
+    (deployer,) = [
+        f for f in resources(template, "AWS::Lambda::Function").values()
+        if f["Properties"]["Handler"] == "deployer.handler"
+    ]  # fmt: skip
+    assert deployer["Properties"]["Environment"]["Variables"] == {
+        "LIFECYCLE_STAGE": "staging",
+        "MODEL_PACKAGE_GROUP": "peftops-adapters-dev",
+        "ENDPOINT_NAME": endpoint_name,
+        "VARIANT_NAME": "AllTraffic",
+        "BASE_COMPONENT": f"{endpoint_name}-base",
+    }
+    assert deployer["Properties"]["ReservedConcurrentExecutions"] == 1
+    assert deployer["Properties"]["Timeout"] == 900
+    role_id = stack.get_logical_id(stack.serving.deployer.role.node.default_child)
+    (policy,) = resources(template, "AWS::IAM::Role")[role_id]["Properties"]["Policies"]
+    statements = {s["Sid"]: plain(s) for s in policy["PolicyDocument"]["Statement"]}
+    actions = {sid: s["Action"] for sid, s in statements.items()}
+    assert actions == {
+        "ReadAndRecordVersions": ["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
+        "FindDeployedVersions": "sagemaker:Search",
+        "ManageAdapterComponents": [
+            "sagemaker:CreateInferenceComponent",
+            "sagemaker:UpdateInferenceComponent",
+            "sagemaker:DescribeInferenceComponent",
+            "sagemaker:DeleteInferenceComponent",
+        ],
+        "SmokeTest": "sagemaker:InvokeEndpoint",
+        "WriteOwnLogs": ["logs:CreateLogStream", "logs:PutLogEvents"],
+    }
+    sagemaker = "arn:aws:sagemaker:us-east-1:123456789012"
+    assert statements["SmokeTest"]["Resource"] == f"{sagemaker}:endpoint/{endpoint_name}"
+    assert statements["ManageAdapterComponents"]["Resource"] == [
+        f"{sagemaker}:inference-component/{endpoint_name}-*",
+        f"{sagemaker}:endpoint/{endpoint_name}",
+    ]
+    # The deployer's code is the project's module, shipped as the other functions are.
+    assert (REPO / "pipelines" / "functions" / "deployer.py").is_file()
+
+
+def test_an_instance_type_without_local_storage_gets_the_endpoint_key(tmp_path: Path) -> None:
+    template, stack = synth_variant(
+        tmp_path,
+        stage={"serving": {"lifecycle_stage": "production", "instance_type": "ml.p3.2xlarge"}},
+    )
+    (config,) = resources(template, "AWS::SageMaker::EndpointConfig").values()
+    key_id = stack.get_logical_id(stack.storage.key.node.default_child)
+    assert config["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    (endpoint,) = resources(template, "AWS::SageMaker::Endpoint").values()
+    assert endpoint["Properties"]["EndpointName"] == "peftops-adapter-dev-production"
+
+
+@pytest.mark.parametrize(
+    ("serving", "message"),
+    [
+        ({"lifecycle_stage": "qa"}, "serving.lifecycle_stage must be one of"),
+        ({"instance_type": "g5.2xlarge"}, "is not an ml.* type"),
+        ({"max_lora_rank": 0}, "at least 1"),
+        ({"replicas": 2}, "unexpected keyword argument 'replicas'"),
+    ],
+)
+def test_bad_serving_settings_are_refused_at_synth(serving: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        stage_settings({"dev": {**STAGES["dev"], "serving": serving}}, "dev")

@@ -1,0 +1,274 @@
+"""A stage's endpoint, when its settings switch serving on: the endpoint and its base-model
+inference component (LMI with LoRA enabled), and the deployer that adds or replaces one
+adapter inference component per task as versions are promoted to the stage (a Lambda function
+subscribed to the model package group's state changes)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from infra.functions import FUNCTIONS_DIR
+from pipelines.definition.config import MODELS, PipelineConfig
+from pipelines.definition.images import ecr_repository_arn
+from pipelines.definition.service_rules import has_local_storage
+from pipelines.definition.stages import LMI_VERSION, ServingSettings
+from pipelines.functions.model_lifecycle import StageStatus
+from pipelines.functions.registered_adapter import BASE_COMPONENT, inference_component_name
+
+VARIANT = "AllTraffic"
+DEPLOYER_HANDLER = "deployer.handler"
+
+
+def lmi_image(region: str) -> str:
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve(
+        framework="djl-lmi", region=region, version=LMI_VERSION, image_scope="inference"
+    )
+
+
+def base_model_source(config: PipelineConfig, bucket_name: str) -> str:
+    """HF_MODEL_ID for LMI: a hub id, or the S3 prefix holding the model's files."""
+    model = config.base_model
+    if model.startswith("s3://") or not model.endswith("/"):
+        return model
+    return f"s3://{bucket_name}/{model}"
+
+
+class Serving(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: PipelineConfig,
+        settings: ServingSettings,
+        bucket: s3.IBucket,
+        key: kms.IKey,
+        group_name: str,
+        log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        sagemaker_arn = f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}"
+        self.endpoint_name = f"{config.name}-{settings.lifecycle_stage}"
+        image = lmi_image(stack.region)
+        adapters = bucket.arn_for_objects(f"pipelines/{config.name}/{MODELS}/*")
+
+        # What the endpoint's containers run as: pull the image, read the adapters (and a base
+        # model kept in the bucket), write their logs and metrics.
+        self.role = iam.Role(
+            self,
+            "EndpointRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"peftops endpoint {self.endpoint_name}",
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PullServingImage",
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                resources=[ecr_repository_arn(image, stack.partition)],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="EcrToken", actions=["ecr:GetAuthorizationToken"], resources=["*"]
+            )
+        )
+        readable = [adapters]
+        if config.base_model.endswith("/") and not config.base_model.startswith("s3://"):
+            readable.append(bucket.arn_for_objects(f"{config.base_model}*"))
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="ReadModels", actions=["s3:GetObject"], resources=readable)
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DecryptModels", actions=["kms:Decrypt"], resources=[key.key_arn]
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteLogs",
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[
+                    f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:/aws/sagemaker/*"
+                ],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PutMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
+            )
+        )
+
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "EndpointConfig",
+            execution_role_arn=self.role.role_arn,
+            # The API refuses a KmsKeyId on instances with local NVMe storage (every ml.g5),
+            # whose store the hardware encrypts.
+            kms_key_id=None if has_local_storage(settings.instance_type) else key.key_arn,
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT,
+                    instance_type=settings.instance_type,
+                    initial_instance_count=settings.instance_count,
+                    routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+                        routing_strategy="LEAST_OUTSTANDING_REQUESTS"
+                    ),
+                )
+            ],
+        )
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=self.endpoint_name,
+            endpoint_config_name=endpoint_config.attr_endpoint_config_name,
+        )
+        # The endpoint's instances pull the image and read the model as they start: its role's
+        # permissions must be in place first (the config names only the role).
+        self.endpoint.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
+        self.base_component_name = inference_component_name(self.endpoint_name, BASE_COMPONENT)
+        self.base_component = sagemaker.CfnInferenceComponent(
+            self,
+            "BaseComponent",
+            inference_component_name=self.base_component_name,
+            endpoint_name=self.endpoint.attr_endpoint_name,
+            variant_name=VARIANT,
+            specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
+                container=sagemaker.CfnInferenceComponent.InferenceComponentContainerSpecificationProperty(
+                    image=image,
+                    environment={
+                        "HF_MODEL_ID": base_model_source(config, bucket.bucket_name),
+                        "OPTION_ENABLE_LORA": "true",
+                        "OPTION_MAX_LORAS": str(settings.max_loras),
+                        "OPTION_MAX_LORA_RANK": str(settings.max_lora_rank),
+                        "OPTION_MAX_CPU_LORAS": str(4 * settings.max_loras),
+                    },
+                ),
+                compute_resource_requirements=sagemaker.CfnInferenceComponent.InferenceComponentComputeResourceRequirementsProperty(
+                    number_of_accelerator_devices_required=settings.accelerators,
+                    min_memory_required_in_mb=settings.memory_mb,
+                ),
+            ),
+            runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
+                copy_count=1
+            ),
+        )
+
+        # The deployer: exactly the calls it makes, on this group and this endpoint.
+        function = f"{config.name}-deploy-{settings.lifecycle_stage}"
+        log_group = logs.LogGroup(
+            self,
+            "DeployerLogs",
+            log_group_name=f"/aws/lambda/{function}",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        components = f"{sagemaker_arn}:inference-component/{self.endpoint_name}-*"
+        deployer_role = iam.Role(
+            self,
+            "DeployerRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"peftops stage deployer {function}",
+            inline_policies={
+                "access": iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            sid="ReadAndRecordVersions",
+                            actions=[
+                                "sagemaker:DescribeModelPackage",
+                                "sagemaker:UpdateModelPackage",
+                            ],
+                            resources=[f"{sagemaker_arn}:model-package/{group_name}/*"],
+                        ),
+                        iam.PolicyStatement(
+                            # Search authorizes on no resource; it finds the versions to retire.
+                            sid="FindDeployedVersions",
+                            actions=["sagemaker:Search"],
+                            resources=["*"],
+                        ),
+                        iam.PolicyStatement(
+                            sid="ManageAdapterComponents",
+                            actions=[
+                                "sagemaker:CreateInferenceComponent",
+                                "sagemaker:UpdateInferenceComponent",
+                                "sagemaker:DescribeInferenceComponent",
+                                "sagemaker:DeleteInferenceComponent",
+                            ],
+                            resources=[
+                                components,
+                                f"{sagemaker_arn}:endpoint/{self.endpoint_name}",
+                            ],
+                        ),
+                        iam.PolicyStatement(
+                            sid="SmokeTest",
+                            actions=["sagemaker:InvokeEndpoint"],
+                            resources=[f"{sagemaker_arn}:endpoint/{self.endpoint_name}"],
+                        ),
+                        iam.PolicyStatement(
+                            sid="WriteOwnLogs",
+                            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                            resources=[log_group.log_group_arn],
+                        ),
+                    ]
+                )
+            },
+        )
+        self.deployer = lambda_.Function(
+            self,
+            "Deployer",
+            function_name=function,
+            description=f"peftops: deploys versions promoted to {settings.lifecycle_stage}",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=DEPLOYER_HANDLER,
+            code=lambda_.Code.from_asset(
+                str(FUNCTIONS_DIR), exclude=["__pycache__", "*.pyc", "__init__.py"]
+            ),
+            role=deployer_role,
+            timeout=Duration.minutes(15),  # waits for the component to come into service
+            memory_size=256,
+            log_group=log_group,
+            environment={
+                "LIFECYCLE_STAGE": settings.lifecycle_stage,
+                "MODEL_PACKAGE_GROUP": group_name,
+                "ENDPOINT_NAME": self.endpoint_name,
+                "VARIANT_NAME": VARIANT,
+                "BASE_COMPONENT": self.base_component_name,
+            },
+        )
+        self.deployer.node.default_child.add_metadata(
+            "cfn-lint", {"config": {"ignore_checks": ["W3005"]}}
+        )
+        # One deployment at a time per stage: two promotions must not race on one component.
+        self.deployer.node.default_child.add_property_override("ReservedConcurrentExecutions", 1)
+        self.rule = events.Rule(
+            self,
+            "PromotedToStage",
+            description=f"versions of {group_name} promoted to {settings.lifecycle_stage}",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Model Package State Change"],
+                detail={
+                    "ModelPackageGroupName": [group_name],
+                    "ModelLifeCycle": {
+                        "Stage": [settings.lifecycle_stage],
+                        "StageStatus": [StageStatus.PENDING.value],
+                    },
+                },
+            ),
+            targets=[targets.LambdaFunction(self.deployer, retry_attempts=0)],
+        )
