@@ -82,52 +82,79 @@ class PipelineFunctions(Construct):
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
         for name, statements in permissions.items():
-            function = function_name(config, name)
-            log_group = logs.LogGroup(
-                self,
-                f"{name}-logs",
-                log_group_name=f"/aws/lambda/{function}",
-                retention=log_retention,
-                removal_policy=RemovalPolicy.DESTROY,
-            )
-            # Inline: the permissions exist with the role, before the function can run.
-            role = iam.Role(
-                self,
-                f"{name}-role",
-                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                description=f"peftops pipeline function {function}",
-                inline_policies={
-                    "access": iam.PolicyDocument(
-                        statements=[
-                            *statements,
-                            iam.PolicyStatement(
-                                sid="WriteOwnLogs",
-                                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                                # The group's ARN ends in :* and so names its streams.
-                                resources=[log_group.log_group_arn],
-                            ),
-                        ]
-                    )
-                },
-            )
-            self.roles[name] = role
-            self.functions[name] = lambda_.Function(
+            self.functions[name] = project_function(
                 self,
                 name,
-                function_name=function,
+                function_name=function_name(config, name),
                 description=f"peftops pipeline step function ({name})",
-                runtime=lambda_.Runtime.PYTHON_3_14,
-                architecture=lambda_.Architecture.ARM_64,
                 handler=FUNCTION_HANDLERS[name],
-                code=lambda_.Code.from_asset(
-                    str(FUNCTIONS_DIR), exclude=["__pycache__", "*.pyc", "__init__.py"]
-                ),
-                role=role,
+                statements=statements,
                 timeout=Duration.seconds(60),
-                memory_size=256,
-                log_group=log_group,
+                log_retention=log_retention,
             )
-            # CDK writes a DependsOn that the role's GetAtt already implies; cfn-lint warns.
-            self.functions[name].node.default_child.add_metadata(
-                "cfn-lint", {"config": {"ignore_checks": ["W3005"]}}
+            self.roles[name] = self.functions[name].role
+
+
+def project_function(
+    scope: Construct,
+    name: str,
+    *,
+    function_name: str,
+    description: str,
+    handler: str,
+    statements: list[iam.PolicyStatement],
+    timeout: Duration,
+    log_retention: logs.RetentionDays,
+    environment: dict[str, str] | None = None,
+    retry_attempts: int | None = None,  # of asynchronous invocations; None: Lambda's default
+) -> lambda_.Function:
+    """A function of `pipelines/functions` with its own role (exactly `statements`, and writing
+    its own logs) and a log group that expires."""
+    log_group = logs.LogGroup(
+        scope,
+        f"{name}-logs",
+        log_group_name=f"/aws/lambda/{function_name}",
+        retention=log_retention,
+        removal_policy=RemovalPolicy.DESTROY,
+    )
+    # Inline: the permissions exist with the role, before the function can run.
+    role = iam.Role(
+        scope,
+        f"{name}-role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=f"peftops pipeline function {function_name}",
+        inline_policies={
+            "access": iam.PolicyDocument(
+                statements=[
+                    *statements,
+                    iam.PolicyStatement(
+                        sid="WriteOwnLogs",
+                        actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                        # The group's ARN ends in :* and so names its streams.
+                        resources=[log_group.log_group_arn],
+                    ),
+                ]
             )
+        },
+    )
+    function = lambda_.Function(
+        scope,
+        name,
+        function_name=function_name,
+        description=description,
+        runtime=lambda_.Runtime.PYTHON_3_14,
+        architecture=lambda_.Architecture.ARM_64,
+        handler=handler,
+        code=lambda_.Code.from_asset(
+            str(FUNCTIONS_DIR), exclude=["__pycache__", "*.pyc", "__init__.py"]
+        ),
+        role=role,
+        timeout=timeout,
+        memory_size=256,
+        log_group=log_group,
+        environment=environment,
+        retry_attempts=retry_attempts,
+    )
+    # CDK writes a DependsOn that the role's GetAtt already implies; cfn-lint warns.
+    function.node.default_child.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
+    return function

@@ -5,23 +5,21 @@ subscribed to the model package group's state changes)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from infra.functions import FUNCTIONS_DIR
+from infra.functions import project_function
 from pipelines.definition.config import MODELS, PipelineConfig
 from pipelines.definition.images import ecr_repository_arn
 from pipelines.definition.service_rules import has_local_storage
 from pipelines.definition.stages import LMI_VERSION, ServingSettings
-from pipelines.functions.model_lifecycle import StageStatus
 from pipelines.functions.registered_adapter import BASE_COMPONENT, inference_component_name
 
 VARIANT = "AllTraffic"
@@ -87,6 +85,15 @@ class Serving(Construct):
         readable = [adapters]
         if config.base_model.endswith("/") and not config.base_model.startswith("s3://"):
             readable.append(bucket.arn_for_objects(f"{config.base_model}*"))
+            # LMI downloads an S3 model prefix with a listing sync.
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ListBaseModel",
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{config.base_model}*"]}},
+                )
+            )
         self.role.add_to_policy(
             iam.PolicyStatement(sid="ReadModels", actions=["s3:GetObject"], resources=readable)
         )
@@ -169,79 +176,47 @@ class Serving(Construct):
         )
 
         # The deployer: exactly the calls it makes, on this group and this endpoint.
-        function = f"{config.name}-deploy-{settings.lifecycle_stage}"
-        log_group = logs.LogGroup(
-            self,
-            "DeployerLogs",
-            log_group_name=f"/aws/lambda/{function}",
-            retention=log_retention,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
         components = f"{sagemaker_arn}:inference-component/{self.endpoint_name}-*"
-        deployer_role = iam.Role(
-            self,
-            "DeployerRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"peftops stage deployer {function}",
-            inline_policies={
-                "access": iam.PolicyDocument(
-                    statements=[
-                        iam.PolicyStatement(
-                            sid="ReadAndRecordVersions",
-                            actions=[
-                                "sagemaker:DescribeModelPackage",
-                                "sagemaker:UpdateModelPackage",
-                            ],
-                            resources=[f"{sagemaker_arn}:model-package/{group_name}/*"],
-                        ),
-                        iam.PolicyStatement(
-                            # Search authorizes on no resource; it finds the versions to retire.
-                            sid="FindDeployedVersions",
-                            actions=["sagemaker:Search"],
-                            resources=["*"],
-                        ),
-                        iam.PolicyStatement(
-                            sid="ManageAdapterComponents",
-                            actions=[
-                                "sagemaker:CreateInferenceComponent",
-                                "sagemaker:UpdateInferenceComponent",
-                                "sagemaker:DescribeInferenceComponent",
-                                "sagemaker:DeleteInferenceComponent",
-                            ],
-                            resources=[
-                                components,
-                                f"{sagemaker_arn}:endpoint/{self.endpoint_name}",
-                            ],
-                        ),
-                        iam.PolicyStatement(
-                            sid="SmokeTest",
-                            actions=["sagemaker:InvokeEndpoint"],
-                            resources=[f"{sagemaker_arn}:endpoint/{self.endpoint_name}"],
-                        ),
-                        iam.PolicyStatement(
-                            sid="WriteOwnLogs",
-                            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                            resources=[log_group.log_group_arn],
-                        ),
-                    ]
-                )
-            },
-        )
-        self.deployer = lambda_.Function(
+        endpoint_arn = f"{sagemaker_arn}:endpoint/{self.endpoint_name}"
+        self.deployer = project_function(
             self,
             "Deployer",
-            function_name=function,
+            function_name=f"{config.name}-deploy-{settings.lifecycle_stage}",
             description=f"peftops: deploys versions promoted to {settings.lifecycle_stage}",
-            runtime=lambda_.Runtime.PYTHON_3_14,
-            architecture=lambda_.Architecture.ARM_64,
             handler=DEPLOYER_HANDLER,
-            code=lambda_.Code.from_asset(
-                str(FUNCTIONS_DIR), exclude=["__pycache__", "*.pyc", "__init__.py"]
-            ),
-            role=deployer_role,
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadAndRecordVersions",
+                    actions=["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
+                    resources=[f"{sagemaker_arn}:model-package/{group_name}/*"],
+                ),
+                iam.PolicyStatement(
+                    # Search authorizes on no resource; it finds the versions to retire.
+                    sid="FindDeployedVersions",
+                    actions=["sagemaker:Search"],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="ManageAdapterComponents",
+                    actions=[
+                        "sagemaker:CreateInferenceComponent",
+                        "sagemaker:UpdateInferenceComponent",
+                        "sagemaker:DescribeInferenceComponent",
+                        "sagemaker:DeleteInferenceComponent",
+                    ],
+                    resources=[components, endpoint_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="SmokeTest",
+                    actions=["sagemaker:InvokeEndpoint"],
+                    resources=[endpoint_arn, components],
+                ),
+            ],
             timeout=Duration.minutes(15),  # waits for the component to come into service
-            memory_size=256,
-            log_group=log_group,
+            # Not run again on an error (Lambda retries an event twice by default): it records
+            # its own failures, and a rerun would deploy again.
+            retry_attempts=0,
+            log_retention=log_retention,
             environment={
                 "LIFECYCLE_STAGE": settings.lifecycle_stage,
                 "MODEL_PACKAGE_GROUP": group_name,
@@ -249,9 +224,6 @@ class Serving(Construct):
                 "VARIANT_NAME": VARIANT,
                 "BASE_COMPONENT": self.base_component_name,
             },
-        )
-        self.deployer.node.default_child.add_metadata(
-            "cfn-lint", {"config": {"ignore_checks": ["W3005"]}}
         )
         # One deployment at a time per stage: two promotions must not race on one component.
         self.deployer.node.default_child.add_property_override("ReservedConcurrentExecutions", 1)
@@ -262,13 +234,10 @@ class Serving(Construct):
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=["SageMaker Model Package State Change"],
-                detail={
-                    "ModelPackageGroupName": [group_name],
-                    "ModelLifeCycle": {
-                        "Stage": [settings.lifecycle_stage],
-                        "StageStatus": [StageStatus.PENDING.value],
-                    },
-                },
+                # The group only: the deployer reads the version's ModelLifeCycle itself and
+                # skips what is not pending in its stage (SageMaker may send several events for
+                # one change, and an event's detail is not documented to carry the stage).
+                detail={"ModelPackageGroupName": [group_name]},
             ),
             targets=[targets.LambdaFunction(self.deployer, retry_attempts=0)],
         )

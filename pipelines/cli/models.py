@@ -179,6 +179,14 @@ def shown(key: str, value: Any, *, signed: bool = False) -> str:
     return f"{value:{sign}.4f}"
 
 
+def echo_version(version: Any, as_json: bool, state: str) -> None:
+    """A decided version: its JSON, or one line with its new state."""
+    if as_json:
+        typer.echo(json.dumps(version.to_json(), indent=2))
+    else:
+        typer.echo(f"{version.group} version {version.version} ({version.task}): {state}")
+
+
 def _decide(
     version: int,
     status: str,
@@ -198,12 +206,7 @@ def _decide(
             store, version, status, who=who or getpass.getuser(), why=reason, force=force
         )
     )
-    if as_json:
-        typer.echo(json.dumps(decided.to_json(), indent=2))
-    else:
-        typer.echo(
-            f"{decided.group} version {decided.version}: {decided.status} ({decided.approval_description})"
-        )
+    echo_version(decided, as_json, f"{decided.status} ({decided.approval_description})")
 
 
 ReasonOption = Annotated[
@@ -269,13 +272,7 @@ def models_promote(
         from pipelines.serving.local_deployer import deploy
 
         outcome = guarded(lambda: deploy(store, version))
-    if as_json:
-        typer.echo(json.dumps(outcome.to_json(), indent=2))
-    else:
-        typer.echo(
-            f"{outcome.group} version {outcome.version} ({outcome.task}): {outcome.lifecycle}"
-            f" ({outcome.lifecycle.description})"
-        )
+    echo_version(outcome, as_json, f"{outcome.lifecycle} ({outcome.lifecycle.description})")
     if outcome.lifecycle.status == "DeploymentFailed":
         raise typer.Exit(1)
 
@@ -295,7 +292,4 @@ def models_archive(
 
     store = open_registry(registry)
     done = guarded(lambda: archive(store, version, who=who or getpass.getuser(), why=description))
-    if as_json:
-        typer.echo(json.dumps(done.to_json(), indent=2))
-    else:
-        typer.echo(f"{done.group} version {done.version} ({done.task}): {done.lifecycle}")
+    echo_version(done, as_json, str(done.lifecycle))

@@ -32,7 +32,7 @@ class ServingSettings:
     instance_count: int = 1
     accelerators: int = 1  # GPUs the base component takes
     memory_mb: int = 16384  # memory the base component takes
-    max_loras: int = 8  # adapters on the GPU at once (OPTION_MAX_LORAS)
+    max_loras: int = 8  # distinct adapters in one batch (OPTION_MAX_LORAS)
     max_lora_rank: int = 64  # the largest adapter rank it loads (OPTION_MAX_LORA_RANK)
 
     def __post_init__(self) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 try:  # a package in the project, top-level modules in the Lambda runtime
     from . import model_lifecycle as lifecycle
     from .registered_adapter import TASK, adapter_location, inference_component_name
@@ -46,7 +48,7 @@ class Settings:
     endpoint: str
     variant: str
     base_component: str
-    wait_s: float = 780.0  # within the function's 15 minutes
+    wait_s: float = 600.0  # leaves the smoke test and a rollback within the function's 15 minutes
     poll_s: float = 15.0
 
     @classmethod
@@ -105,40 +107,41 @@ class Deployer:
         return described["Specification"]["Container"]["ArtifactUrl"]
 
     def point(self, component: str, artifact: str, *, exists: bool) -> None:
+        """An adapter component names only its base and its artifact: it runs on the base
+        component's compute, so it takes no variant, copy count or resources."""
         specification = {
             "BaseInferenceComponentName": self.settings.base_component,
             "Container": {"ArtifactUrl": artifact},
         }
         if exists:
             self.sagemaker.update_inference_component(
-                InferenceComponentName=component,
-                Specification=specification,
-                RuntimeConfig={"CopyCount": 1},
+                InferenceComponentName=component, Specification=specification
             )
         else:
             self.sagemaker.create_inference_component(
                 InferenceComponentName=component,
                 EndpointName=self.settings.endpoint,
-                VariantName=self.settings.variant,
                 Specification=specification,
-                RuntimeConfig={"CopyCount": 1},
             )
 
-    def in_service(self, component: str) -> tuple[bool, str]:
+    def in_service(self, component: str, artifact: str) -> tuple[bool, str]:
+        """In service with `artifact`: right after an update, or after the service rolled a
+        failed one back, the component can be InService with the previous adapter."""
         deadline = self.monotonic() + self.settings.wait_s
         while True:
             described = self.sagemaker.describe_inference_component(
                 InferenceComponentName=component
             )
             status = described["InferenceComponentStatus"]
-            if status == "InService":
+            serving = described.get("Specification", {}).get("Container", {}).get("ArtifactUrl")
+            if status == "InService" and serving == artifact:
                 return True, "in service"
             if status == "Failed":
                 return False, f"component {component} failed: {described.get('FailureReason', '')}"
             if self.monotonic() >= deadline:
-                return (
-                    False,
-                    f"component {component} still {status} after {self.settings.wait_s:.0f} s",
+                return False, (
+                    f"component {component} still {status} with {serving} after "
+                    f"{self.settings.wait_s:.0f} s"
                 )
             self.sleep(self.settings.poll_s)
 
@@ -176,7 +179,11 @@ class Deployer:
         )
         self.sagemaker.update_model_package(
             ModelPackageArn=package["ModelPackageArn"],
-            ModelLifeCycle={"Stage": stage, "StageStatus": status, "StageDescription": why[:1024]},
+            ModelLifeCycle={
+                "Stage": stage,
+                "StageStatus": status,
+                "StageDescription": lifecycle.one_line(why),
+            },
             CustomerMetadataProperties=lifecycle.recorded(
                 package.get("CustomerMetadataProperties", {}), decision
             ),
@@ -224,12 +231,18 @@ class Deployer:
         component = inference_component_name(self.settings.endpoint, task)
         artifact = adapter_location(package["InferenceSpecification"]["Containers"][0])
         previous = self.current_artifact(component)
-        self.point(component, artifact, exists=previous is not None)
-        passed, detail = self.in_service(component)
+        try:
+            self.point(component, artifact, exists=previous is not None)
+            passed, detail = self.in_service(component, artifact)
+        except ClientError as err:  # refused: recorded, never left pending
+            passed, detail = False, f"{component}: {err}"
         if passed:
             passed, detail = self.smoke(component)
         if not passed:
-            self.restore(component, previous)
+            try:
+                self.restore(component, previous)
+            except ClientError as err:
+                detail = f"{detail}; putting {component} back failed too: {err}"
             self.record(package, lifecycle.StageStatus.FAILED, "fail", detail)
             return {"outcome": "failed", "detail": detail}
         for old in self.deployed_in_stage(task, other_than=arn):

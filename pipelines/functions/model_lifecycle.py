@@ -10,6 +10,7 @@ A version holds at most 50 entries of at most 256 characters; the lineage takes 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -40,7 +41,21 @@ HOLDS_STAGE = (StageStatus.PENDING, StageStatus.DEPLOYED)
 DECISION_KEY = "decision-"
 METADATA_LIMIT = 50
 ENTRY_LIMIT = 256
-_SEPARATOR = "|"
+# A metadata value may hold letters, digits, spaces and `_.:/=+-@` only (the API's pattern
+# `[\p{L}\p{Z}\p{N}_.:\/=+\-@]*`, checked by the service, not by botocore). Fields are joined
+# by `=`, which no field keeps; anything else outside the set becomes `_`.
+_SEPARATOR = "="
+_OUTSIDE_VALUE_PATTERN = re.compile(r"[^\w .:/+\-@]")
+
+
+def metadata_text(text: str) -> str:
+    """`text` as a metadata value may hold it."""
+    return _OUTSIDE_VALUE_PATTERN.sub("_", text)
+
+
+def one_line(text: str, limit: int = 1024) -> str:
+    """A description the API takes (pattern `.{0,1024}`: no line breaks)."""
+    return " ".join(text.split())[:limit]
 
 
 @dataclass(frozen=True)
@@ -59,13 +74,15 @@ def encode_decision(decision: Decision) -> str:
     """One decision as one metadata value; the reason is cut to fit 256 characters (the whole
     of it stays in the version's approval or stage description)."""
     fields = [decision.at, decision.who, decision.action, decision.before, decision.after]
-    head = _SEPARATOR.join(f.replace(_SEPARATOR, "/") for f in fields)
-    return f"{head}{_SEPARATOR}{decision.why}"[:ENTRY_LIMIT]
+    return _SEPARATOR.join(metadata_text(f) for f in [*fields, decision.why])[:ENTRY_LIMIT]
 
 
 def decode_history(metadata: dict[str, str]) -> tuple[Decision, ...]:
+    """The decisions in a version's metadata, oldest first; an entry written by hand with
+    fewer fields reads with the missing ones empty."""
     entries = sorted(k for k in metadata if k.startswith(DECISION_KEY))
-    return tuple(Decision(*metadata[k].split(_SEPARATOR, 5)) for k in entries)
+    fields = [metadata[k].split(_SEPARATOR, 5) for k in entries]
+    return tuple(Decision(*f, *[""] * (6 - len(f))) for f in fields)
 
 
 def history_entries(history: tuple[Decision, ...]) -> dict[str, str]:

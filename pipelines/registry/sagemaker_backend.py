@@ -13,6 +13,7 @@ from pipelines.functions.model_lifecycle import (
     decode_history,
     history_entries,
     lineage_of,
+    one_line,
     recorded,
 )
 from pipelines.functions.registered_adapter import adapter_location, evaluation_digest
@@ -180,12 +181,12 @@ class SageMakerRegistry:
         }
         if change.status:
             request["ModelApprovalStatus"] = change.status
-            request["ApprovalDescription"] = f"{change.who}: {change.why}"[:1024]
+            request["ApprovalDescription"] = one_line(f"{change.who}: {change.why}")
         if change.lifecycle:
             request["ModelLifeCycle"] = {
                 "Stage": change.lifecycle.stage,
                 "StageStatus": change.lifecycle.status,
-                "StageDescription": change.lifecycle.description[:1024],
+                "StageDescription": one_line(change.lifecycle.description),
             }
         self.sagemaker.update_model_package(**request)
         return self._describe(arn)

@@ -137,11 +137,8 @@ def search_deployed(sm: Stubber, *packages: dict[str, Any]) -> None:
     )
 
 
-def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_version(
-    clients,
-) -> None:
-    sagemaker, runtime, sm, rt = clients
-    sent = Recorder(sagemaker)
+def creates_a_component(sm: Stubber) -> None:
+    """A version pending here whose task has no component yet: the deployer creates it."""
     sm.add_response(
         "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
@@ -149,9 +146,18 @@ def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_ver
     sm.add_response(
         "create_inference_component",
         {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
-        {"InferenceComponentName": COMPONENT, "EndpointName": ENDPOINT, "VariantName": "AllTraffic",
-         "Specification": specification(NEW_ADAPTER), "RuntimeConfig": {"CopyCount": 1}},
+        # No variant, copy count or resources: an adapter runs on its base component's compute.
+        {"InferenceComponentName": COMPONENT, "EndpointName": ENDPOINT,
+         "Specification": specification(NEW_ADAPTER)},
     )  # fmt: skip
+
+
+def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_version(
+    clients,
+) -> None:
+    sagemaker, runtime, sm, rt = clients
+    sent = Recorder(sagemaker)
+    creates_a_component(sm)
     sm.add_response(
         "describe_inference_component", component("Creating"), {"InferenceComponentName": COMPONENT}
     )
@@ -204,7 +210,7 @@ def test_a_failed_smoke_test_puts_the_previous_adapter_back_and_marks_the_versio
         component("InService", OLD_ADAPTER),
         {"InferenceComponentName": COMPONENT},
     )
-    update = {"InferenceComponentName": COMPONENT, "RuntimeConfig": {"CopyCount": 1}}
+    update = {"InferenceComponentName": COMPONENT}
     sm.add_response(
         "update_inference_component",
         {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
@@ -235,15 +241,7 @@ def test_a_component_that_fails_to_start_is_removed_and_the_version_marked_faile
 ) -> None:
     sagemaker, runtime, sm, _ = clients
     sent = Recorder(sagemaker)
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
-    not_found(sm)
-    sm.add_response(
-        "create_inference_component",
-        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
-        None,
-    )
+    creates_a_component(sm)
     failed = {
         **component("Failed"),
         "FailureReason": "adapter rank 64 exceeds OPTION_MAX_LORA_RANK",
@@ -262,15 +260,7 @@ def test_a_component_that_fails_to_start_is_removed_and_the_version_marked_faile
 
 def test_a_component_still_starting_at_the_deadline_fails_the_deployment(clients) -> None:
     sagemaker, runtime, sm, _ = clients
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
-    not_found(sm)
-    sm.add_response(
-        "create_inference_component",
-        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
-        None,
-    )
+    creates_a_component(sm)
     for _ in range(4):  # 60 s of waiting at 15 s a poll: four looks, then it gives up
         sm.add_response(
             "describe_inference_component",
@@ -281,7 +271,10 @@ def test_a_component_still_starting_at_the_deadline_fails_the_deployment(clients
     sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)  # fmt: skip
     run, slept = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
-    assert outcome["outcome"] == "failed" and "still Creating after 60 s" in outcome["detail"]
+    assert (
+        outcome["outcome"] == "failed"
+        and "still Creating with s3://bucket/models/v2/model.tar.gz after 60 s" in outcome["detail"]
+    )
     assert slept == [15, 15, 15]
 
 
@@ -307,3 +300,58 @@ def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatc
     deployer.handler(event, None)
     assert seen == [arn(2)]
     assert DECISION_KEY == "decision-"
+
+
+def test_in_service_counts_only_with_the_new_adapter(clients) -> None:
+    """Right after an update the component may still report InService with the old adapter:
+    the smoke test must not run against that."""
+    sagemaker, runtime, sm, rt = clients
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    sm.add_response(
+        "describe_inference_component",
+        component("InService", OLD_ADAPTER),
+        {"InferenceComponentName": COMPONENT},
+    )
+    sm.add_response(
+        "update_inference_component",
+        {"InferenceComponentArn": component("Updating")["InferenceComponentArn"]},
+        {"InferenceComponentName": COMPONENT, "Specification": specification(NEW_ADAPTER)},
+    )
+    for described in (component("InService", OLD_ADAPTER), component("InService")):
+        sm.add_response(
+            "describe_inference_component", described, {"InferenceComponentName": COMPONENT}
+        )
+    rt.add_response("invoke_endpoint", answer({"generated_text": "ok"}), smoke_request())
+    search_deployed(sm)
+    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
+    run, slept = make(sagemaker, runtime)
+    assert run.deploy(arn(2))["outcome"] == "deployed"
+    assert slept == [15]
+
+
+def test_a_refused_request_is_recorded_as_a_failed_deployment(clients) -> None:
+    sagemaker, runtime, sm, _ = clients
+    sent = Recorder(sagemaker)
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    not_found(sm)
+    sm.add_client_error(
+        "create_inference_component",
+        service_error_code="ResourceLimitExceeded",
+        service_message="The account-level service limit for inference components is 0.\nAsk for more.",
+    )
+    sm.add_client_error(
+        "delete_inference_component",
+        service_error_code="ValidationException",
+        service_message=f"Could not find inference component {COMPONENT}.",
+    )
+    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
+    run, _ = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "failed" and "ResourceLimitExceeded" in outcome["detail"]
+    (failed,) = sent.updates
+    assert failed["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
+    assert "\n" not in failed["ModelLifeCycle"]["StageDescription"]  # the API's `.{0,1024}`

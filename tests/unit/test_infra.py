@@ -802,11 +802,13 @@ SERVING_TYPES = (
 
 
 def promotion_rules(template: Template) -> list[dict[str, Any]]:
-    """The rules that hand a promotion to a stage's deployer."""
-    return [
-        r for r in resources(template, "AWS::Events::Rule").values()
-        if "ModelLifeCycle" in r["Properties"]["EventPattern"].get("detail", {})
-    ]  # fmt: skip
+    """The rules that hand a group's state changes to a stage's deployer."""
+    found = []
+    for rule in resources(template, "AWS::Events::Rule").values():
+        arns = [t["Arn"] for t in rule["Properties"].get("Targets", [])]
+        if any(a.get("Fn::GetAtt", [""])[0].startswith("ServingDeployer") for a in arns):
+            found.append(rule)
+    return found
 
 
 def test_no_endpoint_unless_a_stage_switches_serving_on(dev, prod) -> None:
@@ -855,10 +857,7 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
     assert rule["Properties"]["EventPattern"] == {
         "source": ["aws.sagemaker"],
         "detail-type": ["SageMaker Model Package State Change"],
-        "detail": {
-            "ModelPackageGroupName": ["peftops-adapters-dev"],
-            "ModelLifeCycle": {"Stage": ["staging"], "StageStatus": ["PendingDeployment"]},
-        },
+        "detail": {"ModelPackageGroupName": ["peftops-adapters-dev"]},
     }
     (deployer,) = [
         f for f in resources(template, "AWS::Lambda::Function").values()
@@ -890,11 +889,17 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
         "WriteOwnLogs": ["logs:CreateLogStream", "logs:PutLogEvents"],
     }
     sagemaker = "arn:aws:sagemaker:us-east-1:123456789012"
-    assert statements["SmokeTest"]["Resource"] == f"{sagemaker}:endpoint/{endpoint_name}"
+    assert statements["SmokeTest"]["Resource"] == [
+        f"{sagemaker}:endpoint/{endpoint_name}",
+        f"{sagemaker}:inference-component/{endpoint_name}-*",
+    ]
     assert statements["ManageAdapterComponents"]["Resource"] == [
         f"{sagemaker}:inference-component/{endpoint_name}-*",
         f"{sagemaker}:endpoint/{endpoint_name}",
     ]
+    # An error is recorded by the deployer itself; Lambda must not run the deployment again.
+    (invoke_config,) = resources(template, "AWS::Lambda::EventInvokeConfig").values()
+    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
     # The deployer's code is the project's module, shipped as the other functions are.
     assert (REPO / "pipelines" / "functions" / "deployer.py").is_file()
 

@@ -4,6 +4,7 @@ task and stage, the deployer's outcome, and a history that keeps every decision.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +270,7 @@ def test_sagemaker_promotion_sets_the_model_life_cycle_and_appends_a_decision() 
 
         client.meta.events.register("provide-client-params.sagemaker.UpdateModelPackage", capture)
         after_metadata = {**lineage, f"{DECISION_KEY}001": encode_decision(approval),
-                          f"{DECISION_KEY}002": "x|ana|promote|a|b|try"}  # fmt: skip
+                          f"{DECISION_KEY}002": "x=ana=promote=a=b=try"}  # fmt: skip
         stub.add_response(
             "describe_model_package",
             package(1, "Approved", after_cycle, after_metadata),
@@ -288,13 +289,24 @@ def test_sagemaker_promotion_sets_the_model_life_cycle_and_appends_a_decision() 
     assert (history[1].who, history[1].action, history[1].before, history[1].after) == (
         "ana", "promote", "Approved/development:Registered", "Approved/staging:PendingDeployment"
     )  # fmt: skip
-    assert all(len(v) <= 256 for v in sent.values())
+    assert all(METADATA_VALUE.fullmatch(v) for v in sent.values())
 
 
-def test_a_decision_entry_fits_sagemakers_metadata_value_limit() -> None:
-    long = Decision("2026-12-01T00:00:00+00:00", "a|b", "promote", "x", "y", "why " * 200)
-    encoded = encode_decision(long)
-    assert len(encoded) == 256
+# CustomerMetadataValue: at most 256 characters of `[\p{L}\p{Z}\p{N}_.:\/=+\-@]*`, checked by
+# the service (botocore does not); this is that set with Python's \w for letters and digits.
+METADATA_VALUE = re.compile(r"[\w .:/=+\-@]{0,256}")
+
+
+def test_a_decision_entry_is_a_value_sagemaker_accepts() -> None:
+    hostile = Decision(
+        "2026-12-01T00:00:00+00:00", "ana=b|c", "fail", "Approved/staging:PendingDeployment",
+        "Approved/staging:DeploymentFailed",
+        'smoke test failed: KeyError("generated_text") (rank 64 > 16, #3)\n' * 10,
+    )  # fmt: skip
+    encoded = encode_decision(hostile)
+    assert METADATA_VALUE.fullmatch(encoded), encoded
     (decoded,) = decode_history({f"{DECISION_KEY}001": encoded})
-    assert decoded.who == "a/b" and decoded.why.startswith("why why")
+    assert decoded.who == "ana_b_c" and decoded.at == hostile.at
+    assert (decoded.before, decoded.after) == (hostile.before, hostile.after)
+    assert decoded.why.startswith("smoke test failed: KeyError__generated_text__")
     assert json.dumps(decoded.__dict__)  # plain strings all through
