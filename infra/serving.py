@@ -207,6 +207,12 @@ class Serving(Construct):
                     resources=[components, endpoint_arn],
                 ),
                 iam.PolicyStatement(
+                    # The deployed adapter's tag, which promotion accounts may read by.
+                    sid="MarkPromotedAdapters",
+                    actions=["s3:PutObjectTagging"],
+                    resources=[adapters],
+                ),
+                iam.PolicyStatement(
                     sid="SmokeTest",
                     actions=["sagemaker:InvokeEndpoint"],
                     resources=[endpoint_arn, components],

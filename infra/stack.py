@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Acknowledgment, CfnOutput, Stack, Token, Validations
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.functions import PipelineFunctions
@@ -31,6 +32,7 @@ from pipelines.definition.config import (
 )
 from pipelines.definition.images import deep_learning_images, ecr_repository_arn, job_images
 from pipelines.definition.stages import StageSettings
+from pipelines.functions.model_lifecycle import PROMOTED_TAG
 
 
 def acknowledge(scope: Construct, rule: str, reason: str) -> None:
@@ -119,6 +121,8 @@ class PeftopsStack(Stack):
             group_name=config.model_package_group,
             promotion_account_ids=settings.promotion_account_ids,
         )
+        if settings.promotion_account_ids:
+            self._grant_promoted_adapters(settings.promotion_account_ids, f"{outputs}/{MODELS}/")
         self.functions = PipelineFunctions(
             self, "Functions", config=config, bucket=self.storage.bucket, key=self.storage.key
         )
@@ -184,6 +188,29 @@ class PeftopsStack(Stack):
         if self.tracking:
             CfnOutput(self, "TrackingServerArn", value=self.tracking.arn)
 
+    def _grant_promoted_adapters(self, accounts: tuple[str, ...], models_prefix: str) -> None:
+        """The accounts a stage promotes to may read the adapters deployed to a stage (tagged
+        by the deployer) and nothing else of the bucket, and decrypt them through S3 only."""
+        principals = [iam.AccountPrincipal(account) for account in accounts]
+        self.storage.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="PromotionAccountsReadPromotedAdapters",
+                principals=principals,
+                actions=["s3:GetObject"],
+                resources=[self.storage.bucket.arn_for_objects(f"{models_prefix}*")],
+                conditions={"StringEquals": {f"s3:ExistingObjectTag/{PROMOTED_TAG}": "true"}},
+            )
+        )
+        self.storage.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="PromotionAccountsDecryptPromotedAdapters",
+                principals=principals,
+                actions=["kms:Decrypt"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}},
+            )
+        )
+
     def _acknowledge_serving(
         self, bucket_objects: str, region_account: str, pipeline_name: str, group: str
     ) -> None:
@@ -227,6 +254,10 @@ class PeftopsStack(Stack):
             (
                 f"IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:inference-component/{serving.endpoint_name}-*]",
                 "this endpoint's adapter components, one per task, named when a task is first promoted",
+            ),
+            (
+                f"IAM5[{bucket_objects.removesuffix('/*')}/pipelines/{pipeline_name}/{MODELS}/*]",
+                "tags the adapter it deployed, whose key names its training run; it reads or writes no object",
             ),
         ):
             acknowledge(deployer, finding, reason)

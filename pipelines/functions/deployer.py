@@ -80,6 +80,7 @@ class Deployer:
         settings: Settings,
         sagemaker: Any,
         runtime: Any,
+        s3: Any,
         *,
         clock: Callable[[], str] = _now,
         sleep: Callable[[float], None] = time.sleep,
@@ -87,6 +88,7 @@ class Deployer:
     ) -> None:
         self.settings = settings
         self.sagemaker = sagemaker
+        self.s3 = s3
         self.runtime = runtime
         self.clock = clock
         self.sleep = sleep
@@ -252,8 +254,19 @@ class Deployer:
                 "retire",
                 f"version {package['ModelPackageVersion']} took {self.settings.stage} over",
             )
+        self.mark_promoted(artifact)
         self.record(package, lifecycle.StageStatus.DEPLOYED, "deploy", detail)
         return {"outcome": "deployed", "detail": detail}
+
+    def mark_promoted(self, artifact: str) -> None:
+        """Tag the deployed adapter's artifact: the accounts a stage promotes to may read
+        objects with this tag, and no other (the bucket policy's condition)."""
+        bucket, _, key = artifact.removeprefix("s3://").partition("/")
+        self.s3.put_object_tagging(
+            Bucket=bucket,
+            Key=key,
+            Tagging={"TagSet": [{"Key": lifecycle.PROMOTED_TAG, "Value": "true"}]},
+        )
 
     def restore(self, component: str, previous: str | None) -> None:
         """Put the component back as it was: the previous adapter, or no component."""
@@ -268,5 +281,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     import boto3
 
     settings = Settings.from_environment(dict(os.environ))
-    deployer = Deployer(settings, boto3.client("sagemaker"), boto3.client("sagemaker-runtime"))
+    deployer = Deployer(
+        settings,
+        boto3.client("sagemaker"),
+        boto3.client("sagemaker-runtime"),
+        boto3.client("s3"),
+    )
     return deployer.deploy(event["detail"]["ModelPackageArn"])

@@ -38,6 +38,10 @@ class StageStatus(enum.StrEnum):
 # version per task (a deployment retires the previous one) and at most one pending.
 HOLDS_STAGE = (StageStatus.PENDING, StageStatus.DEPLOYED)
 
+# The S3 object tag on an adapter artifact once it is deployed to a stage: what the accounts
+# named in a stage's promotion_account_ids may read (the bucket policy's condition).
+PROMOTED_TAG = "peftops-promoted"
+
 DECISION_KEY = "decision-"
 METADATA_LIMIT = 50
 ENTRY_LIMIT = 256

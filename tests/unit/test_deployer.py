@@ -86,14 +86,31 @@ class Recorder:
         )
 
 
+S3 = boto3.client("s3", region_name="us-east-1")
+S3_STUB: list[Stubber] = []  # the running test's S3 stubber
+
+
 @pytest.fixture
 def clients():
     sagemaker = boto3.client("sagemaker", region_name="us-east-1")
     runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
-    with Stubber(sagemaker) as sm, Stubber(runtime) as rt:
+    with Stubber(sagemaker) as sm, Stubber(runtime) as rt, Stubber(S3) as s3:
+        S3_STUB[:] = [s3]
         yield sagemaker, runtime, sm, rt
         sm.assert_no_pending_responses()
         rt.assert_no_pending_responses()
+        s3.assert_no_pending_responses()  # a failed deployment tags nothing
+
+
+def tags_as_promoted(artifact: str = NEW_ADAPTER) -> None:
+    """The deployed adapter's artifact gets the tag promotion accounts may read by."""
+    bucket, _, key = artifact.removeprefix("s3://").partition("/")
+    S3_STUB[0].add_response(
+        "put_object_tagging",
+        {},
+        {"Bucket": bucket, "Key": key,
+         "Tagging": {"TagSet": [{"Key": "peftops-promoted", "Value": "true"}]}},
+    )  # fmt: skip
 
 
 def make(sagemaker: Any, runtime: Any) -> tuple[deployer.Deployer, list[float]]:
@@ -101,7 +118,7 @@ def make(sagemaker: Any, runtime: Any) -> tuple[deployer.Deployer, list[float]]:
     clock = iter(range(0, 10_000, 15))
     return (
         deployer.Deployer(
-            SETTINGS, sagemaker, runtime, clock=lambda: "2026-12-04T00:00:00+00:00",
+            SETTINGS, sagemaker, runtime, S3, clock=lambda: "2026-12-04T00:00:00+00:00",
             sleep=slept.append, monotonic=lambda: float(next(clock)),
         ),
         slept,
@@ -170,6 +187,7 @@ def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_ver
         "invoke_endpoint", answer({"generated_text": "A report by Thursday."}), smoke_request()
     )
     old, other_task = package(1, "Deployed"), package(3, "Deployed", task="meeting-notes")
+    tags_as_promoted()
     search_deployed(sm, old, other_task, package(2, "Deployed"))
     sm.add_response(
         "update_model_package",
@@ -324,6 +342,7 @@ def test_in_service_counts_only_with_the_new_adapter(clients) -> None:
             "describe_inference_component", described, {"InferenceComponentName": COMPONENT}
         )
     rt.add_response("invoke_endpoint", answer({"generated_text": "ok"}), smoke_request())
+    tags_as_promoted()
     search_deployed(sm)
     sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
     run, slept = make(sagemaker, runtime)

@@ -885,9 +885,13 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
             "sagemaker:DescribeInferenceComponent",
             "sagemaker:DeleteInferenceComponent",
         ],
+        "MarkPromotedAdapters": "s3:PutObjectTagging",
         "SmokeTest": "sagemaker:InvokeEndpoint",
         "WriteOwnLogs": ["logs:CreateLogStream", "logs:PutLogEvents"],
     }
+    assert json.dumps(statements["MarkPromotedAdapters"]["Resource"]).endswith(
+        '/pipelines/peftops-adapter-dev/models/*"]]}'
+    )
     sagemaker = "arn:aws:sagemaker:us-east-1:123456789012"
     assert statements["SmokeTest"]["Resource"] == [
         f"{sagemaker}:endpoint/{endpoint_name}",
@@ -928,3 +932,44 @@ def test_an_instance_type_without_local_storage_gets_the_endpoint_key(tmp_path: 
 def test_bad_serving_settings_are_refused_at_synth(serving: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         stage_settings({"dev": {**STAGES["dev"], "serving": serving}}, "dev")
+
+
+def statements_of(template: Template, kind: str, document: str) -> dict[str, Any]:
+    found = {}
+    for resource in resources(template, kind).values():
+        for statement in resource["Properties"][document]["Statement"]:
+            if "Sid" in statement:
+                found[statement["Sid"]] = plain(statement)
+    return found
+
+
+def test_promotion_accounts_read_only_deployed_adapters_and_only_when_named(
+    dev, tmp_path: Path
+) -> None:
+    template, _, _ = dev
+    bucket = statements_of(template, "AWS::S3::BucketPolicy", "PolicyDocument")
+    key = statements_of(template, "AWS::KMS::Key", "KeyPolicy")
+    assert not [sid for sid in (*bucket, *key) if sid.startswith("PromotionAccounts")]
+    (group,) = resources(template, "AWS::SageMaker::ModelPackageGroup").values()
+    assert "ModelPackageGroupPolicy" not in group["Properties"]
+
+    shared, _ = synth_variant(tmp_path, stage={"promotion_account_ids": ["210987654321"]})
+    account = {"AWS": "arn:aws:iam::210987654321:root"}
+    read = statements_of(shared, "AWS::S3::BucketPolicy", "PolicyDocument")[
+        "PromotionAccountsReadPromotedAdapters"
+    ]
+    assert read["Principal"] == account and read["Action"] == "s3:GetObject"
+    assert json.dumps(read["Resource"]).endswith('/pipelines/peftops-adapter-dev/models/*"]]}')
+    assert read["Condition"] == {
+        "StringEquals": {"s3:ExistingObjectTag/peftops-promoted": "true"}
+    }  # the deployer's tag: what was deployed to a stage, nothing else
+    decrypt = statements_of(shared, "AWS::KMS::Key", "KeyPolicy")[
+        "PromotionAccountsDecryptPromotedAdapters"
+    ]
+    assert decrypt["Principal"] == account and decrypt["Action"] == "kms:Decrypt"
+    assert decrypt["Condition"] == {
+        "StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}
+    }
+    (group,) = resources(shared, "AWS::SageMaker::ModelPackageGroup").values()
+    (granted,) = group["Properties"]["ModelPackageGroupPolicy"]["Statement"]
+    assert plain(granted["Principal"]["AWS"]) == ["arn:aws:iam::210987654321:root"]
