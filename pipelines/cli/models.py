@@ -252,11 +252,17 @@ def models_promote(
     description: ReasonOption,
     registry: RegistryOption = DEFAULT_REGISTRY,
     who: WhoOption = None,
+    wait: Annotated[
+        int,
+        typer.Option(
+            min=0, help="SageMaker: seconds to wait for the stage deployer's outcome (0: none)."
+        ),
+    ] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Promote an approved version to staging, or from a passed staging smoke test to
     production. A local registry's version is smoke-tested here at once; on SageMaker the
-    stage's deployer takes it from there and records the outcome."""
+    stage's deployer takes it from there and records the outcome (`--wait` follows it)."""
     import getpass
 
     from pipelines.registry import LocalRegistry, promote
@@ -272,6 +278,10 @@ def models_promote(
         from pipelines.serving.local_deployer import deploy
 
         outcome = guarded(lambda: deploy(store, version))
+    elif wait:
+        from pipelines.registry.decisions import awaited_deployment
+
+        outcome = guarded(lambda: awaited_deployment(store, version, timeout_s=wait))
     echo_version(outcome, as_json, f"{outcome.lifecycle} ({outcome.lifecycle.description})")
     if outcome.lifecycle.status == "DeploymentFailed":
         raise typer.Exit(1)

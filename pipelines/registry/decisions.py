@@ -4,6 +4,9 @@ the stages, a deployment's outcome, archiving. Each is kept in the version's his
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from pipelines.functions.registered_adapter import EVALUATION_DIGEST, SMOKE_TEST
 from pipelines.registry import lifecycle
 from pipelines.registry.versions import Change, ModelVersion, Registry, RegistryError
@@ -98,3 +101,27 @@ def record_deployment(
 def archive(registry: Registry, version: int, *, who: str, why: str) -> ModelVersion:
     target = lifecycle.archived(registry.get(version))
     return registry.change(version, Change(who=who, action="archive", why=why, lifecycle=target))
+
+
+def awaited_deployment(
+    registry: Registry,
+    version: int,
+    *,
+    timeout_s: float,
+    poll_s: float = 15.0,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> ModelVersion:
+    """The version once its stage's deployer has recorded an outcome (deployed or failed)."""
+    deadline = monotonic() + timeout_s
+    while True:
+        current = registry.get(version)
+        if current.lifecycle.status != lifecycle.StageStatus.PENDING:
+            return current
+        if monotonic() >= deadline:
+            raise RegistryError(
+                f"version {version} is still pending in {current.lifecycle.stage} after "
+                f"{timeout_s:.0f} s; its deployer records the outcome (`peftops models show "
+                f"{version}`)"
+            )
+        sleep(poll_s)

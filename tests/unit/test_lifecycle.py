@@ -310,3 +310,33 @@ def test_a_decision_entry_is_a_value_sagemaker_accepts() -> None:
     assert (decoded.before, decoded.after) == (hostile.before, hostile.after)
     assert decoded.why.startswith("smoke test failed: KeyError__generated_text__")
     assert json.dumps(decoded.__dict__)  # plain strings all through
+
+
+def test_waiting_for_a_deployer_returns_its_outcome_or_says_it_is_still_pending(
+    registry: LocalRegistry,
+) -> None:
+    from pipelines.registry.decisions import awaited_deployment
+
+    version = approved(registry)
+    promote(registry, version, "staging", who="ana", why="try")
+    clock = iter(range(0, 1000, 15))
+    polls: list[float] = []
+
+    def deployer_finishes(seconds: float) -> None:  # the deployer records while we wait
+        polls.append(seconds)
+        if len(polls) == 2:
+            record_deployment(registry, version, passed=True, detail="smoke ok", who="d")
+
+    done = awaited_deployment(
+        registry, version, timeout_s=300, sleep=deployer_finishes, monotonic=lambda: next(clock)
+    )
+    assert str(done.lifecycle) == "staging:Deployed" and polls == [15.0, 15.0]
+
+    other = approved(registry, task="meeting-notes")
+    promote(registry, other, "staging", who="ana", why="try")
+    with pytest.raises(
+        RegistryError, match=f"version {other} is still pending in staging after 30 s"
+    ):
+        awaited_deployment(
+            registry, other, timeout_s=30, sleep=lambda _: None, monotonic=lambda: next(clock)
+        )
