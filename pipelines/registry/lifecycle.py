@@ -18,16 +18,24 @@ from pipelines.functions.model_lifecycle import (
 )
 from pipelines.registry.versions import Lifecycle, ModelVersion, RegistryError
 
-__all__ = ["HOLDS_STAGE", "PROMOTION_STAGES", "Stage", "StageStatus"]
+__all__ = [
+    "HOLDS_STAGE",
+    "PROMOTION_STAGES",
+    "Stage",
+    "StageStatus",
+    "archived",
+    "deployment_outcome",
+    "pending_in",
+    "promotion",
+]
 
 
 def pending_in(versions: Iterable[ModelVersion], task: str, stage: str) -> ModelVersion | None:
     """The version of `task` being deployed to `stage`, if any."""
     for v in versions:
-        if (
-            v.task == task
-            and v.lifecycle.stage == stage
-            and (v.lifecycle.status == StageStatus.PENDING)
+        if v.task == task and (v.lifecycle.stage, v.lifecycle.status) == (
+            stage,
+            StageStatus.PENDING,
         ):
             return v
     return None
