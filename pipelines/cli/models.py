@@ -272,8 +272,7 @@ def models_promote(
         raise fail(f"--to {to!r}: use one of {', '.join(PROMOTION_STAGES)}")
     store = open_registry(registry)
     who = who or getpass.getuser()
-    pending = guarded(lambda: promote(store, version, to, who=who, why=description))
-    outcome = pending
+    outcome = guarded(lambda: promote(store, version, to, who=who, why=description))
     if isinstance(store, LocalRegistry):
         from pipelines.serving.local_deployer import deploy
 

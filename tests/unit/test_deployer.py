@@ -16,7 +16,7 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from pipelines.functions import deployer
-from pipelines.functions.model_lifecycle import DECISION_KEY, decode_history, lineage_of
+from pipelines.functions.model_lifecycle import decode_history, lineage_of
 
 GROUP = "peftops-adapters"
 ENDPOINT = "peftops-staging"
@@ -215,11 +215,8 @@ def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_ver
     }
 
 
-def test_a_failed_smoke_test_puts_the_previous_adapter_back_and_marks_the_version_failed(
-    clients,
-) -> None:
-    sagemaker, runtime, sm, rt = clients
-    sent = Recorder(sagemaker)
+def serves_the_old_adapter(sm: Stubber) -> None:
+    """A version pending here whose task's component serves the previous adapter."""
     sm.add_response(
         "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
@@ -228,6 +225,14 @@ def test_a_failed_smoke_test_puts_the_previous_adapter_back_and_marks_the_versio
         component("InService", OLD_ADAPTER),
         {"InferenceComponentName": COMPONENT},
     )
+
+
+def test_a_failed_smoke_test_puts_the_previous_adapter_back_and_marks_the_version_failed(
+    clients,
+) -> None:
+    sagemaker, runtime, sm, rt = clients
+    sent = Recorder(sagemaker)
+    serves_the_old_adapter(sm)
     update = {"InferenceComponentName": COMPONENT}
     sm.add_response(
         "update_inference_component",
@@ -317,21 +322,13 @@ def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatc
     }
     deployer.handler(event, None)
     assert seen == [arn(2)]
-    assert DECISION_KEY == "decision-"
 
 
 def test_in_service_counts_only_with_the_new_adapter(clients) -> None:
     """Right after an update the component may still report InService with the old adapter:
     the smoke test must not run against that."""
     sagemaker, runtime, sm, rt = clients
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
-    sm.add_response(
-        "describe_inference_component",
-        component("InService", OLD_ADAPTER),
-        {"InferenceComponentName": COMPONENT},
-    )
+    serves_the_old_adapter(sm)
     sm.add_response(
         "update_inference_component",
         {"InferenceComponentArn": component("Updating")["InferenceComponentArn"]},
