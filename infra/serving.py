@@ -17,21 +17,17 @@ from constructs import Construct
 
 from infra.functions import project_function
 from pipelines.definition.config import MODELS, PipelineConfig
-from pipelines.definition.images import ecr_repository_arn
+from pipelines.definition.images import (
+    ecr_repository_arn,
+    lora_serving_environment,
+    serving_image,
+)
 from pipelines.definition.service_rules import has_local_storage
-from pipelines.definition.stages import LMI_VERSION, ServingSettings
+from pipelines.definition.stages import ServingSettings
 from pipelines.functions.registered_adapter import BASE_COMPONENT, inference_component_name
 
 VARIANT = "AllTraffic"
 DEPLOYER_HANDLER = "deployer.handler"
-
-
-def lmi_image(region: str) -> str:
-    from sagemaker.core import image_uris
-
-    return image_uris.retrieve(
-        framework="djl-lmi", region=region, version=LMI_VERSION, image_scope="inference"
-    )
 
 
 def base_model_source(config: PipelineConfig, bucket_name: str) -> str:
@@ -59,7 +55,7 @@ class Serving(Construct):
         stack = Stack.of(self)
         sagemaker_arn = f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}"
         self.endpoint_name = f"{config.name}-{settings.lifecycle_stage}"
-        image = lmi_image(stack.region)
+        image = serving_image(stack.region)
         adapters = bucket.arn_for_objects(f"pipelines/{config.name}/{MODELS}/*")
 
         # What the endpoint's containers run as: pull the image, read the adapters (and a base
@@ -158,8 +154,7 @@ class Serving(Construct):
                 container=sagemaker.CfnInferenceComponent.InferenceComponentContainerSpecificationProperty(
                     image=image,
                     environment={
-                        "HF_MODEL_ID": base_model_source(config, bucket.bucket_name),
-                        "OPTION_ENABLE_LORA": "true",
+                        **lora_serving_environment(base_model_source(config, bucket.bucket_name)),
                         "OPTION_MAX_LORAS": str(settings.max_loras),
                         "OPTION_MAX_LORA_RANK": str(settings.max_lora_rank),
                         "OPTION_MAX_CPU_LORAS": str(4 * settings.max_loras),

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sagemaker.core import image_uris
 from sagemaker.core.lambda_helper import Lambda
 from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.core.network import NetworkConfig
@@ -114,12 +113,11 @@ from pipelines.definition.config import (
     PipelineConfig,
     function_name,
 )
-from pipelines.definition.images import job_images
-from pipelines.definition.service_rules import definition_violations, steps_of, volume_kms_key
+from pipelines.definition.images import job_images, lora_serving_environment, serving_image
+from pipelines.definition.service_rules import definition_violations, volume_kms_key
 from pipelines.definition.staging import ASSET_PREFIX, OfflineSession
 from pipelines.functions import layout
 from pipelines.functions.registered_adapter import (
-    ADAPTER_CHANNEL,
     EVALUATION_DIGEST,
     SMOKE_TEST,
     TASK,
@@ -132,7 +130,6 @@ logger = logging.getLogger("peftops")
 SCRIPTS_DIR = Path(contracts.__file__).resolve().parent  # training_scripts/
 JOB_REQUIREMENTS = "requirements.lock"  # make lock; relative to SCRIPTS_DIR
 PROCESSING = "/opt/ml/processing"
-TGI_VERSION = "3.3.6"
 
 
 def base_model_location(config: PipelineConfig, deployment: Deployment) -> str:
@@ -199,8 +196,8 @@ TRACKING_METADATA = {
     "mlflow_run_id": "tracking.evaluation_run_id",
     "mlflow_training_run_id": "tracking.training_run_ids.adapter",
 }
-# What the serving container loads: TGI serves LoRA adapters (LORA_ADAPTERS) on the base model;
-# it has no prompt-tuning support, so such adapters are evaluated but not registered.
+# What the serving container loads: LMI (vLLM) serves LoRA adapters on the base model; it has
+# no prompt-tuning support, so such adapters are evaluated but not registered.
 SERVABLE_METHODS = ("lora", "qlora")
 
 # What the training job's console charts, read from its log: the Trainer's loss records
@@ -662,20 +659,14 @@ class _Builder:
     ) -> ModelStep:
         p = self.params
         evaluation_uri = self.evaluation_uri(evaluate)
-        inference_image = image_uris.retrieve(
-            framework="huggingface-llm",
-            region=self.deployment.region,
-            version=TGI_VERSION,
-            image_scope="inference",
-            instance_type=self.config.evaluation_instance_type,
-        )
         builder = ModelBuilder(
+            # What a stage's deployer deploys: this artifact as an adapter inference component
+            # on the endpoint's base component, which runs this image with these settings.
             s3_model_data_url=adapter.properties.ModelArtifacts.S3ModelArtifacts,
-            image_uri=inference_image,
+            image_uri=serving_image(self.deployment.region),
             role_arn=self.deployment.role_arn,
             sagemaker_session=self.session,
-            # TGI serves the base model with the adapter mounted from the model data.
-            env_vars={"HF_MODEL_ID": p.base_model, "LORA_ADAPTERS": "adapter=/opt/ml/model"},
+            env_vars=lora_serving_environment(p.base_model),
             log_level=logging.WARNING,  # its default, DEBUG, logs every request it builds
         )
         lineage = {
@@ -784,7 +775,7 @@ class _Builder:
                     "PeftMethod ",
                     p.peft_method,
                     " adapters are evaluated but not registered: the "
-                    "serving container (TGI) loads LoRA adapters only. Train with PeftMethod "
+                    "serving container (LMI, vLLM) loads LoRA adapters only. Train with PeftMethod "
                     f"{' or '.join(SERVABLE_METHODS)} to register one.",
                 ],
             ),
@@ -891,40 +882,10 @@ def definition_json(config: PipelineConfig, deployment: Deployment) -> tuple[str
     for line in printed.getvalue().splitlines():
         logger.debug("sagemaker: %s", line)
     definition = json.loads(body)
-    if config.network_isolation:
-        for step in steps_of(definition["Steps"]):
-            if step["Type"] == "RegisterModel":
-                serve_base_model_from_s3(step["Arguments"]["InferenceSpecification"])
-        body = json.dumps(definition)
     violations = definition_violations(definition)
     if violations:
         raise ValueError("the service would refuse this definition: " + "; ".join(violations))
     return body, session.assets
-
-
-def serve_base_model_from_s3(specification: dict[str, Any]) -> None:
-    """With network isolation the base model is an S3 prefix, which TGI's HF_MODEL_ID cannot
-    load: the container gets it as its own model data (uncompressed, at /opt/ml/model) and the
-    adapter as an additional model data source (SageMaker unpacks it under
-    /opt/ml/additional-model-data-sources/<channel>), which LORA_ADAPTERS names. The SDK's
-    ModelBuilder writes neither field, so the registration request is completed here."""
-    (container,) = specification["Containers"]
-    adapter = container.pop("ModelDataUrl")
-    base_model = container["Environment"]["HF_MODEL_ID"]
-    container["ModelDataSource"] = {
-        "S3DataSource": {"S3Uri": base_model, "S3DataType": "S3Prefix", "CompressionType": "None"}
-    }
-    container["AdditionalModelDataSources"] = [
-        {
-            "ChannelName": ADAPTER_CHANNEL,
-            "S3DataSource": {"S3Uri": adapter, "S3DataType": "S3Object", "CompressionType": "Gzip"},
-        }
-    ]
-    container["Environment"] = {
-        **container["Environment"],
-        "HF_MODEL_ID": "/opt/ml/model",
-        "LORA_ADAPTERS": f"adapter=/opt/ml/additional-model-data-sources/{ADAPTER_CHANNEL}",
-    }
 
 
 __all__ = ["ExecutionVariables", "Parameters", "build_pipeline", "definition_json"]

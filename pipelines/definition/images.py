@@ -10,6 +10,10 @@ from sagemaker.core import image_uris
 
 from pipelines.definition.config import PipelineConfig
 
+# The serving image: LMI (vLLM backend), which serves LoRA adapters as inference components
+# on one base-model component. Pinned: the registered versions and the endpoints name the same.
+LMI_VERSION = "0.38.0"
+
 IMAGE_URI = re.compile(
     r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repository>[^:@]+)"
 )
@@ -62,6 +66,20 @@ def deep_learning_images(config: PipelineConfig, region: str) -> JobImages:
         image_scope="training",
     )
     return JobImages(gpu=gpu, cpu=cpu)
+
+
+def serving_image(region: str) -> str:
+    """The LMI image: what a registered version's inference spec names, and what a stage's
+    endpoint runs its base-model component (and so every adapter component) on."""
+    return image_uris.retrieve(
+        framework="djl-lmi", region=region, version=LMI_VERSION, image_scope="inference"
+    )
+
+
+def lora_serving_environment(base_model: str) -> dict[str, str]:
+    """The serving container's settings that every adapter of one base model shares: the base
+    model (a hub id or an s3:// prefix LMI downloads) with LoRA serving on."""
+    return {"HF_MODEL_ID": base_model, "OPTION_ENABLE_LORA": "true"}
 
 
 def ecr_repository_arn(image_uri: str, partition: str = "aws") -> str:

@@ -16,8 +16,6 @@ class ScheduleSettings:
     parameters: dict[str, str] = field(default_factory=dict)  # pipeline parameter overrides
 
 
-# The serving image: LMI (vLLM backend) with LoRA adapters as inference components, pinned.
-LMI_VERSION = "0.38.0"
 SERVING_STAGES = ("staging", "production")
 
 

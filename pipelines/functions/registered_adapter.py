@@ -41,14 +41,15 @@ def inference_component_name(endpoint: str, task: str) -> str:
 
 # BatchDescribeModelPackage takes at most 100 ARNs, ListModelPackages returns at most 100.
 PAGE = 100
-# The additional model data source that carries the adapter when the base model is the
-# container's own model data (network isolation: the base model comes from S3, not the hub).
+# The additional model data source that carried the adapter in versions registered for the
+# TGI image with network isolation (the base model was the container's model data). Versions
+# are registered with the adapter as model data now; those older ones stay readable.
 ADAPTER_CHANNEL = "adapter"
 
 
 def adapter_location(container: dict[str, Any]) -> str:
-    """Where a registered inference container's adapter is: its model data, or its `adapter`
-    additional model data source."""
+    """Where a registered inference container's adapter is: its model data, or (an older
+    version) its `adapter` additional model data source."""
     for source in container.get("AdditionalModelDataSources", []):
         if source.get("ChannelName") == ADAPTER_CHANNEL:
             return source["S3DataSource"]["S3Uri"]

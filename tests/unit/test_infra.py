@@ -823,8 +823,7 @@ def test_no_endpoint_unless_a_stage_switches_serving_on(dev, prod) -> None:
 def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promotions(
     tmp_path: Path,
 ) -> None:
-    from infra.serving import lmi_image
-    from pipelines.definition.stages import LMI_VERSION
+    from pipelines.definition.images import LMI_VERSION, serving_image
 
     template, stack = synth_variant(tmp_path, stage={"serving": {"lifecycle_stage": "staging"}})
     done = cfn_lint(tmp_path / stack.template_file)
@@ -841,8 +840,28 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
     (base,) = resources(template, "AWS::SageMaker::InferenceComponent").values()
     spec = base["Properties"]["Specification"]
     assert base["Properties"]["InferenceComponentName"] == f"{endpoint_name}-base"
-    assert spec["Container"]["Image"] == lmi_image("us-east-1")
+    assert spec["Container"]["Image"] == serving_image("us-east-1")
     assert f":{LMI_VERSION}-lmi" in spec["Container"]["Image"]
+    # What the pipeline registers is what this endpoint deploys: the adapter as the
+    # container's model data, on this image, for this base model, with LoRA serving on.
+    (pipeline,) = resources(template, "AWS::SageMaker::Pipeline").values()
+    body, _ = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
+    definition = json.loads(body.replace("${!", "${"))
+    parameters = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
+    registrations = [
+        s for s in walk_steps(definition["Steps"]) if s["Type"] == "RegisterModel"
+    ]  # fmt: skip
+    assert len(registrations) == 2  # the trained and the stored baseline's branch
+    for registration in registrations:
+        (registered,) = registration["Arguments"]["InferenceSpecification"]["Containers"]
+        assert registered["Image"] == spec["Container"]["Image"]
+        assert registered["ModelDataUrl"] == {
+            "Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"
+        }
+        environment = registered["Environment"]
+        assert environment["HF_MODEL_ID"] == {"Get": "Parameters.BaseModel"}
+        assert environment["OPTION_ENABLE_LORA"] == "true"
+        assert parameters["BaseModel"] == spec["Container"]["Environment"]["HF_MODEL_ID"]
     assert spec["Container"]["Environment"] | {"HF_MODEL_ID": "-"} == {
         "HF_MODEL_ID": "-",
         "OPTION_ENABLE_LORA": "true",

@@ -101,7 +101,7 @@ def test_dag_shape(definition) -> None:
         assert branch(gate, "IfSteps") == [f"Servable{suffix}"]
         assert branch(gate, "ElseSteps") == [f"GateFailed{suffix}"]
         servable = steps[f"Servable{suffix}"]
-        # TGI serves LoRA adapters only: a prompt-tuning adapter is never registered with it.
+        # LMI serves LoRA adapters only: a prompt-tuning adapter is never registered for it.
         assert servable["Arguments"]["Conditions"] == [
             {
                 "Type": "In",
@@ -420,35 +420,19 @@ def test_network_isolation_brings_the_base_model_as_an_s3_channel() -> None:
             "Subnets": ["subnet-1", "subnet-2"],
         }
         assert any(i["InputName"] == "model" for i in args["ProcessingInputs"])
-    # The registered container can load what it is given: TGI cannot read an s3:// model id,
-    # so the base model is its model data and the adapter an additional source.
+    # The registered container is the one a stage deploys: the adapter as its model data, the
+    # base model as LMI downloads it (the parameter's default is the S3 prefix the jobs read).
     for name in ("RegisterAdapter", "RegisterAdapterStoredBaseline"):
         (container,) = flatten(definition["Steps"])[name]["Arguments"]["InferenceSpecification"][
             "Containers"
         ]
-        assert "ModelDataUrl" not in container
-        assert container["ModelDataSource"] == {
-            "S3DataSource": {
-                "S3Uri": {"Get": "Parameters.BaseModel"},
-                "S3DataType": "S3Prefix",
-                "CompressionType": "None",
-            }
+        assert container["ModelDataUrl"] == {
+            "Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"
         }
-        assert container["AdditionalModelDataSources"] == [
-            {
-                "ChannelName": "adapter",
-                "S3DataSource": {
-                    "S3Uri": {"Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"},
-                    "S3DataType": "S3Object",
-                    "CompressionType": "Gzip",
-                },
-            }
-        ]
-        environment = container["Environment"]
-        assert environment["HF_MODEL_ID"] == "/opt/ml/model"
-        assert (
-            environment["LORA_ADAPTERS"] == "adapter=/opt/ml/additional-model-data-sources/adapter"
-        )
+        assert "AdditionalModelDataSources" not in container
+        assert container["Environment"]["HF_MODEL_ID"] == {"Get": "Parameters.BaseModel"}
+    (base_model,) = [p for p in definition["Parameters"] if p["Name"] == "BaseModel"]
+    assert base_model["DefaultValue"] == S3_MODEL
 
 
 def installs(assets: dict[str, bytes]) -> dict[str, list[str]]:
@@ -480,15 +464,21 @@ def test_jobs_install_the_hash_pinned_lock_or_nothing_on_a_prebuilt_image(built)
     assert all(not set(files) & staged for files in launchers.values()), launchers
 
 
-def test_without_isolation_the_container_loads_the_base_model_by_hub_id(definition) -> None:
+def test_the_registered_container_serves_the_adapter_on_the_lmi_base_model(definition) -> None:
+    from pipelines.definition.images import LMI_VERSION
+
     (container,) = flatten(definition["Steps"])["RegisterAdapter"]["Arguments"][
         "InferenceSpecification"
     ]["Containers"]
     assert container["ModelDataUrl"] == {
         "Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"
     }
-    assert container["Environment"]["HF_MODEL_ID"] == {"Get": "Parameters.BaseModel"}
-    assert container["Environment"]["LORA_ADAPTERS"] == "adapter=/opt/ml/model"
+    assert container["Image"].endswith(f"/djl-inference:{LMI_VERSION}-lmi29.0.0-cu130")
+    environment = container["Environment"]
+    assert environment["HF_MODEL_ID"] == {"Get": "Parameters.BaseModel"}
+    assert environment["OPTION_ENABLE_LORA"] == "true"
+    # Not TGI: its LORA_ADAPTERS answers an unknown adapter with the base model.
+    assert "LORA_ADAPTERS" not in environment
 
 
 def test_network_isolation_requires_an_image_with_the_dependencies() -> None:
