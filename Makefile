@@ -52,8 +52,9 @@ test: venv $(NODE_STAMP) lint
 demo: venv
 	$(BIN)/peftops run-local --preset smollm2 --out $(DEMO_DIR) --registry runs/registry.sqlite
 
-# Ours vs the common recipe (pad to max length, loss on every token, dataset order) for QLoRA,
-# LoRA and full fine-tuning of SmolLM2-135M on this machine: a table, and JSON in runs/bench/.
+# Ours vs the strong baseline (length-grouped, same token budget, completion-only loss) and the
+# common recipe (pad to max length, loss on every token) for QLoRA of SmolLM2-135M on bundled
+# and long-prompt data on this machine: a table, and JSON in runs/bench/.
 bench: venv
 	$(BIN)/python -m benchmarks.run --output runs/bench/bench.json
 

@@ -4,13 +4,14 @@
 #      on top of the machine's own torch;
 #   2. build a random-weight Llama-3.2-1B-shaped model (~1.07B parameters) with SmolLM2's
 #      tokenizer: no download;
-#   3. run benchmarks/run.py in bf16: ours vs the common recipe for QLoRA, LoRA and full
-#      fine-tuning, plus MFU against a bf16 matrix-product peak measured in the same run.
+#   3. run benchmarks/run.py in bf16: ours vs the strong baseline (length-grouped, same token
+#      budget, completion-only loss) and the common recipe, for QLoRA, LoRA and full
+#      fine-tuning on bundled and long-prompt data, plus MFU against a bf16 matrix-product
+#      peak measured in the same run, a token-budget sweep and a profile of one QLoRA step.
 #
 # Prepare here (downloads ~58 MB of wheels, saves the tokenizer): make gpu-carry
 # Then, on the GPU machine, with benchmarks/.carry carried:      bash benchmarks/gpu_check.sh
-# Results: the table on stdout, JSON in $PEFTOPS_GPU_RESULTS (default runs/gpu-check). About 4
-# minutes on an H100.
+# Results: the table on stdout, JSON in $PEFTOPS_GPU_RESULTS (default runs/gpu-check).
 #
 # --dry-run runs every step that needs no GPU, with the project's venv, a 2-layer model and a
 # few steps on the CPU (the test suite does this so the script cannot rot): pins read, wheels
@@ -53,8 +54,9 @@ if [[ $DRY_RUN == 1 ]]; then
     TOKENIZER="$WORK/tokenizer"
     [[ -f "$TOKENIZER/tokenizer_config.json" ]] ||
         "$PYTHON" -c "import sys; from pathlib import Path; from pipelines.fixtures.models import build_tiny_causal; build_tiny_causal(Path(sys.argv[1]))" "$TOKENIZER"
-    BENCH=(--model random-llama-tiny --repeats 1 --steps 2 --warmup-steps 1 --batch-size 2
-           --eval-examples 2 --eval-every 1 --matmul-size 256 --long-prompt-dialogues 2)
+    BENCH=(--model random-llama-tiny --methods qlora,lora,full --repeats 1 --examples 6
+           --warmup-examples 2 --batch-size 2 --eval-examples 2 --eval-every 1
+           --matmul-size 256 --long-prompt-dialogues 2 --budgets 512,1024 --profile)
 else
     PYTHON=python3
     check_wheels
@@ -62,10 +64,12 @@ else
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     TOKENIZER="$CARRY/tokenizer"
-    # 16 steps of 16 examples per run: long enough for steady-state throughput on a GPU,
-    # short enough for 3 methods x 3 repeats x 2 arms (+ a warm-up) in a few minutes.
-    BENCH=(--model random-llama-1b --repeats 3 --steps 16 --warmup-steps 2 --batch-size 16
-           --eval-examples 32 --eval-every 4 --precision bf16)
+    # 256 examples per run (about 16 steps of the naive arm's 16): long enough for
+    # steady-state throughput on a GPU, short enough for 3 methods x 2 data x 3 arms x 2
+    # repeats (+ a warm-up), the budget sweep and the profile in a few minutes.
+    BENCH=(--model random-llama-1b --methods qlora,lora,full --repeats 2 --examples 256
+           --warmup-examples 32 --batch-size 16 --eval-examples 32 --eval-every 4
+           --precision bf16 --budgets 4096,8192,16384,32768 --profile)
 fi
 
 "$PYTHON" - <<'EOF'

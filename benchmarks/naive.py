@@ -21,7 +21,12 @@ from typing import Any
 from transformers import default_data_collator
 
 from training_scripts.common import INPUT_KEY, TARGET_KEY, prompt_ids, target_ids
-from training_scripts.train import EncodingStats, TrainArguments
+from training_scripts.train import EncodingStats, SummaryBatches, TrainArguments
+
+# The strong baseline: what a well-informed TRL user sets up. Length-grouped padded batches
+# under the same token budget as ours, loss on the summary tokens only (completion-only
+# loss), the LM head on every position; the project's own encoding and collator otherwise.
+STRONG_BATCHES = SummaryBatches(seq2seq=False, padding_free=False, summary_logits_only=False)
 
 
 def pad_to_max_length(ids: list[int], max_length: int, pad_id: int) -> dict[str, list[int]]:
@@ -58,9 +63,10 @@ class NaiveBatches:
 
     max_length: int
     padding_free: bool = False
+    batch_cost: None = None  # fixed batches of --per-device-batch-size examples
     sampling_strategy: str = "sequential"
     # Its training loss needs logits at every position (evaluation, the recipe's own, does not).
-    loss_on_summary_only: bool = False
+    summary_logits_only: bool = False
 
     def encode(
         self, rows: list[dict[str, Any]], tokenizer: Any, args: TrainArguments, stats: EncodingStats
@@ -70,5 +76,5 @@ class NaiveBatches:
         stats.truncated_inputs += sum(len(i) > self.max_length for i in ids)
         return [pad_to_max_length(i, self.max_length, tokenizer.pad_token_id) for i in ids]
 
-    def collator(self, tokenizer: Any, base_model: Any) -> Any:
+    def collator(self, tokenizer: Any, base_model: Any, args: TrainArguments) -> Any:
         return default_data_collator  # rows are already padded: stack them

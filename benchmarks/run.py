@@ -1,16 +1,22 @@
-"""Benchmark: the project's training path against the common recipe, side by side.
+"""Benchmark: the project's training path against two baselines, side by side.
 
     .venv/bin/python -m benchmarks.run                     # make bench: SmolLM2-135M on this CPU
     python -m benchmarks.run --model random-llama-1b --tokenizer DIR --output gpu.json  # a GPU
 
-For each method (QLoRA, LoRA, full fine-tune) it trains the same model on the same examples
-with the same optimizer, learning rate, schedule, precision and seed, once with the project's
-`FineTuneRecipe` ("ours": padding-free batches, loss and LM head on the summary tokens only)
-and once with the same recipe given `NaiveBatches` as its data layer (pad to max_length, loss
-on every token, dataset order),
-interleaved ours, naive, ours, naive ... after a warm-up of both, in this one process. It
-prints a table and writes JSON: per arm the median of the repeats, and the median of the
-per-repeat ratios ours/naive.
+For each training data (the bundled dialogues, and long-prompt dialogues) and each method it
+trains the same model on the same examples (one pass over them) with the same optimizer,
+learning rate, schedule, precision and seed, with the project's `FineTuneRecipe` given three
+data layers:
+- "ours": packed rows under the token budget, loss and LM head on the summary tokens only;
+- "strong": what a well-informed TRL user runs: length-grouped padded batches under the same
+  token budget, loss on the summary tokens only, the LM head on every position;
+- "naive": the common sample's recipe: pad to max_length, loss on every token, fixed batches
+  of --batch-size examples in dataset order;
+interleaved ours, strong, naive, ours, ... after a warm-up of each, in this one process. It
+prints a table and writes JSON: per arm the median of the repeats, and the medians of the
+per-repeat ratios ours/strong and ours/naive. `--budgets` adds a sweep of the token budget
+(ours, first method, bundled data) and `--profile` the share of a step's time spent in 4-bit
+dequantization and in attention (torch.profiler, one step of ours).
 
 Figures: examples/s and real tokens/s over the training steps (evaluation and checkpointing
 excluded); padding efficiency = real / processed positions; peak memory above the process's
@@ -50,7 +56,7 @@ from benchmarks.measure import (
     padding_efficiency,
     time_to_quality,
 )
-from benchmarks.naive import NaiveBatches, encode_naive, example_ids
+from benchmarks.naive import STRONG_BATCHES, NaiveBatches, encode_naive, example_ids
 from training_scripts import preprocess
 from training_scripts.common import (
     INPUT_KEY,
@@ -72,7 +78,9 @@ from training_scripts.train import (
 
 REPO = Path(__file__).resolve().parent.parent
 
-ARMS = ("ours", "naive")
+ARMS = ("ours", "strong", "naive")
+BASELINES = ("strong", "naive")
+DATA = ("bundled", "long_prompt")
 RANDOM_MODELS = ("random-llama-1b", "random-llama-tiny")
 
 
@@ -92,11 +100,25 @@ class BenchArguments:
         default=str(REPO / "data/sample/dialogues.jsonl"),
         metadata={"help": "Dialogue data, preprocessed by the project's preprocess.py."},
     )
-    methods: str = field(default="qlora,lora,full", metadata={"help": "Comma-separated."})
-    repeats: int = field(default=3, metadata={"help": "Measured ours/naive pairs per method."})
-    steps: int = field(default=2, metadata={"help": "Optimizer steps per measured run."})
-    warmup_steps: int = field(default=1, metadata={"help": "Steps of each arm's warm-up run."})
-    batch_size: int = field(default=4, metadata={"help": "Examples per step, both arms."})
+    methods: str = field(default="qlora", metadata={"help": "Comma-separated: qlora,lora,full."})
+    training_data: str = field(
+        default="bundled,long_prompt", metadata={"help": "Comma-separated: bundled,long_prompt."}
+    )
+    repeats: int = field(default=2, metadata={"help": "Measured runs of each arm per method."})
+    examples: int = field(default=24, metadata={"help": "Training examples per measured run."})
+    warmup_examples: int = field(default=4, metadata={"help": "Examples of each warm-up run."})
+    batch_size: int = field(default=4, metadata={"help": "The naive arm's examples per step."})
+    token_budget: int = field(
+        default=0,
+        metadata={"help": "Tokens per step of ours and strong (0: train.py's device default)."},
+    )
+    budgets: str = field(
+        default="",
+        metadata={"help": "Comma-separated token budgets to sweep (ours, first method, bundled)."},
+    )
+    profile: bool = field(
+        default=False, metadata={"help": "Profile one step of ours: dequantization, attention."}
+    )
     eval_examples: int = field(default=8, metadata={"help": "Held-out examples for eval loss."})
     eval_every: int = field(default=1, metadata={"help": "Eval-loss point every N steps."})
     max_seq_length: int = field(
@@ -244,7 +266,15 @@ def resolve_model(bench: BenchArguments, workdir: Path, device: str) -> Path:
 
 
 def train_arguments(
-    bench: BenchArguments, method: PeftMethod, model: Path, splits: Path, out: Path, steps: int
+    bench: BenchArguments,
+    arm: str,
+    method: PeftMethod,
+    model: Path,
+    splits: Path,
+    out: Path,
+    *,
+    max_seq_length: int,
+    token_budget: int,
 ):
     return TrainArguments(
         method=method,
@@ -254,8 +284,10 @@ def train_arguments(
         output_dir=str(out / "model"),
         output_data_dir=str(out / "output"),
         checkpoint_dir=str(out / "checkpoints"),
-        max_steps=steps,
-        per_device_batch_size=bench.batch_size,
+        epochs=1.0,  # every arm sees each example once
+        # The naive arm's fixed batches; the others hold what fits the token budget.
+        per_device_batch_size=bench.batch_size if arm == "naive" else 1024,
+        token_budget=token_budget,
         learning_rate=bench.full_learning_rate
         if method is PeftMethod.FULL
         else bench.adapter_learning_rate,
@@ -264,15 +296,21 @@ def train_arguments(
         lr_scheduler="constant",
         warmup_ratio=0.0,
         lora_dropout=0.05,
-        max_seq_length=bench.max_seq_length,
+        max_seq_length=max_seq_length,
         batching=bench.ours_batching,
         precision=bench.precision,
         gradient_checkpointing=bench.gradient_checkpointing,
-        logging_steps=max(1, steps),
-        # Checkpoints are the spot-resume insurance, not training: both arms skip them here.
+        logging_steps=1,
+        # Checkpoints are the spot-resume insurance, not training: every arm skips them here.
         save_steps=0,
         seed=bench.seed,
     )
+
+
+def data_layer(arm: str, naive_max_length: int) -> Any:
+    if arm == "naive":
+        return NaiveBatches(naive_max_length)
+    return STRONG_BATCHES if arm == "strong" else None  # None: the recipe's own
 
 
 def run_arm(
@@ -283,17 +321,18 @@ def run_arm(
     model: Path,
     splits: Path,
     out: Path,
-    steps: int,
     naive_max_length: int,
+    max_seq_length: int,
     device: str,
     eval_every: int,
     peak_flops: float | None,
     initial_eval_loss: float | None,
+    token_budget: int = 0,
 ) -> dict[str, Any]:
     """One training run of one arm. Its Trainer is the recipe's own (model, collator, loss,
     optimizer, guards); the harness adds the clock, eval points and memory measurement.
-    `initial_eval_loss`: the eval loss of the untrained model, computed here if None (both
-    arms start from the same weights: same build, same seed)."""
+    `initial_eval_loss`: the eval loss of the untrained model, computed here if None (every
+    arm starts from the same weights: same build, same seed)."""
     # A fresh folder: the recipe would otherwise resume from (or refuse) an earlier
     # benchmark's checkpoints.
     shutil.rmtree(out, ignore_errors=True)
@@ -302,8 +341,11 @@ def run_arm(
         torch.cuda.empty_cache()
     memory = PeakMemory(device)
     memory.baseline()
-    args = train_arguments(bench, method, model, splits, out, steps)
-    recipe = FineTuneRecipe(args, None if arm == "ours" else NaiveBatches(naive_max_length))
+    args = train_arguments(
+        bench, arm, method, model, splits, out,
+        max_seq_length=max_seq_length, token_budget=token_budget or bench.token_budget,
+    )  # fmt: skip
+    recipe = FineTuneRecipe(args, data_layer(arm, naive_max_length))
     recipe.trainer.remove_callback(PrinterCallback)  # the table is the output
     clock = TrainClock(
         evaluate=recipe.validation_loss,
@@ -325,17 +367,20 @@ def run_arm(
     peak = memory.stop()
 
     examples = len(recipe.train_rows)
+    steps = recipe.trainer.state.global_step
     real_per_s = recipe.collator.real_tokens / seconds
     curve = [
         CurvePoint(0, 0.0, initial_eval_loss if initial_eval_loss is not None else float("nan")),
         *clock.points,
-        CurvePoint(recipe.trainer.state.global_step, seconds, final_eval_loss),
+        CurvePoint(steps, seconds, final_eval_loss),
     ]
     result = {
         "arm": arm,
         "method": method.value,
-        "steps": recipe.trainer.state.global_step,
+        "steps": steps,
         "examples": examples,
+        "token_budget": None if arm == "naive" else recipe.token_budget,
+        "real_tokens_per_step": recipe.collator.real_tokens / max(1, steps),
         "train_seconds": seconds,
         "examples_per_s": examples / seconds,
         "real_tokens_per_s": real_per_s,
@@ -361,12 +406,66 @@ def run_arm(
     return result
 
 
+# Operators whose time the profile reports as a share of a step: bitsandbytes' 4-bit
+# dequantization (forward and backward of every 4-bit matmul) and attention.
+PROFILED_OPERATORS = {
+    "dequantization": ("dequantize_4bit", "dequantize_blockwise"),
+    "attention": ("scaled_dot_product_attention",),
+}
+
+
+def profile_step(
+    bench: BenchArguments, method: PeftMethod, model: Path, splits: Path, out: Path,
+    max_seq_length: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Shares of one training step's time (torch.profiler, CPU time of the operators,
+    inclusive of what they call) in 4-bit dequantization and in attention."""
+    from torch.profiler import ProfilerActivity, profile
+
+    shutil.rmtree(out, ignore_errors=True)
+    args = train_arguments(
+        bench, "ours", method, model, splits, out,
+        max_seq_length=max_seq_length, token_budget=bench.token_budget,
+    )  # fmt: skip
+    recipe = FineTuneRecipe(args)
+    recipe.trainer.remove_callback(PrinterCallback)
+    model_ = recipe.trainer.model
+    batch = next(iter(recipe.trainer.get_train_dataloader()))
+    items = int((batch["labels"][..., 1:] != -100).sum())
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    recipe.trainer.training_step(model_, batch, items)  # warm
+    with profile(activities=activities) as profiler:
+        recipe.trainer.training_step(model_, batch, items)
+    events = profiler.key_averages()
+    total = sum(e.self_device_time_total if torch.cuda.is_available() else e.self_cpu_time_total
+                for e in events)  # fmt: skip
+    shares: dict[str, Any] = {
+        "profiler": "torch.profiler",
+        "step_tokens": int(batch["input_ids"].numel()),
+    }
+    for name, patterns in PROFILED_OPERATORS.items():
+        matched = [e for e in events if any(p in e.key for p in patterns)]
+        inclusive = sum(
+            (e.device_time_total if torch.cuda.is_available() else e.cpu_time_total)
+            for e in matched
+            if not any(e.key != m.key and m.key in e.key for m in matched)
+        )
+        shares[name] = inclusive / total if total else None
+        shares[f"{name}_operators"] = sorted({e.key for e in matched})
+    del recipe
+    gc.collect()
+    return shares
+
+
 # --- summary -------------------------------------------------------------------------------
 
 # (key, label, unit scale, better when higher)
 FIGURES: list[tuple[str, str, float, bool]] = [
     ("examples_per_s", "examples/s", 1.0, True),
     ("real_tokens_per_s", "real tokens/s", 1.0, True),
+    ("real_tokens_per_step", "real tokens/step", 1.0, True),
     ("padding_efficiency", "padding efficiency", 1.0, True),
     ("peak_memory_bytes", "peak memory (GB)", 1e-9, False),
     ("memory_floor_bytes", "analytic floor (GB)", 1e-9, False),
@@ -381,28 +480,39 @@ def median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def summarize(pairs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Medians per arm and the median of the per-repeat ratios ours/naive; time to quality
-    is measured against the naive arm's final eval loss of the same repeat."""
-    for pair in pairs:
-        target = pair["naive"]["eval_loss"]
-        for arm in ARMS:
-            points = [CurvePoint(**p) for p in pair[arm]["curve"]]
-            pair[arm]["time_to_quality_s"] = time_to_quality(points, target)
-    summary: dict[str, Any] = {"ours": {}, "naive": {}, "ratio_ours_over_naive": {}}
+def summarize(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Medians per arm and the medians of the per-repeat ratios ours/baseline; time to
+    quality is measured against each baseline's final eval loss of the same repeat."""
+    arms = [arm for arm in ARMS if arm in repeats[0]]
+    baselines = [arm for arm in BASELINES if arm in arms]
+    for repeat in repeats:
+        for arm in arms:
+            points = [CurvePoint(**p) for p in repeat[arm]["curve"]]
+            for baseline in baselines:
+                target = repeat[baseline]["eval_loss"]
+                repeat[arm][f"time_to_{baseline}_quality_s"] = time_to_quality(points, target)
+            repeat[arm]["time_to_quality_s"] = repeat[arm].get("time_to_naive_quality_s")
+    summary: dict[str, Any] = {arm: {} for arm in arms}
+    for baseline in baselines:
+        summary[f"ratio_ours_over_{baseline}"] = {}
     for key, *_ in FIGURES:
-        for arm in ARMS:
-            summary[arm][key] = median_or_none([pair[arm][key] for pair in pairs])
-        ratios = [
-            pair["ours"][key] / pair["naive"][key]
-            if pair["ours"][key] is not None and pair["naive"][key]
-            else None
-            for pair in pairs
-        ]
-        summary["ratio_ours_over_naive"][key] = median_or_none(ratios)
-    summary["ours_reached_naive_quality"] = sum(
-        pair["ours"]["time_to_quality_s"] is not None for pair in pairs
-    )
+        for arm in arms:
+            summary[arm][key] = median_or_none([repeat[arm][key] for repeat in repeats])
+        for baseline in baselines:
+            if key == "time_to_quality_s":
+                ours = [r["ours"][f"time_to_{baseline}_quality_s"] for r in repeats]
+                base = [r[baseline][f"time_to_{baseline}_quality_s"] for r in repeats]
+            else:
+                ours = [r["ours"][key] for r in repeats]
+                base = [r[baseline][key] for r in repeats]
+            ratios = [
+                o / b if o is not None and b else None for o, b in zip(ours, base, strict=True)
+            ]
+            summary[f"ratio_ours_over_{baseline}"][key] = median_or_none(ratios)
+    for baseline in baselines:
+        summary[f"ours_reached_{baseline}_quality"] = sum(
+            r["ours"][f"time_to_{baseline}_quality_s"] is not None for r in repeats
+        )
     return summary
 
 
@@ -415,17 +525,39 @@ def format_value(value: float | None, scale: float) -> str:
 
 def table(results: dict[str, Any]) -> str:
     lines = []
-    for method, entry in results["methods"].items():
-        summary = entry["summary"]
-        lines.append(f"\n{method} (median of {len(entry['repeats'])} repeats)")
-        lines.append(f"  {'figure':<32}{'ours':>12}{'naive':>12}{'ours/naive':>12}")
-        for key, label, scale, _higher in FIGURES:
-            ratio = summary["ratio_ours_over_naive"][key]
+    for data, methods in results["runs"].items():
+        for method, entry in methods.items():
+            summary = entry["summary"]
+            arms = [arm for arm in ARMS if arm in summary]
+            ratios = [b for b in BASELINES if f"ratio_ours_over_{b}" in summary]
+            lines.append(f"\n{method}, {data} data (median of {len(entry['repeats'])} repeats)")
+            header = "".join(f"{arm:>12}" for arm in arms)
+            header += "".join(f"{'ours/' + b:>13}" for b in ratios)
+            lines.append(f"  {'figure':<32}{header}")
+            for key, label, scale, _higher in FIGURES:
+                row = "".join(f"{format_value(summary[arm][key], scale):>12}" for arm in arms)
+                row += "".join(
+                    f"{format_value(summary[f'ratio_ours_over_{b}'][key], 1.0):>13}" for b in ratios
+                )
+                lines.append(f"  {label:<32}{row}")
+    if results.get("budget_sweep"):
+        lines.append("\ntoken budget sweep (ours, one run each)")
+        lines.append(
+            f"  {'budget':>8}{'tokens/step':>13}{'real tokens/s':>15}{'examples/s':>12}{'peak GB':>9}"
+        )
+        for point in results["budget_sweep"]:
             lines.append(
-                f"  {label:<32}{format_value(summary['ours'][key], scale):>12}"
-                f"{format_value(summary['naive'][key], scale):>12}"
-                f"{format_value(ratio, 1.0):>12}"
+                f"  {point['token_budget']:>8}{point['real_tokens_per_step']:>13.0f}"
+                f"{point['real_tokens_per_s']:>15.1f}{point['examples_per_s']:>12.3g}"
+                f"{point['peak_memory_bytes'] * 1e-9:>9.2f}"
             )
+    if results.get("profile"):
+        profile = results["profile"]
+        lines.append(
+            f"\nprofile of one step of ours ({profile['step_tokens']} positions, "
+            f"{profile['profiler']}): 4-bit dequantization {format_value(profile['dequantization'], 100)}%, "
+            f"attention {format_value(profile['attention'], 100)}% of the step's time"
+        )
     padding = results["padding"]
     lines.append("\npadding efficiency of the batches, data only (real / processed positions)")
     lines.append(
@@ -462,32 +594,27 @@ def run(bench: BenchArguments) -> dict[str, Any]:
     tokenizer = load_tokenizer(str(model))
 
     splits = preprocessed_splits(bench.data, workdir)
-    n_train = bench.steps * bench.batch_size
-    if len(splits["train"]) < n_train or len(splits["validation"]) < bench.eval_examples:
+    needed = bench.examples + bench.warmup_examples
+    if len(splits["train"]) < needed or len(splits["validation"]) < bench.eval_examples:
         raise SystemExit(
             f"{bench.data}: {len(splits['train'])} train / {len(splits['validation'])} validation "
-            f"examples after preprocessing; the benchmark needs {n_train} / {bench.eval_examples}"
+            f"examples after preprocessing; the benchmark needs {needed} / {bench.eval_examples}"
         )
-    bench_dir = workdir / "splits"
-    write_split(bench_dir / "train", splits["train"][:n_train])
-    write_split(bench_dir / "validation", splits["validation"][: bench.eval_examples])
-    warmup_dir = workdir / "warmup-splits"
-    write_split(warmup_dir / "train", splits["train"][-bench.warmup_steps * bench.batch_size :])
-    write_split(warmup_dir / "validation", splits["validation"][:1])
-
-    # A recipe sets max_length for its dataset, not for the few examples a benchmark takes.
-    longest = max(len(example_ids(tokenizer, row)) for row in splits["train"])
-    naive_max_length = longest if bench.naive_pads_to_longest else bench.max_seq_length
-    long_rows = long_prompt_rows(splits["train"], bench.long_prompt_dialogues, bench.seed)
     # The long inputs get a max_length scaled like the data (what a user would set for them).
     long_cap = bench.max_seq_length * bench.long_prompt_dialogues
+    variants = {
+        "bundled": (splits, bench.max_seq_length),
+        "long_prompt": (
+            {
+                name: long_prompt_rows(rows, bench.long_prompt_dialogues, bench.seed)
+                for name, rows in splits.items()
+            },
+            long_cap,
+        ),
+    }
     padding = {
-        "bundled": padding_figures(
-            tokenizer, splits["train"], bench.batch_size, bench.max_seq_length, bench.seed
-        ),
-        "long_prompt": padding_figures(
-            tokenizer, long_rows, bench.batch_size, long_cap, bench.seed
-        ),
+        name: padding_figures(tokenizer, rows["train"], bench.batch_size, cap, bench.seed)
+        for name, (rows, cap) in variants.items()
     }
 
     dtype = resolve_dtype(bench.precision)
@@ -497,7 +624,6 @@ def run(bench: BenchArguments) -> dict[str, Any]:
         f"bench: {device_description(device)}; {dtype} matmul peak {peak_flops / 1e12:.3g} TFLOP/s",
         flush=True,
     )
-
     results: dict[str, Any] = {
         "device": device_description(device),
         "torch": torch.__version__,
@@ -505,55 +631,93 @@ def run(bench: BenchArguments) -> dict[str, Any]:
         "dtype": str(dtype).removeprefix("torch."),
         "matmul_peak_flops": peak_flops,
         "matmul_size": size,
-        "naive_max_length": naive_max_length,
-        "longest_train_example_tokens": longest,
         "config": dataclasses.asdict(bench),
         "padding": padding,
-        "methods": {},
+        "runs": {},
     }
-    common_kwargs = dict(
-        model=model, naive_max_length=naive_max_length, device=device, peak_flops=peak_flops
-    )
-    for index, method in enumerate(bench.method_list):
-        # Warm-up before the first measured runs: imports, kernels, allocator, first-call
-        # overheads; each arm once, discarded. Later methods run on a warm process.
-        for arm in ARMS if index == 0 else ():
-            run_arm(
-                arm,
-                method,
-                bench,
-                splits=warmup_dir,
-                out=workdir / "runs" / "warmup" / f"{method}-{arm}",
-                steps=bench.warmup_steps,
-                eval_every=0,
-                initial_eval_loss=None,
-                **common_kwargs,
-            )
-        pairs = []
-        initial_eval_loss = None
-        for repeat in range(bench.repeats):
-            pair = {}
-            for arm in ARMS:
-                pair[arm] = run_arm(
-                    arm,
-                    method,
-                    bench,
-                    splits=bench_dir,
-                    out=workdir / "runs" / f"{method}-{arm}-{repeat}",
-                    steps=bench.steps,
-                    eval_every=bench.eval_every,
-                    initial_eval_loss=initial_eval_loss,
-                    **common_kwargs,
-                )
-                initial_eval_loss = pair[arm]["eval_loss_before"]
-                print(
-                    f"bench: {method} {arm} repeat {repeat + 1}/{bench.repeats}: "
-                    f"{pair[arm]['examples_per_s']:.3g} examples/s, eval loss {pair[arm]['eval_loss']:.4f}",
-                    flush=True,
-                )
-            pairs.append(pair)
-        results["methods"][method.value] = {"summary": summarize(pairs), "repeats": pairs}
-        write_json(Path(bench.output), results)  # each method as it completes
+    warm = False
+    for data in [d.strip() for d in bench.training_data.split(",") if d.strip()]:
+        if data not in variants:
+            raise SystemExit(f"--training-data {data}: not one of {', '.join(DATA)}")
+        rows, cap = variants[data]
+        bench_dir = workdir / "splits" / data
+        write_split(bench_dir / "train", rows["train"][: bench.examples])
+        write_split(bench_dir / "validation", rows["validation"][: bench.eval_examples])
+        warmup_dir = workdir / "warmup-splits" / data
+        write_split(warmup_dir / "train", rows["train"][-bench.warmup_examples :])
+        write_split(warmup_dir / "validation", rows["validation"][:1])
+        # A recipe sets max_length for its dataset, not for the few examples a benchmark takes.
+        longest = max(len(example_ids(tokenizer, row)) for row in rows["train"])
+        naive_max_length = longest if bench.naive_pads_to_longest else cap
+        common_kwargs = dict(
+            model=model, naive_max_length=naive_max_length, max_seq_length=cap, device=device,
+            peak_flops=peak_flops,
+        )  # fmt: skip
+        results["runs"][data] = {}
+        for method in bench.method_list:
+            # Warm-up before the first measured runs: imports, kernels, allocator, first-call
+            # overheads; each arm once, discarded. Later runs are in a warm process.
+            for arm in ARMS if not warm else ():
+                run_arm(
+                    arm, method, bench, splits=warmup_dir,
+                    out=workdir / "runs" / "warmup" / f"{method}-{arm}",
+                    eval_every=0, initial_eval_loss=None, **common_kwargs,
+                )  # fmt: skip
+            warm = True
+            repeats = []
+            initial_eval_loss = None
+            for repeat in range(bench.repeats):
+                runs = {}
+                for arm in ARMS:
+                    runs[arm] = run_arm(
+                        arm, method, bench, splits=bench_dir,
+                        out=workdir / "runs" / f"{data}-{method}-{arm}-{repeat}",
+                        eval_every=bench.eval_every, initial_eval_loss=initial_eval_loss,
+                        **common_kwargs,
+                    )  # fmt: skip
+                    initial_eval_loss = runs[arm]["eval_loss_before"]
+                    print(
+                        f"bench: {data} {method} {arm} repeat {repeat + 1}/{bench.repeats}: "
+                        f"{runs[arm]['examples_per_s']:.3g} examples/s, "
+                        f"{runs[arm]['steps']} steps, eval loss {runs[arm]['eval_loss']:.4f}",
+                        flush=True,
+                    )
+                repeats.append(runs)
+            results["runs"][data][method.value] = {
+                "summary": summarize(repeats),
+                "repeats": repeats,
+            }
+            write_json(Path(bench.output), results)  # each method as it completes
+
+    method = bench.method_list[0]
+    rows, cap = variants["bundled"]
+    sweep_dir = workdir / "splits" / "bundled"
+    budgets = [int(b) for b in bench.budgets.split(",") if b.strip()]
+    if budgets:
+        write_split(sweep_dir / "train", rows["train"][: bench.examples])
+        write_split(sweep_dir / "validation", rows["validation"][: bench.eval_examples])
+    results["budget_sweep"] = []
+    for budget in budgets:
+        point = run_arm(
+            "ours", method, bench, splits=sweep_dir,
+            out=workdir / "runs" / f"sweep-{budget}", eval_every=0, initial_eval_loss=None,
+            model=model, naive_max_length=cap, max_seq_length=min(cap, budget), device=device,
+            peak_flops=peak_flops, token_budget=budget,
+        )  # fmt: skip
+        results["budget_sweep"].append(point)
+        print(
+            f"bench: budget {budget}: {point['real_tokens_per_s']:.1f} real tokens/s, "
+            f"peak {point['peak_memory_bytes'] * 1e-9:.2f} GB",
+            flush=True,
+        )
+        write_json(Path(bench.output), results)
+    if bench.profile:
+        write_split(sweep_dir / "train", rows["train"][: bench.examples])
+        write_split(sweep_dir / "validation", rows["validation"][:1])
+        results["profile"] = profile_step(
+            bench, method, model, sweep_dir, workdir / "runs" / "profile", cap
+        )
+        write_json(Path(bench.output), results)
     return results
 
 

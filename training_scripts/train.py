@@ -69,6 +69,21 @@ DEFAULT_LEARNING_RATES = {
 }
 
 
+# Tokens per device per micro-batch when --token-budget is 0 (README, Performance). QLoRA
+# dequantizes every 4-bit weight on every matmul, a fixed cost per micro-batch that more tokens
+# amortize until attention and memory bend the curve. On a 2-core CPU, QLoRA on SmolLM2-135M
+# processed ~200 real tokens/s at ~950 tokens per micro-batch and ~160 at ~3,400 (peak memory
+# 12 GB): past a thousand tokens the activations' memory traffic costs more than the
+# dequantization saved. The GPU figure is the starting point benchmarks/gpu_check.sh sweeps.
+DEFAULT_TOKEN_BUDGETS = {"cpu": 1024, "cuda": 16384}
+
+
+def resolved_token_budget(requested: int, device: str, max_seq_length: int) -> int:
+    """The budget a run uses: the one asked for, or the device's default (at least one
+    example of the longest length)."""
+    return requested or max(DEFAULT_TOKEN_BUDGETS[device], max_seq_length)
+
+
 class Batching(enum.StrEnum):
     AUTO = "auto"
     PADDING_FREE = "padding_free"  # examples packed into one row, no padding
@@ -151,7 +166,19 @@ class TrainArguments:
         default=0.0, metadata={"help": "Peak learning rate; 0 picks the method's default."}
     )
     per_device_batch_size: int = field(
-        default=8, metadata={"help": "Examples per device per micro-batch."}
+        default=64,
+        metadata={
+            "help": "At most N examples per device per micro-batch; the token budget decides "
+            "how many fit (and the validation loss's batch size)."
+        },
+    )
+    token_budget: int = field(
+        default=0,
+        metadata={
+            "help": "Tokens per device per micro-batch: real tokens of packed rows, or rows x "
+            "longest for padded batches. 0 = the device's default "
+            f"({DEFAULT_TOKEN_BUDGETS['cpu']} on a CPU, {DEFAULT_TOKEN_BUDGETS['cuda']} on a GPU)."
+        },
     )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches per optimizer step."}
@@ -242,6 +269,12 @@ class TrainArguments:
             )
         if self.validation_steps < 0:
             raise ValueError(f"--validation-steps must be >= 0, got {self.validation_steps}")
+        if self.token_budget < 0 or 0 < self.token_budget < self.max_seq_length:
+            raise ValueError(
+                f"--token-budget {self.token_budget} cannot hold one example of up to "
+                f"--max-seq-length {self.max_seq_length} tokens; pass a budget >= "
+                f"{self.max_seq_length}, or 0 for the device's default"
+            )
         for name in ("lora_r", "lora_alpha", "num_virtual_tokens", "per_device_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(
@@ -454,8 +487,8 @@ class TokenCountingCollator:
                 self.real_tokens += int(batch[mask_key].sum())
             elif ids_key == "decoder_input_ids":
                 self.real_tokens += int((batch["labels"] != -100).sum())
-            else:
-                self.real_tokens += ids.numel()  # padding-free: every position is a real token
+            else:  # packed rows: the examples' own tokens (a row may end in filler)
+                self.real_tokens += sum(len(f["input_ids"]) for f in features)
         return batch
 
     @property
@@ -463,12 +496,160 @@ class TokenCountingCollator:
         return self.real_tokens / self.processed_tokens if self.processed_tokens else 0.0
 
 
-def make_collator(tokenizer: Any, model: Any, *, padding_free: bool) -> Any:
+def make_collator(
+    tokenizer: Any, model: Any, *, padding_free: bool, row_tokens: int | None = None
+) -> Any:
+    """Padding-free: examples packed into rows (one row, or rows of at most `row_tokens`);
+    else rows padded to the longest example of the batch."""
     if padding_free:
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+        if row_tokens is None:
+            return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+        return PackedRows(row_tokens=row_tokens, pad_token_id=tokenizer.pad_token_id)
     return DataCollatorForSeq2Seq(
         tokenizer, model=model, label_pad_token_id=-100, padding="longest"
     )
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Packs a micro-batch's examples into rows of at most `row_tokens` positions, so the block-diagonal attention of one row costs at most row_tokens^2
+    however large the token budget. position_ids restart at 0 for every example, which makes
+    the model attend within each example only (attention_mask stays None); each example's
+    first label is -100, so no position predicts the next example's first token. Rows shorter
+    than the longest end in a filler segment of pad tokens: its own positions from 0, no
+    labels, attended by nothing else."""
+
+    row_tokens: int
+    pad_token_id: int
+
+    def rows(self, lengths: list[int]) -> list[list[int]]:
+        """Example indices per row: the fewest rows of at most `row_tokens` that the longest
+        first, least-filled row rule finds, so rows come out about equally long and the
+        filler stays small."""
+        if max(lengths) > self.row_tokens:
+            raise ValueError(
+                f"an example of {max(lengths)} tokens does not fit a row of {self.row_tokens}"
+            )
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        count = -(-sum(lengths) // self.row_tokens)
+        while True:
+            rows: list[list[int]] = [[] for _ in range(count)]
+            filled = [0] * count
+            for index in order:
+                row = min(range(count), key=filled.__getitem__)
+                rows[row].append(index)
+                filled[row] += lengths[index]
+            if max(filled) <= self.row_tokens:
+                return rows
+            count += 1
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(f["input_ids"]) for f in features]
+        packed = []
+        for row in self.rows(lengths):
+            ids: list[int] = []
+            labels: list[int] = []
+            positions: list[int] = []
+            for index in row:
+                example = features[index]
+                ids += example["input_ids"]
+                labels += [-100, *example["labels"][1:]]
+                positions += range(len(example["input_ids"]))
+            packed.append((ids, labels, positions))
+        width = max(len(ids) for ids, _, _ in packed)
+        for ids, labels, positions in packed:
+            filler = width - len(ids)
+            ids += [self.pad_token_id] * filler
+            labels += [-100] * filler
+            positions += range(filler)
+        return {
+            "input_ids": torch.tensor([r[0] for r in packed]),
+            "labels": torch.tensor([r[1] for r in packed]),
+            "position_ids": torch.tensor([r[2] for r in packed]),
+        }
+
+
+class BatchCost(enum.StrEnum):
+    """What a micro-batch spends of the token budget."""
+
+    PACKED = "packed"  # its real tokens
+    PADDED = "padded"  # its rows x its longest example
+
+
+def budget_batches(
+    lengths: list[int], order: list[int], *, budget: int, cost: BatchCost, max_examples: int
+) -> list[list[int]]:
+    """Consecutive examples of `order` in micro-batches that each fit `budget` (and hold at
+    most `max_examples`); every example in exactly one batch."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    total = longest = 0
+    for index in order:
+        length = lengths[index]
+        if cost is BatchCost.PACKED:
+            spent = total + length
+        else:
+            spent = max(longest, length) * (len(batch) + 1)
+        if batch and (spent > budget or len(batch) == max_examples):
+            batches.append(batch)
+            batch, total, longest = [], 0, 0
+        batch.append(index)
+        total += length
+        longest = max(longest, length)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+class TokenBudgetSampler(torch.utils.data.Sampler[list[int]]):
+    """Micro-batches by token budget, reshuffled each epoch (`set_epoch`, which the Trainer
+    calls, also when it resumes mid-run). Padded batches are length-grouped: examples are
+    shuffled, sorted by length within windows of `GROUP_WINDOW` batches' worth, cut into
+    batches, and the batches shuffled, the longest first (an out-of-memory shows at step 1).
+    Packed batches take examples in random order: packing wastes nothing whatever the mix."""
+
+    GROUP_WINDOW = 50
+
+    def __init__(
+        self, lengths: list[int], *, budget: int, cost: BatchCost, max_examples: int, seed: int
+    ) -> None:
+        self.lengths = lengths
+        self.budget = budget
+        self.cost = cost
+        self.max_examples = max_examples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        if self.cost is BatchCost.PACKED:
+            return budget_batches(
+                self.lengths, order, budget=self.budget, cost=self.cost,
+                max_examples=self.max_examples,
+            )  # fmt: skip
+        mean = sum(self.lengths) / max(1, len(self.lengths))
+        window = max(1, self.GROUP_WINDOW * int(self.budget // max(1.0, mean)))
+        grouped = []
+        for start in range(0, len(order), window):
+            grouped += sorted(order[start : start + window], key=lambda i: -self.lengths[i])
+        batches = budget_batches(
+            self.lengths, grouped, budget=self.budget, cost=self.cost,
+            max_examples=self.max_examples,
+        )  # fmt: skip
+        longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
+        rest = [b for i, b in enumerate(batches) if i != longest]
+        shuffled = [rest[i] for i in torch.randperm(len(rest), generator=generator).tolist()]
+        return [batches[longest], *shuffled]
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
 
 
 class DataLayer(Protocol):
@@ -480,19 +661,25 @@ class DataLayer(Protocol):
         """Whether every position the model computes is a real token."""
 
     @property
-    def sampling_strategy(self) -> str:
-        """The Trainer's `train_sampling_strategy`."""
+    def batch_cost(self) -> BatchCost | None:
+        """How micro-batches spend the token budget; None: fixed batches of
+        --per-device-batch-size examples, in `sampling_strategy`'s order."""
 
     @property
-    def loss_on_summary_only(self) -> bool:
-        """Whether labels mask the prompt, so the LM head may skip prompt positions."""
+    def sampling_strategy(self) -> str:
+        """The Trainer's `train_sampling_strategy` for fixed-size batches."""
+
+    @property
+    def summary_logits_only(self) -> bool:
+        """Whether the LM head runs only where a summary token is predicted (the labels must
+        mask the prompt)."""
 
     def encode(
         self, rows: list[dict[str, Any]], tokenizer: Any, args: TrainArguments, stats: EncodingStats
     ) -> list[dict[str, list[int]]]: ...
 
     def collator(
-        self, tokenizer: Any, base_model: Any
+        self, tokenizer: Any, base_model: Any, args: TrainArguments
     ) -> Callable[[list[dict[str, Any]]], Any]: ...
 
 
@@ -503,7 +690,11 @@ class SummaryBatches:
 
     seq2seq: bool
     padding_free: bool
-    loss_on_summary_only: bool = True
+    summary_logits_only: bool = True
+
+    @property
+    def batch_cost(self) -> BatchCost:
+        return BatchCost.PACKED if self.padding_free else BatchCost.PADDED
 
     @property
     def sampling_strategy(self) -> str:
@@ -527,8 +718,11 @@ class SummaryBatches:
             for row in rows
         ]
 
-    def collator(self, tokenizer: Any, base_model: Any) -> Any:
-        return make_collator(tokenizer, base_model, padding_free=self.padding_free)
+    def collator(self, tokenizer: Any, base_model: Any, args: TrainArguments) -> Any:
+        # Rows as long as the longest example may be: attention's cost per row stays bounded.
+        return make_collator(
+            tokenizer, base_model, padding_free=self.padding_free, row_tokens=args.max_seq_length
+        )
 
 
 # --- model ---------------------------------------------------------------------------------
@@ -654,11 +848,34 @@ class GuardedTrainer(Trainer):
     are the same; the logits tensor, in fp32 for the loss, shrinks by as much.
     """
 
-    def __init__(self, *args: Any, summary_logits_only: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        summary_logits_only: bool = False,
+        batch_sampler: TokenBudgetSampler | None = None,
+        **kwargs: Any,
+    ) -> None:
         if summary_logits_only:
             kwargs["compute_loss_func"] = summary_token_loss
         super().__init__(*args, **kwargs)
         self.summary_logits_only = summary_logits_only
+        self.batch_sampler = batch_sampler
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """Token-budget micro-batches when a sampler is given. accelerate shards the batches
+        across data-parallel ranks; the Trainer counts the summary tokens of every micro-batch
+        of an optimizer step (on every rank) and the loss divides by that count, so a step's
+        loss and gradients are per target token whatever the micro-batches hold."""
+        if self.batch_sampler is None:
+            return super().get_train_dataloader()
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_sampler=self.batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.summary_logits_only and "labels" in inputs:
@@ -768,18 +985,20 @@ def target_token_loss(
     model: Any,
     rows: list[dict[str, list[int]]],
     collator: Any,
-    batch_size: int,
+    batches: list[list[int]],
     *,
     seq2seq: bool,
     summary_logits_only: bool = False,
 ) -> float:
-    """Mean cross-entropy over the summary tokens of `rows`; with `summary_logits_only` the
-    LM head runs only where a summary token is predicted (same value, less work)."""
+    """Mean cross-entropy over the summary tokens of `rows`, computed in `batches` (row
+    indices); with `summary_logits_only` the LM head runs only where a summary token is
+    predicted (same value, less work)."""
     device = next(p.device for p in model.parameters())
     total, count = 0.0, 0
     with common.evaluation_mode(model):
-        for start in range(0, len(rows), batch_size):
-            batch = {k: v.to(device) for k, v in collator(rows[start : start + batch_size]).items()}
+        for indices in batches:
+            features = [rows[i] for i in indices]
+            batch = {k: v.to(device) for k, v in collator(features).items()}
             labels = batch["labels"]
             n = int((labels != -100).sum() if seq2seq else (labels[..., 1:] != -100).sum())
             # No cache: with one, transformers would not detect packed rows and examples
@@ -921,9 +1140,30 @@ class FineTuneRecipe:
         if args.validation_max_examples > 0:
             self.validation_rows = self.validation_rows[: args.validation_max_examples]
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        self.collator = TokenCountingCollator(self.data.collator(self.tokenizer, base))
+        self.collator = TokenCountingCollator(self.data.collator(self.tokenizer, base, args))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.token_budget = resolved_token_budget(args.token_budget, device, args.max_seq_length)
+        self.batch_sampler = (
+            None
+            if self.data.batch_cost is None
+            else TokenBudgetSampler(
+                [len(row["input_ids"]) for row in self.train_rows],
+                budget=self.token_budget,
+                cost=self.data.batch_cost,
+                max_examples=args.per_device_batch_size,
+                seed=args.seed,
+            )
+        )
+        # Validation in the same budget, in order: its memory is bounded like a step's.
+        self.validation_batches = budget_batches(
+            [len(row["input_ids"]) for row in self.validation_rows],
+            list(range(len(self.validation_rows))),
+            budget=self.token_budget,
+            cost=summary_batches.batch_cost,
+            max_examples=args.per_device_batch_size,
+        )
         self.curves = LossCurves(self.validation_loss, args.validation_steps, self.metric_log)
-        self.eval_collator = summary_batches.collator(self.tokenizer, base)
+        self.eval_collator = summary_batches.collator(self.tokenizer, base, args)
         self.trainer = GuardedTrainer(
             model=self.model,
             args=self._training_arguments(),
@@ -936,6 +1176,7 @@ class FineTuneRecipe:
                 self.curves,
             ],
             summary_logits_only=self.summary_logits_only,
+            batch_sampler=self.batch_sampler,
         )
 
     @property
@@ -948,7 +1189,7 @@ class FineTuneRecipe:
     @property
     def summary_logits_only(self) -> bool:
         """Whether training computes the LM head only where a summary token is predicted."""
-        return self.data.loss_on_summary_only and self.computes_summary_logits_only
+        return self.data.summary_logits_only and self.computes_summary_logits_only
 
     def _training_arguments(self) -> TrainingArguments:
         args = self.args
@@ -993,7 +1234,7 @@ class FineTuneRecipe:
             self.model,
             self.validation_rows,
             self.eval_collator,
-            max(1, self.args.per_device_batch_size),
+            self.validation_batches,
             seq2seq=self.seq2seq,
             summary_logits_only=self.computes_summary_logits_only,
         )

@@ -153,6 +153,7 @@ class Parameters:
     epochs: ParameterFloat
     learning_rate: ParameterFloat
     train_instance_count: ParameterInteger
+    token_budget: ParameterInteger
     baseline_mode: ParameterString
     baseline_evaluation_uri: ParameterString
 
@@ -174,6 +175,7 @@ class Parameters:
             train_instance_count=ParameterInteger(
                 "TrainInstanceCount", default_value=config.train_instance_count
             ),
+            token_budget=ParameterInteger("TokenBudget", default_value=config.token_budget),
             baseline_mode=ParameterString(
                 "BaselineMode",
                 default_value=config.baseline_mode.value,
@@ -514,6 +516,7 @@ class _Builder:
                 "epochs": p.epochs.to_string(),
                 "learning-rate": p.learning_rate.to_string(),
                 "per-device-batch-size": str(self.config.per_device_batch_size),
+                "token-budget": p.token_budget.to_string(),
                 "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
                 "validation-max-examples": str(self.config.validation_max_examples),
                 "validation-steps": str(self.config.validation_steps),
@@ -521,7 +524,7 @@ class _Builder:
                 "dataset-version": dataset_version,
                 "checkpoint-dir": "/opt/ml/checkpoints",
             },
-            [p.peft_method, p.lora_r, p.lora_alpha, p.epochs, p.learning_rate],
+            [p.peft_method, p.lora_r, p.lora_alpha, p.epochs, p.learning_rate, p.token_budget],
         )
 
     def train_baseline(self, preprocess: ProcessingStep, dataset_version: Any) -> TrainingStep:
@@ -533,6 +536,7 @@ class _Builder:
                 "epochs": self.params.epochs.to_string(),
                 "learning-rate": str(self.config.baseline_learning_rate),
                 "per-device-batch-size": str(self.config.per_device_batch_size),
+                "token-budget": self.params.token_budget.to_string(),
                 "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
                 "validation-max-examples": str(self.config.validation_max_examples),
                 "validation-steps": str(self.config.validation_steps),
@@ -540,7 +544,7 @@ class _Builder:
                 "dataset-version": dataset_version,
                 "checkpoint-dir": "/opt/ml/checkpoints",
             },
-            ["full", self.params.epochs],
+            ["full", self.params.epochs, self.params.token_budget],
         )
 
     def evaluate(

@@ -162,7 +162,10 @@ class PipelineConfig:
     epochs: float = 1.0
     learning_rate: float = 2e-4
     baseline_learning_rate: float = 2e-5
-    per_device_batch_size: int = 8
+    per_device_batch_size: int = 8  # at most this many examples per device per micro-batch
+    # Tokens per device per micro-batch (train.py --token-budget); 0 = train.py's measured
+    # default for the device.
+    token_budget: int = 0
     input_field: str = "dialogue"  # record field with the text to summarize
     target_field: str = "summary"  # record field with the reference summary
     gradient_checkpointing: bool = True  # less GPU memory for ~30% more compute

@@ -66,7 +66,13 @@ def test_ratios_are_medians_of_the_per_repeat_ratios() -> None:
             {"step": 4, "train_seconds": seconds, "eval_loss": eval_loss},
         ]
         figures = dict.fromkeys(
-            ("real_tokens_per_s", "padding_efficiency", "peak_memory_bytes"), 1.0
+            (
+                "real_tokens_per_s",
+                "real_tokens_per_step",
+                "padding_efficiency",
+                "peak_memory_bytes",
+            ),
+            1.0,
         )
         return figures | {
             "examples_per_s": examples_per_s,
@@ -140,16 +146,24 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "gpu_check: bitsandbytes pinned at 0.50.2" in done.stdout
     results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
-    assert set(results["methods"]) == {"qlora", "lora", "full"}
-    for entry in results["methods"].values():
-        summary = entry["summary"]
-        assert summary["ours"]["padding_efficiency"] == 1.0
-        assert summary["naive"]["padding_efficiency"] < 1.0
-        assert summary["ours"]["mfu"] > 0 and summary["ours"]["memory_floor_bytes"] > 0
-        assert summary["ours"]["eval_loss"] < entry["repeats"][0]["ours"]["eval_loss_before"]
     for data in ("bundled", "long_prompt"):
+        assert set(results["runs"][data]) == {"qlora", "lora", "full"}
+        for entry in results["runs"][data].values():
+            summary = entry["summary"]
+            ours, strong, naive = summary["ours"], summary["strong"], summary["naive"]
+            assert strong["padding_efficiency"] > naive["padding_efficiency"]
+            assert ours["padding_efficiency"] > naive["padding_efficiency"]
+            # Same examples, one pass: the token budget puts more of them in each step.
+            assert ours["real_tokens_per_step"] >= naive["real_tokens_per_step"]
+            assert {"ratio_ours_over_strong", "ratio_ours_over_naive"} <= set(summary)
+            assert ours["mfu"] > 0 and ours["memory_floor_bytes"] > 0
+            assert ours["eval_loss"] < entry["repeats"][0]["ours"]["eval_loss_before"]
         assert results["padding"][data]["ours_padding_free"] == 1.0
         assert results["padding"][data]["ours_length_grouped"] >= 0.95
+    assert [p["token_budget"] for p in results["budget_sweep"]] == [512, 1024]
+    profile = results["profile"]
+    assert 0 < profile["dequantization"] < 1 and 0 < profile["attention"] < 1
+    assert "ours/strong" in done.stdout
     assert "ours/naive" in done.stdout
 
 

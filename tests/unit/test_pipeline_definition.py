@@ -37,6 +37,7 @@ EXPECTED_PARAMETERS = {
     "Epochs": "Float",
     "LearningRate": "Float",
     "TrainInstanceCount": "Integer",
+    "TokenBudget": "Integer",
     "BaselineMode": "String",
     "BaselineEvaluationUri": "String",
 }
@@ -340,9 +341,9 @@ def test_training_jobs_use_spot_checkpoints_kms_retries_and_cache(definition, bu
         run_key = [v for v in join["Values"][3:] if v != "-"]
         assert all(not isinstance(v, dict) or "Std:Join" not in v for v in run_key)
         expected = (
-            ["PeftMethod", "LoraRank", "LoraAlpha", "Epochs", "LearningRate"]
+            ["PeftMethod", "LoraRank", "LoraAlpha", "Epochs", "LearningRate", "TokenBudget"]
             if step["Name"] == "TrainAdapter"
-            else ["Epochs"]
+            else ["Epochs", "TokenBudget"]
         )
         assert [
             v["Get"].removeprefix("Parameters.") for v in run_key if isinstance(v, dict)

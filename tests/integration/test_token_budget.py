@@ -1,0 +1,165 @@
+"""Token-budget batching: micro-batches fit the budget and hold every example once; packed
+rows keep examples apart; one optimizer step of token-budget micro-batches (with gradient
+accumulation) has the loss and gradients of the per-example sum, normalised per target token."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.integration.test_train_methods import make_args
+from training_scripts.common import PeftMethod, load_model, load_tokenizer
+from training_scripts.train import (
+    BatchCost,
+    FineTuneRecipe,
+    PackedRows,
+    TokenBudgetSampler,
+    TrainArguments,
+    budget_batches,
+    next_token_labels,
+    resolved_token_budget,
+)
+
+
+def cost(lengths: list[int], batch: list[int], kind: BatchCost) -> int:
+    if kind is BatchCost.PACKED:
+        return sum(lengths[i] for i in batch)
+    return max(lengths[i] for i in batch) * len(batch)
+
+
+@pytest.mark.parametrize("kind", list(BatchCost))
+def test_every_example_once_per_epoch_in_batches_that_fit_the_budget(kind: BatchCost) -> None:
+    rng = random.Random(3)
+    lengths = [rng.randint(20, 300) for _ in range(500)]
+    sampler = TokenBudgetSampler(lengths, budget=1024, cost=kind, max_examples=16, seed=7)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    assert all(cost(lengths, b, kind) <= 1024 and len(b) <= 16 for b in batches)
+    # Full batches: a batch is cut only when the next example would not fit.
+    assert sum(cost(lengths, b, kind) for b in batches) / (1024 * len(batches)) > 0.8
+    assert list(sampler) == batches  # the same epoch, the same batches (a resumed run)
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # reshuffled per epoch
+    assert len(sampler) == len(list(sampler))
+
+
+def test_padded_batches_are_length_grouped_and_start_with_the_longest() -> None:
+    rng = random.Random(4)
+    lengths = [rng.randint(20, 600) for _ in range(400)]
+    sampler = TokenBudgetSampler(
+        lengths, budget=2048, cost=BatchCost.PADDED, max_examples=64, seed=1
+    )
+    batches = list(sampler)
+    real = sum(lengths)
+    grouped = real / sum(cost(lengths, b, BatchCost.PADDED) for b in batches)
+    shuffled = budget_batches(
+        lengths, rng.sample(range(400), 400), budget=2048, cost=BatchCost.PADDED, max_examples=64
+    )
+    in_random_order = real / sum(cost(lengths, b, BatchCost.PADDED) for b in shuffled)
+    assert grouped > 0.9 > in_random_order
+    assert max(lengths[i] for i in batches[0]) == max(lengths)  # an OOM shows at step 1
+
+
+def test_an_example_longer_than_the_budget_is_refused_at_the_arguments(
+    tiny_causal: Path, splits: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="--token-budget 512 cannot hold one example of up to"):
+        make_args(tiny_causal, splits, tmp_path, PeftMethod.LORA, token_budget=512)
+    assert resolved_token_budget(0, "cpu", 512) == 1024
+    assert resolved_token_budget(0, "cpu", 8192) == 8192  # the default holds the longest
+    assert resolved_token_budget(3000, "cuda", 1024) == 3000
+
+
+def test_packed_rows_give_each_example_its_logits_alone(tiny_causal: Path) -> None:
+    """Several rows of at most `row_tokens`, each ending in filler: every example's logits
+    are those it gets alone, so examples never attend to each other or to the filler."""
+    model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(str(tiny_causal))
+    texts = [
+        "#Person1#: A table for two, please. At eight, by the window if you can.",
+        "#Person2#: Your router needs a firmware update now.",
+        "Hi.",
+        "#Person1#: The meeting moved to Tuesday; bring the budget figures.",
+    ]
+    features = [{"input_ids": tokenizer(t)["input_ids"]} for t in texts]
+    for f in features:
+        f["labels"] = list(f["input_ids"])
+    longest = max(len(f["input_ids"]) for f in features)
+    collator = PackedRows(row_tokens=longest + 4, pad_token_id=tokenizer.pad_token_id)
+    rows = collator.rows([len(f["input_ids"]) for f in features])
+    batch = collator(features)
+    assert len(rows) >= 2 and "attention_mask" not in batch
+    assert batch["input_ids"].shape == (len(rows), max(
+        sum(len(features[i]["input_ids"]) for i in row) for row in rows
+    ))  # fmt: skip
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
+        for r, row in enumerate(rows):
+            offset = 0
+            for index in row:
+                ids = features[index]["input_ids"]
+                alone = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+                packed = logits[r, offset : offset + len(ids)]
+                torch.testing.assert_close(packed, alone, atol=1e-4, rtol=0)
+                # No position predicts the next example's first token.
+                assert batch["labels"][r, offset] == -100
+                offset += len(ids)
+            assert (batch["labels"][r, offset:] == -100).all()  # the filler trains nothing
+
+
+def per_example_objective(model, rows: list[dict[str, list[int]]]) -> torch.Tensor:
+    """The reference: each example alone through the plain model, cross-entropy summed over
+    its summary tokens, the sum over the examples divided by their summary tokens."""
+    total = torch.zeros(())
+    count = 0
+    for row in rows:
+        ids = torch.tensor([row["input_ids"]])
+        targets = next_token_labels(torch.tensor([row["labels"]]))
+        logits = model(input_ids=ids, use_cache=False).logits.float()
+        total = total + torch.nn.functional.cross_entropy(
+            logits[0], targets[0], ignore_index=-100, reduction="sum"
+        )
+        count += int((targets != -100).sum())
+    return total / count
+
+
+@pytest.mark.parametrize("batching", ["padding_free", "length_grouped"])
+def test_a_token_budget_step_is_the_per_target_token_mean_of_its_examples(
+    tiny_causal: Path, splits: Path, tmp_path: Path, batching: str
+) -> None:
+    args: TrainArguments = make_args(
+        tiny_causal,
+        splits,
+        tmp_path,
+        PeftMethod.LORA,
+        batching=batching,
+        max_seq_length=160,
+        token_budget=800,
+        gradient_accumulation_steps=3,
+    )
+    recipe = FineTuneRecipe(args)
+    trainer = recipe.trainer
+    model = trainer.model
+    model.train()
+    micro_batches, num_items = trainer.get_batch_samples(
+        iter(trainer.get_train_dataloader()), 3, torch.device("cpu")
+    )
+    assert len(micro_batches) == 3
+    sizes = [len(b) for b in list(recipe.batch_sampler)[:3]]
+    assert min(sizes) >= 3  # several examples per micro-batch
+    model.zero_grad()
+    loss = sum(trainer.training_step(model, batch, num_items) for batch in micro_batches)
+    step_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    indices = [i for b in list(recipe.batch_sampler)[:3] for i in b]
+    model.zero_grad()
+    expected = per_example_objective(model, [recipe.train_rows[i] for i in indices])
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=0)
+    for name, grad in step_grads.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, atol=1e-5, rtol=0)
