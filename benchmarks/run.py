@@ -104,7 +104,8 @@ class BenchArguments:
     training_data: str = field(
         default="bundled,long_prompt", metadata={"help": "Comma-separated: bundled,long_prompt."}
     )
-    repeats: int = field(default=2, metadata={"help": "Measured runs of each arm per method."})
+    arms: str = field(default="ours,strong,naive", metadata={"help": "Comma-separated arms."})
+    repeats: int = field(default=1, metadata={"help": "Measured runs of each arm per method."})
     examples: int = field(default=24, metadata={"help": "Training examples per measured run."})
     warmup_examples: int = field(default=4, metadata={"help": "Examples of each warm-up run."})
     batch_size: int = field(default=4, metadata={"help": "The naive arm's examples per step."})
@@ -151,6 +152,13 @@ class BenchArguments:
     workdir: str = field(default="runs/bench")
     output: str = field(default="runs/bench/bench.json")
     seed: int = field(default=42)
+
+    @property
+    def arm_list(self) -> list[str]:
+        arms = [a.strip() for a in self.arms.split(",") if a.strip()]
+        if "ours" not in arms or not set(arms) <= set(ARMS):
+            raise SystemExit(f"--arms {self.arms}: ours and any of {', '.join(BASELINES)}")
+        return arms
 
     @property
     def method_list(self) -> list[PeftMethod]:
@@ -657,7 +665,7 @@ def run(bench: BenchArguments) -> dict[str, Any]:
         for method in bench.method_list:
             # Warm-up before the first measured runs: imports, kernels, allocator, first-call
             # overheads; each arm once, discarded. Later runs are in a warm process.
-            for arm in ARMS if not warm else ():
+            for arm in bench.arm_list if not warm else ():
                 run_arm(
                     arm, method, bench, splits=warmup_dir,
                     out=workdir / "runs" / "warmup" / f"{method}-{arm}",
@@ -668,7 +676,7 @@ def run(bench: BenchArguments) -> dict[str, Any]:
             initial_eval_loss = None
             for repeat in range(bench.repeats):
                 runs = {}
-                for arm in ARMS:
+                for arm in bench.arm_list:
                     runs[arm] = run_arm(
                         arm, method, bench, splits=bench_dir,
                         out=workdir / "runs" / f"{data}-{method}-{arm}-{repeat}",
@@ -697,7 +705,14 @@ def run(bench: BenchArguments) -> dict[str, Any]:
         write_split(sweep_dir / "train", rows["train"][: bench.examples])
         write_split(sweep_dir / "validation", rows["validation"][: bench.eval_examples])
     results["budget_sweep"] = []
-    for budget in budgets:
+    for index, budget in enumerate(budgets):
+        if index == 0 and not warm:  # a warm process, as for the arms
+            run_arm(
+                "ours", method, bench, splits=sweep_dir, out=workdir / "runs" / "sweep-warmup",
+                eval_every=0, initial_eval_loss=None, model=model, naive_max_length=cap,
+                max_seq_length=min(cap, budget), device=device, peak_flops=peak_flops,
+                token_budget=budget,
+            )  # fmt: skip
         point = run_arm(
             "ours", method, bench, splits=sweep_dir,
             out=workdir / "runs" / f"sweep-{budget}", eval_every=0, initial_eval_loss=None,

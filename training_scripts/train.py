@@ -71,10 +71,10 @@ DEFAULT_LEARNING_RATES = {
 
 # Tokens per device per micro-batch when --token-budget is 0 (README, Performance). QLoRA
 # dequantizes every 4-bit weight on every matmul, a fixed cost per micro-batch that more tokens
-# amortize until attention and memory bend the curve. On a 2-core CPU, QLoRA on SmolLM2-135M
-# processed ~200 real tokens/s at ~950 tokens per micro-batch and ~160 at ~3,400 (peak memory
-# 12 GB): past a thousand tokens the activations' memory traffic costs more than the
-# dequantization saved. The GPU figure is the starting point benchmarks/gpu_check.sh sweeps.
+# amortize until memory and attention bend the curve. On a 2-core CPU (SmolLM2-135M, QLoRA,
+# bf16) real tokens/s were 154 / 168 / 159 / 132 at budgets 512 / 1024 / 2048 / 4096, with
+# peak memory 2.0 / 4.1 / 6.9 / 12.2 GB, and dequantization took 2% of a step: the curve
+# peaks at 1024. The GPU figure is the starting point benchmarks/gpu_check.sh sweeps around.
 DEFAULT_TOKEN_BUDGETS = {"cpu": 1024, "cuda": 16384}
 
 
@@ -496,15 +496,22 @@ class TokenCountingCollator:
         return self.real_tokens / self.processed_tokens if self.processed_tokens else 0.0
 
 
+# Packed rows hold about this many positions (more when one example is longer): the block-
+# diagonal attention of a row costs its length squared whatever the examples in it, so rows
+# as long as a large token budget would multiply attention's cost, while rows shorter than a
+# few examples would end in much filler.
+PACKED_ROW_TOKENS = 1024
+
+
 def make_collator(
-    tokenizer: Any, model: Any, *, padding_free: bool, row_tokens: int | None = None
+    tokenizer: Any, model: Any, *, padding_free: bool, bounded_rows: bool = False
 ) -> Any:
-    """Padding-free: examples packed into rows (one row, or rows of at most `row_tokens`);
-    else rows padded to the longest example of the batch."""
+    """Padding-free: examples packed into one row, or (`bounded_rows`) into rows of about
+    PACKED_ROW_TOKENS positions; else rows padded to the longest example of the batch."""
     if padding_free:
-        if row_tokens is None:
+        if not bounded_rows:
             return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
-        return PackedRows(row_tokens=row_tokens, pad_token_id=tokenizer.pad_token_id)
+        return PackedRows(row_tokens=PACKED_ROW_TOKENS, pad_token_id=tokenizer.pad_token_id)
     return DataCollatorForSeq2Seq(
         tokenizer, model=model, label_pad_token_id=-100, padding="longest"
     )
@@ -512,7 +519,8 @@ def make_collator(
 
 @dataclass(frozen=True)
 class PackedRows:
-    """Packs a micro-batch's examples into rows of at most `row_tokens` positions, so the block-diagonal attention of one row costs at most row_tokens^2
+    """Packs a micro-batch's examples into rows of at most `row_tokens` positions (or of its
+    longest example, if longer), so the block-diagonal attention of a row stays bounded
     however large the token budget. position_ids restart at 0 for every example, which makes
     the model attend within each example only (attention_mask stays None); each example's
     first label is -100, so no position predicts the next example's first token. Rows shorter
@@ -523,15 +531,12 @@ class PackedRows:
     pad_token_id: int
 
     def rows(self, lengths: list[int]) -> list[list[int]]:
-        """Example indices per row: the fewest rows of at most `row_tokens` that the longest
-        first, least-filled row rule finds, so rows come out about equally long and the
-        filler stays small."""
-        if max(lengths) > self.row_tokens:
-            raise ValueError(
-                f"an example of {max(lengths)} tokens does not fit a row of {self.row_tokens}"
-            )
+        """Example indices per row: the fewest rows within the cap that the longest first,
+        least-filled row rule finds, so rows come out about equally long and the filler
+        stays small."""
+        cap = max(self.row_tokens, max(lengths))
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        count = -(-sum(lengths) // self.row_tokens)
+        count = -(-sum(lengths) // cap)
         while True:
             rows: list[list[int]] = [[] for _ in range(count)]
             filled = [0] * count
@@ -539,7 +544,7 @@ class PackedRows:
                 row = min(range(count), key=filled.__getitem__)
                 rows[row].append(index)
                 filled[row] += lengths[index]
-            if max(filled) <= self.row_tokens:
+            if max(filled) <= cap:
                 return rows
             count += 1
 
@@ -719,9 +724,8 @@ class SummaryBatches:
         ]
 
     def collator(self, tokenizer: Any, base_model: Any, args: TrainArguments) -> Any:
-        # Rows as long as the longest example may be: attention's cost per row stays bounded.
         return make_collator(
-            tokenizer, base_model, padding_free=self.padding_free, row_tokens=args.max_seq_length
+            tokenizer, base_model, padding_free=self.padding_free, bounded_rows=True
         )
 
 
@@ -1223,6 +1227,9 @@ class FineTuneRecipe:
             ddp_find_unused_parameters=False,
             disable_tqdm=not sys.stderr.isatty(),
             report_to="none",
+            # Each rank's loss divides by the summary tokens of the whole step on every rank
+            # (and is scaled back by the rank count, which DDP's gradient mean undoes).
+            average_tokens_across_devices=True,
         )
 
     @property

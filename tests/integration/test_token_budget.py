@@ -74,7 +74,7 @@ def test_an_example_longer_than_the_budget_is_refused_at_the_arguments(
 
 
 def test_packed_rows_give_each_example_its_logits_alone(tiny_causal: Path) -> None:
-    """Several rows of at most `row_tokens`, each ending in filler: every example's logits
+    """Several rows of about `row_tokens`, each ending in filler: every example's logits
     are those it gets alone, so examples never attend to each other or to the filler."""
     model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32).eval()
     tokenizer = load_tokenizer(str(tiny_causal))
@@ -88,7 +88,7 @@ def test_packed_rows_give_each_example_its_logits_alone(tiny_causal: Path) -> No
     for f in features:
         f["labels"] = list(f["input_ids"])
     longest = max(len(f["input_ids"]) for f in features)
-    collator = PackedRows(row_tokens=longest + 4, pad_token_id=tokenizer.pad_token_id)
+    collator = PackedRows(row_tokens=longest // 2, pad_token_id=tokenizer.pad_token_id)
     rows = collator.rows([len(f["input_ids"]) for f in features])
     batch = collator(features)
     assert len(rows) >= 2 and "attention_mask" not in batch
@@ -163,3 +163,59 @@ def test_a_token_budget_step_is_the_per_target_token_mean_of_its_examples(
     torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=0)
     for name, grad in step_grads.items():
         torch.testing.assert_close(grad, model.get_parameter(name).grad, atol=1e-5, rtol=0)
+
+
+def test_two_data_parallel_ranks_step_on_the_per_target_token_mean_of_both_ranks_examples(
+    tiny_causal: Path, splits: Path, tmp_path: Path
+) -> None:
+    """train.py under torchrun, 2 CPU processes, one SGD step at learning rate 1 without
+    clipping: the adapter moves by minus the gradient, which must be the per-target-token
+    mean over the examples of both ranks' micro-batches (each rank's own count would weigh
+    its tokens wrongly whenever the ranks' micro-batches hold different numbers)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import REPO
+
+    overrides = dict(
+        max_steps=1, optim="sgd", learning_rate=1.0, max_grad_norm=0.0, warmup_ratio=0.0,
+        lr_scheduler="constant", max_seq_length=160, token_budget=800, save_steps=0,
+    )  # fmt: skip
+    args = make_args(tiny_causal, splits, tmp_path / "ddp", PeftMethod.LORA, **overrides)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               str(REPO / "training_scripts" / "train.py")]  # fmt: skip
+    for name, value in vars(args).items():
+        if name in ("merge",):
+            continue
+        command += [f"--{name.replace('_', '-')}", str(getattr(value, "value", value))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = load_file(Path(args.output_dir) / "adapter_model.safetensors")
+
+    # The same build and seed in this process: the initial adapter and the step's examples.
+    recipe = FineTuneRecipe(make_args(tiny_causal, splits, tmp_path / "ref", PeftMethod.LORA,
+                                      **overrides))  # fmt: skip
+    model = recipe.trainer.model
+    model.train()
+    batches = list(recipe.batch_sampler)
+    sizes = [len(batches[0]), len(batches[1])]
+    assert min(sizes) >= 2
+    objective = per_example_objective(model, [recipe.train_rows[i] for b in batches[:2] for i in b])
+    objective.backward()
+    compared = 0
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        key = name.removeprefix("base_model.model.").replace(".default", "")
+        saved = next(
+            v for k, v in trained.items() if k.endswith(key.split("base_model.model.")[-1])
+        )
+        torch.testing.assert_close(
+            saved.float(), (parameter - parameter.grad).detach().float(), atol=1e-5, rtol=0
+        )
+        compared += 1
+    assert compared > 0
