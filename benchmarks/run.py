@@ -108,7 +108,13 @@ class BenchArguments:
     repeats: int = field(default=1, metadata={"help": "Measured runs of each arm per method."})
     examples: int = field(default=24, metadata={"help": "Training examples per measured run."})
     warmup_examples: int = field(default=4, metadata={"help": "Examples of each warm-up run."})
-    batch_size: int = field(default=4, metadata={"help": "The naive arm's examples per step."})
+    batch_size: int = field(
+        default=4,
+        metadata={
+            "help": "The naive arm's examples per step at --max-seq-length; on longer data "
+            "proportionally fewer (the same padded positions per step, at least 1)."
+        },
+    )
     token_budget: int = field(
         default=0,
         metadata={"help": "Tokens per step of ours and strong (0: train.py's device default)."},
@@ -293,8 +299,9 @@ def train_arguments(
         output_data_dir=str(out / "output"),
         checkpoint_dir=str(out / "checkpoints"),
         epochs=1.0,  # every arm sees each example once
-        # The naive arm's fixed batches; the others hold what fits the token budget.
-        per_device_batch_size=bench.batch_size if arm == "naive" else 1024,
+        # The naive arm's fixed batches, holding the same padded positions per step on long
+        # data (4 x 2048 would not fit in 24 GB); the others hold what fits the token budget.
+        per_device_batch_size=naive_batch_size(bench, max_seq_length) if arm == "naive" else 1024,
         token_budget=token_budget,
         learning_rate=bench.full_learning_rate
         if method is PeftMethod.FULL
@@ -313,6 +320,10 @@ def train_arguments(
         save_steps=0,
         seed=bench.seed,
     )
+
+
+def naive_batch_size(bench: BenchArguments, max_length: int) -> int:
+    return max(1, bench.batch_size * bench.max_seq_length // max_length)
 
 
 def data_layer(arm: str, naive_max_length: int) -> Any:
