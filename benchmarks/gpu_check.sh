@@ -55,7 +55,7 @@ if [[ $DRY_RUN == 1 ]]; then
     [[ -f "$TOKENIZER/tokenizer_config.json" ]] ||
         "$PYTHON" -c "import sys; from pathlib import Path; from pipelines.fixtures.models import build_tiny_causal; build_tiny_causal(Path(sys.argv[1]))" "$TOKENIZER"
     BENCH=(--model random-llama-tiny --methods qlora,lora,full --repeats 1 --examples 6
-           --warmup-examples 2 --batch-size 2 --eval-examples 2 --eval-every 1
+           --warmup-examples 2 --batch-size 2 --eval-examples 2 --eval-every-examples 2
            --matmul-size 256 --long-prompt-dialogues 2 --budgets 512,1024 --profile)
 else
     PYTHON=python3
@@ -68,7 +68,7 @@ else
     # steady-state throughput on a GPU, short enough for 3 methods x 2 data x 3 arms x 2
     # repeats (+ a warm-up), the budget sweep and the profile in a few minutes.
     BENCH=(--model random-llama-1b --methods qlora,lora,full --repeats 2 --examples 256
-           --warmup-examples 32 --batch-size 16 --eval-examples 32 --eval-every 4
+           --warmup-examples 32 --batch-size 16 --eval-examples 32 --eval-every-examples 64
            --precision bf16 --budgets 4096,8192,16384,32768 --profile)
 fi
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import platform
 import random
 import shutil
@@ -106,7 +107,13 @@ class BenchArguments:
     )
     arms: str = field(default="ours,strong,naive", metadata={"help": "Comma-separated arms."})
     repeats: int = field(default=1, metadata={"help": "Measured runs of each arm per method."})
-    examples: int = field(default=24, metadata={"help": "Training examples per measured run."})
+    examples: int = field(
+        default=24,
+        metadata={
+            "help": "Training examples per measured run on the bundled data; the long-prompt "
+            "data takes as many tokens (fewer, longer examples)."
+        },
+    )
     warmup_examples: int = field(default=4, metadata={"help": "Examples of each warm-up run."})
     batch_size: int = field(
         default=4,
@@ -127,7 +134,13 @@ class BenchArguments:
         default=False, metadata={"help": "Profile one step of ours: dequantization, attention."}
     )
     eval_examples: int = field(default=8, metadata={"help": "Held-out examples for eval loss."})
-    eval_every: int = field(default=1, metadata={"help": "Eval-loss point every N steps."})
+    eval_every_examples: int = field(
+        default=8,
+        metadata={
+            "help": "An eval-loss point about every N training examples (the same examples "
+            "for every arm, whatever its examples per step)."
+        },
+    )
     max_seq_length: int = field(
         default=512, metadata={"help": "Both arms' length cap; the naive arm pads to it."}
     )
@@ -322,6 +335,25 @@ def train_arguments(
     )
 
 
+def eval_interval_steps(recipe: FineTuneRecipe, every_examples: int) -> int:
+    """Optimizer steps between eval points so that they fall about every `every_examples`
+    examples: arms with more examples per step evaluate after fewer steps (0: none)."""
+    if every_examples <= 0:
+        return 0
+    steps = math.ceil(
+        len(recipe.trainer.get_train_dataloader()) / recipe.args.gradient_accumulation_steps
+    )
+    examples_per_step = len(recipe.train_rows) / max(1, steps)
+    return max(1, round(every_examples / examples_per_step))
+
+
+def examples_for(data: str, examples: int, padding: dict[str, dict[str, Any]]) -> int:
+    """Training examples of a data variant: about the tokens of `examples` bundled ones, so a
+    variant of longer examples trains on as much text (and takes as long), not on more."""
+    ratio = padding["bundled"]["mean_tokens"] / padding[data]["mean_tokens"]
+    return max(4, round(examples * ratio))
+
+
 def naive_batch_size(bench: BenchArguments, max_length: int) -> int:
     return max(1, bench.batch_size * bench.max_seq_length // max_length)
 
@@ -343,7 +375,7 @@ def run_arm(
     naive_max_length: int,
     max_seq_length: int,
     device: str,
-    eval_every: int,
+    eval_every_examples: int,
     peak_flops: float | None,
     initial_eval_loss: float | None,
     token_budget: int = 0,
@@ -368,14 +400,14 @@ def run_arm(
     recipe.trainer.remove_callback(PrinterCallback)  # the table is the output
     clock = TrainClock(
         evaluate=recipe.validation_loss,
-        every=eval_every,
+        every=eval_interval_steps(recipe, eval_every_examples),
         synchronize=torch.cuda.synchronize if device == "cuda" else (lambda: None),
     )
     recipe.trainer.add_callback(clock)
     floor = memory_floor(recipe.model, args.resolved_optim)
     flops_per_token = (2 if method.is_adapter else 3) * 2 * matmul_parameters(recipe.model)
 
-    measured = eval_every > 0
+    measured = eval_every_examples > 0
     if measured and initial_eval_loss is None:
         initial_eval_loss = recipe.validation_loss()
     memory.start()
@@ -660,7 +692,8 @@ def run(bench: BenchArguments) -> dict[str, Any]:
             raise SystemExit(f"--training-data {data}: not one of {', '.join(DATA)}")
         rows, cap = variants[data]
         bench_dir = workdir / "splits" / data
-        write_split(bench_dir / "train", rows["train"][: bench.examples])
+        examples = examples_for(data, bench.examples, padding)
+        write_split(bench_dir / "train", rows["train"][:examples])
         write_split(bench_dir / "validation", rows["validation"][: bench.eval_examples])
         warmup_dir = workdir / "warmup-splits" / data
         write_split(warmup_dir / "train", rows["train"][-bench.warmup_examples :])
@@ -680,7 +713,7 @@ def run(bench: BenchArguments) -> dict[str, Any]:
                 run_arm(
                     arm, method, bench, splits=warmup_dir,
                     out=workdir / "runs" / "warmup" / f"{method}-{arm}",
-                    eval_every=0, initial_eval_loss=None, **common_kwargs,
+                    eval_every_examples=0, initial_eval_loss=None, **common_kwargs,
                 )  # fmt: skip
             warm = True
             repeats = []
@@ -691,7 +724,7 @@ def run(bench: BenchArguments) -> dict[str, Any]:
                     runs[arm] = run_arm(
                         arm, method, bench, splits=bench_dir,
                         out=workdir / "runs" / f"{data}-{method}-{arm}-{repeat}",
-                        eval_every=bench.eval_every, initial_eval_loss=initial_eval_loss,
+                        eval_every_examples=bench.eval_every_examples, initial_eval_loss=initial_eval_loss,
                         **common_kwargs,
                     )  # fmt: skip
                     initial_eval_loss = runs[arm]["eval_loss_before"]
@@ -720,13 +753,13 @@ def run(bench: BenchArguments) -> dict[str, Any]:
         if index == 0 and not warm:  # a warm process, as for the arms
             run_arm(
                 "ours", method, bench, splits=sweep_dir, out=workdir / "runs" / "sweep-warmup",
-                eval_every=0, initial_eval_loss=None, model=model, naive_max_length=cap,
+                eval_every_examples=0, initial_eval_loss=None, model=model, naive_max_length=cap,
                 max_seq_length=min(cap, budget), device=device, peak_flops=peak_flops,
                 token_budget=budget,
             )  # fmt: skip
         point = run_arm(
             "ours", method, bench, splits=sweep_dir,
-            out=workdir / "runs" / f"sweep-{budget}", eval_every=0, initial_eval_loss=None,
+            out=workdir / "runs" / f"sweep-{budget}", eval_every_examples=0, initial_eval_loss=None,
             model=model, naive_max_length=cap, max_seq_length=min(cap, budget), device=device,
             peak_flops=peak_flops, token_budget=budget,
         )  # fmt: skip
