@@ -7,6 +7,7 @@ deterministic. The code assets it refers to (content-hashed keys) are copied int
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,10 +27,6 @@ from pipelines.definition.staging import write_assets
 
 PLACEHOLDER_BUCKET = "peftops-placeholder-bucket"
 PLACEHOLDER_ACCOUNT = "000000000000"
-# Stands for the job image cdk deploy builds (build_job_image) until Fn::Sub names it.
-PLACEHOLDER_IMAGE = (
-    f"{PLACEHOLDER_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/peftops-placeholder-jobs:latest"
-)
 
 
 def placeholder_role(name: str) -> str:
@@ -51,10 +48,23 @@ def role_variable(kind: JobKind) -> str:
     return f"{kind.value.capitalize()}RoleArn"
 
 
-def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict[str, bytes]]:
-    """The definition with ${Bucket}, ${KeyArn} and each job kind's ${<Kind>RoleArn} where
-    the deployment's values go, and the stack's partition, region and account in the
-    pipeline's function ARNs."""
+def built_job_image(tag: str) -> str:
+    """The synth-time name of the job image cdk deploy builds, tagged with its asset hash:
+    what the definition hashes into each training run's checkpoint prefix changes with the
+    image's content (Dockerfile, lock, base image), as the deployed image's tag does."""
+    return f"{BUILT_JOB_IMAGE.rpartition(':')[0]}:{tag}"
+
+
+def templated_definition(
+    config: PipelineConfig, region: str, job_image_tag: str | None = None
+) -> tuple[str, dict[str, bytes]]:
+    """The definition with ${Bucket}, ${KeyArn}, each job kind's ${<Kind>RoleArn} and, for a
+    built job image (`job_image_tag`: its asset hash), ${JobImage} where the deployment's
+    values go, and the stack's partition, region and account in the pipeline's function ARNs."""
+    built_image = BUILT_JOB_IMAGE
+    if job_image_tag and config.image_uri == BUILT_JOB_IMAGE:
+        built_image = built_job_image(job_image_tag)
+        config = dataclasses.replace(config, image_uri=built_image)
     deployment = placeholder_deployment(region)
     body, assets = definition_json(config, deployment)
     body = body.replace("${", "${!")  # a literal ${ must survive Fn::Sub
@@ -63,7 +73,7 @@ def templated_definition(config: PipelineConfig, region: str) -> tuple[str, dict
         "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:",
     )
     for placeholder, variable in (
-        (BUILT_JOB_IMAGE, "JobImage"),
+        (built_image, "JobImage"),
         (BUILT_TRACKING_SERVER, "TrackingServerArn"),
         *((deployment.job_role(kind), role_variable(kind)) for kind in JobKind),
         (deployment.kms_key_arn, "KeyArn"),
@@ -87,11 +97,12 @@ class Pipeline(Construct):
         role: iam.IRole,
         job_roles: Mapping[JobKind, iam.IRole],
         job_image_uri: str | None = None,
+        job_image_tag: str | None = None,
         tracking_server_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        body, assets = templated_definition(config, stack.region)
+        body, assets = templated_definition(config, stack.region, job_image_tag)
         self.definition_template = body
         staging = Path(tempfile.mkdtemp(prefix="peftops-assets-"))
         write_assets(assets, staging)

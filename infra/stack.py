@@ -135,6 +135,7 @@ class PeftopsStack(Stack):
             role=self.pipeline_role.role,
             job_roles={kind: job.role for kind, job in self.job_roles.items()},
             job_image_uri=self.job_image.asset.image_uri if self.job_image else None,
+            job_image_tag=self.job_image.asset.asset_hash if self.job_image else None,
             tracking_server_arn=self.tracking.arn if self.tracking else None,
         )
         self.pipeline.pipeline.node.add_dependency(self.registry.group)

@@ -217,11 +217,23 @@ GATE_CONDITION_TYPES: dict[str, type[Condition]] = {
 }
 
 
+# Where the training container unpacks the code channel (sm_train.sh: cd, tar -xzf).
+CONTAINER_CODE_DIR = "/opt/ml/input/data/code"
+
+
 class _StagingModelTrainer(ModelTrainer):
     """The base class asks IAM (iam:SimulatePrincipalPolicy) which bucket to stage into."""
 
     def _resolve_staging_bucket(self) -> tuple[str, None]:
         return self.sagemaker_session.default_bucket(), None
+
+    def _write_source_code_json(self, tmp_dir: Any, source_code: SourceCode) -> None:
+        """sm_drivers/sourcecode.json with source_dir as the container sees the code, not its
+        S3 URI: the drivers read only entry_script from it, and a bucket name in an uploaded
+        file would make its content (and key) differ per deployment, so the CDK stack, which
+        builds with a placeholder bucket, would upload that placeholder."""
+        located = source_code.model_copy(update={"source_dir": CONTAINER_CODE_DIR})
+        super()._write_source_code_json(tmp_dir, located)
 
 
 class _StableFrameworkProcessor(FrameworkProcessor):

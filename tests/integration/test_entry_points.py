@@ -120,9 +120,13 @@ def test_preprocess_train_evaluate_as_in_a_container(tiny_causal: Path, tmp_path
     assert list(scratch.iterdir()) == []
     evaluation = contracts.EVALUATION.read(evaluation_dir)
     assert set(evaluation["models"]) == {"base", "adapter", "full_finetune"}
-    for entry in evaluation["models"].values():
+    test_examples = len((prep / "test" / "data.jsonl").read_text().splitlines())
+    for name, entry in evaluation["models"].items():
         for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
-            assert 0.0 <= entry[key] <= 1.0
+            # Each score is the mean over every test example, none dropped.
+            scores = entry["per_example"][key]
+            assert len(scores) == test_examples, (name, key)
+            assert entry[key] == pytest.approx(sum(scores) / len(scores)), (name, key)
         assert entry["total_params"] > 0 and entry["artifact_bytes"] > 0
     adapter, full = evaluation["models"]["adapter"], evaluation["models"]["full_finetune"]
     assert adapter["trainable_params"] < full["trainable_params"] == full["total_params"]

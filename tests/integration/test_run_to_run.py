@@ -227,3 +227,43 @@ def test_a_failed_step_names_its_kept_log(deployment, second_run) -> None:
     assert lines[0].startswith("$ ") and "train.py " in lines[0]
     assert any("--learning-rate must be >= 0" in line for line in lines)
     assert registry(deployment).list() == before
+
+
+def test_f_a_gate_the_adapter_fails_ends_the_run_nonzero_and_registers_nothing(
+    tiny_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same run with a deployment whose gate asks the adapter to gain 0.5 ROUGE-L over the
+    base model (the cached jobs run again only where the thresholds reach them: Evaluate)."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.local.presets import PRESETS
+
+    root, done = tiny_run
+    assert done.returncode == 0, done.stderr[-2000:]
+    shutil.copytree(root, tmp_path / "deployment")
+    root = tmp_path / "deployment"
+    tiny = PRESETS["tiny"]
+    strict = dataclasses.replace(tiny.config, rouge_l_tolerance=0.02, min_rouge_l_gain=0.5)
+    monkeypatch.setitem(PRESETS, "tiny", dataclasses.replace(tiny, config=strict))
+
+    result = CliRunner().invoke(
+        app,
+        ["run-local", "--preset", "tiny", "--out", str(root / "run"),
+         "--registry", str(root / "registry.sqlite"), "--tracking", "none"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output[-3000:]
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("peftops: error: GateFailed: Quality gate failed: adapter rougeL "), (
+        error
+    )
+    # The figures the gate read are the evaluation's, against the thresholds of this deployment.
+    evaluation = contracts.EVALUATION.read(root / "run")
+    gain = evaluation["gate"]["rougeL_gain_vs_base_lower95"]
+    assert gain == evaluation["comparisons"]["adapter_vs_base"]["rougeL"]["low"] < 0.5
+    assert f"{gain}" in error and "(required 0.5)" in error
+    verdict = contracts.gate_verdict(evaluation, contracts.GateThresholds(0.02, 0.5))
+    assert verdict[0] is False
+    assert [v.version for v in registry(root).list()] == [1]  # the first run's, nothing new

@@ -3,8 +3,10 @@ deterministic templates, and the dev/prod stages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +20,10 @@ import aws_cdk as cdk
 import cdk_nag
 from aws_cdk.assertions import Match, Template
 
-from infra.pipeline import templated_definition
+from infra.pipeline import built_job_image, role_variable, templated_definition
 from infra.stack import PeftopsStack
-from pipelines.definition.config import JobKind
+from pipelines.definition import definition_json
+from pipelines.definition.config import Deployment, JobKind
 from pipelines.definition.stages import stage_settings
 from tests.conftest import REPO
 
@@ -387,29 +390,105 @@ def test_prod_jobs_run_isolated_on_the_image_cdk_builds_from_the_lock(prod) -> N
         ), kind
 
 
-def test_pipeline_definition_is_the_builders(dev) -> None:
-    template, _stack, _ = dev
+# What CloudFormation puts for each Fn::Sub variable of the definition, in this test.
+DEPLOYED = {
+    "Bucket": "peftops-artifacts-123456789012",
+    "KeyArn": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-4333-8444-555555555555",
+    "JobImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/jobs:abc",
+    "TrackingServerArn": "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/t",
+    **{
+        f"{kind.value.capitalize()}RoleArn": f"arn:aws:iam::123456789012:role/{kind.value}-jobs"
+        for kind in JobKind
+    },
+    "AWS::Partition": "aws",
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+}
+
+
+def substituted(body: str, variables: dict[str, Any]) -> str:
+    """Fn::Sub as CloudFormation applies it: every ${Name} a variable or pseudo parameter, and
+    ${!Literal} kept as ${Literal}."""
+    used = set(re.findall(r"\$\{(?!!)([^}]+)\}", body))
+    unknown = used - set(variables) - {n for n in DEPLOYED if n.startswith("AWS::")}
+    assert not unknown, f"Fn::Sub names no such variable: {unknown}"
+    assert set(variables) <= used, f"variables the body never uses: {set(variables) - used}"
+    rendered = re.sub(r"\$\{(?!!)([^}]+)\}", lambda m: DEPLOYED[m[1]], body)
+    return rendered.replace("${!", "${")
+
+
+def code_asset_files(template: Template, outdir: Path, stack_name: str) -> dict[str, bytes]:
+    """The files the CodeAssets deployment uploads, by their key in the bucket."""
+    (deployment,) = resources(template, "Custom::CDKBucketDeployment").values()
+    (source_key,) = deployment["Properties"]["SourceObjectKeys"]
+    manifest = json.loads((outdir / f"{stack_name}.assets.json").read_text())
+    (folder,) = [
+        entry["source"]["path"]
+        for entry in manifest["files"].values()
+        if source_key in {d["objectKey"] for d in entry["destinations"].values()}
+    ]
+    root = outdir / folder
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_deployed_definition_is_the_builders_for_the_deployed_resources(
+    stage: str, request: pytest.FixtureRequest
+) -> None:
+    """Once CloudFormation substitutes the stack's values, the definition is what the builder
+    makes for that deployment: no synth-time placeholder survives, every variable is used, and
+    every code asset the definition names is uploaded, byte for byte, under that key."""
+    template, stack, app = request.getfixturevalue(stage)
     (pipeline,) = resources(template, "AWS::SageMaker::Pipeline").values()
+    config = stage_settings(STAGES, stage).pipeline
+    assert pipeline["Properties"]["PipelineName"] == config.name
     body, variables = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"][
         "Fn::Sub"
     ]
-    expected, _ = templated_definition(stage_settings(STAGES, "dev").pipeline, "us-east-1")
-    assert body == expected
-    assert set(variables) == {
-        "Bucket",
-        "KeyArn",
-        "PreprocessRoleArn",
-        "TrainingRoleArn",
-        "EvaluationRoleArn",
-    }
-    assert pipeline["Properties"]["PipelineName"] == "peftops-adapter-dev"
-    definition = json.loads(body.replace("${!", "${"))
-    assert [s["Name"] for s in definition["Steps"]] == [
-        "ResolveInputs",
-        "Preprocess",
-        "TrainAdapter",
-        "CheckBaselineMode",
-    ]
+    rendered = substituted(body, variables)
+    for leftover in ("placeholder", "000000000000"):
+        assert leftover not in rendered, leftover
+
+    built_image = None
+    if "JobImage" in variables:  # built by cdk deploy: named by its asset hash until then
+        built_image = built_job_image(stack.job_image.asset.asset_hash)
+        config = dataclasses.replace(config, image_uri=built_image)
+    if "TrackingServerArn" in variables:
+        config = dataclasses.replace(config, mlflow_tracking_uri=DEPLOYED["TrackingServerArn"])
+    deployment = Deployment(
+        region="us-east-1",
+        role_arn="arn:aws:iam::123456789012:role/pipeline",
+        bucket=DEPLOYED["Bucket"],
+        kms_key_arn=DEPLOYED["KeyArn"],
+        job_role_arns=tuple((kind, DEPLOYED[role_variable(kind)]) for kind in JobKind),
+    )
+    expected, assets = definition_json(config, deployment)
+    if built_image:
+        expected = expected.replace(built_image, DEPLOYED["JobImage"])
+    assert json.loads(rendered) == json.loads(expected)
+
+    uploaded = code_asset_files(template, Path(app.outdir), stack.stack_name)
+    assert uploaded == assets
+    named = set(re.findall(rf"s3://{DEPLOYED['Bucket']}/(assets/[^\"]+)", rendered))
+    assert named and all(
+        key in uploaded or any(k.startswith(key) for k in uploaded) for key in named
+    ), named - set(uploaded)
+
+
+def test_a_rebuilt_job_image_trains_into_new_checkpoint_prefixes() -> None:
+    """Checkpoints made under one image are never resumed under another (its libraries, and so
+    the training, may differ): the built image's asset hash is part of each prefix."""
+    config = stage_settings(STAGES, "prod").pipeline
+
+    def prefixes(tag: str) -> list[str]:
+        body, _ = templated_definition(config, "us-east-1", tag)
+        found = re.findall(r'"CheckpointConfig": \{"S3Uri": (\{.*?\}), "LocalPath"', body)
+        assert len(found) == 2, body
+        return found
+
+    first, second = prefixes("a" * 64), prefixes("b" * 64)
+    assert all(a != b for a, b in zip(first, second, strict=True))
+    assert prefixes("a" * 64) == first
 
 
 def test_the_definition_calls_exactly_the_functions_the_stack_deploys(dev) -> None:
@@ -552,8 +631,10 @@ def test_an_unacknowledged_finding_fails_synth(tmp_path: Path) -> None:
     stack = cdk.Stack(app, "Careless")
     sqs.Queue(stack, "PlainQueue")  # no encryption in transit, no DLQ
     cdk.Validations.of(app).add_plugins(cdk_nag.AwsSolutionsChecks(app))
-    with pytest.raises(Exception, match=r"(?i)validation"):
+    with pytest.raises(RuntimeError, match=r"^ValidationFailed: ") as refused:
         app.synth()
+    for rule in ("AwsSolutions-SQS3", "AwsSolutions-SQS4"):  # no DLQ; no TLS-only policy
+        assert f"Acknowledge with 'AwsSolutions::{rule}'" in str(refused.value)
 
 
 def cfn_lint(template_file: Path) -> subprocess.CompletedProcess:

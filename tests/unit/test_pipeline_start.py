@@ -1,11 +1,15 @@
-"""`peftops pipeline start` against SageMaker (moto): overrides and the idempotency token reach the API."""
+"""`peftops pipeline start` against SageMaker: overrides reach the API (moto), and the
+idempotency token reaches it the same on every retry (botocore Stubber: moto ignores it)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import boto3
+import botocore.session
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 from typer.testing import CliRunner
 
@@ -45,6 +49,41 @@ def test_start_passes_overrides_and_reports_the_execution(sagemaker) -> None:
         "PipelineParameters"
     ]
     assert {"Name": "LoraRank", "Value": "8"} in parameters
+
+
+def stubbed_sagemaker(monkeypatch: pytest.MonkeyPatch) -> tuple[Stubber, list[dict]]:
+    """The CLI's SageMaker client with stubbed answers (botocore still validates every
+    request), and the StartPipelineExecution requests it sends."""
+    client = botocore.session.get_session().create_client(
+        "sagemaker",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    sent: list[dict] = []
+    client.meta.events.register(
+        "provide-client-params.sagemaker.StartPipelineExecution",
+        lambda params, **_: sent.append(dict(params)),
+    )
+    monkeypatch.setattr(boto3, "client", lambda *args, **kwargs: client)
+    return Stubber(client), sent
+
+
+def test_the_token_reaches_the_api_the_same_on_every_retry(monkeypatch) -> None:
+    """SageMaker starts one execution per ClientRequestToken: a retried start with the same
+    --token must send the same token, and starts without one must not collide."""
+    stubber, sent = stubbed_sagemaker(monkeypatch)
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/peftops-adapter/execution/abc"
+    for _ in range(4):
+        stubber.add_response("start_pipeline_execution", {"PipelineExecutionArn": arn})
+    with stubber:
+        for args in (["--token", "nightly-2026-11-27"],) * 2 + ([],) * 2:
+            result = CliRunner().invoke(app, ["pipeline", "start", *args])
+            assert result.exit_code == 0 and result.output.strip() == arn, result.output
+    stubber.assert_no_pending_responses()
+    tokens = [request["ClientRequestToken"] for request in sent]
+    assert tokens[0] == tokens[1] == hashlib.sha256(b"nightly-2026-11-27").hexdigest()
+    assert len(set(tokens)) == 3 and all(32 <= len(t) <= 128 for t in tokens)
 
 
 def test_start_of_an_unknown_pipeline_is_a_one_line_error(sagemaker) -> None:

@@ -316,6 +316,36 @@ def test_split_is_deterministic_and_a_partition(
     assert all(len(h) == 1 for h in homes.values())  # a dialogue never straddles splits
 
 
+def dialogues(count: int) -> list[Example]:
+    return [
+        Example(id=str(i), input=f"dialogue {i}", target=f"summary {i}", source=f"f line {i}")
+        for i in range(count)
+    ]
+
+
+def test_another_seed_gives_another_split_of_the_same_sizes() -> None:
+    examples = dialogues(40)
+    first = split_examples(examples, seed=1, validation_fraction=0.1, test_fraction=0.2)
+    other = split_examples(examples, seed=2, validation_fraction=0.1, test_fraction=0.2)
+    assert {k: len(v) for k, v in first.items()} == {"train": 28, "validation": 4, "test": 8}
+    assert {k: len(v) for k, v in other.items()} == {k: len(v) for k, v in first.items()}
+    assert {e.id for e in first["test"]} != {e.id for e in other["test"]}
+
+
+@pytest.mark.parametrize("count", [3, 4, 5, 9])
+def test_every_requested_split_gets_a_dialogue_once_there_are_three(count: int) -> None:
+    """Fractions that round to nothing on a small dataset still leave one dialogue in each
+    requested split (an empty test split would make evaluation score nothing)."""
+    split = split_examples(dialogues(count), seed=0, validation_fraction=0.1, test_fraction=0.1)
+    assert len(split["validation"]) == 1 and len(split["test"]) == 1
+    assert len(split["train"]) == count - 2
+
+
+def test_a_split_not_requested_stays_empty() -> None:
+    split = split_examples(dialogues(10), seed=0, validation_fraction=0.0, test_fraction=0.2)
+    assert split["validation"] == [] and len(split["test"]) == 2 and len(split["train"]) == 8
+
+
 def test_a_csv_row_with_more_cells_than_columns_is_never_truncated(tmp_path: Path) -> None:
     data = (
         b'dialogue,summary\n"A: hi",Greeting.\nB: one, two,Counting,to two.\n"C: bye",Farewell.\n'

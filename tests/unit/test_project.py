@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import tomllib
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -62,8 +67,26 @@ def test_every_dependency_is_pinned_exactly() -> None:
     assert "torch==2.13.0" in specs
 
 
-def test_ci_runs_make_test() -> None:
-    assert "make test" in (REPO / ".ci/run").read_text()
+@pytest.mark.parametrize("make_status", [0, 3])
+def test_ci_runs_make_test_from_the_repository_root_and_fails_with_it(
+    tmp_path: Path, make_status: int
+) -> None:
+    """.ci/run, started from anywhere, runs `make test` in the clone and exits with its status
+    (a `make` on PATH records how it was called)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "make"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$PWD $*" >> {calls}\nexit {make_status}\n')
+    fake.chmod(0o755)
+    done = subprocess.run(
+        [str(REPO / ".ci/run")],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == make_status, done.stderr
+    assert calls.read_text().splitlines() == [f"{REPO} test"]
 
 
 def test_the_license_file_is_the_one_pyproject_declares() -> None:

@@ -54,3 +54,58 @@ def test_resume_fingerprint_follows_the_data_and_base_model_not_their_paths(
     assert fingerprint(first) == fingerprint(moved)
     assert fingerprint(first) != fingerprint(other)
     assert fingerprint(first) != fingerprint(first, model="org/other-model")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("learning_rate", 1e-3),
+        ("lora_r", 4),
+        ("lora_alpha", 64),
+        ("lora_dropout", 0.1),
+        ("epochs", 2.0),
+        ("max_steps", 7),
+        ("per_device_batch_size", 2),
+        ("gradient_accumulation_steps", 4),
+        ("token_budget", 2048),
+        ("max_seq_length", 256),
+        ("seed", 7),
+        ("lr_scheduler", "constant"),
+    ],
+)
+def test_resuming_with_another_training_setting_is_refused_by_name(
+    tmp_path: Path, name: str, value: object
+) -> None:
+    """Checkpoints of one run must not continue under another learning rate, rank, budget...:
+    the resumed adapter would be neither run's."""
+    from training_scripts.train import check_run_config
+
+    folders = split_folders(tmp_path / "data", '{"input": "x", "target": "y"}\n')
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    first = TrainArguments(model_name_or_path="org/model", **folders)
+    assert getattr(first, name) != value
+    check_run_config(checkpoints, first, is_main=True)
+    check_run_config(checkpoints, first, is_main=True)  # the same run resumes
+    changed = TrainArguments(model_name_or_path="org/model", **folders, **{name: value})
+    with pytest.raises(ValueError, match=rf"another run \(differing: {name}\)"):
+        check_run_config(checkpoints, changed, is_main=True)
+
+
+def test_where_a_run_writes_and_how_often_it_logs_do_not_stop_a_resume(tmp_path: Path) -> None:
+    from training_scripts.train import check_run_config
+
+    folders = split_folders(tmp_path / "data", '{"input": "x", "target": "y"}\n')
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    check_run_config(
+        checkpoints, TrainArguments(model_name_or_path="org/model", **folders), is_main=True
+    )
+    moved = TrainArguments(
+        model_name_or_path="org/model",
+        **split_folders(tmp_path / "moved", '{"input": "x", "target": "y"}\n'),
+        output_dir=str(tmp_path / "elsewhere"),
+        logging_steps=1,
+        merge=True,
+    )
+    check_run_config(checkpoints, moved, is_main=True)
