@@ -50,7 +50,13 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
             "total_params",
             "artifact_bytes",
         } <= set(entry)
-    assert (root / "run" / "predictions.jsonl").is_file()
+    # One line per scored example with every model's output; ROUGE is the mean over them.
+    predictions = [
+        json.loads(line) for line in (root / "run" / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert len(predictions) == evaluation["test_examples"] > 0
+    assert {"id", "input", "reference", "base", "adapter", "full_finetune"} <= set(predictions[0])
+    assert len({p["id"] for p in predictions}) == len(predictions)
     # The run's report names the version it describes, registered after the evaluation step.
     assert "peftops-smoke version 1" in (root / "run" / "report.html").read_text()
     # A smoke test registers into its own group, never beside real adapters.

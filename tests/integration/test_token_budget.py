@@ -219,3 +219,30 @@ def test_two_data_parallel_ranks_step_on_the_per_target_token_mean_of_both_ranks
         )
         compared += 1
     assert compared > 0
+
+
+def test_packed_rows_place_the_longest_examples_first_so_rows_stay_few() -> None:
+    """Longest first, each into the least-filled row: [4, 1, 1, 1, 1] fit two rows of 4; in
+    input order the 4 would find no room and need a third row."""
+    rows = PackedRows(row_tokens=4, pad_token_id=0).rows([1, 1, 1, 1, 4])
+    assert sorted(sorted(row) for row in rows) == [[0, 1, 2, 3], [4]]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "rows"),
+    [
+        ([1, 1, 1, 1, 4], 2),
+        ([3, 1, 1, 1, 1, 1], 2),  # rows of 4 and 4, not 3 + 5
+        ([3, 3, 2], 3),  # two rows would hold 8 only if a 3 and the 2 shared one: too long
+        ([9, 2], 2),  # a longer example sets the cap: rows of up to 9
+        ([2, 2, 2, 2, 2, 2, 2, 2, 2], 5),
+    ],
+)
+def test_packed_rows_are_the_fewest_within_the_cap_each_example_once(
+    lengths: list[int], rows: int
+) -> None:
+    packed = PackedRows(row_tokens=4, pad_token_id=0).rows(lengths)
+    cap = max(4, *lengths)
+    assert len(packed) == rows and all(packed)
+    assert all(sum(lengths[i] for i in row) <= cap for row in packed)
+    assert sorted(i for row in packed for i in row) == list(range(len(lengths)))

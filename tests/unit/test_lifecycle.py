@@ -123,14 +123,65 @@ def test_production_needs_a_passed_staging_smoke_test(registry: LocalRegistry) -
     assert where(registry, version) == "staging:DeploymentFailed"
 
 
-@pytest.mark.parametrize("status", ["PendingManualApproval", "Rejected"])
-def test_only_an_approved_version_is_promoted(registry: LocalRegistry, status: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [("PendingManualApproval", " (`peftops models approve` first)"), ("Rejected", "")],
+)
+def test_only_an_approved_version_is_promoted(
+    registry: LocalRegistry, status: str, hint: str
+) -> None:
     version = register(registry)
     if status == "Rejected":
         decide(registry, version, "Rejected", who="ana", why="no", force=False)
-    with pytest.raises(RegistryError, match=f"version {version} is {status}; only an approved"):
+    with pytest.raises(RegistryError) as refused:
         promote(registry, version, "staging", who="ana", why="try")
+    assert str(refused.value) == (
+        f"version {version} is {status}; only an approved version can be promoted{hint}"
+    )
     assert where(registry, version) == "development:Registered"
+
+
+def test_a_version_is_not_promoted_to_the_stage_it_holds(registry: LocalRegistry) -> None:
+    version = staged(registry)
+    with pytest.raises(RegistryError) as refused:
+        promote(registry, version, "staging", who="ana", why="again")
+    assert str(refused.value) == f"version {version} is already in staging (Deployed)"
+    # A failed deployment holds nothing: the same stage may be tried again.
+    other = approved(registry, task="other-task")
+    promote(registry, other, "staging", who="ana", why="try")
+    record_deployment(registry, other, passed=False, detail="smoke test failed", who="d")
+    promote(registry, other, "staging", who="ana", why="retry")
+    assert where(registry, other) == "staging:PendingDeployment"
+
+
+def test_a_production_version_does_not_go_back_to_staging(registry: LocalRegistry) -> None:
+    version = staged(registry)
+    promote(registry, version, "production", who="bo", why="ship")
+    record_deployment(registry, version, passed=True, detail="smoke ok", who="deployer")
+    with pytest.raises(RegistryError) as refused:
+        promote(registry, version, "staging", who="ana", why="back")
+    assert str(refused.value) == (
+        f"version {version} is in production; it does not go back to staging"
+    )
+    assert where(registry, version) == "production:Deployed"
+
+
+def test_only_the_promotion_stages_are_targets(registry: LocalRegistry) -> None:
+    version = approved(registry)
+    with pytest.raises(RegistryError) as refused:
+        promote(registry, version, "qa", who="ana", why="?")
+    assert str(refused.value) == "--to 'qa': promote to one of staging, production"
+
+
+def test_a_promotion_is_pending_with_its_reason(registry: LocalRegistry) -> None:
+    from pipelines.registry.lifecycle import promotion
+
+    version = registry.get(approved(registry))
+    pending = promotion(version, "staging", registry.list())
+    assert (str(pending), pending.description) == (
+        "staging:PendingDeployment",
+        "promoted to staging",
+    )
 
 
 def test_an_archived_version_is_never_promoted(registry: LocalRegistry) -> None:
@@ -174,8 +225,12 @@ def test_a_failed_smoke_test_leaves_the_previous_version_serving(registry: Local
 
 def test_a_serving_version_is_neither_rejected_nor_archived(registry: LocalRegistry) -> None:
     version = staged(registry)
-    with pytest.raises(RegistryError, match="holds staging for task dialogue-summary"):
+    with pytest.raises(RegistryError) as refused:
         decide(registry, version, "Rejected", who="ana", why="oops", force=False)
+    assert str(refused.value) == (
+        f"version {version} holds staging for task dialogue-summary; promote another version "
+        "there before rejecting it"
+    )
     with pytest.raises(RegistryError, match="holds staging for task dialogue-summary"):
         archive(registry, version, who="ana", why="oops")
 

@@ -341,6 +341,29 @@ def test_every_requested_split_gets_a_dialogue_once_there_are_three(count: int) 
     assert len(split["train"]) == count - 2
 
 
+FRACTIONS_RULE = (
+    "--validation-fraction and --test-fraction must be in [0, 1) and sum to less than 1"
+)
+
+
+@pytest.mark.parametrize(
+    ("validation", "test"),
+    [(-0.5, 0.1), (0.1, -0.5), (1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (0.6, 0.5), (1.2, -0.5)],
+)
+def test_fractions_outside_the_rule_are_refused(validation: float, test: float) -> None:
+    with pytest.raises(DataError) as refused:
+        split_examples(dialogues(10), seed=0, validation_fraction=validation, test_fraction=test)
+    assert str(refused.value) == FRACTIONS_RULE
+
+
+def test_too_few_dialogues_for_the_fractions_is_one_line_with_the_fix() -> None:
+    with pytest.raises(DataError) as refused:
+        split_examples(dialogues(2), seed=0, validation_fraction=0.4, test_fraction=0.5)
+    assert str(refused.value) == (
+        "only 2 distinct dialogue(s): too few to split; add data or lower the fractions"
+    )
+
+
 def test_a_split_not_requested_stays_empty() -> None:
     split = split_examples(dialogues(10), seed=0, validation_fraction=0.0, test_fraction=0.2)
     assert split["validation"] == [] and len(split["test"]) == 2 and len(split["train"]) == 8
@@ -516,3 +539,52 @@ def test_a_run_that_fails_while_writing_leaves_no_manifest_beside_its_files(
     with pytest.raises(DataError, match="No space left on device"):
         run(tmp_path, jsonl_bytes(*(json.dumps(good(i)) for i in range(30, 60))))
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def build(items: list, **kwargs) -> tuple[list[Example], dict[str, int], int]:
+    kwargs.setdefault("skip_invalid", False)
+    return preprocess.build_examples(
+        items, input_field="dialogue", target_field="summary", truncate=lambda t: t, **kwargs
+    )
+
+
+def test_an_example_keeps_its_records_id_or_is_named_by_its_location() -> None:
+    records = [
+        preprocess.Record("d.jsonl line 1", {**good(1), "id": 17}),
+        preprocess.Record("d.jsonl line 2", {**good(2), "id": ""}),
+        preprocess.Record("d.jsonl line 3", good(3)),
+    ]
+    examples, dropped, truncated = build(records)
+    assert [(e.id, e.source) for e in examples] == [
+        ("17", "d.jsonl line 1"),
+        ("d.jsonl line 2", "d.jsonl line 2"),
+        ("d.jsonl line 3", "d.jsonl line 3"),
+    ]
+    assert (dict(dropped), truncated) == ({}, 0)
+
+
+@pytest.mark.parametrize(
+    ("skip_option", "ending"),
+    [
+        ("--skip-invalid", " or pass --skip-invalid to skip such records."),
+        (None, "."),
+    ],
+)
+def test_an_invalid_record_stops_with_its_place_the_fix_and_the_way_to_skip(
+    skip_option: str | None, ending: str
+) -> None:
+    bad = preprocess.Invalid("d.jsonl line 4", "invalid_json", "not JSON")
+    with pytest.raises(DataError) as stopped:
+        build([bad], skip_option=skip_option)
+    assert str(stopped.value) == (
+        f"d.jsonl line 4: not JSON. Fix it (make each line one JSON object){ending}"
+    )
+
+
+def test_the_default_way_to_skip_is_the_scripts_option() -> None:
+    bad = preprocess.Invalid("d.jsonl line 4", "invalid_json", "not JSON")
+    with pytest.raises(DataError, match=r" or pass --skip-invalid to skip such records\.$"):
+        preprocess.build_examples(
+            [bad], input_field="dialogue", target_field="summary", skip_invalid=False,
+            truncate=lambda t: t,
+        )  # fmt: skip

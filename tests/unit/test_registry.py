@@ -338,3 +338,42 @@ def test_reading_an_empty_file_lists_nothing_and_writes_nothing(tmp_path: Path) 
     assert path.stat().st_size == 0  # no schema written by a read
     with pytest.raises(RegistryError, match="has no version 99999999999999999999999"):
         registry.get(99999999999999999999999)
+
+
+def test_every_approval_guard_gives_its_reason(local: LocalRegistry) -> None:
+    """Each record approval needs, missing or broken, refuses with its own reason."""
+
+    def version_with(metadata: dict[str, str], ev: dict[str, Any] | None = PASSING) -> Any:
+        return local.register(
+            Registration(GROUP, "s3://b/m.tar.gz", "PendingManualApproval", metadata, None, ev, "")
+        )
+
+    digest = recorded(PASSING)[EVALUATION_DIGEST]
+    assert gate_verdict(version_with(THRESHOLDS)) == (
+        False,
+        "its evaluation's digest was not recorded at registration",
+    )
+    assert gate_verdict(version_with({EVALUATION_DIGEST: digest})) == (
+        False,
+        "its gate thresholds were not recorded",
+    )
+    assert gate_verdict(version_with(recorded(PASSING) | {"min_rouge_l_gain": "a lot"})) == (
+        False,
+        "its gate thresholds were not recorded",
+    )
+    unreadable = {k: v for k, v in PASSING.items() if k != "gate"}
+    passed, reason = gate_verdict(version_with(recorded(unreadable), unreadable))
+    assert not passed and reason.startswith("its evaluation is unreadable (")
+
+
+def test_decisions_are_kept_as_approve_reject_and_force_approve(local: LocalRegistry) -> None:
+    register(local, PASSING)
+    register(local, TRAILING)
+    decide(local, 1, "Approved", who="ana", why="good", force=False)
+    decide(local, 2, "Rejected", who="bo", why="trails", force=False)
+    decide(local, 2, "Approved", who="cy", why="exception", force=True)
+    assert [d.action for d in local.get(1).history] == ["approve"]
+    assert [d.action for d in local.get(2).history] == ["reject", "force-approve"]
+    with pytest.raises(RegistryError) as refused:
+        decide(local, 1, "Pending", who="ana", why="?", force=False)
+    assert str(refused.value) == "status must be Approved or Rejected, not Pending"

@@ -175,6 +175,20 @@ def test_gate_boundary_is_inclusive(adapter: float, passes: bool) -> None:
     assert contracts.gate_verdict(document, thresholds)[0] is passes
 
 
+def test_a_baseline_scored_on_another_test_set_fails_the_gate_whatever_the_scores() -> None:
+    """A reused full fine-tune scored on an older test set does not compare with the adapter's
+    scores; an evaluation without the field (written before reuse existed) is read as before."""
+    document = evaluation(adapter=0.45, full_finetune=0.45, base=0.2)
+    assert contracts.gate_verdict(document, THRESHOLDS) == (True, "gate passed")
+    document["baseline_source"] = {"kind": "reused", "test_set_matches": False}
+    assert contracts.gate_verdict(document, THRESHOLDS) == (
+        False,
+        "the full fine-tune figures were scored on another test set",
+    )
+    del document["baseline_source"]
+    assert contracts.gate_verdict(document, THRESHOLDS) == (True, "gate passed")
+
+
 def test_gate_outcomes_name_each_condition_and_its_rule() -> None:
     document = evaluation(adapter=0.44, full_finetune=0.45, base=0.2)
     outcomes = contracts.gate_outcomes(document, THRESHOLDS)

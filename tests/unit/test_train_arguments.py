@@ -3,6 +3,8 @@ anything: an untrained adapter must never reach evaluation and registration."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -92,7 +94,101 @@ def test_resuming_with_another_training_setting_is_refused_by_name(
         check_run_config(checkpoints, changed, is_main=True)
 
 
-def test_where_a_run_writes_and_how_often_it_logs_do_not_stop_a_resume(tmp_path: Path) -> None:
+def test_where_a_run_writes_and_reads_and_how_often_it_reports_do_not_stop_a_resume(
+    tmp_path: Path,
+) -> None:
+    """A retried job gets new local paths for the same data and base model (SageMaker's
+    channels, another job folder) and may log or validate more often: it must still resume."""
+    from training_scripts.train import check_run_config
+
+    def model_folder(root: Path) -> str:
+        root.mkdir(parents=True)
+        (root / "config.json").write_text('{"model_type": "llama"}')
+        (root / "model.safetensors").write_bytes(b"w" * 64)
+        return str(root)
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    first = TrainArguments(
+        model_name_or_path=model_folder(tmp_path / "job1" / "model"),
+        **split_folders(tmp_path / "job1", '{"input": "x", "target": "y"}\n'),
+        dataset_version="v1",
+    )
+    check_run_config(checkpoints, first, is_main=True)
+    retried = TrainArguments(
+        model_name_or_path=model_folder(tmp_path / "job2" / "model"),
+        **split_folders(tmp_path / "job2", '{"input": "x", "target": "y"}\n'),
+        dataset_version="v1-retry",
+        output_dir=str(tmp_path / "out"),
+        output_data_dir=str(tmp_path / "data-out"),
+        checkpoint_dir=str(tmp_path / "elsewhere"),
+        logging_steps=1,
+        validation_steps=5,
+        merge=True,
+    )
+    assert retried.fingerprint() == first.fingerprint()
+    check_run_config(checkpoints, retried, is_main=True)
+
+
+def test_the_identity_names_the_data_and_base_model_by_content(tmp_path: Path) -> None:
+    """run_config.json outlives a release: its identity keys are a contract with the next one."""
+    folders = split_folders(tmp_path, '{"input": "x", "target": "y"}\n')
+    identity = TrainArguments(model_name_or_path="org/model", **folders).identity()
+    train_hash = hashlib.sha256((tmp_path / "train" / "data.jsonl").read_bytes()).hexdigest()
+    valid_hash = hashlib.sha256((tmp_path / "validation" / "data.jsonl").read_bytes()).hexdigest()
+    assert identity["data"] == {"train": train_hash, "validation": valid_hash}
+    assert identity["base_model"] == "org/model"  # a hub id is its own identity
+    for path_or_report in ("output_dir", "output_data_dir", "checkpoint_dir", "train_dir",
+                           "validation_dir", "model_name_or_path", "logging_steps",
+                           "validation_steps", "dataset_version", "merge"):  # fmt: skip
+        assert path_or_report not in identity, path_or_report
+    assert identity["learning_rate"] == "0.0" and identity["lora_r"] == "16"
+    without_validation = TrainArguments(
+        model_name_or_path="org/model", train_dir=folders["train_dir"], validation_dir=""
+    ).identity()
+    assert without_validation["data"] == {"train": train_hash, "validation": "none"}
+
+
+def test_the_fingerprint_is_of_the_identitys_content_not_its_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = TrainArguments(model_name_or_path="org/model")
+    identity = args.identity()
+    monkeypatch.setattr(
+        TrainArguments, "identity", lambda self: dict(reversed(list(identity.items())))
+    )
+    reordered = args.fingerprint()
+    monkeypatch.undo()
+    assert reordered == args.fingerprint()
+
+
+def test_a_base_model_folder_is_known_by_its_config_and_files_not_its_path(
+    tmp_path: Path,
+) -> None:
+    from training_scripts.train import base_model_identity
+
+    def folder(name: str, config: str = '{"hidden_size": 8, "name": "ÿ"}', weights: int = 64):
+        root = tmp_path / name
+        (root / "tokenizer").mkdir(parents=True)
+        (root / "config.json").write_text(config, encoding="utf-8")
+        (root / "model.safetensors").write_bytes(b"w" * weights)
+        (root / "tokenizer" / "vocab.json").write_text("{}")
+        return root
+
+    same = base_model_identity(str(folder("a")))
+    assert base_model_identity(str(folder("b"))) == same  # another job's channel path
+    # Another config of the same size: only its content tells the models apart.
+    assert base_model_identity(str(folder("c", config='{"hidden_size": 9, "name": "ÿ"}'))) != same
+    assert base_model_identity(str(folder("d", weights=65))) != same
+    renamed = folder("e")
+    (renamed / "tokenizer" / "vocab.json").rename(renamed / "tokenizer" / "merges.txt")
+    assert base_model_identity(str(renamed)) != same  # a file in a subfolder counts
+    bare = folder("f")
+    (bare / "config.json").unlink()
+    assert base_model_identity(str(bare)) not in (same, str(bare))
+
+
+def test_a_refusal_names_every_differing_setting_and_the_way_out(tmp_path: Path) -> None:
     from training_scripts.train import check_run_config
 
     folders = split_folders(tmp_path / "data", '{"input": "x", "target": "y"}\n')
@@ -101,11 +197,36 @@ def test_where_a_run_writes_and_how_often_it_logs_do_not_stop_a_resume(tmp_path:
     check_run_config(
         checkpoints, TrainArguments(model_name_or_path="org/model", **folders), is_main=True
     )
-    moved = TrainArguments(
-        model_name_or_path="org/model",
-        **split_folders(tmp_path / "moved", '{"input": "x", "target": "y"}\n'),
-        output_dir=str(tmp_path / "elsewhere"),
-        logging_steps=1,
-        merge=True,
+    other = TrainArguments(model_name_or_path="org/model", **folders, seed=7, lora_r=4)
+    with pytest.raises(ValueError) as refused:
+        check_run_config(checkpoints, other, is_main=True)
+    assert str(refused.value) == (
+        f"{checkpoints} holds checkpoints of another run (differing: lora_r, seed); resume "
+        "with the same arguments, data and base model, or use an empty --checkpoint-dir"
     )
-    check_run_config(checkpoints, moved, is_main=True)
+    # A stored fingerprint that no identity explains (another release's hashing): refused.
+    stored = json.loads((checkpoints / "run_config.json").read_text())
+    stored["fingerprint"] = "0" * 64
+    (checkpoints / "run_config.json").write_text(json.dumps(stored))
+    same = TrainArguments(model_name_or_path="org/model", **folders)
+    with pytest.raises(ValueError, match=r"another run \(differing: unknown\)"):
+        check_run_config(checkpoints, same, is_main=True)
+    # One without the identity (written before it was recorded): every setting is named.
+    del stored["identity"]
+    (checkpoints / "run_config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=r"\(differing: base_model, batching, data, "):
+        check_run_config(checkpoints, same, is_main=True)
+
+
+def test_only_the_main_process_writes_the_run_config(tmp_path: Path) -> None:
+    from training_scripts.train import check_run_config
+
+    args = TrainArguments(model_name_or_path="org/model")
+    check_run_config(tmp_path, args, is_main=False)
+    assert list(tmp_path.iterdir()) == []
+    check_run_config(tmp_path, args, is_main=True)
+    stored = json.loads((tmp_path / "run_config.json").read_text())
+    assert stored["fingerprint"] == args.fingerprint()
+    # The arguments in full, for whoever reads the folder later.
+    assert stored["arguments"]["model_name_or_path"] == "org/model"
+    assert stored["arguments"]["learning_rate"] == "0.0"
