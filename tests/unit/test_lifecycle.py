@@ -69,6 +69,13 @@ def where(registry: LocalRegistry, version: int) -> str:
     return str(registry.get(version).lifecycle)
 
 
+def refusal(registry: LocalRegistry, version: int, to: str) -> str:
+    """The one-line reason a promotion is refused (it must be refused)."""
+    with pytest.raises(RegistryError) as refused:
+        promote(registry, version, to, who="ana", why="try")
+    return str(refused.value)
+
+
 def test_a_version_goes_approve_staging_production_and_the_history_keeps_each_step(
     registry: LocalRegistry,
 ) -> None:
@@ -110,9 +117,7 @@ def test_a_second_approval_adds_to_the_history_instead_of_overwriting(
 
 def test_production_needs_a_passed_staging_smoke_test(registry: LocalRegistry) -> None:
     version = approved(registry)
-    with pytest.raises(RegistryError) as refused:
-        promote(registry, version, "production", who="ana", why="skip staging")
-    assert str(refused.value) == (
+    assert refusal(registry, version, "production") == (
         f"version {version} has not passed a staging smoke test (it is development:Registered); "
         "promote it to staging first"
     )
@@ -133,9 +138,7 @@ def test_only_an_approved_version_is_promoted(
     version = register(registry)
     if status == "Rejected":
         decide(registry, version, "Rejected", who="ana", why="no", force=False)
-    with pytest.raises(RegistryError) as refused:
-        promote(registry, version, "staging", who="ana", why="try")
-    assert str(refused.value) == (
+    assert refusal(registry, version, "staging") == (
         f"version {version} is {status}; only an approved version can be promoted{hint}"
     )
     assert where(registry, version) == "development:Registered"
@@ -143,9 +146,9 @@ def test_only_an_approved_version_is_promoted(
 
 def test_a_version_is_not_promoted_to_the_stage_it_holds(registry: LocalRegistry) -> None:
     version = staged(registry)
-    with pytest.raises(RegistryError) as refused:
-        promote(registry, version, "staging", who="ana", why="again")
-    assert str(refused.value) == f"version {version} is already in staging (Deployed)"
+    assert refusal(registry, version, "staging") == (
+        f"version {version} is already in staging (Deployed)"
+    )
     # A failed deployment holds nothing: the same stage may be tried again.
     other = approved(registry, task="other-task")
     promote(registry, other, "staging", who="ana", why="try")
@@ -158,9 +161,7 @@ def test_a_production_version_does_not_go_back_to_staging(registry: LocalRegistr
     version = staged(registry)
     promote(registry, version, "production", who="bo", why="ship")
     record_deployment(registry, version, passed=True, detail="smoke ok", who="deployer")
-    with pytest.raises(RegistryError) as refused:
-        promote(registry, version, "staging", who="ana", why="back")
-    assert str(refused.value) == (
+    assert refusal(registry, version, "staging") == (
         f"version {version} is in production; it does not go back to staging"
     )
     assert where(registry, version) == "production:Deployed"
@@ -168,9 +169,7 @@ def test_a_production_version_does_not_go_back_to_staging(registry: LocalRegistr
 
 def test_only_the_promotion_stages_are_targets(registry: LocalRegistry) -> None:
     version = approved(registry)
-    with pytest.raises(RegistryError) as refused:
-        promote(registry, version, "qa", who="ana", why="?")
-    assert str(refused.value) == "--to 'qa': promote to one of staging, production"
+    assert refusal(registry, version, "qa") == "--to 'qa': promote to one of staging, production"
 
 
 def test_a_promotion_is_pending_with_its_reason(registry: LocalRegistry) -> None:
