@@ -110,6 +110,13 @@ def test_packed_rows_give_each_example_its_logits_alone(tiny_causal: Path) -> No
                 assert batch["labels"][r, offset] == -100
                 offset += len(ids)
             assert (batch["labels"][r, offset:] == -100).all()  # the filler trains nothing
+        # What training does: build_model turns the cache off in the config, not per call
+        # (with a cache, transformers does not look for packed sequences).
+        model.config.use_cache = False
+        default_call = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"]
+        ).logits
+        torch.testing.assert_close(default_call, logits, atol=1e-6, rtol=0)
 
 
 def per_example_objective(model, rows: list[dict[str, list[int]]]) -> torch.Tensor:

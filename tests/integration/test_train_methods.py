@@ -206,40 +206,6 @@ def test_merge_is_refused_for_methods_without_a_mergeable_adapter(
             make_args(tiny_causal, splits, tmp_path, method, merge=True)
 
 
-def test_padding_free_packing_matches_unpacked_logits(tiny_causal: Path) -> None:
-    """Packed rows (position_ids restarting per example, no attention mask) must give each
-    example the logits it gets alone, or padding-free training would let examples attend
-    to each other."""
-    from transformers import DataCollatorWithFlattening
-
-    model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32).eval()
-    tokenizer = load_tokenizer(str(tiny_causal))
-    texts = [
-        "#Person1#: A table for two, please.",
-        "#Person2#: Your router needs a firmware update now.",
-        "Hi.",
-    ]
-    features = [{"input_ids": tokenizer(t)["input_ids"]} for t in texts]
-    packed = DataCollatorWithFlattening(return_position_ids=True)(features)
-    with torch.no_grad():
-        # use_cache=False as in training: with a cache, transformers does not look for packing.
-        packed_logits = model(
-            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
-        ).logits[0]
-        offset = 0
-        for feature in features:
-            n = len(feature["input_ids"])
-            alone = model(input_ids=torch.tensor([feature["input_ids"]]), use_cache=False).logits[0]
-            torch.testing.assert_close(packed_logits[offset : offset + n], alone, atol=1e-4, rtol=0)
-            offset += n
-        # What training does: build_model turns the cache off in the config, not per call.
-        model.config.use_cache = False
-        default_call = model(
-            input_ids=packed["input_ids"], position_ids=packed["position_ids"]
-        ).logits[0]
-        torch.testing.assert_close(default_call, packed_logits, atol=1e-6, rtol=0)
-
-
 def test_summary_logits_only_gives_the_models_own_loss_and_gradients(tiny_causal: Path) -> None:
     """The LM head computed only where a summary token is predicted must give the loss and
     gradients of the full logits, with the Trainer's num_items_in_batch reduction too."""
