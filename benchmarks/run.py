@@ -440,6 +440,7 @@ def run_arm(
         "padding_efficiency": recipe.collator.non_pad_fraction,
         "padding_free": recipe.data.padding_free,
         "summary_logits_only": recipe.summary_logits_only,
+        "attention": recipe.attention,
         "peak_memory_bytes": peak,
         "memory_floor_bytes": floor.total,
         "memory_floor": dataclasses.asdict(floor),
@@ -458,10 +459,11 @@ def run_arm(
 
 
 # Operators whose time the profile reports as a share of a step: bitsandbytes' 4-bit
-# dequantization (forward and backward of every 4-bit matmul) and attention.
+# dequantization (forward and backward of every 4-bit matmul) and attention (SDPA's forward
+# and backward kernels, whichever backend runs them).
 PROFILED_OPERATORS = {
     "dequantization": ("dequantize_4bit", "dequantize_blockwise"),
-    "attention": ("scaled_dot_product_attention",),
+    "attention": ("scaled_dot_product", "flash_attention", "efficient_attention"),
 }
 
 
@@ -469,8 +471,9 @@ def profile_step(
     bench: BenchArguments, method: PeftMethod, model: Path, splits: Path, out: Path,
     max_seq_length: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """Shares of one training step's time (torch.profiler, CPU time of the operators,
-    inclusive of what they call) in 4-bit dequantization and in attention."""
+    """Shares of one training step's time (torch.profiler: the operators' self time, CPU time
+    on a CPU and device time on a GPU) in 4-bit dequantization and in attention, forward and
+    backward."""
     from torch.profiler import ProfilerActivity, profile
 
     shutil.rmtree(out, ignore_errors=True)
@@ -490,20 +493,22 @@ def profile_step(
     with profile(activities=activities) as profiler:
         recipe.trainer.training_step(model_, batch, items)
     events = profiler.key_averages()
-    total = sum(e.self_device_time_total if torch.cuda.is_available() else e.self_cpu_time_total
-                for e in events)  # fmt: skip
+    on_gpu = torch.cuda.is_available()
+
+    def self_time(event: Any) -> float:
+        # Self times: an operator's own work, so a wrapper and the kernel it calls (the
+        # SDPA dispatcher and its flash kernel) are not counted twice.
+        return event.self_device_time_total if on_gpu else event.self_cpu_time_total
+
+    total = sum(self_time(e) for e in events)
     shares: dict[str, Any] = {
         "profiler": "torch.profiler",
         "step_tokens": int(batch["input_ids"].numel()),
+        "attention_implementation": recipe.attention,
     }
     for name, patterns in PROFILED_OPERATORS.items():
         matched = [e for e in events if any(p in e.key for p in patterns)]
-        inclusive = sum(
-            (e.device_time_total if torch.cuda.is_available() else e.cpu_time_total)
-            for e in matched
-            if not any(e.key != m.key and m.key in e.key for m in matched)
-        )
-        shares[name] = inclusive / total if total else None
+        shares[name] = sum(self_time(e) for e in matched) / total if total else None
         shares[f"{name}_operators"] = sorted({e.key for e in matched})
     del recipe
     gc.collect()
@@ -606,6 +611,7 @@ def table(results: dict[str, Any]) -> str:
         profile = results["profile"]
         lines.append(
             f"\nprofile of one step of ours ({profile['step_tokens']} positions, "
+            f"{profile['attention_implementation']} attention, "
             f"{profile['profiler']}): 4-bit dequantization {format_value(profile['dequantization'], 100)}%, "
             f"attention {format_value(profile['attention'], 100)}% of the step's time"
         )

@@ -14,8 +14,8 @@ CLI arguments; under torchrun for several GPUs or instances) and on a laptop CPU
   from text. full: every weight trains (the baseline).
 - Loss on the summary tokens only, and for causal LMs the LM head computed only where a summary
   token is predicted. Batches: padding-free (examples concatenated, positions restarting per
-  example) for causal LMs; length-grouped padded batches for seq2seq models and prompt tuning
-  (`--batching` chooses).
+  example, attention computed per example by packed_attention.py) for causal LMs;
+  length-grouped padded batches for seq2seq models and prompt tuning (`--batching` chooses).
 - Checkpoints go to --checkpoint-dir (/opt/ml/checkpoints, which SageMaker syncs to S3), each
   sealed with its files' digests once saved; a re-run with the same arguments resumes from the
   newest checkpoint whose files match their seal, removing unfinished or damaged ones.
@@ -42,11 +42,12 @@ from typing import Any, Protocol
 # common before torch and transformers: importing transformers' Trainer loads bitsandbytes,
 # whose import-time warning about an optional hub kernel common filters out.
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, contracts, model_card, tracking
+    from . import common, contracts, model_card, packed_attention, tracking
 else:  # run as `python train.py`, as in the SageMaker job: sibling modules are top-level
     import common
     import contracts
     import model_card
+    import packed_attention
     import tracking
 
 import torch
@@ -496,10 +497,11 @@ class TokenCountingCollator:
         return self.real_tokens / self.processed_tokens if self.processed_tokens else 0.0
 
 
-# Packed rows hold about this many positions (more when one example is longer): the block-
-# diagonal attention of a row costs its length squared whatever the examples in it, so rows
-# as long as a large token budget would multiply attention's cost, while rows shorter than a
-# few examples would end in much filler.
+# Packed rows hold about this many positions (more when one example is longer). The project's
+# packed attention (packed_attention.py) costs the sum of the examples' squared lengths however
+# long the row; where a model keeps transformers' sdpa (a sliding window), the block-diagonal
+# attention of a row costs its length squared, so rows stay bounded whatever the token budget,
+# while rows shorter than a few examples would end in much filler.
 PACKED_ROW_TOKENS = 1024
 
 
@@ -520,8 +522,8 @@ def make_collator(
 @dataclass(frozen=True)
 class PackedRows:
     """Packs a micro-batch's examples into rows of at most `row_tokens` positions (or of its
-    longest example, if longer), so the block-diagonal attention of a row stays bounded
-    however large the token budget. position_ids restart at 0 for every example, which makes
+    longest example, if longer), so a row's attention stays bounded however large the token
+    budget (see PACKED_ROW_TOKENS). position_ids restart at 0 for every example, which makes
     the model attend within each example only (attention_mask stays None); each example's
     first label is -100, so no position predicts the next example's first token. Rows shorter
     than the longest end in a filler segment of pad tokens: its own positions from 0, no
@@ -1144,6 +1146,12 @@ class FineTuneRecipe:
         if args.validation_max_examples > 0:
             self.validation_rows = self.validation_rows[: args.validation_max_examples]
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        # Packed rows: attention within each example only, not over the whole row.
+        self.attention = (
+            packed_attention.use_packed_attention(base)
+            if self.data.padding_free
+            else base.config._attn_implementation
+        )
         self.collator = TokenCountingCollator(self.data.collator(self.tokenizer, base, args))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.token_budget = resolved_token_budget(args.token_budget, device, args.max_seq_length)
@@ -1289,6 +1297,7 @@ class FineTuneRecipe:
             "non_pad_fraction": self.collator.non_pad_fraction,
             "padding_free": self.data.padding_free,
             "summary_logits_only": self.summary_logits_only,
+            "attention": self.attention,
             "final_loss": training_curve[-1]["loss"] if training_curve else None,
             "mean_train_loss": result.training_loss,
             "eval_loss_before": eval_loss_before,

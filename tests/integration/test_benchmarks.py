@@ -157,12 +157,20 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
             assert ours["real_tokens_per_step"] >= naive["real_tokens_per_step"]
             assert {"ratio_ours_over_strong", "ratio_ours_over_naive"} <= set(summary)
             assert ours["mfu"] > 0 and ours["memory_floor_bytes"] > 0
+            arms = entry["repeats"][0]
+            assert (arms["ours"]["attention"], arms["strong"]["attention"]) == (
+                "packed_sdpa",
+                "sdpa",
+            )
             assert ours["eval_loss"] < entry["repeats"][0]["ours"]["eval_loss_before"]
         assert results["padding"][data]["ours_padding_free"] == 1.0
         assert results["padding"][data]["ours_length_grouped"] >= 0.95
     assert [p["token_budget"] for p in results["budget_sweep"]] == [512, 1024]
     profile = results["profile"]
     assert 0 < profile["dequantization"] < 1 and 0 < profile["attention"] < 1
+    assert profile["attention_implementation"] == "packed_sdpa"
+    # The backward kernels count too (they are most of attention's time in training).
+    assert any("backward" in op.lower() for op in profile["attention_operators"])
     assert "ours/strong" in done.stdout
     assert "ours/naive" in done.stdout
 

@@ -5,6 +5,8 @@ accumulation) has the loss and gradients of the per-example sum, normalised per 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import torch
 
 from tests.integration.test_train_methods import make_args
 from training_scripts.common import PeftMethod, load_model, load_tokenizer
+from training_scripts.packed_attention import PACKED_SDPA, example_lengths, use_packed_attention
 from training_scripts.train import (
     BatchCost,
     FineTuneRecipe,
@@ -73,10 +76,15 @@ def test_an_example_longer_than_the_budget_is_refused_at_the_arguments(
     assert resolved_token_budget(3000, "cuda", 1024) == 3000
 
 
-def test_packed_rows_give_each_example_its_logits_alone(tiny_causal: Path) -> None:
+@pytest.mark.parametrize("attention", ["sdpa", PACKED_SDPA])
+def test_packed_rows_give_each_example_its_logits_alone(tiny_causal: Path, attention: str) -> None:
     """Several rows of about `row_tokens`, each ending in filler: every example's logits
-    are those it gets alone, so examples never attend to each other or to the filler."""
+    are those it gets alone (through transformers' sdpa), so examples never attend to each
+    other or to the filler, on transformers' sdpa (a block-diagonal mask) and on the
+    project's packed attention (each example's causal attention alone)."""
     model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32).eval()
+    if attention == PACKED_SDPA:
+        assert use_packed_attention(model) == PACKED_SDPA
     tokenizer = load_tokenizer(str(tiny_causal))
     texts = [
         "#Person1#: A table for two, please. At eight, by the window if you can.",
@@ -99,16 +107,20 @@ def test_packed_rows_give_each_example_its_logits_alone(tiny_causal: Path) -> No
         logits = model(
             input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
         ).logits
+        with transformers_sdpa(model):
+            alone = [
+                model(input_ids=torch.tensor([f["input_ids"]]), use_cache=False).logits[0]
+                for f in features
+            ]
         for r, row in enumerate(rows):
             offset = 0
             for index in row:
-                ids = features[index]["input_ids"]
-                alone = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
-                packed = logits[r, offset : offset + len(ids)]
-                torch.testing.assert_close(packed, alone, atol=1e-4, rtol=0)
+                length = len(features[index]["input_ids"])
+                packed = logits[r, offset : offset + length]
+                torch.testing.assert_close(packed, alone[index], atol=1e-4, rtol=0)
                 # No position predicts the next example's first token.
                 assert batch["labels"][r, offset] == -100
-                offset += len(ids)
+                offset += length
             assert (batch["labels"][r, offset:] == -100).all()  # the filler trains nothing
         # What training does: build_model turns the cache off in the config, not per call
         # (with a cache, transformers does not look for packed sequences).
@@ -119,19 +131,78 @@ def test_packed_rows_give_each_example_its_logits_alone(tiny_causal: Path) -> No
         torch.testing.assert_close(default_call, logits, atol=1e-6, rtol=0)
 
 
+def test_packed_attention_reads_each_rows_examples_from_their_positions() -> None:
+    """An example starts wherever the position does not continue the previous one (at 0 in
+    the project's rows; anywhere in a row of continued documents)."""
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 4, 5], [4, 5, 9, 10, 11, 12]])
+    assert example_lengths(positions) == [[3, 2, 1], [6], [2, 4]]
+
+
+def test_packed_attention_leaves_padded_batches_and_generation_as_sdpa_has_them(
+    tiny_causal: Path,
+) -> None:
+    """Calls with a padding mask or a cache go to transformers' sdpa: a left-padded batch's
+    logits and its greedy generation are the same on both implementations, and a saved model
+    names no implementation another process would not know."""
+    model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(str(tiny_causal))
+    tokenizer.padding_side = "left"
+    batch = tokenizer(
+        ["#Person1#: Your router needs a firmware update now.", "Hi."],
+        return_tensors="pt",
+        padding=True,
+    )
+    assert (batch["attention_mask"] == 0).any()
+    with torch.no_grad():
+        with transformers_sdpa(model):
+            logits = model(**batch).logits
+            generated = model.generate(**batch, max_new_tokens=6, do_sample=False)
+        assert use_packed_attention(model) == PACKED_SDPA
+        torch.testing.assert_close(model(**batch).logits, logits, atol=1e-6, rtol=0)
+        assert torch.equal(model.generate(**batch, max_new_tokens=6, do_sample=False), generated)
+
+
+def test_packed_attention_keeps_sdpa_where_a_layer_has_a_sliding_window(tmp_path: Path) -> None:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    windowed = MistralForCausalLM(MistralConfig(**small, sliding_window=16))
+    assert use_packed_attention(windowed) == "sdpa"
+    full = MistralForCausalLM(MistralConfig(**small, sliding_window=None))
+    assert use_packed_attention(full) == PACKED_SDPA
+    full.save_pretrained(tmp_path)
+    assert PACKED_SDPA not in (tmp_path / "config.json").read_text()
+
+
+@contextmanager
+def transformers_sdpa(model) -> Iterator[None]:
+    """The model on transformers' own sdpa attention for a while: the reference the project's
+    packed attention is checked against."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    before = base.config._attn_implementation
+    base.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(before)
+
+
 def per_example_objective(model, rows: list[dict[str, list[int]]]) -> torch.Tensor:
-    """The reference: each example alone through the plain model, cross-entropy summed over
-    its summary tokens, the sum over the examples divided by their summary tokens."""
+    """The reference: each example alone through the plain model (transformers' sdpa),
+    cross-entropy summed over its summary tokens, the sum over the examples divided by their
+    summary tokens."""
     total = torch.zeros(())
     count = 0
-    for row in rows:
-        ids = torch.tensor([row["input_ids"]])
-        targets = next_token_labels(torch.tensor([row["labels"]]))
-        logits = model(input_ids=ids, use_cache=False).logits.float()
-        total = total + torch.nn.functional.cross_entropy(
-            logits[0], targets[0], ignore_index=-100, reduction="sum"
-        )
-        count += int((targets != -100).sum())
+    with transformers_sdpa(model):
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]])
+            targets = next_token_labels(torch.tensor([row["labels"]]))
+            logits = model(input_ids=ids, use_cache=False).logits.float()
+            total = total + torch.nn.functional.cross_entropy(
+                logits[0], targets[0], ignore_index=-100, reduction="sum"
+            )
+            count += int((targets != -100).sum())
     return total / count
 
 
@@ -150,6 +221,8 @@ def test_a_token_budget_step_is_the_per_target_token_mean_of_its_examples(
         gradient_accumulation_steps=3,
     )
     recipe = FineTuneRecipe(args)
+    # Packed rows train on the project's attention; the reference runs transformers' sdpa.
+    assert recipe.attention == (PACKED_SDPA if batching == "padding_free" else "sdpa")
     trainer = recipe.trainer
     model = trainer.model
     model.train()
