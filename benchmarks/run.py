@@ -157,6 +157,13 @@ class BenchArguments:
             "help": "The project's --batching for the ours arm: auto | padding_free | length_grouped."
         },
     )
+    ours_attention: str = field(
+        default="auto",
+        metadata={
+            "help": "The project's --attention for the ours arm: auto (packed_sdpa) | sdpa "
+            "(transformers' block-diagonal mask over each packed row)."
+        },
+    )
     adapter_learning_rate: float = field(default=5e-4)
     full_learning_rate: float = field(default=2e-5)
     precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp32"})
@@ -326,6 +333,7 @@ def train_arguments(
         lora_dropout=0.05,
         max_seq_length=max_seq_length,
         batching=bench.ours_batching,
+        attention=bench.ours_attention if arm == "ours" else "auto",
         precision=bench.precision,
         gradient_checkpointing=bench.gradient_checkpointing,
         logging_steps=1,

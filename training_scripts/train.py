@@ -85,6 +85,11 @@ def resolved_token_budget(requested: int, device: str, max_seq_length: int) -> i
     return requested or max(DEFAULT_TOKEN_BUDGETS[device], max_seq_length)
 
 
+class Attention(enum.StrEnum):
+    AUTO = "auto"  # packed_sdpa for packed rows where the architecture allows it
+    SDPA = "sdpa"  # transformers' own
+
+
 class Batching(enum.StrEnum):
     AUTO = "auto"
     PADDING_FREE = "padding_free"  # examples packed into one row, no padding
@@ -216,6 +221,14 @@ class TrainArguments:
             "for seq2seq models and prompt tuning."
         },
     )
+    attention: Attention = field(
+        default=Attention.AUTO,
+        metadata={
+            "help": "auto | sdpa. auto: packed rows attend per example (packed_sdpa) where the "
+            "model allows it; sdpa: transformers' sdpa everywhere (a block-diagonal mask over "
+            "each packed row). Both compute the same attention."
+        },
+    )
     precision: common.Precision = field(
         default=common.Precision.AUTO,
         metadata={"help": "auto | bf16 | fp32 (auto: bf16 on GPUs that support it)."},
@@ -257,6 +270,7 @@ class TrainArguments:
         self.method = common.PeftMethod(self.method)
         self.precision = common.Precision(self.precision)
         self.batching = Batching(self.batching)
+        self.attention = Attention(self.attention)
         if not self.model_name_or_path:
             raise ValueError("--model-name-or-path is required (a hub id or a model folder)")
         if self.merge and not self.method.is_lora:
@@ -310,6 +324,7 @@ class TrainArguments:
             "logging_steps",
             "validation_steps",
             "dataset_version",  # named by the data's content below
+            "attention",  # implementations of the same attention
         }
         stable = {k: str(v) for k, v in asdict(self).items() if k not in volatile}
         stable["data"] = {
@@ -1149,7 +1164,7 @@ class FineTuneRecipe:
         # Packed rows: attention within each example only, not over the whole row.
         self.attention = (
             packed_attention.use_packed_attention(base)
-            if self.data.padding_free
+            if self.data.padding_free and args.attention is Attention.AUTO
             else base.config._attn_implementation
         )
         self.collator = TokenCountingCollator(self.data.collator(self.tokenizer, base, args))

@@ -206,9 +206,16 @@ def per_example_objective(model, rows: list[dict[str, list[int]]]) -> torch.Tens
     return total / count
 
 
-@pytest.mark.parametrize("batching", ["padding_free", "length_grouped"])
+@pytest.mark.parametrize(
+    ("batching", "attention", "runs_on"),
+    [
+        ("padding_free", "auto", PACKED_SDPA),
+        ("padding_free", "sdpa", "sdpa"),
+        ("length_grouped", "auto", "sdpa"),
+    ],
+)
 def test_a_token_budget_step_is_the_per_target_token_mean_of_its_examples(
-    tiny_causal: Path, splits: Path, tmp_path: Path, batching: str
+    tiny_causal: Path, splits: Path, tmp_path: Path, batching: str, attention: str, runs_on: str
 ) -> None:
     args: TrainArguments = make_args(
         tiny_causal,
@@ -216,13 +223,15 @@ def test_a_token_budget_step_is_the_per_target_token_mean_of_its_examples(
         tmp_path,
         PeftMethod.LORA,
         batching=batching,
+        attention=attention,
         max_seq_length=160,
         token_budget=800,
         gradient_accumulation_steps=3,
     )
     recipe = FineTuneRecipe(args)
-    # Packed rows train on the project's attention; the reference runs transformers' sdpa.
-    assert recipe.attention == (PACKED_SDPA if batching == "padding_free" else "sdpa")
+    # Packed rows train on the project's attention unless told otherwise; the reference runs
+    # transformers' sdpa.
+    assert recipe.attention == runs_on
     trainer = recipe.trainer
     model = trainer.model
     model.train()

@@ -98,7 +98,8 @@ def test_where_a_run_writes_and_reads_and_how_often_it_reports_do_not_stop_a_res
     tmp_path: Path,
 ) -> None:
     """A retried job gets new local paths for the same data and base model (SageMaker's
-    channels, another job folder) and may log or validate more often: it must still resume."""
+    channels, another job folder), may log or validate more often, or compute the same
+    attention another way: it must still resume."""
     from training_scripts.train import check_run_config
 
     def model_folder(root: Path) -> str:
@@ -125,6 +126,7 @@ def test_where_a_run_writes_and_reads_and_how_often_it_reports_do_not_stop_a_res
         logging_steps=1,
         validation_steps=5,
         merge=True,
+        attention="sdpa",
     )
     assert retried.fingerprint() == first.fingerprint()
     check_run_config(checkpoints, retried, is_main=True)
