@@ -12,6 +12,9 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 NODE_STAMP := node_modules/.installed
 
 DEMO_DIR ?= runs/demo
+# Empty: the preset's (fp32, the one arithmetic every CPU has); bf16 is faster where the CPU
+# has bf16 units (README, "One arithmetic on every CPU").
+PRECISION ?=
 
 .PHONY: venv test lint format demo mutation bench bench-serve bench-preprocess lock gpu-carry definition synth architecture clean
 
@@ -50,7 +53,8 @@ test: venv $(NODE_STAMP) lint
 # local executor, with the real SmolLM2-135M-Instruct; ends with the summary table and an
 # adapter version registered PendingManualApproval in runs/registry.sqlite.
 demo: venv
-	$(BIN)/peftops run-local --preset smollm2 --out $(DEMO_DIR) --registry runs/registry.sqlite
+	$(BIN)/peftops run-local --preset smollm2 --out $(DEMO_DIR) --registry runs/registry.sqlite \
+	    $(if $(PRECISION),--precision $(PRECISION))
 
 # Ours vs the strong baseline (length-grouped, same token budget, completion-only loss) and the
 # common recipe (pad to max length, loss on every token) for QLoRA of SmolLM2-135M on bundled

@@ -441,3 +441,16 @@ def format_bytes(value: float | None) -> str:
             return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def progress(done: int, total: int, elapsed_s: float, *, since: int = 0) -> str:
+    """'8/13 (62%), 24s elapsed, about 15s left': a long step's progress line, the time left
+    extrapolated from the pace of the items done since `since` (a resumed run's own steps)."""
+    ran = done - since
+    share = done / total if total else 1.0
+    estimate = (
+        f"about {elapsed_s / ran * (total - done):.0f}s left"
+        if ran > 0
+        else "time left not known yet"
+    )
+    return f"{done}/{total} ({share:.0%}), {elapsed_s:.0f}s elapsed, {estimate}"

@@ -3,7 +3,9 @@
     python training_scripts/evaluate.py --base-model runs/smollm2 --adapter-dir runs/adapter \
         --baseline-dir runs/full --test-dir runs/prep/test --output-dir runs/eval
 
-Batched greedy generation on the test split; ROUGE-1/2/L/Lsum (rouge_score, stemming on,
+The adapter is scored as it is served: on the unquantized base (a QLoRA adapter's 4-bit base
+is a training device; `--adapter-quantization 4bit` scores it on one). Batched greedy
+generation on the test split; ROUGE-1/2/L/Lsum (rouge_score, stemming on,
 mean F1 over examples) with paired bootstrap 95% intervals (scoring.py). A pipeline that
 reuses a stored baseline passes `--baseline-evaluation <evaluation.json>` instead of
 `--baseline-dir`; its per-example scores pair with this run's, the test set being the same.
@@ -91,9 +93,10 @@ class EvaluateArguments:
         default=0, metadata={"help": "Evaluate the first N test examples; 0 = all."}
     )
     adapter_quantization: str = field(
-        default="auto",
+        default="none",
         metadata={
-            "help": "auto (as trained: 4-bit for qlora) | 4bit | none: the base under the adapter."
+            "help": "The base under the adapter. none (as served: the unquantized base the "
+            "endpoint and `peftops serve` load) | 4bit | auto (as trained: 4-bit for qlora)."
         },
     )
     precision: common.Precision = field(
@@ -195,9 +198,10 @@ class Generated:
 
 
 def generate_summaries(
-    model: Any, tokenizer: Any, dialogues: list[str], args: EvaluateArguments
+    model: Any, tokenizer: Any, dialogues: list[str], args: EvaluateArguments, *, label: str = ""
 ) -> Generated:
-    """Greedy decoding in batches of similar length (less padding), returned in input order."""
+    """Greedy decoding in batches of similar length (less padding), returned in input order;
+    a progress line per batch when `label` names the model."""
     seq2seq = common.is_seq2seq(model.config)
     prompts = [prompt_ids(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -230,6 +234,10 @@ def generate_summaries(
             indices, tokenizer.batch_decode(continuation, skip_special_tokens=True), strict=True
         ):
             outputs[i] = text.strip()
+        if label:
+            done = start + len(indices)
+            elapsed = time.perf_counter() - started
+            logger.info("%s: generated %s", label, common.progress(done, len(order), elapsed))
     return Generated(outputs, new_tokens, time.perf_counter() - started)
 
 
@@ -242,7 +250,9 @@ def score_model(
 ) -> tuple[dict[str, Any], list[str]]:
     """One model's entry of evaluation.json (scores, per-example scores, generation speed) and
     its summaries."""
-    generated = generate_summaries(model, tokenizer, [r[common.INPUT_KEY] for r in rows], args)
+    generated = generate_summaries(
+        model, tokenizer, [r[common.INPUT_KEY] for r in rows], args, label=name
+    )
     per_example = scoring.rouge_per_example(
         generated.summaries, [r[common.TARGET_KEY] for r in rows]
     )
@@ -262,6 +272,21 @@ def score_model(
         generated.seconds,
     )
     return entry, generated.summaries
+
+
+def scored_adapter(base_ref: str, adapter_dir: Path, *, quantized: bool, dtype: Any) -> Any:
+    """The adapter on its base, as evaluation generates with it. On the unquantized base a
+    LoRA adapter is merged into it: the function the endpoint serves (outputs agree to float
+    rounding) at the base model's generation speed, where unmerged every adapted layer adds
+    two matrix products per token."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(
+        common.load_model(base_ref, quantize_4bit=quantized, dtype=dtype), str(adapter_dir)
+    )
+    if not quantized and model.peft_config[model.active_adapter].peft_type == "LORA":
+        return model.merge_and_unload()
+    return model
 
 
 def adapter_quantized(args: EvaluateArguments, training: dict[str, Any]) -> bool:
@@ -329,11 +354,11 @@ def compared(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(args: EvaluateArguments, tracking_run_id: str | None = None) -> dict[str, Any]:
+def run(args: EvaluateArguments, tracked: tracking.Tracked | None = None) -> dict[str, Any]:
     """Evaluate, with unpacked model archives (a full model is hundreds of MB) removed after,
     whether the run succeeds or not."""
     with tempfile.TemporaryDirectory(prefix="peftops-evaluate-") as scratch:
-        return evaluate_all(args, Path(scratch), tracking_run_id)
+        return evaluate_all(args, Path(scratch), tracked)
 
 
 def test_set_digest(rows: list[dict[str, Any]]) -> str:
@@ -343,9 +368,8 @@ def test_set_digest(rows: list[dict[str, Any]]) -> str:
 
 
 def evaluate_all(
-    args: EvaluateArguments, scratch: Path, tracking_run_id: str | None = None
+    args: EvaluateArguments, scratch: Path, tracked: tracking.Tracked | None = None
 ) -> dict[str, Any]:
-    from peft import PeftModel
 
     if not torch.cuda.is_available():
         torch.set_flush_denormal(True)
@@ -382,9 +406,7 @@ def evaluate_all(
     adapter_dir = unpack_if_archive(args.adapter_dir, scratch)
     training = read_training_metrics(adapter_dir)
     quantized = adapter_quantized(args, training)
-    adapter_model = PeftModel.from_pretrained(
-        common.load_model(base_ref, quantize_4bit=quantized, dtype=dtype), str(adapter_dir)
-    )
+    adapter_model = scored_adapter(base_ref, adapter_dir, quantized=quantized, dtype=dtype)
     trainable = training.get("trainable_params") or adapter_parameter_count(adapter_dir)
     models["adapter"], predictions["adapter"] = score_model(
         "adapter", adapter_model, tokenizer, rows, args
@@ -463,7 +485,10 @@ def evaluate_all(
         },
         # The experiment-tracking runs behind these figures (MLflow), where tracking is on.
         "tracking": {
-            "evaluation_run_id": tracking_run_id or tracking.UNTRACKED,
+            "evaluation_run_id": tracked.run_id if tracked else tracking.UNTRACKED,
+            "experiment": tracked.experiment_name if tracked else None,
+            # Where a local store's run opens in `mlflow ui`; None for a tracking server.
+            "link": tracking.local_ui_link(tracked),
             "training_run_ids": {
                 name: models[name].get("training", {}).get("tracking_run_id") or tracking.UNTRACKED
                 for name in ("adapter", "full_finetune")
@@ -521,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
         common.use_hub_token_from_secrets_manager()
         with tracking.run("evaluate", params=tracking.evaluation_params(args)) as tracked:
-            evaluation = run(args, tracked.run_id if tracked else None)
+            evaluation = run(args, tracked)
             tracking.log_evaluation(tracked, evaluation, Path(args.output_dir))
     except (ValueError, FileNotFoundError, KeyError) as err:
         logger.error("error: %s", err)

@@ -206,7 +206,18 @@ def per_example_rows(
     return sorted(table, key=lambda r: r["scores"]["adapter"])
 
 
-def settings(evaluation: dict[str, Any], registered: str | None) -> list[tuple[str, Any]]:
+def registration(passed: bool, registered: str | None) -> str:
+    """What became of the adapter this report describes, as far as the report can know."""
+    if registered:
+        return registered
+    if not passed:
+        return "no: the gate failed, so the pipeline registers nothing from this run"
+    return "pending: the pipeline registers the adapter after this report"
+
+
+def settings(
+    evaluation: dict[str, Any], registered: str | None, *, passed: bool
+) -> list[tuple[str, Any]]:
     """The run's settings a reviewer needs to interpret the scores."""
     adapter = evaluation["models"]["adapter"]
     training = adapter.get("training", {})
@@ -215,7 +226,7 @@ def settings(evaluation: dict[str, Any], registered: str | None) -> list[tuple[s
     return [
         ("Method", adapter.get("method") or training.get("method")),
         ("Base model", evaluation["base_model"]),
-        ("Base quantized to 4-bit under the adapter", adapter.get("base_quantized_4bit")),
+        ("Adapter scored on", _scored_on(adapter.get("base_quantized_4bit"))),
         (
             "LoRA rank / alpha",
             f"{lineage['r']} / {lineage['lora_alpha']}" if "r" in lineage else None,
@@ -235,9 +246,28 @@ def settings(evaluation: dict[str, Any], registered: str | None) -> list[tuple[s
         ("Test examples", evaluation["test_examples"]),
         ("Test set sha256", evaluation[contracts.TEST_SET_SHA256]),
         ("Full fine-tune", _baseline_source(evaluation)),
-        ("Registered as", registered or "not yet (the pipeline registers after this report)"),
-        ("Tracking run (MLflow)", evaluation.get("tracking", {}).get("evaluation_run_id")),
+        ("Registered as", registration(passed, registered)),
+        *tracking_settings(evaluation.get("tracking", {})),
     ]
+
+
+def tracking_settings(tracked: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The MLflow run behind the report: its experiment and id, and where a local store's
+    run opens once `mlflow ui` serves the store."""
+    rows: list[tuple[str, Any]] = [
+        ("Tracking run (MLflow)", tracked.get("evaluation_run_id")),
+    ]
+    if tracked.get("experiment"):
+        rows.append(("MLflow experiment", tracked["experiment"]))
+    if tracked.get("link"):
+        rows.append(("MLflow run page (with `mlflow ui` running)", tracked["link"]))
+    return rows
+
+
+def _scored_on(quantized: bool | None) -> str | None:
+    if quantized is None:
+        return None
+    return "the 4-bit base it trained on" if quantized else "the unquantized base, as served"
 
 
 def _examples_per_step(training: dict[str, Any]) -> int | None:
@@ -290,7 +320,7 @@ def render(
         reason=reason,
         outcomes=contracts.gate_outcomes(evaluation, thresholds),
         thresholds=thresholds,
-        settings=settings(evaluation, registered),
+        settings=settings(evaluation, registered, passed=passed),
         scores=score_chart(evaluation),
         differences=comparison_chart(evaluation, thresholds),
         losses=loss_chart(evaluation),

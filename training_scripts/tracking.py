@@ -29,6 +29,10 @@ from typing import Any
 
 TRACKING_URI = "MLFLOW_TRACKING_URI"
 EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"
+# What started the jobs, put before each job's run name: a local run's task and preset.
+RUN_LABEL = "PEFTOPS_RUN_LABEL"
+# Where `mlflow ui --backend-store-uri sqlite:///...` serves a local store.
+LOCAL_UI = "http://127.0.0.1:5000"
 DEFAULT_EXPERIMENT = "peftops"
 UNTRACKED = "none"  # the run id recorded where a job was not tracked
 # MLflow's limit on a parameter value's length.
@@ -51,6 +55,8 @@ class Tracked:
 
     run_id: str
     experiment_id: str
+    experiment_name: str = ""
+    tracking_uri: str = ""
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         import mlflow
@@ -91,15 +97,29 @@ def run(
 
     experiment = mlflow.set_experiment(os.environ.get(EXPERIMENT_NAME) or DEFAULT_EXPERIMENT)
     job = os.environ.get("TRAINING_JOB_NAME") or os.environ.get("PROCESSING_JOB_NAME")
+    label = os.environ.get(RUN_LABEL)
     with mlflow.start_run(
-        run_name=name,
+        run_name=f"{label} · {name}" if label else name,
         experiment_id=experiment.experiment_id,
         tags={"peftops.step": name, **({"peftops.job": job} if job else {}), **(tags or {})},
     ) as active:
-        tracked = Tracked(active.info.run_id, experiment.experiment_id)
+        tracked = Tracked(
+            active.info.run_id,
+            experiment.experiment_id,
+            experiment.name,
+            os.environ.get(TRACKING_URI, ""),
+        )
         tracked.log_params(params)
         logger.info("tracking: MLflow run %s in experiment %s", tracked.run_id, experiment.name)
         yield tracked
+
+
+def local_ui_link(tracked: Tracked | None) -> str | None:
+    """The run's page in `mlflow ui` over a local SQLite store; None for a tracking server
+    (SageMaker's managed MLflow opens through a presigned URL) or an untracked job."""
+    if tracked is None or not tracked.tracking_uri.startswith("sqlite:"):
+        return None
+    return f"{LOCAL_UI}/#/experiments/{tracked.experiment_id}/runs/{tracked.run_id}"
 
 
 class MetricLogger:

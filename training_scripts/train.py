@@ -987,6 +987,35 @@ class LossCurves(TrainerCallback):
         return control
 
 
+class ProgressLog(TrainerCallback):
+    """One line per logged step: the step out of the run's steps, the loss, and the time left
+    at the pace so far (Hugging Face's own progress bar only shows on a terminal)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.first_step = 0  # a resumed run's pace counts the steps it ran itself
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.first_step = time.perf_counter(), state.global_step
+        if state.is_world_process_zero:
+            logger.info("training: %d optimizer steps", state.max_steps)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and state.is_world_process_zero:
+            logger.info(
+                "step %s, loss %.4f",
+                common.progress(
+                    state.global_step,
+                    state.max_steps,
+                    time.perf_counter() - self.started,
+                    since=self.first_step,
+                ),
+                float(logs["loss"]),
+            )
+        return control
+
+
 def loss_curves(
     log_history: list[dict[str, Any]], before: float, after: float, last_step: int
 ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
@@ -1201,6 +1230,7 @@ class FineTuneRecipe:
                 GradientNormGuard(),
                 SealCheckpoints(),
                 self.curves,
+                ProgressLog(),
             ],
             summary_logits_only=self.summary_logits_only,
             batch_sampler=self.batch_sampler,

@@ -12,6 +12,7 @@ from pipelines.cli.options import (
     DEFAULT_REGISTRY,
     JsonOption,
     RegistryOption,
+    console,
     fail,
     guarded,
     open_registry,
@@ -48,11 +49,22 @@ def models_list(
 
     if status is not None and status not in APPROVAL_STATUSES:
         raise fail(f"--status {status!r}: use one of {', '.join(APPROVAL_STATUSES)}")
-    versions = guarded(lambda: open_registry(registry).list(status))
+    from pipelines.registry import other_groups
+
+    store = open_registry(registry)
+    versions = guarded(lambda: store.list(status))
     if as_json:
         typer.echo(json.dumps([v.to_json() for v in versions], indent=2))
         return
-    from rich.console import Console
+    if not versions:
+        held = guarded(lambda: other_groups(store))
+        typer.echo(
+            f"peftops: model group {store.group} holds no "
+            + (f"{status} versions" if status else "versions")
+            + (f"; {held}" if held else ""),
+            err=True,
+        )
+        return
     from rich.table import Table
 
     table = Table()
@@ -71,7 +83,7 @@ def models_list(
             _rouge(v, "rougeL"),
             gate_verdict(v)[1],
         )
-    Console().print(table)
+    console().print(table)
 
 
 @models_app.command("show")

@@ -33,6 +33,20 @@ ParamOption = Annotated[
 ]
 
 
+# Rich sizes tables to 80 columns when the output is not a terminal and cuts cells short
+# ("Pendin…"); a file or a pipe gets this width instead, and only what it needs of it.
+PIPED_WIDTH = 200
+
+
+def console() -> Any:
+    """A Rich console for stdout: the terminal's width, or PIPED_WIDTH for a file or a pipe."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+
+
 def parse_assignments(values: list[str]) -> dict[str, str]:
     parsed = {}
     for value in values:

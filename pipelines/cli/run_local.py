@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.cli import options
 from pipelines.cli.options import (
     InputFieldOption,
     ParamOption,
@@ -34,12 +35,10 @@ MODEL_COLUMNS = (
 
 
 def print_summary(run: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     result = run.result
-    # Wide enough for the tables when the output is a file or a pipe, not a terminal.
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = options.console()
     steps = Table(title="Steps", title_justify="left")
     for column in ("step", "type", "status", "time", "detail"):
         steps.add_column(column)
@@ -71,8 +70,22 @@ def print_summary(run: Any) -> None:
     elif result.status == "Succeeded":
         why = [r.detail for r in result.steps if r.name.startswith("CheckRegistered")]
         console.print(f"{why[-1][:1].upper()}{why[-1][1:]}." if why else "Nothing registered.")
+    if gate_failed(result):
+        console.print(GATE_FAILED_NEXT)
     if run.evaluation_path:
         console.print(f"Report: {run.evaluation_path.parent / 'report.html'}")
+
+
+GATE_FAILED_NEXT = (
+    "Nothing registered: the adapter did not pass the quality gate. The report shows which "
+    "condition failed and every example's outputs. To try again: train more (--param "
+    "Epochs=N), change the recipe (--param LearningRate=X, LoraRank=R), or bring more data "
+    "(--data); the gate's thresholds are the deployment's, not a run's."
+)
+
+
+def gate_failed(result: Any) -> bool:
+    return any(r.name.startswith("GateFailed") and r.status == "Failed" for r in result.steps)
 
 
 def run_local_command(
@@ -99,6 +112,13 @@ def run_local_command(
             "PATH[#GROUP], as every command takes it (group: the preset's)."
         ),
     ] = "local:runs/registry.sqlite",
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="auto, bf16 or fp32: the training and evaluation arithmetic (default: the "
+            "preset's; auto is bf16 on CPUs with bf16 units, fp32 elsewhere)."
+        ),
+    ] = None,
     param: ParamOption = None,
     tracking: Annotated[
         str,
@@ -141,6 +161,7 @@ def run_local_command(
                 target_field=target_field,
                 method=method,
                 task=task,
+                precision=precision,
                 parameters=parse_assignments(param or []),
                 fresh=fresh,
                 tracking_store=None if tracking == "none" else Path(tracking),

@@ -276,7 +276,8 @@ class _Builder:
             environment[HUB_TOKEN_SECRET_VARIABLE] = self.config.hf_token_secret_arn
         if self.config.mlflow_tracking_uri and kind in TRACKED_JOBS:
             environment[tracking.TRACKING_URI] = self.config.mlflow_tracking_uri
-            environment[tracking.EXPERIMENT_NAME] = self.config.name
+            # One experiment per model group, as a local run keeps it.
+            environment[tracking.EXPERIMENT_NAME] = self.config.model_package_group
         return environment
 
     def job_retries(self) -> list[Any]:
@@ -516,6 +517,20 @@ class _Builder:
             retry_policies=self.job_retries(),
         )
 
+    def shared_training_hyperparameters(self, dataset_version: Any) -> dict[str, Any]:
+        """What the adapter and the full fine-tune train with alike: a fair comparison."""
+        return {
+            "per-device-batch-size": str(self.config.per_device_batch_size),
+            "token-budget": self.params.token_budget.to_string(),
+            "precision": self.config.precision,
+            "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
+            "validation-max-examples": str(self.config.validation_max_examples),
+            "validation-steps": str(self.config.validation_steps),
+            "logging-steps": str(self.config.logging_steps),
+            "dataset-version": dataset_version,
+            "checkpoint-dir": "/opt/ml/checkpoints",
+        }
+
     def train_adapter(self, preprocess: ProcessingStep, dataset_version: Any) -> TrainingStep:
         p = self.params
         return self.training_step(
@@ -525,16 +540,10 @@ class _Builder:
                 "method": p.peft_method,
                 "lora-r": p.lora_r.to_string(),
                 "lora-alpha": p.lora_alpha.to_string(),
+                "lora-dropout": str(self.config.lora_dropout),
                 "epochs": p.epochs.to_string(),
                 "learning-rate": p.learning_rate.to_string(),
-                "per-device-batch-size": str(self.config.per_device_batch_size),
-                "token-budget": p.token_budget.to_string(),
-                "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
-                "validation-max-examples": str(self.config.validation_max_examples),
-                "validation-steps": str(self.config.validation_steps),
-                "logging-steps": str(self.config.logging_steps),
-                "dataset-version": dataset_version,
-                "checkpoint-dir": "/opt/ml/checkpoints",
+                **self.shared_training_hyperparameters(dataset_version),
             },
             [p.peft_method, p.lora_r, p.lora_alpha, p.epochs, p.learning_rate, p.token_budget],
         )
@@ -547,14 +556,7 @@ class _Builder:
                 "method": "full",
                 "epochs": self.params.epochs.to_string(),
                 "learning-rate": str(self.config.baseline_learning_rate),
-                "per-device-batch-size": str(self.config.per_device_batch_size),
-                "token-budget": self.params.token_budget.to_string(),
-                "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
-                "validation-max-examples": str(self.config.validation_max_examples),
-                "validation-steps": str(self.config.validation_steps),
-                "logging-steps": str(self.config.logging_steps),
-                "dataset-version": dataset_version,
-                "checkpoint-dir": "/opt/ml/checkpoints",
+                **self.shared_training_hyperparameters(dataset_version),
             },
             ["full", self.params.epochs, self.params.token_budget],
         )
@@ -598,6 +600,7 @@ class _Builder:
             "--max-examples", str(self.config.evaluation_max_examples),
             "--max-new-tokens", str(self.config.max_new_tokens),
             "--batch-size", str(self.config.evaluation_batch_size),
+            "--precision", self.config.precision,
             "--dataset-version", inputs_step.properties.Outputs["DatasetVersion"],
             # The report states the verdict of the gate this pipeline applies.
             "--rouge-l-tolerance", str(self.config.rouge_l_tolerance),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.functions.registered_adapter import BASE_COMPONENT
-from training_scripts.common import PeftMethod
+from training_scripts.common import PeftMethod, Precision
 
 # The methods train.py trains as adapters; the full fine-tune is the baseline, not a choice.
 ADAPTER_METHODS = tuple(m.value for m in PeftMethod if m.is_adapter)
@@ -159,6 +159,9 @@ class PipelineConfig:
     peft_method: str = "qlora"
     lora_r: int = 16
     lora_alpha: int = 32
+    # Dropout on the LoRA input, fixed per deployment: regularizes long runs; on a CPU it costs
+    # about a quarter of a step's time, which a run of a few dozen steps does not earn back.
+    lora_dropout: float = 0.05
     epochs: float = 1.0
     learning_rate: float = 2e-4
     baseline_learning_rate: float = 2e-5
@@ -169,6 +172,10 @@ class PipelineConfig:
     input_field: str = "dialogue"  # record field with the text to summarize
     target_field: str = "summary"  # record field with the reference summary
     gradient_checkpointing: bool = True  # less GPU memory for ~30% more compute
+    # Arithmetic of training and evaluation (train.py/evaluate.py --precision): auto = bf16 where
+    # the hardware computes it natively, else fp32. A CPU run fixes it so that its figures and
+    # verdict do not depend on which CPU ran it.
+    precision: str = Precision.AUTO.value
     validation_max_examples: int = 0  # validation loss before/after training; 0 = the whole split
     # The validation loss also every N optimizer steps (the validation curve); 0 = only before
     # and after training. The training loss every `logging_steps` (the loss curve).
@@ -216,6 +223,10 @@ class PipelineConfig:
                 "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)"
             )
         check_task_name(self.task)
+        if self.precision not in {p.value for p in Precision}:
+            raise ValueError(
+                f"precision {self.precision!r}: choose one of {[p.value for p in Precision]}"
+            )
         if self.peft_method not in ADAPTER_METHODS:
             raise ValueError(f"peft_method must be one of {ADAPTER_METHODS}")
         # At most 47 characters: its Lambda functions are named after it, and CreateFunction

@@ -39,18 +39,23 @@ from pipelines.local.s3_mirror import S3Mirror
 from pipelines.local.step_cache import StepCache
 from pipelines.publishing import PublishedDataset, PublishError, publish_dataset
 from pipelines.registry import LocalRegistry
-from training_scripts import contracts, report
+from training_scripts import contracts, model_card, report
 from training_scripts.common import PROJECT_LOGGERS
-from training_scripts.tracking import EXPERIMENT_NAME, TRACKING_URI
+from training_scripts.tracking import EXPERIMENT_NAME, RUN_LABEL, TRACKING_URI
 
 MIRROR_DIR = "s3"  # the bucket(s), under the run folder
 SERVICE_DIR = "service"  # what the service remembers between runs: its step cache
 SAMPLE_DATA = SAMPLE_PATH  # what a run trains on without --data
 # What the evaluation step writes beside evaluation.json, copied to the run folder's top.
-EVALUATION_OUTPUTS = (contracts.EVALUATION.file_name, "predictions.jsonl", "report.html")
-# Job output shown live: the scripts' own log lines and the Trainer's loss records; the
-# rest is in each job's log file.
-WORTH_SHOWING = re.compile(rf"\s*(\{{'loss'|\{{'train_runtime'|({'|'.join(PROJECT_LOGGERS)}):)")
+EVALUATION_OUTPUTS = (
+    contracts.EVALUATION.file_name,
+    "predictions.jsonl",
+    "report.html",
+    model_card.MARKDOWN,
+)
+# Job output shown live: the scripts' own log lines (progress with the time left among them);
+# the rest, the Trainer's own records included, is in each job's log file.
+WORTH_SHOWING = re.compile(rf"\s*({'|'.join(PROJECT_LOGGERS)}):")
 
 
 class LocalRunError(Exception):
@@ -145,6 +150,7 @@ def run_local(
     target_field: str = "summary",
     method: str | None = None,
     task: str | None = None,
+    precision: str | None = None,  # None: the preset's
     parameters: dict[str, str] | None = None,
     fresh: bool = False,
     tracking_store: Path | None = None,
@@ -164,10 +170,12 @@ def run_local(
     config = dataclasses.replace(preset.config, input_field=input_field, target_field=target_field)
     if registry_group:
         config = dataclasses.replace(config, model_package_group=registry_group)
+    if precision:
+        config = dataclasses.replace(config, precision=precision)
     if tracking_store is not None:
         tracking_store = tracking_store.resolve()
         check_writable(tracking_store.parent)
-    check_task_name((parameters or {}).get("Task") or task or config.task)
+    task_name = check_task_name((parameters or {}).get("Task") or task or config.task)
 
     body, assets = definition_json(config, LOCAL_DEPLOYMENT)
     (out / "pipeline.json").write_text(body, encoding="utf-8")
@@ -218,9 +226,11 @@ def run_local(
         # server's ARN: where the store lives is no input of any step, so turning tracking on
         # or off, or moving the store, keeps every step-cache hit. Made once parameters and
         # data are known good: a refused run leaves no store behind.
+        # One experiment per model group: a smoke preset's runs stay apart from real ones.
         tracking = {
-            TRACKING_URI: prepare_tracking_store(tracking_store, config.name),
-            EXPERIMENT_NAME: config.name,
+            TRACKING_URI: prepare_tracking_store(tracking_store, config.model_package_group),
+            EXPERIMENT_NAME: config.model_package_group,
+            RUN_LABEL: f"{task_name} · {preset_name}",
         }
     run = collect_evaluation(executor.execute(observer_environment=tracking), out)
     run.dataset = dataset

@@ -17,6 +17,7 @@ from pipelines.registry.versions import (
     Registration,
     Registry,
     RegistryError,
+    other_groups,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "gate_verdict",
     "local_registry_location",
     "open_registry",
+    "other_groups",
     "promote",
     "record_deployment",
 ]

@@ -230,6 +230,23 @@ class LocalRegistry:
             "model_group = ? AND (? IS NULL OR status = ?)", (self.group, status, status)
         )
 
+    def groups(self) -> dict[str, int]:
+        """Every model group of the file that holds versions, with how many."""
+        if not self.path.is_file():
+            return {}
+        try:
+            with self._connect() as db:
+                rows = db.execute(
+                    "SELECT model_group, COUNT(*) FROM model_versions GROUP BY model_group "
+                    "ORDER BY model_group"
+                ).fetchall()
+        except _NoTableError:
+            return {}
+        return {group: count for group, count in rows}
+
+    def location(self, group: str) -> str:
+        return f"local:{self.path}#{group}"
+
     def check_writable(self) -> None:
         """Fail now, before a run spends an hour, if registering at its end would fail."""
         with self._connect(create=True) as db:

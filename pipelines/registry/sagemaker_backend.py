@@ -56,6 +56,26 @@ class SageMakerRegistry:
         )
         return [summary for page in pages for summary in page["ModelPackageSummaryList"]]
 
+    def groups(self) -> dict[str, int]:
+        """Every model package group of the account and region that holds versions, with how
+        many (a call per group: for the hint an empty listing gives, not for a hot path)."""
+        pages = self.sagemaker.get_paginator("list_model_package_groups").paginate()
+        names = [
+            g["ModelPackageGroupName"]
+            for page in pages
+            for g in page["ModelPackageGroupSummaryList"]
+        ]
+        counts = {}
+        for name in sorted(names):
+            versions = self.sagemaker.get_paginator("list_model_packages").paginate(
+                ModelPackageGroupName=name
+            )
+            counts[name] = sum(len(page["ModelPackageSummaryList"]) for page in versions)
+        return {name: count for name, count in counts.items() if count}
+
+    def location(self, group: str) -> str:
+        return f"sagemaker:{group}"
+
     def _evaluation(self, uri: str | None) -> tuple[dict[str, Any] | None, str | None]:
         """The evaluation at `uri` and the digest of what was read; (None, None) if absent."""
         if not uri or not uri.startswith("s3://"):

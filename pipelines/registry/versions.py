@@ -98,11 +98,21 @@ class Registration:
 
 
 class Registry(Protocol):
+    group: str  # the model group this registry reads and writes
+
     def register(self, entry: Registration) -> ModelVersion: ...
 
     def list(self, status: str | None = None) -> list[ModelVersion]: ...
 
     def get(self, version: int) -> ModelVersion: ...
+
+    def groups(self) -> dict[str, int]:
+        """Every model group of the store that holds versions, with how many."""
+        ...
+
+    def location(self, group: str) -> str:
+        """The --registry value that reads `group` of the same store."""
+        ...
 
     def change(self, version: int, change: Change) -> ModelVersion:
         """Apply a decision's change and keep the decision in the version's history."""
@@ -118,3 +128,16 @@ def model_card_content(card: dict[str, Any] | None) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         return None
     return content if isinstance(content, dict) else None
+
+
+def other_groups(registry: Registry) -> str:
+    """For an answer that finds nothing in the group it read: the store's other groups that
+    hold versions (a run's smoke preset registers into a group of its own), as --registry
+    values; empty when there are none."""
+    others = {g: n for g, n in registry.groups().items() if g != registry.group}
+    if not others:
+        return ""
+    return "groups that hold versions: " + ", ".join(
+        f"{g} ({n} version{'' if n == 1 else 's'}; --registry {registry.location(g)})"
+        for g, n in others.items()
+    )

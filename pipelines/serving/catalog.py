@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.registry import ModelVersion, Registry
+from pipelines.registry import ModelVersion, Registry, other_groups
 from pipelines.registry.lifecycle import StageStatus
 from pipelines.serving.adapters import SERVABLE_METHODS, ServingError
 
@@ -58,8 +58,9 @@ def in_stage(registry: Registry, stage: str) -> Served:
         if v.lifecycle.stage == stage and v.lifecycle.status == StageStatus.DEPLOYED
     ]
     if not versions:
+        held = other_groups(registry)
         raise ServingError(
-            f"no version is deployed to {stage}; promote one (`peftops models promote VERSION "
-            f"--to {stage}`)"
+            f"no version of model group {registry.group} is deployed to {stage}; promote one "
+            f"(`peftops models promote VERSION --to {stage}`)" + (f"; {held}" if held else "")
         )
     return Served(shared_base(versions), {v.task: v for v in versions})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pipelines.definition import definition_json
 from pipelines.definition.config import PipelineConfig
 from pipelines.local.errors import UnsupportedConstructError
 from pipelines.local.executor import LocalExecutor
-from pipelines.local.presets import LOCAL_DEPLOYMENT
+from pipelines.local.presets import LOCAL_DEPLOYMENT, PRESETS
 from pipelines.local.run import local_functions
 from pipelines.local.s3_mirror import S3Mirror
 from pipelines.publishing import publish_dataset
@@ -57,6 +58,12 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
     assert len(predictions) == evaluation["test_examples"] > 0
     assert {"id", "input", "reference", "base", "adapter", "full_finetune"} <= set(predictions[0])
     assert len({p["id"] for p in predictions}) == len(predictions)
+    # What the README lists at the top of the run folder is there: the model card too.
+    for name in ("evaluation.json", "predictions.jsonl", "report.html", "model_card.md"):
+        assert (root / "run" / name).is_file(), name
+    assert (root / "run" / "model_card.md").read_text() == (
+        jobs / "Evaluate" / "container/opt/ml/processing/output/evaluation/model_card.md"
+    ).read_text()
     # The run's report names the version it describes, registered after the evaluation step.
     assert "peftops-smoke version 1" in (root / "run" / "report.html").read_text()
     # A smoke test registers into its own group, never beside real adapters.
@@ -78,6 +85,46 @@ def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
         assert list((stored / "checkpoints" / step).rglob("checkpoint_seal.json")), step
 
 
+def test_the_run_computes_in_the_demos_cpu_precision_whatever_this_cpu_offers(tiny_run) -> None:
+    """A local run's verdict must not depend on the machine: both presets fix one arithmetic
+    (fp32, which every CPU computes natively), and the tiny run exercises it through the gate
+    even on a CPU whose `auto` would pick bf16, where the smollm2 demo's path was never run."""
+    root, done = tiny_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluation = contracts.EVALUATION.read(root / "run")
+    computed = {
+        "evaluation": evaluation["generation"]["precision"],
+        **{
+            name: evaluation["models"][name]["training"]["precision"]
+            for name in ("adapter", "full_finetune")
+        },
+    }
+    assert computed == dict.fromkeys(computed, "float32")
+    assert {p.config.precision for p in PRESETS.values()} == {"fp32"}
+    # ... through the gate, to a registered version.
+    assert "QualityGate" in done.stderr and "version 1 (PendingManualApproval)" in done.stdout
+
+
+def test_long_steps_show_progress_with_the_time_left(tiny_run) -> None:
+    """Training shows its step out of the run's steps, evaluation each model's generated
+    examples, both with the time left; the Trainer's own dicts stay in the job's log."""
+    root, done = tiny_run
+    console = done.stderr.splitlines()
+    for job, pattern in (
+        ("TrainAdapter", r"train: step \d+/(\d+) \(\d+%\), \d+s elapsed, about \d+s left, loss "),
+        ("TrainBaseline", r"train: step \d+/(\d+) \(\d+%\), \d+s elapsed, about \d+s left, loss "),
+        ("Evaluate", r"evaluate: (?:base|adapter|full_finetune): generated \d+/(\d+) \(\d+%\)"),
+    ):
+        shown = [
+            re.search(pattern, line) for line in console if line.lstrip().startswith(f"[{job}]")
+        ]
+        progress = [m for m in shown if m]
+        assert len(progress) >= 2, (job, console[-40:])
+    assert not any("{'loss'" in line for line in console)
+    (jobs,) = (root / "run" / "jobs").iterdir()
+    assert "{'loss'" in (jobs / "TrainAdapter" / "job.log").read_text()
+
+
 def test_tiny_run_is_tracked_in_mlflow_and_the_version_names_its_runs(tiny_run) -> None:
     """Training runs hold their parameters and a loss curve with one point per logged step; the
     evaluation run holds every score with its interval and the report; the registered version
@@ -88,13 +135,24 @@ def test_tiny_run_is_tracked_in_mlflow_and_the_version_names_its_runs(tiny_run) 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MLflow database tables" not in done.stderr  # the store's set-up is not news
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("peftops-adapter")
+    # A smoke run's experiment is its model group's, apart from real adapters'; its runs are
+    # named by task, preset and job.
+    assert client.get_experiment_by_name("peftops-adapters") is None
+    experiment = client.get_experiment_by_name("peftops-smoke")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"train-qlora", "train-full", "evaluate"}
+    label = "dialogue-summary · tiny · "
+    assert set(runs) == {f"{label}train-qlora", f"{label}train-full", f"{label}evaluate"}
     assert all(r.info.status == "FINISHED" for r in runs.values())
     evaluation = contracts.EVALUATION.read(root / "run")
+    # The report links the evaluation's run page, as `mlflow ui` serves the store.
+    scored = runs[f"{label}evaluate"]
+    link = (
+        f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{scored.info.run_id}"
+    )
+    assert evaluation["tracking"]["link"] == link
+    assert f'<a href="{link}">' in (root / "run" / "report.html").read_text()
 
-    training = runs["train-qlora"]
+    training = runs[f"{label}train-qlora"]
     assert {"method", "learning_rate", "lora_r", "lora_alpha", "dataset_version"} <= set(
         training.data.params
     )
@@ -111,7 +169,6 @@ def test_tiny_run_is_tracked_in_mlflow_and_the_version_names_its_runs(tiny_run) 
     ]
     assert {"tokens_per_second", "peak_memory_bytes"} <= set(training.data.metrics)
 
-    scored = runs["evaluate"]
     bounds = evaluation["comparisons"]["adapter_vs_full_finetune"]["rougeL"]
     assert scored.data.metrics["adapter_vs_full_finetune.rougeL.low"] == pytest.approx(
         bounds["low"]
@@ -162,6 +219,24 @@ def test_models_cli_on_the_registered_version(tiny_run, tmp_path: Path) -> None:
         peftops("models", "list", "--registry", registry, "--json", cwd=root).stdout
     )
     assert [v["version"] for v in listed] == [1]
+    # Into a file or a pipe, the table keeps whole cells (Rich would cut them at 80 columns).
+    table = peftops("models", "list", "--registry", registry, cwd=root).stdout
+    assert "PendingManualApproval" in table and "…" not in table
+    # The default group is empty here: the answer names it and where the versions are.
+    file = root / "registry.sqlite"
+    empty = peftops("models", "list", "--registry", f"local:{file}", cwd=root)
+    assert empty.returncode == 0 and empty.stdout == ""
+    pointer = f"peftops-smoke (1 version; --registry local:{file}#peftops-smoke)"
+    assert empty.stderr.strip() == (
+        f"peftops: model group peftops-adapters holds no versions; groups that hold versions: "
+        f"{pointer}"
+    )
+    served = peftops("serve", "--registry", f"local:{file}", "--stage", "staging", cwd=root)
+    assert served.returncode == 2 and served.stderr.strip() == (
+        "peftops: error: no version of model group peftops-adapters is deployed to staging; "
+        "promote one (`peftops models promote VERSION --to staging`); groups that hold "
+        f"versions: {pointer}"
+    )
     shown = peftops("models", "show", "1", "--registry", registry, cwd=root)
     assert "PendingManualApproval" in shown.stdout
     assert "gate:       it is a smoke test's adapter" in shown.stdout

@@ -267,3 +267,9 @@ def test_f_a_gate_the_adapter_fails_ends_the_run_nonzero_and_registers_nothing(
     verdict = contracts.gate_verdict(evaluation, contracts.GateThresholds(0.02, 0.5))
     assert verdict[0] is False
     assert [v.version for v in registry(root).list()] == [1]  # the first run's, nothing new
+    # The summary and the report say so, and what to do next; neither promises a registration.
+    assert "Nothing registered: the adapter did not pass the quality gate" in result.output
+    assert "--param Epochs=N" in result.output
+    report = (root / "run" / "report.html").read_text()
+    assert "the gate failed, so the pipeline registers nothing" in report
+    assert "registers the adapter after this report" not in report

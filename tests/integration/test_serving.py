@@ -137,6 +137,34 @@ def test_each_task_answers_as_its_adapter_alone_and_base_as_the_base_model(
         assert got == expected[task], task
 
 
+def test_evaluation_scores_the_answers_serving_gives(
+    staging: Served, expected: dict[str, list[str]]
+) -> None:
+    """The gate decides on what the endpoint will answer: evaluation generates with the
+    adapter merged into the unquantized base, in its batches, and gets the served answers."""
+    import torch
+
+    from training_scripts import common, evaluate
+
+    registry = LocalRegistry(staging.root / "registry.sqlite", "peftops-smoke")
+    versions = {v.task: v for v in registry.list()}
+    base_model = versions[TASKS[0]].metadata["base_model"]
+    tokenizer = common.load_tokenizer(base_model)
+    arguments = evaluate.EvaluateArguments(
+        base_model=base_model, adapter_dir="-", baseline_dir="-", test_dir="-",
+        max_new_tokens=MAX_NEW_TOKENS, batch_size=len(DIALOGUES),
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        for task in TASKS:
+            adapter = unpack_adapter(artifact_path(versions[task]), Path(scratch))
+            model = evaluate.scored_adapter(
+                base_model, adapter, quantized=False, dtype=torch.float32
+            )
+            assert not hasattr(model, "peft_config")  # merged: generation at the base's speed
+            scored = evaluate.generate_summaries(model, tokenizer, DIALOGUES, arguments)
+            assert scored.summaries == expected[task], task
+
+
 def test_an_unknown_task_is_a_404_never_the_base_models_answer(staging: Served) -> None:
     with pytest.raises(InvokeError, match="answered 404: no adapter serves task 'summarise'"):
         invoke_local(staging.url, "summarise", DIALOGUES[0], MAX_NEW_TOKENS)

@@ -639,6 +639,51 @@ def test_hyperparameters_are_exactly_what_train_py_accepts(definition) -> None:
     assert (args.lora_r, args.lora_alpha, args.learning_rate) == (16, 32, 2e-4)
 
 
+def job_arguments(definition: dict[str, Any]) -> dict[str, Any]:
+    """Every training and evaluation job's parsed script arguments, by step name."""
+    from training_scripts.evaluate import EvaluateArguments
+    from training_scripts.train import TrainArguments
+
+    defaults = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
+    parsed: dict[str, Any] = {}
+    for name, step in flatten(definition["Steps"]).items():
+        if step["Type"] == "Training":
+            arguments = cli_args_of(resolve(step["Arguments"]["HyperParameters"], defaults))
+            (parsed[name],) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(
+                args=arguments
+            )
+        elif name.startswith("Evaluate"):
+            arguments = resolve(
+                step["Arguments"]["AppSpecification"]["ContainerArguments"], defaults
+            )
+            (parsed[name],) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(
+                args=arguments
+            )
+    return parsed
+
+
+@pytest.mark.parametrize("precision", ["auto", "bf16", "fp32"])
+def test_every_job_that_computes_runs_in_the_deployments_precision(precision: str) -> None:
+    """The adapter, the full fine-tune and their evaluation share one arithmetic: a figure
+    compared across them must not depend on which job resolved `auto` how."""
+    parsed = job_arguments(build(PipelineConfig(precision=precision))[0])
+    assert set(parsed) == {"TrainAdapter", "TrainBaseline", "Evaluate", "EvaluateStoredBaseline"}
+    assert {name: args.precision.value for name, args in parsed.items()} == dict.fromkeys(
+        parsed, precision
+    )
+
+
+def test_the_adapter_trains_with_the_deployments_lora_dropout() -> None:
+    parsed = job_arguments(build(PipelineConfig(lora_dropout=0.0))[0])
+    assert parsed["TrainAdapter"].lora_dropout == 0.0
+    assert job_arguments(build(PipelineConfig())[0])["TrainAdapter"].lora_dropout == 0.05
+
+
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        PipelineConfig(precision="fp16")
+
+
 @pytest.mark.parametrize(
     ("step_name", "script"),
     [

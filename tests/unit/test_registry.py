@@ -19,6 +19,7 @@ from pipelines.registry import (
     decide,
     gate_verdict,
     open_registry,
+    other_groups,
 )
 from tests.evaluations import evaluation as make_evaluation
 
@@ -46,10 +47,12 @@ def recorded(ev: dict[str, Any] | None) -> dict[str, str]:
     return THRESHOLDS | {EVALUATION_DIGEST: evaluation_digest(json.dumps(ev).encode())}
 
 
-def register(registry: Any, ev: dict[str, Any] | None, uri: str | None = None) -> Any:
+def register(
+    registry: Any, ev: dict[str, Any] | None, uri: str | None = None, *, group: str = GROUP
+) -> Any:
     return registry.register(
         Registration(
-            group=GROUP,
+            group=group,
             model_data_url="s3://bucket/models/adapter/model.tar.gz",
             status="PendingManualApproval",
             metadata=recorded(ev),
@@ -377,3 +380,32 @@ def test_decisions_are_kept_as_approve_reject_and_force_approve(local: LocalRegi
     with pytest.raises(RegistryError) as refused:
         decide(local, 1, "Pending", who="ana", why="?", force=False)
     assert str(refused.value) == "status must be Approved or Rejected, not Pending"
+
+
+@pytest.mark.parametrize("backend", ["local", "sagemaker"])
+def test_an_empty_group_points_at_the_groups_that_hold_versions(
+    backend: str, tmp_path: Path, aws
+) -> None:
+    """The smoke preset registers into a group of its own: whoever lists the default group and
+    finds nothing is told where the versions are, by the --registry value that reads them."""
+    sagemaker, s3 = aws
+    if backend == "local":
+        store: Any = LocalRegistry(tmp_path / "registry.sqlite", GROUP)
+        assert other_groups(store) == ""  # no file yet: nothing to point at
+        store.check_writable()  # an empty registry file
+        expected = f"local:{tmp_path / 'registry.sqlite'}#peftops-smoke"
+    else:
+        store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+        sagemaker.create_model_package_group(ModelPackageGroupName="peftops-smoke")
+        sagemaker.create_model_package_group(ModelPackageGroupName="empty-group")
+        expected = "sagemaker:peftops-smoke"
+    assert other_groups(store) == ""
+    register(store, PASSING, group="peftops-smoke")
+    register(store, PASSING, group="peftops-smoke")
+    assert store.list() == []
+    assert store.groups() == {"peftops-smoke": 2}
+    assert other_groups(store) == (
+        f"groups that hold versions: peftops-smoke (2 versions; --registry {expected})"
+    )
+    register(store, PASSING)  # the group read is never its own pointer
+    assert "peftops-adapters" not in other_groups(store)
