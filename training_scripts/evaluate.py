@@ -275,16 +275,18 @@ def score_model(
 
 
 def scored_adapter(base_ref: str, adapter_dir: Path, *, quantized: bool, dtype: Any) -> Any:
-    """The adapter on its base, as evaluation generates with it. On the unquantized base a
+    """The adapter on its base, as evaluation generates with it. On an unquantized fp32 base a
     LoRA adapter is merged into it: the function the endpoint serves (outputs agree to float
     rounding) at the base model's generation speed, where unmerged every adapted layer adds
-    two matrix products per token."""
-    from peft import PeftModel
+    two matrix products per token. In bf16 it stays unmerged, as served: W + BA rounded to
+    bf16 loses a share of a small update."""
+    from peft import PeftModel, PeftType
 
     model = PeftModel.from_pretrained(
         common.load_model(base_ref, quantize_4bit=quantized, dtype=dtype), str(adapter_dir)
     )
-    if not quantized and model.peft_config[model.active_adapter].peft_type == "LORA":
+    lora = model.peft_config[model.active_adapter].peft_type == PeftType.LORA
+    if lora and not quantized and dtype == torch.float32:
         return model.merge_and_unload()
     return model
 
