@@ -295,6 +295,8 @@ class TrainArguments:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}"
                 )
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if self.learning_rate < 0:
             raise ValueError(
                 f"--learning-rate must be >= 0 (0 picks the method's default), got {self.learning_rate}"

@@ -57,7 +57,8 @@ def models_list(
         typer.echo(json.dumps([v.to_json() for v in versions], indent=2))
         return
     if not versions:
-        held = guarded(lambda: other_groups(store))
+        # Other groups are worth naming only when this one holds nothing at all.
+        held = "" if status else other_groups(store)
         typer.echo(
             f"peftops: model group {store.group} holds no "
             + (f"{status} versions" if status else "versions")

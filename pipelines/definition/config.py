@@ -223,6 +223,8 @@ class PipelineConfig:
                 "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)"
             )
         check_task_name(self.task)
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout {self.lora_dropout} must be in [0, 1)")
         if self.precision not in {p.value for p in Precision}:
             raise ValueError(
                 f"precision {self.precision!r}: choose one of {[p.value for p in Precision]}"

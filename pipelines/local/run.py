@@ -234,13 +234,24 @@ def run_local(
         }
     run = collect_evaluation(executor.execute(observer_environment=tracking), out)
     run.dataset = dataset
-    registered = run.result.registered
-    if registered is not None and run.evaluation_path is not None:
-        # The report the evaluation step wrote could not know the version; this one names it.
+    outcome = registration_outcome(run.result)
+    if outcome is not None and run.evaluation_path is not None:
+        # The report the evaluation step wrote could not know what became of the adapter.
         (out / "report.html").write_text(
-            report.render_folder(
-                out, registered=f"{registered.group} version {registered.version}"
-            ),
-            encoding="utf-8",
+            report.render_folder(out, registered=outcome), encoding="utf-8"
         )
     return run
+
+
+def registration_outcome(result: RunResult) -> str | None:
+    """What the run's report says of registration once the run is over: the new version, the
+    version that already holds this adapter (a step-cache rerun), or why a passing adapter is
+    not registered; None where the evaluation's own report already says it (a failed gate)."""
+    if result.registered is not None:
+        return f"{result.registered.group} version {result.registered.version}"
+    for record in result.steps:
+        if record.name.startswith("CheckRegistered") and "already registered" in record.detail:
+            return record.detail
+        if record.name.startswith("NotServable") and record.status == "Failed":
+            return f"no: {record.detail}"
+    return None

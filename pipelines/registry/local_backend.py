@@ -230,7 +230,7 @@ class LocalRegistry:
             "model_group = ? AND (? IS NULL OR status = ?)", (self.group, status, status)
         )
 
-    def groups(self) -> dict[str, int]:
+    def groups(self) -> dict[str, int | None]:
         """Every model group of the file that holds versions, with how many."""
         if not self.path.is_file():
             return {}

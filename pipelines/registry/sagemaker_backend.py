@@ -30,6 +30,7 @@ from training_scripts import contracts
 logger = logging.getLogger("peftops")
 SEARCH_PAGE = 100  # Search's largest page
 EVALUATION_READERS = 8  # S3 GETs at once when listing
+GROUP_HINT_LIMIT = 20  # groups an empty answer looks through for versions
 
 
 class SageMakerRegistry:
@@ -56,22 +57,20 @@ class SageMakerRegistry:
         )
         return [summary for page in pages for summary in page["ModelPackageSummaryList"]]
 
-    def groups(self) -> dict[str, int]:
-        """Every model package group of the account and region that holds versions, with how
-        many (a call per group: for the hint an empty listing gives, not for a hot path)."""
-        pages = self.sagemaker.get_paginator("list_model_package_groups").paginate()
-        names = [
-            g["ModelPackageGroupName"]
-            for page in pages
-            for g in page["ModelPackageGroupSummaryList"]
-        ]
-        counts = {}
-        for name in sorted(names):
-            versions = self.sagemaker.get_paginator("list_model_packages").paginate(
-                ModelPackageGroupName=name
-            )
-            counts[name] = sum(len(page["ModelPackageSummaryList"]) for page in versions)
-        return {name: count for name, count in counts.items() if count}
+    def groups(self) -> dict[str, int | None]:
+        """The account's model package groups that hold versions, for the hint an empty answer
+        gives: the first GROUP_HINT_LIMIT groups, each asked for one version only, so how
+        many is not known (None). Not for a hot path."""
+        summaries = self.sagemaker.list_model_package_groups(
+            MaxResults=GROUP_HINT_LIMIT, SortBy="Name", SortOrder="Ascending"
+        )["ModelPackageGroupSummaryList"]
+        held: dict[str, int | None] = {}
+        for summary in summaries:
+            name = summary["ModelPackageGroupName"]
+            page = self.sagemaker.list_model_packages(ModelPackageGroupName=name, MaxResults=1)
+            if page["ModelPackageSummaryList"]:
+                held[name] = None
+        return held
 
     def location(self, group: str) -> str:
         return f"sagemaker:{group}"

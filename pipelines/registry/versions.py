@@ -4,6 +4,7 @@ pipeline registers, and the errors a registry request can end in."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -14,6 +15,8 @@ APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 # One registry holds adapters for several tasks on one base model; a stage serves one version
 # per task. A version registered before tasks existed is the pipeline's original task's.
 DEFAULT_TASK = "dialogue-summary"
+
+logger = logging.getLogger("peftops")
 
 
 class RegistryError(Exception):
@@ -106,8 +109,9 @@ class Registry(Protocol):
 
     def get(self, version: int) -> ModelVersion: ...
 
-    def groups(self) -> dict[str, int]:
-        """Every model group of the store that holds versions, with how many."""
+    def groups(self) -> dict[str, int | None]:
+        """Every model group of the store that holds versions, with how many where the store
+        tells it cheaply (None: some)."""
         ...
 
     def location(self, group: str) -> str:
@@ -134,10 +138,21 @@ def other_groups(registry: Registry) -> str:
     """For an answer that finds nothing in the group it read: the store's other groups that
     hold versions (a run's smoke preset registers into a group of its own), as --registry
     values; empty when there are none."""
-    others = {g: n for g, n in registry.groups().items() if g != registry.group}
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        held = registry.groups()
+    except (RegistryError, BotoCoreError, ClientError) as err:
+        # A hint, never the answer's error (a caller may lack ListModelPackageGroups).
+        logger.debug("no hint of other groups: %s", err)
+        return ""
+    others = {g: n for g, n in held.items() if g != registry.group}
     if not others:
         return ""
+
+    def counted(n: int | None) -> str:
+        return "" if n is None else f"{n} version{'' if n == 1 else 's'}; "
+
     return "groups that hold versions: " + ", ".join(
-        f"{g} ({n} version{'' if n == 1 else 's'}; --registry {registry.location(g)})"
-        for g, n in others.items()
+        f"{g} ({counted(n)}--registry {registry.location(g)})" for g, n in others.items()
     )

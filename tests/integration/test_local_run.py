@@ -210,7 +210,11 @@ def test_training_metric_definitions_read_the_training_jobs_log(tiny_run) -> Non
     assert middle and found["validation:loss"] == pytest.approx(middle, abs=1e-4)
 
 
-def test_models_cli_on_the_registered_version(tiny_run, tmp_path: Path) -> None:
+def test_models_cli_on_the_registered_version(
+    tiny_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rich reads COLUMNS where the output is not a terminal: the narrow width it defaults to.
+    monkeypatch.setenv("COLUMNS", "80")
     # A copy: the decisions below must not change what other tests read of the shared run.
     root = tmp_path
     shutil.copy(tiny_run[0] / "registry.sqlite", root / "registry.sqlite")

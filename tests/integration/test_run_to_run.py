@@ -73,6 +73,9 @@ def test_a_the_same_data_again_is_cache_hits_and_no_duplicate(deployment, second
     assert run.result.registered is None
     assert "is already registered as local:" in steps(run)["CheckRegistered"].detail
     assert [v.version for v in registry(deployment).list()] == [1]
+    # The run's report says which version holds this adapter, not that one will be registered.
+    report = (deployment / "run" / "report.html").read_text()
+    assert "is already registered as local:" in report and "pending" not in report
 
 
 @pytest.fixture(scope="module")

@@ -679,9 +679,30 @@ def test_the_adapter_trains_with_the_deployments_lora_dropout() -> None:
     assert job_arguments(build(PipelineConfig())[0])["TrainAdapter"].lora_dropout == 0.05
 
 
-def test_an_unknown_precision_is_refused() -> None:
-    with pytest.raises(ValueError, match="precision 'fp16'"):
-        PipelineConfig(precision="fp16")
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"precision": "fp16"}, "precision 'fp16'"),
+        ({"lora_dropout": 1.0}, r"lora_dropout 1.0 must be in \[0, 1\)"),
+        ({"lora_dropout": -0.1}, r"lora_dropout -0.1 must be in \[0, 1\)"),
+    ],
+)
+def test_a_setting_no_job_could_run_with_is_refused(setting: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(**setting)
+
+
+def test_run_local_takes_the_precision_it_is_given(tmp_path) -> None:
+    """--precision replaces the preset's, through the same validation as a deployment's."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    refused = CliRunner().invoke(
+        app, ["run-local", "--preset", "tiny", "--precision", "fp16", "--out", str(tmp_path)]
+    )
+    assert refused.exit_code == 2
+    assert "precision 'fp16': choose one of ['auto', 'bf16', 'fp32']" in refused.output
 
 
 @pytest.mark.parametrize(
