@@ -81,15 +81,15 @@ MUTANTS := \
 	'training_scripts.contracts.x_gate_*' \
 	'training_scripts.preprocess.x_split_examples__*' \
 	'training_scripts.preprocess.x_build_examples__*' \
-	'training_scripts.train.xǁTrainArgumentsǁidentity__*' \
-	'training_scripts.train.xǁTrainArgumentsǁfingerprint__*' \
-	'training_scripts.train.x_content_hash__*' \
-	'training_scripts.train.x_base_model_identity__*' \
-	'training_scripts.train.x_check_run_config__*' \
-	'training_scripts.train.x_next_token_labels__*' \
-	'training_scripts.train.x_supervised_positions__*' \
-	'training_scripts.train.x_summary_token_loss__*' \
-	'training_scripts.train.xǁPackedRowsǁ*' \
+	'training_scripts.checkpoints.x_run_identity__*' \
+	'training_scripts.checkpoints.x_run_fingerprint__*' \
+	'training_scripts.checkpoints.x_content_hash__*' \
+	'training_scripts.checkpoints.x_base_model_identity__*' \
+	'training_scripts.checkpoints.x_check_run_config__*' \
+	'training_scripts.guarded_trainer.x_next_token_labels__*' \
+	'training_scripts.guarded_trainer.x_supervised_positions__*' \
+	'training_scripts.guarded_trainer.x_summary_token_loss__*' \
+	'training_scripts.batching.xǁPackedRowsǁ*' \
 	'pipelines.registry.decisions.x_gate_verdict__*' \
 	'pipelines.registry.decisions.x_decide__*' \
 	'pipelines.registry.lifecycle.x_promotion__*' \

@@ -59,6 +59,7 @@ from benchmarks.measure import (
 )
 from benchmarks.naive import STRONG_BATCHES, NaiveBatches, encode_naive, example_ids
 from training_scripts import preprocess
+from training_scripts.batching import EncodingStats, encode_causal, make_collator
 from training_scripts.common import (
     INPUT_KEY,
     TARGET_KEY,
@@ -69,13 +70,7 @@ from training_scripts.common import (
     read_jsonl,
     resolve_dtype,
 )
-from training_scripts.train import (
-    EncodingStats,
-    FineTuneRecipe,
-    TrainArguments,
-    encode_causal,
-    make_collator,
-)
+from training_scripts.train import FineTuneRecipe, TrainArguments
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -404,7 +399,7 @@ def run_arm(
         bench, arm, method, model, splits, out,
         max_seq_length=max_seq_length, token_budget=token_budget or bench.token_budget,
     )  # fmt: skip
-    recipe = FineTuneRecipe(args, data_layer(arm, naive_max_length))
+    recipe = FineTuneRecipe(args, data_layer(arm, naive_max_length)).setup()
     recipe.trainer.remove_callback(PrinterCallback)  # the table is the output
     clock = TrainClock(
         evaluate=recipe.validation_loss,
@@ -489,7 +484,7 @@ def profile_step(
         bench, "ours", method, model, splits, out,
         max_seq_length=max_seq_length, token_budget=bench.token_budget,
     )  # fmt: skip
-    recipe = FineTuneRecipe(args)
+    recipe = FineTuneRecipe(args).setup()
     recipe.trainer.remove_callback(PrinterCallback)
     model_ = recipe.trainer.model
     batch = next(iter(recipe.trainer.get_train_dataloader()))

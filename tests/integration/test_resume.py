@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import SCRIPTS
 from training_scripts import contracts
-from training_scripts.train import CHECKPOINT_SEAL
+from training_scripts.checkpoints import CHECKPOINT_SEAL
 
 MAX_STEPS = 40
 SAVE_STEPS = 10
@@ -125,7 +125,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
 
 
 def test_unfinished_or_damaged_checkpoints_are_removed(tmp_path: Path) -> None:
-    from training_scripts.train import newest_complete_checkpoint, seal_checkpoint
+    from training_scripts.checkpoints import newest_complete_checkpoint, seal_checkpoint
 
     for step in (10, 20, 30, 40, 50):
         path = tmp_path / f"checkpoint-{step}"

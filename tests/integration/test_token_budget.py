@@ -13,18 +13,17 @@ import pytest
 import torch
 
 from tests.integration.test_train_methods import make_args
-from training_scripts.common import PeftMethod, load_model, load_tokenizer
-from training_scripts.packed_attention import PACKED_SDPA, example_lengths, use_packed_attention
-from training_scripts.train import (
+from training_scripts.batching import (
     BatchCost,
-    FineTuneRecipe,
     PackedRows,
     TokenBudgetSampler,
-    TrainArguments,
     budget_batches,
-    next_token_labels,
     resolved_token_budget,
 )
+from training_scripts.common import PeftMethod, load_model, load_tokenizer
+from training_scripts.guarded_trainer import next_token_labels
+from training_scripts.packed_attention import PACKED_SDPA, example_lengths, use_packed_attention
+from training_scripts.train import FineTuneRecipe, TrainArguments
 
 
 def cost(lengths: list[int], batch: list[int], kind: BatchCost) -> int:
@@ -228,7 +227,7 @@ def test_a_token_budget_step_is_the_per_target_token_mean_of_its_examples(
         token_budget=800,
         gradient_accumulation_steps=3,
     )
-    recipe = FineTuneRecipe(args)
+    recipe = FineTuneRecipe(args).setup()
     # Packed rows train on the project's attention unless told otherwise; the reference runs
     # transformers' sdpa.
     assert recipe.attention == runs_on
@@ -287,7 +286,7 @@ def test_two_data_parallel_ranks_step_on_the_per_target_token_mean_of_both_ranks
 
     # The same build and seed in this process: the initial adapter and the step's examples.
     recipe = FineTuneRecipe(make_args(tiny_causal, splits, tmp_path / "ref", PeftMethod.LORA,
-                                      **overrides))  # fmt: skip
+                                      **overrides)).setup()  # fmt: skip
     model = recipe.trainer.model
     model.train()
     batches = list(recipe.batch_sampler)

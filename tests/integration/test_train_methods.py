@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from training_scripts.common import PeftMethod, load_model, load_peft_model, load_tokenizer
-from training_scripts.train import FineTuneRecipe, TrainArguments, save_outputs
+from training_scripts.train import FineTuneRecipe, TrainArguments
+from training_scripts.trainable_model import save_outputs
 
 METHODS = [PeftMethod.QLORA, PeftMethod.LORA, PeftMethod.PROMPT_TUNING, PeftMethod.FULL]
 # Tiny random models learn fast at high rates; prompt tuning moves only a few embeddings.
@@ -87,7 +88,7 @@ def test_each_method_learns_and_touches_only_what_it_should(
     tmp_path: Path,
 ) -> None:
     model_dir = tiny_causal if kind == "causal" else tiny_seq2seq
-    recipe = FineTuneRecipe(make_args(model_dir, splits, tmp_path, method))
+    recipe = FineTuneRecipe(make_args(model_dir, splits, tmp_path, method)).setup()
     named = dict(recipe.model.named_parameters())
     trainable = {n for n, p in named.items() if p.requires_grad}
     frozen_before = {n: p.detach().clone() for n, p in named.items() if not p.requires_grad}
@@ -139,7 +140,7 @@ def test_saved_adapter_reloads_on_a_fresh_base_to_identical_logits(
     method: PeftMethod, tiny_causal: Path, splits: Path, tmp_path: Path
 ) -> None:
     args = make_args(tiny_causal, splits, tmp_path, method, max_steps=6, merge=method.is_lora)
-    recipe = FineTuneRecipe(args)
+    recipe = FineTuneRecipe(args).setup()
     metrics = recipe.train()
     recipe.save(metrics)
     out = Path(args.output_dir)
@@ -188,7 +189,7 @@ def test_full_fine_tune_saves_a_complete_model(
     tiny_causal: Path, splits: Path, tmp_path: Path
 ) -> None:
     args = make_args(tiny_causal, splits, tmp_path, PeftMethod.FULL, max_steps=4)
-    recipe = FineTuneRecipe(args)
+    recipe = FineTuneRecipe(args).setup()
     metrics = recipe.train()
     save_outputs(args, recipe.trainer, recipe.tokenizer, metrics)
     reloaded = load_model(args.output_dir, quantize_4bit=False, dtype=torch.float32)
@@ -209,7 +210,7 @@ def test_merge_is_refused_for_methods_without_a_mergeable_adapter(
 def test_summary_logits_only_gives_the_models_own_loss_and_gradients(tiny_causal: Path) -> None:
     """The LM head computed only where a summary token is predicted must give the loss and
     gradients of the full logits, with the Trainer's num_items_in_batch reduction too."""
-    from training_scripts.train import EncodingStats, encode_causal, make_collator
+    from training_scripts.batching import EncodingStats, encode_causal, make_collator
 
     model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32)
     tokenizer = load_tokenizer(str(tiny_causal))
@@ -235,7 +236,7 @@ def test_summary_logits_only_gives_the_models_own_loss_and_gradients(tiny_causal
 
 
 def check_summary_logits_match(model, batch: dict[str, torch.Tensor]) -> None:
-    from training_scripts.train import summary_token_loss, supervised_positions
+    from training_scripts.guarded_trainer import summary_token_loss, supervised_positions
 
     n_targets = int((batch["labels"][..., 1:] != -100).sum())
 
@@ -271,12 +272,12 @@ def test_trainer_keeps_summary_logits_only_where_positions_are_plain(
         (tiny_seq2seq, PeftMethod.LORA): False,  # the decoder's labels are not shifted inputs
     }
     for (model, method), summary_only in expected.items():
-        recipe = FineTuneRecipe(make_args(model, splits, tmp_path / method.value, method))
+        recipe = FineTuneRecipe(make_args(model, splits, tmp_path / method.value, method)).setup()
         assert recipe.trainer.summary_logits_only is summary_only, (model.name, method)
 
 
 def test_batching_choice() -> None:
-    from training_scripts.train import Batching, uses_padding_free_batches
+    from training_scripts.batching import Batching, uses_padding_free_batches
 
     lora, prompt = PeftMethod.LORA, PeftMethod.PROMPT_TUNING
     assert uses_padding_free_batches(lora, False, Batching.AUTO)
@@ -294,7 +295,7 @@ def test_length_grouped_batches_train_with_summary_logits_only(
     args = make_args(
         tiny_causal, splits, tmp_path, PeftMethod.LORA, batching="length_grouped", max_steps=6
     )
-    recipe = FineTuneRecipe(args)
+    recipe = FineTuneRecipe(args).setup()
     metrics = recipe.train()
     assert not metrics["padding_free"] and recipe.trainer.summary_logits_only
     # Grouped by length: less padding than the same examples batched in split order.
@@ -306,7 +307,7 @@ def test_length_grouped_batches_train_with_summary_logits_only(
 
 
 def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
-    from training_scripts.train import EncodingStats, encode_causal
+    from training_scripts.batching import EncodingStats, encode_causal
 
     tokenizer = load_tokenizer(str(tiny_causal))
     row = encode_causal(
@@ -326,8 +327,8 @@ def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
 
 
 def test_over_long_examples_are_cut_in_the_dialogue_and_counted(tiny_causal: Path) -> None:
+    from training_scripts.batching import EncodingStats, encode_causal
     from training_scripts.common import INSTRUCTION
-    from training_scripts.train import EncodingStats, encode_causal
 
     tokenizer = load_tokenizer(str(tiny_causal))
     stats = EncodingStats()
@@ -341,7 +342,7 @@ def test_over_long_examples_are_cut_in_the_dialogue_and_counted(tiny_causal: Pat
 
 
 def test_non_finite_loss_stops_the_run(tiny_causal: Path, splits: Path, tmp_path: Path) -> None:
-    from training_scripts.train import NonFiniteError
+    from training_scripts.guarded_trainer import NonFiniteError
 
     recipe = FineTuneRecipe(
         make_args(
@@ -353,7 +354,7 @@ def test_non_finite_loss_stops_the_run(tiny_causal: Path, splits: Path, tmp_path
             max_grad_norm=0.0,
             max_steps=40,
         )
-    )
+    ).setup()
     with pytest.raises(
         NonFiniteError, match=r"non-finite (training loss|gradient norm) .* at step \d+"
     ):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from training_scripts import checkpoints
+from training_scripts.checkpoints import run_fingerprint, run_identity
 from training_scripts.train import TrainArguments
 
 
@@ -51,7 +53,7 @@ def test_resume_fingerprint_follows_the_data_and_base_model_not_their_paths(
     other = split_folders(tmp_path / "c", '{"input": "other", "target": "y"}\n')
 
     def fingerprint(folders: dict[str, str], model: str = "org/model") -> str:
-        return TrainArguments(model_name_or_path=model, **folders).fingerprint()
+        return run_fingerprint(TrainArguments(model_name_or_path=model, **folders))
 
     assert fingerprint(first) == fingerprint(moved)
     assert fingerprint(first) != fingerprint(other)
@@ -80,7 +82,7 @@ def test_resuming_with_another_training_setting_is_refused_by_name(
 ) -> None:
     """Checkpoints of one run must not continue under another learning rate, rank, budget...:
     the resumed adapter would be neither run's."""
-    from training_scripts.train import check_run_config
+    from training_scripts.checkpoints import check_run_config
 
     folders = split_folders(tmp_path / "data", '{"input": "x", "target": "y"}\n')
     checkpoints = tmp_path / "checkpoints"
@@ -100,7 +102,7 @@ def test_where_a_run_writes_and_reads_and_how_often_it_reports_do_not_stop_a_res
     """A retried job gets new local paths for the same data and base model (SageMaker's
     channels, another job folder), may log or validate more often, or compute the same
     attention another way: it must still resume."""
-    from training_scripts.train import check_run_config
+    from training_scripts.checkpoints import check_run_config
 
     def model_folder(root: Path) -> str:
         root.mkdir(parents=True)
@@ -128,14 +130,14 @@ def test_where_a_run_writes_and_reads_and_how_often_it_reports_do_not_stop_a_res
         merge=True,
         attention="sdpa",
     )
-    assert retried.fingerprint() == first.fingerprint()
+    assert run_fingerprint(retried) == run_fingerprint(first)
     check_run_config(checkpoints, retried, is_main=True)
 
 
 def test_the_identity_names_the_data_and_base_model_by_content(tmp_path: Path) -> None:
     """run_config.json outlives a release: its identity keys are a contract with the next one."""
     folders = split_folders(tmp_path, '{"input": "x", "target": "y"}\n')
-    identity = TrainArguments(model_name_or_path="org/model", **folders).identity()
+    identity = run_identity(TrainArguments(model_name_or_path="org/model", **folders))
     train_hash = hashlib.sha256((tmp_path / "train" / "data.jsonl").read_bytes()).hexdigest()
     valid_hash = hashlib.sha256((tmp_path / "validation" / "data.jsonl").read_bytes()).hexdigest()
     assert identity["data"] == {"train": train_hash, "validation": valid_hash}
@@ -145,9 +147,11 @@ def test_the_identity_names_the_data_and_base_model_by_content(tmp_path: Path) -
                            "validation_steps", "dataset_version", "merge"):  # fmt: skip
         assert path_or_report not in identity, path_or_report
     assert identity["learning_rate"] == "0.0" and identity["lora_r"] == "16"
-    without_validation = TrainArguments(
-        model_name_or_path="org/model", train_dir=folders["train_dir"], validation_dir=""
-    ).identity()
+    without_validation = run_identity(
+        TrainArguments(
+            model_name_or_path="org/model", train_dir=folders["train_dir"], validation_dir=""
+        )
+    )
     assert without_validation["data"] == {"train": train_hash, "validation": "none"}
 
 
@@ -155,19 +159,19 @@ def test_the_fingerprint_is_of_the_identitys_content_not_its_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = TrainArguments(model_name_or_path="org/model")
-    identity = args.identity()
+    identity = run_identity(args)
     monkeypatch.setattr(
-        TrainArguments, "identity", lambda self: dict(reversed(list(identity.items())))
+        checkpoints, "run_identity", lambda args: dict(reversed(list(identity.items())))
     )
-    reordered = args.fingerprint()
+    reordered = run_fingerprint(args)
     monkeypatch.undo()
-    assert reordered == args.fingerprint()
+    assert reordered == run_fingerprint(args)
 
 
 def test_a_base_model_folder_is_known_by_its_config_and_files_not_its_path(
     tmp_path: Path,
 ) -> None:
-    from training_scripts.train import base_model_identity
+    from training_scripts.checkpoints import base_model_identity
 
     def folder(name: str, config: str = '{"hidden_size": 8, "name": "ÿ"}', weights: int = 64):
         root = tmp_path / name
@@ -191,7 +195,7 @@ def test_a_base_model_folder_is_known_by_its_config_and_files_not_its_path(
 
 
 def test_a_refusal_names_every_differing_setting_and_the_way_out(tmp_path: Path) -> None:
-    from training_scripts.train import check_run_config
+    from training_scripts.checkpoints import check_run_config
 
     folders = split_folders(tmp_path / "data", '{"input": "x", "target": "y"}\n')
     checkpoints = tmp_path / "checkpoints"
@@ -221,14 +225,14 @@ def test_a_refusal_names_every_differing_setting_and_the_way_out(tmp_path: Path)
 
 
 def test_only_the_main_process_writes_the_run_config(tmp_path: Path) -> None:
-    from training_scripts.train import check_run_config
+    from training_scripts.checkpoints import check_run_config
 
     args = TrainArguments(model_name_or_path="org/model")
     check_run_config(tmp_path, args, is_main=False)
     assert list(tmp_path.iterdir()) == []
     check_run_config(tmp_path, args, is_main=True)
     stored = json.loads((tmp_path / "run_config.json").read_text())
-    assert stored["fingerprint"] == args.fingerprint()
+    assert stored["fingerprint"] == run_fingerprint(args)
     # The arguments in full, for whoever reads the folder later.
     assert stored["arguments"]["model_name_or_path"] == "org/model"
     assert stored["arguments"]["learning_rate"] == "0.0"
