@@ -11,7 +11,7 @@ import cdk_nag
 
 from infra.stack import PeftopsStack
 from pipelines.definition.stages import deployment_region, stage_settings
-from training_scripts.common import setup_logging
+from training_scripts.logs import setup_logging
 
 setup_logging()  # the SDK's INFO lines stay out of `cdk synth`, as out of the CLI
 app = cdk.App()

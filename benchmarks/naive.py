@@ -21,7 +21,8 @@ from typing import Any
 from transformers import default_data_collator
 
 from training_scripts.batching import EncodingStats, SummaryBatches
-from training_scripts.common import INPUT_KEY, TARGET_KEY, prompt_ids, target_ids
+from training_scripts.contracts import INPUT_KEY, TARGET_KEY
+from training_scripts.prompts import prompt_ids, target_ids
 from training_scripts.train import TrainArguments
 
 # The strong baseline: what a well-informed TRL user sets up. Length-grouped padded batches

@@ -60,14 +60,12 @@ from benchmarks.measure import (
 from benchmarks.naive import STRONG_BATCHES, NaiveBatches, encode_naive, example_ids
 from training_scripts import preprocess
 from training_scripts.batching import EncodingStats, encode_causal, make_collator
-from training_scripts.common import (
-    INPUT_KEY,
-    TARGET_KEY,
-    PeftMethod,
+from training_scripts.contracts import INPUT_KEY, TARGET_KEY, read_jsonl
+from training_scripts.enums import PeftMethod
+from training_scripts.model_loading import (
     assert_4bit_weights_trainable,
     count_parameters,
     load_tokenizer,
-    read_jsonl,
     resolve_dtype,
 )
 from training_scripts.train import FineTuneRecipe, TrainArguments
@@ -334,6 +332,7 @@ def train_arguments(
         logging_steps=1,
         # Checkpoints are the spot-resume insurance, not training: every arm skips them here.
         save_steps=0,
+        validation_steps=0,  # the loss before and after only: no passes inside the timing
         seed=bench.seed,
     )
 

@@ -34,12 +34,12 @@ def make_adapters(base_model: str, out: Path, rank: int = 16) -> dict[str, Path]
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from training_scripts import common
+    from training_scripts import model_loading
 
     adapters = {}
     for seed, task in enumerate(TASKS):
         torch.manual_seed(seed)
-        model = common.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
+        model = model_loading.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
         config = LoraConfig(
             r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False
         )
@@ -53,7 +53,7 @@ def resident_child(base_model: str, adapters: dict[str, str]) -> dict[str, int]:
     """In a fresh process: load the served model, answer once per task, report memory."""
     from benchmarks.measure import _status_bytes
     from pipelines.serving.adapters import BASE, AdapterModel, Request
-    from training_scripts.common import setup_logging
+    from training_scripts.logs import setup_logging
 
     setup_logging()
     model = AdapterModel(base_model, {t: Path(p) for t, p in adapters.items()})
@@ -78,7 +78,7 @@ def serve_child(base_model: str, adapters: dict[str, str], port: int) -> None:
 
     from pipelines.serving.adapters import AdapterModel
     from pipelines.serving.server import create_app
-    from training_scripts.common import setup_logging
+    from training_scripts.logs import setup_logging
 
     setup_logging()
     model = AdapterModel(base_model, {t: Path(p) for t, p in adapters.items()})
@@ -162,7 +162,7 @@ def serve_and_load(base_model: str, adapters: dict[str, Path], args: argparse.Na
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
-    from training_scripts import common
+    from training_scripts import measurements
 
     base_model = args.base_model
     if not base_model:
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base_model = str(materialize_smollm2())
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as scratch:
         adapters = make_adapters(base_model, Path(scratch))
-        adapter_bytes = sum(common.directory_size(p) for p in adapters.values())
+        adapter_bytes = sum(measurements.directory_size(p) for p in adapters.values())
         base_alone = resident(base_model, {})
         with_adapters = resident(base_model, adapters)
         load = serve_and_load(base_model, adapters, args)

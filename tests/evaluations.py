@@ -49,6 +49,11 @@ def evaluation(
         "test_examples": len(series(adapter)),
         "test_set_sha256": "0" * 64,
         "baseline_source": {"kind": "trained", "test_set_matches": True},
+        "gate_thresholds": {"rouge_l_tolerance": 0.05, "min_rouge_l_gain": 0.0},
+        "tracking": {
+            "evaluation_run_id": "none",
+            "training_run_ids": {"adapter": "none", "full_finetune": "none"},
+        },
         **extra,
     }
     return contracts.EVALUATION.check(contracts.EVALUATION.stamp(document), "test")

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common
+    from . import contracts, enums, prompts
 else:  # run as a file in the SageMaker job: sibling modules are top-level
-    import common
+    import contracts
+    import enums
+    import prompts
 
 import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
@@ -67,23 +69,23 @@ def encode_causal(
 ) -> dict[str, list[int]]:
     """input_ids = prompt + summary + EOS; labels mask the prompt so loss is on the summary only."""
     chat = bool(getattr(tokenizer, "chat_template", None))
-    target = common.target_ids(tokenizer, summary, chat=chat)
+    target = prompts.target_ids(tokenizer, summary, chat=chat)
     if len(target) > max_target_tokens:
         target = [*target[: max_target_tokens - 1], tokenizer.eos_token_id]
         stats.truncated_targets += 1
-    prompt = common.prompt_ids(tokenizer, dialogue)
+    prompt = prompts.prompt_ids(tokenizer, dialogue)
     overflow = len(prompt) + len(target) - max_seq_length
     if overflow > 0:
         # Cut the dialogue, not the template around it, so the prompt keeps its format.
-        n_dialogue = len(common.plain_text_ids(tokenizer, dialogue))
+        n_dialogue = len(prompts.plain_text_ids(tokenizer, dialogue))
         while overflow > 0:
             n_dialogue -= overflow
             if n_dialogue <= 0:
                 raise ValueError(
                     f"--max-seq-length {max_seq_length} leaves no room for the dialogue; raise it"
                 )
-            prompt = common.prompt_ids(
-                tokenizer, common.truncate_words_to_tokens(tokenizer, dialogue, n_dialogue)
+            prompt = prompts.prompt_ids(
+                tokenizer, prompts.truncate_words_to_tokens(tokenizer, dialogue, n_dialogue)
             )
             overflow = len(prompt) + len(target) - max_seq_length
         stats.truncated_inputs += 1
@@ -106,7 +108,7 @@ def encode_seq2seq(
 ) -> dict[str, list[int]]:
     # The prefix holds no control tokens and the data's are text: split them all.
     source = tokenizer(
-        common.render_prompt(tokenizer, dialogue, seq2seq=True),
+        prompts.render_prompt(tokenizer, dialogue, seq2seq=True),
         truncation=True,
         max_length=max_seq_length,
         split_special_tokens=True,
@@ -128,7 +130,7 @@ def encode_seq2seq(
 
 
 def read_split(path: str | Path) -> list[dict[str, Any]]:
-    rows = common.read_jsonl(common.split_file(path))
+    rows = contracts.read_jsonl(contracts.split_file(path))
     if not rows:
         raise ValueError(f"{path}: the split is empty; check the preprocess step's manifest")
     return rows
@@ -145,14 +147,14 @@ class ListDataset(torch.utils.data.Dataset):
         return self.rows[index]
 
 
-def plain_positions(method: common.PeftMethod, seq2seq: bool) -> bool:
+def plain_positions(method: enums.PeftMethod, seq2seq: bool) -> bool:
     """Whether each input position is a token of the example: peft's prompt tuning prepends
     virtual tokens per row (and ignores position_ids), and a seq2seq decoder's labels are not
     shifted inputs."""
-    return not seq2seq and method is not common.PeftMethod.PROMPT_TUNING
+    return not seq2seq and method is not enums.PeftMethod.PROMPT_TUNING
 
 
-def uses_padding_free_batches(method: common.PeftMethod, seq2seq: bool, batching: Batching) -> bool:
+def uses_padding_free_batches(method: enums.PeftMethod, seq2seq: bool, batching: Batching) -> bool:
     if not plain_positions(method, seq2seq):
         if batching is Batching.PADDING_FREE:
             raise ValueError(
@@ -412,8 +414,8 @@ class SummaryBatches:
         return [
             encode(
                 tokenizer,
-                row[common.INPUT_KEY],
-                row[common.TARGET_KEY],
+                row[contracts.INPUT_KEY],
+                row[contracts.TARGET_KEY],
                 max_seq_length=args.max_seq_length,
                 max_target_tokens=args.max_target_tokens,
                 stats=stats,

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, contracts
+    from . import contracts
 else:  # run as a file in the SageMaker job: sibling modules are top-level
-    import common
     import contracts
 
 from transformers import TrainerCallback
@@ -32,7 +31,7 @@ CHECKPOINT_SEAL = "checkpoint_seal.json"  # written last: the digests of a check
 
 def content_hash(split_dir: str) -> str:
     try:
-        return hashlib.sha256(common.split_file(split_dir).read_bytes()).hexdigest()
+        return hashlib.sha256(contracts.split_file(split_dir).read_bytes()).hexdigest()
     except (FileNotFoundError, OSError):
         return "none"  # no such split (validation is optional): nothing to tell runs apart by
 

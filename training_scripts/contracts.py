@@ -22,6 +22,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Fields of the preprocessed splits that train.py and evaluate.py read.
+INPUT_KEY = "input"
+TARGET_KEY = "target"
+SPLITS = ("train", "validation", "test")
+SPLIT_FILE = "data.jsonl"
+
+
+# Loggers of the project's own code; everything else (transformers, the SageMaker SDK, boto)
+# logs at WARNING unless asked to be verbose.
+PROJECT_LOGGERS = ("peftops", "preprocess", "train", "evaluate")
+
+
+# The environment the pipeline hands its jobs. With a gated base model: the ARN of the
+# Hugging Face token's secret, never the token.
+HUB_TOKEN_SECRET_VARIABLE = "HF_TOKEN_SECRET_ARN"
+# Experiment tracking (tracking.py): the server (or local store) and the experiment, MLflow's own
+# variables, and what started the jobs, put before each job's run name (a local run's task and
+# preset).
+TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
+EXPERIMENT_NAME_VARIABLE = "MLFLOW_EXPERIMENT_NAME"
+RUN_LABEL_VARIABLE = "PEFTOPS_RUN_LABEL"
+
+# The model card evaluate.py writes beside evaluation.json: for people, and as SageMaker's model
+# package card ({"content": <the card's JSON, a string>}), which registration reads at this path.
+MODEL_CARD_MARKDOWN = "model_card.md"
+MODEL_CARD_SAGEMAKER = "model_card.json"
+MODEL_CARD_CONTENT_PATH = "content"
+
 SCHEMA_VERSION_KEY = "schema_version"
 
 # The models evaluate.py scores side by side, and the ROUGE variants it reports for each.
@@ -141,6 +169,12 @@ def metric_path(model: str, key: str = "rougeL") -> str:
 
 
 ADAPTER_TRAINABLE_PERCENT = "models.adapter.trainable_percent"
+# The thresholds the run's gate applied: the report and the registry judge with these.
+GATE_THRESHOLDS = "gate_thresholds"
+# The MLflow runs behind the figures (tracking.UNTRACKED where tracking was off): registration
+# records them as the version's metadata.
+EVALUATION_RUN_ID = "tracking.evaluation_run_id"
+ADAPTER_TRAINING_RUN_ID = "tracking.training_run_ids.adapter"
 TEST_SET_SHA256 = "test_set_sha256"
 
 # The comparisons evaluate.py draws paired bootstrap intervals for: name -> (a, b), a - b.
@@ -175,6 +209,10 @@ EVALUATION = FileContract(
         SHORTFALL_VS_FULL_FINETUNE,
         GAIN_VS_BASE,
         TEST_SET_SHA256,
+        f"{GATE_THRESHOLDS}.rouge_l_tolerance",
+        f"{GATE_THRESHOLDS}.min_rouge_l_gain",
+        EVALUATION_RUN_ID,
+        ADAPTER_TRAINING_RUN_ID,
     ),
     writer="evaluate.py",
 )
@@ -299,3 +337,25 @@ MANIFEST = FileContract(
     required=("records_in", "records_out", "dropped", "splits"),
     writer="preprocess.py",
 )
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def split_file(directory: str | Path) -> Path:
+    """The JSONL file of a split folder (a SageMaker channel holds one)."""
+    directory = Path(directory)
+    if directory.is_file():
+        return directory
+    candidate = directory / SPLIT_FILE
+    if candidate.is_file():
+        return candidate
+    files = sorted(directory.glob("*.jsonl"))
+    if len(files) != 1:
+        raise FileNotFoundError(
+            f"{directory}: expected one preprocessed split file ({SPLIT_FILE}); found "
+            f"{[f.name for f in files] or 'none'}. Run preprocess.py and point at its output."
+        )
+    return files[0]

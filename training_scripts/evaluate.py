@@ -41,12 +41,34 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser
 
+# logs first: importing it quiets bitsandbytes' import-time warning before anything loads
+# bitsandbytes (transformers' Trainer does).
+if __package__:
+    from . import logs
+else:
+    import logs
+
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, contracts, model_card, report, scoring, tracking
+    from . import (
+        contracts,
+        enums,
+        job_environment,
+        measurements,
+        model_card,
+        model_loading,
+        prompts,
+        report,
+        scoring,
+        tracking,
+    )
 else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules are top-level
-    import common
     import contracts
+    import enums
+    import job_environment
+    import measurements
     import model_card
+    import model_loading
+    import prompts
     import report
     import scoring
     import tracking
@@ -59,10 +81,10 @@ logger = logging.getLogger("evaluate")
 
 @dataclass
 class EvaluateArguments:
-    base_model: str = common.sagemaker_path_field(
+    base_model: str = job_environment.sagemaker_path_field(
         "/opt/ml/processing/input/model", "", "Base model: hub id or folder."
     )
-    adapter_dir: str = common.sagemaker_path_field(
+    adapter_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/processing/input/adapter",
         "runs/local/model",
         "train.py's output for the adapter (folder or model.tar.gz).",
@@ -76,10 +98,10 @@ class EvaluateArguments:
             "help": "A stored evaluation.json whose full_finetune entry is reused instead of --baseline-dir."
         },
     )
-    test_dir: str = common.sagemaker_path_field(
+    test_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/processing/input/test", "runs/local/preprocess/test", "Preprocessed test split."
     )
-    output_dir: str = common.sagemaker_path_field(
+    output_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/processing/output/evaluation",
         "runs/local/evaluation",
         "Where evaluation.json, predictions.jsonl and report.html go.",
@@ -88,7 +110,7 @@ class EvaluateArguments:
     max_input_tokens: int = field(
         default=1024, metadata={"help": "Prompt tokens at most (longer prompts keep their end)."}
     )
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
     max_examples: int = field(
         default=0, metadata={"help": "Evaluate the first N test examples; 0 = all."}
     )
@@ -99,8 +121,8 @@ class EvaluateArguments:
             "endpoint and `peftops serve` load) | 4bit | auto (as trained: 4-bit for qlora)."
         },
     )
-    precision: common.Precision = field(
-        default=common.Precision.AUTO, metadata={"help": "auto | bf16 | fp32."}
+    precision: enums.Precision = field(
+        default=enums.Precision.AUTO, metadata={"help": "auto | bf16 | fp32."}
     )
     dataset_version: str = field(
         default="", metadata={"help": "The dataset version the test split came from (shown)."}
@@ -121,7 +143,7 @@ class EvaluateArguments:
     )
 
     def __post_init__(self) -> None:
-        self.precision = common.Precision(self.precision)
+        self.precision = enums.Precision(self.precision)
         if not self.base_model:
             raise ValueError("--base-model is required (a hub id or a model folder)")
         if bool(self.baseline_dir) == bool(self.baseline_evaluation):
@@ -160,7 +182,7 @@ def artifact_bytes(model_dir: Path, *, adapter: bool) -> int:
             *model_dir.glob("*.safetensors"),
             *model_dir.glob("*.bin"),
         ]
-    return sum(common.directory_size(f) for f in files if f.is_file())
+    return sum(measurements.directory_size(f) for f in files if f.is_file())
 
 
 def adapter_parameter_count(adapter_dir: Path) -> int:
@@ -183,8 +205,8 @@ def read_training_metrics(model_dir: Path) -> dict[str, Any]:
 def prompt_ids(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> list[int]:
     """What the model reads, as train.py encodes it: the data's control-token strings as text."""
     if not seq2seq:
-        return common.prompt_ids(tokenizer, dialogue)
-    text = common.render_prompt(tokenizer, dialogue, seq2seq=True)
+        return prompts.prompt_ids(tokenizer, dialogue)
+    text = prompts.render_prompt(tokenizer, dialogue, seq2seq=True)
     return tokenizer(text, split_special_tokens=True)["input_ids"]
 
 
@@ -202,7 +224,7 @@ def generate_summaries(
 ) -> Generated:
     """Greedy decoding in batches of similar length (less padding), returned in input order;
     a progress line per batch when `label` names the model."""
-    seq2seq = common.is_seq2seq(model.config)
+    seq2seq = model_loading.is_seq2seq(model.config)
     prompts = [prompt_ids(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
@@ -237,12 +259,12 @@ def generate_summaries(
         if label:
             done = start + len(indices)
             elapsed = time.perf_counter() - started
-            logger.info("%s: generated %s", label, common.progress(done, len(order), elapsed))
+            logger.info("%s: generated %s", label, measurements.progress(done, len(order), elapsed))
     return Generated(outputs, new_tokens, time.perf_counter() - started)
 
 
 def total_parameters(model: Any) -> int:
-    return common.count_parameters(model)[1]
+    return model_loading.count_parameters(model)[1]
 
 
 def score_model(
@@ -251,10 +273,10 @@ def score_model(
     """One model's entry of evaluation.json (scores, per-example scores, generation speed) and
     its summaries."""
     generated = generate_summaries(
-        model, tokenizer, [r[common.INPUT_KEY] for r in rows], args, label=name
+        model, tokenizer, [r[contracts.INPUT_KEY] for r in rows], args, label=name
     )
     per_example = scoring.rouge_per_example(
-        generated.summaries, [r[common.TARGET_KEY] for r in rows]
+        generated.summaries, [r[contracts.TARGET_KEY] for r in rows]
     )
     entry: dict[str, Any] = {
         **scoring.means(per_example),
@@ -283,7 +305,7 @@ def scored_adapter(base_ref: str, adapter_dir: Path, *, quantized: bool, dtype: 
     from peft import PeftModel, PeftType
 
     model = PeftModel.from_pretrained(
-        common.load_model(base_ref, quantize_4bit=quantized, dtype=dtype), str(adapter_dir)
+        model_loading.load_model(base_ref, quantize_4bit=quantized, dtype=dtype), str(adapter_dir)
     )
     lora = model.peft_config[model.active_adapter].peft_type == PeftType.LORA
     if lora and not quantized and dtype == torch.float32:
@@ -293,7 +315,7 @@ def scored_adapter(base_ref: str, adapter_dir: Path, *, quantized: bool, dtype: 
 
 def adapter_quantized(args: EvaluateArguments, training: dict[str, Any]) -> bool:
     if args.adapter_quantization == "auto":
-        return training.get("method") == common.PeftMethod.QLORA.value
+        return training.get("method") == enums.PeftMethod.QLORA.value
     return args.adapter_quantization == "4bit"
 
 
@@ -365,7 +387,7 @@ def run(args: EvaluateArguments, tracked: tracking.Tracked | None = None) -> dic
 
 def test_set_digest(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(
-        json.dumps([[r[common.INPUT_KEY], r[common.TARGET_KEY]] for r in rows]).encode()
+        json.dumps([[r[contracts.INPUT_KEY], r[contracts.TARGET_KEY]] for r in rows]).encode()
     ).hexdigest()
 
 
@@ -375,9 +397,9 @@ def evaluate_all(
 
     if not torch.cuda.is_available():
         torch.set_flush_denormal(True)
-    dtype = common.resolve_dtype(args.precision)
-    test_path = common.split_file(args.test_dir)
-    rows = common.read_jsonl(test_path)
+    dtype = model_loading.resolve_dtype(args.precision)
+    test_path = contracts.split_file(args.test_dir)
+    rows = contracts.read_jsonl(test_path)
     if args.max_examples > 0:
         rows = rows[: args.max_examples]
     if not rows:
@@ -390,11 +412,11 @@ def evaluate_all(
         unpack_if_archive(args.base_model, scratch) if Path(args.base_model).exists() else None
     )
     base_ref = str(base_dir) if base_dir else args.base_model  # a hub id otherwise
-    tokenizer = common.load_tokenizer(base_ref)
+    tokenizer = model_loading.load_tokenizer(base_ref)
     models: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[str]] = {}
 
-    base = common.load_model(base_ref, quantize_4bit=False, dtype=dtype)
+    base = model_loading.load_model(base_ref, quantize_4bit=False, dtype=dtype)
     total_base = total_parameters(base)
     models["base"], predictions["base"] = score_model("base", base, tokenizer, rows, args)
     models["base"].update(
@@ -429,7 +451,7 @@ def evaluate_all(
     if args.baseline_dir:
         baseline_dir = unpack_if_archive(args.baseline_dir, scratch)
         baseline_training = read_training_metrics(baseline_dir)
-        baseline = common.load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
+        baseline = model_loading.load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
         models["full_finetune"], predictions["full_finetune"] = score_model(
             "full_finetune", baseline, tokenizer, rows, args
         )
@@ -503,8 +525,8 @@ def evaluate_all(
         for i, row in enumerate(rows):
             record = {
                 "id": row.get("id"),
-                "input": row[common.INPUT_KEY],
-                "reference": row[common.TARGET_KEY],
+                "input": row[contracts.INPUT_KEY],
+                "reference": row[contracts.TARGET_KEY],
             }
             record.update({name: outputs[i] for name, outputs in predictions.items()})
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -532,21 +554,21 @@ def write_documents(
         report.render(evaluation, rows, predictions, thresholds_of(evaluation)),
         encoding="utf-8",
     )
-    (out / model_card.MARKDOWN).write_text(
+    (out / contracts.MODEL_CARD_MARKDOWN).write_text(
         model_card.markdown(evaluation, thresholds_of(evaluation), prompt_format),
         encoding="utf-8",
     )
     contracts.write_json_atomic(
-        out / model_card.SAGEMAKER_CONTENT,
+        out / contracts.MODEL_CARD_SAGEMAKER,
         {"content": json.dumps(model_card.sagemaker_content(evaluation, prompt_format))},
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    common.setup_logging()
+    logs.setup_logging()
     try:
         (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
-        common.use_hub_token_from_secrets_manager()
+        job_environment.use_hub_token_from_secrets_manager()
         with tracking.run("evaluate", params=tracking.evaluation_params(args)) as tracked:
             evaluation = run(args, tracked)
             tracking.log_evaluation(tracked, evaluation, Path(args.output_dir))

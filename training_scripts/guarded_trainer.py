@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, tracking
+    from . import measurements, model_loading, tracking
 else:  # run as a file in the SageMaker job: sibling modules are top-level
-    import common
+    import measurements
+    import model_loading
     import tracking
 
 import torch
@@ -197,7 +198,7 @@ class ProgressLog(TrainerCallback):
         if logs and "loss" in logs and state.is_world_process_zero:
             logger.info(
                 "step %s, loss %.4f",
-                common.progress(
+                measurements.progress(
                     state.global_step,
                     state.max_steps,
                     time.perf_counter() - self.started,
@@ -237,7 +238,7 @@ def target_token_loss(
     predicted (same value, less work)."""
     device = next(p.device for p in model.parameters())
     total, count = 0.0, 0
-    with common.evaluation_mode(model):
+    with model_loading.evaluation_mode(model):
         for indices in batches:
             features = [rows[i] for i in indices]
             batch = {k: v.to(device) for k, v in collator(features).items()}

@@ -12,15 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 if __package__:
-    from . import common, contracts
+    from . import contracts, prompts
 else:  # a sibling module inside the SageMaker job
-    import common
     import contracts
+    import prompts
 
-MARKDOWN = "model_card.md"  # the evaluated card, beside evaluation.json
-SAGEMAKER_CONTENT = "model_card.json"  # {"content": <model package model card JSON, a string>}
-# The JSON path registration reads (a JsonGet on the property file above).
-SAGEMAKER_CONTENT_PATH = "content"
 DIALOGUE_SLOT = "{dialogue}"
 
 INTENDED_USE = (
@@ -38,7 +34,7 @@ LIMITS = (
 def prompt_format(tokenizer: Any, *, seq2seq: bool = False) -> str:
     """The exact text the model reads before its summary, with {dialogue} where the dialogue
     goes."""
-    return common.render_prompt(tokenizer, DIALOGUE_SLOT, seq2seq=seq2seq)
+    return prompts.render_prompt(tokenizer, DIALOGUE_SLOT, seq2seq=seq2seq)
 
 
 def _environment() -> Any:

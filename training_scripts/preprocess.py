@@ -31,11 +31,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# logs first: importing it quiets bitsandbytes' import-time warning before anything loads
+# bitsandbytes (transformers' Trainer does).
+if __package__:
+    from . import logs
+else:
+    import logs
+
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, contracts
+    from . import contracts, job_environment, prompts
 else:  # run as `python preprocess.py`, as in the SageMaker job: sibling modules are top-level
-    import common
     import contracts
+    import job_environment
+    import prompts
 
 
 logger = logging.getLogger("preprocess")
@@ -61,12 +69,12 @@ class DataError(ValueError):
 
 @dataclass
 class PreprocessArguments:
-    input: str = common.sagemaker_path_field(
+    input: str = job_environment.sagemaker_path_field(
         "/opt/ml/processing/input/data",
         "data/sample/dialogues.jsonl",
         "A .jsonl/.csv/.parquet file, a folder of them, or hf:<dataset id>.",
     )
-    output_dir: str = common.sagemaker_path_field(
+    output_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/processing/output",
         "runs/local/preprocess",
         "Where the splits and manifest.json are written.",
@@ -440,9 +448,9 @@ def make_truncator(
             "hub id, or leave it empty to count words"
         ) from None
     return (
-        (lambda text: common.truncate_words_to_tokens(tokenizer, text, max_tokens)),
+        (lambda text: prompts.truncate_words_to_tokens(tokenizer, text, max_tokens)),
         f"tokenizer:{tokenizer_name}",
-        lambda text: common.holds_control_tokens(tokenizer, text),
+        lambda text: prompts.holds_control_tokens(tokenizer, text),
     )
 
 
@@ -486,7 +494,7 @@ def split_examples(
         name: [
             ex for text in cut[name] for ex in sorted(groups[text], key=lambda e: (e.target, e.id))
         ]
-        for name in common.SPLITS
+        for name in contracts.SPLITS
     }
 
 
@@ -609,21 +617,21 @@ def write_outputs(
     (out / contracts.MANIFEST.file_name).unlink(missing_ok=True)
     split_info = {}
     for name, rows in splits.items():
-        path = out / name / common.SPLIT_FILE
+        path = out / name / contracts.SPLIT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.partial")
         digest = hashlib.sha256()
         with staging.open("wb") as handle:  # one line at a time: no copy of the whole split
             for e in rows:
                 line = (json.dumps(
-                    {"id": e.id, common.INPUT_KEY: e.input, common.TARGET_KEY: e.target, "source": e.source},
+                    {"id": e.id, contracts.INPUT_KEY: e.input, contracts.TARGET_KEY: e.target, "source": e.source},
                     ensure_ascii=False,
                 ) + "\n").encode("utf-8")  # fmt: skip
                 digest.update(line)
                 handle.write(line)
         staging.replace(path)
         split_info[name] = {
-            "file": f"{name}/{common.SPLIT_FILE}",
+            "file": f"{name}/{contracts.SPLIT_FILE}",
             "records": len(rows),
             "sha256": digest.hexdigest(),
         }
@@ -633,12 +641,12 @@ def write_outputs(
 def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
-    common.setup_logging()
+    logs.setup_logging()
     try:
         (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
-        common.use_hub_token_from_secrets_manager()  # the tokenizer of a gated base model
+        job_environment.use_hub_token_from_secrets_manager()  # the tokenizer of a gated base model
         manifest = run(args)
-    except (DataError, common.HubTokenError) as err:
+    except (DataError, job_environment.HubTokenError) as err:
         logger.error("error: %s", err)
         return 2
     logger.info(

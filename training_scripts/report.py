@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 if __package__:
-    from . import common, contracts
+    from . import contracts, measurements
 else:  # a sibling module inside the SageMaker job
-    import common
     import contracts
+    import measurements
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LABELS = {"base": "Base model", "adapter": "Adapter", "full_finetune": "Full fine-tune"}
@@ -196,8 +196,8 @@ def per_example_rows(
                 "id": row.get("id", i),
                 "scores": {m: scores[m][i] for m in contracts.MODEL_NAMES},
                 "versus_full_finetune": scores["adapter"][i] - scores["full_finetune"][i],
-                "input": row[common.INPUT_KEY],
-                "reference": row[common.TARGET_KEY],
+                "input": row[contracts.INPUT_KEY],
+                "reference": row[contracts.TARGET_KEY],
                 "outputs": {
                     m: predictions[m][i] for m in contracts.MODEL_NAMES if m in predictions
                 },
@@ -305,7 +305,7 @@ def render(
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["bytes"] = common.format_bytes
+    environment.filters["bytes"] = measurements.format_bytes
     passed, reason = contracts.gate_verdict(evaluation, thresholds)
     examples = per_example_rows(evaluation, rows, predictions)
     adapter_training = evaluation["models"]["adapter"].get("training", {})
@@ -342,7 +342,7 @@ def render_folder(folder: Path, *, registered: str | None = None) -> str:
         if line.strip()
     ]
     rows = [
-        {"id": r.get("id"), common.INPUT_KEY: r["input"], common.TARGET_KEY: r["reference"]}
+        {"id": r.get("id"), contracts.INPUT_KEY: r["input"], contracts.TARGET_KEY: r["reference"]}
         for r in records
     ]
     predictions = {m: [r[m] for r in records] for m in contracts.MODEL_NAMES if m in records[0]}

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TRACKING_URI = "MLFLOW_TRACKING_URI"
-EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"
-# What started the jobs, put before each job's run name: a local run's task and preset.
-RUN_LABEL = "PEFTOPS_RUN_LABEL"
+if __package__:
+    from . import contracts
+else:  # a sibling module inside the SageMaker job
+    import contracts
+
 # Where `mlflow ui --backend-store-uri sqlite:///...` serves a local store.
 LOCAL_UI = "http://127.0.0.1:5000"
 DEFAULT_EXPERIMENT = "peftops"
@@ -42,7 +43,7 @@ logger = logging.getLogger("peftops")
 
 
 def enabled() -> bool:
-    return bool(os.environ.get(TRACKING_URI))
+    return bool(os.environ.get(contracts.TRACKING_URI_VARIABLE))
 
 
 def is_main_process() -> bool:
@@ -95,9 +96,11 @@ def run(
         return
     import mlflow
 
-    experiment = mlflow.set_experiment(os.environ.get(EXPERIMENT_NAME) or DEFAULT_EXPERIMENT)
+    experiment = mlflow.set_experiment(
+        os.environ.get(contracts.EXPERIMENT_NAME_VARIABLE) or DEFAULT_EXPERIMENT
+    )
     job = os.environ.get("TRAINING_JOB_NAME") or os.environ.get("PROCESSING_JOB_NAME")
-    label = os.environ.get(RUN_LABEL)
+    label = os.environ.get(contracts.RUN_LABEL_VARIABLE)
     with mlflow.start_run(
         run_name=f"{label} · {name}" if label else name,
         experiment_id=experiment.experiment_id,
@@ -107,7 +110,7 @@ def run(
             active.info.run_id,
             experiment.experiment_id,
             experiment.name,
-            os.environ.get(TRACKING_URI, ""),
+            os.environ.get(contracts.TRACKING_URI_VARIABLE, ""),
         )
         tracked.log_params(params)
         logger.info("tracking: MLflow run %s in experiment %s", tracked.run_id, experiment.name)

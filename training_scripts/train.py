@@ -30,15 +30,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# common before torch and transformers: importing transformers' Trainer loads bitsandbytes,
-# whose import-time warning about an optional hub kernel common filters out.
+# logs first: importing it quiets bitsandbytes' import-time warning before anything loads
+# bitsandbytes (transformers' Trainer does).
+if __package__:
+    from . import logs
+else:
+    import logs
+
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
     from . import (
         batching,
         checkpoints,
-        common,
         contracts,
+        enums,
         guarded_trainer,
+        job_environment,
+        measurements,
+        model_loading,
         packed_attention,
         tracking,
         trainable_model,
@@ -47,9 +55,12 @@ if __package__:  # imported as part of the training_scripts package (pipeline, t
 else:  # run as `python train.py`, as in the SageMaker job: sibling modules are top-level
     import batching
     import checkpoints
-    import common
     import contracts
+    import enums
     import guarded_trainer
+    import job_environment
+    import measurements
+    import model_loading
     import packed_attention
     import tracking
     import trainable_model
@@ -63,49 +74,49 @@ from transformers import (
 logger = logging.getLogger("train")
 
 DEFAULT_LEARNING_RATES = {
-    common.PeftMethod.QLORA: 2e-4,
-    common.PeftMethod.LORA: 2e-4,
-    common.PeftMethod.PROMPT_TUNING: 3e-2,
-    common.PeftMethod.FULL: 2e-5,
+    enums.PeftMethod.QLORA: 2e-4,
+    enums.PeftMethod.LORA: 2e-4,
+    enums.PeftMethod.PROMPT_TUNING: 3e-2,
+    enums.PeftMethod.FULL: 2e-5,
 }
 
 
 @dataclass
 class TrainArguments:
-    method: common.PeftMethod = field(
-        default=common.PeftMethod.QLORA, metadata={"help": "qlora | lora | prompt_tuning | full"}
+    method: enums.PeftMethod = field(
+        default=enums.PeftMethod.QLORA, metadata={"help": "qlora | lora | prompt_tuning | full"}
     )
-    model_name_or_path: str = common.sagemaker_path_field(
+    model_name_or_path: str = job_environment.sagemaker_path_field(
         "/opt/ml/input/data/model",
         "",
         "Base model: a hub id, or a folder (the `model` channel on SageMaker).",
         env_var="SM_CHANNEL_MODEL",
     )
-    train_dir: str = common.sagemaker_path_field(
+    train_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/input/data/train",
         "runs/local/preprocess/train",
         "Preprocessed train split (folder or data.jsonl).",
         env_var="SM_CHANNEL_TRAIN",
     )
-    validation_dir: str = common.sagemaker_path_field(
+    validation_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/input/data/validation",
         "runs/local/preprocess/validation",
         "Preprocessed validation split; its loss is measured before and after training.",
         env_var="SM_CHANNEL_VALIDATION",
     )
-    output_dir: str = common.sagemaker_path_field(
+    output_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/model",
         "runs/local/model",
         "Where the adapter (or full model), tokenizer and metrics are written.",
         env_var="SM_MODEL_DIR",
     )
-    output_data_dir: str = common.sagemaker_path_field(
+    output_data_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/output/data",
         "runs/local/output",
         "A copy of training_metrics.json goes here (SageMaker's output.tar.gz).",
         env_var="SM_OUTPUT_DATA_DIR",
     )
-    checkpoint_dir: str = common.sagemaker_path_field(
+    checkpoint_dir: str = job_environment.sagemaker_path_field(
         "/opt/ml/checkpoints",
         "runs/local/checkpoints",
         "Checkpoints; SageMaker syncs /opt/ml/checkpoints to S3 for spot resume.",
@@ -142,7 +153,7 @@ class TrainArguments:
         default=0.0, metadata={"help": "Peak learning rate; 0 picks the method's default."}
     )
     per_device_batch_size: int = field(
-        default=64,
+        default=8,
         metadata={
             "help": "At most N examples per device per micro-batch; the token budget decides "
             "how many fit (and the validation loss's batch size)."
@@ -199,8 +210,8 @@ class TrainArguments:
             "each packed row). Both compute the same attention."
         },
     )
-    precision: common.Precision = field(
-        default=common.Precision.AUTO,
+    precision: enums.Precision = field(
+        default=enums.Precision.AUTO,
         metadata={"help": "auto | bf16 | fp32 (auto: bf16 on GPUs that support it)."},
     )
     gradient_checkpointing: bool = field(
@@ -218,7 +229,7 @@ class TrainArguments:
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
     validation_steps: int = field(
-        default=0,
+        default=50,
         metadata={
             "help": "Also measure the validation loss every N optimizer steps (a validation "
             "curve); 0 = before and after training only."
@@ -237,8 +248,8 @@ class TrainArguments:
     )
 
     def __post_init__(self) -> None:
-        self.method = common.PeftMethod(self.method)
-        self.precision = common.Precision(self.precision)
+        self.method = enums.PeftMethod(self.method)
+        self.precision = enums.Precision(self.precision)
         self.batching = Batching(self.batching)
         self.attention = Attention(self.attention)
         if not self.model_name_or_path:
@@ -280,7 +291,7 @@ class TrainArguments:
     def resolved_optim(self) -> str:
         if self.optim != "auto":
             return self.optim
-        return "paged_adamw_8bit" if self.method is common.PeftMethod.QLORA else "adamw_torch"
+        return "paged_adamw_8bit" if self.method is enums.PeftMethod.QLORA else "adamw_torch"
 
 
 class FineTuneRecipe:
@@ -298,7 +309,7 @@ class FineTuneRecipe:
         self.args = args
         self.custom_data = data
         self.metric_log = metric_log or tracking.MetricLogger(None)
-        self.dtype = common.resolve_dtype(args.precision)
+        self.dtype = model_loading.resolve_dtype(args.precision)
 
     def setup(self) -> FineTuneRecipe:
         torch.manual_seed(self.args.seed)
@@ -313,7 +324,7 @@ class FineTuneRecipe:
     def load_model(self) -> None:
         """The tokenizer and the model the method trains (`trainable_model.build_model`)."""
         args = self.args
-        self.tokenizer = common.load_tokenizer(args.model_name_or_path)
+        self.tokenizer = model_loading.load_tokenizer(args.model_name_or_path)
         self.model, self.seq2seq = trainable_model.build_model(args, self.dtype)
         # Validation loss is always measured on the project's batches, whatever trains.
         self.summary_batches = batching.SummaryBatches(
@@ -432,7 +443,7 @@ class FineTuneRecipe:
 
         eval_loss_before = self.validation_loss()
         self.metric_log({guarded_trainer.VALIDATION_LOSS: eval_loss_before}, 0)
-        common.assert_4bit_weights_trainable(self.model)
+        model_loading.assert_4bit_weights_trainable(self.model)
         if resume_from is not None:
             logger.info(
                 "resuming from %s (step %s)",
@@ -450,7 +461,7 @@ class FineTuneRecipe:
         training_curve, validation_curve = guarded_trainer.loss_curves(
             state.log_history, eval_loss_before, eval_loss_after, state.global_step
         )
-        trainable, total = common.count_parameters(self.model)
+        trainable, total = model_loading.count_parameters(self.model)
         metrics = {
             "method": args.method.value,
             "base_model": args.model_name_or_path,
@@ -490,7 +501,7 @@ class FineTuneRecipe:
             "train_data_sha256": checkpoints.content_hash(args.train_dir),
             "loss_curve": training_curve,
             "validation_curve": validation_curve,
-            **common.peak_memory(),
+            **measurements.peak_memory(),
         }
         self.metric_log(
             {
@@ -530,7 +541,7 @@ def tracked_params(args: TrainArguments) -> dict[str, Any]:
         ),
         **(
             {"num_virtual_tokens": args.num_virtual_tokens}
-            if args.method is common.PeftMethod.PROMPT_TUNING
+            if args.method is enums.PeftMethod.PROMPT_TUNING
             else {}
         ),
     }
@@ -548,10 +559,10 @@ def train(args: TrainArguments) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    common.setup_logging()
+    logs.setup_logging()
     try:
         (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(args=argv)
-        common.use_hub_token_from_secrets_manager()
+        job_environment.use_hub_token_from_secrets_manager()
         metrics = train(args)
     except (ValueError, FileNotFoundError, guarded_trainer.NonFiniteError) as err:
         logger.error("error: %s", err)

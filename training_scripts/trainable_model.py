@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import common, contracts, model_card
+    from . import contracts, enums, model_card, model_loading
 else:  # run as a file in the SageMaker job: sibling modules are top-level
-    import common
     import contracts
+    import enums
     import model_card
+    import model_loading
 
 import torch
 
@@ -32,16 +33,16 @@ def build_model(args: TrainArguments, dtype: torch.dtype):
         prepare_model_for_kbit_training,
     )
 
-    quantize = args.method is common.PeftMethod.QLORA
+    quantize = args.method is enums.PeftMethod.QLORA
     # Full fine-tuning keeps fp32 master weights (mixed precision runs through autocast);
     # adapters train on a base stored in the compute dtype.
-    model = common.load_model(
+    model = model_loading.load_model(
         args.model_name_or_path,
         quantize_4bit=quantize,
         dtype=dtype if args.method.is_adapter else torch.float32,
     )
     model.config.use_cache = False
-    seq2seq = common.is_seq2seq(model.config)
+    seq2seq = model_loading.is_seq2seq(model.config)
     task_type = TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM
     if quantize:
         model = prepare_model_for_kbit_training(
@@ -64,7 +65,7 @@ def build_model(args: TrainArguments, dtype: torch.dtype):
             task_type=task_type,
         )
         return get_peft_model(model, config), seq2seq
-    if args.method is common.PeftMethod.PROMPT_TUNING:
+    if args.method is enums.PeftMethod.PROMPT_TUNING:
         config = PromptTuningConfig(
             task_type=task_type,
             prompt_tuning_init=PromptTuningInit.TEXT,
@@ -100,13 +101,15 @@ def lora_lineage(model: Any) -> dict[str, Any]:
 def merge_adapter(args: TrainArguments, adapter_dir: Path) -> Path:
     """Merge into a freshly loaded unquantized base: merging into the 4-bit base would
     re-quantize the sum and change the model's outputs."""
-    dtype = common.resolve_dtype(args.precision) if torch.cuda.is_available() else torch.float32
-    merged = common.load_peft_model(
+    dtype = (
+        model_loading.resolve_dtype(args.precision) if torch.cuda.is_available() else torch.float32
+    )
+    merged = model_loading.load_peft_model(
         args.model_name_or_path, str(adapter_dir), quantize_4bit=False, dtype=dtype
     ).merge_and_unload()
     target = adapter_dir / "merged"
     merged.save_pretrained(target)
-    common.load_tokenizer(args.model_name_or_path).save_pretrained(target)
+    model_loading.load_tokenizer(args.model_name_or_path).save_pretrained(target)
     return target
 
 

@@ -10,13 +10,15 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.models import models_app
+from pipelines.cli.options import OneLineErrors
 from pipelines.cli.pipeline import pipeline_app
 from pipelines.cli.publish import baseline_app, data_app
 from pipelines.cli.run_local import run_local_command
 from pipelines.cli.serve import invoke_command, serve_command
-from training_scripts.common import setup_logging
+from training_scripts.logs import setup_logging
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="PEFT fine-tuning pipelines on Amazon SageMaker.",
     no_args_is_help=True,
     add_completion=False,

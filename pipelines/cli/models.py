@@ -10,13 +10,14 @@ import typer
 
 from pipelines.cli.options import (
     DEFAULT_REGISTRY,
+    CommandError,
     JsonOption,
     RegistryOption,
     console,
-    fail,
-    guarded,
     open_registry,
 )
+from pipelines.registry import ModelVersion
+from pipelines.registry.lifecycle import StageStatus
 from training_scripts import contracts
 
 models_app = typer.Typer(
@@ -25,7 +26,7 @@ models_app = typer.Typer(
 )
 
 
-def adapter_metric(version: Any, key: str) -> Any:
+def adapter_metric(version: ModelVersion, key: str) -> Any:
     """A figure of the version's adapter from its evaluation; None where there is none."""
     try:
         return contracts.value_at(version.evaluation or {}, contracts.metric_path("adapter", key))
@@ -33,7 +34,7 @@ def adapter_metric(version: Any, key: str) -> Any:
         return None
 
 
-def _rouge(version: Any, key: str) -> str:
+def _rouge(version: ModelVersion, key: str) -> str:
     value = adapter_metric(version, key)
     return "-" if value is None else f"{value:.4f}"
 
@@ -48,11 +49,11 @@ def models_list(
     from pipelines.registry import APPROVAL_STATUSES
 
     if status is not None and status not in APPROVAL_STATUSES:
-        raise fail(f"--status {status!r}: use one of {', '.join(APPROVAL_STATUSES)}")
+        raise CommandError(f"--status {status!r}: use one of {', '.join(APPROVAL_STATUSES)}")
     from pipelines.registry import other_groups
 
     store = open_registry(registry)
-    versions = guarded(lambda: store.list(status))
+    versions = store.list(status)
     if as_json:
         typer.echo(json.dumps([v.to_json() for v in versions], indent=2))
         return
@@ -92,7 +93,7 @@ def models_show(
     version: int, registry: RegistryOption = DEFAULT_REGISTRY, as_json: JsonOption = False
 ) -> None:
     """One version: status, artifact, lineage and metrics."""
-    found = guarded(lambda: open_registry(registry).get(version))
+    found = open_registry(registry).get(version)
     if as_json:
         typer.echo(json.dumps(found.to_json(), indent=2))
         return
@@ -136,7 +137,7 @@ def models_compare(
 ) -> None:
     """Two versions' adapter metrics side by side."""
     store = open_registry(registry)
-    a, b = guarded(lambda: (store.get(first), store.get(second)))
+    a, b = (store.get(first), store.get(second))
     keys = (*contracts.ROUGE_KEYS, "trainable_params", "artifact_bytes", "train_runtime_s")
 
     rows = {
@@ -192,7 +193,7 @@ def shown(key: str, value: Any, *, signed: bool = False) -> str:
     return f"{value:{sign}.4f}"
 
 
-def echo_version(version: Any, as_json: bool, state: str) -> None:
+def echo_version(version: ModelVersion, as_json: bool, state: str) -> None:
     """A decided version: its JSON, or one line with its new state."""
     if as_json:
         typer.echo(json.dumps(version.to_json(), indent=2))
@@ -214,11 +215,7 @@ def _decide(
     from pipelines.registry import decide
 
     store = open_registry(registry)
-    decided = guarded(
-        lambda: decide(
-            store, version, status, who=who or getpass.getuser(), why=reason, force=force
-        )
-    )
+    decided = decide(store, version, status, who=who or getpass.getuser(), why=reason, force=force)
     echo_version(decided, as_json, f"{decided.status} ({decided.approval_description})")
 
 
@@ -278,24 +275,24 @@ def models_promote(
     stage's deployer takes it from there and records the outcome (`--wait` follows it)."""
     import getpass
 
-    from pipelines.registry import LocalRegistry, promote
+    from pipelines.registry import promote
     from pipelines.registry.lifecycle import PROMOTION_STAGES
 
     if to not in PROMOTION_STAGES:
-        raise fail(f"--to {to!r}: use one of {', '.join(PROMOTION_STAGES)}")
+        raise CommandError(f"--to {to!r}: use one of {', '.join(PROMOTION_STAGES)}")
     store = open_registry(registry)
     who = who or getpass.getuser()
-    outcome = guarded(lambda: promote(store, version, to, who=who, why=description))
-    if isinstance(store, LocalRegistry):
+    outcome = promote(store, version, to, who=who, why=description)
+    if store.deploys_here:
         from pipelines.serving.local_deployer import deploy
 
-        outcome = guarded(lambda: deploy(store, version))
+        outcome = deploy(store, version)
     elif wait:
         from pipelines.registry.decisions import awaited_deployment
 
-        outcome = guarded(lambda: awaited_deployment(store, version, timeout_s=wait))
+        outcome = awaited_deployment(store, version, timeout_s=wait)
     echo_version(outcome, as_json, f"{outcome.lifecycle} ({outcome.lifecycle.description})")
-    if outcome.lifecycle.status == "DeploymentFailed":
+    if outcome.lifecycle.status == StageStatus.FAILED:
         raise typer.Exit(1)
 
 
@@ -313,5 +310,5 @@ def models_archive(
     from pipelines.registry import archive
 
     store = open_registry(registry)
-    done = guarded(lambda: archive(store, version, who=who or getpass.getuser(), why=description))
+    done = archive(store, version, who=who or getpass.getuser(), why=description)
     echo_version(done, as_json, str(done.lifecycle))

@@ -1,20 +1,66 @@
-"""What every peftops command shares: the one-line error exit, option types, `--param`
-parsing, and opening a registry with its errors turned into one line."""
+"""What every peftops command shares: the one error path (commands raise, the root prints one
+line and exits), option types, `--param` parsing, and the console."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 DEFAULT_REGISTRY = "local:runs/registry.sqlite"
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """One line on stderr and a non-zero exit: no traceback for a user's mistake."""
-    typer.echo(f"peftops: error: {message}", err=True)
-    return typer.Exit(code)
+class CommandError(Exception):
+    """What a command could not do, said in one line. Exit code 2: the request or its inputs
+    were wrong; 1: the operation ran and failed."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def user_error(err: BaseException) -> tuple[str, int] | None:
+    """The line and exit code for an error that names its cause and fix (the project's own
+    errors, and AWS's); None for anything else, a bug whose traceback should show."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipelines.local.errors import StepFailedError, UnsupportedConstructError
+    from pipelines.local.run import LocalRunError
+    from pipelines.publishing import PublishError
+    from pipelines.registry import RegistryError
+    from pipelines.serving.adapters import ServingError
+    from training_scripts.contracts import ContractError
+
+    if isinstance(err, CommandError):
+        return str(err), err.code
+    if isinstance(err, ClientError | BotoCoreError):
+        return f"AWS: {err}", 2
+    domain = (
+        RegistryError,
+        ContractError,
+        PublishError,
+        ServingError,
+        LocalRunError,
+        StepFailedError,
+        UnsupportedConstructError,
+    )
+    return (str(err), 2) if isinstance(err, domain) else None
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: any command's user error becomes `peftops: error: <line>` on stderr
+    and its exit code, in this one place; no traceback for a user's mistake."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            said = user_error(err)
+            if said is None:
+                raise
+            typer.echo(f"peftops: error: {said[0]}", err=True)
+            raise typer.Exit(said[1]) from err
 
 
 RegistryOption = Annotated[
@@ -52,27 +98,12 @@ def parse_assignments(values: list[str]) -> dict[str, str]:
     for value in values:
         name, sep, setting = value.partition("=")
         if not sep or not name:
-            raise fail(f"--param {value!r}: use Name=Value, e.g. --param LoraRank=8")
+            raise CommandError(f"--param {value!r}: use Name=Value, e.g. --param LoraRank=8")
         parsed[name] = setting
     return parsed
-
-
-def guarded(action: Callable[[], Any]) -> Any:
-    """Run a registry or AWS request; its errors become one line."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from pipelines.registry import RegistryError
-    from training_scripts.contracts import ContractError
-
-    try:
-        return action()
-    except (RegistryError, ContractError) as err:
-        raise fail(str(err)) from err
-    except (ClientError, BotoCoreError) as err:
-        raise fail(f"AWS: {err}") from err
 
 
 def open_registry(spec: str) -> Any:
     from pipelines.registry import open_registry as open_spec
 
-    return guarded(lambda: open_spec(spec))
+    return open_spec(spec)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.cli.options import JsonOption, ParamOption, fail, guarded, parse_assignments
+from pipelines.cli.options import CommandError, JsonOption, ParamOption, parse_assignments
 from pipelines.definition.config import Deployment, PipelineConfig, config_from_dict
 
 pipeline_app = typer.Typer(help="Build and run the SageMaker pipeline.", no_args_is_help=True)
@@ -87,7 +87,7 @@ def definition(
         )
         body, assets = definition_json(load_config(config), deployment)
     except ValueError as err:
-        raise fail(str(err)) from err
+        raise CommandError(str(err)) from err
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body, encoding="utf-8")
     if assets_dir is not None:
@@ -124,11 +124,13 @@ def cost(
             settings.pipeline, example_deployment(settings.region or "us-east-1")
         )
     except (OSError, KeyError, ValueError) as err:
-        raise fail(f"{cdk_json}: {err}") from err
+        raise CommandError(f"{cdk_json}: {err}") from err
     jobs = job_bounds(json.loads(body))
     unpriced = sorted({j.instance_type for j in jobs} - set(ON_DEMAND_USD_PER_HOUR))
     if unpriced:
-        raise fail(f"no price assumption for {unpriced}; add it to pipelines/definition/cost.py")
+        raise CommandError(
+            f"no price assumption for {unpriced}; add it to pipelines/definition/cost.py"
+        )
     typer.echo(f"stage {stage}: every job at its runtime limit (on-demand us-east-1 prices,")
     typer.echo(f"spot at {SPOT_FRACTION:.0%} of on-demand)")
     for job in jobs:
@@ -148,7 +150,7 @@ def cost(
     try:
         hourly = endpoint_usd_per_hour(serving.instance_type, serving.instance_count)
     except ValueError as err:
-        raise fail(str(err)) from err
+        raise CommandError(str(err)) from err
     typer.echo(
         f"endpoint ({serving.lifecycle_stage}): {serving.instance_count} x {serving.instance_type} "
         f"${hourly:,.3f}/h, about ${hourly * HOURS_PER_MONTH:,.0f} a month while it exists"
@@ -185,12 +187,10 @@ def pipeline_start(
 
     parameters = [{"Name": k, "Value": v} for k, v in parse_assignments(param or []).items()]
     client = boto3.client("sagemaker")
-    response = guarded(
-        lambda: client.start_pipeline_execution(
-            PipelineName=name,
-            PipelineParameters=parameters,
-            ClientRequestToken=request_token(token),
-        )
+    response = client.start_pipeline_execution(
+        PipelineName=name,
+        PipelineParameters=parameters,
+        ClientRequestToken=request_token(token),
     )
     arn = response["PipelineExecutionArn"]
     typer.echo(json.dumps({"PipelineExecutionArn": arn}) if as_json else arn)
@@ -207,14 +207,10 @@ def pipeline_status(execution_arn: str, as_json: JsonOption = False) -> None:
     import boto3
 
     client = boto3.client("sagemaker")
-    execution = guarded(
-        lambda: client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
-    )
-    pages = guarded(
-        lambda: list(
-            client.get_paginator("list_pipeline_execution_steps").paginate(
-                PipelineExecutionArn=execution_arn, SortOrder="Ascending"
-            )
+    execution = client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+    pages = list(
+        client.get_paginator("list_pipeline_execution_steps").paginate(
+            PipelineExecutionArn=execution_arn, SortOrder="Ascending"
         )
     )
     rows = [

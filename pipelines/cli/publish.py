@@ -9,11 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from pipelines.cli.options import (
+    CommandError,
     InputFieldOption,
     JsonOption,
     TargetFieldOption,
-    fail,
-    guarded,
 )
 
 data_app = typer.Typer(help="Datasets the pipeline trains on.", no_args_is_help=True)
@@ -41,7 +40,7 @@ def open_store(bucket: str | None, region: str | None, local_run: Path | None) -
 
         return S3Mirror(local_run / MIRROR_DIR), bucket or LOCAL_DEPLOYMENT.bucket
     if not bucket:
-        raise fail("pass --bucket (the stack's BucketName output) or --local-run FOLDER")
+        raise CommandError("pass --bucket (the stack's BucketName output) or --local-run FOLDER")
     import boto3
 
     from pipelines.publishing import S3Store
@@ -63,21 +62,12 @@ def publish_data(
     next run (DatasetVersion=latest, what the schedule passes) trains on it."""
     import json
 
-    from pipelines.publishing import PublishError, publish_dataset
+    from pipelines.publishing import publish_dataset
 
     store, bucket = open_store(bucket, region, local_run)
-    try:
-        published = guarded(
-            lambda: publish_dataset(
-                data,
-                store,
-                bucket,
-                input_field=input_field,
-                target_field=target_field,
-            )
-        )
-    except PublishError as err:
-        raise fail(str(err)) from err
+    published = publish_dataset(
+        data, store, bucket, input_field=input_field, target_field=target_field
+    )
     if as_json:
         typer.echo(json.dumps({"version": published.version, "uri": published.uri,
                                "records": published.records, "new": published.new}))  # fmt: skip
@@ -102,19 +92,16 @@ def publish_baseline_command(
     local_run: LocalRunOption = None,
 ) -> None:
     """Store a train-mode run's evaluation as the baseline BaselineMode=reuse runs compare with."""
-    from pipelines.publishing import PublishError, publish_baseline
+    from pipelines.publishing import publish_baseline
 
     store, bucket = open_store(bucket, region, local_run)
     if evaluation.startswith("s3://"):
         source_bucket, _, key = evaluation.removeprefix("s3://").partition("/")
-        body = guarded(lambda: store.get(source_bucket, key))
+        body = store.get(source_bucket, key)
     else:
         try:
             body = Path(evaluation).read_bytes()
         except OSError as err:
-            raise fail(f"{evaluation}: cannot read it ({err.strerror})") from err
-    try:
-        uri = guarded(lambda: publish_baseline(body, evaluation, store, bucket))
-    except PublishError as err:
-        raise fail(str(err)) from err
+            raise CommandError(f"{evaluation}: cannot read it ({err.strerror})") from err
+    uri = publish_baseline(body, evaluation, store, bucket)
     typer.echo(f"stored the baseline at {uri}")

@@ -12,15 +12,15 @@ import typer
 
 from pipelines.cli import options
 from pipelines.cli.options import (
+    CommandError,
     InputFieldOption,
     ParamOption,
     TargetFieldOption,
     TaskOption,
-    fail,
     parse_assignments,
 )
 from training_scripts import contracts
-from training_scripts.common import format_bytes
+from training_scripts.measurements import format_bytes
 
 MODEL_COLUMNS = (
     "model",
@@ -137,16 +137,14 @@ def run_local_command(
     ] = False,
 ) -> None:
     """Run the SageMaker pipeline definition on this machine, end to end."""
-    from pipelines.local.errors import StepFailedError, UnsupportedConstructError
-    from pipelines.local.run import SAMPLE_DATA, LocalRunError, run_local
-    from pipelines.registry import RegistryError, local_registry_location
+    from pipelines.local.run import SAMPLE_DATA, run_local
+    from pipelines.registry import local_registry_location
 
-    try:
-        local = local_registry_location(registry)
-    except RegistryError as err:
-        raise fail(str(err)) from err
+    local = local_registry_location(registry)
     if local is None:
-        raise fail("run-local registers into a local registry: --registry local:PATH or PATH")
+        raise CommandError(
+            "run-local registers into a local registry: --registry local:PATH or PATH"
+        )
     registry_path, group = local
     try:
         # Progress goes to stderr; stdout holds only the summary.
@@ -167,14 +165,8 @@ def run_local_command(
                 tracking_store=None if tracking == "none" else Path(tracking),
                 log=lambda line: typer.echo(line, err=True),
             )
-    except (
-        LocalRunError,
-        UnsupportedConstructError,
-        StepFailedError,
-        RegistryError,
-        ValueError,
-    ) as err:
-        raise fail(str(err)) from err
+    except ValueError as err:  # a setting the run refuses (its message names it)
+        raise CommandError(str(err)) from err
     print_summary(run)
     if run.result.status != "Succeeded":
-        raise fail(run.result.failure, code=1)
+        raise CommandError(run.result.failure, code=1)

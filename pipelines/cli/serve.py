@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli.options import DEFAULT_REGISTRY, RegistryOption, fail, guarded, open_registry
+from pipelines.cli.options import DEFAULT_REGISTRY, CommandError, RegistryOption, open_registry
 
 StageOption = Annotated[str, typer.Option(help="The stage whose deployed versions serve.")]
 
@@ -27,32 +27,29 @@ def serve_command(
     import uvicorn
 
     from pipelines.registry.lifecycle import PROMOTION_STAGES
-    from pipelines.serving.adapters import AdapterModel, ServingError, unpack_adapter
+    from pipelines.serving.adapters import AdapterModel, unpack_adapter
     from pipelines.serving.catalog import artifact_path, in_stage
     from pipelines.serving.server import create_app
 
     if stage not in PROMOTION_STAGES:
-        raise fail(f"--stage {stage!r}: use one of {', '.join(PROMOTION_STAGES)}")
+        raise CommandError(f"--stage {stage!r}: use one of {', '.join(PROMOTION_STAGES)}")
     store = open_registry(registry)
-    try:
-        served = guarded(lambda: in_stage(store, stage))
-        with tempfile.TemporaryDirectory(prefix="peftops-serve-") as scratch:
-            adapters = {
-                task: unpack_adapter(artifact_path(v), Path(scratch))
-                for task, v in served.versions.items()
-            }
-            model = AdapterModel(served.base_model, adapters)
-            versions = {task: v.version for task, v in served.versions.items()}
-            typer.echo(
-                f"peftops: serving {stage} on http://{host}:{port}: "
-                + ", ".join(f"{t} (version {n})" for t, n in sorted(versions.items()))
-                + f" on {served.base_model}",
-                err=True,
-            )
-            app = create_app(model, stage=stage, versions=versions)
-            uvicorn.run(app, host=host, port=port, log_level="warning")
-    except ServingError as err:
-        raise fail(str(err)) from err
+    served = in_stage(store, stage)
+    with tempfile.TemporaryDirectory(prefix="peftops-serve-") as scratch:
+        adapters = {
+            task: unpack_adapter(artifact_path(v), Path(scratch))
+            for task, v in served.versions.items()
+        }
+        model = AdapterModel(served.base_model, adapters)
+        versions = {task: v.version for task, v in served.versions.items()}
+        typer.echo(
+            f"peftops: serving {stage} on http://{host}:{port}: "
+            + ", ".join(f"{t} (version {n})" for t, n in sorted(versions.items()))
+            + f" on {served.base_model}",
+            err=True,
+        )
+        app = create_app(model, stage=stage, versions=versions)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def invoke_command(
@@ -71,6 +68,6 @@ def invoke_command(
     try:
         typer.echo(invoke(endpoint, task, text, max_new_tokens))
     except InvokeError as err:
-        raise fail(str(err), code=1) from err
+        raise CommandError(str(err), code=1) from err
     except (ClientError, BotoCoreError) as err:
-        raise fail(f"AWS: {err}", code=1) from err
+        raise CommandError(f"AWS: {err}", code=1) from err

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.functions.registered_adapter import BASE_COMPONENT
-from training_scripts.common import PeftMethod, Precision
+from training_scripts.enums import PeftMethod, Precision
 
 # The methods train.py trains as adapters; the full fine-tune is the baseline, not a choice.
 ADAPTER_METHODS = tuple(m.value for m in PeftMethod if m.is_adapter)

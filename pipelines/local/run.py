@@ -39,9 +39,8 @@ from pipelines.local.s3_mirror import S3Mirror
 from pipelines.local.step_cache import StepCache
 from pipelines.publishing import PublishedDataset, PublishError, publish_dataset
 from pipelines.registry import LocalRegistry
-from training_scripts import contracts, model_card, report
-from training_scripts.common import PROJECT_LOGGERS
-from training_scripts.tracking import EXPERIMENT_NAME, RUN_LABEL, TRACKING_URI
+from training_scripts import contracts, report
+from training_scripts.contracts import PROJECT_LOGGERS
 
 MIRROR_DIR = "s3"  # the bucket(s), under the run folder
 SERVICE_DIR = "service"  # what the service remembers between runs: its step cache
@@ -51,7 +50,7 @@ EVALUATION_OUTPUTS = (
     contracts.EVALUATION.file_name,
     "predictions.jsonl",
     "report.html",
-    model_card.MARKDOWN,
+    contracts.MODEL_CARD_MARKDOWN,
 )
 # Job output shown live: the scripts' own log lines (progress with the time left among them);
 # the rest, the Trainer's own records included, is in each job's log file.
@@ -228,9 +227,11 @@ def run_local(
         # data are known good: a refused run leaves no store behind.
         # One experiment per model group: a smoke preset's runs stay apart from real ones.
         tracking = {
-            TRACKING_URI: prepare_tracking_store(tracking_store, config.model_package_group),
-            EXPERIMENT_NAME: config.model_package_group,
-            RUN_LABEL: f"{task_name} · {preset_name}",
+            contracts.TRACKING_URI_VARIABLE: prepare_tracking_store(
+                tracking_store, config.model_package_group
+            ),
+            contracts.EXPERIMENT_NAME_VARIABLE: config.model_package_group,
+            contracts.RUN_LABEL_VARIABLE: f"{task_name} · {preset_name}",
         }
     run = collect_evaluation(executor.execute(observer_environment=tracking), out)
     run.dataset = dataset

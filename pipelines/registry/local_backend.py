@@ -104,6 +104,8 @@ class _NoTableError(Exception):
 class LocalRegistry:
     """A SQLite file holding one model group's versions, as SageMaker's registry would."""
 
+    deploys_here = True  # promoted versions are smoke-tested by `peftops models promote` itself
+
     def __init__(self, path: Path, group: str, *, clock: Callable[[], str] = _now) -> None:
         self.path = path
         self.group = group

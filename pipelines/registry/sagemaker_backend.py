@@ -36,6 +36,8 @@ GROUP_HINT_LIMIT = 20  # groups an empty answer looks through for versions
 class SageMakerRegistry:
     """The SageMaker Model Registry: a model package group's versions."""
 
+    deploys_here = False  # the stage's deployer (a Lambda on the registry's events) deploys
+
     def __init__(self, group: str, *, sagemaker_client: Any = None, s3_client: Any = None) -> None:
         import boto3
 

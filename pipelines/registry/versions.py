@@ -102,6 +102,9 @@ class Registration:
 
 class Registry(Protocol):
     group: str  # the model group this registry reads and writes
+    # Whether a promotion's deployment runs in this process (a local registry: its versions are
+    # smoke-tested and served here) or in the stage's deployer (SageMaker: an EventBridge rule).
+    deploys_here: bool
 
     def register(self, entry: Registration) -> ModelVersion: ...
 

@@ -65,18 +65,18 @@ class AdapterModel:
         from peft import PeftModel
         from transformers.utils import logging as transformers_logging
 
-        from training_scripts import common
+        from training_scripts import model_loading
 
         # A server's console shows requests and errors, not a progress bar per weight file.
         transformers_logging.disable_progress_bar()
         if BASE in adapters:
             raise ServingError(f"{BASE!r} names the base model; a task cannot be called so")
-        self.tokenizer = common.load_tokenizer(base_model)
+        self.tokenizer = model_loading.load_tokenizer(base_model)
         self.tokenizer.padding_side = "left"  # causal LMs continue from the last token
         # Served unquantized, as the endpoint's base component serves it: a QLoRA adapter's
         # weights apply to the full-precision base (the QLoRA paper's inference setting).
-        base = common.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
-        if common.is_seq2seq(base.config):
+        base = model_loading.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
+        if model_loading.is_seq2seq(base.config):
             raise ServingError("serving takes causal language models; this base is seq2seq")
         self.tasks = tuple(sorted(adapters))
         self.model: Any = base
@@ -93,9 +93,9 @@ class AdapterModel:
         self.lock = threading.Lock()  # one generate at a time: a model is not thread-safe
 
     def prompt(self, text: str) -> list[int]:
-        from training_scripts import common
+        from training_scripts import prompts
 
-        return common.prompt_ids(self.tokenizer, text)
+        return prompts.prompt_ids(self.tokenizer, text)
 
     def generate(self, requests: Sequence[Request]) -> list[Answer]:
         """Greedy continuations of a batch whose rows may each name another task."""

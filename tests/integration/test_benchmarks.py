@@ -22,7 +22,8 @@ from benchmarks.measure import (
 from benchmarks.naive import encode_naive, example_ids, pad_to_max_length
 from benchmarks.run import long_prompt_rows, summarize
 from tests.conftest import REPO
-from training_scripts.common import INPUT_KEY, TARGET_KEY, load_tokenizer
+from training_scripts.contracts import INPUT_KEY, TARGET_KEY
+from training_scripts.model_loading import load_tokenizer
 
 ROWS = [
     {

@@ -1,5 +1,5 @@
 """bitsandbytes 0.50 on CPU repacks 4-bit weights on an eval-mode forward without grad, after
-which gradients through them are garbage. Evaluation must go through common.evaluation_mode,
+which gradients through them are garbage. Evaluation must go through model_loading.evaluation_mode,
 and training must refuse a repacked model. Checked against a dequantized fp32 reference."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from training_scripts.common import (
+from training_scripts.model_loading import (
     assert_4bit_weights_trainable,
     evaluation_mode,
     load_model,

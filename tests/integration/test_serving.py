@@ -95,16 +95,16 @@ def alone(base_model: str, adapter: Path | None) -> list[str]:
     import torch
     from peft import PeftModel
 
-    from training_scripts import common
+    from training_scripts import model_loading, prompts
 
-    tokenizer = common.load_tokenizer(base_model)
-    model = common.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
+    tokenizer = model_loading.load_tokenizer(base_model)
+    model = model_loading.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     answers = []
     for dialogue in DIALOGUES:
-        ids = torch.tensor([common.prompt_ids(tokenizer, dialogue)])
+        ids = torch.tensor([prompts.prompt_ids(tokenizer, dialogue)])
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
@@ -144,12 +144,12 @@ def test_evaluation_scores_the_answers_serving_gives(
     adapter merged into the unquantized base, in its batches, and gets the served answers."""
     import torch
 
-    from training_scripts import common, evaluate
+    from training_scripts import evaluate, model_loading
 
     registry = LocalRegistry(staging.root / "registry.sqlite", "peftops-smoke")
     versions = {v.task: v for v in registry.list()}
     base_model = versions[TASKS[0]].metadata["base_model"]
-    tokenizer = common.load_tokenizer(base_model)
+    tokenizer = model_loading.load_tokenizer(base_model)
     arguments = evaluate.EvaluateArguments(
         base_model=base_model, adapter_dir="-", baseline_dir="-", test_dir="-",
         max_new_tokens=MAX_NEW_TOKENS, batch_size=len(DIALOGUES),
@@ -242,10 +242,10 @@ def test_two_adapters_cost_at_most_their_size_and_a_tenth_more_than_the_base_alo
     tiny_causal: Path, tmp_path: Path
 ) -> None:
     from benchmarks.serving import make_adapters, resident
-    from training_scripts import common
+    from training_scripts import measurements
 
     adapters = make_adapters(str(tiny_causal), tmp_path)
     base_alone = resident(str(tiny_causal), {})["rss_bytes"]
     with_adapters = resident(str(tiny_causal), adapters)["rss_bytes"]
-    adapter_bytes = sum(common.directory_size(p) for p in adapters.values())
+    adapter_bytes = sum(measurements.directory_size(p) for p in adapters.values())
     assert base_alone < with_adapters <= base_alone * 1.10 + adapter_bytes

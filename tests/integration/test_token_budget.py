@@ -20,8 +20,9 @@ from training_scripts.batching import (
     budget_batches,
     resolved_token_budget,
 )
-from training_scripts.common import PeftMethod, load_model, load_tokenizer
+from training_scripts.enums import PeftMethod
 from training_scripts.guarded_trainer import next_token_labels
+from training_scripts.model_loading import load_model, load_tokenizer
 from training_scripts.packed_attention import PACKED_SDPA, example_lengths, use_packed_attention
 from training_scripts.train import FineTuneRecipe, TrainArguments
 

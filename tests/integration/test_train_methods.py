@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training_scripts.common import PeftMethod, load_model, load_peft_model, load_tokenizer
+from training_scripts.enums import PeftMethod
+from training_scripts.model_loading import load_model, load_peft_model, load_tokenizer
 from training_scripts.train import FineTuneRecipe, TrainArguments
 from training_scripts.trainable_model import save_outputs
 
@@ -328,7 +329,7 @@ def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
 
 def test_over_long_examples_are_cut_in_the_dialogue_and_counted(tiny_causal: Path) -> None:
     from training_scripts.batching import EncodingStats, encode_causal
-    from training_scripts.common import INSTRUCTION
+    from training_scripts.prompts import INSTRUCTION
 
     tokenizer = load_tokenizer(str(tiny_causal))
     stats = EncodingStats()

@@ -32,6 +32,8 @@ def project_modules() -> list[Path]:
 
 
 def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports by absolute name; `from package import name` counts as
+    `package.name` too, since the name may be a module."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -39,6 +41,7 @@ def imported_modules(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -107,6 +110,44 @@ PARTS = sorted(ALLOWED, key=len, reverse=True)
 
 def part_of(module: str) -> str | None:
     return next((p for p in PARTS if module == p or module.startswith(p + ".")), None)
+
+
+# What host code (app.py, infra/, pipelines/) takes from the jobs' code: the files they hand
+# over, the prompt format, the typed enums and the logging setup they share. The container code
+# is no utility library: anything else stays inside the jobs, except where one definition on
+# both sides is the point (below, per layer, with why).
+HOST_SHARED = frozenset(
+    {
+        "training_scripts.contracts",
+        "training_scripts.prompts",
+        "training_scripts.enums",
+        "training_scripts.logs",
+    }
+)
+HOST_EXCEPTIONS = {
+    # `data publish` refuses what preprocess.py would refuse, with preprocess.py's own parser.
+    "pipelines.publishing": {"training_scripts.preprocess"},
+    # The run's report is rendered again with its registration outcome, by the same template.
+    "pipelines.local": {"training_scripts.report"},
+    # The local endpoint loads base and adapters as evaluate.py loads what it scores.
+    "pipelines.serving": {"training_scripts.model_loading"},
+    # The run's table shows sizes and memory as its report does.
+    "pipelines.cli": {"training_scripts.measurements"},
+}
+HOST_FILES = [
+    REPO / "app.py",
+    *(p for p in project_modules() if p.parts[len(REPO.parts)] in ("pipelines", "infra")),
+]
+
+
+@pytest.mark.parametrize("path", HOST_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_host_code_takes_only_the_shared_modules_from_the_jobs_code(path: Path) -> None:
+    relative = path.relative_to(REPO).with_suffix("")
+    own = part_of(".".join(relative.parts)) or str(relative)
+    allowed = HOST_SHARED | HOST_EXCEPTIONS.get(own, set())
+    for module in imported_modules(path):
+        if module.startswith("training_scripts.") and module.count(".") == 1:
+            assert module in allowed, f"{relative} imports {module}, which is the jobs' own code"
 
 
 @pytest.mark.parametrize("path", project_modules(), ids=lambda p: str(p.relative_to(REPO)))

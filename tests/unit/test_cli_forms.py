@@ -134,3 +134,74 @@ def test_train_prints_no_library_noise() -> None:
     assert "kernels-community" not in done.stderr
     if not has_avx512_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes does not try the hub kernel here")
+
+
+def _raiser(error: BaseException):
+    def command(*args, **kwargs):
+        raise error
+
+    return command
+
+
+def _domain_errors() -> list[tuple[BaseException, int, str]]:
+    from botocore.exceptions import ClientError, NoRegionError
+
+    from pipelines.cli.options import CommandError
+    from pipelines.local.errors import StepFailedError, UnsupportedConstructError
+    from pipelines.local.run import LocalRunError
+    from pipelines.publishing import PublishError
+    from pipelines.serving.adapters import ServingError
+    from training_scripts.contracts import ContractError
+
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "ListModelPackages")
+    return [
+        (RegistryError("version 9 is not in peftops-adapters"), 2, "version 9 is not in"),
+        (ContractError("evaluation.json: schema 1; rerun"), 2, "evaluation.json: schema 1"),
+        (PublishError("data.csv: holds no records"), 2, "data.csv: holds no records"),
+        (ServingError("no version in staging"), 2, "no version in staging"),
+        (LocalRunError("--preset huge: unknown"), 2, "--preset huge: unknown"),
+        (StepFailedError("step Evaluate failed"), 2, "step Evaluate failed"),
+        (UnsupportedConstructError("step X: type Y"), 2, "step X: type Y"),
+        (denied, 2, "AWS: An error occurred (AccessDenied)"),
+        (NoRegionError(), 2, "AWS: You must specify a region"),
+        (CommandError("the run failed", code=1), 1, "the run failed"),
+    ]
+
+
+# Where each command family reaches the registry or AWS first: a domain error raised there
+# must come out of the root as one line and its exit code, whatever the command.
+COMMANDS = {
+    "models list": ("pipelines.cli.models.open_registry", ["models", "list"]),
+    "models show": ("pipelines.cli.models.open_registry", ["models", "show", "1"]),
+    "models approve": (
+        "pipelines.cli.models.open_registry",
+        ["models", "approve", "1", "-d", "why"],
+    ),
+    "serve": ("pipelines.cli.serve.open_registry", ["serve", "--stage", "staging"]),
+    "data publish": (
+        "pipelines.cli.publish.open_store",
+        ["data", "publish", "--data", "x.jsonl", "--bucket", "b"],
+    ),
+    "pipeline start": ("boto3.client", ["pipeline", "start", "--name", "p"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_commands_user_errors_are_one_line_from_the_root(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, argv = COMMANDS[command]
+    for error, code, line in _domain_errors():
+        monkeypatch.setattr(target, _raiser(error))
+        done = CliRunner().invoke(app, argv)
+        assert done.exit_code == code, (command, error, done.output)
+        assert done.output.count("\n") == 1 and f"peftops: error: {line}" in done.output, (
+            command,
+            done.output,
+        )
+
+
+def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipelines.cli.models.open_registry", _raiser(KeyError("bug")))
+    done = CliRunner().invoke(app, ["models", "list"])
+    assert isinstance(done.exception, KeyError) and "peftops: error" not in done.output

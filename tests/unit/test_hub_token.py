@@ -12,7 +12,7 @@ from moto import mock_aws
 from pipelines.definition import definition_json
 from pipelines.definition.config import Deployment, PipelineConfig
 from pipelines.definition.service_rules import steps_of
-from training_scripts import common
+from training_scripts import contracts, job_environment, model_loading
 
 TOKEN = "hf_secretvalue1234567890"
 
@@ -29,8 +29,8 @@ def secret(monkeypatch: pytest.MonkeyPatch):
 
 def test_the_token_is_read_from_the_secret_into_the_process(secret, monkeypatch) -> None:
     arn = secret.create_secret(Name="peftops/hf-token", SecretString=TOKEN)["ARN"]
-    monkeypatch.setenv(common.HUB_TOKEN_SECRET_VARIABLE, arn)
-    assert common.use_hub_token_from_secrets_manager()
+    monkeypatch.setenv(contracts.HUB_TOKEN_SECRET_VARIABLE, arn)
+    assert job_environment.use_hub_token_from_secrets_manager()
     import os
 
     assert os.environ["HF_TOKEN"] == TOKEN
@@ -40,8 +40,8 @@ def test_a_json_secret_holds_it_under_hf_token(secret, monkeypatch) -> None:
     arn = secret.create_secret(Name="peftops/json", SecretString=json.dumps({"HF_TOKEN": TOKEN}))[
         "ARN"
     ]
-    monkeypatch.setenv(common.HUB_TOKEN_SECRET_VARIABLE, arn)
-    assert common.use_hub_token_from_secrets_manager()
+    monkeypatch.setenv(contracts.HUB_TOKEN_SECRET_VARIABLE, arn)
+    assert job_environment.use_hub_token_from_secrets_manager()
     import os
 
     assert os.environ["HF_TOKEN"] == TOKEN
@@ -49,14 +49,16 @@ def test_a_json_secret_holds_it_under_hf_token(secret, monkeypatch) -> None:
 
 def test_a_missing_secret_is_a_one_line_error_without_the_token(secret, monkeypatch) -> None:
     arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:peftops/none-AbCdEf"
-    monkeypatch.setenv(common.HUB_TOKEN_SECRET_VARIABLE, arn)
-    with pytest.raises(common.HubTokenError, match="cannot read the Hugging Face token secret"):
-        common.use_hub_token_from_secrets_manager()
+    monkeypatch.setenv(contracts.HUB_TOKEN_SECRET_VARIABLE, arn)
+    with pytest.raises(
+        job_environment.HubTokenError, match="cannot read the Hugging Face token secret"
+    ):
+        job_environment.use_hub_token_from_secrets_manager()
 
 
 def test_without_a_secret_nothing_is_read(monkeypatch) -> None:
-    monkeypatch.delenv(common.HUB_TOKEN_SECRET_VARIABLE, raising=False)
-    assert not common.use_hub_token_from_secrets_manager()
+    monkeypatch.delenv(contracts.HUB_TOKEN_SECRET_VARIABLE, raising=False)
+    assert not job_environment.use_hub_token_from_secrets_manager()
 
 
 def test_jobs_get_the_secret_arn_never_a_token() -> None:
@@ -72,7 +74,7 @@ def test_jobs_get_the_secret_arn_never_a_token() -> None:
     jobs = [s for s in steps_of(definition["Steps"]) if s["Type"] in ("Training", "Processing")]
     assert len(jobs) == 5  # preprocess, two trainings, two evaluations
     for step in jobs:
-        assert step["Arguments"]["Environment"][common.HUB_TOKEN_SECRET_VARIABLE] == arn
+        assert step["Arguments"]["Environment"][contracts.HUB_TOKEN_SECRET_VARIABLE] == arn
     assert 'HF_TOKEN"' not in body and "hf_" not in body.replace("peftops/hf-token", "")
 
 
@@ -83,8 +85,8 @@ def test_only_a_full_secret_arn_is_accepted() -> None:
 
 def test_a_model_neither_here_nor_on_the_hub_is_one_line_naming_the_fix(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(common.ModelNotFoundError) as caught:
-        common.load_tokenizer("peftops-tests/no-such-model")
+    with pytest.raises(model_loading.ModelNotFoundError) as caught:
+        model_loading.load_tokenizer("peftops-tests/no-such-model")
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("peftops-tests/no-such-model: no such model folder")

@@ -77,7 +77,7 @@ def test_definition_offline_without_credentials_is_byte_identical(tmp_path: Path
     assert code in outputs[0].decode()
     with tarfile.open(tmp_path / "assets-0" / code) as tar:
         names = tar.getnames()
-    assert {"train.py", "preprocess.py", "evaluate.py", "common.py", "requirements.lock"} <= set(
+    assert {"train.py", "preprocess.py", "evaluate.py", "prompts.py", "requirements.lock"} <= set(
         names
     )
     if not isolate:

@@ -4,6 +4,7 @@ the SageMaker API model, and agreement with the scripts' own argument parsers.""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import io
 import json
@@ -876,3 +877,34 @@ def test_a_pipeline_name_too_long_for_its_functions_is_refused() -> None:
         PipelineConfig(name="p" * 48)
     with pytest.raises(ValueError, match="at most 47 characters"):
         PipelineConfig(name="a" + "-" * 300 + "b")
+
+
+# What a run sets for its jobs: the model, the data's version, the method, the baseline to
+# compare with. Every other argument a default deployment passes is the job's own default, so
+# `train.py --help` and `evaluate.py --help` show what the pipeline runs.
+SET_PER_RUN = {
+    "model_name_or_path",
+    "base_model",
+    "dataset_version",
+    "method",
+    "learning_rate",
+    "baseline_dir",
+    "baseline_evaluation",
+}
+
+
+def test_a_default_deployment_runs_every_job_on_the_jobs_own_defaults() -> None:
+    from training_scripts.train import DEFAULT_LEARNING_RATES
+
+    parsed = job_arguments(build(PipelineConfig())[0])
+    assert set(parsed) == {"TrainAdapter", "TrainBaseline", "Evaluate", "EvaluateStoredBaseline"}
+    for name, args in parsed.items():
+        for field in dataclasses.fields(args):
+            if field.name in SET_PER_RUN or field.default is dataclasses.MISSING:
+                continue  # set per run, or a path (SageMaker's in a job)
+            assert getattr(args, field.name) == field.default, (
+                f"{name}: the pipeline passes --{field.name.replace('_', '-')} "
+                f"{getattr(args, field.name)!r}, {type(args).__name__} defaults to {field.default!r}"
+            )
+        if hasattr(args, "resolved_learning_rate"):
+            assert args.resolved_learning_rate == DEFAULT_LEARNING_RATES[args.method], name

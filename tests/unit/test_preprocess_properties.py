@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from training_scripts import common, contracts, preprocess
+from training_scripts import contracts, preprocess
 from training_scripts.preprocess import normalize_text
 
 # Text as users' files hold it: any character but lone surrogates (those are generated on
@@ -148,8 +148,8 @@ def check(name: str, lines: list[Line], bom: bool, skip: bool) -> None:
         written = set()
         for split in manifest["splits"].values():
             # As training reads them (U+2028 or U+0085 in a field is no line break).
-            for record in common.read_jsonl(Path(tmp) / "out" / split["file"]):
-                written.add((record[common.INPUT_KEY], record[common.TARGET_KEY]))
+            for record in contracts.read_jsonl(Path(tmp) / "out" / split["file"]):
+                written.add((record[contracts.INPUT_KEY], record[contracts.TARGET_KEY]))
         assert written == expected
 
 

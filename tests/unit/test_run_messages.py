@@ -8,7 +8,7 @@ import pytest
 from pipelines.local.executor import RunResult, StepRecord
 from pipelines.local.run import registration_outcome
 from pipelines.registry import ModelVersion
-from training_scripts.common import progress
+from training_scripts.measurements import progress
 from training_scripts.report import registration
 
 
