@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipelines.functions import layout
-from training_scripts import contracts, preprocess
+from training_scripts import contracts, preprocess, readers
 
 
 class ObjectStore(Protocol):
@@ -54,8 +54,8 @@ def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple
     first bad record stops it, named by file and line; too few examples to split stop it)."""
     defaults = preprocess.PreprocessArguments()
     try:
-        files = preprocess.discover_files(source)
-        inputs, items = preprocess.read_files(files)
+        files = readers.discover_files(source)
+        inputs, items = readers.read_files(files)
         examples, _, _ = preprocess.build_examples(
             items,
             input_field=input_field,
@@ -66,7 +66,7 @@ def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple
         )
         records = sum(entry.records for entry in inputs)
         if not records:
-            raise preprocess.DataError(f"{source}: holds no records")
+            raise readers.DataError(f"{source}: holds no records")
         splits = preprocess.split_examples(
             examples,
             seed=defaults.seed,
@@ -74,11 +74,11 @@ def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple
             test_fraction=defaults.test_fraction,
         )
         if not splits["test"]:
-            raise preprocess.DataError(
+            raise readers.DataError(
                 f"{source}: {len(examples)} distinct examples leave no test split for the "
                 "pipeline's evaluation; publish at least 3 dialogues"
             )
-    except preprocess.DataError as err:
+    except readers.DataError as err:
         raise PublishError(str(err)) from None
     return files, records
 

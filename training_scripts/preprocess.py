@@ -18,7 +18,6 @@ dialogue that appears with several summaries never straddles two splits.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -26,7 +25,7 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,16 +38,15 @@ else:
     import logs
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import contracts, job_environment, prompts
+    from . import contracts, job_environment, prompts, readers
 else:  # run as `python preprocess.py`, as in the SageMaker job: sibling modules are top-level
     import contracts
     import job_environment
     import prompts
+    import readers
 
 
 logger = logging.getLogger("preprocess")
-
-SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 DROP_REASONS = (
     "invalid_utf8",
     "invalid_json",
@@ -59,12 +57,6 @@ DROP_REASONS = (
     "empty_field",
     "duplicate",
 )
-HF_PREFIX = "hf:"
-CSV_FIELD_LIMIT = 16 * 2**20  # characters; Python's default, 128 KiB, refuses long transcripts
-
-
-class DataError(ValueError):
-    """Bad input data; the message names where and what to do."""
 
 
 @dataclass
@@ -80,10 +72,10 @@ class PreprocessArguments:
         "Where the splits and manifest.json are written.",
     )
     input_field: str = field(
-        default="dialogue", metadata={"help": "Record field holding the text to summarize."}
+        default="dialogue", metadata={"help": "readers.Record field holding the text to summarize."}
     )
     target_field: str = field(
-        default="summary", metadata={"help": "Record field holding the reference summary."}
+        default="summary", metadata={"help": "readers.Record field holding the reference summary."}
     )
     validation_fraction: float = field(
         default=0.1, metadata={"help": "Share of dialogues for validation."}
@@ -110,23 +102,10 @@ class PreprocessArguments:
 
     def __post_init__(self) -> None:
         if self.max_input_tokens <= 0:
-            raise DataError(
+            raise readers.DataError(
                 f"--max-input-tokens must be > 0, got {self.max_input_tokens}: it is the token "
                 "budget every input is cut to"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    location: str  # "file line N", for error messages and the output's `source`
-    fields: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    location: str
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,225 +114,6 @@ class Example:
     input: str
     target: str
     source: str
-
-
-@dataclass
-class InputFile:
-    path: str
-    format: str
-    sha256: str
-    records: int = 0
-
-
-# --- reading -------------------------------------------------------------------------------
-
-
-def _fix_hint(reason: str) -> str:
-    return {
-        "invalid_utf8": "re-encode the file as UTF-8",
-        "invalid_json": "make each line one JSON object",
-        "not_an_object": "make each line a JSON object with the input and target fields",
-        "extra_cells": "quote fields that contain the delimiter",
-    }.get(reason, "fix the record")
-
-
-def read_jsonl(path: Path) -> Iterator[Record | Invalid]:
-    with path.open("rb") as handle:
-        # One line at a time: memory follows the longest record, not the file.
-        for number, line in enumerate(handle, start=1):
-            raw = line.removesuffix(b"\n")
-            if number == 1:
-                # A UTF-8 byte-order mark (editors on Windows write one) is not part of line
-                # 1's record.
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-            if raw.strip():  # blank lines hold no record
-                yield jsonl_record(f"{path} line {number}", raw)
-
-
-def jsonl_record(location: str, raw: bytes) -> Record | Invalid:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return Invalid(
-            location,
-            "invalid_utf8",
-            f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})",
-        )
-    del raw  # a long line is held once, not twice, while it is parsed
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        return Invalid(
-            location, "invalid_json", f"malformed JSON ({err.msg} at column {err.colno})"
-        )
-    except RecursionError:
-        return Invalid(location, "invalid_json", "JSON nested too deeply to read")
-    except ValueError as err:  # e.g. an integer of thousands of digits
-        return Invalid(location, "invalid_json", f"unreadable JSON value ({err})")
-    if not isinstance(value, dict):
-        return Invalid(
-            location, "not_an_object", f"expected a JSON object, got {type(value).__name__}"
-        )
-    return Record(location, value)
-
-
-_SURROGATE = re.compile(r"[\udc80-\udcff]")
-
-
-def read_csv(path: Path) -> Iterator[Record | Invalid]:
-    # surrogateescape keeps bad bytes as markers, so one bad record does not hide the others
-    # and quoted fields spanning several lines keep their own line numbers; utf-8-sig drops a
-    # leading byte-order mark. Read as a stream: memory follows the longest row.
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        yield from _csv_records(path, handle)
-
-
-def _csv_records(path: Path, handle: Any) -> Iterator[Record | Invalid]:
-    # strict: a quote opened and never closed is an error, not a field that swallows every
-    # row after it.
-    reader = csv.reader(handle, strict=True)
-    csv.field_size_limit(CSV_FIELD_LIMIT)  # long dialogues are truncated later, not refused
-    try:
-        header = next(reader, None)
-    except csv.Error as err:
-        raise DataError(f"{path} line 1: malformed CSV header ({err})") from None
-    if header is None:
-        return
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise DataError(
-            f"{path} line 1: column names {repeated} repeat; give every column its own name"
-        )
-    for line, row in _rows(reader, path):
-        location = f"{path} line {line}"
-        if not any(cell.strip() for cell in row):
-            continue  # blank lines hold no record
-        if len(row) > len(header):
-            # More cells than columns: a field with an unquoted delimiter. Truncating would
-            # silently lose what the extra cells hold.
-            yield Invalid(
-                location, "extra_cells", f"{len(row)} cells, but the header names {len(header)}"
-            )
-            continue
-        fields = dict(zip(header, row, strict=False))  # a short row lacks its last fields
-        bad = next((k for k, v in fields.items() if _SURROGATE.search(v)), None)
-        if bad is not None:
-            yield Invalid(location, "invalid_utf8", f'field "{bad}" is not valid UTF-8')
-            continue
-        yield Record(location, fields)
-
-
-def _rows(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
-    """The reader's rows with the line each begins on (a quoted field may span lines);
-    malformed quoting stops the file there."""
-    previous_end = reader.line_num
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            line = previous_end + 1
-            if "unexpected end of data" in str(err):
-                raise DataError(
-                    f"{path} line {line}: a quoted field opened in this row is never closed, so "
-                    'it would swallow every row after it; close the quote (a literal " is "")'
-                ) from None
-            raise DataError(f"{path} line {line}: malformed CSV quoting ({err})") from None
-        yield previous_end + 1, row
-        previous_end = reader.line_num
-
-
-def read_parquet(path: Path) -> Iterator[Record | Invalid]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: not a readable Parquet file ({err}); write it again") from None
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield Record(f"{path} row {number}", row)
-
-
-READERS: dict[str, Callable[[Path], Iterator[Record | Invalid]]] = {
-    "jsonl": read_jsonl,
-    "csv": read_csv,
-    "parquet": read_parquet,
-}
-
-
-def discover_files(input_path: Path) -> list[Path]:
-    if input_path.is_file():
-        if input_path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise DataError(
-                f"{input_path}: unsupported file type; use one of {sorted(SUPPORTED_SUFFIXES)}"
-            )
-        return [input_path]
-    if input_path.is_dir():
-        files = sorted(
-            p
-            for p in input_path.rglob("*")
-            if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-        )
-        if not files:
-            raise DataError(
-                f"{input_path}: no {'/'.join(sorted(SUPPORTED_SUFFIXES))} files in this folder"
-            )
-        return files
-    raise DataError(
-        f"{input_path}: no such file or folder; pass --input with a data file or folder"
-    )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_files(files: list[Path]) -> tuple[list[InputFile], Iterator[Record | Invalid]]:
-    """Each file's entry for the manifest, and its records as a stream (read once, never held
-    all at once); an entry's `records` is complete once the stream is."""
-    inputs = [
-        InputFile(path=str(path), format=SUPPORTED_SUFFIXES[path.suffix.lower()], sha256="")
-        for path in files
-    ]
-
-    def records() -> Iterator[Record | Invalid]:
-        for path, entry in zip(files, inputs, strict=True):
-            try:
-                entry.sha256 = file_sha256(path)
-                for item in READERS[entry.format](path):
-                    entry.records += 1
-                    yield item
-            except OSError as err:
-                raise DataError(
-                    f"{path}: cannot read it ({err.strerror}); check its permissions"
-                ) from None
-
-    return inputs, records()
-
-
-def read_hub_dataset(
-    dataset_id: str, split: str
-) -> tuple[list[InputFile], Iterator[Record | Invalid]]:
-    from datasets import load_dataset
-
-    dataset = load_dataset(dataset_id, split=split)
-    entry = InputFile(
-        path=f"{HF_PREFIX}{dataset_id}[{split}]",
-        format="huggingface",
-        sha256=getattr(dataset, "_fingerprint", ""),
-        records=len(dataset),
-    )
-    records = (
-        Record(f"{HF_PREFIX}{dataset_id}[{split}] record {i + 1}", row)
-        for i, row in enumerate(dataset)
-    )
-    return [entry], records
 
 
 # --- validating and normalizing ------------------------------------------------------------
@@ -377,25 +137,27 @@ def normalize_text(text: str) -> str:
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def validate(record: Record, input_field: str, target_field: str) -> tuple[str, str] | Invalid:
+def validate(
+    record: readers.Record, input_field: str, target_field: str
+) -> tuple[str, str] | readers.Invalid:
     values = []
     for name in (input_field, target_field):
         if name not in record.fields or record.fields[name] is None:
             present = ", ".join(sorted(map(str, record.fields))) or "none"
-            return Invalid(
+            return readers.Invalid(
                 record.location,
                 "missing_field",
                 f'field "{name}" is missing (fields present: {present}); set --{"input" if name == input_field else "target"}-field',
             )
         value = record.fields[name]
         if not isinstance(value, str):
-            return Invalid(
+            return readers.Invalid(
                 record.location,
                 "not_text",
                 f'field "{name}" must be text, got {type(value).__name__}',
             )
         if _LONE_SURROGATE.search(value):
-            return Invalid(
+            return readers.Invalid(
                 record.location,
                 "invalid_utf8",
                 f'field "{name}" holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), '
@@ -403,7 +165,7 @@ def validate(record: Record, input_field: str, target_field: str) -> tuple[str, 
             )
         normalized = normalize_text(value)
         if not normalized:
-            return Invalid(record.location, "empty_field", f'field "{name}" is empty')
+            return readers.Invalid(record.location, "empty_field", f'field "{name}" is empty')
         values.append(normalized)
     return values[0], values[1]
 
@@ -443,7 +205,7 @@ def make_truncator(
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(
+        raise readers.DataError(
             f"--tokenizer {tokenizer_name}: cannot load it ({reason}); pass a model folder or "
             "hub id, or leave it empty to count words"
         ) from None
@@ -467,7 +229,7 @@ def split_examples(
         or not 0 <= test_fraction < 1
         or validation_fraction + test_fraction >= 1
     ):
-        raise DataError(
+        raise readers.DataError(
             "--validation-fraction and --test-fraction must be in [0, 1) and sum to less than 1"
         )
     groups: dict[str, list[Example]] = {}
@@ -487,7 +249,7 @@ def split_examples(
         "train": order[n_test + n_validation :],
     }
     if not cut["train"]:
-        raise DataError(
+        raise readers.DataError(
             f"only {n} distinct dialogue(s): too few to split; add data or lower the fractions"
         )
     return {
@@ -502,7 +264,7 @@ def split_examples(
 
 
 def build_examples(
-    items: Iterable[Record | Invalid],
+    items: Iterable[readers.Record | readers.Invalid],
     *,
     input_field: str,
     target_field: str,
@@ -515,16 +277,18 @@ def build_examples(
     examples: list[Example] = []
     truncated = 0
     for item in items:
-        outcome = item if isinstance(item, Invalid) else validate(item, input_field, target_field)
-        if isinstance(outcome, Invalid):
+        outcome = (
+            item if isinstance(item, readers.Invalid) else validate(item, input_field, target_field)
+        )
+        if isinstance(outcome, readers.Invalid):
             if not skip_invalid:
-                raise DataError(
-                    f"{outcome.location}: {outcome.message}. Fix it ({_fix_hint(outcome.reason)})"
+                raise readers.DataError(
+                    f"{outcome.location}: {outcome.message}. Fix it ({readers.fix_hint(outcome.reason)})"
                     + (f" or pass {skip_option} to skip such records." if skip_option else ".")
                 )
             dropped[outcome.reason] += 1
             continue
-        assert isinstance(item, Record)
+        assert isinstance(item, readers.Record)
         text, target = outcome
         # Duplicates as they would be trained on: two inputs that differ only past the token
         # budget are the same example once truncated.
@@ -547,10 +311,12 @@ def build_examples(
 
 
 def run(args: PreprocessArguments) -> dict[str, Any]:
-    if args.input.startswith(HF_PREFIX):
-        inputs, items = read_hub_dataset(args.input.removeprefix(HF_PREFIX), args.hf_split)
+    if args.input.startswith(readers.HF_PREFIX):
+        inputs, items = readers.read_hub_dataset(
+            args.input.removeprefix(readers.HF_PREFIX), args.hf_split
+        )
     else:
-        inputs, items = read_files(discover_files(Path(args.input)))
+        inputs, items = readers.read_files(readers.discover_files(Path(args.input)))
 
     truncate, counter, holds_control_tokens = make_truncator(args.tokenizer, args.max_input_tokens)
     examples, dropped, truncated = build_examples(
@@ -562,11 +328,11 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
     )
     records_in = sum(entry.records for entry in inputs)
     if records_in == 0:
-        raise DataError(
+        raise readers.DataError(
             f"{args.input}: holds no records; check the path and that the files are not empty"
         )
     if not examples:
-        raise DataError(
+        raise readers.DataError(
             f"{args.input}: none of the {records_in} records is valid ({dict(dropped)}); check --input-field/--target-field"
         )
     splits = split_examples(
@@ -602,7 +368,7 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
     try:
         return write_outputs(out, splits, manifest)
     except OSError as err:
-        raise DataError(
+        raise readers.DataError(
             f"{out}: cannot write the splits there ({err.strerror}); point --output-dir at a "
             "writable folder with free space"
         ) from None
@@ -646,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
         job_environment.use_hub_token_from_secrets_manager()  # the tokenizer of a gated base model
         manifest = run(args)
-    except (DataError, job_environment.HubTokenError) as err:
+    except (readers.DataError, job_environment.HubTokenError) as err:
         logger.error("error: %s", err)
         return 2
     logger.info(

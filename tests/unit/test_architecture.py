@@ -126,7 +126,7 @@ HOST_SHARED = frozenset(
 )
 HOST_EXCEPTIONS = {
     # `data publish` refuses what preprocess.py would refuse, with preprocess.py's own parser.
-    "pipelines.publishing": {"training_scripts.preprocess"},
+    "pipelines.publishing": {"training_scripts.preprocess", "training_scripts.readers"},
     # The run's report is rendered again with its registration outcome, by the same template.
     "pipelines.local": {"training_scripts.report"},
     # The local endpoint loads base and adapters as evaluate.py loads what it scores.

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from training_scripts import preprocess
+from training_scripts import preprocess, readers
 from training_scripts.preprocess import (
-    DataError,
     Example,
     PreprocessArguments,
     normalize_text,
     split_examples,
 )
+from training_scripts.readers import DataError
 
 
 def good(i: int) -> dict[str, str]:
@@ -550,9 +550,9 @@ def build(items: list, **kwargs) -> tuple[list[Example], dict[str, int], int]:
 
 def test_an_example_keeps_its_records_id_or_is_named_by_its_location() -> None:
     records = [
-        preprocess.Record("d.jsonl line 1", {**good(1), "id": 17}),
-        preprocess.Record("d.jsonl line 2", {**good(2), "id": ""}),
-        preprocess.Record("d.jsonl line 3", good(3)),
+        readers.Record("d.jsonl line 1", {**good(1), "id": 17}),
+        readers.Record("d.jsonl line 2", {**good(2), "id": ""}),
+        readers.Record("d.jsonl line 3", good(3)),
     ]
     examples, dropped, truncated = build(records)
     assert [(e.id, e.source) for e in examples] == [
@@ -573,7 +573,7 @@ def test_an_example_keeps_its_records_id_or_is_named_by_its_location() -> None:
 def test_an_invalid_record_stops_with_its_place_the_fix_and_the_way_to_skip(
     skip_option: str | None, ending: str
 ) -> None:
-    bad = preprocess.Invalid("d.jsonl line 4", "invalid_json", "not JSON")
+    bad = readers.Invalid("d.jsonl line 4", "invalid_json", "not JSON")
     with pytest.raises(DataError) as stopped:
         build([bad], skip_option=skip_option)
     assert str(stopped.value) == (
@@ -582,7 +582,7 @@ def test_an_invalid_record_stops_with_its_place_the_fix_and_the_way_to_skip(
 
 
 def test_the_default_way_to_skip_is_the_scripts_option() -> None:
-    bad = preprocess.Invalid("d.jsonl line 4", "invalid_json", "not JSON")
+    bad = readers.Invalid("d.jsonl line 4", "invalid_json", "not JSON")
     with pytest.raises(DataError, match=r" or pass --skip-invalid to skip such records\.$"):
         preprocess.build_examples(
             [bad], input_field="dialogue", target_field="summary", skip_invalid=False,
