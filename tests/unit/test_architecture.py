@@ -163,3 +163,96 @@ def test_layers_import_only_what_they_build_on(path: Path) -> None:
         if module == "pipelines":
             used = "pipelines"
         assert used is None or used in ALLOWED[own], f"{relative} imports {module}"
+
+
+# The picture's code boxes and the modules each holds (the longest prefix wins). SageMaker holds
+# no code (its arrows are what runs there); tests may import anything, but an arrow drawn from
+# them must still be an import.
+BOX_MODULES = {
+    "app": ["app"],
+    "infra": ["infra"],
+    "cli": ["pipelines.cli"],
+    "definition": ["pipelines.definition"],
+    "local": ["pipelines.local"],
+    "functions": ["pipelines.functions"],
+    "publishing": ["pipelines.publishing"],
+    "registry": ["pipelines.registry"],
+    "serving": ["pipelines.serving"],
+    "fixtures": ["pipelines.fixtures"],
+    "scripts": ["training_scripts"],
+    "shared": [f"training_scripts.{name}" for name in ("contracts", "prompts", "enums", "logs")],
+    "benchmarks": ["benchmarks"],
+    "tests": ["tests"],
+}
+RUNTIME_BOXES = {"sagemaker"}
+UNCHECKED_IMPORTERS = {"tests"}
+_PREFIXES = sorted(
+    ((prefix, box) for box, prefixes in BOX_MODULES.items() for prefix in prefixes),
+    key=lambda pair: -len(pair[0]),
+)
+
+
+def box_of(module: str) -> str | None:
+    return next((box for p, box in _PREFIXES if module == p or module.startswith(p + ".")), None)
+
+
+def resolved_imports(path: Path) -> set[str]:
+    """Every module `path` imports, relative imports resolved; `from package import name`
+    counts as `package.name` too."""
+    module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    package = module.split(".")[:-1]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = ".".join(package[: len(package) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            for alias in node.names:
+                # A submodule when there is one (`from training_scripts import contracts`),
+                # else a name from the module itself.
+                submodule = REPO.joinpath(*f"{base}.{alias.name}".split("."))
+                is_module = submodule.with_suffix(".py").is_file() or submodule.is_dir()
+                names.add(f"{base}.{alias.name}" if is_module else base)
+    return names
+
+
+def imported_arrows() -> dict[tuple[str, str], str]:
+    """(box, box) -> one import that makes the arrow, over every module of the picture's boxes."""
+    files = [REPO / "app.py", *project_modules(), *sorted((REPO / "tests").rglob("*.py"))]
+    arrows: dict[tuple[str, str], str] = {}
+    for path in files:
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        source = box_of(module)
+        for imported in sorted(resolved_imports(path)):
+            target = box_of(imported)
+            if source and target and target != source:
+                arrows.setdefault((source, target), f"{module} imports {imported}")
+    return arrows
+
+
+def drawn_arrows() -> set[tuple[str, str]]:
+    return set(re.findall(r"^\s*(\w+)\s*->\s*(\w+)", SOURCE.read_text(), re.M))
+
+
+def test_the_picture_draws_every_import_between_its_boxes() -> None:
+    drawn = drawn_arrows()
+    undrawn = {
+        f"{a} -> {b} ({why})"
+        for (a, b), why in imported_arrows().items()
+        if (a, b) not in drawn and a not in UNCHECKED_IMPORTERS
+    }
+    assert not undrawn, f"docs/architecture.dot lacks these arrows: {sorted(undrawn)}"
+
+
+def test_every_arrow_the_picture_draws_between_code_boxes_is_an_import() -> None:
+    imported = imported_arrows()
+    assert set(BOX_MODULES) | RUNTIME_BOXES == set(nodes()), "a box without its modules"
+    lacking = {
+        f"{a} -> {b}"
+        for a, b in drawn_arrows()
+        if not {a, b} & RUNTIME_BOXES and (a, b) not in imported
+    }
+    assert not lacking, f"docs/architecture.dot draws arrows no import makes: {sorted(lacking)}"
