@@ -100,7 +100,7 @@ MUTANTS := \
 
 mutation: venv
 	$(BIN)/mutmut run $(MUTANTS)
-	$(BIN)/python -m tests.mutation_score $(MUTANTS)
+	$(BIN)/python -m tools.mutation_score $(MUTANTS)
 
 # What benchmarks/gpu_check.sh needs on a GPU machine without network: the pinned
 # bitsandbytes/transformers/peft wheels for its Python 3.12, and SmolLM2's tokenizer.

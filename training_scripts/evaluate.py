@@ -29,11 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import sys
-import tarfile
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,25 +47,25 @@ else:
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
     from . import (
+        artifacts,
         contracts,
         enums,
+        generation,
         job_environment,
-        measurements,
         model_card,
         model_loading,
-        prompts,
         report,
         scoring,
         tracking,
     )
 else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules are top-level
+    import artifacts
     import contracts
     import enums
+    import generation
     import job_environment
-    import measurements
     import model_card
     import model_loading
-    import prompts
     import report
     import scoring
     import tracking
@@ -157,112 +154,6 @@ class EvaluateArguments:
 # --- artifacts -----------------------------------------------------------------------------
 
 
-def unpack_if_archive(path: str, scratch: Path) -> Path:
-    """A folder of model files; SageMaker's model.tar.gz (or a folder holding one) is unpacked
-    into `scratch`, which the caller removes."""
-    candidate = Path(path)
-    archive = candidate / "model.tar.gz" if candidate.is_dir() else candidate
-    if archive.is_file() and archive.name.endswith(".tar.gz"):
-        target = Path(tempfile.mkdtemp(prefix="model-", dir=scratch))
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
-        return target
-    if not candidate.is_dir():
-        raise FileNotFoundError(f"{path}: no such model folder or model.tar.gz")
-    return candidate
-
-
-def artifact_bytes(model_dir: Path, *, adapter: bool) -> int:
-    """Bytes a deployment must ship for this model: weights and config, not the tokenizer."""
-    if adapter:
-        files = [model_dir / "adapter_config.json", *model_dir.glob("adapter_model.*")]
-    else:
-        files = [
-            model_dir / "config.json",
-            *model_dir.glob("*.safetensors"),
-            *model_dir.glob("*.bin"),
-        ]
-    return sum(measurements.directory_size(f) for f in files if f.is_file())
-
-
-def adapter_parameter_count(adapter_dir: Path) -> int:
-    """Parameters stored in the adapter file: what trained (a loaded adapter is frozen)."""
-    from safetensors import safe_open
-
-    with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as handle:
-        return sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())  # noqa: SIM118
-
-
-def read_training_metrics(model_dir: Path) -> dict[str, Any]:
-    """train.py's metrics beside the model; a model trained elsewhere has none."""
-    path = contracts.TRAINING_METRICS.path(model_dir)
-    return contracts.TRAINING_METRICS.read(path) if path.is_file() else {}
-
-
-# --- generation ----------------------------------------------------------------------------
-
-
-def prompt_ids(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> list[int]:
-    """What the model reads, as train.py encodes it: the data's control-token strings as text."""
-    if not seq2seq:
-        return prompts.prompt_ids(tokenizer, dialogue)
-    text = prompts.render_prompt(tokenizer, dialogue, seq2seq=True)
-    return tokenizer(text, split_special_tokens=True)["input_ids"]
-
-
-@dataclass
-class Generated:
-    """One model's outputs on the test split, in input order, and what producing them took."""
-
-    summaries: list[str]
-    new_tokens: int
-    seconds: float
-
-
-def generate_summaries(
-    model: Any, tokenizer: Any, dialogues: list[str], args: EvaluateArguments, *, label: str = ""
-) -> Generated:
-    """Greedy decoding in batches of similar length (less padding), returned in input order;
-    a progress line per batch when `label` names the model."""
-    seq2seq = model_loading.is_seq2seq(model.config)
-    prompts = [prompt_ids(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    outputs: list[str] = [""] * len(prompts)
-    new_tokens = 0
-    device = next(p.device for p in model.parameters())
-    # Causal LMs continue from the last token, so their prompts are padded on the left.
-    tokenizer.padding_side = "right" if seq2seq else "left"
-    model.eval()
-    started = time.perf_counter()
-    for start in range(0, len(order), args.batch_size):
-        indices = order[start : start + args.batch_size]
-        # Longer prompts keep their end: the instruction to answer is there.
-        batch = tokenizer.pad(
-            {"input_ids": [prompts[i][-args.max_input_tokens :] for i in indices]},
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
-        with torch.no_grad():
-            generated = model.generate(
-                **batch,
-                max_new_tokens=args.max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        continuation = generated if seq2seq else generated[:, batch["input_ids"].shape[1] :]
-        new_tokens += int((continuation != tokenizer.pad_token_id).sum())
-        for i, text in zip(
-            indices, tokenizer.batch_decode(continuation, skip_special_tokens=True), strict=True
-        ):
-            outputs[i] = text.strip()
-        if label:
-            done = start + len(indices)
-            elapsed = time.perf_counter() - started
-            logger.info("%s: generated %s", label, measurements.progress(done, len(order), elapsed))
-    return Generated(outputs, new_tokens, time.perf_counter() - started)
-
-
 def total_parameters(model: Any) -> int:
     return model_loading.count_parameters(model)[1]
 
@@ -272,8 +163,14 @@ def score_model(
 ) -> tuple[dict[str, Any], list[str]]:
     """One model's entry of evaluation.json (scores, per-example scores, generation speed) and
     its summaries."""
-    generated = generate_summaries(
-        model, tokenizer, [r[contracts.INPUT_KEY] for r in rows], args, label=name
+    generated = generation.generate_summaries(
+        model,
+        tokenizer,
+        [r[contracts.INPUT_KEY] for r in rows],
+        batch_size=args.batch_size,
+        max_input_tokens=args.max_input_tokens,
+        max_new_tokens=args.max_new_tokens,
+        label=name,
     )
     per_example = scoring.rouge_per_example(
         generated.summaries, [r[contracts.TARGET_KEY] for r in rows]
@@ -391,99 +288,170 @@ def test_set_digest(rows: list[dict[str, Any]]) -> str:
     ).hexdigest()
 
 
-def evaluate_all(
-    args: EvaluateArguments, scratch: Path, tracked: tracking.Tracked | None = None
-) -> dict[str, Any]:
-
-    if not torch.cuda.is_available():
-        torch.set_flush_denormal(True)
-    dtype = model_loading.resolve_dtype(args.precision)
+def read_test_set(args: EvaluateArguments) -> tuple[list[dict[str, Any]], str]:
+    """The test examples scored (the first --max-examples) and their digest."""
     test_path = contracts.split_file(args.test_dir)
     rows = contracts.read_jsonl(test_path)
     if args.max_examples > 0:
         rows = rows[: args.max_examples]
     if not rows:
         raise ValueError(f"{test_path}: the test split is empty")
-    test_sha256 = test_set_digest(rows)
+    return rows, test_set_digest(rows)
+
+
+Scored = tuple[dict[str, Any], list[str]]  # a model's evaluation.json entry, its summaries
+
+
+def score_base(
+    base_ref: str,
+    base_dir: Path | None,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    args: Any,
+    dtype: Any,
+) -> Scored:
+    base = model_loading.load_model(base_ref, quantize_4bit=False, dtype=dtype)
+    entry, summaries = score_model("base", base, tokenizer, rows, args)
+    entry.update(
+        trainable_params=0,
+        total_params=total_parameters(base),
+        artifact_bytes=artifacts.artifact_bytes(base_dir, adapter=False) if base_dir else None,
+        train_runtime_s=None,
+    )
+    return entry, summaries
+
+
+def score_adapter(
+    base_ref: str,
+    adapter_dir: Path,
+    training: dict[str, Any],
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    args: EvaluateArguments,
+    dtype: Any,
+    total_base: int,
+) -> Scored:
+    quantized = adapter_quantized(args, training)
+    adapter_model = scored_adapter(base_ref, adapter_dir, quantized=quantized, dtype=dtype)
+    entry, summaries = score_model("adapter", adapter_model, tokenizer, rows, args)
+    entry.update(
+        method=training.get("method"),
+        base_quantized_4bit=quantized,
+        trainable_params=training.get("trainable_params")
+        or artifacts.adapter_parameter_count(adapter_dir),
+        total_params=training.get("total_params", total_base),
+        artifact_bytes=artifacts.artifact_bytes(adapter_dir, adapter=True),
+        train_runtime_s=training.get("train_runtime_s"),
+        peak_memory_bytes=training.get("peak_memory_bytes"),
+        training=training_summary(training),
+    )
+    return entry, summaries
+
+
+def score_trained_baseline(
+    baseline_dir: Path, tokenizer: Any, rows: list[dict[str, Any]], args: Any, dtype: Any
+) -> Scored:
+    training = artifacts.read_training_metrics(baseline_dir)
+    baseline = model_loading.load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
+    entry, summaries = score_model("full_finetune", baseline, tokenizer, rows, args)
+    entry.update(
+        trainable_params=training.get("trainable_params", total_parameters(baseline)),
+        total_params=total_parameters(baseline),
+        artifact_bytes=artifacts.artifact_bytes(baseline_dir, adapter=False),
+        train_runtime_s=training.get("train_runtime_s"),
+        peak_memory_bytes=training.get("peak_memory_bytes"),
+        training=training_summary(training),
+    )
+    return entry, summaries
+
+
+def reused_baseline(
+    args: EvaluateArguments, stored: dict[str, Any], test_sha256: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored evaluation's full fine-tune entry, and where it came from."""
+    stored_path = contracts.EVALUATION.path(args.baseline_evaluation)
+    entry = {**stored["models"]["full_finetune"], "reused_from": str(stored_path)}
+    source = {
+        "kind": "reused",
+        "evaluation": str(stored_path),
+        "test_set_matches": stored[contracts.TEST_SET_SHA256] == test_sha256,
+    }
+    return entry, source
+
+
+def evaluate_all(
+    args: EvaluateArguments, scratch: Path, tracked: tracking.Tracked | None = None
+) -> dict[str, Any]:
+    if not torch.cuda.is_available():
+        torch.set_flush_denormal(True)
+    dtype = model_loading.resolve_dtype(args.precision)
+    rows, test_sha256 = read_test_set(args)
     stored = (
         stored_baseline(args.baseline_evaluation, test_sha256) if args.baseline_evaluation else None
     )
     base_dir = (
-        unpack_if_archive(args.base_model, scratch) if Path(args.base_model).exists() else None
+        artifacts.unpack_if_archive(args.base_model, scratch)
+        if Path(args.base_model).exists()
+        else None
     )
     base_ref = str(base_dir) if base_dir else args.base_model  # a hub id otherwise
     tokenizer = model_loading.load_tokenizer(base_ref)
     models: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[str]] = {}
 
-    base = model_loading.load_model(base_ref, quantize_4bit=False, dtype=dtype)
-    total_base = total_parameters(base)
-    models["base"], predictions["base"] = score_model("base", base, tokenizer, rows, args)
-    models["base"].update(
-        trainable_params=0,
-        total_params=total_base,
-        artifact_bytes=artifact_bytes(base_dir, adapter=False) if base_dir else None,
-        train_runtime_s=None,
+    models["base"], predictions["base"] = score_base(
+        base_ref, base_dir, tokenizer, rows, args, dtype
     )
-    del base
-
-    adapter_dir = unpack_if_archive(args.adapter_dir, scratch)
-    training = read_training_metrics(adapter_dir)
-    quantized = adapter_quantized(args, training)
-    adapter_model = scored_adapter(base_ref, adapter_dir, quantized=quantized, dtype=dtype)
-    trainable = training.get("trainable_params") or adapter_parameter_count(adapter_dir)
-    models["adapter"], predictions["adapter"] = score_model(
-        "adapter", adapter_model, tokenizer, rows, args
+    adapter_dir = artifacts.unpack_if_archive(args.adapter_dir, scratch)
+    training = artifacts.read_training_metrics(adapter_dir)
+    models["adapter"], predictions["adapter"] = score_adapter(
+        base_ref,
+        adapter_dir,
+        training,
+        tokenizer,
+        rows,
+        args,
+        dtype,
+        models["base"]["total_params"],
     )
-    models["adapter"].update(
-        method=training.get("method"),
-        base_quantized_4bit=quantized,
-        trainable_params=trainable,
-        total_params=training.get("total_params", total_base),
-        artifact_bytes=artifact_bytes(adapter_dir, adapter=True),
-        train_runtime_s=training.get("train_runtime_s"),
-        peak_memory_bytes=training.get("peak_memory_bytes"),
-        training=training_summary(training),
-    )
-    del adapter_model
-
-    baseline_source: dict[str, Any]
     if args.baseline_dir:
-        baseline_dir = unpack_if_archive(args.baseline_dir, scratch)
-        baseline_training = read_training_metrics(baseline_dir)
-        baseline = model_loading.load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
-        models["full_finetune"], predictions["full_finetune"] = score_model(
-            "full_finetune", baseline, tokenizer, rows, args
+        baseline_dir = artifacts.unpack_if_archive(args.baseline_dir, scratch)
+        models["full_finetune"], predictions["full_finetune"] = score_trained_baseline(
+            baseline_dir, tokenizer, rows, args, dtype
         )
-        models["full_finetune"].update(
-            trainable_params=baseline_training.get("trainable_params", total_parameters(baseline)),
-            total_params=total_parameters(baseline),
-            artifact_bytes=artifact_bytes(baseline_dir, adapter=False),
-            train_runtime_s=baseline_training.get("train_runtime_s"),
-            peak_memory_bytes=baseline_training.get("peak_memory_bytes"),
-            training=training_summary(baseline_training),
-        )
-        baseline_source = {"kind": "trained", "test_set_matches": True}
-        del baseline
+        baseline_source: dict[str, Any] = {"kind": "trained", "test_set_matches": True}
     else:
         assert stored is not None
-        stored_path = contracts.EVALUATION.path(args.baseline_evaluation)
-        models["full_finetune"] = {
-            **stored["models"]["full_finetune"],
-            "reused_from": str(stored_path),
-        }
-        baseline_source = {
-            "kind": "reused",
-            "evaluation": str(stored_path),
-            "test_set_matches": stored[contracts.TEST_SET_SHA256] == test_sha256,
-        }
+        models["full_finetune"], baseline_source = reused_baseline(args, stored, test_sha256)
 
     for entry in models.values():
         total = entry.get("total_params")
         entry.setdefault(
             "trainable_percent", 100.0 * entry["trainable_params"] / total if total else None
         )
-    evaluation = {
+    evaluation = evaluation_document(
+        args, models, rows, test_sha256, baseline_source, training, dtype, tracked
+    )
+    out = Path(args.output_dir)
+    evaluation = contracts.EVALUATION.write(out, evaluation)
+    write_predictions(out / "predictions.jsonl", rows, predictions)
+    write_documents(out, evaluation, rows, predictions, tokenizer)
+    return evaluation
+
+
+def evaluation_document(
+    args: EvaluateArguments,
+    models: dict[str, dict[str, Any]],
+    rows: list[dict[str, Any]],
+    test_sha256: str,
+    baseline_source: dict[str, Any],
+    training: dict[str, Any],
+    dtype: Any,
+    tracked: tracking.Tracked | None,
+) -> dict[str, Any]:
+    """evaluation.json's content: the models side by side, their comparisons and the gate, and
+    what the figures were computed on and how."""
+    return {
         "models": models,
         **compared(models),
         "test_examples": len(rows),
@@ -503,7 +471,7 @@ def evaluate_all(
             "precision": str(dtype).removeprefix("torch."),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
         },
-        "gate_thresholds": {
+        contracts.GATE_THRESHOLDS: {
             "rouge_l_tolerance": args.rouge_l_tolerance,
             "min_rouge_l_gain": args.min_rouge_l_gain,
         },
@@ -519,9 +487,13 @@ def evaluate_all(
             },
         },
     }
-    out = Path(args.output_dir)
-    evaluation = contracts.EVALUATION.write(out, evaluation)
-    with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
+
+
+def write_predictions(
+    path: Path, rows: list[dict[str, Any]], predictions: dict[str, list[str]]
+) -> None:
+    """predictions.jsonl: each test example with its reference and every model's summary."""
+    with path.open("w", encoding="utf-8") as handle:
         for i, row in enumerate(rows):
             record = {
                 "id": row.get("id"),
@@ -530,12 +502,10 @@ def evaluate_all(
             }
             record.update({name: outputs[i] for name, outputs in predictions.items()})
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    write_documents(out, evaluation, rows, predictions, tokenizer)
-    return evaluation
 
 
 def thresholds_of(evaluation: dict[str, Any]) -> contracts.GateThresholds:
-    return contracts.GateThresholds(**evaluation["gate_thresholds"])
+    return contracts.GateThresholds(**evaluation[contracts.GATE_THRESHOLDS])
 
 
 def write_documents(

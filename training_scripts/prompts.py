@@ -71,3 +71,12 @@ def truncate_words_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
     if max_tokens <= 0:
         return ""
     return text[: offsets[max_tokens - 1][1]]
+
+
+def model_prompt_ids(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> list[int]:
+    """What a causal or seq2seq model reads before its summary, as train.py encodes it: the
+    data's control-token strings stay text."""
+    if not seq2seq:
+        return prompt_ids(tokenizer, dialogue)
+    text = render_prompt(tokenizer, dialogue, seq2seq=True)
+    return tokenizer(text, split_special_tokens=True)["input_ids"]

@@ -72,7 +72,7 @@ def models_list(
     table = Table()
     for column in ("version", "task", "status", "stage", "created", "method", "ROUGE-L", "gate"):
         table.add_column(column)
-    from pipelines.registry import gate_verdict
+    from pipelines.registry import approval_verdict
 
     for v in versions:
         table.add_row(
@@ -83,7 +83,7 @@ def models_list(
             v.created,
             v.metadata.get("peft_method", "-"),
             _rouge(v, "rougeL"),
-            gate_verdict(v)[1],
+            approval_verdict(v)[1],
         )
     console().print(table)
 
@@ -97,12 +97,12 @@ def models_show(
     if as_json:
         typer.echo(json.dumps(found.to_json(), indent=2))
         return
-    from pipelines.registry import gate_verdict
+    from pipelines.registry import approval_verdict
 
     typer.echo(f"{found.group} version {found.version}: {found.status}")
     typer.echo(f"  artifact:   {found.model_data_url}")
     typer.echo(f"  evaluation: {found.evaluation_uri}")
-    typer.echo(f"  gate:       {gate_verdict(found)[1]}")
+    typer.echo(f"  gate:       {approval_verdict(found)[1]}")
     if found.approval_description:
         typer.echo(f"  decision:   {found.approval_description}")
     for key, value in sorted(found.metadata.items()):

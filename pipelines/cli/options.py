@@ -64,7 +64,7 @@ class OneLineErrors(TyperGroup):
 
 
 RegistryOption = Annotated[
-    str, typer.Option("--registry", help="local:PATH[#GROUP], PATH[#GROUP] or sagemaker:GROUP.")
+    str, typer.Option("--registry", help="local:PATH\\[#GROUP], PATH\\[#GROUP] or sagemaker:GROUP.")
 ]
 TaskOption = Annotated[
     str | None,

@@ -88,53 +88,63 @@ def gate_failed(result: Any) -> bool:
     return any(r.name.startswith("GateFailed") and r.status == "Failed" for r in result.steps)
 
 
+PresetOption = Annotated[
+    str, typer.Option(help="smollm2 (real model, minutes) or tiny (random model, seconds).")
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Dataset file or folder (.jsonl/.csv/.parquet); default: the bundled sample."
+    ),
+]
+MethodOption = Annotated[
+    str | None, typer.Option(help="qlora, lora or prompt_tuning (the PeftMethod parameter).")
+]
+OutOption = Annotated[Path, typer.Option(help="The run's folder.")]
+LocalRegistryOption = Annotated[
+    str,
+    typer.Option(
+        help="Local registry the adapter is registered into: local:PATH\\[#GROUP] or "
+        "PATH\\[#GROUP], as every command takes it (group: the preset's)."
+    ),
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="auto, bf16 or fp32: the training and evaluation arithmetic (default: the "
+        "preset's; auto is bf16 on CPUs with bf16 units, fp32 elsewhere)."
+    ),
+]
+TrackingOption = Annotated[
+    str,
+    typer.Option(
+        help="MLflow store the jobs log their runs to (a SQLite file; browse it with "
+        "`mlflow ui --backend-store-uri sqlite:///PATH`), or none.",
+    ),
+]
+FreshOption = Annotated[
+    bool,
+    typer.Option(
+        "--fresh",
+        help="Start from an empty bucket mirror and step cache; by default they persist "
+        "across runs in --out, as a bucket and SageMaker's step cache do.",
+    ),
+]
+
+
 def run_local_command(
-    preset: Annotated[
-        str, typer.Option(help="smollm2 (real model, minutes) or tiny (random model, seconds).")
-    ] = "smollm2",
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            help="Dataset file or folder (.jsonl/.csv/.parquet); default: the bundled sample."
-        ),
-    ] = None,
+    preset: PresetOption = "smollm2",
+    data: DataOption = None,
     input_field: InputFieldOption = "dialogue",
     target_field: TargetFieldOption = "summary",
-    method: Annotated[
-        str | None, typer.Option(help="qlora, lora or prompt_tuning (the PeftMethod parameter).")
-    ] = None,
+    method: MethodOption = None,
     task: TaskOption = None,
-    out: Annotated[Path, typer.Option(help="The run's folder.")] = Path("runs/local"),
-    registry: Annotated[
-        str,
-        typer.Option(
-            help="Local registry the adapter is registered into: local:PATH[#GROUP] or "
-            "PATH[#GROUP], as every command takes it (group: the preset's)."
-        ),
-    ] = "local:runs/registry.sqlite",
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            help="auto, bf16 or fp32: the training and evaluation arithmetic (default: the "
-            "preset's; auto is bf16 on CPUs with bf16 units, fp32 elsewhere)."
-        ),
-    ] = None,
+    out: OutOption = Path("runs/local"),
+    registry: LocalRegistryOption = "local:runs/registry.sqlite",
+    precision: PrecisionOption = None,
     param: ParamOption = None,
-    tracking: Annotated[
-        str,
-        typer.Option(
-            help="MLflow store the jobs log their runs to (a SQLite file; browse it with "
-            "`mlflow ui --backend-store-uri sqlite:///PATH`), or none.",
-        ),
-    ] = "runs/mlflow.db",
-    fresh: Annotated[
-        bool,
-        typer.Option(
-            "--fresh",
-            help="Start from an empty bucket mirror and step cache; by default they persist "
-            "across runs in --out, as a bucket and SageMaker's step cache do.",
-        ),
-    ] = False,
+    tracking: TrackingOption = "runs/mlflow.db",
+    fresh: FreshOption = False,
 ) -> None:
     """Run the SageMaker pipeline definition on this machine, end to end."""
     from pipelines.local.run import SAMPLE_DATA, run_local

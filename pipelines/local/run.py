@@ -138,6 +138,72 @@ def local_functions(
     }
 
 
+def check_run_inputs(preset_name: str, data: Path) -> None:
+    """A known preset and data that exists, before anything is written."""
+    if preset_name not in PRESETS:
+        raise LocalRunError(f"unknown preset {preset_name!r}; choose one of {sorted(PRESETS)}")
+    if not data.is_file() and not data.is_dir():
+        raise LocalRunError(
+            f"data {data} does not exist; pass --data with a .jsonl/.csv/.parquet file or folder"
+        )
+
+
+def run_config(
+    preset_config: PipelineConfig,
+    *,
+    input_field: str,
+    target_field: str,
+    registry_group: str,
+    precision: str | None,
+) -> PipelineConfig:
+    """The preset's deployment settings with what this run sets: the data's fields, the model
+    group it registers into, and its arithmetic."""
+    config = dataclasses.replace(preset_config, input_field=input_field, target_field=target_field)
+    if registry_group:
+        config = dataclasses.replace(config, model_package_group=registry_group)
+    if precision:
+        config = dataclasses.replace(config, precision=precision)
+    return config
+
+
+def publish_run_data(
+    data: Path, mirror: S3Mirror, input_field: str, target_field: str, log: Callable[[str], None]
+) -> PublishedDataset:
+    """`--data` published into the run's bucket as `data publish` would (a new version only
+    when the files changed)."""
+    try:
+        dataset = publish_dataset(
+            data,
+            mirror,
+            LOCAL_DEPLOYMENT.bucket,
+            input_field=input_field,
+            target_field=target_field,
+        )
+    except PublishError as err:
+        raise LocalRunError(str(err)) from None
+    log(
+        f"peftops: dataset version {dataset.version} ({dataset.records} records"
+        f"{', published now' if dataset.new else ', already published'})"
+    )
+    return dataset
+
+
+def tracking_environment(
+    store: Path | None, config: PipelineConfig, run_label: str
+) -> dict[str, str]:
+    """What the runner hands every job for experiment tracking, as the cloud's definition hands
+    them a tracking server's ARN: where the store lives is no input of any step, so turning
+    tracking on or off, or moving the store, keeps every step-cache hit. One experiment per
+    model group: a smoke preset's runs stay apart from real ones."""
+    if store is None:
+        return {}
+    return {
+        contracts.TRACKING_URI_VARIABLE: prepare_tracking_store(store, config.model_package_group),
+        contracts.EXPERIMENT_NAME_VARIABLE: config.model_package_group,
+        contracts.RUN_LABEL_VARIABLE: run_label,
+    }
+
+
 def run_local(
     *,
     preset_name: str,
@@ -155,22 +221,19 @@ def run_local(
     tracking_store: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> LocalRun:
-    if preset_name not in PRESETS:
-        raise LocalRunError(f"unknown preset {preset_name!r}; choose one of {sorted(PRESETS)}")
-    if not data.is_file() and not data.is_dir():
-        raise LocalRunError(
-            f"data {data} does not exist; pass --data with a .jsonl/.csv/.parquet file or folder"
-        )
+    check_run_inputs(preset_name, data)
     # Jobs run in their own working folders: every path handed to them must be absolute.
     out, data, registry_path = out.resolve(), data.resolve(), registry_path.resolve()
     check_writable(out)
     check_writable(registry_path.parent)
     preset = PRESETS[preset_name]
-    config = dataclasses.replace(preset.config, input_field=input_field, target_field=target_field)
-    if registry_group:
-        config = dataclasses.replace(config, model_package_group=registry_group)
-    if precision:
-        config = dataclasses.replace(config, precision=precision)
+    config = run_config(
+        preset.config,
+        input_field=input_field,
+        target_field=target_field,
+        registry_group=registry_group,
+        precision=precision,
+    )
     if tracking_store is not None:
         tracking_store = tracking_store.resolve()
         check_writable(tracking_store.parent)
@@ -180,12 +243,14 @@ def run_local(
     (out / "pipeline.json").write_text(body, encoding="utf-8")
     log(f"peftops: preset {preset_name}: {preset.description}")
     model = preset.prepare_model()
-    values: dict[str, Any] = {"BaseModel": str(model), **preset.parameters}
-    if method:
-        values["PeftMethod"] = method
-    if task:
-        values["Task"] = task
-    values.update(parameters or {})
+    # The run's parameters: the preset's, then --method and --task, then every --param.
+    values: dict[str, Any] = {
+        "BaseModel": str(model),
+        **preset.parameters,
+        **({"PeftMethod": method} if method else {}),
+        **({"Task": task} if task else {}),
+        **(parameters or {}),
+    }
     if fresh:
         for folder in (MIRROR_DIR, SERVICE_DIR):
             shutil.rmtree(out / folder, ignore_errors=True)
@@ -205,34 +270,9 @@ def run_local(
         worth_showing=lambda line: bool(WORTH_SHOWING.match(line)),
     )
     mirror.put_assets(LOCAL_DEPLOYMENT.bucket, assets)
-    try:
-        dataset = publish_dataset(
-            data,
-            mirror,
-            LOCAL_DEPLOYMENT.bucket,
-            input_field=input_field,
-            target_field=target_field,
-        )
-    except PublishError as err:
-        raise LocalRunError(str(err)) from None
-    log(
-        f"peftops: dataset version {dataset.version} ({dataset.records} records"
-        f"{', published now' if dataset.new else ', already published'})"
-    )
-    tracking: dict[str, str] = {}
-    if tracking_store is not None:
-        # Handed to the jobs by the runner, as the cloud's definition hands them a tracking
-        # server's ARN: where the store lives is no input of any step, so turning tracking on
-        # or off, or moving the store, keeps every step-cache hit. Made once parameters and
-        # data are known good: a refused run leaves no store behind.
-        # One experiment per model group: a smoke preset's runs stay apart from real ones.
-        tracking = {
-            contracts.TRACKING_URI_VARIABLE: prepare_tracking_store(
-                tracking_store, config.model_package_group
-            ),
-            contracts.EXPERIMENT_NAME_VARIABLE: config.model_package_group,
-            contracts.RUN_LABEL_VARIABLE: f"{task_name} · {preset_name}",
-        }
+    dataset = publish_run_data(data, mirror, input_field, target_field, log)
+    # Made once parameters and data are known good: a refused run leaves no store behind.
+    tracking = tracking_environment(tracking_store, config, f"{task_name} · {preset_name}")
     run = collect_evaluation(executor.execute(observer_environment=tracking), out)
     run.dataset = dataset
     outcome = registration_outcome(run.result)

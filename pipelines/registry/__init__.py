@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.registry.decisions import archive, decide, gate_verdict, promote, record_deployment
+from pipelines.registry.decisions import (
+    approval_verdict,
+    archive,
+    decide,
+    promote,
+    record_deployment,
+)
 from pipelines.registry.local_backend import LocalRegistry
 from pipelines.registry.sagemaker_backend import SageMakerRegistry
 from pipelines.registry.versions import (
@@ -31,9 +37,9 @@ __all__ = [
     "Registry",
     "RegistryError",
     "SageMakerRegistry",
+    "approval_verdict",
     "archive",
     "decide",
-    "gate_verdict",
     "local_registry_location",
     "open_registry",
     "other_groups",

@@ -13,9 +13,10 @@ from pipelines.registry.versions import Change, ModelVersion, Registry, Registry
 from training_scripts import contracts
 
 
-def gate_verdict(version: ModelVersion) -> tuple[bool, str]:
-    """Whether the version's evaluation is the one registered and passes the gate thresholds
-    recorded at registration."""
+def approval_verdict(version: ModelVersion) -> tuple[bool, str]:
+    """Whether a version may be approved: not a smoke test, its evaluation the one registered,
+    and that evaluation passing the gate (`contracts.gate_verdict`) at the thresholds recorded
+    at registration."""
     if version.metadata.get(SMOKE_TEST) == "true":
         return False, "it is a smoke test's adapter (a random model that checks the plumbing)"
     if not version.evaluation:
@@ -52,7 +53,7 @@ def decide(
     current = registry.get(version)
     action = "approve" if status == "Approved" else "reject"
     if status == "Approved":
-        passed, reason = gate_verdict(current)
+        passed, reason = approval_verdict(current)
         if not passed and not force:
             raise RegistryError(
                 f"version {version} cannot be approved: {reason}; pass --force to approve anyway"

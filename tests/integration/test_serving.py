@@ -144,7 +144,7 @@ def test_evaluation_scores_the_answers_serving_gives(
     adapter merged into the unquantized base, in its batches, and gets the served answers."""
     import torch
 
-    from training_scripts import evaluate, model_loading
+    from training_scripts import evaluate, generation, model_loading
 
     registry = LocalRegistry(staging.root / "registry.sqlite", "peftops-smoke")
     versions = {v.task: v for v in registry.list()}
@@ -161,7 +161,14 @@ def test_evaluation_scores_the_answers_serving_gives(
                 base_model, adapter, quantized=False, dtype=torch.float32
             )
             assert not hasattr(model, "peft_config")  # merged: generation at the base's speed
-            scored = evaluate.generate_summaries(model, tokenizer, DIALOGUES, arguments)
+            scored = generation.generate_summaries(
+                model,
+                tokenizer,
+                DIALOGUES,
+                batch_size=arguments.batch_size,
+                max_input_tokens=arguments.max_input_tokens,
+                max_new_tokens=arguments.max_new_tokens,
+            )
             assert scored.summaries == expected[task], task
 
 

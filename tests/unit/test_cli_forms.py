@@ -205,3 +205,10 @@ def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr("pipelines.cli.models.open_registry", _raiser(KeyError("bug")))
     done = CliRunner().invoke(app, ["models", "list"])
     assert isinstance(done.exception, KeyError) and "peftops: error" not in done.output
+
+
+@pytest.mark.parametrize("command", [["models", "list"], ["serve"], ["run-local"]])
+def test_help_shows_the_registry_forms_whole(command: list[str]) -> None:
+    """Rich reads `[#GROUP]` as markup and would drop it from the help."""
+    done = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
+    assert done.exit_code == 0 and "PATH[#GROUP]" in done.output, done.output

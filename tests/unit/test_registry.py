@@ -16,8 +16,8 @@ from pipelines.registry import (
     Registration,
     RegistryError,
     SageMakerRegistry,
+    approval_verdict,
     decide,
-    gate_verdict,
     open_registry,
     other_groups,
 )
@@ -82,11 +82,11 @@ def test_local_register_list_get(local: LocalRegistry) -> None:
 
 
 def test_gate_verdict_uses_the_recorded_thresholds(local: LocalRegistry) -> None:
-    assert gate_verdict(register(local, PASSING)) == (True, "gate passed")
-    assert gate_verdict(register(local, TRAILING))[1].startswith(
+    assert approval_verdict(register(local, PASSING)) == (True, "gate passed")
+    assert approval_verdict(register(local, TRAILING))[1].startswith(
         "its rougeL may trail the full fine-tune by up to 0.0500"
     )
-    assert gate_verdict(register(local, None)) == (False, "its evaluation is missing")
+    assert approval_verdict(register(local, None)) == (False, "its evaluation is missing")
 
 
 def test_approval_is_refused_for_a_failed_gate_unless_forced(local: LocalRegistry) -> None:
@@ -219,7 +219,7 @@ def test_an_evaluation_changed_after_registration_is_not_approved(aws) -> None:
     s3.put_object(
         Bucket="evaluations", Key="run-1/evaluation.json", Body=json.dumps(PASSING, indent=1)
     )
-    assert "changed after registration" in gate_verdict(registry.list()[0])[1]
+    assert "changed after registration" in approval_verdict(registry.list()[0])[1]
     with pytest.raises(RegistryError, match=f"evaluation at {uri} changed after registration"):
         decide(registry, 1, "Approved", who="ana", why="ship it", force=False)
     # The same content written again with other spacing is still the registered evaluation.
@@ -352,20 +352,20 @@ def test_every_approval_guard_gives_its_reason(local: LocalRegistry) -> None:
         )
 
     digest = recorded(PASSING)[EVALUATION_DIGEST]
-    assert gate_verdict(version_with(THRESHOLDS)) == (
+    assert approval_verdict(version_with(THRESHOLDS)) == (
         False,
         "its evaluation's digest was not recorded at registration",
     )
-    assert gate_verdict(version_with({EVALUATION_DIGEST: digest})) == (
+    assert approval_verdict(version_with({EVALUATION_DIGEST: digest})) == (
         False,
         "its gate thresholds were not recorded",
     )
-    assert gate_verdict(version_with(recorded(PASSING) | {"min_rouge_l_gain": "a lot"})) == (
+    assert approval_verdict(version_with(recorded(PASSING) | {"min_rouge_l_gain": "a lot"})) == (
         False,
         "its gate thresholds were not recorded",
     )
     unreadable = {k: v for k, v in PASSING.items() if k != "gate"}
-    passed, reason = gate_verdict(version_with(recorded(unreadable), unreadable))
+    passed, reason = approval_verdict(version_with(recorded(unreadable), unreadable))
     assert not passed and reason.startswith("its evaluation is unreadable (")
 
 

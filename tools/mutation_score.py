@@ -2,7 +2,7 @@
 per module, and the survivors by name (`mutmut show NAME` prints one). Exits 1 when a module
 kills fewer than --min-killed of its mutants.
 
-    .venv/bin/python -m tests.mutation_score 'training_scripts.contracts.x_gate_*' ...
+    .venv/bin/python -m tools.mutation_score 'training_scripts.contracts.x_gate_*' ...
 """
 
 from __future__ import annotations
