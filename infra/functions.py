@@ -15,6 +15,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.findings import account_resource, acknowledge, bucket_objects
 from pipelines.definition.config import (
     CHECK_REGISTERED,
     EVALUATIONS,
@@ -93,6 +94,32 @@ class PipelineFunctions(Construct):
                 log_retention=log_retention,
             )
             self.roles[name] = self.functions[name].role
+            log_group = self.node.find_child(f"{name}-logs").node.default_child
+            acknowledge(
+                self.roles[name],
+                f"IAM5[Resource::<{stack.get_logical_id(log_group)}.Arn>]",
+                "the function's own log group; Lambda makes a log stream per instance",
+            )
+        acknowledge(
+            self.roles[RESOLVE_INPUTS],
+            f"IAM5[{bucket_objects(self, bucket, f'{layout.BASELINES}*')}]",
+            "stored baselines of this project's bucket: a run may name another than the default",
+        )
+        for finding, reason in (
+            (
+                f"IAM5[{account_resource(self, 'sagemaker', f'model-package/{group}/*')}]",
+                "reads versions of this project's model package group, numbered at registration",
+            ),
+            (
+                f"IAM5[{bucket_objects(self, bucket, f'pipelines/{config.name}/{EVALUATIONS}/*')}]",
+                "evaluations of this project's pipeline, whose keys name the run that wrote them",
+            ),
+            (
+                "IAM5[Resource::*]",
+                "sagemaker:ListModelPackages cannot be scoped to one group's list (it authorizes on packages); it returns summaries, and describing a version is limited to this project's group",
+            ),
+        ):
+            acknowledge(self.roles[CHECK_REGISTERED], finding, reason)
 
 
 def project_function(

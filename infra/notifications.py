@@ -11,6 +11,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from infra.findings import acknowledge
+
 
 class Notifications(Construct):
     def __init__(
@@ -40,6 +42,11 @@ class Notifications(Construct):
             description="peftops notifications: EventBridge rules publish to the topic",
         )
         self.topic.grant_publish(self.publisher)  # and the topic key's Decrypt/GenerateDataKey*
+        acknowledge(
+            self.publisher,
+            "IAM5[Action::kms:GenerateDataKey*]",
+            "the notification topic's key only, as SNS needs to encrypt what EventBridge publishes",
+        )
         target = targets.SnsTopic(self.topic, role=self.publisher)
         for email in emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))

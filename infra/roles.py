@@ -17,6 +17,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.findings import account_resource, acknowledge, bucket_objects
 from pipelines.definition.config import JobKind, Vpc
 
 
@@ -110,6 +111,30 @@ class PipelineRole(Construct):
             )
         self.policy = iam.Policy(self, "Policy", statements=statements)
         self.policy.attach_to_role(self.role)
+        for prefix in read_prefixes:
+            acknowledge(
+                self.policy,
+                f"IAM5[{bucket_objects(self, bucket, f'{prefix}*')}]",
+                "reads the evaluations its conditions read and the adapters it registers; it writes no object",
+            )
+        for resource, reason in (
+            (
+                f"model-package/{model_package_group}/*",
+                "versions of this project's model package group, numbered at registration",
+            ),
+            (f"pipeline/{pipeline_name}/*", "executions of this project's pipeline"),
+            (
+                "processing-job/*",
+                "Pipelines names processing jobs at run time; the role can only create, describe and stop them",
+            ),
+            (
+                "training-job/*",
+                "Pipelines names training jobs at run time; the role can only create, describe and stop them",
+            ),
+        ):
+            acknowledge(
+                self.policy, f"IAM5[{account_resource(self, 'sagemaker', resource)}]", reason
+            )
 
 
 def volume_grants(sid: str, key: kms.IKey) -> iam.PolicyStatement:
@@ -243,6 +268,43 @@ class JobRole(Construct):
         self.vpc_statements = vpc_job_statements(vpc, stack.partition, stack.region, stack.account)
         self.policy = iam.Policy(self, "Policy", statements=statements + self.vpc_statements)
         self.policy.attach_to_role(self.role)
+        self._acknowledge_findings(bucket, write_prefixes)
+
+    def _acknowledge_findings(self, bucket: s3.IBucket, write_prefixes: Sequence[str]) -> None:
+        findings = [
+            (
+                "IAM5[Action::kms:GenerateDataKey*]",
+                "GenerateDataKey and GenerateDataKeyWithoutPlaintext on the project key only, for encrypted volumes and outputs",
+            ),
+            (
+                "IAM5[Resource::*]",
+                "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker namespaces by condition",
+            ),
+            (
+                f"IAM5[{bucket_objects(self, bucket)}]",
+                "reads objects of the project bucket only; writes are limited to this kind of job's prefixes",
+            ),
+            (
+                f"IAM5[{account_resource(self, 'logs', 'log-group:/aws/sagemaker/*')}]",
+                "SageMaker job log groups, named per job type by the service",
+            ),
+            *(
+                (
+                    f"IAM5[{bucket_objects(self, bucket, f'{prefix}*')}]",
+                    "this kind of job's outputs, whose keys name the run that writes them",
+                )
+                for prefix in write_prefixes
+            ),
+        ]
+        if self.vpc_statements:
+            findings.append(
+                (
+                    f"IAM5[{account_resource(self, 'ec2', 'network-interface/*')}]",
+                    "VPC jobs: SageMaker creates and deletes their network interfaces at run time, only in the configured subnets (condition)",
+                )
+            )
+        for finding, reason in findings:
+            acknowledge(self.policy, finding, reason)
 
 
 def job_roles(

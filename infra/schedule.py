@@ -9,6 +9,7 @@ from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.findings import acknowledge
 from pipelines.definition.stages import ScheduleSettings
 
 
@@ -32,6 +33,9 @@ class Schedule(Construct):
             enforce_ssl=True,
             retention_period=Duration.days(14),
             removal_policy=RemovalPolicy.DESTROY,
+        )
+        acknowledge(
+            self.dead_letters, "SQS3", "this queue is itself the schedule's dead-letter queue"
         )
         role: iam.IRole = role_factory(self.dead_letters.queue_arn)
         self.schedule = scheduler.CfnSchedule(

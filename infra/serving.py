@@ -15,6 +15,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from infra.findings import account_resource, acknowledge, bucket_objects
 from infra.functions import project_function
 from pipelines.definition.config import MODELS, PipelineConfig
 from pipelines.definition.images import (
@@ -242,3 +243,54 @@ class Serving(Construct):
             ),
             targets=[targets.LambdaFunction(self.deployer, retry_attempts=0)],
         )
+        self._acknowledge_findings(config, bucket, group_name)
+
+    def _acknowledge_findings(
+        self, config: PipelineConfig, bucket: s3.IBucket, group_name: str
+    ) -> None:
+        adapters = f"IAM5[{bucket_objects(self, bucket, f'pipelines/{config.name}/{MODELS}/*')}]"
+        endpoint_policy = self.role.node.find_child("DefaultPolicy")
+        for finding, reason in (
+            (
+                "IAM5[Resource::*]",
+                "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; PutMetricData is limited to SageMaker namespaces by condition",
+            ),
+            (
+                f"IAM5[{account_resource(self, 'logs', 'log-group:/aws/sagemaker/*')}]",
+                "SageMaker endpoint log groups, named by the service",
+            ),
+            (
+                adapters,
+                "reads the adapters the pipeline trained, whose keys name the run; it writes nothing",
+            ),
+            *(
+                (
+                    f"IAM5[{bucket_objects(self, bucket, f'{model}*')}]",
+                    "reads the base model's files kept in the bucket; it writes nothing",
+                )
+                for model in [config.base_model]
+                if model.endswith("/") and not model.startswith("s3://")
+            ),
+        ):
+            acknowledge(endpoint_policy, finding, reason)
+        deployer = self.deployer.role
+        assert deployer is not None
+        for finding, reason in (
+            (
+                "IAM5[Resource::*]",
+                "sagemaker:Search supports no resource-level permissions; it finds the version a deployment retires",
+            ),
+            (
+                f"IAM5[{account_resource(self, 'sagemaker', f'model-package/{group_name}/*')}]",
+                "versions of this project's model package group, numbered at registration",
+            ),
+            (
+                f"IAM5[{account_resource(self, 'sagemaker', f'inference-component/{self.endpoint_name}-*')}]",
+                "this endpoint's adapter components, one per task, named when a task is first promoted",
+            ),
+            (
+                adapters,
+                "tags the adapter it deployed, whose key names its training run; it reads or writes no object",
+            ),
+        ):
+            acknowledge(deployer, finding, reason)

@@ -15,6 +15,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from infra.findings import acknowledge, bucket_objects
+
 ARTIFACT_PREFIX = "mlflow/"
 # The calls training_scripts/tracking.py makes through the MLflow client: set_experiment
 # (GetExperimentByName, then CreateExperiment and GetExperiment the first time), start_run
@@ -90,6 +92,26 @@ class TrackingServer(Construct):
         )
         self.server.node.add_dependency(policy)
         self.arn = self.server.attr_tracking_server_arn
+        self.artifacts_finding = f"IAM5[{bucket_objects(self, bucket, f'{ARTIFACT_PREFIX}*')}]"
+        acknowledge(
+            self,
+            self.artifacts_finding,
+            "the tracking server's artifact store, this prefix of the project bucket only",
+        )
+        acknowledge(
+            self,
+            "IAM5[Action::kms:GenerateDataKey*]",
+            "GenerateDataKey and GenerateDataKeyWithoutPlaintext on the project key only, for the artifact store",
+        )
+
+    def grant_logging(self, policy: iam.Policy, bucket: s3.IBucket, key: kms.IKey) -> None:
+        """Lets a job's role log runs, metrics and artifacts to this server."""
+        policy.add_statements(*tracking_statements(self.arn, bucket, key))
+        acknowledge(
+            policy,
+            self.artifacts_finding,
+            "MLflow artifacts of this project's tracking server, which the MLflow client uploads under run ids",
+        )
 
 
 def tracking_statements(
