@@ -38,14 +38,9 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser
 
-# logs first: importing it quiets bitsandbytes' import-time warning before anything loads
-# bitsandbytes (transformers' Trainer does).
-if __package__:
-    from . import logs
-else:
-    import logs
-
+# isort: off
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
+    from . import logs  # first: it quiets bitsandbytes' import-time warning
     from . import (
         artifacts,
         contracts,
@@ -59,6 +54,7 @@ if __package__:  # imported as part of the training_scripts package (pipeline, t
         tracking,
     )
 else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules are top-level
+    import logs  # first, as above
     import artifacts
     import contracts
     import enums
@@ -69,6 +65,7 @@ else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules a
     import report
     import scoring
     import tracking
+# isort: on
 
 
 ROUGE_KEYS = contracts.ROUGE_KEYS
@@ -321,6 +318,18 @@ def score_base(
     return entry, summaries
 
 
+def trained_model_figures(
+    model_dir: Path, training: dict[str, Any], *, adapter: bool
+) -> dict[str, Any]:
+    """What a trained model's entry reports of its artifact and its training run."""
+    return {
+        "artifact_bytes": artifacts.artifact_bytes(model_dir, adapter=adapter),
+        "train_runtime_s": training.get("train_runtime_s"),
+        "peak_memory_bytes": training.get("peak_memory_bytes"),
+        "training": training_summary(training),
+    }
+
+
 def score_adapter(
     base_ref: str,
     adapter_dir: Path,
@@ -340,10 +349,7 @@ def score_adapter(
         trainable_params=training.get("trainable_params")
         or artifacts.adapter_parameter_count(adapter_dir),
         total_params=training.get("total_params", total_base),
-        artifact_bytes=artifacts.artifact_bytes(adapter_dir, adapter=True),
-        train_runtime_s=training.get("train_runtime_s"),
-        peak_memory_bytes=training.get("peak_memory_bytes"),
-        training=training_summary(training),
+        **trained_model_figures(adapter_dir, training, adapter=True),
     )
     return entry, summaries
 
@@ -357,10 +363,7 @@ def score_trained_baseline(
     entry.update(
         trainable_params=training.get("trainable_params", total_parameters(baseline)),
         total_params=total_parameters(baseline),
-        artifact_bytes=artifacts.artifact_bytes(baseline_dir, adapter=False),
-        train_runtime_s=training.get("train_runtime_s"),
-        peak_memory_bytes=training.get("peak_memory_bytes"),
-        training=training_summary(training),
+        **trained_model_figures(baseline_dir, training, adapter=False),
     )
     return entry, summaries
 

@@ -30,20 +30,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# logs first: importing it quiets bitsandbytes' import-time warning before anything loads
-# bitsandbytes (transformers' Trainer does).
-if __package__:
-    from . import logs
-else:
-    import logs
-
+# isort: off
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
+    from . import logs  # first: it quiets bitsandbytes' import-time warning
     from . import contracts, job_environment, prompts, readers
 else:  # run as `python preprocess.py`, as in the SageMaker job: sibling modules are top-level
+    import logs  # first, as above
     import contracts
     import job_environment
     import prompts
     import readers
+# isort: on
 
 
 logger = logging.getLogger("preprocess")

@@ -30,14 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# logs first: importing it quiets bitsandbytes' import-time warning before anything loads
-# bitsandbytes (transformers' Trainer does).
-if __package__:
-    from . import logs
-else:
-    import logs
-
+# isort: off
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
+    from . import logs  # first: it quiets bitsandbytes' import-time warning
     from . import (
         batching,
         checkpoints,
@@ -53,6 +48,7 @@ if __package__:  # imported as part of the training_scripts package (pipeline, t
     )
     from .batching import Attention, Batching
 else:  # run as `python train.py`, as in the SageMaker job: sibling modules are top-level
+    import logs  # first, as above
     import batching
     import checkpoints
     import contracts
@@ -65,6 +61,7 @@ else:  # run as `python train.py`, as in the SageMaker job: sibling modules are 
     import tracking
     import trainable_model
     from batching import Attention, Batching
+# isort: on
 
 import torch
 from transformers import (

@@ -5,7 +5,6 @@ the version's lineage, metrics, model card and MLflow runs.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.core.shapes import (
@@ -54,6 +53,18 @@ SERVABLE_METHODS = ("lora", "qlora")
 class RegistrationSteps:
     """Mixed into the pipeline builder (builder.py), whose settings and helpers it uses."""
 
+    def served_adapter(self, adapter: TrainingStep) -> ModelBuilder:
+        """What a stage's deployer deploys: this artifact as an adapter inference component on
+        the endpoint's base component, which runs this image with these settings."""
+        return ModelBuilder(
+            s3_model_data_url=adapter.properties.ModelArtifacts.S3ModelArtifacts,
+            image_uri=serving_image(self.deployment.region),
+            role_arn=self.deployment.role_arn,
+            sagemaker_session=self.session,
+            env_vars=lora_serving_environment(self.params.base_model),
+            log_level=logging.WARNING,  # its default, DEBUG, logs every request it builds
+        )
+
     def register(
         self,
         suffix: str,
@@ -65,57 +76,7 @@ class RegistrationSteps:
     ) -> ModelStep:
         p = self.params
         evaluation_uri = self.evaluation_uri(evaluate)
-        builder = ModelBuilder(
-            # What a stage's deployer deploys: this artifact as an adapter inference component
-            # on the endpoint's base component, which runs this image with these settings.
-            s3_model_data_url=adapter.properties.ModelArtifacts.S3ModelArtifacts,
-            image_uri=serving_image(self.deployment.region),
-            role_arn=self.deployment.role_arn,
-            sagemaker_session=self.session,
-            env_vars=lora_serving_environment(p.base_model),
-            log_level=logging.WARNING,  # its default, DEBUG, logs every request it builds
-        )
-        lineage = self.registration_lineage(suffix, inputs, preprocess, adapter, evaluate, check)
-        step_args = builder.register(
-            model_package_group_name=self.config.model_package_group,
-            content_types=["application/json"],
-            response_types=["application/json"],
-            inference_instances=[self.config.evaluation_instance_type],
-            transform_instances=[self.config.evaluation_instance_type],
-            # Always pending: approval is a reviewer's decision (`peftops models approve`, which
-            # checks the gate again), never a run parameter anyone who starts the pipeline sets.
-            approval_status=REGISTERED_STATUS,
-            model_metrics=ModelMetrics(
-                model_statistics=MetricsSource(
-                    content_type="application/json", s3_uri=evaluation_uri
-                )
-            ),
-            customer_metadata_properties=lineage,
-            description="PEFT adapter for dialogue summarization (peftops)",
-            # The evaluated model card (model_card.py), pending review like the version itself.
-            model_card=ModelPackageModelCard(
-                model_card_content=JsonGet(
-                    step_name=evaluate.name,
-                    property_file=f"ModelCard{suffix}",
-                    json_path=contracts.MODEL_CARD_CONTENT_PATH,
-                ),
-                model_card_status="PendingReview",
-            ),
-        )
-        return ModelStep(name=f"RegisterAdapter{suffix}", step_args=step_args)
-
-    def registration_lineage(
-        self,
-        suffix: str,
-        inputs: LambdaStep,
-        preprocess: ProcessingStep,
-        adapter: TrainingStep,
-        evaluate: ProcessingStep,
-        check: LambdaStep,
-    ) -> dict[str, Any]:
-        """The version's metadata: what it was trained from and how, what approval re-checks,
-        and the MLflow runs behind it."""
-        p = self.params
+        builder = self.served_adapter(adapter)
         lineage = {
             TASK: p.task,
             "base_model": p.base_model,
@@ -154,7 +115,33 @@ class RegistrationSteps:
             lineage[key] = JsonGet(
                 step_name=evaluate.name, property_file=f"EvaluationReport{suffix}", json_path=path
             ).to_string()
-        return lineage
+        step_args = builder.register(
+            model_package_group_name=self.config.model_package_group,
+            content_types=["application/json"],
+            response_types=["application/json"],
+            inference_instances=[self.config.evaluation_instance_type],
+            transform_instances=[self.config.evaluation_instance_type],
+            # Always pending: approval is a reviewer's decision (`peftops models approve`, which
+            # checks the gate again), never a run parameter anyone who starts the pipeline sets.
+            approval_status=REGISTERED_STATUS,
+            model_metrics=ModelMetrics(
+                model_statistics=MetricsSource(
+                    content_type="application/json", s3_uri=evaluation_uri
+                )
+            ),
+            customer_metadata_properties=lineage,
+            description="PEFT adapter for dialogue summarization (peftops)",
+            # The evaluated model card (model_card.py), pending review like the version itself.
+            model_card=ModelPackageModelCard(
+                model_card_content=JsonGet(
+                    step_name=evaluate.name,
+                    property_file=f"ModelCard{suffix}",
+                    json_path=contracts.MODEL_CARD_CONTENT_PATH,
+                ),
+                model_card_status="PendingReview",
+            ),
+        )
+        return ModelStep(name=f"RegisterAdapter{suffix}", step_args=step_args)
 
     def registration(
         self,
