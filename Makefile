@@ -90,7 +90,7 @@ MUTANTS := \
 	'training_scripts.guarded_trainer.x_supervised_positions__*' \
 	'training_scripts.guarded_trainer.x_summary_token_loss__*' \
 	'training_scripts.batching.xǁPackedRowsǁ*' \
-	'pipelines.registry.decisions.x_gate_verdict__*' \
+	'pipelines.registry.decisions.x_approval_verdict__*' \
 	'pipelines.registry.decisions.x_decide__*' \
 	'pipelines.registry.lifecycle.x_promotion__*' \
 	'pipelines.local.expressions.x_as_number__*' \

@@ -1,6 +1,6 @@
 """The baseline arm: the data layer that most peft + bitsandbytes samples copy, on our loop.
 
-`NaiveBatches` is a data layer (`training_scripts.train.DataLayer`) handed to the project's
+`NaiveBatches` is a data layer (`training_scripts.batching.DataLayer`) handed to the project's
 `FineTuneRecipe`, so the model build, optimizer, learning rate, schedule, precision and seed
 are the recipe's own; only the data layer differs, as in those samples:
 - every example is padded to one maximum length (`tokenizer(..., padding="max_length")`);
@@ -22,7 +22,7 @@ from transformers import default_data_collator
 
 from training_scripts.batching import EncodingStats, SummaryBatches
 from training_scripts.contracts import INPUT_KEY, TARGET_KEY
-from training_scripts.prompts import prompt_ids, target_ids
+from training_scripts.prompts import causal_prompt_ids, target_ids
 from training_scripts.train import TrainArguments
 
 # The strong baseline: what a well-informed TRL user sets up. Length-grouped padded batches
@@ -46,7 +46,9 @@ def pad_to_max_length(ids: list[int], max_length: int, pad_id: int) -> dict[str,
 def example_ids(tokenizer: Any, row: dict[str, str]) -> list[int]:
     """Prompt + summary + EOS, the same tokens the project's recipe trains on."""
     chat = bool(getattr(tokenizer, "chat_template", None))
-    return prompt_ids(tokenizer, row[INPUT_KEY]) + target_ids(tokenizer, row[TARGET_KEY], chat=chat)
+    return causal_prompt_ids(tokenizer, row[INPUT_KEY]) + target_ids(
+        tokenizer, row[TARGET_KEY], chat=chat
+    )
 
 
 def encode_naive(

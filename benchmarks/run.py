@@ -60,7 +60,7 @@ from benchmarks.measure import (
 from benchmarks.naive import STRONG_BATCHES, NaiveBatches, encode_naive, example_ids
 from training_scripts import preprocess
 from training_scripts.batching import EncodingStats, encode_causal, make_collator
-from training_scripts.contracts import INPUT_KEY, TARGET_KEY, read_jsonl
+from training_scripts.contracts import INPUT_KEY, TARGET_KEY, read_split_rows
 from training_scripts.enums import PeftMethod
 from training_scripts.model_loading import (
     assert_4bit_weights_trainable,
@@ -197,7 +197,7 @@ def preprocessed_splits(data: str, workdir: Path) -> dict[str, list[dict[str, An
     """The project's preprocess step on `data`: validated, deduplicated, split."""
     out = workdir / "prep"
     preprocess.run(preprocess.PreprocessArguments(input=data, output_dir=str(out)))
-    return {split: read_jsonl(out / split / "data.jsonl") for split in ("train", "validation")}
+    return {split: read_split_rows(out / split / "data.jsonl") for split in ("train", "validation")}
 
 
 def long_prompt_rows(rows: list[dict[str, Any]], dialogues: int, seed: int) -> list[dict[str, Any]]:

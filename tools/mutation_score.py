@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if not statuses:
         print("mutation: no results for these mutants; run `mutmut run` first", file=sys.stderr)
         return 1
+    # A pattern that names no mutant is a function renamed or moved: its code went unmutated.
+    unmatched = [p for p in args.patterns if not any(fnmatch.fnmatchcase(n, p) for n in statuses)]
+    if unmatched:
+        print(f"mutation: no mutants for {', '.join(unmatched)}; fix the names", file=sys.stderr)
+        return 1
     if failing:
         print(
             f"\nmutation: under {args.min_killed:.0%} killed: {', '.join(failing)}", file=sys.stderr

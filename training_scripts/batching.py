@@ -73,7 +73,7 @@ def encode_causal(
     if len(target) > max_target_tokens:
         target = [*target[: max_target_tokens - 1], tokenizer.eos_token_id]
         stats.truncated_targets += 1
-    prompt = prompts.prompt_ids(tokenizer, dialogue)
+    prompt = prompts.causal_prompt_ids(tokenizer, dialogue)
     overflow = len(prompt) + len(target) - max_seq_length
     if overflow > 0:
         # Cut the dialogue, not the template around it, so the prompt keeps its format.
@@ -84,7 +84,7 @@ def encode_causal(
                 raise ValueError(
                     f"--max-seq-length {max_seq_length} leaves no room for the dialogue; raise it"
                 )
-            prompt = prompts.prompt_ids(
+            prompt = prompts.causal_prompt_ids(
                 tokenizer, prompts.truncate_words_to_tokens(tokenizer, dialogue, n_dialogue)
             )
             overflow = len(prompt) + len(target) - max_seq_length
@@ -130,7 +130,7 @@ def encode_seq2seq(
 
 
 def read_split(path: str | Path) -> list[dict[str, Any]]:
-    rows = contracts.read_jsonl(contracts.split_file(path))
+    rows = contracts.read_split_rows(contracts.split_file(path))
     if not rows:
         raise ValueError(f"{path}: the split is empty; check the preprocess step's manifest")
     return rows

@@ -1,6 +1,9 @@
-"""The files the training scripts hand to the pipeline, each defined once: `manifest.json`
-(preprocess), `training_metrics.json` (train), `evaluation.json` (evaluate), with their schema
-versions, the key paths the pipeline reads, and the quality gate's rule.
+"""What passes between the jobs and the pipeline, each defined once: the files the training
+scripts hand over (`manifest.json` from preprocess, `training_metrics.json` from train,
+`evaluation.json` from evaluate, with their schema versions, the key paths the pipeline reads,
+and the quality gate's rule), the preprocessed splits they hand each other (fields and file),
+the environment the pipeline hands them (tracking, the hub token's secret), and the model card
+files registration reads.
 
 Writers and readers both go through a `FileContract`: a write is refused when a key the
 pipeline reads is missing, and a read names the file and the fix when a document is from
@@ -27,11 +30,6 @@ INPUT_KEY = "input"
 TARGET_KEY = "target"
 SPLITS = ("train", "validation", "test")
 SPLIT_FILE = "data.jsonl"
-
-
-# Loggers of the project's own code; everything else (transformers, the SageMaker SDK, boto)
-# logs at WARNING unless asked to be verbose.
-PROJECT_LOGGERS = ("peftops", "preprocess", "train", "evaluate")
 
 
 # The environment the pipeline hands its jobs. With a gated base model: the ARN of the
@@ -339,7 +337,8 @@ MANIFEST = FileContract(
 )
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_split_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a preprocessed split's JSONL file (preprocess.py wrote them valid)."""
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 

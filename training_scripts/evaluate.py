@@ -288,7 +288,7 @@ def test_set_digest(rows: list[dict[str, Any]]) -> str:
 def read_test_set(args: EvaluateArguments) -> tuple[list[dict[str, Any]], str]:
     """The test examples scored (the first --max-examples) and their digest."""
     test_path = contracts.split_file(args.test_dir)
-    rows = contracts.read_jsonl(test_path)
+    rows = contracts.read_split_rows(test_path)
     if args.max_examples > 0:
         rows = rows[: args.max_examples]
     if not rows:

@@ -42,7 +42,7 @@ def generate_summaries(
     """Greedy decoding in batches of similar length (less padding), returned in input order;
     a progress line per batch when `label` names the model."""
     seq2seq = model_loading.is_seq2seq(model.config)
-    prompt_tokens = [prompts.model_prompt_ids(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
+    prompt_tokens = [prompts.prompt_ids(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
     order = sorted(range(len(prompt_tokens)), key=lambda i: len(prompt_tokens[i]))
     outputs: list[str] = [""] * len(prompt_tokens)
     new_tokens = 0

@@ -8,10 +8,9 @@ import logging
 import sys
 from typing import Any
 
-if __package__:  # imported as part of the training_scripts package
-    from . import contracts
-else:  # run as a file in a SageMaker job: sibling modules are top-level
-    import contracts
+# Loggers of the project's own code; everything else (transformers, the SageMaker SDK, boto)
+# logs at WARNING unless asked to be verbose.
+PROJECT_LOGGERS = ("peftops", "preprocess", "train", "evaluate")
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -48,7 +47,7 @@ def _project_or_warning(record: logging.LogRecord) -> bool:
     # Libraries set their own loggers to INFO or DEBUG, so the root level alone does not keep
     # their chatter out.
     top = record.name.split(".")[0]
-    if top in contracts.PROJECT_LOGGERS:
+    if top in PROJECT_LOGGERS:
         return True
     return record.levelno >= (logging.ERROR if top in QUIET_LIBRARIES else logging.WARNING)
 
@@ -65,5 +64,5 @@ def setup_logging(*, verbose: bool = False) -> None:
         handlers=[handler],
         force=True,
     )
-    for name in contracts.PROJECT_LOGGERS:
+    for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -40,7 +40,7 @@ def plain_text_ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-def prompt_ids(tokenizer: Any, dialogue: str) -> list[int]:
+def causal_prompt_ids(tokenizer: Any, dialogue: str) -> list[int]:
     # A chat template writes its own special tokens; a plain prompt gets the tokenizer's BOS.
     add_special = not getattr(tokenizer, "chat_template", None)
     if not holds_control_tokens(tokenizer, dialogue):
@@ -73,10 +73,10 @@ def truncate_words_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
     return text[: offsets[max_tokens - 1][1]]
 
 
-def model_prompt_ids(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> list[int]:
+def prompt_ids(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> list[int]:
     """What a causal or seq2seq model reads before its summary, as train.py encodes it: the
     data's control-token strings stay text."""
     if not seq2seq:
-        return prompt_ids(tokenizer, dialogue)
+        return causal_prompt_ids(tokenizer, dialogue)
     text = render_prompt(tokenizer, dialogue, seq2seq=True)
     return tokenizer(text, split_special_tokens=True)["input_ids"]

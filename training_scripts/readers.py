@@ -8,14 +8,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger("preprocess")
 
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 HF_PREFIX = "hf:"

@@ -46,7 +46,7 @@ if __package__:  # imported as part of the training_scripts package (pipeline, t
         tracking,
         trainable_model,
     )
-    from .batching import Attention, Batching
+    from .batching import DEFAULT_TOKEN_BUDGETS, Attention, Batching
 else:  # run as `python train.py`, as in the SageMaker job: sibling modules are top-level
     import logs  # first, as above
     import batching
@@ -60,7 +60,7 @@ else:  # run as `python train.py`, as in the SageMaker job: sibling modules are 
     import packed_attention
     import tracking
     import trainable_model
-    from batching import Attention, Batching
+    from batching import DEFAULT_TOKEN_BUDGETS, Attention, Batching
 # isort: on
 
 import torch
@@ -161,7 +161,8 @@ class TrainArguments:
         metadata={
             "help": "Tokens per device per micro-batch: real tokens of packed rows, or rows x "
             "longest for padded batches. 0 = the device's default "
-            f"({batching.DEFAULT_TOKEN_BUDGETS['cpu']} on a CPU, {batching.DEFAULT_TOKEN_BUDGETS['cuda']} on a GPU)."
+            f"({DEFAULT_TOKEN_BUDGETS['cpu']} on a CPU, {DEFAULT_TOKEN_BUDGETS['cuda']} on a GPU); "
+            "--per-device-batch-size caps the examples a micro-batch holds."
         },
     )
     gradient_accumulation_steps: int = field(
@@ -309,18 +310,19 @@ class FineTuneRecipe:
         self.dtype = model_loading.resolve_dtype(args.precision)
 
     def setup(self) -> FineTuneRecipe:
-        torch.manual_seed(self.args.seed)
-        if not torch.cuda.is_available():
-            # Random-init and small-magnitude weights fill CPU backward passes with denormals (10x slower).
-            torch.set_flush_denormal(True)
         self.load_model()
         self.encode_data()
         self.build_trainer()
         return self
 
     def load_model(self) -> None:
-        """The tokenizer and the model the method trains (`trainable_model.build_model`)."""
+        """The tokenizer and the model the method trains (`trainable_model.build_model`), its
+        new weights (LoRA, virtual tokens) drawn from --seed."""
         args = self.args
+        torch.manual_seed(args.seed)
+        if not torch.cuda.is_available():
+            # Random-init and small-magnitude weights fill CPU backward passes with denormals (10x slower).
+            torch.set_flush_denormal(True)
         self.tokenizer = model_loading.load_tokenizer(args.model_name_or_path)
         self.model, self.seq2seq = trainable_model.build_model(args, self.dtype)
         # Validation loss is always measured on the project's batches, whatever trains.

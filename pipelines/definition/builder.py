@@ -197,7 +197,7 @@ class _Builder(DataSteps, TrainingSteps, EvaluationSteps, RegistrationSteps):
         and may run without network."""
         return None if self.config.image_uri else JOB_REQUIREMENTS
 
-    def job_environment(self, kind: JobKind) -> dict[str, str]:
+    def environment_variables(self, kind: JobKind) -> dict[str, str]:
         environment = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
         if self.config.hf_token_secret_arn:
             # The secret's ARN, never the token: the jobs read it from Secrets Manager.
@@ -256,7 +256,7 @@ class _Builder(DataSteps, TrainingSteps, EvaluationSteps, RegistrationSteps):
             base_job_name=base_job_name,
             sagemaker_session=self.session,
             code_location=f"{self.deployment.root}/{ASSET_PREFIX}/processing/{base_job_name}",
-            env=self.job_environment(kind),
+            env=self.environment_variables(kind),
             network_config=NetworkConfig(
                 enable_network_isolation=self.config.network_isolation,
                 security_group_ids=list(vpc.security_group_ids) if vpc else None,

@@ -150,7 +150,7 @@ class TrainingSteps:
                 s3_output_path=f"{self.prefix}/{MODELS}/{name}",
                 kms_key_id=self.deployment.kms_key_arn,
             ),
-            environment=self.job_environment(JobKind.TRAINING),
+            environment=self.environment_variables(JobKind.TRAINING),
             hyperparameters=hyperparameters,
         )
         trainer.with_metric_definitions(TRAINING_METRIC_DEFINITIONS)

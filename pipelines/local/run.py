@@ -40,7 +40,7 @@ from pipelines.local.step_cache import StepCache
 from pipelines.publishing import PublishedDataset, PublishError, publish_dataset
 from pipelines.registry import LocalRegistry
 from training_scripts import contracts, report
-from training_scripts.contracts import PROJECT_LOGGERS
+from training_scripts.logs import PROJECT_LOGGERS
 
 MIRROR_DIR = "s3"  # the bucket(s), under the run folder
 SERVICE_DIR = "service"  # what the service remembers between runs: its step cache

@@ -95,7 +95,7 @@ class AdapterModel:
     def prompt(self, text: str) -> list[int]:
         from training_scripts import prompts
 
-        return prompts.prompt_ids(self.tokenizer, text)
+        return prompts.causal_prompt_ids(self.tokenizer, text)
 
     def generate(self, requests: Sequence[Request]) -> list[Answer]:
         """Greedy continuations of a batch whose rows may each name another task."""

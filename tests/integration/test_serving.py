@@ -104,7 +104,7 @@ def alone(base_model: str, adapter: Path | None) -> list[str]:
     model.eval()
     answers = []
     for dialogue in DIALOGUES:
-        ids = torch.tensor([prompts.prompt_ids(tokenizer, dialogue)])
+        ids = torch.tensor([prompts.causal_prompt_ids(tokenizer, dialogue)])
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,

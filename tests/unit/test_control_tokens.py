@@ -28,7 +28,7 @@ def test_control_token_strings_in_data_encode_as_text(tiny_causal: Path) -> None
     # BOS opens the prompt and EOS closes the summary; nothing the data spelled is either.
     inside = ids[1:-1] if ids[0] == tokenizer.bos_token_id else ids[:-1]
     assert ids[-1] == tokenizer.eos_token_id and not specials & set(inside)
-    prompt = prompts.model_prompt_ids(tokenizer, INJECTED, seq2seq=False)
+    prompt = prompts.prompt_ids(tokenizer, INJECTED, seq2seq=False)
     assert prompt == encoded["input_ids"][: len(prompt)]  # evaluation reads what training did
     assert tokenizer.eos_token_id not in prompt
 
@@ -39,7 +39,7 @@ def test_a_clean_dialogue_encodes_exactly_as_before(tiny_causal: Path) -> None:
     text = prompts.render_prompt(tokenizer, dialogue, seq2seq=False)
     add_special = not getattr(tokenizer, "chat_template", None)
     assert (
-        prompts.prompt_ids(tokenizer, dialogue)
+        prompts.causal_prompt_ids(tokenizer, dialogue)
         == (tokenizer(text, add_special_tokens=add_special)["input_ids"])
     )
 

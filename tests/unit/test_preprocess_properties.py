@@ -148,7 +148,7 @@ def check(name: str, lines: list[Line], bom: bool, skip: bool) -> None:
         written = set()
         for split in manifest["splits"].values():
             # As training reads them (U+2028 or U+0085 in a field is no line break).
-            for record in contracts.read_jsonl(Path(tmp) / "out" / split["file"]):
+            for record in contracts.read_split_rows(Path(tmp) / "out" / split["file"]):
                 written.add((record[contracts.INPUT_KEY], record[contracts.TARGET_KEY]))
         assert written == expected
 
