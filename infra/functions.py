@@ -94,9 +94,15 @@ class PipelineFunctions(Construct):
                 log_retention=log_retention,
             )
             self.roles[name] = self.functions[name].role
+        self._acknowledge_findings(bucket, config)
+
+    def _acknowledge_findings(self, bucket: s3.IBucket, config: PipelineConfig) -> None:
+        stack = Stack.of(self)
+        group = config.model_package_group
+        for name, role in self.roles.items():
             log_group = self.node.find_child(f"{name}-logs").node.default_child
             acknowledge(
-                self.roles[name],
+                role,
                 f"IAM5[Resource::<{stack.get_logical_id(log_group)}.Arn>]",
                 "the function's own log group; Lambda makes a log stream per instance",
             )

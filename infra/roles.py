@@ -111,6 +111,15 @@ class PipelineRole(Construct):
             )
         self.policy = iam.Policy(self, "Policy", statements=statements)
         self.policy.attach_to_role(self.role)
+        self._acknowledge_findings(bucket, read_prefixes, pipeline_name, model_package_group)
+
+    def _acknowledge_findings(
+        self,
+        bucket: s3.IBucket,
+        read_prefixes: Sequence[str],
+        pipeline_name: str,
+        model_package_group: str,
+    ) -> None:
         for prefix in read_prefixes:
             acknowledge(
                 self.policy,
