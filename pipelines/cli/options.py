@@ -25,8 +25,7 @@ def user_error(err: BaseException) -> tuple[str, int] | None:
     errors, and AWS's); None for anything else, a bug whose traceback should show."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from pipelines.local.errors import StepFailedError, UnsupportedConstructError
-    from pipelines.local.run import LocalRunError
+    from pipelines.local.errors import LocalRunError, StepFailedError, UnsupportedConstructError
     from pipelines.publishing import PublishError
     from pipelines.registry import RegistryError
     from pipelines.serving.adapters import ServingError

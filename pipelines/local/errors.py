@@ -1,5 +1,9 @@
-"""How a local run fails: a construct the runner does not implement, a missing input, or a
-job that exited non-zero."""
+"""How a local run fails: bad input to the run, a construct the runner does not implement, a
+missing input, or a job that exited non-zero."""
+
+
+class LocalRunError(Exception):
+    """Bad input to a local run; the message names the problem."""
 
 
 class UnsupportedConstructError(Exception):

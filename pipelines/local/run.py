@@ -33,6 +33,7 @@ from pipelines.definition.config import (
 from pipelines.fixtures.sample_data import SAMPLE_PATH
 from pipelines.functions.registered_adapter import find_registered
 from pipelines.functions.resolve_inputs import resolve_inputs
+from pipelines.local.errors import LocalRunError
 from pipelines.local.executor import Function, LocalExecutor, RunResult
 from pipelines.local.presets import LOCAL_DEPLOYMENT, PRESETS
 from pipelines.local.s3_mirror import S3Mirror
@@ -55,10 +56,6 @@ EVALUATION_OUTPUTS = (
 # Job output shown live: the scripts' own log lines (progress with the time left among them);
 # the rest, the Trainer's own records included, is in each job's log file.
 WORTH_SHOWING = re.compile(rf"\s*({'|'.join(PROJECT_LOGGERS)}):")
-
-
-class LocalRunError(Exception):
-    """Bad input to a local run; the message names the problem."""
 
 
 @dataclass

@@ -147,8 +147,7 @@ def _domain_errors() -> list[tuple[BaseException, int, str]]:
     from botocore.exceptions import ClientError, NoRegionError
 
     from pipelines.cli.options import CommandError
-    from pipelines.local.errors import StepFailedError, UnsupportedConstructError
-    from pipelines.local.run import LocalRunError
+    from pipelines.local.errors import LocalRunError, StepFailedError, UnsupportedConstructError
     from pipelines.publishing import PublishError
     from pipelines.serving.adapters import ServingError
     from training_scripts.contracts import ContractError
