@@ -22,7 +22,8 @@ from transformers import default_data_collator
 
 from training_scripts.batching import EncodingStats, SummaryBatches
 from training_scripts.contracts import INPUT_KEY, TARGET_KEY
-from training_scripts.prompts import causal_prompt_ids, target_ids
+from training_scripts.prompts import causal_prompt_ids, has_chat_template, target_ids
+from training_scripts.tasks import TaskSpec
 from training_scripts.train import TrainArguments
 
 # The strong baseline: what a well-informed TRL user sets up. Length-grouped padded batches
@@ -43,19 +44,17 @@ def pad_to_max_length(ids: list[int], max_length: int, pad_id: int) -> dict[str,
     }
 
 
-def example_ids(tokenizer: Any, row: dict[str, str]) -> list[int]:
+def example_ids(tokenizer: Any, task: TaskSpec, row: dict[str, Any]) -> list[int]:
     """Prompt + summary + EOS, the same tokens the project's recipe trains on."""
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    return causal_prompt_ids(tokenizer, row[INPUT_KEY]) + target_ids(
-        tokenizer, row[TARGET_KEY], chat=chat
-    )
+    prompt = causal_prompt_ids(tokenizer, task.messages(row[INPUT_KEY]), cue=task.answer_cue)
+    return prompt + target_ids(tokenizer, row[TARGET_KEY], chat=has_chat_template(tokenizer))
 
 
 def encode_naive(
-    tokenizer: Any, rows: list[dict[str, str]], max_length: int
+    tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int
 ) -> list[dict[str, list[int]]]:
     return [
-        pad_to_max_length(example_ids(tokenizer, row), max_length, tokenizer.pad_token_id)
+        pad_to_max_length(example_ids(tokenizer, task, row), max_length, tokenizer.pad_token_id)
         for row in rows
     ]
 
@@ -73,9 +72,14 @@ class NaiveBatches:
     summary_logits_only: bool = False
 
     def encode(
-        self, rows: list[dict[str, Any]], tokenizer: Any, args: TrainArguments, stats: EncodingStats
+        self,
+        rows: list[dict[str, Any]],
+        task: TaskSpec,
+        tokenizer: Any,
+        args: TrainArguments,
+        stats: EncodingStats,
     ) -> list[dict[str, list[int]]]:
-        ids = [example_ids(tokenizer, row) for row in rows]
+        ids = [example_ids(tokenizer, task, row) for row in rows]
         stats.examples += len(ids)
         stats.truncated_inputs += sum(len(i) > self.max_length for i in ids)
         return [pad_to_max_length(i, self.max_length, tokenizer.pad_token_id) for i in ids]

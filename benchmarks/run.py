@@ -68,6 +68,7 @@ from training_scripts.model_loading import (
     load_tokenizer,
     resolve_dtype,
 )
+from training_scripts.tasks import DEFAULT_TASK, resolve_task_spec
 from training_scripts.train import FineTuneRecipe, TrainArguments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +77,7 @@ ARMS = ("ours", "strong", "naive")
 BASELINES = ("strong", "naive")
 DATA = ("bundled", "long_prompt")
 RANDOM_MODELS = ("random-llama-1b", "random-llama-tiny")
+TASK = resolve_task_spec(DEFAULT_TASK)  # the bundled sample's task
 
 
 @dataclass
@@ -224,6 +226,7 @@ def padding_figures(
     ours_rows = [
         encode_causal(
             tokenizer,
+            TASK,
             row[INPUT_KEY],
             row[TARGET_KEY],
             max_seq_length=max_length,
@@ -240,7 +243,7 @@ def padding_figures(
     )
     grouped = [ours_rows[i] for i in sampler]
     padded = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding="longest")
-    longest = max(len(example_ids(tokenizer, row)) for row in rows)
+    longest = max(len(example_ids(tokenizer, TASK, row)) for row in rows)
     return {
         "examples": len(rows),
         "mean_tokens": statistics.fmean(len(r["input_ids"]) for r in ours_rows),
@@ -250,10 +253,10 @@ def padding_figures(
         ),
         "ours_length_grouped": padding_efficiency(grouped, padded, batch_size),
         "naive_pad_to_max_length": padding_efficiency(
-            encode_naive(tokenizer, rows, max_length), default_data_collator, batch_size
+            encode_naive(tokenizer, TASK, rows, max_length), default_data_collator, batch_size
         ),
         "naive_pad_to_longest": padding_efficiency(
-            encode_naive(tokenizer, rows, longest), default_data_collator, batch_size
+            encode_naive(tokenizer, TASK, rows, longest), default_data_collator, batch_size
         ),
     }
 
@@ -707,7 +710,7 @@ def run(bench: BenchArguments) -> dict[str, Any]:
         write_split(warmup_dir / "train", rows["train"][-bench.warmup_examples :])
         write_split(warmup_dir / "validation", rows["validation"][:1])
         # A recipe sets max_length for its dataset, not for the few examples a benchmark takes.
-        longest = max(len(example_ids(tokenizer, row)) for row in rows["train"])
+        longest = max(len(example_ids(tokenizer, TASK, row)) for row in rows["train"])
         naive_max_length = longest if bench.naive_pads_to_longest else cap
         common_kwargs = dict(
             model=model, naive_max_length=naive_max_length, max_seq_length=cap, device=device,

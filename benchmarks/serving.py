@@ -29,6 +29,13 @@ DIALOGUE = (
 )
 
 
+def request_body(max_new_tokens: int) -> dict[str, Any]:
+    """The dialogue as every client sends it: the shipped task's chat-completions body."""
+    from training_scripts import tasks
+
+    return tasks.chat_request(tasks.resolve_task_spec(tasks.DEFAULT_TASK), DIALOGUE, max_new_tokens)
+
+
 def make_adapters(base_model: str, out: Path, rank: int = 16) -> dict[str, Path]:
     """One random-weight LoRA adapter per task, saved as peft saves a trained one."""
     import torch
@@ -57,7 +64,8 @@ def resident_child(base_model: str, adapters: dict[str, str]) -> dict[str, int]:
 
     setup_logging()
     model = AdapterModel(base_model, {t: Path(p) for t, p in adapters.items()})
-    model.generate([Request(t, DIALOGUE, 16) for t in (*adapters, BASE)])
+    messages = request_body(16)["messages"]
+    model.generate([Request(t, messages, 16) for t in (*adapters, BASE)])
     return {"rss_bytes": _status_bytes("VmRSS"), "peak_rss_bytes": _status_bytes("VmHWM")}
 
 
@@ -92,9 +100,11 @@ def load_test(
     """`requests` requests, alternating tasks, `concurrency` at once; every one accounted for."""
     from pipelines.serving.client import invoke_local
 
+    body = request_body(max_new_tokens)
+
     def one(index: int) -> float:
         started = time.perf_counter()
-        invoke_local(url, TASKS[index % len(TASKS)], DIALOGUE, max_new_tokens, timeout=time_limit_s)
+        invoke_local(url, TASKS[index % len(TASKS)], body, timeout=time_limit_s)
         return time.perf_counter() - started
 
     started = time.perf_counter()

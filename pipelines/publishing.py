@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipelines.functions import layout
-from training_scripts import contracts, preprocess, readers
+from training_scripts import contracts, preprocess, readers, tasks
 
 
 class ObjectStore(Protocol):
@@ -49,17 +49,17 @@ class PublishedDataset:
     new: bool  # False: the newest version already held these files
 
 
-def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple[list[Path], int]:
-    """The dataset's files and record count, by preprocess's rules as the pipeline runs it (the
-    first bad record stops it, named by file and line; too few examples to split stop it)."""
+def check_dataset(source: Path, task: tasks.TaskSpec) -> tuple[list[Path], int]:
+    """The dataset's files and record count, read by the task as the pipeline's preprocess reads
+    them (the first bad record stops it, named by file and line; too few examples to split stop
+    it)."""
     defaults = preprocess.PreprocessArguments()
     try:
         files = readers.discover_files(source)
         inputs, items = readers.read_files(files)
         examples, _, _ = preprocess.build_examples(
             items,
-            input_field=input_field,
-            target_field=target_field,
+            task=task,
             skip_invalid=False,
             truncate=lambda text: text,
             skip_option=None,  # the pipeline's Preprocess skips nothing either
@@ -76,7 +76,7 @@ def check_dataset(source: Path, *, input_field: str, target_field: str) -> tuple
         if not splits["test"]:
             raise readers.DataError(
                 f"{source}: {len(examples)} distinct examples leave no test split for the "
-                "pipeline's evaluation; publish at least 3 dialogues"
+                "pipeline's evaluation; publish at least 3 distinct inputs"
             )
     except readers.DataError as err:
         raise PublishError(str(err)) from None
@@ -100,13 +100,15 @@ def publish_dataset(
     store: ObjectStore,
     bucket: str,
     *,
-    input_field: str = "dialogue",
-    target_field: str = "summary",
+    task: tasks.TaskSpec,
     now: datetime | None = None,
 ) -> PublishedDataset:
-    paths, records = check_dataset(source, input_field=input_field, target_field=target_field)
+    """Publish the data with its task spec (`task.json` at the version's top, where preprocess
+    reads it): a new spec for the same data is a new version, and a run's identity."""
+    paths, records = check_dataset(source, task)
     root = source if source.is_dir() else source.parent
     bodies = {path.relative_to(root).as_posix(): path.read_bytes() for path in paths}
+    bodies[tasks.TASK_SPEC_FILE] = (json.dumps(task.document(), indent=2) + "\n").encode()
     files = [
         DatasetFile(name, hashlib.sha256(body).hexdigest(), len(body))
         for name, body in bodies.items()
@@ -133,7 +135,7 @@ def publish_dataset(
         "uri": uri,
         "sha256": digest,
         "records": records,
-        "fields": {"input": input_field, "target": target_field},
+        "task": {"name": task.name, "sha256": task.sha256},
         "files": [vars(f) for f in files],
         "published_at": moment.isoformat(),
     }

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import contracts, enums, prompts
+    from . import contracts, enums, prompts, tasks
 else:  # run as a file in the SageMaker job: sibling modules are top-level
     import contracts
     import enums
     import prompts
+    import tasks
 
 import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
@@ -60,33 +61,43 @@ class EncodingStats:
 
 def encode_causal(
     tokenizer: Any,
-    dialogue: str,
-    summary: str,
+    task: tasks.TaskSpec,
+    task_input: tasks.TaskInput,
+    answer: str,
     *,
     max_seq_length: int,
     max_target_tokens: int,
     stats: EncodingStats,
 ) -> dict[str, list[int]]:
-    """input_ids = prompt + summary + EOS; labels mask the prompt so loss is on the summary only."""
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    target = prompts.target_ids(tokenizer, summary, chat=chat)
+    """input_ids = prompt + answer + EOS; labels mask the prompt so loss is on the answer only."""
+    chat = prompts.has_chat_template(tokenizer)
+    target = prompts.target_ids(tokenizer, answer, chat=chat)
     if len(target) > max_target_tokens:
         target = [*target[: max_target_tokens - 1], tokenizer.eos_token_id]
         stats.truncated_targets += 1
-    prompt = prompts.causal_prompt_ids(tokenizer, dialogue)
+
+    def prompt_of(value: tasks.TaskInput) -> list[int]:
+        return prompts.causal_prompt_ids(tokenizer, task.messages(value), cue=task.answer_cue)
+
+    prompt = prompt_of(task_input)
     overflow = len(prompt) + len(target) - max_seq_length
     if overflow > 0:
-        # Cut the dialogue, not the template around it, so the prompt keeps its format.
-        n_dialogue = len(prompts.plain_text_ids(tokenizer, dialogue))
+        # Cut the input's longest text, not the template around it, so the prompt keeps its
+        # format.
+        texts = task.texts(task_input)
+        lengths = [len(prompts.plain_text_ids(tokenizer, text)) for text in texts]
         while overflow > 0:
-            n_dialogue -= overflow
-            if n_dialogue <= 0:
+            longest = max(range(len(texts)), key=lengths.__getitem__)
+            lengths[longest] -= overflow
+            if lengths[longest] <= 0:
                 raise ValueError(
-                    f"--max-seq-length {max_seq_length} leaves no room for the dialogue; raise it"
+                    f"--max-seq-length {max_seq_length} leaves no room for the input; raise it"
                 )
-            prompt = prompts.causal_prompt_ids(
-                tokenizer, prompts.truncate_words_to_tokens(tokenizer, dialogue, n_dialogue)
-            )
+            cut = [
+                prompts.truncate_words_to_tokens(tokenizer, text, n)
+                for text, n in zip(texts, lengths, strict=True)
+            ]
+            prompt = prompt_of(task.with_texts(task_input, cut))
             overflow = len(prompt) + len(target) - max_seq_length
         stats.truncated_inputs += 1
     stats.examples += 1
@@ -99,22 +110,25 @@ def encode_causal(
 
 def encode_seq2seq(
     tokenizer: Any,
-    dialogue: str,
-    summary: str,
+    task: tasks.TaskSpec,
+    task_input: tasks.TaskInput,
+    answer: str,
     *,
     max_seq_length: int,
     max_target_tokens: int,
     stats: EncodingStats,
 ) -> dict[str, list[int]]:
-    # The prefix holds no control tokens and the data's are text: split them all.
+    # The task's text holds no control tokens and the data's are text: split them all.
     source = tokenizer(
-        prompts.render_prompt(tokenizer, dialogue, seq2seq=True),
+        prompts.render_prompt(
+            tokenizer, task.messages(task_input), seq2seq=True, cue=task.answer_cue
+        ),
         truncation=True,
         max_length=max_seq_length,
         split_special_tokens=True,
     )
     labels = tokenizer(
-        text_target=summary,
+        text_target=answer,
         truncation=True,
         max_length=max_target_tokens,
         split_special_tokens=True,
@@ -134,6 +148,18 @@ def read_split(path: str | Path) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"{path}: the split is empty; check the preprocess step's manifest")
     return rows
+
+
+def split_task(*split_dirs: str | Path) -> tasks.TaskSpec:
+    """The one task that the splits were preprocessed for."""
+    specs = {str(path): tasks.split_task(path) for path in split_dirs}
+    names = {spec.sha256: path for path, spec in specs.items()}
+    if len(names) > 1:
+        raise ValueError(
+            f"the splits were preprocessed for different task specs ({', '.join(names.values())}); "
+            "preprocess the data once and train on its splits"
+        )
+    return next(iter(specs.values()))
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -380,7 +406,12 @@ class DataLayer(Protocol):
         mask the prompt)."""
 
     def encode(
-        self, rows: list[dict[str, Any]], tokenizer: Any, args: TrainArguments, stats: EncodingStats
+        self,
+        rows: list[dict[str, Any]],
+        task: tasks.TaskSpec,
+        tokenizer: Any,
+        args: TrainArguments,
+        stats: EncodingStats,
     ) -> list[dict[str, list[int]]]: ...
 
     def collator(
@@ -408,12 +439,18 @@ class SummaryBatches:
         return "random" if self.padding_free else "group_by_length"
 
     def encode(
-        self, rows: list[dict[str, Any]], tokenizer: Any, args: TrainArguments, stats: EncodingStats
+        self,
+        rows: list[dict[str, Any]],
+        task: tasks.TaskSpec,
+        tokenizer: Any,
+        args: TrainArguments,
+        stats: EncodingStats,
     ) -> list[dict[str, list[int]]]:
         encode = encode_seq2seq if self.seq2seq else encode_causal
         return [
             encode(
                 tokenizer,
+                task,
                 row[contracts.INPUT_KEY],
                 row[contracts.TARGET_KEY],
                 max_seq_length=args.max_seq_length,

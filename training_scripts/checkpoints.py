@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import contracts
+    from . import contracts, tasks
 else:  # run as a file in the SageMaker job: sibling modules are top-level
     import contracts
+    import tasks
 
 from transformers import TrainerCallback
 
@@ -81,6 +82,8 @@ def run_identity(args: TrainArguments) -> dict[str, Any]:
         "train": content_hash(args.train_dir),
         "validation": content_hash(args.validation_dir),
     }
+    # The task renders every prompt: the same records under another spec are other examples.
+    stable["task"] = tasks.split_task(args.train_dir).sha256
     stable["base_model"] = base_model_identity(args.model_name_or_path)
     return stable
 

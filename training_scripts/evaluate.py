@@ -51,6 +51,7 @@ if __package__:  # imported as part of the training_scripts package (pipeline, t
         model_loading,
         report,
         scoring,
+        tasks,
         tracking,
     )
 else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules are top-level
@@ -64,6 +65,7 @@ else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules a
     import model_loading
     import report
     import scoring
+    import tasks
     import tracking
 # isort: on
 
@@ -100,7 +102,9 @@ class EvaluateArguments:
         "runs/local/evaluation",
         "Where evaluation.json, predictions.jsonl and report.html go.",
     )
-    max_new_tokens: int = field(default=96, metadata={"help": "Generated summary tokens at most."})
+    max_new_tokens: int = field(
+        default=0, metadata={"help": "Generated answer tokens at most; 0: the task spec's."}
+    )
     max_input_tokens: int = field(
         default=1024, metadata={"help": "Prompt tokens at most (longer prompts keep their end)."}
     )
@@ -155,22 +159,37 @@ def total_parameters(model: Any) -> int:
     return model_loading.count_parameters(model)[1]
 
 
+@dataclass(frozen=True)
+class TestSet:
+    """The test examples scored, their digest and the task they were preprocessed for."""
+
+    rows: list[dict[str, Any]]
+    sha256: str
+    task: tasks.TaskSpec
+
+    @property
+    def prompts(self) -> list[list[dict[str, str]]]:
+        return [self.task.messages(r[contracts.INPUT_KEY]) for r in self.rows]
+
+
 def score_model(
-    name: str, model: Any, tokenizer: Any, rows: list[dict[str, Any]], args: EvaluateArguments
+    name: str, model: Any, tokenizer: Any, test: TestSet, args: EvaluateArguments
 ) -> tuple[dict[str, Any], list[str]]:
     """One model's entry of evaluation.json (scores, per-example scores, generation speed) and
-    its summaries."""
-    generated = generation.generate_summaries(
+    its answers."""
+    rows = test.rows
+    generated = generation.generate_answers(
         model,
         tokenizer,
-        [r[contracts.INPUT_KEY] for r in rows],
+        test.prompts,
+        cue=test.task.answer_cue,
         batch_size=args.batch_size,
         max_input_tokens=args.max_input_tokens,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens or test.task.max_new_tokens,
         label=name,
     )
     per_example = scoring.rouge_per_example(
-        generated.summaries, [r[contracts.TARGET_KEY] for r in rows]
+        generated.answers, [r[contracts.TARGET_KEY] for r in rows]
     )
     entry: dict[str, Any] = {
         **scoring.means(per_example),
@@ -187,7 +206,7 @@ def score_model(
         " ".join(f"{k}={entry[k]:.4f}" for k in ROUGE_KEYS),
         generated.seconds,
     )
-    return entry, generated.summaries
+    return entry, generated.answers
 
 
 def scored_adapter(base_ref: str, adapter_dir: Path, *, quantized: bool, dtype: Any) -> Any:
@@ -285,15 +304,15 @@ def test_set_digest(rows: list[dict[str, Any]]) -> str:
     ).hexdigest()
 
 
-def read_test_set(args: EvaluateArguments) -> tuple[list[dict[str, Any]], str]:
-    """The test examples scored (the first --max-examples) and their digest."""
+def read_test_set(args: EvaluateArguments) -> TestSet:
+    """The test examples scored (the first --max-examples), their digest and their task."""
     test_path = contracts.split_file(args.test_dir)
     rows = contracts.read_split_rows(test_path)
     if args.max_examples > 0:
         rows = rows[: args.max_examples]
     if not rows:
         raise ValueError(f"{test_path}: the test split is empty")
-    return rows, test_set_digest(rows)
+    return TestSet(rows, test_set_digest(rows), tasks.split_task(test_path))
 
 
 Scored = tuple[dict[str, Any], list[str]]  # a model's evaluation.json entry, its summaries
@@ -303,12 +322,12 @@ def score_base(
     base_ref: str,
     base_dir: Path | None,
     tokenizer: Any,
-    rows: list[dict[str, Any]],
+    test: TestSet,
     args: Any,
     dtype: Any,
 ) -> Scored:
     base = model_loading.load_model(base_ref, quantize_4bit=False, dtype=dtype)
-    entry, summaries = score_model("base", base, tokenizer, rows, args)
+    entry, summaries = score_model("base", base, tokenizer, test, args)
     entry.update(
         trainable_params=0,
         total_params=total_parameters(base),
@@ -335,14 +354,14 @@ def score_adapter(
     adapter_dir: Path,
     training: dict[str, Any],
     tokenizer: Any,
-    rows: list[dict[str, Any]],
+    test: TestSet,
     args: EvaluateArguments,
     dtype: Any,
     total_base: int,
 ) -> Scored:
     quantized = adapter_quantized(args, training)
     adapter_model = scored_adapter(base_ref, adapter_dir, quantized=quantized, dtype=dtype)
-    entry, summaries = score_model("adapter", adapter_model, tokenizer, rows, args)
+    entry, summaries = score_model("adapter", adapter_model, tokenizer, test, args)
     entry.update(
         method=training.get("method"),
         base_quantized_4bit=quantized,
@@ -355,11 +374,11 @@ def score_adapter(
 
 
 def score_trained_baseline(
-    baseline_dir: Path, tokenizer: Any, rows: list[dict[str, Any]], args: Any, dtype: Any
+    baseline_dir: Path, tokenizer: Any, test: TestSet, args: Any, dtype: Any
 ) -> Scored:
     training = artifacts.read_training_metrics(baseline_dir)
     baseline = model_loading.load_model(str(baseline_dir), quantize_4bit=False, dtype=dtype)
-    entry, summaries = score_model("full_finetune", baseline, tokenizer, rows, args)
+    entry, summaries = score_model("full_finetune", baseline, tokenizer, test, args)
     entry.update(
         trainable_params=training.get("trainable_params", total_parameters(baseline)),
         total_params=total_parameters(baseline),
@@ -388,7 +407,8 @@ def evaluate_all(
     if not torch.cuda.is_available():
         torch.set_flush_denormal(True)
     dtype = model_loading.resolve_dtype(args.precision)
-    rows, test_sha256 = read_test_set(args)
+    test = read_test_set(args)
+    rows, test_sha256 = test.rows, test.sha256
     stored = (
         stored_baseline(args.baseline_evaluation, test_sha256) if args.baseline_evaluation else None
     )
@@ -403,7 +423,7 @@ def evaluate_all(
     predictions: dict[str, list[str]] = {}
 
     models["base"], predictions["base"] = score_base(
-        base_ref, base_dir, tokenizer, rows, args, dtype
+        base_ref, base_dir, tokenizer, test, args, dtype
     )
     adapter_dir = artifacts.unpack_if_archive(args.adapter_dir, scratch)
     training = artifacts.read_training_metrics(adapter_dir)
@@ -412,7 +432,7 @@ def evaluate_all(
         adapter_dir,
         training,
         tokenizer,
-        rows,
+        test,
         args,
         dtype,
         models["base"]["total_params"],
@@ -420,7 +440,7 @@ def evaluate_all(
     if args.baseline_dir:
         baseline_dir = artifacts.unpack_if_archive(args.baseline_dir, scratch)
         models["full_finetune"], predictions["full_finetune"] = score_trained_baseline(
-            baseline_dir, tokenizer, rows, args, dtype
+            baseline_dir, tokenizer, test, args, dtype
         )
         baseline_source: dict[str, Any] = {"kind": "trained", "test_set_matches": True}
     else:
@@ -432,21 +452,18 @@ def evaluate_all(
         entry.setdefault(
             "trainable_percent", 100.0 * entry["trainable_params"] / total if total else None
         )
-    evaluation = evaluation_document(
-        args, models, rows, test_sha256, baseline_source, training, dtype, tracked
-    )
+    evaluation = evaluation_document(args, models, test, baseline_source, training, dtype, tracked)
     out = Path(args.output_dir)
     evaluation = contracts.EVALUATION.write(out, evaluation)
     write_predictions(out / "predictions.jsonl", rows, predictions)
-    write_documents(out, evaluation, rows, predictions, tokenizer)
+    write_documents(out, evaluation, test, predictions, tokenizer)
     return evaluation
 
 
 def evaluation_document(
     args: EvaluateArguments,
     models: dict[str, dict[str, Any]],
-    rows: list[dict[str, Any]],
-    test_sha256: str,
+    test: TestSet,
     baseline_source: dict[str, Any],
     training: dict[str, Any],
     dtype: Any,
@@ -457,9 +474,19 @@ def evaluation_document(
     return {
         "models": models,
         **compared(models),
-        "test_examples": len(rows),
-        "example_ids": [row.get("id") for row in rows],
-        contracts.TEST_SET_SHA256: test_sha256,
+        "test_examples": len(test.rows),
+        "example_ids": [row.get("id") for row in test.rows],
+        contracts.TEST_SET_SHA256: test.sha256,
+        # The task the adapter learned, as its spec file holds it: registration, the registry
+        # and serving render its prompts from this.
+        "task": {
+            "name": test.task.name,
+            "sha256": test.task.sha256,
+            "spec": test.task.document(),
+            # What a stage's deployer sends the new version before it serves: a test
+            # example's body, built as every client builds one.
+            "smoke_request": smoke_request(test),
+        },
         "baseline_source": baseline_source,
         "base_model": args.base_model,
         "dataset_version": args.dataset_version or training.get("dataset_version"),
@@ -470,7 +497,7 @@ def evaluation_document(
         },
         "generation": {
             "decoding": "greedy",
-            "max_new_tokens": args.max_new_tokens,
+            "max_new_tokens": args.max_new_tokens or test.task.max_new_tokens,
             "precision": str(dtype).removeprefix("torch."),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
         },
@@ -490,6 +517,20 @@ def evaluation_document(
             },
         },
     }
+
+
+SMOKE_MAX_NEW_TOKENS = 16
+
+
+def smoke_request(test: TestSet) -> dict[str, Any]:
+    """The request body of the first test example an endpoint can be sent (one whose text
+    spells no control token)."""
+    for row in test.rows:
+        try:
+            return tasks.chat_request(test.task, row[contracts.INPUT_KEY], SMOKE_MAX_NEW_TOKENS)
+        except tasks.TaskSpecError:
+            continue
+    raise ValueError("no test example can be sent to an endpoint: each spells a control token")
 
 
 def write_predictions(
@@ -514,17 +555,17 @@ def thresholds_of(evaluation: dict[str, Any]) -> contracts.GateThresholds:
 def write_documents(
     out: Path,
     evaluation: dict[str, Any],
-    rows: list[dict[str, Any]],
+    test: TestSet,
     predictions: dict[str, list[str]],
     tokenizer: Any,
 ) -> None:
     """The report and the model card, beside evaluation.json."""
     training = evaluation["models"]["adapter"].get("training", {})
     prompt_format = model_card.prompt_format(
-        tokenizer, seq2seq=training.get("model_kind") == "seq2seq"
+        tokenizer, test.task, seq2seq=training.get("model_kind") == "seq2seq"
     )
     (out / "report.html").write_text(
-        report.render(evaluation, rows, predictions, thresholds_of(evaluation)),
+        report.render(evaluation, test.rows, predictions, thresholds_of(evaluation)),
         encoding="utf-8",
     )
     (out / contracts.MODEL_CARD_MARKDOWN).write_text(

@@ -1,4 +1,4 @@
-"""Greedy summaries from a model: the prompts as training encoded them, in batches of similar
+"""Greedy answers from a model: the prompts as training encoded them, in batches of similar
 length (less padding), returned in input order, with a progress line per batch."""
 
 from __future__ import annotations
@@ -24,16 +24,28 @@ logger = logging.getLogger("evaluate")
 class Generated:
     """One model's outputs on the test split, in input order, and what producing them took."""
 
-    summaries: list[str]
+    answers: list[str]
     new_tokens: int
     seconds: float
 
 
-def generate_summaries(
+def prompt_token_ids(
+    tokenizer: Any, conversations: list[list[dict[str, str]]], *, cue: str, seq2seq: bool
+) -> list[list[int]]:
+    """The ids a model reads for each prompt: what evaluation scores, and what an endpoint
+    must read for the same request."""
+    return [
+        prompts.prompt_ids(tokenizer, messages, seq2seq=seq2seq, cue=cue)
+        for messages in conversations
+    ]
+
+
+def generate_answers(
     model: Any,
     tokenizer: Any,
-    dialogues: list[str],
+    conversations: list[list[dict[str, str]]],
     *,
+    cue: str,
     batch_size: int,
     max_input_tokens: int,
     max_new_tokens: int,
@@ -42,7 +54,7 @@ def generate_summaries(
     """Greedy decoding in batches of similar length (less padding), returned in input order;
     a progress line per batch when `label` names the model."""
     seq2seq = model_loading.is_seq2seq(model.config)
-    prompt_tokens = [prompts.prompt_ids(tokenizer, d, seq2seq=seq2seq) for d in dialogues]
+    prompt_tokens = prompt_token_ids(tokenizer, conversations, cue=cue, seq2seq=seq2seq)
     order = sorted(range(len(prompt_tokens)), key=lambda i: len(prompt_tokens[i]))
     outputs: list[str] = [""] * len(prompt_tokens)
     new_tokens = 0

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 if __package__:
-    from . import contracts, prompts
+    from . import contracts, prompts, tasks
 else:  # a sibling module inside the SageMaker job
     import contracts
     import prompts
-
-DIALOGUE_SLOT = "{dialogue}"
+    import tasks
 
 INTENDED_USE = (
     "Summarizing dialogues (chat or call transcripts) like those of its training data, in the "
@@ -31,10 +30,12 @@ LIMITS = (
 )
 
 
-def prompt_format(tokenizer: Any, *, seq2seq: bool = False) -> str:
-    """The exact text the model reads before its summary, with {dialogue} where the dialogue
-    goes."""
-    return prompts.render_prompt(tokenizer, DIALOGUE_SLOT, seq2seq=seq2seq)
+def prompt_format(tokenizer: Any, task: tasks.TaskSpec, *, seq2seq: bool = False) -> str:
+    """The exact text the model reads before its answer, with {field} where each of the task
+    input's texts goes."""
+    return prompts.render_prompt(
+        tokenizer, task.messages(task.placeholder_input()), seq2seq=seq2seq, cue=task.answer_cue
+    )
 
 
 def _environment() -> Any:

@@ -1,11 +1,14 @@
-"""Validate, normalize, deduplicate and split a dialogue-summary dataset.
+"""Validate, normalize, deduplicate and split a task's dataset.
 
     python training_scripts/preprocess.py --input data/sample/dialogues.jsonl --output-dir runs/prep
+
+The task spec (tasks.py; `--task-spec`, else a `task.json` in the input folder, else the shipped
+dialogue-summary task) says what a record holds; each split folder gets a copy beside its file.
 
 Reads JSONL, CSV or Parquet files (a file or a folder of them), or a Hugging Face dataset
 (`--input hf:knkarthick/dialogsum`, cloud runs with internet). Writes
 `<output-dir>/{train,validation,test}/data.jsonl` with records `{"id", "input", "target",
-"source"}` and `<output-dir>/manifest.json`, which accounts for every input record:
+"source"}` (`input`: the task input, see tasks.py) and `<output-dir>/manifest.json`, which accounts for every input record:
 records in = records out (all splits) + records dropped (per reason).
 
 Strict by default: the first malformed record stops the run with an error naming the file,
@@ -33,13 +36,14 @@ from typing import Any
 # isort: off
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
     from . import logs  # first: it quiets bitsandbytes' import-time warning
-    from . import contracts, job_environment, prompts, readers
+    from . import contracts, job_environment, prompts, readers, tasks
 else:  # run as `python preprocess.py`, as in the SageMaker job: sibling modules are top-level
     import logs  # first, as above
     import contracts
     import job_environment
     import prompts
     import readers
+    import tasks
 # isort: on
 
 
@@ -68,11 +72,12 @@ class PreprocessArguments:
         "runs/local/preprocess",
         "Where the splits and manifest.json are written.",
     )
-    input_field: str = field(
-        default="dialogue", metadata={"help": "readers.Record field holding the text to summarize."}
-    )
-    target_field: str = field(
-        default="summary", metadata={"help": "readers.Record field holding the reference summary."}
+    task_spec: str = field(
+        default="",
+        metadata={
+            "help": "The task spec (a .json file or a shipped task's name); empty: the input "
+            f"folder's {tasks.TASK_SPEC_FILE}, else {tasks.DEFAULT_TASK}."
+        },
     )
     validation_fraction: float = field(
         default=0.1, metadata={"help": "Share of dialogues for validation."}
@@ -108,9 +113,13 @@ class PreprocessArguments:
 @dataclass(frozen=True, slots=True)
 class Example:
     id: str
-    input: str
+    input: tasks.TaskInput
     target: str
     source: str
+
+    @property
+    def key(self) -> str:
+        return tasks.input_key(self.input)
 
 
 # --- validating and normalizing ------------------------------------------------------------
@@ -134,37 +143,15 @@ def normalize_text(text: str) -> str:
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def validate(
-    record: readers.Record, input_field: str, target_field: str
-) -> tuple[str, str] | readers.Invalid:
-    values = []
-    for name in (input_field, target_field):
-        if name not in record.fields or record.fields[name] is None:
-            present = ", ".join(sorted(map(str, record.fields))) or "none"
-            return readers.Invalid(
-                record.location,
-                "missing_field",
-                f'field "{name}" is missing (fields present: {present}); set --{"input" if name == input_field else "target"}-field',
-            )
-        value = record.fields[name]
-        if not isinstance(value, str):
-            return readers.Invalid(
-                record.location,
-                "not_text",
-                f'field "{name}" must be text, got {type(value).__name__}',
-            )
-        if _LONE_SURROGATE.search(value):
-            return readers.Invalid(
-                record.location,
-                "invalid_utf8",
-                f'field "{name}" holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), '
-                "which is no character",
-            )
-        normalized = normalize_text(value)
-        if not normalized:
-            return readers.Invalid(record.location, "empty_field", f'field "{name}" is empty')
-        values.append(normalized)
-    return values[0], values[1]
+def clean_text(value: str) -> str:
+    """A record's text as the task reads it (normalize_text), or InvalidTextError for one that is
+    no text at all."""
+    if _LONE_SURROGATE.search(value):
+        raise tasks.InvalidTextError(
+            "invalid_utf8",
+            "holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is no character",
+        )
+    return normalize_text(value)
 
 
 # --- truncation ----------------------------------------------------------------------------
@@ -179,12 +166,6 @@ def truncate_words(text: str, max_words: int) -> str:
     return text
 
 
-# Control-token spellings of the common chat formats, for counting when no tokenizer is given.
-GENERIC_CONTROL_TOKENS = re.compile(
-    r"<\|[a-z_]{2,32}\|>|</?s>|\[/?INST\]|<start_of_turn>|<end_of_turn>|<\|[a-z_]+_id\|>"
-)
-
-
 def make_truncator(
     tokenizer_name: str, max_tokens: int
 ) -> tuple[Callable[[str], str], str, Callable[[str], bool]]:
@@ -194,7 +175,7 @@ def make_truncator(
         return (
             (lambda text: truncate_words(text, max_tokens)),
             "whitespace",
-            lambda text: bool(GENERIC_CONTROL_TOKENS.search(text)),
+            lambda text: bool(tasks.CONTROL_TOKEN_SPELLINGS.search(text)),
         )
     from transformers import AutoTokenizer
 
@@ -231,7 +212,7 @@ def split_examples(
         )
     groups: dict[str, list[Example]] = {}
     for example in examples:
-        groups.setdefault(example.input, []).append(example)
+        groups.setdefault(example.key, []).append(example)
     order = sorted(groups, key=lambda text: hashlib.sha256(f"{seed}\0{text}".encode()).hexdigest())
     n = len(order)
 
@@ -263,8 +244,7 @@ def split_examples(
 def build_examples(
     items: Iterable[readers.Record | readers.Invalid],
     *,
-    input_field: str,
-    target_field: str,
+    task: tasks.TaskSpec,
     skip_invalid: bool,
     truncate: Callable[[str], str],
     skip_option: str | None = "--skip-invalid",  # None where the caller offers no such option
@@ -275,8 +255,10 @@ def build_examples(
     truncated = 0
     for item in items:
         outcome = (
-            item if isinstance(item, readers.Invalid) else validate(item, input_field, target_field)
+            item if isinstance(item, readers.Invalid) else task.read_record(item.fields, clean_text)
         )
+        if isinstance(outcome, tasks.InvalidRecord):
+            outcome = readers.Invalid(item.location, outcome.reason, outcome.message)
         if isinstance(outcome, readers.Invalid):
             if not skip_invalid:
                 raise readers.DataError(
@@ -286,15 +268,18 @@ def build_examples(
             dropped[outcome.reason] += 1
             continue
         assert isinstance(item, readers.Record)
-        text, target = outcome
+        task_input, target = outcome
         # Duplicates as they would be trained on: two inputs that differ only past the token
-        # budget are the same example once truncated.
-        cut = truncate(text)
-        if (cut, target) in seen:
+        # budget are the same example once truncated. Every text of an input gets the budget.
+        texts = task.texts(task_input)
+        cut_texts = [truncate(text) for text in texts]
+        cut = task.with_texts(task_input, cut_texts)
+        key = (tasks.input_key(cut), target)
+        if key in seen:
             dropped["duplicate"] += 1
             continue
-        seen.add((cut, target))
-        truncated += cut != text
+        seen.add(key)
+        truncated += cut_texts != texts
         record_id = item.fields.get("id")
         examples.append(
             Example(
@@ -307,7 +292,18 @@ def build_examples(
     return examples, dropped, truncated
 
 
+def task_of(args: PreprocessArguments) -> tuple[tasks.TaskSpec, str]:
+    """The task the records are read by, and where its spec came from."""
+    if args.task_spec:
+        return tasks.resolve_task_spec(args.task_spec), args.task_spec
+    beside = Path(args.input) / tasks.TASK_SPEC_FILE
+    if not args.input.startswith(readers.HF_PREFIX) and beside.is_file():
+        return tasks.load_task_spec(beside), str(beside)
+    return tasks.resolve_task_spec(tasks.DEFAULT_TASK), f"shipped:{tasks.DEFAULT_TASK}"
+
+
 def run(args: PreprocessArguments) -> dict[str, Any]:
+    task, task_source = task_of(args)
     if args.input.startswith(readers.HF_PREFIX):
         inputs, items = readers.read_hub_dataset(
             args.input.removeprefix(readers.HF_PREFIX), args.hf_split
@@ -318,8 +314,7 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
     truncate, counter, holds_control_tokens = make_truncator(args.tokenizer, args.max_input_tokens)
     examples, dropped, truncated = build_examples(
         items,
-        input_field=args.input_field,
-        target_field=args.target_field,
+        task=task,
         skip_invalid=args.skip_invalid,
         truncate=truncate,
     )
@@ -330,7 +325,8 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         )
     if not examples:
         raise readers.DataError(
-            f"{args.input}: none of the {records_in} records is valid ({dict(dropped)}); check --input-field/--target-field"
+            f"{args.input}: none of the {records_in} records is valid ({dict(dropped)}); check "
+            f"that the records fit task {task.name}'s {task.format} format"
         )
     splits = split_examples(
         examples,
@@ -347,14 +343,14 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
         )
     manifest = {
         "inputs": [asdict(entry) for entry in inputs],
-        "fields": {"input": args.input_field, "target": args.target_field},
+        "task": {"name": task.name, "sha256": task.sha256, "spec_source": task_source},
         "records_in": records_in,
         "records_out": records_out,
         "dropped": dropped_all,
         "truncated_inputs": truncated,
         # Records whose text spells a control token: trained on as text, counted for review.
         "records_with_control_tokens": sum(
-            holds_control_tokens(e.input) or holds_control_tokens(e.target) for e in examples
+            any(map(holds_control_tokens, [*task.texts(e.input), e.target])) for e in examples
         ),
         "max_input_tokens": args.max_input_tokens,
         "token_counter": counter,
@@ -363,7 +359,7 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
     }
     out = Path(args.output_dir)
     try:
-        return write_outputs(out, splits, manifest)
+        return write_outputs(out, splits, manifest, task)
     except OSError as err:
         raise readers.DataError(
             f"{out}: cannot write the splits there ({err.strerror}); point --output-dir at a "
@@ -372,7 +368,7 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
 
 
 def write_outputs(
-    out: Path, splits: dict[str, list[Example]], manifest: dict[str, Any]
+    out: Path, splits: dict[str, list[Example]], manifest: dict[str, Any], task: tasks.TaskSpec
 ) -> dict[str, Any]:
     """The splits, then the manifest that describes them. An earlier run's manifest goes first
     and each split file is replaced whole, so a run that fails halfway (a full disk) leaves no
@@ -393,6 +389,7 @@ def write_outputs(
                 digest.update(line)
                 handle.write(line)
         staging.replace(path)
+        contracts.write_json_atomic(path.parent / tasks.TASK_SPEC_FILE, task.document())
         split_info[name] = {
             "file": f"{name}/{contracts.SPLIT_FILE}",
             "records": len(rows),
@@ -409,11 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
         job_environment.use_hub_token_from_secrets_manager()  # the tokenizer of a gated base model
         manifest = run(args)
-    except (readers.DataError, job_environment.HubTokenError) as err:
+    except (readers.DataError, tasks.TaskSpecError, job_environment.HubTokenError) as err:
         logger.error("error: %s", err)
         return 2
     logger.info(
-        "%s records in -> %s out, dropped %s, truncated %s; wrote %s",
+        "task %s: %s records in -> %s out, dropped %s, truncated %s; wrote %s",
+        manifest["task"]["name"],
         manifest["records_in"],
         manifest["records_out"],
         {k: v for k, v in manifest["dropped"].items() if v},

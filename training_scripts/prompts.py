@@ -1,28 +1,35 @@
-"""The prompt format: the text and tokens a model sees before its summary, and the summary's
-tokens. Training, evaluation and the local endpoint all render prompts here, so what serving
-sees is what training learned; data stays text (a control token typed into a record never
-becomes one). Host code (the local server) imports it too.
+"""The prompt format: the text and tokens a model reads before its answer, rendered from a task's
+messages (tasks.py), and the answer's tokens. Training, evaluation and the local endpoint all
+render prompts here, so what serving sees is what training learned.
+
+Data stays text: only the tokenizer's chat template writes control tokens. A `<|im_end|>`
+typed into a message is tokenized as characters, never as the token that ends a turn (prompt
+injection). Host code (the local server) imports it too.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-INSTRUCTION = "Summarize the following dialogue in one or two sentences."
-SEQ2SEQ_PREFIX = "summarize: "
+Messages = list[dict[str, str]]
+_SLOT = "\x00{}\x00"  # where a message's content goes in a rendered template
+_SLOTS = re.compile("\x00(\\d+)\x00")
 
 
-def render_prompt(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> str:
-    """The text a model sees before its summary; train and evaluate must agree on it."""
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompt(tokenizer: Any, messages: Messages, *, seq2seq: bool, cue: str) -> str:
+    """The text a model reads before its answer; train, evaluate and serve agree on it. A
+    tokenizer without a chat template reads the turns' text, then `cue` (a seq2seq encoder
+    reads the turns only)."""
     if seq2seq:
-        return SEQ2SEQ_PREFIX + dialogue
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{dialogue}"}]
+        return "\n\n".join(m["content"] for m in messages)
+    if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return f"{INSTRUCTION}\n\n{dialogue}\n\nSummary:"
-
-
-_SLOT = "\x00dialogue\x00"  # where the dialogue goes in a rendered prompt
+    return "\n\n".join([*(m["content"] for m in messages), cue])
 
 
 def control_tokens(tokenizer: Any) -> tuple[str, ...]:
@@ -40,23 +47,24 @@ def plain_text_ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-def causal_prompt_ids(tokenizer: Any, dialogue: str) -> list[int]:
+def causal_prompt_ids(tokenizer: Any, messages: Messages, *, cue: str) -> list[int]:
     # A chat template writes its own special tokens; a plain prompt gets the tokenizer's BOS.
-    add_special = not getattr(tokenizer, "chat_template", None)
-    if not holds_control_tokens(tokenizer, dialogue):
-        text = render_prompt(tokenizer, dialogue, seq2seq=False)
+    add_special = not has_chat_template(tokenizer)
+    if not any(holds_control_tokens(tokenizer, m["content"]) for m in messages):
+        text = render_prompt(tokenizer, messages, seq2seq=False, cue=cue)
         return tokenizer(text, add_special_tokens=add_special)["input_ids"]
-    # The template's tokens from the template, the dialogue's from the dialogue as text.
-    before, _, after = render_prompt(tokenizer, _SLOT, seq2seq=False).partition(_SLOT)
-    return [
-        *tokenizer(before, add_special_tokens=add_special)["input_ids"],
-        *plain_text_ids(tokenizer, dialogue),
-        *tokenizer(after, add_special_tokens=False)["input_ids"],
-    ]
+    # The template's tokens from the template, each message's from its content as text.
+    slotted = [{**m, "content": _SLOT.format(i)} for i, m in enumerate(messages)]
+    pieces = _SLOTS.split(render_prompt(tokenizer, slotted, seq2seq=False, cue=cue))
+    ids = list(tokenizer(pieces[0], add_special_tokens=add_special)["input_ids"])
+    for slot, after in zip(pieces[1::2], pieces[2::2], strict=True):
+        ids += plain_text_ids(tokenizer, messages[int(slot)]["content"])
+        ids += tokenizer(after, add_special_tokens=False)["input_ids"]
+    return ids
 
 
-def target_ids(tokenizer: Any, summary: str, *, chat: bool) -> list[int]:
-    text = summary if chat else " " + summary
+def target_ids(tokenizer: Any, answer: str, *, chat: bool) -> list[int]:
+    text = answer if chat else " " + answer
     return [*plain_text_ids(tokenizer, text), tokenizer.eos_token_id]
 
 
@@ -73,10 +81,10 @@ def truncate_words_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
     return text[: offsets[max_tokens - 1][1]]
 
 
-def prompt_ids(tokenizer: Any, dialogue: str, *, seq2seq: bool) -> list[int]:
-    """What a causal or seq2seq model reads before its summary, as train.py encodes it: the
+def prompt_ids(tokenizer: Any, messages: Messages, *, seq2seq: bool, cue: str) -> list[int]:
+    """What a causal or seq2seq model reads before its answer, as train.py encodes it: the
     data's control-token strings stay text."""
     if not seq2seq:
-        return causal_prompt_ids(tokenizer, dialogue)
-    text = render_prompt(tokenizer, dialogue, seq2seq=True)
+        return causal_prompt_ids(tokenizer, messages, cue=cue)
+    text = render_prompt(tokenizer, messages, seq2seq=True, cue=cue)
     return tokenizer(text, split_special_tokens=True)["input_ids"]

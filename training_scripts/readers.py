@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+if __package__:  # imported as part of the training_scripts package
+    from . import tasks
+else:  # run as a file in the SageMaker job: sibling modules are top-level
+    import tasks
+
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 HF_PREFIX = "hf:"
 CSV_FIELD_LIMIT = 16 * 2**20  # characters; Python's default, 128 KiB, refuses long transcripts
@@ -187,10 +192,13 @@ def discover_files(input_path: Path) -> list[Path]:
             )
         return [input_path]
     if input_path.is_dir():
+        # A task spec published with the data (task.json at the top) is no data file.
         files = sorted(
             p
             for p in input_path.rglob("*")
-            if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+            if p.is_file()
+            and p.suffix.lower() in SUPPORTED_SUFFIXES
+            and p != input_path / tasks.TASK_SPEC_FILE
         )
         if not files:
             raise DataError(

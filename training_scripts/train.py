@@ -341,11 +341,16 @@ class FineTuneRecipe:
         data layer, the validation split through the project's batches, in the same budget."""
         args = self.args
         self.stats = batching.EncodingStats()
+        self.task = batching.split_task(args.train_dir, args.validation_dir)
         self.train_rows = self.data.encode(
-            batching.read_split(args.train_dir), self.tokenizer, args, self.stats
+            batching.read_split(args.train_dir), self.task, self.tokenizer, args, self.stats
         )
         self.validation_rows = self.summary_batches.encode(
-            batching.read_split(args.validation_dir), self.tokenizer, args, batching.EncodingStats()
+            batching.read_split(args.validation_dir),
+            self.task,
+            self.tokenizer,
+            args,
+            batching.EncodingStats(),
         )
         if args.validation_max_examples > 0:
             self.validation_rows = self.validation_rows[: args.validation_max_examples]
@@ -498,6 +503,7 @@ class FineTuneRecipe:
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "dataset_version": args.dataset_version or None,
             "train_data_sha256": checkpoints.content_hash(args.train_dir),
+            "task": {"name": self.task.name, "sha256": self.task.sha256},
             "loss_curve": training_curve,
             "validation_curve": validation_curve,
             **measurements.peak_memory(),
@@ -516,7 +522,9 @@ class FineTuneRecipe:
 
     def save(self, metrics: dict[str, Any]) -> None:
         if self.is_main_process:
-            trainable_model.save_outputs(self.args, self.trainer, self.tokenizer, metrics)
+            trainable_model.save_outputs(
+                self.args, self.trainer, self.tokenizer, self.task, metrics
+            )
 
 
 def tracked_params(args: TrainArguments) -> dict[str, Any]:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
-    from . import contracts, enums, model_card, model_loading
+    from . import contracts, enums, model_card, model_loading, tasks
 else:  # run as a file in the SageMaker job: sibling modules are top-level
     import contracts
     import enums
     import model_card
     import model_loading
+    import tasks
 
 import torch
 
@@ -114,7 +115,11 @@ def merge_adapter(args: TrainArguments, adapter_dir: Path) -> Path:
 
 
 def save_outputs(
-    args: TrainArguments, trainer: Trainer, tokenizer: Any, metrics: dict[str, Any]
+    args: TrainArguments,
+    trainer: Trainer,
+    tokenizer: Any,
+    task: tasks.TaskSpec,
+    metrics: dict[str, Any],
 ) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,12 +128,16 @@ def save_outputs(
     else:
         trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
+    # The task travels with the model: whoever serves it renders the prompts it learned.
+    contracts.write_json_atomic(out / tasks.TASK_SPEC_FILE, task.document())
     if args.method.is_adapter:
         # peft writes an empty model card template; this one says what the adapter is.
         (out / "README.md").write_text(
             model_card.adapter_readme(
                 metrics,
-                model_card.prompt_format(tokenizer, seq2seq=metrics["model_kind"] == "seq2seq"),
+                model_card.prompt_format(
+                    tokenizer, task, seq2seq=metrics["model_kind"] == "seq2seq"
+                ),
             ),
             encoding="utf-8",
         )

@@ -3,10 +3,14 @@ line and exits), option types, `--param` parsing, and the console."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from training_scripts.tasks import TaskSpec
 
 DEFAULT_REGISTRY = "local:runs/registry.sqlite"
 
@@ -30,6 +34,7 @@ def user_error(err: BaseException) -> tuple[str, int] | None:
     from pipelines.registry import RegistryError
     from pipelines.serving.adapters import ServingError
     from training_scripts.contracts import ContractError
+    from training_scripts.tasks import TaskSpecError
 
     if isinstance(err, CommandError):
         return str(err), err.code
@@ -43,6 +48,7 @@ def user_error(err: BaseException) -> tuple[str, int] | None:
         LocalRunError,
         StepFailedError,
         UnsupportedConstructError,
+        TaskSpecError,
     )
     return (str(err), 2) if isinstance(err, domain) else None
 
@@ -67,12 +73,30 @@ RegistryOption = Annotated[
 ]
 TaskOption = Annotated[
     str | None,
-    typer.Option(help="The task the adapter is for, e.g. dialogue-summary (the Task parameter)."),
+    typer.Option(
+        help="A task the project ships, by name (e.g. dialogue-summary); see --task-spec."
+    ),
 ]
+TaskSpecOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Your task's spec (JSON: name, format, template, metric...; README, \"Your own "
+        'task"). Its name is the Task parameter.'
+    ),
+]
+
+
+def chosen_task(task: str | None, task_spec: Path | None) -> TaskSpec:
+    """The task a command runs: a spec file, or a shipped task by name (the default task when
+    neither is given)."""
+    from training_scripts import tasks
+
+    if task and task_spec:
+        raise CommandError("pass --task (a shipped task) or --task-spec (your own), not both")
+    return tasks.resolve_task_spec(task_spec or task or tasks.DEFAULT_TASK)
+
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-# The record fields a dataset's text and reference summary are read from (preprocess's rules).
-InputFieldOption = Annotated[str, typer.Option(help="Field with the text to summarize.")]
-TargetFieldOption = Annotated[str, typer.Option(help="Field with the reference summary.")]
 ParamOption = Annotated[
     list[str] | None, typer.Option(help="Pipeline parameter override Name=Value (repeatable).")
 ]

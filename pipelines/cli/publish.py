@@ -10,9 +10,10 @@ import typer
 
 from pipelines.cli.options import (
     CommandError,
-    InputFieldOption,
     JsonOption,
-    TargetFieldOption,
+    TaskOption,
+    TaskSpecOption,
+    chosen_task,
 )
 
 data_app = typer.Typer(help="Datasets the pipeline trains on.", no_args_is_help=True)
@@ -52,8 +53,8 @@ def open_store(bucket: str | None, region: str | None, local_run: Path | None) -
 def publish_data(
     data: Annotated[Path, typer.Option(help="A .jsonl/.csv/.parquet file or a folder of them.")],
     bucket: BucketOption = None,
-    input_field: InputFieldOption = "dialogue",
-    target_field: TargetFieldOption = "summary",
+    task: TaskOption = None,
+    task_spec: TaskSpecOption = None,
     region: RegionOption = None,
     local_run: LocalRunOption = None,
     as_json: JsonOption = False,
@@ -64,10 +65,9 @@ def publish_data(
 
     from pipelines.publishing import publish_dataset
 
+    spec = chosen_task(task, task_spec)
     store, bucket = open_store(bucket, region, local_run)
-    published = publish_dataset(
-        data, store, bucket, input_field=input_field, target_field=target_field
-    )
+    published = publish_dataset(data, store, bucket, task=spec)
     if as_json:
         typer.echo(json.dumps({"version": published.version, "uri": published.uri,
                                "records": published.records, "new": published.new}))  # fmt: skip

@@ -13,10 +13,10 @@ import typer
 from pipelines.cli import options
 from pipelines.cli.options import (
     CommandError,
-    InputFieldOption,
     ParamOption,
-    TargetFieldOption,
     TaskOption,
+    TaskSpecOption,
+    chosen_task,
     parse_assignments,
 )
 from training_scripts import contracts
@@ -135,10 +135,9 @@ FreshOption = Annotated[
 def run_local_command(
     preset: PresetOption = "smollm2",
     data: DataOption = None,
-    input_field: InputFieldOption = "dialogue",
-    target_field: TargetFieldOption = "summary",
     method: MethodOption = None,
     task: TaskOption = None,
+    task_spec: TaskSpecOption = None,
     out: OutOption = Path("runs/local"),
     registry: LocalRegistryOption = "local:runs/registry.sqlite",
     precision: PrecisionOption = None,
@@ -156,6 +155,7 @@ def run_local_command(
             "run-local registers into a local registry: --registry local:PATH or PATH"
         )
     registry_path, group = local
+    spec = chosen_task(task, task_spec)
     try:
         # Progress goes to stderr; stdout holds only the summary.
         with contextlib.redirect_stdout(sys.stderr):
@@ -165,10 +165,8 @@ def run_local_command(
                 out=out,
                 registry_path=registry_path,
                 registry_group=group,
-                input_field=input_field,
-                target_field=target_field,
+                task=spec,
                 method=method,
-                task=task,
                 precision=precision,
                 parameters=parse_assignments(param or []),
                 fresh=fresh,

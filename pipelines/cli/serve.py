@@ -4,9 +4,10 @@ endpoint) for one task's answer."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,21 +54,80 @@ def serve_command(
 
 
 def invoke_command(
-    text: Annotated[str, typer.Argument(help="The dialogue to summarize.")],
-    task: Annotated[str, typer.Option(help="The task whose adapter answers ('base': none).")],
+    text: Annotated[
+        str | None,
+        typer.Argument(help="The input: the task's one field, its prompt, or the user's turn."),
+    ] = None,
+    task: Annotated[str, typer.Option(help="The task whose adapter answers ('base': none).")] = "",
+    messages: Annotated[
+        Path | None,
+        typer.Option(
+            help="A JSON file with the task input instead of TEXT: a list of turns, or "
+            "an object of the template's fields."
+        ),
+    ] = None,
+    task_spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="The task's spec; by default the endpoint's (peftops serve) or the "
+            "shipped task of that name."
+        ),
+    ] = None,
     endpoint: Annotated[
         str, typer.Option(help="http://HOST:PORT (peftops serve) or sagemaker:ENDPOINT.")
     ] = "http://127.0.0.1:8080",
     max_new_tokens: Annotated[int, typer.Option(min=1, max=512)] = 48,
 ) -> None:
-    """Ask a served task for its answer."""
+    """Ask a served task for its answer, in the prompt its adapter was trained on."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from pipelines.serving.client import InvokeError, invoke
+    from training_scripts import tasks
 
+    if not task:
+        raise CommandError("--task: name the task to ask ('base' for the base model)")
+    if (text is None) == (messages is None):
+        raise CommandError("give the input as TEXT or as --messages FILE, one of them")
+    spec = invoked_task(task, task_spec, endpoint)
+    if messages is not None:
+        try:
+            task_input = json.loads(messages.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise CommandError(f"--messages {messages}: not a readable JSON file ({err})") from None
+    else:
+        task_input = tasks.task_input_from_text(spec, text or "")
+    body = tasks.chat_request(spec, task_input, max_new_tokens)
     try:
-        typer.echo(invoke(endpoint, task, text, max_new_tokens))
+        typer.echo(invoke(endpoint, task, body))
     except InvokeError as err:
         raise CommandError(str(err), code=1) from err
     except (ClientError, BotoCoreError) as err:
         raise CommandError(f"AWS: {err}", code=1) from err
+
+
+def invoked_task(task: str, task_spec: Path | None, endpoint: str) -> Any:
+    """The spec a request to `task` is built from: --task-spec, the one the local endpoint
+    serves the task with, or the shipped task of that name ('base' reads as the default task)."""
+    from pipelines.serving.client import InvokeError, served_task_specs
+    from training_scripts import tasks
+
+    if task_spec is not None:
+        spec = tasks.load_task_spec(task_spec)
+        if task not in (spec.name, "base"):
+            raise CommandError(f"--task-spec {task_spec} is task {spec.name!r}, not {task!r}")
+        return spec
+    if endpoint.startswith(("http://", "https://")) and task != "base":
+        try:
+            served = served_task_specs(endpoint)
+        except InvokeError as err:
+            raise CommandError(str(err), code=1) from err
+        if task in served:
+            return tasks.parse_task_spec(served[task], f"{endpoint}/tasks {task}")
+    if task == "base":
+        return tasks.resolve_task_spec(tasks.DEFAULT_TASK)
+    if task in tasks.shipped_tasks():
+        return tasks.resolve_task_spec(task)
+    raise CommandError(
+        f"no spec for task {task!r}: the endpoint does not serve it and no shipped task has that "
+        "name; pass --task-spec"
+    )

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipelines.functions.registered_adapter import BASE_COMPONENT
 from training_scripts.enums import PeftMethod, Precision
+from training_scripts.tasks import TASK_NAME
 
 # The methods train.py trains as adapters; the full fine-tune is the baseline, not a choice.
 ADAPTER_METHODS = tuple(m.value for m in PeftMethod if m.is_adapter)
@@ -169,8 +170,6 @@ class PipelineConfig:
     # Tokens per device per micro-batch (train.py --token-budget); 0 = train.py's measured
     # default for the device.
     token_budget: int = 0
-    input_field: str = "dialogue"  # record field with the text to summarize
-    target_field: str = "summary"  # record field with the reference summary
     gradient_checkpointing: bool = True  # less GPU memory for ~30% more compute
     # Arithmetic of training and evaluation (train.py/evaluate.py --precision): auto = bf16 where
     # the hardware computes it natively, else fp32. A CPU run fixes it so that its figures and
@@ -183,7 +182,7 @@ class PipelineConfig:
     logging_steps: int = 10
     evaluation_max_examples: int = 0  # 0 = the whole test split
     evaluation_batch_size: int = 16  # prompts per generation batch
-    max_new_tokens: int = 96
+    max_new_tokens: int = 0  # answer tokens evaluation generates at most; 0: the task spec's
     train_instance_type: str = "ml.g5.2xlarge"
     train_instance_count: int = 1
     baseline_mode: BaselineMode = BaselineMode.TRAIN
@@ -238,11 +237,6 @@ class PipelineConfig:
                 f"pipeline name {self.name!r} is not valid: letters, digits and single hyphens, "
                 "at most 47 characters"
             )
-
-
-# A task names an inference component (`<endpoint>-<task>`, at most 63 characters) and a URL
-# path: lower-case letters, digits and single hyphens.
-TASK_NAME = re.compile(r"[a-z0-9](-?[a-z0-9]){0,31}")
 
 
 def check_task_name(task: str) -> str:

@@ -70,8 +70,6 @@ class DataSteps:
                 "--input", f"{PROCESSING}/input/data",
                 "--output-dir", f"{PROCESSING}/output",
                 "--tokenizer", tokenizer,
-                "--input-field", self.config.input_field,
-                "--target-field", self.config.target_field,
             ],
         )  # fmt: skip
         return ProcessingStep(

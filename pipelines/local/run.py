@@ -27,7 +27,6 @@ from pipelines.definition.config import (
     CHECK_REGISTERED,
     RESOLVE_INPUTS,
     PipelineConfig,
-    check_task_name,
     function_name,
 )
 from pipelines.fixtures.sample_data import SAMPLE_PATH
@@ -42,6 +41,7 @@ from pipelines.publishing import PublishedDataset, PublishError, publish_dataset
 from pipelines.registry import LocalRegistry
 from training_scripts import contracts, report
 from training_scripts.logs import PROJECT_LOGGERS
+from training_scripts.tasks import DEFAULT_TASK, TaskSpec, resolve_task_spec
 
 MIRROR_DIR = "s3"  # the bucket(s), under the run folder
 SERVICE_DIR = "service"  # what the service remembers between runs: its step cache
@@ -148,14 +148,13 @@ def check_run_inputs(preset_name: str, data: Path) -> None:
 def run_config(
     preset_config: PipelineConfig,
     *,
-    input_field: str,
-    target_field: str,
+    task: TaskSpec,
     registry_group: str,
     precision: str | None,
 ) -> PipelineConfig:
-    """The preset's deployment settings with what this run sets: the data's fields, the model
-    group it registers into, and its arithmetic."""
-    config = dataclasses.replace(preset_config, input_field=input_field, target_field=target_field)
+    """The preset's deployment settings with what this run sets: the task, the model group it
+    registers into, and its arithmetic."""
+    config = dataclasses.replace(preset_config, task=task.name)
     if registry_group:
         config = dataclasses.replace(config, model_package_group=registry_group)
     if precision:
@@ -164,18 +163,12 @@ def run_config(
 
 
 def publish_run_data(
-    data: Path, mirror: S3Mirror, input_field: str, target_field: str, log: Callable[[str], None]
+    data: Path, mirror: S3Mirror, task: TaskSpec, log: Callable[[str], None]
 ) -> PublishedDataset:
-    """`--data` published into the run's bucket as `data publish` would (a new version only
-    when the files changed)."""
+    """`--data` published with its task spec into the run's bucket as `data publish` would (a
+    new version only when the files or the spec changed)."""
     try:
-        dataset = publish_dataset(
-            data,
-            mirror,
-            LOCAL_DEPLOYMENT.bucket,
-            input_field=input_field,
-            target_field=target_field,
-        )
+        dataset = publish_dataset(data, mirror, LOCAL_DEPLOYMENT.bucket, task=task)
     except PublishError as err:
         raise LocalRunError(str(err)) from None
     log(
@@ -208,10 +201,8 @@ def run_local(
     out: Path,
     registry_path: Path,
     registry_group: str = "",  # empty: the preset's model package group
-    input_field: str = "dialogue",
-    target_field: str = "summary",
+    task: TaskSpec | None = None,  # None: the shipped default task
     method: str | None = None,
-    task: str | None = None,
     precision: str | None = None,  # None: the preset's
     parameters: dict[str, str] | None = None,
     fresh: bool = False,
@@ -224,17 +215,23 @@ def run_local(
     check_writable(out)
     check_writable(registry_path.parent)
     preset = PRESETS[preset_name]
+    task = task or resolve_task_spec(DEFAULT_TASK)
+    named = (parameters or {}).get("Task", task.name)
+    if named != task.name:
+        raise LocalRunError(
+            f"--param Task={named} names another task than the spec's ({task.name}); drop it: "
+            "the task's name is its spec's"
+        )
     config = run_config(
         preset.config,
-        input_field=input_field,
-        target_field=target_field,
+        task=task,
         registry_group=registry_group,
         precision=precision,
     )
     if tracking_store is not None:
         tracking_store = tracking_store.resolve()
         check_writable(tracking_store.parent)
-    task_name = check_task_name((parameters or {}).get("Task") or task or config.task)
+    task_name = task.name
 
     body, assets = definition_json(config, LOCAL_DEPLOYMENT)
     (out / "pipeline.json").write_text(body, encoding="utf-8")
@@ -245,8 +242,8 @@ def run_local(
         "BaseModel": str(model),
         **preset.parameters,
         **({"PeftMethod": method} if method else {}),
-        **({"Task": task} if task else {}),
         **(parameters or {}),
+        "Task": task.name,
     }
     if fresh:
         for folder in (MIRROR_DIR, SERVICE_DIR):
@@ -267,7 +264,7 @@ def run_local(
         worth_showing=lambda line: bool(WORTH_SHOWING.match(line)),
     )
     mirror.put_assets(LOCAL_DEPLOYMENT.bucket, assets)
-    dataset = publish_run_data(data, mirror, input_field, target_field, log)
+    dataset = publish_run_data(data, mirror, task, log)
     # Made once parameters and data are known good: a refused run leaves no store behind.
     tracking = tracking_environment(tracking_store, config, f"{task_name} · {preset_name}")
     run = collect_evaluation(executor.execute(observer_environment=tracking), out)

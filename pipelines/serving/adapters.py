@@ -33,7 +33,7 @@ class UnknownTaskError(ServingError):
 @dataclass(frozen=True)
 class Request:
     task: str  # a served task, or BASE
-    text: str  # the dialogue to summarize, as the pipeline's prompt format wraps it
+    messages: list[dict[str, str]]  # the task's prompt turns (tasks.chat_request's body)
     max_new_tokens: int
 
 
@@ -41,6 +41,20 @@ class Request:
 class Answer:
     text: str
     new_tokens: int
+    finish_reason: str = "stop"  # "length": cut at max_tokens
+
+
+def adapter_task(adapter_dir: Path) -> Any:
+    """The task an adapter was trained for: its task.json, or the default task for an adapter
+    written before adapters carried one."""
+    from training_scripts import tasks
+
+    path = adapter_dir / tasks.TASK_SPEC_FILE
+    return (
+        tasks.load_task_spec(path)
+        if path.is_file()
+        else tasks.resolve_task_spec(tasks.DEFAULT_TASK)
+    )
 
 
 def unpack_adapter(archive: Path, into: Path) -> Path:
@@ -79,6 +93,8 @@ class AdapterModel:
         if model_loading.is_seq2seq(base.config):
             raise ServingError("serving takes causal language models; this base is seq2seq")
         self.tasks = tuple(sorted(adapters))
+        # Each adapter's task, as it was trained (the spec train.py wrote beside it).
+        self.specs = {task: adapter_task(adapters[task]) for task in self.tasks}
         self.model: Any = base
         with warnings.catch_warnings():
             # peft asks transformers about gradient checkpointing by a name it deprecated.
@@ -92,10 +108,22 @@ class AdapterModel:
         self.model.eval()
         self.lock = threading.Lock()  # one generate at a time: a model is not thread-safe
 
-    def prompt(self, text: str) -> list[int]:
-        from training_scripts import prompts
+    def prompt(self, request: Request) -> list[int]:
+        """The ids the model reads: the request's turns rendered as training rendered them."""
+        from training_scripts import prompts, tasks
 
-        return prompts.causal_prompt_ids(self.tokenizer, text)
+        for turn in request.messages:
+            spelled = next(
+                (t for t in prompts.control_tokens(self.tokenizer) if t in turn["content"]), None
+            )
+            if spelled:
+                raise ServingError(
+                    f"the {turn['role']} turn spells the control token {spelled!r}; an LMI "
+                    "endpoint would read it as one, training read it as text: remove it"
+                )
+        spec = self.specs.get(request.task)
+        cue = spec.answer_cue if spec else tasks.DEFAULT_ANSWER_CUE
+        return prompts.causal_prompt_ids(self.tokenizer, request.messages, cue=cue)
 
     def generate(self, requests: Sequence[Request]) -> list[Answer]:
         """Greedy continuations of a batch whose rows may each name another task."""
@@ -108,7 +136,7 @@ class AdapterModel:
                 f" (and {BASE!r}, the base model)"
             )
         batch = self.tokenizer.pad(
-            {"input_ids": [self.prompt(r.text) for r in requests]},
+            {"input_ids": [self.prompt(r) for r in requests]},
             padding=True,
             return_tensors="pt",
         )
@@ -129,23 +157,26 @@ class AdapterModel:
         for row, request in zip(continuation.tolist(), requests, strict=True):
             # Greedy decoding: a shorter limit is a prefix of the longer one's continuation.
             tokens = row[: request.max_new_tokens]
-            if self.tokenizer.eos_token_id in tokens:
+            stopped = self.tokenizer.eos_token_id in tokens
+            if stopped:
                 tokens = tokens[: tokens.index(self.tokenizer.eos_token_id) + 1]
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            answers.append(Answer(text=text, new_tokens=len(tokens)))
+            answers.append(
+                Answer(
+                    text=text, new_tokens=len(tokens), finish_reason="stop" if stopped else "length"
+                )
+            )
         return answers
 
 
-def smoke_test(model: AdapterModel, task: str, *, max_new_tokens: int = 16) -> tuple[bool, str]:
-    """Does the task's adapter answer a real request? What a stage's deployer checks before
-    the version serves."""
-    dialogue = (
-        "#Person1#: Could you send me the report by Friday?\n"
-        "#Person2#: Sure, I will finish it on Thursday."
-    )
+def smoke_test(
+    model: AdapterModel, task: str, request: dict[str, Any], *, max_new_tokens: int = 16
+) -> tuple[bool, str]:
+    """Does the task's adapter answer a real request (the registered version's smoke request,
+    a test example's body)? What a stage's deployer checks before the version serves."""
     started = time.perf_counter()
     try:
-        (answer,) = model.generate([Request(task, dialogue, max_new_tokens)])
+        (answer,) = model.generate([Request(task, request["messages"], max_new_tokens)])
     except Exception as err:  # any failure of the served model fails the smoke test
         return False, f"smoke test failed: {type(err).__name__}: {err}"
     seconds = time.perf_counter() - started

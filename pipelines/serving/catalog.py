@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.registry import ModelVersion, Registry, other_groups
 from pipelines.registry.lifecycle import StageStatus
@@ -27,6 +28,18 @@ def artifact_path(version: ModelVersion) -> Path:
             "registry (local:PATH) or copy the adapter here"
         )
     return Path(version.artifact_root) / url.removeprefix("s3://")
+
+
+def registered_task(version: ModelVersion) -> dict[str, Any]:
+    """The task a version was evaluated on (evaluation.json's `task`: name, spec digest, spec
+    and the smoke request built from a test example)."""
+    task = (version.evaluation or {}).get("task")
+    if not isinstance(task, dict) or "smoke_request" not in task:
+        raise ServingError(
+            f"version {version.version}'s evaluation names no task spec: it was registered "
+            "before adapters carried their task; register a new run"
+        )
+    return task
 
 
 def servable(version: ModelVersion) -> ModelVersion:

@@ -1,5 +1,7 @@
-"""Invoke a served task, locally or on a stage's SageMaker endpoint, with the same body: a
-client changes only its target (`http://127.0.0.1:8080` or `sagemaker:ENDPOINT`)."""
+"""Invoke a served task, locally or on a stage's SageMaker endpoint, with the same body: the
+task's chat-completions request (`tasks.chat_request`), built from the task spec the adapter
+was trained with. A client changes only its target (`http://127.0.0.1:8080` or
+`sagemaker:ENDPOINT`)."""
 
 from __future__ import annotations
 
@@ -16,30 +18,36 @@ class InvokeError(Exception):
     """The endpoint refused or failed the request; the message is its answer."""
 
 
-def body(text: str, max_new_tokens: int) -> bytes:
-    return json.dumps({"inputs": text, "parameters": {"max_new_tokens": max_new_tokens}}).encode()
+def answer_text(answer: Any) -> str:
+    """The assistant's text of a chat.completion answer."""
+    try:
+        return str(answer["choices"][0]["message"]["content"])
+    except (KeyError, IndexError, TypeError):
+        raise InvokeError(f"not a chat-completions answer: {str(answer)[:200]}") from None
 
 
-def invoke_local(url: str, task: str, text: str, max_new_tokens: int, timeout: float = 300) -> str:
+def invoke_local(url: str, task: str, body: dict[str, Any], timeout: float = 300) -> str:
     request = urllib.request.Request(
         f"{url.rstrip('/')}/invocations",
-        data=body(text, max_new_tokens),
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", COMPONENT_HEADER: task},
         method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())["generated_text"]
+            return answer_text(json.loads(response.read()))
     except urllib.error.HTTPError as err:
-        detail = json.loads(err.read() or b"{}").get("detail", err.reason)
+        raw = err.read() or b"{}"
+        try:
+            detail = json.loads(raw).get("detail", err.reason)
+        except (ValueError, AttributeError):
+            detail = raw[:200].decode("utf-8", "replace")
         raise InvokeError(f"{url} answered {err.code}: {detail}") from None
     except urllib.error.URLError as err:
         raise InvokeError(f"{url}: {err.reason}; is `peftops serve` running?") from None
 
 
-def invoke_sagemaker(
-    endpoint: str, task: str, text: str, max_new_tokens: int, runtime: Any = None
-) -> str:
+def invoke_sagemaker(endpoint: str, task: str, body: dict[str, Any], runtime: Any = None) -> str:
     import boto3
 
     runtime = runtime or boto3.client("sagemaker-runtime")
@@ -48,15 +56,30 @@ def invoke_sagemaker(
         InferenceComponentName=inference_component_name(endpoint, task),
         ContentType="application/json",
         Accept="application/json",
-        Body=body(text, max_new_tokens),
+        Body=json.dumps(body).encode(),
     )
-    answer = json.loads(response["Body"].read())
-    return (answer[0] if isinstance(answer, list) else answer)["generated_text"]
+    return answer_text(json.loads(response["Body"].read()))
 
 
-def invoke(target: str, task: str, text: str, max_new_tokens: int) -> str:
+def served_task_specs(url: str, timeout: float = 30) -> dict[str, dict[str, Any]]:
+    """The specs of the tasks a local endpoint serves (its `GET /tasks`)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/tasks", timeout=timeout) as response:
+            specs = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        raise InvokeError(f"{url}/tasks answered {err.code}: is it a peftops endpoint?") from None
+    except urllib.error.URLError as err:
+        raise InvokeError(f"{url}: {err.reason}; is `peftops serve` running?") from None
+    except ValueError:
+        raise InvokeError(f"{url}/tasks answered no JSON: is it a peftops endpoint?") from None
+    if not isinstance(specs, dict):
+        raise InvokeError(f"{url}/tasks answered no task list: is it a peftops endpoint?")
+    return specs
+
+
+def invoke(target: str, task: str, body: dict[str, Any]) -> str:
     if target.startswith("sagemaker:"):
-        return invoke_sagemaker(target.removeprefix("sagemaker:"), task, text, max_new_tokens)
+        return invoke_sagemaker(target.removeprefix("sagemaker:"), task, body)
     if target.startswith(("http://", "https://")):
-        return invoke_local(target, task, text, max_new_tokens)
+        return invoke_local(target, task, body)
     raise InvokeError(f"--endpoint {target!r}: use http://HOST:PORT or sagemaker:ENDPOINT")

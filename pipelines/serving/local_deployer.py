@@ -10,7 +10,7 @@ from pathlib import Path
 from pipelines.registry import ModelVersion, Registry, record_deployment
 from pipelines.registry.lifecycle import StageStatus
 from pipelines.serving.adapters import AdapterModel, ServingError, smoke_test, unpack_adapter
-from pipelines.serving.catalog import artifact_path, servable, shared_base
+from pipelines.serving.catalog import artifact_path, registered_task, servable, shared_base
 
 DEPLOYER = "peftops-local-deployer"
 
@@ -23,7 +23,7 @@ def smoke_tested(version: ModelVersion, others: list[ModelVersion]) -> tuple[boo
         with tempfile.TemporaryDirectory(prefix="peftops-deploy-") as scratch:
             adapter = unpack_adapter(artifact_path(version), Path(scratch))
             model = AdapterModel(base, {version.task: adapter})
-            return smoke_test(model, version.task)
+            return smoke_test(model, version.task, registered_task(version)["smoke_request"])
     except ServingError as err:
         return False, f"smoke test failed: {err}"
     except Exception as err:  # whatever fails, the outcome is recorded: never left pending

@@ -1,7 +1,10 @@
 """The local endpoint: FastAPI on 127.0.0.1, the SageMaker container contract (`GET /ping`,
 `POST /invocations`), the inference component chosen by the header SageMaker's runtime sends
-(`X-Amzn-SageMaker-Inference-Component`, the task's name here), and LMI's bodies:
-`{"inputs": "...", "parameters": {"max_new_tokens": N}}` -> `{"generated_text": "..."}`.
+(`X-Amzn-SageMaker-Inference-Component`, the task's name here), and the body LMI's
+chat-completions schema takes: `{"messages": [...], "max_tokens": N, "temperature": 0}` ->
+`{"choices": [{"message": {"role": "assistant", "content": "..."}, ...}], "usage": {...}}`.
+Clients build the body from the task's spec (`tasks.chat_request`), so the adapter reads the
+prompt it was trained on; raw `inputs` that skip the task's template are refused.
 
 Requests that arrive together are generated together, whatever their tasks (a mixed batch),
 as an LMI endpoint batches its adapter components' requests."""
@@ -14,12 +17,12 @@ import queue
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Header, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.serving.adapters import BASE, AdapterModel, Answer, Request
+from pipelines.serving.adapters import BASE, AdapterModel, Answer, Request, ServingError
 
 COMPONENT_HEADER = "X-Amzn-SageMaker-Inference-Component"
 DEFAULT_MAX_NEW_TOKENS = 48
@@ -92,15 +95,41 @@ def _settle(future: asyncio.Future, setter: Any, value: Any) -> None:
         setter(value)
 
 
-class Parameters(BaseModel):
-    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
 
 
 class Invocation(BaseModel):
-    """LMI's request body: one text or a list, and generation parameters."""
+    """The chat-completions body: the task's turns and greedy decoding (what evaluation scored).
+    Unknown fields are refused, never silently ignored."""
 
-    inputs: str | list[str] = Field(min_length=1)
-    parameters: Parameters = Parameters()
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Turn] = Field(min_length=1)
+    max_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+    temperature: float = Field(0.0, ge=0.0, le=0.0, description="greedy only")
+
+
+def completion(answer: Answer, prompt_tokens: int) -> dict[str, Any]:
+    """An OpenAI chat.completion object, as LMI answers the chat-completions schema."""
+    return {
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": answer.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": answer.new_tokens,
+            "total_tokens": prompt_tokens + answer.new_tokens,
+        },
+    }
 
 
 def create_app(model: AdapterModel, *, stage: str, versions: dict[str, int]) -> FastAPI:
@@ -126,6 +155,11 @@ def create_app(model: AdapterModel, *, stage: str, versions: dict[str, int]) -> 
             "largest_batch": max(batches, default=0),
         }
 
+    @app.get("/tasks")
+    def served_tasks() -> dict[str, Any]:
+        """Each served task's spec, from which clients build their bodies."""
+        return {task: spec.document() for task, spec in model.specs.items()}
+
     @app.post("/invocations")
     async def invocations(
         body: Annotated[Invocation, Body()],
@@ -143,10 +177,16 @@ def create_app(model: AdapterModel, *, stage: str, versions: dict[str, int]) -> 
                 f"no adapter serves task {component!r} in {stage}; served: "
                 f"{', '.join(model.tasks)} (and {BASE!r}, the base model)",
             )
-        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-        requests = [Request(component, t, body.parameters.max_new_tokens) for t in texts]
-        answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
-        shaped = [{"generated_text": a.text} for a in answers]
-        return shaped[0] if isinstance(body.inputs, str) else shaped
+        messages = [turn.model_dump() for turn in body.messages]
+        if messages[-1]["role"] != "user":
+            raise HTTPException(422, "the last turn is the one answered: it must be the user's")
+        request = Request(component, messages, body.max_tokens)
+        try:
+            # Checked alone, before batching: one bad request never fails its neighbours.
+            prompt = model.prompt(request)
+        except ServingError as err:
+            raise HTTPException(400, str(err)) from None
+        answer = await batcher.submit(request)
+        return completion(answer, len(prompt))
 
     return app

@@ -20,7 +20,7 @@ from benchmarks.measure import (
     time_to_quality,
 )
 from benchmarks.naive import encode_naive, example_ids, pad_to_max_length
-from benchmarks.run import long_prompt_rows, summarize
+from benchmarks.run import TASK, long_prompt_rows, summarize
 from tests.conftest import REPO
 from training_scripts.contracts import INPUT_KEY, TARGET_KEY
 from training_scripts.model_loading import load_tokenizer
@@ -36,9 +36,9 @@ ROWS = [
 
 def test_naive_rows_pad_to_max_length_and_supervise_every_real_token(tiny_causal: Path) -> None:
     tokenizer = load_tokenizer(str(tiny_causal))
-    rows = encode_naive(tokenizer, ROWS, 128)
+    rows = encode_naive(tokenizer, TASK, ROWS, 128)
     for row, source in zip(rows, ROWS, strict=True):
-        ids = example_ids(tokenizer, source)
+        ids = example_ids(tokenizer, TASK, source)
         assert len(row["input_ids"]) == 128
         assert row["input_ids"][: len(ids)] == ids
         assert row["labels"] == ids + [-100] * (128 - len(ids))  # prompt and EOS included

@@ -180,7 +180,9 @@ def test_bad_data_fails_the_processing_job_with_a_clear_message(tmp_path: Path) 
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         f'preprocess: error: {source} line 2: field "summary" is missing (fields present: dialogue); '
-        "set --target-field. Fix it (fix the record) or pass --skip-invalid to skip such records."
+        "task dialogue-summary's target_field names it: rename the data's field or describe your "
+        "fields in a task spec (--task-spec). Fix it (fix the record) or pass --skip-invalid to "
+        "skip such records."
     )
     assert "Traceback" not in done.stderr
 

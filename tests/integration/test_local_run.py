@@ -24,6 +24,7 @@ from pipelines.publishing import publish_dataset
 from pipelines.registry import LocalRegistry
 from tests.conftest import REPO, peftops, write_jsonl
 from training_scripts import contracts
+from training_scripts.tasks import DEFAULT_TASK, resolve_task_spec
 
 
 def test_tiny_preset_runs_every_step_and_registers(tiny_run) -> None:
@@ -292,7 +293,12 @@ def test_a_builder_change_changes_what_runs_locally(
         log=lambda _: None,
     )
     mirror.put_assets("peftops-local", assets)
-    publish_dataset(REPO / "data/sample/dialogues.jsonl", mirror, "peftops-local")
+    publish_dataset(
+        REPO / "data/sample/dialogues.jsonl",
+        mirror,
+        "peftops-local",
+        task=resolve_task_spec(DEFAULT_TASK),
+    )
     result = executor.execute()
     assert result.status == "Succeeded", result.failure
     splits = executor.scope.properties["Preprocess"][

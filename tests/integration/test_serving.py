@@ -1,9 +1,11 @@
 """Two tasks' adapters (tiny preset) approved, promoted to staging and served by one
-`peftops serve` process: each answer is what its adapter generates alone, `base` is the base
-model's answer, an unknown task is a 4xx, and a mixed batch answers as separate requests do."""
+`peftops serve` process: each task answers in its own template what its adapter generates
+alone, `base` is the base model's answer, an unknown task is a 4xx, a mixed batch answers as
+separate requests do, and the ids the server generates from are those evaluation scored."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import socket
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +26,9 @@ from pipelines.registry import LocalRegistry
 from pipelines.serving.adapters import BASE, AdapterModel, Request, unpack_adapter
 from pipelines.serving.catalog import artifact_path
 from pipelines.serving.client import InvokeError, invoke_local
+from pipelines.serving.server import COMPONENT_HEADER
 from tests.conftest import REPO, peftops
+from training_scripts import tasks
 
 DIALOGUES = [
     "#Person1#: Could you send me the report by Friday?\n#Person2#: Sure, on Thursday.",
@@ -32,6 +37,26 @@ DIALOGUES = [
 ]
 MAX_NEW_TOKENS = 12
 TASKS = ("dialogue-summary", "meeting-notes")
+# The second task: the same records under another template and system prompt.
+MEETING_NOTES = {
+    "name": "meeting-notes",
+    "format": "fields",
+    "system": "You keep short meeting notes.",
+    "template": "Note what was agreed:\n{dialogue}",
+    "target_field": "summary",
+    "answer_cue": "Notes:",
+}
+SPECS = {
+    TASKS[0]: tasks.resolve_task_spec(TASKS[0]),
+    TASKS[1]: tasks.parse_task_spec(MEETING_NOTES, "meeting-notes"),
+    # What `invoke --task base` sends; a base model reads no task's cue, only the default.
+    BASE: tasks.resolve_task_spec(tasks.DEFAULT_TASK),
+}
+BASE_CUE = tasks.DEFAULT_ANSWER_CUE
+
+
+def body(task: str, dialogue: str) -> dict:
+    return tasks.chat_request(SPECS[task], dialogue, MAX_NEW_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -56,8 +81,10 @@ def staging(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     root = tmp_path_factory.mktemp("serving")
     shutil.copy(first_root / "registry.sqlite", root / "registry.sqlite")
     registry = f"local:{root / 'registry.sqlite'}#peftops-smoke"
+    spec = root / "meeting-notes.json"
+    spec.write_text(json.dumps(MEETING_NOTES))
     second = peftops(
-        "run-local", "--preset", "tiny", "--task", "meeting-notes", "--param", "LoraRank=4",
+        "run-local", "--preset", "tiny", "--task-spec", str(spec), "--param", "LoraRank=4",
         "--out", str(root / "run"), "--registry", registry, "--tracking", "none", cwd=REPO,
     )  # fmt: skip
     assert second.returncode == 0, second.stderr[-2000:]
@@ -90,7 +117,7 @@ def staging(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
         server.wait(timeout=30)
 
 
-def alone(base_model: str, adapter: Path | None) -> list[str]:
+def alone(base_model: str, adapter: Path | None, spec: tasks.TaskSpec, cue: str = "") -> list[str]:
     """What plain transformers + peft generate, one prompt at a time: no server code."""
     import torch
     from peft import PeftModel
@@ -104,7 +131,13 @@ def alone(base_model: str, adapter: Path | None) -> list[str]:
     model.eval()
     answers = []
     for dialogue in DIALOGUES:
-        ids = torch.tensor([prompts.causal_prompt_ids(tokenizer, dialogue)])
+        ids = torch.tensor(
+            [
+                prompts.causal_prompt_ids(
+                    tokenizer, spec.messages(dialogue), cue=cue or spec.answer_cue
+                )
+            ]
+        )
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
@@ -121,10 +154,14 @@ def expected(staging: Served) -> dict[str, list[str]]:
     base_model = versions[TASKS[0]].metadata["base_model"]
     with tempfile.TemporaryDirectory() as scratch:
         answers = {
-            task: alone(base_model, unpack_adapter(artifact_path(versions[task]), Path(scratch)))
+            task: alone(
+                base_model,
+                unpack_adapter(artifact_path(versions[task]), Path(scratch)),
+                SPECS[task],
+            )
             for task in TASKS
         }
-    answers[BASE] = alone(base_model, None)
+    answers[BASE] = alone(base_model, None, SPECS[BASE], cue=BASE_CUE)
     assert answers[TASKS[0]] != answers[TASKS[1]] != answers[BASE]  # three different models
     return answers
 
@@ -133,8 +170,34 @@ def test_each_task_answers_as_its_adapter_alone_and_base_as_the_base_model(
     staging: Served, expected: dict[str, list[str]]
 ) -> None:
     for task in (*TASKS, BASE):
-        got = [invoke_local(staging.url, task, d, MAX_NEW_TOKENS) for d in DIALOGUES]
+        got = [invoke_local(staging.url, task, body(task, d)) for d in DIALOGUES]
         assert got == expected[task], task
+
+
+def test_invoke_with_raw_text_gets_each_tasks_template(
+    staging: Served, expected: dict[str, list[str]]
+) -> None:
+    """`peftops invoke --task NAME TEXT` builds the body from the spec the endpoint serves the
+    task with: each task's raw text reads as its adapter learned it."""
+    for task in TASKS:
+        invoked = peftops(
+            "invoke", DIALOGUES[0], "--task", task, "--endpoint", staging.url,
+            "--max-new-tokens", str(MAX_NEW_TOKENS), cwd=staging.root,
+        )  # fmt: skip
+        assert invoked.returncode == 0, invoked.stderr
+        assert invoked.stdout == expected[task][0] + "\n", task
+
+
+def test_raw_inputs_that_skip_the_template_are_refused(staging: Served) -> None:
+    request = urllib.request.Request(
+        f"{staging.url}/invocations",
+        data=json.dumps({"inputs": DIALOGUES[0], "parameters": {"max_new_tokens": 4}}).encode(),
+        headers={"Content-Type": "application/json", COMPONENT_HEADER: TASKS[0]},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 422
 
 
 def test_evaluation_scores_the_answers_serving_gives(
@@ -161,25 +224,28 @@ def test_evaluation_scores_the_answers_serving_gives(
                 base_model, adapter, quantized=False, dtype=torch.float32
             )
             assert not hasattr(model, "peft_config")  # merged: generation at the base's speed
-            scored = generation.generate_summaries(
+            spec = SPECS[task]
+            scored = generation.generate_answers(
                 model,
                 tokenizer,
-                DIALOGUES,
+                [spec.messages(d) for d in DIALOGUES],
+                cue=spec.answer_cue,
                 batch_size=arguments.batch_size,
                 max_input_tokens=arguments.max_input_tokens,
                 max_new_tokens=arguments.max_new_tokens,
             )
-            assert scored.summaries == expected[task], task
+            assert scored.answers == expected[task], task
 
 
 def test_an_unknown_task_is_a_404_never_the_base_models_answer(staging: Served) -> None:
     with pytest.raises(InvokeError, match="answered 404: no adapter serves task 'summarise'"):
-        invoke_local(staging.url, "summarise", DIALOGUES[0], MAX_NEW_TOKENS)
+        invoke_local(staging.url, "summarise", body(TASKS[0], DIALOGUES[0]))
+    # The client cannot build a body for a task nothing describes: it says so, in one line.
     invoked = peftops(
         "invoke", DIALOGUES[0], "--task", "summarise", "--endpoint", staging.url, cwd=staging.root
     )
-    assert invoked.returncode == 1 and invoked.stdout == ""
-    assert invoked.stderr.count("\n") == 1 and "404: no adapter serves task" in invoked.stderr
+    assert invoked.returncode == 2 and invoked.stdout == ""
+    assert invoked.stderr.count("\n") == 1 and "the endpoint does not serve it" in invoked.stderr
 
 
 def test_concurrent_requests_of_both_tasks_answer_as_separate_ones(
@@ -189,7 +255,7 @@ def test_concurrent_requests_of_both_tasks_answer_as_separate_ones(
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = list(
             pool.map(
-                lambda job: invoke_local(staging.url, job[0], DIALOGUES[job[1]], MAX_NEW_TOKENS),
+                lambda job: invoke_local(staging.url, job[0], body(job[0], DIALOGUES[job[1]])),
                 jobs,
             )
         )
@@ -210,7 +276,9 @@ def test_one_mixed_batch_equals_separate_generations(
             {t: unpack_adapter(artifact_path(versions[t]), Path(scratch)) for t in TASKS},
         )
     rows = [(task, i) for i in range(len(DIALOGUES)) for task in (BASE, *TASKS)]
-    answers = model.generate([Request(t, DIALOGUES[i], MAX_NEW_TOKENS) for t, i in rows])
+    answers = model.generate(
+        [Request(t, body(t, DIALOGUES[i])["messages"], MAX_NEW_TOKENS) for t, i in rows]
+    )
     assert [a.text for a in answers] == [expected[t][i] for t, i in rows]
 
 
@@ -256,3 +324,63 @@ def test_two_adapters_cost_at_most_their_size_and_a_tenth_more_than_the_base_alo
     with_adapters = resident(str(tiny_causal), adapters)["rss_bytes"]
     adapter_bytes = sum(measurements.directory_size(p) for p in adapters.values())
     assert base_alone < with_adapters <= base_alone * 1.10 + adapter_bytes
+
+
+def test_the_server_reads_the_ids_evaluation_scored_for_every_test_example(
+    staging: Served, tmp_path: Path
+) -> None:
+    """Parity, per task, over its whole test split: the body `invoke_sagemaker` sends (caught
+    on the wire of a real boto3 client) becomes, in the local server, the very prompt ids
+    evaluate.py generated from."""
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    from pipelines.serving.client import invoke_sagemaker
+    from training_scripts import evaluate, generation, preprocess
+
+    registry = LocalRegistry(staging.root / "registry.sqlite", "peftops-smoke")
+    versions = {v.task: v for v in registry.list()}
+    base_model = versions[TASKS[0]].metadata["base_model"]
+    with tempfile.TemporaryDirectory() as scratch:
+        model = AdapterModel(
+            base_model,
+            {t: unpack_adapter(artifact_path(versions[t]), Path(scratch)) for t in TASKS},
+        )
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    sent: list[dict] = []
+    runtime.meta.events.register(
+        "before-parameter-build.sagemaker-runtime.InvokeEndpoint",
+        lambda params, **_: sent.append(json.loads(params["Body"])),
+    )
+    answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": "ok"}}]})
+    for task in TASKS:
+        spec_file = tmp_path / f"{task}.json"
+        spec_file.write_text(json.dumps(SPECS[task].document()))
+        out = tmp_path / task
+        preprocess.run(
+            preprocess.PreprocessArguments(
+                input=str(REPO / "data/sample/dialogues.jsonl"),
+                output_dir=str(out),
+                task_spec=str(spec_file),
+            )
+        )
+        test = evaluate.read_test_set(evaluate.EvaluateArguments(
+            base_model=base_model, adapter_dir="-", baseline_dir="-", test_dir=str(out / "test"),
+        ))  # fmt: skip
+        scored = generation.prompt_token_ids(
+            model.tokenizer, test.prompts, cue=test.task.answer_cue, seq2seq=False
+        )
+        sent.clear()
+        with Stubber(runtime) as stub:
+            for row in test.rows:
+                stub.add_response(
+                    "invoke_endpoint",
+                    {"Body": StreamingBody(io.BytesIO(answer.encode()), len(answer))},
+                )
+                invoke_sagemaker(
+                    "peftops-staging", task, tasks.chat_request(test.task, row["input"]), runtime
+                )
+        served = [model.prompt(Request(task, body["messages"], 4)) for body in sent]
+        assert len(served) == len(test.rows) > 0
+        assert served == scored, task

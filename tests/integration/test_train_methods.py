@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from training_scripts import tasks
 from training_scripts.enums import PeftMethod
 from training_scripts.model_loading import load_model, load_peft_model, load_tokenizer
 from training_scripts.train import FineTuneRecipe, TrainArguments
 from training_scripts.trainable_model import save_outputs
+
+DEFAULT_TASK = tasks.resolve_task_spec(tasks.DEFAULT_TASK)
 
 METHODS = [PeftMethod.QLORA, PeftMethod.LORA, PeftMethod.PROMPT_TUNING, PeftMethod.FULL]
 # Tiny random models learn fast at high rates; prompt tuning moves only a few embeddings.
@@ -192,7 +195,7 @@ def test_full_fine_tune_saves_a_complete_model(
     args = make_args(tiny_causal, splits, tmp_path, PeftMethod.FULL, max_steps=4)
     recipe = FineTuneRecipe(args).setup()
     metrics = recipe.train()
-    save_outputs(args, recipe.trainer, recipe.tokenizer, metrics)
+    save_outputs(args, recipe.trainer, recipe.tokenizer, recipe.task, metrics)
     reloaded = load_model(args.output_dir, quantize_4bit=False, dtype=torch.float32)
     batch = probe_batch(tiny_causal)
     torch.testing.assert_close(
@@ -219,6 +222,7 @@ def test_summary_logits_only_gives_the_models_own_loss_and_gradients(tiny_causal
     rows = [
         encode_causal(
             tokenizer,
+            DEFAULT_TASK,
             dialogue,
             summary,
             max_seq_length=256,
@@ -313,6 +317,7 @@ def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
     tokenizer = load_tokenizer(str(tiny_causal))
     row = encode_causal(
         tokenizer,
+        DEFAULT_TASK,
         "#Person1#: Hello.\n#Person2#: Hi.",
         "They greet.",
         max_seq_length=512,
@@ -329,17 +334,48 @@ def test_labels_cover_only_the_summary(tiny_causal: Path) -> None:
 
 def test_over_long_examples_are_cut_in_the_dialogue_and_counted(tiny_causal: Path) -> None:
     from training_scripts.batching import EncodingStats, encode_causal
-    from training_scripts.prompts import INSTRUCTION
 
     tokenizer = load_tokenizer(str(tiny_causal))
     stats = EncodingStats()
     dialogue = "#Person1#: " + " ".join(f"sentence number {i}." for i in range(200))
     row = encode_causal(
-        tokenizer, dialogue, "A long talk.", max_seq_length=128, max_target_tokens=64, stats=stats
+        tokenizer,
+        DEFAULT_TASK,
+        dialogue,
+        "A long talk.",
+        max_seq_length=128,
+        max_target_tokens=64,
+        stats=stats,
     )
     assert len(row["input_ids"]) <= 128 and stats.truncated_inputs == 1
     text = tokenizer.decode(row["input_ids"], skip_special_tokens=True)
-    assert text.startswith(INSTRUCTION) and "Summary: A long talk." in text
+    assert text.startswith(DEFAULT_TASK.template.split("{")[0]) and "Summary: A long talk." in text
+
+
+def test_over_long_inputs_of_several_fields_are_cut_in_the_longest(tiny_causal: Path) -> None:
+    """The template around the fields stays whole; the longest field gives way first."""
+    from training_scripts.batching import EncodingStats, encode_causal
+    from training_scripts.tasks import parse_task_spec
+
+    task = parse_task_spec(
+        {"name": "qa", "format": "fields", "template": "Q: {question}\nContext: {context}\nEnd.",
+         "target_field": "answer"}, "qa",
+    )  # fmt: skip
+    tokenizer = load_tokenizer(str(tiny_causal))
+    stats = EncodingStats()
+    long_context = " ".join(f"fact {i}." for i in range(300))
+    row = encode_causal(
+        tokenizer,
+        task,
+        {"question": "Which fact comes first?", "context": long_context},
+        "fact 0",
+        max_seq_length=96,
+        max_target_tokens=16,
+        stats=stats,
+    )
+    assert len(row["input_ids"]) <= 96 and stats.truncated_inputs == 1
+    text = tokenizer.decode(row["input_ids"], skip_special_tokens=True)
+    assert "Q: Which fact comes first?" in text and "\nEnd." in text and "fact 0." in text
 
 
 def test_non_finite_loss_stops_the_run(tiny_causal: Path, splits: Path, tmp_path: Path) -> None:

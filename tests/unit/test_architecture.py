@@ -113,13 +113,14 @@ def part_of(module: str) -> str | None:
 
 
 # What host code (app.py, infra/, pipelines/) takes from the jobs' code: the files they hand
-# over, the prompt format, the typed enums and the logging setup they share. The container code
-# is no utility library: anything else stays inside the jobs, except where one definition on
-# both sides is the point (below, per layer, with why).
+# over, the prompt format (the task spec and its rendering), the typed enums and the logging
+# setup they share. The container code is no utility library: anything else stays inside the
+# jobs, except where one definition on both sides is the point (below, per layer, with why).
 HOST_SHARED = frozenset(
     {
         "training_scripts.contracts",
         "training_scripts.prompts",
+        "training_scripts.tasks",
         "training_scripts.enums",
         "training_scripts.logs",
     }
@@ -180,7 +181,9 @@ BOX_MODULES = {
     "serving": ["pipelines.serving"],
     "fixtures": ["pipelines.fixtures"],
     "scripts": ["training_scripts"],
-    "shared": [f"training_scripts.{name}" for name in ("contracts", "prompts", "enums", "logs")],
+    "shared": [
+        f"training_scripts.{name}" for name in ("contracts", "prompts", "tasks", "enums", "logs")
+    ],
     "benchmarks": ["benchmarks"],
     "tests": ["tests"],
 }

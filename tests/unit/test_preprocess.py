@@ -22,6 +22,9 @@ from training_scripts.preprocess import (
     split_examples,
 )
 from training_scripts.readers import DataError
+from training_scripts.tasks import DEFAULT_TASK, resolve_task_spec
+
+DEFAULT = resolve_task_spec(DEFAULT_TASK)
 
 
 def good(i: int) -> dict[str, str]:
@@ -70,7 +73,9 @@ def test_bad_utf8_stops_with_file_line_and_byte(tmp_path: Path) -> None:
         ({"dialogue": 42, "summary": "s"}, r'line 2: field "dialogue" must be text'),
         (
             {"text": "hello", "summary": "s"},
-            r'field "dialogue" is missing \(fields present: summary, text\); set --input-field',
+            r'field "dialogue" is missing \(fields present: summary, text\); task '
+            r"dialogue-summary's template names it: rename the data's field or describe "
+            r"your fields in a task spec \(--task-spec\)",
         ),
     ],
 )
@@ -198,11 +203,15 @@ def test_csv_with_multiline_fields_custom_names_and_bad_bytes(tmp_path: Path) ->
     )
     bad = b'"#Person1#: caf\xe9",Bad bytes.\n'
     (tmp_path / "data.csv").write_bytes(header + rows + bad)
+    spec = tmp_path / "abstracts.json"
+    spec.write_text(
+        json.dumps(
+            {"name": "abstracts", "format": "fields", "template": "Abstract:\n{conversation}",
+             "target_field": "abstract"}
+        )
+    )  # fmt: skip
     args = dict(
-        input=str(tmp_path / "data.csv"),
-        output_dir=str(tmp_path / "out"),
-        input_field="conversation",
-        target_field="abstract",
+        input=str(tmp_path / "data.csv"), output_dir=str(tmp_path / "out"), task_spec=str(spec)
     )
     with pytest.raises(
         DataError, match=r'data\.csv line 14: field "conversation" is not valid UTF-8'
@@ -543,9 +552,7 @@ def test_a_run_that_fails_while_writing_leaves_no_manifest_beside_its_files(
 
 def build(items: list, **kwargs) -> tuple[list[Example], dict[str, int], int]:
     kwargs.setdefault("skip_invalid", False)
-    return preprocess.build_examples(
-        items, input_field="dialogue", target_field="summary", truncate=lambda t: t, **kwargs
-    )
+    return preprocess.build_examples(items, task=DEFAULT, truncate=lambda t: t, **kwargs)
 
 
 def test_an_example_keeps_its_records_id_or_is_named_by_its_location() -> None:
@@ -585,6 +592,5 @@ def test_the_default_way_to_skip_is_the_scripts_option() -> None:
     bad = readers.Invalid("d.jsonl line 4", "invalid_json", "not JSON")
     with pytest.raises(DataError, match=r" or pass --skip-invalid to skip such records\.$"):
         preprocess.build_examples(
-            [bad], input_field="dialogue", target_field="summary", skip_invalid=False,
-            truncate=lambda t: t,
+            [bad], task=DEFAULT, skip_invalid=False, truncate=lambda t: t,
         )  # fmt: skip

@@ -76,8 +76,10 @@ def test_publish_makes_versions_and_the_function_picks_the_newest(s3, tmp_path: 
     first = publish(dataset(tmp_path / "week1" / "data.jsonl", *week("w1")))
     assert first["new"] and first["records"] == 3
     assert first["uri"] == f"s3://{BUCKET}/datasets/versions/{first['version']}/"
+    # The data and the task spec it is read by: a run's preprocess finds both there.
     assert keys(s3, f"datasets/versions/{first['version']}/") == [
-        f"datasets/versions/{first['version']}/data.jsonl"
+        f"datasets/versions/{first['version']}/data.jsonl",
+        f"datasets/versions/{first['version']}/task.json",
     ]
     assert invoke_resolve() == {"DatasetVersion": first["version"], "DatasetUri": first["uri"]}
 
