@@ -17,7 +17,7 @@ from constructs import Construct
 
 from infra.findings import account_resource, acknowledge, bucket_objects
 from infra.functions import project_function
-from pipelines.definition.config import MODELS, PipelineConfig
+from pipelines.definition.config import EVALUATIONS, MODELS, PipelineConfig
 from pipelines.definition.images import (
     ecr_repository_arn,
     lora_serving_environment,
@@ -209,6 +209,15 @@ class Serving(Construct):
                     resources=[adapters],
                 ),
                 iam.PolicyStatement(
+                    # The version's smoke request, in the evaluation it was registered with.
+                    sid="ReadSmokeRequests",
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects(f"pipelines/{config.name}/{EVALUATIONS}/*")],
+                ),
+                iam.PolicyStatement(
+                    sid="DecryptSmokeRequests", actions=["kms:Decrypt"], resources=[key.key_arn]
+                ),
+                iam.PolicyStatement(
                     sid="SmokeTest",
                     actions=["sagemaker:InvokeEndpoint"],
                     resources=[endpoint_arn, components],
@@ -291,6 +300,10 @@ class Serving(Construct):
             (
                 adapters,
                 "tags the adapter it deployed, whose key names its training run; it reads or writes no object",
+            ),
+            (
+                f"IAM5[{bucket_objects(self, bucket, f'pipelines/{config.name}/{EVALUATIONS}/*')}]",
+                "reads the smoke request of the version it deploys from its evaluation, whose key names the run that wrote it",
             ),
         ):
             acknowledge(deployer, finding, reason)

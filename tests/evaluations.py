@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from training_scripts import contracts
+from training_scripts import contracts, tasks
 from training_scripts.evaluate import compared
+
+TASK = tasks.resolve_task_spec(tasks.DEFAULT_TASK)
 
 
 def scored(per_example: Sequence[float], **extra: Any) -> dict[str, Any]:
@@ -53,6 +55,12 @@ def evaluation(
         "tracking": {
             "evaluation_run_id": "none",
             "training_run_ids": {"adapter": "none", "full_finetune": "none"},
+        },
+        "task": {
+            "name": TASK.name,
+            "sha256": TASK.sha256,
+            "spec": TASK.document(),
+            "smoke_request": tasks.chat_request(TASK, "#Person1#: Hi.\n#Person2#: Hello.", 16),
         },
         **extra,
     }

@@ -119,6 +119,15 @@ def models_show(
             )
     typer.echo(f"  model card: {'registered' if found.model_card else 'none'}")
     typer.echo(f"  task:       {found.task}")
+    spec = found.task_spec
+    if spec is None:
+        typer.echo("  task spec:  none recorded (registered before versions kept their task)")
+    else:
+        typer.echo(f"  task spec:  sha256 {found.task_spec_sha256}")
+        for key in ("format", "metric", "system", "template", "target_field", "labels",
+                    "max_new_tokens"):  # fmt: skip
+            if spec.get(key) not in (None, "", []):
+                typer.echo(f"    {key}: {json.dumps(spec[key], ensure_ascii=False)}")
     typer.echo(f"  stage:      {found.lifecycle}" + (
         f" ({found.lifecycle.description})" if found.lifecycle.description else ""
     ))  # fmt: skip
@@ -138,6 +147,12 @@ def models_compare(
     """Two versions' adapter metrics side by side."""
     store = open_registry(registry)
     a, b = (store.get(first), store.get(second))
+    if (a.task, a.task_spec_sha256) != (b.task, b.task_spec_sha256):
+        raise CommandError(
+            f"versions {first} and {second} are for different tasks or task specs "
+            f"({a.task} {str(a.task_spec_sha256)[:12]} vs {b.task} {str(b.task_spec_sha256)[:12]}): "
+            "their scores answer different prompts and do not compare"
+        )
     keys = (*contracts.ROUGE_KEYS, "trainable_params", "artifact_bytes", "train_runtime_s")
 
     rows = {

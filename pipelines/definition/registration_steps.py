@@ -40,10 +40,12 @@ from pipelines.functions.registered_adapter import (
 from training_scripts import contracts
 
 REGISTERED_STATUS = "PendingManualApproval"
-# Registration metadata naming the MLflow runs, and where evaluation.json holds their ids.
-TRACKING_METADATA = {
+# Registration metadata read from evaluation.json: the MLflow runs behind the version, and the
+# digest of the task spec it was trained and evaluated with.
+EVALUATION_METADATA = {
     "mlflow_run_id": contracts.EVALUATION_RUN_ID,
     "mlflow_training_run_id": contracts.ADAPTER_TRAINING_RUN_ID,
+    "task_spec_sha256": contracts.TASK_SPEC_SHA256,
 }
 # What the serving container loads: LMI (vLLM) serves LoRA adapters on the base model; it has
 # no prompt-tuning support, so such adapters are evaluated but not registered.
@@ -110,8 +112,8 @@ class RegistrationSteps:
         if self.config.smoke_test:
             lineage[SMOKE_TEST] = "true"
         # The MLflow runs behind this version, its evaluation's and its adapter's training's
-        # ("none" where the jobs were not tracked).
-        for key, path in TRACKING_METADATA.items():
+        # ("none" where the jobs were not tracked), and its task spec's digest.
+        for key, path in EVALUATION_METADATA.items():
             lineage[key] = JsonGet(
                 step_name=evaluate.name, property_file=f"EvaluationReport{suffix}", json_path=path
             ).to_string()

@@ -3,13 +3,16 @@ state changes): a version promoted to this stage (`ModelLifeCycle` = stage/Pendi
 becomes its task's adapter inference component on the stage's endpoint.
 
 It creates the task's component on the base model's component (or points the existing one at
-the new adapter), waits until it is in service, sends a smoke request through it, and records
+the new adapter), waits until it is in service, sends the version's smoke request through it (the
+body its evaluation built from its task spec, read from the registered evaluation.json), and
+records
 the outcome on the version: `Deployed` (and the task's previous version in the stage becomes
 `Retired`) or `DeploymentFailed`, with the component put back as it was, so the previous
 adapter serves on."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -22,21 +25,22 @@ from botocore.exceptions import ClientError
 
 try:  # a package in the project, top-level modules in the Lambda runtime
     from . import model_lifecycle as lifecycle
-    from .registered_adapter import TASK, adapter_location, inference_component_name
+    from .registered_adapter import (
+        EVALUATION_DIGEST,
+        TASK,
+        adapter_location,
+        inference_component_name,
+    )
 except ImportError:
     import model_lifecycle as lifecycle  # type: ignore[no-redef]
     from registered_adapter import (  # type: ignore[no-redef]
+        EVALUATION_DIGEST,
         TASK,
         adapter_location,
         inference_component_name,
     )
 
 DEPLOYER = "peftops-stage-deployer"
-SMOKE_REQUEST = {
-    "inputs": "#Person1#: Could you send me the report by Friday?\n"
-    "#Person2#: Sure, I will finish it on Thursday.",
-    "parameters": {"max_new_tokens": 16},
-}
 
 
 @dataclass(frozen=True)
@@ -147,22 +151,36 @@ class Deployer:
                 )
             self.sleep(self.settings.poll_s)
 
-    def smoke(self, component: str) -> tuple[bool, str]:
+    def smoke_request(self, package: dict[str, Any]) -> dict[str, Any]:
+        """The body the version's evaluation built from its task spec and a test example
+        (evaluation.json's `task.smoke_request`), read from the evaluation the version was
+        registered with, and only if that file is still the one registered (its digest)."""
+        uri = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        registered = package.get("CustomerMetadataProperties", {}).get(EVALUATION_DIGEST)
+        if registered != hashlib.sha256(body).hexdigest():
+            raise ValueError(f"{uri} is not the evaluation the version was registered with")
+        return json.loads(body)["task"]["smoke_request"]
+
+    def smoke(self, component: str, request: dict[str, Any]) -> tuple[bool, str]:
         try:
             response = self.runtime.invoke_endpoint(
                 EndpointName=self.settings.endpoint,
                 InferenceComponentName=component,
                 ContentType="application/json",
                 Accept="application/json",
-                Body=json.dumps(SMOKE_REQUEST).encode(),
+                Body=json.dumps(request).encode(),
             )
             answer = json.loads(response["Body"].read())
         except Exception as err:  # an error answer is a failed smoke test, not a crash
             return False, f"smoke test failed: {type(err).__name__}: {err}"
-        answer = answer[0] if isinstance(answer, list) and answer else answer
-        text = answer.get("generated_text", "") if isinstance(answer, dict) else ""
+        try:  # LMI answers the chat-completions schema with a chat.completion object
+            text = answer["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            text = ""
         if not str(text).strip():
-            return False, f"smoke test failed: no generated_text in {str(answer)[:200]}"
+            return False, f"smoke test failed: no answer in {str(answer)[:200]}"
         return True, f"smoke test passed on {self.settings.endpoint}/{component}"
 
     # --- the registry -------------------------------------------------------------------
@@ -230,6 +248,12 @@ class Deployer:
         if not task:
             self.record(package, lifecycle.StageStatus.FAILED, "fail", "the version names no task")
             return {"outcome": "failed", "detail": "the version names no task"}
+        try:
+            request = self.smoke_request(package)
+        except (ClientError, KeyError, ValueError) as err:  # nothing deployed yet
+            detail = f"no smoke request for the version: {type(err).__name__}: {err}"
+            self.record(package, lifecycle.StageStatus.FAILED, "fail", detail)
+            return {"outcome": "failed", "detail": detail}
         component = inference_component_name(self.settings.endpoint, task)
         artifact = adapter_location(package["InferenceSpecification"]["Containers"][0])
         previous = self.current_artifact(component)
@@ -239,7 +263,7 @@ class Deployer:
         except ClientError as err:  # refused: recorded, never left pending
             passed, detail = False, f"{component}: {err}"
         if passed:
-            passed, detail = self.smoke(component)
+            passed, detail = self.smoke(component, request)
         if not passed:
             try:
                 self.restore(component, previous)

@@ -76,12 +76,28 @@ class ModelVersion:
         return self.metadata.get(TASK, DEFAULT_TASK)
 
     @property
+    def task_spec(self) -> dict[str, Any] | None:
+        """The task spec the version was trained and evaluated with (its evaluation's)."""
+        spec = ((self.evaluation or {}).get("task") or {}).get("spec")
+        return spec if isinstance(spec, dict) else None
+
+    @property
+    def task_spec_sha256(self) -> str | None:
+        digest = ((self.evaluation or {}).get("task") or {}).get("sha256")
+        return digest if isinstance(digest, str) else None
+
+    @property
     def state(self) -> str:
         """Approval and lifecycle in one word, as the history records them."""
         return f"{self.status}/{self.lifecycle}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "task": self.task}
+        return {
+            **asdict(self),
+            "task": self.task,
+            "task_spec": self.task_spec,
+            "task_spec_sha256": self.task_spec_sha256,
+        }
 
 
 @dataclass(frozen=True)

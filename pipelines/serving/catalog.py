@@ -10,6 +10,7 @@ from typing import Any
 from pipelines.registry import ModelVersion, Registry, other_groups
 from pipelines.registry.lifecycle import StageStatus
 from pipelines.serving.adapters import SERVABLE_METHODS, ServingError
+from training_scripts import contracts
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,14 @@ def artifact_path(version: ModelVersion) -> Path:
 def registered_task(version: ModelVersion) -> dict[str, Any]:
     """The task a version was evaluated on (evaluation.json's `task`: name, spec digest, spec
     and the smoke request built from a test example)."""
-    task = (version.evaluation or {}).get("task")
-    if not isinstance(task, dict) or "smoke_request" not in task:
+    try:
+        contracts.value_at(version.evaluation or {}, contracts.TASK_SMOKE_REQUEST)
+    except contracts.ContractError:
         raise ServingError(
             f"version {version.version}'s evaluation names no task spec: it was registered "
             "before adapters carried their task; register a new run"
-        )
-    return task
+        ) from None
+    return (version.evaluation or {})["task"]
 
 
 def servable(version: ModelVersion) -> ModelVersion:

@@ -87,6 +87,25 @@ def evaluation(rouge: float, test_set: str) -> dict:
     }
 
 
+SUMMARY = {
+    "name": "dialogue-summary", "format": "fields", "template": "Summarize:\n{dialogue}",
+    "target_field": "summary",
+}  # fmt: skip
+
+
+def evaluated_with(spec: dict) -> dict:
+    """A whole evaluation.json of a version trained for `spec`."""
+    from tests.evaluations import evaluation as whole_evaluation
+    from training_scripts import tasks
+
+    task = tasks.parse_task_spec(spec, "spec")
+    return whole_evaluation(
+        adapter=0.4, full_finetune=0.41, base=0.2,
+        task={"name": task.name, "sha256": task.sha256, "spec": task.document(),
+              "smoke_request": tasks.chat_request(task, "A: hi")},
+    )  # fmt: skip
+
+
 def test_compare_formats_figures_and_warns_on_different_test_sets(tmp_path: Path) -> None:
     path = tmp_path / "registry.sqlite"
     registry = LocalRegistry(path, "peftops-adapters")
@@ -211,3 +230,35 @@ def test_help_shows_the_registry_forms_whole(command: list[str]) -> None:
     """Rich reads `[#GROUP]` as markup and would drop it from the help."""
     done = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
     assert done.exit_code == 0 and "PATH[#GROUP]" in done.output, done.output
+
+
+def test_compare_refuses_versions_of_different_tasks_or_specs_and_show_prints_the_spec(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "registry.sqlite"
+    registry = LocalRegistry(path, "peftops-adapters")
+    reworded = {**SUMMARY, "template": "Summarize briefly:\n{dialogue}"}
+    for number, spec in enumerate((SUMMARY, reworded, SUMMARY)):
+        registry.register(
+            Registration(
+                "peftops-adapters", f"s3://b/{number}.tar.gz",
+                "PendingManualApproval", {"task": spec["name"]}, None,
+                evaluated_with(spec), "",
+            )
+        )  # fmt: skip
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["models", "compare", "1", "3", "--registry", str(path)]).exit_code == 0
+    )
+    refused = runner.invoke(app, ["models", "compare", "1", "2", "--registry", str(path)])
+    assert refused.exit_code == 2
+    assert "are for different tasks or task specs" in refused.output
+    assert refused.output.count("\n") == 1
+    shown = runner.invoke(app, ["models", "show", "2", "--registry", str(path)])
+    assert shown.exit_code == 0
+    assert '    template: "Summarize briefly:\\n{dialogue}"' in shown.output
+    assert '    format: "fields"' in shown.output
+    as_json = json.loads(
+        runner.invoke(app, ["models", "show", "2", "--registry", str(path), "--json"]).stdout
+    )
+    assert as_json["task_spec"]["template"] == reworded["template"]

@@ -6,6 +6,7 @@ the outcome recorded on the versions."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from typing import Any
@@ -29,13 +30,23 @@ COMPONENT = f"{ENDPOINT}-dialogue-summary"
 NEW_ADAPTER = "s3://bucket/models/v2/model.tar.gz"
 OLD_ADAPTER = "s3://bucket/models/v1/model.tar.gz"
 ACCOUNT_ARN = "arn:aws:sagemaker:us-east-1:111122223333"
+EVALUATION_KEY = "pipelines/p/evaluations/job/adapter/evaluation.json"
+SMOKE = {
+    "messages": [{"role": "user", "content": "Summarize the following dialogue in one or two "
+                  "sentences.\n\n#Person1#: The report by Friday?\n#Person2#: Sure."}],
+    "max_tokens": 16,
+    "temperature": 0.0,
+}  # fmt: skip
+EVALUATION = json.dumps({"task": {"name": "dialogue-summary", "smoke_request": SMOKE}}).encode()
 
 
 def arn(version: int) -> str:
     return f"{ACCOUNT_ARN}:model-package/{GROUP}/{version}"
 
 
-def package(version: int, status: str, task: str = "dialogue-summary") -> dict[str, Any]:
+def package(
+    version: int, status: str, task: str = "dialogue-summary", evaluation: bytes = EVALUATION
+) -> dict[str, Any]:
     return {
         "ModelPackageName": GROUP,
         "ModelPackageGroupName": GROUP,
@@ -46,7 +57,13 @@ def package(version: int, status: str, task: str = "dialogue-summary") -> dict[s
         "ModelPackageStatusDetails": {"ValidationStatuses": []},
         "ModelApprovalStatus": "Approved",
         "ModelLifeCycle": {"Stage": "staging", "StageStatus": status},
-        "CustomerMetadataProperties": {"task": task, "base_model": "m"},
+        "CustomerMetadataProperties": {
+            "task": task, "base_model": "m",
+            "evaluation_sha256": hashlib.sha256(evaluation).hexdigest(),
+        },
+        "ModelMetrics": {"ModelQuality": {"Statistics": {
+            "ContentType": "application/json", "S3Uri": f"s3://bucket/{EVALUATION_KEY}",
+        }}},
         "InferenceSpecification": {
             "Containers": [{"Image": "lmi", "ModelDataUrl": f"s3://bucket/models/v{version}/model.tar.gz"}],
             "SupportedContentTypes": ["application/json"],
@@ -113,6 +130,15 @@ def tags_as_promoted(artifact: str = NEW_ADAPTER) -> None:
     )  # fmt: skip
 
 
+def reads_the_smoke_request(evaluation: bytes = EVALUATION) -> None:
+    """The version's registered evaluation.json, where its smoke request is."""
+    S3_STUB[0].add_response(
+        "get_object",
+        {"Body": StreamingBody(io.BytesIO(evaluation), len(evaluation))},
+        {"Bucket": "bucket", "Key": EVALUATION_KEY},
+    )
+
+
 def make(sagemaker: Any, runtime: Any) -> tuple[deployer.Deployer, list[float]]:
     slept: list[float] = []
     clock = iter(range(0, 10_000, 15))
@@ -131,10 +157,16 @@ def answer(body: Any) -> dict[str, Any]:
 
 
 def smoke_request() -> dict[str, Any]:
+    """The invocation the deployer sends: exactly the registered body, nothing of its own."""
     return {
         "EndpointName": ENDPOINT, "InferenceComponentName": COMPONENT,
-        "ContentType": "application/json", "Accept": "application/json", "Body": ANY,
+        "ContentType": "application/json", "Accept": "application/json",
+        "Body": json.dumps(SMOKE).encode(),
     }  # fmt: skip
+
+
+def chat_answer(text: str) -> dict[str, Any]:
+    return answer({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
 
 
 def not_found(sm: Stubber) -> None:
@@ -159,6 +191,7 @@ def creates_a_component(sm: Stubber) -> None:
     sm.add_response(
         "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
+    reads_the_smoke_request()
     not_found(sm)
     sm.add_response(
         "create_inference_component",
@@ -183,9 +216,7 @@ def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_ver
         component("InService"),
         {"InferenceComponentName": COMPONENT},
     )
-    rt.add_response(
-        "invoke_endpoint", answer({"generated_text": "A report by Thursday."}), smoke_request()
-    )
+    rt.add_response("invoke_endpoint", chat_answer("A report by Thursday."), smoke_request())
     old, other_task = package(1, "Deployed"), package(3, "Deployed", task="meeting-notes")
     tags_as_promoted()
     search_deployed(sm, old, other_task, package(2, "Deployed"))
@@ -212,6 +243,7 @@ def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_ver
     assert lineage_of(deployed["CustomerMetadataProperties"]) == {
         "task": "dialogue-summary",
         "base_model": "m",
+        "evaluation_sha256": hashlib.sha256(EVALUATION).hexdigest(),
     }
 
 
@@ -220,6 +252,7 @@ def serves_the_old_adapter(sm: Stubber) -> None:
     sm.add_response(
         "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
+    reads_the_smoke_request()
     sm.add_response(
         "describe_inference_component",
         component("InService", OLD_ADAPTER),
@@ -244,7 +277,7 @@ def test_a_failed_smoke_test_puts_the_previous_adapter_back_and_marks_the_versio
         component("InService"),
         {"InferenceComponentName": COMPONENT},
     )
-    rt.add_response("invoke_endpoint", answer({"generated_text": "   "}), smoke_request())
+    rt.add_response("invoke_endpoint", chat_answer("   "), smoke_request())
     sm.add_response(
         "update_inference_component",
         {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
@@ -253,7 +286,7 @@ def test_a_failed_smoke_test_puts_the_previous_adapter_back_and_marks_the_versio
     sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, {"ModelPackageArn": arn(2), "ModelLifeCycle": ANY, "CustomerMetadataProperties": ANY})  # fmt: skip
     run, _ = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
-    assert outcome["outcome"] == "failed" and "no generated_text" in outcome["detail"]
+    assert outcome["outcome"] == "failed" and "no answer in" in outcome["detail"]
     (failed,) = sent.updates  # no version retired: the old adapter serves on
     assert failed["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
     assert decode_history(failed["CustomerMetadataProperties"])[0].action == "fail"
@@ -338,7 +371,7 @@ def test_in_service_counts_only_with_the_new_adapter(clients) -> None:
         sm.add_response(
             "describe_inference_component", described, {"InferenceComponentName": COMPONENT}
         )
-    rt.add_response("invoke_endpoint", answer({"generated_text": "ok"}), smoke_request())
+    rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
     tags_as_promoted()
     search_deployed(sm)
     sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
@@ -353,6 +386,7 @@ def test_a_refused_request_is_recorded_as_a_failed_deployment(clients) -> None:
     sm.add_response(
         "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
+    reads_the_smoke_request()
     not_found(sm)
     sm.add_client_error(
         "create_inference_component",
@@ -371,3 +405,35 @@ def test_a_refused_request_is_recorded_as_a_failed_deployment(clients) -> None:
     (failed,) = sent.updates
     assert failed["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
     assert "\n" not in failed["ModelLifeCycle"]["StageDescription"]  # the API's `.{0,1024}`
+
+
+NO_SMOKE_REQUEST = json.dumps({"task": {"name": "dialogue-summary"}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("registered", "evaluation", "why"),
+    [
+        (
+            EVALUATION,
+            EVALUATION.replace(b"Friday", b"Monday"),
+            "is not the evaluation the version was registered with",
+        ),
+        (NO_SMOKE_REQUEST, NO_SMOKE_REQUEST, "KeyError"),
+    ],
+)
+def test_a_version_without_its_registered_smoke_request_is_failed_before_anything_changes(
+    clients, registered: bytes, evaluation: bytes, why: str
+) -> None:
+    """An evaluation changed after registration, or one that names no smoke request: no
+    component is touched, the version is marked failed."""
+    sagemaker, runtime, sm, _ = clients
+    sent = Recorder(sagemaker)
+    pending = package(2, "PendingDeployment", evaluation=registered)
+    sm.add_response("describe_model_package", pending, {"ModelPackageName": arn(2)})
+    reads_the_smoke_request(evaluation)
+    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
+    run, _ = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "failed" and why in outcome["detail"]
+    (failed,) = sent.updates
+    assert failed["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"

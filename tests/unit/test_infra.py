@@ -986,6 +986,8 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
             "sagemaker:DeleteInferenceComponent",
         ],
         "MarkPromotedAdapters": "s3:PutObjectTagging",
+        "ReadSmokeRequests": "s3:GetObject",
+        "DecryptSmokeRequests": "kms:Decrypt",
         "SmokeTest": "sagemaker:InvokeEndpoint",
         "WriteOwnLogs": ["logs:CreateLogStream", "logs:PutLogEvents"],
     }
