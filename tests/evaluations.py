@@ -47,11 +47,11 @@ def evaluation(
     }
     document = {
         "models": models,
-        **compared(models),
+        **compared(models, TASK.metric),
         "test_examples": len(series(adapter)),
         "test_set_sha256": "0" * 64,
         "baseline_source": {"kind": "trained", "test_set_matches": True},
-        "gate_thresholds": {"rouge_l_tolerance": 0.05, "min_rouge_l_gain": 0.0},
+        "gate_thresholds": {"metric_tolerance": 0.05, "min_metric_gain": 0.0},
         "tracking": {
             "evaluation_run_id": "none",
             "training_run_ids": {"adapter": "none", "full_finetune": "none"},

@@ -60,7 +60,7 @@ class ContractError(ValueError):
 
 
 def value_at(document: dict[str, Any], path: str) -> Any:
-    """The value at a dotted key path (`gate.rougeL_gain_vs_base`), as SageMaker's JsonGet
+    """The value at a dotted key path (`gate.gain_vs_base_lower95`), as SageMaker's JsonGet
     resolves it."""
     value: Any = document
     for part in path.split("."):
@@ -188,8 +188,10 @@ COMPARISONS = {
 # The gate reads bounds of the 95% intervals, stated so that the pipeline's condition step
 # compares each with a deployment threshold directly (it can do no arithmetic): how far the
 # adapter may trail the full fine-tune at worst, and how much it beats the base at least.
-SHORTFALL_VS_FULL_FINETUNE = "gate.rougeL_shortfall_vs_full_finetune_upper95"
-GAIN_VS_BASE = "gate.rougeL_gain_vs_base_lower95"
+# Both are in the task's metric (tasks.Metric), which the gate names.
+SHORTFALL_VS_FULL_FINETUNE = "gate.shortfall_vs_full_finetune_upper95"
+GAIN_VS_BASE = "gate.gain_vs_base_lower95"
+GATE_METRIC = "gate.metric"
 
 
 def comparison_path(name: str, key: str = "rougeL", field: str = "low") -> str:
@@ -198,7 +200,7 @@ def comparison_path(name: str, key: str = "rougeL", field: str = "low") -> str:
 
 EVALUATION = FileContract(
     file_name="evaluation.json",
-    version=2,
+    version=3,
     required=(
         *(metric_path(model, key) for model in MODEL_NAMES for key in ROUGE_KEYS),
         *(f"{model_path(model)}.per_example.{key}" for model in MODEL_NAMES for key in ROUGE_KEYS),
@@ -211,9 +213,10 @@ EVALUATION = FileContract(
         ADAPTER_TRAINABLE_PERCENT,
         SHORTFALL_VS_FULL_FINETUNE,
         GAIN_VS_BASE,
+        GATE_METRIC,
         TEST_SET_SHA256,
-        f"{GATE_THRESHOLDS}.rouge_l_tolerance",
-        f"{GATE_THRESHOLDS}.min_rouge_l_gain",
+        f"{GATE_THRESHOLDS}.metric_tolerance",
+        f"{GATE_THRESHOLDS}.min_metric_gain",
         EVALUATION_RUN_ID,
         ADAPTER_TRAINING_RUN_ID,
         TASK_SPEC_SHA256,
@@ -224,14 +227,18 @@ EVALUATION = FileContract(
 )
 
 
-def gate_margins(comparisons: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
-    """The `gate` section of evaluation.json, from the comparisons' intervals: the upper 95%
-    bound of (full fine-tune - adapter) ROUGE-L, and the lower 95% bound of (adapter - base)."""
+def gate_margins(
+    comparisons: dict[str, dict[str, dict[str, float]]], metric: str
+) -> dict[str, Any]:
+    """The `gate` section of evaluation.json, from the comparisons' intervals on the task's
+    metric: the upper 95% bound of (full fine-tune - adapter), and the lower 95% bound of
+    (adapter - base)."""
     return {
         SHORTFALL_VS_FULL_FINETUNE.removeprefix("gate."): -comparisons["adapter_vs_full_finetune"][
-            "rougeL"
+            metric
         ]["low"],
-        GAIN_VS_BASE.removeprefix("gate."): comparisons["adapter_vs_base"]["rougeL"]["low"],
+        GAIN_VS_BASE.removeprefix("gate."): comparisons["adapter_vs_base"][metric]["low"],
+        GATE_METRIC.removeprefix("gate."): metric,
     }
 
 
@@ -240,11 +247,11 @@ def gate_margins(comparisons: dict[str, dict[str, dict[str, float]]]) -> dict[st
 
 @dataclass(frozen=True)
 class GateThresholds:
-    # The adapter may trail the full fine-tune by at most this much ROUGE-L, at the far end of
-    # the 95% interval of their difference,
-    rouge_l_tolerance: float
+    # The adapter may trail the full fine-tune by at most this much of the task's metric, at
+    # the far end of the 95% interval of their difference,
+    metric_tolerance: float
     # and must beat the base model by at least this much, at the near end of its interval.
-    min_rouge_l_gain: float
+    min_metric_gain: float
 
 
 @dataclass(frozen=True)
@@ -255,8 +262,8 @@ class GateCondition:
     path: str
     comparison: str
     threshold: str  # a GateThresholds field
-    failure: str  # why it fails, formatted with the value and the threshold
-    statement: str  # the rule in words, formatted with the threshold (reports, the CLI)
+    failure: str  # why it fails, formatted with the metric, the value and the threshold
+    statement: str  # the rule in words, with the metric and the threshold (reports, the CLI)
 
 
 CONDITION_TESTS: dict[str, Callable[[Any, Any], bool]] = {
@@ -268,19 +275,19 @@ GATE_CONDITIONS = (
     GateCondition(
         SHORTFALL_VS_FULL_FINETUNE,
         "LessThanOrEqualTo",
-        "rouge_l_tolerance",
-        "rougeL may trail the full fine-tune by up to {value:.4f} (upper end of the 95% "
+        "metric_tolerance",
+        "{metric} may trail the full fine-tune by up to {value:.4f} (upper end of the 95% "
         "interval; tolerance {limit})",
-        "the adapter trails the full fine-tune by at most {limit} ROUGE-L, at the upper end of "
+        "the adapter trails the full fine-tune by at most {limit} {metric}, at the upper end of "
         "the 95% interval of their difference",
     ),
     GateCondition(
         GAIN_VS_BASE,
         "GreaterThanOrEqualTo",
-        "min_rouge_l_gain",
-        "rougeL gain over the base model may be as small as {value:.4f} (lower end of the 95% "
+        "min_metric_gain",
+        "{metric} gain over the base model may be as small as {value:.4f} (lower end of the 95% "
         "interval; required {limit})",
-        "the adapter beats the base model by at least {limit} ROUGE-L, at the lower end of the "
+        "the adapter beats the base model by at least {limit} {metric}, at the lower end of the "
         "95% interval of their difference",
     ),
 )
@@ -292,28 +299,27 @@ class ConditionOutcome:
     value: float
     limit: float
     holds: bool
+    metric: str = "rougeL"
 
     @property
     def failure(self) -> str:
-        return self.condition.failure.format(value=self.value, limit=self.limit)
+        return self.condition.failure.format(metric=self.metric, value=self.value, limit=self.limit)
 
     @property
     def statement(self) -> str:
-        return self.condition.statement.format(limit=self.limit)
+        return self.condition.statement.format(metric=self.metric, limit=self.limit)
 
 
 def gate_outcomes(evaluation: dict[str, Any], thresholds: GateThresholds) -> list[ConditionOutcome]:
     """Each gate condition applied to an evaluation: the one rule the pipeline's condition step
     (from the same GATE_CONDITIONS), the registry's approval check and the report share."""
     outcomes = []
+    metric = value_at(evaluation, GATE_METRIC)
     for condition in GATE_CONDITIONS:
         value = value_at(evaluation, condition.path)
         limit = getattr(thresholds, condition.threshold)
-        outcomes.append(
-            ConditionOutcome(
-                condition, value, limit, CONDITION_TESTS[condition.comparison](value, limit)
-            )
-        )
+        holds = CONDITION_TESTS[condition.comparison](value, limit)
+        outcomes.append(ConditionOutcome(condition, value, limit, holds, metric))
     return outcomes
 
 

@@ -125,14 +125,14 @@ class EvaluateArguments:
     dataset_version: str = field(
         default="", metadata={"help": "The dataset version the test split came from (shown)."}
     )
-    rouge_l_tolerance: float = field(
+    metric_tolerance: float = field(
         default=0.02,
         metadata={
             "help": "The gate's tolerance: the adapter may trail the full fine-tune by this much "
             "ROUGE-L at the upper end of the 95%% interval (the report's verdict)."
         },
     )
-    min_rouge_l_gain: float = field(
+    min_metric_gain: float = field(
         default=0.01,
         metadata={
             "help": "The gate's required gain over the base model at the lower end of the 95%% "
@@ -188,9 +188,14 @@ def score_model(
         max_new_tokens=args.max_new_tokens or test.task.max_new_tokens,
         label=name,
     )
-    per_example = scoring.rouge_per_example(
-        generated.answers, [r[contracts.TARGET_KEY] for r in rows]
-    )
+    references = [r[contracts.TARGET_KEY] for r in rows]
+    per_example = scoring.rouge_per_example(generated.answers, references)
+    task = test.task
+    # ROUGE always (it says how close the words came); the gate judges the task's metric.
+    if task.metric not in per_example:
+        per_example[task.metric] = scoring.metric_per_example(
+            task.metric, generated.answers, references, task.labels
+        )
     entry: dict[str, Any] = {
         **scoring.means(per_example),
         "per_example": per_example,
@@ -200,10 +205,12 @@ def score_model(
         if generated.seconds > 0
         else None,
     }
+    if task.metric == tasks.Metric.LABEL_ACCURACY:
+        entry["confusion"] = scoring.confusion(generated.answers, references, task.labels)
     logger.info(
         "%s: %s (%.1fs)",
         name,
-        " ".join(f"{k}={entry[k]:.4f}" for k in ROUGE_KEYS),
+        " ".join(f"{k}={entry[k]:.4f}" for k in dict.fromkeys([task.metric, *ROUGE_KEYS])),
         generated.seconds,
     )
     return entry, generated.answers
@@ -232,7 +239,7 @@ def adapter_quantized(args: EvaluateArguments, training: dict[str, Any]) -> bool
     return args.adapter_quantization == "4bit"
 
 
-def stored_baseline(location: str, test_sha256: str) -> dict[str, Any]:
+def stored_baseline(location: str, test_sha256: str, task_sha256: str) -> dict[str, Any]:
     """A stored evaluation whose full fine-tune figures this run may compare with: scored on
     this very test set, or refused before any model is loaded (ROUGE on other examples says
     nothing about this adapter, and per-example scores could not be paired)."""
@@ -244,6 +251,12 @@ def stored_baseline(location: str, test_sha256: str) -> dict[str, Any]:
             "or other evaluation settings); run once with BaselineMode=train on this data, then "
             "store its evaluation: peftops baseline publish --evaluation <its evaluation.json> "
             "--bucket <the stack's bucket>"
+        )
+    if contracts.value_at(stored, contracts.TASK_SPEC_SHA256) != task_sha256:
+        raise ValueError(
+            f"{path}: the stored baseline answered another task spec's prompts; run once with "
+            "BaselineMode=train with this spec, then store its evaluation: peftops baseline "
+            "publish --evaluation <its evaluation.json> --bucket <the stack's bucket>"
         )
     return stored
 
@@ -277,9 +290,10 @@ def training_summary(training: dict[str, Any]) -> dict[str, Any]:
     return {k: training[k] for k in keys if k in training}
 
 
-def compared(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def compared(models: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
     """evaluation.json's `comparisons`, `intervals` and `gate` sections, from the models'
-    per-example scores (paired: every model scored on the same examples, in one order)."""
+    per-example scores (paired: every model scored on the same examples, in one order); the
+    gate on the task's metric."""
     bootstrap = scoring.paired_intervals(
         {name: models[name]["per_example"] for name in MODEL_NAMES}, contracts.COMPARISONS
     )
@@ -287,7 +301,7 @@ def compared(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "comparisons": bootstrap["comparisons"],
         "intervals": {"settings": bootstrap["settings"], "models": bootstrap["models"]},
         # What the pipeline's quality gate compares with its thresholds (no arithmetic there).
-        "gate": contracts.gate_margins(bootstrap["comparisons"]),
+        "gate": contracts.gate_margins(bootstrap["comparisons"], metric),
     }
 
 
@@ -410,7 +424,9 @@ def evaluate_all(
     test = read_test_set(args)
     rows, test_sha256 = test.rows, test.sha256
     stored = (
-        stored_baseline(args.baseline_evaluation, test_sha256) if args.baseline_evaluation else None
+        stored_baseline(args.baseline_evaluation, test_sha256, test.task.sha256)
+        if args.baseline_evaluation
+        else None
     )
     base_dir = (
         artifacts.unpack_if_archive(args.base_model, scratch)
@@ -473,7 +489,7 @@ def evaluation_document(
     what the figures were computed on and how."""
     return {
         "models": models,
-        **compared(models),
+        **compared(models, test.task.metric),
         "test_examples": len(test.rows),
         "example_ids": [row.get("id") for row in test.rows],
         contracts.TEST_SET_SHA256: test.sha256,
@@ -502,8 +518,8 @@ def evaluation_document(
             "device": "cuda" if torch.cuda.is_available() else "cpu",
         },
         contracts.GATE_THRESHOLDS: {
-            "rouge_l_tolerance": args.rouge_l_tolerance,
-            "min_rouge_l_gain": args.min_rouge_l_gain,
+            "metric_tolerance": args.metric_tolerance,
+            "min_metric_gain": args.min_metric_gain,
         },
         # The experiment-tracking runs behind these figures (MLflow), where tracking is on.
         "tracking": {

@@ -38,6 +38,13 @@ def prompt_format(tokenizer: Any, task: tasks.TaskSpec, *, seq2seq: bool = False
     )
 
 
+def score_keys(evaluation: dict[str, Any] | None) -> list[str]:
+    """The scores a card shows: the gate's metric first, then ROUGE."""
+    if not evaluation:
+        return list(contracts.ROUGE_KEYS)
+    return list(dict.fromkeys([evaluation["gate"]["metric"], *contracts.ROUGE_KEYS]))
+
+
 def _environment() -> Any:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -93,7 +100,7 @@ def _render(
             prompt=prompt,
             evaluation=evaluation,
             verdict=verdict,
-            keys=contracts.ROUGE_KEYS,
+            keys=score_keys(evaluation),
             intended_use=INTENDED_USE,
             limits=LIMITS,
         )
@@ -122,7 +129,7 @@ def sagemaker_content(evaluation: dict[str, Any], prompt: str) -> dict[str, Any]
         interval = evaluation["intervals"]["models"][model]
         metric_groups.append(
             {
-                "name": f"ROUGE F1: {model}",
+                "name": f"Scores: {model}",
                 "metric_data": [
                     {
                         "name": key,
@@ -130,7 +137,7 @@ def sagemaker_content(evaluation: dict[str, Any], prompt: str) -> dict[str, Any]
                         "value": evaluation["models"][model][key],
                         "notes": f"95% interval [{interval[key]['low']:.4f}, {interval[key]['high']:.4f}]",
                     }
-                    for key in contracts.ROUGE_KEYS
+                    for key in score_keys(evaluation)
                 ],
             }
         )

@@ -109,20 +109,22 @@ def score_chart(evaluation: dict[str, Any]) -> dict[str, Any]:
 def comparison_chart(
     evaluation: dict[str, Any], thresholds: contracts.GateThresholds
 ) -> dict[str, Any]:
-    """Each comparison's ROUGE-L difference with its 95% interval, against the gate's lines:
+    """Each comparison's difference in the gate's metric with its 95% interval, against the
+    gate's lines:
     the adapter - full fine-tune interval must stay right of -tolerance, the adapter - base
     interval right of the required gain."""
     width, row, left, right = 680, 44, 170, 190  # the figures are written right of the axis
     comparisons = evaluation["comparisons"]
     lines = {
-        "adapter_vs_full_finetune": -thresholds.rouge_l_tolerance,
-        "adapter_vs_base": thresholds.min_rouge_l_gain,
+        "adapter_vs_full_finetune": -thresholds.metric_tolerance,
+        "adapter_vs_base": thresholds.min_metric_gain,
     }
-    values = [comparisons[n]["rougeL"][f] for n in comparisons for f in ("low", "high")]
+    metric = gate_metric(evaluation)
+    values = [comparisons[n][metric][f] for n in comparisons for f in ("low", "high")]
     x = Axis(*padded_range(values, include=[0.0, *lines.values()]), left, width - right)
     rows = []
     for i, (name, per_metric) in enumerate(comparisons.items()):
-        figures = per_metric["rougeL"]
+        figures = per_metric[metric]
         rows.append(
             {
                 "label": COMPARISON_LABELS.get(name, name),
@@ -187,8 +189,10 @@ def loss_chart(evaluation: dict[str, Any]) -> dict[str, Any] | None:
 def per_example_rows(
     evaluation: dict[str, Any], rows: list[dict[str, Any]], predictions: dict[str, list[str]]
 ) -> list[dict[str, Any]]:
-    """Every test example's ROUGE-L per model, ordered from the adapter's worst to its best."""
-    scores = {m: evaluation["models"][m]["per_example"]["rougeL"] for m in contracts.MODEL_NAMES}
+    """Every test example's score in the gate's metric per model, ordered from the adapter's
+    worst to its best."""
+    metric = gate_metric(evaluation)
+    scores = {m: evaluation["models"][m]["per_example"][metric] for m in contracts.MODEL_NAMES}
     table = []
     for i, row in enumerate(rows):
         table.append(
@@ -196,7 +200,7 @@ def per_example_rows(
                 "id": row.get("id", i),
                 "scores": {m: scores[m][i] for m in contracts.MODEL_NAMES},
                 "versus_full_finetune": scores["adapter"][i] - scores["full_finetune"][i],
-                "input": row[contracts.INPUT_KEY],
+                "input": shown_input(row[contracts.INPUT_KEY]),
                 "reference": row[contracts.TARGET_KEY],
                 "outputs": {
                     m: predictions[m][i] for m in contracts.MODEL_NAMES if m in predictions
@@ -204,6 +208,18 @@ def per_example_rows(
             }
         )
     return sorted(table, key=lambda r: r["scores"]["adapter"])
+
+
+def shown_input(task_input: Any) -> str:
+    """A task input as a reader sees it: its text, or its fields or turns as JSON."""
+    if isinstance(task_input, str):
+        return task_input
+    return json.dumps(task_input, ensure_ascii=False, indent=1)
+
+
+def gate_metric(evaluation: dict[str, Any]) -> str:
+    """The task's metric, which the gate judges."""
+    return contracts.value_at(evaluation, contracts.GATE_METRIC)
 
 
 def registration(passed: bool, registered: str | None) -> str:
@@ -223,7 +239,10 @@ def settings(
     training = adapter.get("training", {})
     lineage = training.get("adapter", {})
     baseline = evaluation["models"]["full_finetune"].get("training", {})
+    task = evaluation.get("task", {})
     return [
+        ("Task", f"{task.get('name')} (spec sha256 {task.get('sha256')})"),
+        ("Gate metric", gate_metric(evaluation)),
         ("Method", adapter.get("method") or training.get("method")),
         ("Base model", evaluation["base_model"]),
         ("Adapter scored on", _scored_on(adapter.get("base_quantized_4bit"))),
@@ -312,7 +331,13 @@ def render(
     return environment.get_template("report.html.j2").render(
         evaluation=evaluation,
         models=contracts.MODEL_NAMES,
-        keys=contracts.ROUGE_KEYS,
+        metric=gate_metric(evaluation),
+        keys=list(dict.fromkeys([gate_metric(evaluation), *contracts.ROUGE_KEYS])),
+        confusion={
+            m: evaluation["models"][m]["confusion"]
+            for m in contracts.MODEL_NAMES
+            if "confusion" in evaluation["models"][m]
+        },
         labels=LABELS,
         colors=COLORS,
         comparison_labels=COMPARISON_LABELS,

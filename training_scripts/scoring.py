@@ -1,4 +1,5 @@
-"""Scores and how far to trust them: ROUGE per example, and paired bootstrap intervals.
+"""Scores and how far to trust them: ROUGE and the task's metric per example, and paired
+bootstrap intervals.
 
 Three models scored on the same few dozen (or few thousand) test examples differ by amounts
 that are partly noise. Each comparison is therefore a *paired* bootstrap over examples: one
@@ -19,6 +20,7 @@ Pure functions over numpy arrays; the resampling is seeded, so a rerun gives the
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -155,3 +157,79 @@ def paired_intervals(
                 "min_detectable_difference": settings.detectable_multiplier * standard_error,
             }
     return {"settings": settings.describe(), "models": model_intervals, "comparisons": compared}
+
+
+# --- task metrics (tasks.Metric): one score per example in [0, 1] --------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalization: lower case, no punctuation, articles or extra spaces."""
+    text = _PUNCTUATION.sub(" ", text.casefold())
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD's F1 over the normalized words both answers share (with multiplicity)."""
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def chrf(prediction: str, reference: str) -> float:
+    """sacrebleu's sentence chrF (character n-gram F-score, beta 2), scaled to 0..1."""
+    from sacrebleu.metrics import CHRF
+
+    return CHRF().sentence_score(prediction, [reference]).score / 100
+
+
+OTHER_LABEL = "(other)"  # an answer outside the task's labels
+
+
+def as_label(answer: str, labels: Sequence[str]) -> str:
+    """The label an answer names (case and surrounding spaces and full stops aside), or
+    OTHER_LABEL: an answer outside the labels counts wrong, never as the nearest label."""
+    wanted = answer.strip().strip(".").strip().casefold()
+    return next((label for label in labels if label.casefold() == wanted), OTHER_LABEL)
+
+
+def label_accuracy(prediction: str, reference: str, labels: Sequence[str]) -> float:
+    return float(as_label(prediction, labels) == as_label(reference, labels) != OTHER_LABEL)
+
+
+def confusion(
+    predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Counts per reference label of each predicted label (OTHER_LABEL: outside the labels)."""
+    table = {r: dict.fromkeys([*labels, OTHER_LABEL], 0) for r in labels}
+    for prediction, reference in zip(predictions, references, strict=True):
+        expected = as_label(reference, labels)
+        if expected in table:
+            table[expected][as_label(prediction, labels)] += 1
+    return table
+
+
+def metric_per_example(
+    metric: str, predictions: Sequence[str], references: Sequence[str], labels: Sequence[str] = ()
+) -> list[float]:
+    """The task metric (tasks.Metric's values) of each prediction against its reference."""
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError("a metric needs one prediction per reference and at least one pair")
+    pairs = list(zip(predictions, references, strict=True))
+    if metric == "rougeL":
+        return rouge_per_example(predictions, references)["rougeL"]
+    if metric == "label_accuracy":
+        return [label_accuracy(p, r, labels) for p, r in pairs]
+    score = {"exact_match": exact_match, "token_f1": token_f1, "chrf": chrf}[metric]
+    return [score(p, r) for p, r in pairs]

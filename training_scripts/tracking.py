@@ -153,8 +153,8 @@ def evaluation_params(args: Any) -> dict[str, Any]:
         "max_examples": args.max_examples,
         "max_new_tokens": args.max_new_tokens,
         "baseline": "reused" if args.baseline_evaluation else "trained",
-        "rouge_l_tolerance": args.rouge_l_tolerance,
-        "min_rouge_l_gain": args.min_rouge_l_gain,
+        "metric_tolerance": args.metric_tolerance,
+        "min_metric_gain": args.min_metric_gain,
     }
 
 
@@ -162,15 +162,20 @@ def evaluation_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     """Every model's scores and speed, each comparison's difference and 95% bounds, the gate's
     margins: flat names MLflow can chart and compare across runs."""
     metrics: dict[str, float] = {}
+    metric = evaluation["gate"]["metric"]
     for model, entry in evaluation["models"].items():
-        for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "generated_tokens_per_second"):
+        for key in dict.fromkeys(
+            [metric, "rouge1", "rouge2", "rougeL", "rougeLsum", "generated_tokens_per_second"]
+        ):
             if entry.get(key) is not None:
                 metrics[f"{model}.{key}"] = entry[key]
     for name, per_metric in evaluation["comparisons"].items():
         for key, figures in per_metric.items():
             for field in ("difference", "low", "high", "min_detectable_difference"):
                 metrics[f"{name}.{key}.{field}"] = figures[field]
-    metrics.update({f"gate.{k}": v for k, v in evaluation["gate"].items()})
+    metrics.update(
+        {f"gate.{k}": v for k, v in evaluation["gate"].items() if isinstance(v, int | float)}
+    )
     metrics["test_examples"] = evaluation["test_examples"]
     return metrics
 

@@ -49,13 +49,17 @@ def print_summary(run: Any) -> None:
     console.print(steps)
     if run.evaluation:
         table = Table(title="Base vs adapter vs full fine-tune", title_justify="left")
-        for column in MODEL_COLUMNS:
+        # The gate's metric first where it is not ROUGE-L (shown anyway).
+        metric = contracts.value_at(run.evaluation, contracts.GATE_METRIC)
+        extra = [] if metric == "rougeL" else [metric]
+        for column in (MODEL_COLUMNS[0], *extra, *MODEL_COLUMNS[1:]):
             table.add_column(column, justify="left" if column == "model" else "right")
         for name in contracts.MODEL_NAMES:
             m = contracts.value_at(run.evaluation, contracts.model_path(name))
             runtime = m.get("train_runtime_s")
             table.add_row(
                 name,
+                *(f"{m[k]:.4f}" for k in extra),
                 *(f"{m[k]:.4f}" for k in contracts.ROUGE_KEYS[:3]),
                 f"{m['trainable_params']:,}"
                 + (f" ({m['trainable_percent']:.2f}%)" if m.get("trainable_percent") else ""),

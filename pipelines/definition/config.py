@@ -133,8 +133,8 @@ class PipelineConfig:
     smoke_test: bool = False
 
     # The quality gate, fixed per deployment: whoever may start a run cannot loosen it.
-    rouge_l_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L
-    min_rouge_l_gain: float = 0.01  # and must beat the base model by at least this much
+    metric_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L
+    min_metric_gain: float = 0.01  # and must beat the base model by at least this much
 
     # Fixed per deployment (see the module docstring).
     use_spot: bool = True  # managed spot: up to ~70% cheaper, resumes from checkpoints

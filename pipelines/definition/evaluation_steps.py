@@ -127,8 +127,8 @@ class EvaluationSteps:
             "--precision", self.config.precision,
             "--dataset-version", inputs_step.properties.Outputs["DatasetVersion"],
             # The report states the verdict of the gate this pipeline applies.
-            "--rouge-l-tolerance", str(self.config.rouge_l_tolerance),
-            "--min-rouge-l-gain", str(self.config.min_rouge_l_gain),
+            "--metric-tolerance", str(self.config.metric_tolerance),
+            "--min-metric-gain", str(self.config.min_metric_gain),
         ]  # fmt: skip
         if baseline is not None:
             inputs.append(
@@ -174,13 +174,10 @@ class EvaluationSteps:
         def value(path: str) -> JsonGet:
             return JsonGet(step_name=evaluate.name, property_file=report, json_path=path)
 
-        def rouge_l(model: str) -> JsonGet:
-            return value(contracts.metric_path(model))
-
         thresholds = {
             # Deployment settings, literal here: a run cannot loosen the gate it must pass.
-            "rouge_l_tolerance": self.config.rouge_l_tolerance,
-            "min_rouge_l_gain": self.config.min_rouge_l_gain,
+            "metric_tolerance": self.config.metric_tolerance,
+            "min_metric_gain": self.config.min_metric_gain,
         }
         conditions = [
             GATE_CONDITION_TYPES[c.comparison](left=value(c.path), right=thresholds[c.threshold])
@@ -191,12 +188,11 @@ class EvaluationSteps:
             error_message=Join(
                 on="",
                 values=[
-                    "Quality gate failed: adapter rougeL ", rouge_l("adapter"),
-                    ", full fine-tune ", rouge_l("full_finetune"), ", base ", rouge_l("base"),
-                    "; at the ends of their 95% intervals the adapter may trail the full "
+                    "Quality gate failed on the task's metric, ", value(contracts.GATE_METRIC),
+                    ": at the ends of their 95% intervals the adapter may trail the full "
                     "fine-tune by ", value(contracts.SHORTFALL_VS_FULL_FINETUNE),
-                    f" (allowed {self.config.rouge_l_tolerance}) and gains at least ",
-                    value(contracts.GAIN_VS_BASE), f" over the base (required {self.config.min_rouge_l_gain}).",
+                    f" (allowed {self.config.metric_tolerance}) and gains at least ",
+                    value(contracts.GAIN_VS_BASE), f" over the base (required {self.config.min_metric_gain}).",
                 ],
             ),
         )  # fmt: skip

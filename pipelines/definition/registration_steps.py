@@ -106,8 +106,8 @@ class RegistrationSteps:
             # evaluation's prefix, but not the registry.
             EVALUATION_DIGEST: check.properties.Outputs["EvaluationSha256"],
             # The gate's thresholds, so approval can check the gate again later.
-            "rouge_l_tolerance": str(self.config.rouge_l_tolerance),
-            "min_rouge_l_gain": str(self.config.min_rouge_l_gain),
+            "metric_tolerance": str(self.config.metric_tolerance),
+            "min_metric_gain": str(self.config.min_metric_gain),
         }
         if self.config.smoke_test:
             lineage[SMOKE_TEST] = "true"

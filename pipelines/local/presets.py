@@ -68,7 +68,7 @@ PRESETS: dict[str, Preset] = {
             validation_steps=0,
             logging_steps=2,
             evaluation_max_examples=0,
-            rouge_l_tolerance=0.05,
+            metric_tolerance=0.05,
         ),
         # The gate reads 95% intervals: on the 62 test dialogues the adapter - full fine-tune
         # interval spans about +-0.025 ROUGE-L (smallest resolved difference 0.034), so the
@@ -89,8 +89,8 @@ PRESETS: dict[str, Preset] = {
             validation_steps=3,
             # A random model cannot meet real quality thresholds; the smoke run still registers,
             # into its own group, marked so that approval refuses it unless forced.
-            rouge_l_tolerance=1.0,
-            min_rouge_l_gain=-1.0,
+            metric_tolerance=1.0,
+            min_metric_gain=-1.0,
             smoke_test=True,
             model_package_group=SMOKE_GROUP,
         ),

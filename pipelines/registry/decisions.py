@@ -31,8 +31,8 @@ def approval_verdict(version: ModelVersion) -> tuple[bool, str]:
         )
     try:
         thresholds = contracts.GateThresholds(
-            rouge_l_tolerance=float(version.metadata["rouge_l_tolerance"]),
-            min_rouge_l_gain=float(version.metadata["min_rouge_l_gain"]),
+            metric_tolerance=float(version.metadata["metric_tolerance"]),
+            min_metric_gain=float(version.metadata["min_metric_gain"]),
         )
     except (KeyError, ValueError):
         return False, "its gate thresholds were not recorded"

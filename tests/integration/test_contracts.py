@@ -44,8 +44,8 @@ def approval_passes(
             model_data_url="s3://b/model.tar.gz",
             status="PendingManualApproval",
             metadata={
-                "rouge_l_tolerance": str(tolerance),
-                "min_rouge_l_gain": str(gain),
+                "metric_tolerance": str(tolerance),
+                "min_metric_gain": str(gain),
                 EVALUATION_DIGEST: evaluation_digest(json.dumps(evaluation).encode()),
             },
             evaluation_uri="s3://b/evaluation.json",
@@ -71,7 +71,7 @@ def test_pipeline_gate_and_approval_agree_on_evaluate_output(tiny_run, tmp_path:
     declared = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
     # The thresholds are literals of the deployment: try the gate's own conditions at others.
     thresholds = [c["RightValue"] for c in gate["Arguments"]["Conditions"]]
-    assert thresholds == [PipelineConfig().rouge_l_tolerance, PipelineConfig().min_rouge_l_gain]
+    assert thresholds == [PipelineConfig().metric_tolerance, PipelineConfig().min_metric_gain]
 
     shortfall = contracts.value_at(evaluation, contracts.SHORTFALL_VS_FULL_FINETUNE)
     gain = contracts.value_at(evaluation, contracts.GAIN_VS_BASE)
@@ -107,8 +107,8 @@ def test_writer_refuses_a_document_without_a_key_the_pipeline_reads(tmp_path: Pa
     del document["schema_version"]
     gate = document.pop("gate")
     document["gate"] = {"rougeL_shortfall": 0.0, **gate}  # a renamed key
-    del document["gate"]["rougeL_shortfall_vs_full_finetune_upper95"]
-    with pytest.raises(contracts.ContractError, match=r"no value at 'gate\.rougeL_shortfall_vs"):
+    del document["gate"]["shortfall_vs_full_finetune_upper95"]
+    with pytest.raises(contracts.ContractError, match=r"no value at .gate\.shortfall_vs"):
         contracts.EVALUATION.write(tmp_path, document)
     assert not (tmp_path / contracts.EVALUATION.file_name).exists()
 

@@ -249,7 +249,7 @@ def test_f_a_gate_the_adapter_fails_ends_the_run_nonzero_and_registers_nothing(
     shutil.copytree(root, tmp_path / "deployment")
     root = tmp_path / "deployment"
     tiny = PRESETS["tiny"]
-    strict = dataclasses.replace(tiny.config, rouge_l_tolerance=0.02, min_rouge_l_gain=0.5)
+    strict = dataclasses.replace(tiny.config, metric_tolerance=0.02, min_metric_gain=0.5)
     monkeypatch.setitem(PRESETS, "tiny", dataclasses.replace(tiny, config=strict))
 
     result = CliRunner().invoke(
@@ -259,12 +259,12 @@ def test_f_a_gate_the_adapter_fails_ends_the_run_nonzero_and_registers_nothing(
     )  # fmt: skip
     assert result.exit_code == 1, result.output[-3000:]
     error = result.output.strip().splitlines()[-1]
-    assert error.startswith("peftops: error: GateFailed: Quality gate failed: adapter rougeL "), (
-        error
-    )
+    assert error.startswith(
+        "peftops: error: GateFailed: Quality gate failed on the task's metric, rougeL: "
+    ), error
     # The figures the gate read are the evaluation's, against the thresholds of this deployment.
     evaluation = contracts.EVALUATION.read(root / "run")
-    gain = evaluation["gate"]["rougeL_gain_vs_base_lower95"]
+    gain = evaluation["gate"]["gain_vs_base_lower95"]
     assert gain == evaluation["comparisons"]["adapter_vs_base"]["rougeL"]["low"] < 0.5
     assert f"{gain}" in error and "(required 0.5)" in error
     verdict = contracts.gate_verdict(evaluation, contracts.GateThresholds(0.02, 0.5))

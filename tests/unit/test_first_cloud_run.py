@@ -101,8 +101,8 @@ def seed_a_finished_run(s3, sagemaker) -> None:
             model_data_url=f"s3://{BUCKET}/models/{TRAIN_JOB}/output/model.tar.gz",
             status="PendingManualApproval",
             metadata={
-                "rouge_l_tolerance": "0.02",
-                "min_rouge_l_gain": "0.01",
+                "metric_tolerance": "0.02",
+                "min_metric_gain": "0.01",
                 # What the pipeline's CheckRegistered records at registration.
                 EVALUATION_DIGEST: evaluation_digest(json.dumps(evaluation).encode()),
             },

@@ -25,8 +25,8 @@ from tests.evaluations import evaluation as make_evaluation
 
 GROUP = "peftops-adapters"
 THRESHOLDS = {
-    "rouge_l_tolerance": "0.02",
-    "min_rouge_l_gain": "0.01",
+    "metric_tolerance": "0.02",
+    "min_metric_gain": "0.01",
     "peft_method": "qlora",
     "lora_r": "16",
 }
@@ -360,7 +360,7 @@ def test_every_approval_guard_gives_its_reason(local: LocalRegistry) -> None:
         False,
         "its gate thresholds were not recorded",
     )
-    assert approval_verdict(version_with(recorded(PASSING) | {"min_rouge_l_gain": "a lot"})) == (
+    assert approval_verdict(version_with(recorded(PASSING) | {"min_metric_gain": "a lot"})) == (
         False,
         "its gate thresholds were not recorded",
     )

@@ -139,7 +139,7 @@ def test_models_scored_on_different_examples_are_refused() -> None:
 
 # --- the gate rule ----------------------------------------------------------------------------
 
-THRESHOLDS = contracts.GateThresholds(rouge_l_tolerance=0.02, min_rouge_l_gain=0.01)
+THRESHOLDS = contracts.GateThresholds(metric_tolerance=0.02, min_metric_gain=0.01)
 
 
 def test_gate_reads_the_far_bound_of_the_shortfall_not_its_mean() -> None:
@@ -171,7 +171,7 @@ def test_gate_reads_the_near_bound_of_the_gain() -> None:
 def test_gate_boundary_is_inclusive(adapter: float, passes: bool) -> None:
     # Binary fractions, so that the shortfall equals the tolerance exactly at the boundary.
     document = evaluation(adapter=adapter, full_finetune=0.5, base=0.25)
-    thresholds = contracts.GateThresholds(rouge_l_tolerance=0.125, min_rouge_l_gain=0.125)
+    thresholds = contracts.GateThresholds(metric_tolerance=0.125, min_metric_gain=0.125)
     assert contracts.gate_verdict(document, thresholds)[0] is passes
 
 
@@ -194,7 +194,7 @@ def test_gate_outcomes_name_each_condition_and_its_rule() -> None:
     outcomes = contracts.gate_outcomes(document, THRESHOLDS)
     assert [o.condition.path for o in outcomes] == [c.path for c in contracts.GATE_CONDITIONS]
     assert all(o.holds for o in outcomes)
-    assert "at most 0.02 ROUGE-L" in outcomes[0].statement
+    assert "at most 0.02 rougeL" in outcomes[0].statement
 
 
 # --- the report and the model card ------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_model_card_content_is_valid_sagemaker_model_card_content() -> None:
     # the card must survive the round trip.
     assert validated.model_dump(mode="json", exclude_unset=True) == content
     groups = {g["name"] for g in content["evaluation_details"][0]["metric_groups"]}
-    assert "ROUGE F1: adapter" in groups and "Difference: adapter_vs_full_finetune" in groups
+    assert "Scores: adapter" in groups and "Difference: adapter_vs_full_finetune" in groups
     assert content["additional_information"]["custom_details"]["prompt_format"].endswith(
         "{dialogue}"
     )
