@@ -56,6 +56,7 @@ DROP_REASONS = (
     "missing_field",
     "not_text",
     "empty_field",
+    "unknown_label",
     "duplicate",
 )
 

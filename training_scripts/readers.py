@@ -55,6 +55,7 @@ def fix_hint(reason: str) -> str:
         "invalid_json": "make each line one JSON object",
         "not_an_object": "make each line a JSON object with the input and target fields",
         "extra_cells": "quote fields that contain the delimiter",
+        "unknown_label": "answer with one of the task's labels, or add the label to its spec",
     }.get(reason, "fix the record")
 
 

@@ -97,6 +97,20 @@ class TaskSpec:
     ) -> tuple[TaskInput, str] | InvalidRecord:
         """The task input and target of a record, each text passed through `clean`, or why
         the record does not fit the task."""
+        read = self._read_input_and_target(fields, clean)
+        if isinstance(read, InvalidRecord) or self.metric is not Metric.LABEL_ACCURACY:
+            return read
+        if read[1].casefold() not in {label.casefold() for label in self.labels}:
+            return InvalidRecord(
+                "unknown_label",
+                f"the answer {read[1]!r} is not one of task {self.name}'s labels "
+                f"({', '.join(self.labels)}); an answer nobody could give would score nothing",
+            )
+        return read
+
+    def _read_input_and_target(
+        self, fields: dict[str, Any], clean: Callable[[str], str]
+    ) -> tuple[TaskInput, str] | InvalidRecord:
         if self.format is TaskFormat.MESSAGES:
             return self._read_messages(fields, clean)
         names = (*self.input_fields, self.target_key)
@@ -361,8 +375,8 @@ def parse_task_spec(document: Any, source: str) -> TaskSpec:
     labels = document.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
         raise fail("labels must be a list of non-empty texts")
-    if len(set(labels)) != len(labels):
-        raise fail("labels repeat")
+    if len({label.casefold() for label in labels}) != len(labels):
+        raise fail("labels repeat (labels are matched without regard to case)")
     if metric is Metric.LABEL_ACCURACY and len(labels) < 2:
         raise fail("label_accuracy needs labels: the list of allowed answers (two or more)")
     if labels and metric is not Metric.LABEL_ACCURACY:

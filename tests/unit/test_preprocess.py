@@ -110,6 +110,7 @@ def test_skip_invalid_counts_every_reason(tmp_path: Path) -> None:
         "missing_field": 2,
         "not_text": 0,
         "empty_field": 1,
+        "unknown_label": 0,  # a label task's reason (test_tasks.py)
         "duplicate": 2,
     }
     assert_accounted(manifest)

@@ -172,3 +172,45 @@ def test_run_local_stops_on_a_bad_spec_or_record_before_any_job(
     errors = [line for line in done.stderr.splitlines() if line.startswith("peftops: error:")]
     assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
     assert not (tmp_path / "run" / "jobs").exists()  # no job ran
+
+
+def test_a_label_task_refuses_an_answer_outside_its_labels_and_preprocess_counts_it(
+    tmp_path: Path,
+) -> None:
+    from training_scripts import preprocess
+
+    routing = tasks.resolve_task_spec("support-routing")
+    turns = [{"role": "user", "content": "Where is my parcel?"}]
+    assert (
+        routing.read_record(
+            {"messages": [*turns, {"role": "assistant", "content": "Shipping"}]}, clean
+        )[1]
+        == "Shipping"
+    )
+    invalid = routing.read_record(
+        {"messages": [*turns, {"role": "assistant", "content": "sales"}]}, clean
+    )
+    assert isinstance(invalid, tasks.InvalidRecord) and invalid.reason == "unknown_label"
+    assert "'sales' is not one of task support-routing's labels" in invalid.message
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Parcel {i} is late."},
+                {"role": "assistant", "content": "shipping"},
+            ]
+        }
+        for i in range(6)
+    ] + [{"messages": [*turns, {"role": "assistant", "content": "sales"}]}]
+    data = write_jsonl(tmp_path / "routing.jsonl", rows)
+    args = dict(input=str(data), output_dir=str(tmp_path / "out"), task_spec="support-routing")
+    with pytest.raises(
+        preprocess.readers.DataError, match=r"routing\.jsonl line 7: the answer 'sales'"
+    ):
+        preprocess.run(preprocess.PreprocessArguments(**args))
+    manifest = preprocess.run(preprocess.PreprocessArguments(**args, skip_invalid=True))
+    assert manifest["dropped"]["unknown_label"] == 1 and sum(manifest["records_out"].values()) == 6
+    with pytest.raises(TaskSpecError, match="labels repeat"):
+        parse_task_spec(
+            {"name": "x", "format": "messages", "metric": "label_accuracy", "labels": ["a", "A"]},
+            "x",
+        )
