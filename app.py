@@ -16,7 +16,10 @@ from training_scripts.logs import setup_logging
 setup_logging()  # the SDK's INFO lines stay out of `cdk synth`, as out of the CLI
 app = cdk.App()
 stage = app.node.try_get_context("stage") or "dev"
-settings = stage_settings(app.node.try_get_context("stages"), stage)
+try:
+    settings = stage_settings(app.node.try_get_context("stages"), stage)
+except ValueError as err:  # a stage setting or task spec that cannot deploy: one line
+    sys.exit(f"peftops: error: {err}")
 region, note = deployment_region(settings, os.environ.get("CDK_DEFAULT_REGION"))
 if note:
     print(note, file=sys.stderr)

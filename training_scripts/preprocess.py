@@ -102,6 +102,13 @@ class PreprocessArguments:
         },
     )
     hf_split: str = field(default="train", metadata={"help": "Split to read from a hf: dataset."})
+    task_name: str = field(
+        default="",
+        metadata={
+            "help": "The task the run trains (the pipeline's Task parameter); data published "
+            "for another task is refused. Empty: any."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.max_input_tokens <= 0:
@@ -120,7 +127,7 @@ class Example:
 
     @property
     def key(self) -> str:
-        return tasks.input_key(self.input)
+        return tasks.split_key(self.input)
 
 
 # --- validating and normalizing ------------------------------------------------------------
@@ -305,6 +312,13 @@ def task_of(args: PreprocessArguments) -> tuple[tasks.TaskSpec, str]:
 
 def run(args: PreprocessArguments) -> dict[str, Any]:
     task, task_source = task_of(args)
+    if args.task_name and args.task_name != task.name:
+        # A run registers its adapter under its Task: data of another task must not train it.
+        raise readers.DataError(
+            f"the data is published for task {task.name} ({task_source}), but this run trains "
+            f"task {args.task_name}; publish {args.task_name}'s data with its spec (peftops data "
+            f"publish --task-spec ...) or run with Task={task.name}"
+        )
     if args.input.startswith(readers.HF_PREFIX):
         inputs, items = readers.read_hub_dataset(
             args.input.removeprefix(readers.HF_PREFIX), args.hf_split

@@ -33,8 +33,12 @@ def render_prompt(tokenizer: Any, messages: Messages, *, seq2seq: bool, cue: str
 
 
 def control_tokens(tokenizer: Any) -> tuple[str, ...]:
-    """The strings a tokenizer turns into control tokens (`<|im_start|>`, `</s>`, ...)."""
-    return tuple(t for t in tokenizer.all_special_tokens if t)
+    """The strings a tokenizer turns into control tokens (`<|im_start|>`, `</s>`, ...): its
+    named special tokens and every added token marked special (SmolLM2 has 17, `all_special_tokens`
+    lists 3)."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special = [t.content for t in added.values() if getattr(t, "special", False)]
+    return tuple(t for t in dict.fromkeys([*tokenizer.all_special_tokens, *special]) if t)
 
 
 def holds_control_tokens(tokenizer: Any, text: str) -> bool:

@@ -28,6 +28,11 @@ from typing import Any
 
 import numpy as np
 
+if __package__:  # imported as part of the training_scripts package
+    from . import tasks
+else:  # run as a file in a SageMaker job: sibling modules are top-level
+    import tasks
+
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -165,19 +170,30 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = re.compile(r"[^\w\s]")
 
 
-def normalize_answer(text: str) -> str:
+def normalize_answer(text: str, *, drop_articles: bool = True) -> str:
     """SQuAD's answer normalization: lower case, no punctuation, articles or extra spaces."""
     text = _PUNCTUATION.sub(" ", text.casefold())
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    return " ".join((_ARTICLES.sub(" ", text) if drop_articles else text).split())
+
+
+def _normalized_pair(prediction: str, reference: str) -> tuple[str, str]:
+    """Both answers normalized; the articles kept where dropping them leaves the reference
+    empty (an answer "A" or "The" is no article to drop)."""
+    keep = not normalize_answer(reference)
+    return (
+        normalize_answer(prediction, drop_articles=not keep),
+        normalize_answer(reference, drop_articles=not keep),
+    )
 
 
 def exact_match(prediction: str, reference: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(reference))
+    predicted, expected = _normalized_pair(prediction, reference)
+    return float(predicted == expected)
 
 
 def token_f1(prediction: str, reference: str) -> float:
     """SQuAD's F1 over the normalized words both answers share (with multiplicity)."""
-    predicted, expected = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    predicted, expected = (text.split() for text in _normalized_pair(prediction, reference))
     if not predicted or not expected:
         return float(predicted == expected)
     common = sum((Counter(predicted) & Counter(expected)).values())
@@ -194,7 +210,7 @@ def chrf(prediction: str, reference: str) -> float:
     return CHRF().sentence_score(prediction, [reference]).score / 100
 
 
-OTHER_LABEL = "(other)"  # an answer outside the task's labels
+OTHER_LABEL = tasks.OTHER_LABEL  # an answer outside the task's labels
 
 
 def as_label(answer: str, labels: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import json
 import re
 import string
@@ -35,7 +36,8 @@ DEFAULT_TASK = "dialogue-summary"
 TASK_NAME = re.compile(r"[a-z0-9](-?[a-z0-9]){0,31}")
 ROLES = ("system", "user", "assistant")
 DEFAULT_ANSWER_CUE = "Answer:"
-MAX_NEW_TOKENS_LIMIT = 1024
+MAX_NEW_TOKENS_LIMIT = 512  # what an endpoint generates at most for one request
+OTHER_LABEL = "(other)"  # a label task's answer outside its labels (scoring, the report)
 
 Message = dict[str, str]
 TaskInput = str | dict[str, str] | list[Message]
@@ -146,9 +148,16 @@ class TaskSpec:
             )
         cleaned: list[Message] = []
         for number, turn in enumerate(turns, start=1):
-            if not isinstance(turn, dict) or set(turn) - {"role", "content"} or "role" not in turn:
+            if isinstance(turn, dict):  # Parquet and hub datasets give every turn every key
+                turn = {k: v for k, v in turn.items() if v is not None or k == "content"}
+            if not isinstance(turn, dict) or "role" not in turn:
                 return InvalidRecord(
                     "not_text", f"turn {number} must be an object with `role` and `content`"
+                )
+            if set(turn) - {"role", "content"}:
+                extra = sorted(set(turn) - {"role", "content"})
+                return InvalidRecord(
+                    "not_text", f"turn {number} holds {extra}: a turn has `role` and `content` only"
                 )
             role, content = turn["role"], turn.get("content")
             if role not in ROLES:
@@ -177,6 +186,10 @@ class TaskSpec:
             return InvalidRecord("missing_field", "no user turn before the assistant's answer")
         if any(t["role"] == "system" for t in cleaned[1:]):
             return InvalidRecord("not_text", "a system turn may only come first")
+        try:
+            check_turns(cleaned[:-1])
+        except TaskSpecError as err:
+            return InvalidRecord("not_text", str(err))
         return cleaned[:-1], cleaned[-1]["content"]
 
     # --- task input -> the prompt's messages ---------------------------------------------
@@ -278,8 +291,18 @@ def check_turns(task_input: TaskInput) -> list[Message]:
             + ", ".join(ROLES)
             + ")"
         )
-    if task_input[-1]["role"] != "user":
+    if any(t["role"] == "system" for t in task_input[1:]):
+        raise TaskSpecError("a system turn may only come first")
+    dialogue = [t["role"] for t in task_input if t["role"] != "system"]
+    if dialogue[:1] != ["user"] or any(a == b for a, b in itertools.pairwise(dialogue)):
+        raise TaskSpecError(
+            "the turns after the system prompt alternate user and assistant, starting with the "
+            "user (as chat templates require)"
+        )
+    if dialogue[-1] != "user":
         raise TaskSpecError("a messages task's input ends with the user's turn, which it answers")
+    if any(not t["content"].strip() for t in task_input):
+        raise TaskSpecError("a turn is empty")
     return task_input
 
 
@@ -377,10 +400,25 @@ def parse_task_spec(document: Any, source: str) -> TaskSpec:
         raise fail("labels must be a list of non-empty texts")
     if len({label.casefold() for label in labels}) != len(labels):
         raise fail("labels repeat (labels are matched without regard to case)")
+    odd = [x for x in labels if x != " ".join(x.split()) or x.endswith(".") or x == OTHER_LABEL]
+    if odd:
+        raise fail(
+            f"label {odd[0]!r}: labels are single-spaced, end in no full stop and are not "
+            f"{OTHER_LABEL!r} (answers are compared that way)"
+        )
     if metric is Metric.LABEL_ACCURACY and len(labels) < 2:
         raise fail("label_accuracy needs labels: the list of allowed answers (two or more)")
     if labels and metric is not Metric.LABEL_ACCURACY:
         raise fail("labels are for the label_accuracy metric; drop them or set that metric")
+    for key in ("system", "template", "answer_cue"):
+        spelled = CONTROL_TOKEN_SPELLINGS.search(document.get(key, ""))
+        if spelled:
+            raise fail(
+                f"{key} spells the control token {spelled.group()!r}: only the tokenizer's chat "
+                "template writes control tokens"
+            )
+    if document.get("system") and not document["system"].strip():
+        raise fail("system is blank: drop it or say something")
     max_new_tokens = document.get("max_new_tokens", 48)
     if (
         not isinstance(max_new_tokens, int)
@@ -475,11 +513,19 @@ def split_task(directory: str | Path) -> TaskSpec:
 
 
 def input_key(task_input: TaskInput) -> str:
-    """One text per task input, for grouping and deduplicating: the text itself, or the
-    canonical JSON of several."""
+    """One text per task input, for deduplicating: the text itself, or the canonical JSON of
+    several."""
     if isinstance(task_input, str):
         return task_input
     return json.dumps(task_input, sort_keys=True, ensure_ascii=False)
+
+
+def split_key(task_input: TaskInput) -> str:
+    """What keeps examples in one split: a conversation's last user turn (the message answered:
+    the same message after another greeting is the same test question), else the input."""
+    if isinstance(task_input, list):
+        return task_input[-1]["content"]
+    return input_key(task_input)
 
 
 # --- what an endpoint is sent ------------------------------------------------------------------
@@ -504,6 +550,8 @@ def chat_request(task: TaskSpec, task_input: TaskInput, max_new_tokens: int = 0)
     """The one request body every endpoint is sent (the local server's and LMI's chat-completions
     schema): the task's messages, as training and evaluation rendered them, and greedy decoding
     as evaluation scored it. Raw text never reaches a model without its task's template."""
+    if not 0 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        raise TaskSpecError(f"max_new_tokens must be in 1..{MAX_NEW_TOKENS_LIMIT} (0: the task's)")
     messages = task.messages(task_input)
     for turn in messages:
         spelled = CONTROL_TOKEN_SPELLINGS.search(turn["content"])

@@ -76,7 +76,9 @@ def invoke_command(
     endpoint: Annotated[
         str, typer.Option(help="http://HOST:PORT (peftops serve) or sagemaker:ENDPOINT.")
     ] = "http://127.0.0.1:8080",
-    max_new_tokens: Annotated[int, typer.Option(min=1, max=512)] = 48,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=0, max=512, help="Answer tokens at most; 0: the task spec's.")
+    ] = 0,
 ) -> None:
     """Ask a served task for its answer, in the prompt its adapter was trained on."""
     from botocore.exceptions import BotoCoreError, ClientError

@@ -70,6 +70,7 @@ class DataSteps:
                 "--input", f"{PROCESSING}/input/data",
                 "--output-dir", f"{PROCESSING}/output",
                 "--tokenizer", tokenizer,
+                "--task-name", self.params.task,
             ],
         )  # fmt: skip
         return ProcessingStep(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.definition.config import PipelineConfig, config_from_dict
+from training_scripts import tasks
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,13 @@ class StageSettings:
     mlflow_tracking_server: str = ""
     # cdk deploy creates the stage's endpoint and its deployer; None: no endpoint.
     serving: ServingSettings | None = None
+    # The task the stage's pipeline trains (`task` in cdk.json: a shipped task's name or a spec
+    # file, relative to the project): checked when the app synthesizes, and its name is the
+    # pipeline's Task parameter. Its data is published with its spec (`peftops data publish
+    # --task-spec`).
+    task: tasks.TaskSpec = field(
+        default_factory=lambda: tasks.resolve_task_spec(tasks.DEFAULT_TASK)
+    )
 
 
 def deployment_region(settings: StageSettings, cli_region: str | None) -> tuple[str, str]:
@@ -118,6 +126,17 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
             )
         pipeline["mlflow_tracking_uri"] = BUILT_TRACKING_SERVER
     serving = raw.pop("serving", None)
+    reference = raw.pop("task", tasks.DEFAULT_TASK)
+    try:
+        task = tasks.resolve_task_spec(reference)
+    except tasks.TaskSpecError as err:
+        raise ValueError(f"stages.{name}.task: {err}") from None
+    if pipeline.get("task", task.name) != task.name:
+        raise ValueError(
+            f"stages.{name}: pipeline.task {pipeline['task']!r} is not the task the stage "
+            f"declares ({task.name}); drop pipeline.task, the spec names it"
+        )
+    pipeline["task"] = task.name
     try:
         return StageSettings(
             name=name,
@@ -127,6 +146,7 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
             notification_emails=tuple(raw.pop("notification_emails", ())),
             promotion_account_ids=tuple(raw.pop("promotion_account_ids", ())),
             serving=ServingSettings(**serving) if serving else None,
+            task=task,
             **raw,
         )
     except TypeError as err:

@@ -23,10 +23,11 @@ from fastapi import Body, FastAPI, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.serving.adapters import BASE, AdapterModel, Answer, Request, ServingError
+from training_scripts import tasks
 
 COMPONENT_HEADER = "X-Amzn-SageMaker-Inference-Component"
 DEFAULT_MAX_NEW_TOKENS = 48
-MAX_NEW_TOKENS_LIMIT = 512
+MAX_NEW_TOKENS_LIMIT = tasks.MAX_NEW_TOKENS_LIMIT
 
 
 @dataclass
@@ -178,8 +179,10 @@ def create_app(model: AdapterModel, *, stage: str, versions: dict[str, int]) -> 
                 f"{', '.join(model.tasks)} (and {BASE!r}, the base model)",
             )
         messages = [turn.model_dump() for turn in body.messages]
-        if messages[-1]["role"] != "user":
-            raise HTTPException(422, "the last turn is the one answered: it must be the user's")
+        try:  # the conversations training reads, and only those
+            tasks.check_turns(messages)
+        except tasks.TaskSpecError as err:
+            raise HTTPException(422, str(err)) from None
         request = Request(component, messages, body.max_tokens)
         try:
             # Checked alone, before batching: one bad request never fails its neighbours.

@@ -188,10 +188,21 @@ def test_invoke_with_raw_text_gets_each_tasks_template(
         assert invoked.stdout == expected[task][0] + "\n", task
 
 
-def test_raw_inputs_that_skip_the_template_are_refused(staging: Served) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"inputs": DIALOGUES[0], "parameters": {"max_new_tokens": 4}},  # skips the template
+        {"messages": [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "x"}]},
+        {"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}]},
+        {"messages": [{"role": "user", "content": "x"}], "max_tokens": 513},
+        {"messages": [{"role": "user", "content": "x"}], "temperature": 0.7},
+        {"messages": [{"role": "user", "content": "x"}], "max_new_token": 4},  # a typo
+    ],
+)
+def test_a_body_training_never_saw_is_refused(staging: Served, bad: dict) -> None:
     request = urllib.request.Request(
         f"{staging.url}/invocations",
-        data=json.dumps({"inputs": DIALOGUES[0], "parameters": {"max_new_tokens": 4}}).encode(),
+        data=json.dumps(bad).encode(),
         headers={"Content-Type": "application/json", COMPONENT_HEADER: TASKS[0]},
         method="POST",
     )

@@ -31,7 +31,7 @@ VALID = {"name": "qa", "format": "fields", "template": "Q: {question}", "target_
         ({"labels": ["a", "b"]}, "labels are for the label_accuracy metric"),
         ({"name": "Base"}, "use lower-case letters, digits and single hyphens"),
         ({"name": "base"}, "not 'base'"),
-        ({"max_new_tokens": 0}, "max_new_tokens must be a whole number in 1..1024"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be a whole number in 1..512"),
         ({"system": 3}, "'system' must be text"),
         ({"prompt": "x"}, "unknown key 'prompt'"),
         ({"format": "messages"}, "a messages task takes no template or target_field"),
@@ -214,3 +214,174 @@ def test_a_label_task_refuses_an_answer_outside_its_labels_and_preprocess_counts
             {"name": "x", "format": "messages", "metric": "label_accuracy", "labels": ["a", "A"]},
             "x",
         )
+
+
+def test_a_stage_declares_its_task_and_a_bad_spec_stops_cdk_synth_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """cdk.json's `task` is checked where the app synthesizes: the CDK app (what `cdk synth`
+    runs) exits with one line before building anything."""
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.definition.stages import stage_settings
+
+    stages = json.loads((REPO / "cdk.json").read_text())["context"]["stages"]
+    routing = stage_settings({"dev": {**stages["dev"], "task": "support-routing"}}, "dev")
+    assert (routing.task.name, routing.pipeline.task) == ("support-routing", "support-routing")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "format": "fields", "template": "no field"}))
+    context = {"stage": "dev", "stages": {"dev": {**stages["dev"], "task": str(bad)}}}
+    done = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "CDK_CONTEXT_JSON": json.dumps(context),
+            "PYTHONPATH": str(REPO),
+            # No end-of-life banner for this machine's Node (the Makefile sets it too).
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"peftops: error: stages.dev.task: {bad}: template 'no field' names no field: put the "
+        "data's fields in it as {field}"
+    ]
+
+
+def test_preprocess_refuses_data_published_for_another_task_than_the_runs(
+    tmp_path: Path,
+) -> None:
+    """The pipeline hands preprocess its Task parameter: a scheduled run of one task must not
+    train (and register under its name) data published for another."""
+    from training_scripts import preprocess
+
+    data = write_jsonl(
+        tmp_path / "d.jsonl", [{"dialogue": f"A: hi {i}", "summary": "Hi."} for i in range(6)]
+    )
+    args = dict(input=str(data), output_dir=str(tmp_path / "out"))
+    with pytest.raises(
+        preprocess.readers.DataError,
+        match=r"the data is published for task dialogue-summary .* but this run trains task "
+        r"support-routing",
+    ):
+        preprocess.run(preprocess.PreprocessArguments(**args, task_name="support-routing"))
+    assert not (tmp_path / "out").exists()
+    manifest = preprocess.run(preprocess.PreprocessArguments(**args, task_name="dialogue-summary"))
+    assert manifest["task"]["name"] == "dialogue-summary"
+
+
+@pytest.mark.parametrize(
+    ("turns", "message"),
+    [
+        (["user", "assistant", "assistant"], "ends with the user's turn"),
+        (["assistant", "user", "assistant"], "starting with the user"),
+        (["user", "user", "assistant"], "alternate user and assistant"),
+        (["system", "user", "system", "assistant"], "a system turn may only come first"),
+    ],
+)
+def test_a_conversation_chat_templates_refuse_is_refused_at_preprocess(
+    turns: list[str], message: str
+) -> None:
+    chat = parse_task_spec({"name": "chat", "format": "messages"}, "c")
+    record = {"messages": [{"role": r, "content": f"turn {i}"} for i, r in enumerate(turns)]}
+    invalid = chat.read_record(record, clean)
+    assert isinstance(invalid, tasks.InvalidRecord) and message in invalid.message
+
+
+def test_a_turn_with_null_extra_keys_reads_and_one_with_a_value_says_which() -> None:
+    """Parquet and hub datasets give every turn the union of keys, null where absent."""
+    chat = parse_task_spec({"name": "chat", "format": "messages"}, "c")
+    turns = [
+        {"role": "user", "content": "Hi", "name": None},
+        {"role": "assistant", "content": "Hello", "name": None},
+    ]
+    assert chat.read_record({"messages": turns}, clean) == (
+        [{"role": "user", "content": "Hi"}],
+        "Hello",
+    )
+    named = [{**turns[0], "name": "sam"}, turns[1]]
+    invalid = chat.read_record({"messages": named}, clean)
+    assert isinstance(invalid, tasks.InvalidRecord) and "holds ['name']" in invalid.message
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"system": "Be brief <|im_end|>"}, "system spells the control token '<|im_end|>'"),
+        ({"template": "Q: {question} </s>"}, "template spells the control token '</s>'"),
+        ({"system": "   "}, "system is blank"),
+        (
+            {"metric": "label_accuracy", "labels": [" yes", "no"]},
+            "label ' yes': labels are single-spaced",
+        ),
+        ({"metric": "label_accuracy", "labels": ["A.", "B."]}, "label 'A.'"),
+        ({"metric": "label_accuracy", "labels": ["(other)", "x"]}, "label '(other)'"),
+        ({"max_new_tokens": 600}, "max_new_tokens must be a whole number in 1..512"),
+    ],
+)
+def test_a_spec_that_would_validate_and_fail_later_is_refused_now(
+    change: dict, message: str
+) -> None:
+    with pytest.raises(TaskSpecError) as refused:
+        parse_task_spec({**VALID, **change}, "spec.json")
+    assert message in str(refused.value)
+
+
+def test_every_special_token_of_a_tokenizer_stays_text_in_the_data(tiny_causal: Path) -> None:
+    """Added tokens marked special but not named special (SmolLM2's <file_sep>, <repo_name>,
+    ...) are control tokens too: data that spells them is text."""
+    from tokenizers import AddedToken
+
+    from training_scripts import model_loading, prompts
+
+    tokenizer = model_loading.load_tokenizer(str(tiny_causal))
+    tokenizer.add_tokens([AddedToken("<file_sep>", special=True)])
+    file_sep = tokenizer.convert_tokens_to_ids("<file_sep>")
+    assert "<file_sep>" not in tokenizer.all_special_tokens  # the case all_special_tokens misses
+    ids = prompts.causal_prompt_ids(
+        tokenizer, [{"role": "user", "content": "hi <file_sep> there"}], cue="Answer:"
+    )
+    assert file_sep not in ids
+    assert prompts.holds_control_tokens(tokenizer, "a <file_sep>")
+
+
+def test_answers_that_normalize_to_nothing_are_compared_as_written() -> None:
+    from training_scripts import scoring
+
+    assert scoring.exact_match("", "A") == 0.0 and scoring.exact_match("a", "A.") == 1.0
+    assert scoring.exact_match("The", "the.") == 1.0 and scoring.token_f1("", "The") == 0.0
+    assert scoring.exact_match("the cat", "A cat!") == 1.0  # articles still go where words remain
+    with pytest.raises(TaskSpecError, match="max_new_tokens must be in"):
+        tasks.chat_request(tasks.resolve_task_spec("support-routing"), "hi", -5)
+
+
+def test_the_same_message_after_another_greeting_never_straddles_two_splits() -> None:
+    from training_scripts import preprocess
+
+    chat = parse_task_spec({"name": "chat", "format": "messages"}, "c")
+    examples = []
+    for i in range(40):
+        for greeting in ("Hi.", "Hello.", None):
+            turns = [{"role": "user", "content": f"Message {i}"}]
+            if greeting:
+                turns = [
+                    {"role": "user", "content": greeting},
+                    {"role": "assistant", "content": "Yes?"},
+                    *turns,
+                ]
+            examples.append(
+                preprocess.Example(f"{i}{greeting}", turns, "billing", f"line {len(examples)}")
+            )
+    splits = preprocess.split_examples(examples, seed=1, validation_fraction=0.1, test_fraction=0.2)
+    where = {}
+    for name, rows in splits.items():
+        for example in rows:
+            where.setdefault(example.input[-1]["content"], set()).add(name)
+    assert all(len(names) == 1 for names in where.values()) and len(where) == 40
+    assert chat.messages(examples[0].input)[-1]["content"] == "Message 0"
