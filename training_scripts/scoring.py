@@ -207,6 +207,8 @@ def chrf(prediction: str, reference: str) -> float:
     """sacrebleu's sentence chrF (character n-gram F-score, beta 2), scaled to 0..1."""
     from sacrebleu.metrics import CHRF
 
+    if not prediction.strip() and not reference.strip():
+        return 1.0  # nothing asked, nothing said: a match, as exact_match and token_f1 score it
     return CHRF().sentence_score(prediction, [reference]).score / 100
 
 

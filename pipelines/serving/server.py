@@ -26,7 +26,7 @@ from pipelines.serving.adapters import BASE, AdapterModel, Answer, Request, Serv
 from training_scripts import tasks
 
 COMPONENT_HEADER = "X-Amzn-SageMaker-Inference-Component"
-DEFAULT_MAX_NEW_TOKENS = 48
+DEFAULT_MAX_NEW_TOKENS = 48  # the base model's answers (a task's are its spec's)
 MAX_NEW_TOKENS_LIMIT = tasks.MAX_NEW_TOKENS_LIMIT
 
 
@@ -110,7 +110,8 @@ class Invocation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[Turn] = Field(min_length=1)
-    max_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+    # Absent: the task's answer length (its spec's max_new_tokens), as evaluation generated.
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT, strict=True)
     temperature: float = Field(0.0, ge=0.0, le=0.0, description="greedy only")
 
 
@@ -183,7 +184,9 @@ def create_app(model: AdapterModel, *, stage: str, versions: dict[str, int]) -> 
             tasks.check_turns(messages)
         except tasks.TaskSpecError as err:
             raise HTTPException(422, str(err)) from None
-        request = Request(component, messages, body.max_tokens)
+        spec = model.specs.get(component)
+        limit = body.max_tokens or (spec.max_new_tokens if spec else DEFAULT_MAX_NEW_TOKENS)
+        request = Request(component, messages, limit)
         try:
             # Checked alone, before batching: one bad request never fails its neighbours.
             prompt = model.prompt(request)

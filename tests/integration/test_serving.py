@@ -45,6 +45,7 @@ MEETING_NOTES = {
     "template": "Note what was agreed:\n{dialogue}",
     "target_field": "summary",
     "answer_cue": "Notes:",
+    "max_new_tokens": 5,  # a client naming no length gets this many tokens at most
 }
 SPECS = {
     TASKS[0]: tasks.resolve_task_spec(TASKS[0]),
@@ -195,6 +196,7 @@ def test_invoke_with_raw_text_gets_each_tasks_template(
         {"messages": [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "x"}]},
         {"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}]},
         {"messages": [{"role": "user", "content": "x"}], "max_tokens": 513},
+        {"messages": [{"role": "user", "content": "x"}], "max_tokens": True},
         {"messages": [{"role": "user", "content": "x"}], "temperature": 0.7},
         {"messages": [{"role": "user", "content": "x"}], "max_new_token": 4},  # a typo
     ],
@@ -395,3 +397,22 @@ def test_the_server_reads_the_ids_evaluation_scored_for_every_test_example(
         served = [model.prompt(Request(task, body["messages"], 4)) for body in sent]
         assert len(served) == len(test.rows) > 0
         assert served == scored, task
+
+
+def test_a_body_without_max_tokens_answers_at_the_tasks_length(staging: Served) -> None:
+    """The spec's max_new_tokens (meeting-notes: 5) is what a client that names no length
+    gets, not a server-wide default: greedy answers, so it is the 12-token answer's prefix."""
+
+    def completion_tokens(body: dict) -> int:
+        request = urllib.request.Request(
+            f"{staging.url}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", COMPONENT_HEADER: TASKS[1]},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())["usage"]["completion_tokens"]
+
+    messages = body(TASKS[1], DIALOGUES[1])["messages"]
+    longer = completion_tokens({"messages": messages, "max_tokens": MAX_NEW_TOKENS})
+    assert completion_tokens({"messages": messages}) == min(5, longer)

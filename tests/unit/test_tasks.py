@@ -357,6 +357,7 @@ def test_answers_that_normalize_to_nothing_are_compared_as_written() -> None:
     assert scoring.exact_match("", "A") == 0.0 and scoring.exact_match("a", "A.") == 1.0
     assert scoring.exact_match("The", "the.") == 1.0 and scoring.token_f1("", "The") == 0.0
     assert scoring.exact_match("the cat", "A cat!") == 1.0  # articles still go where words remain
+    assert scoring.chrf("", "") == scoring.exact_match("", "") == scoring.token_f1("", "") == 1.0
     with pytest.raises(TaskSpecError, match="max_new_tokens must be in"):
         tasks.chat_request(tasks.resolve_task_spec("support-routing"), "hi", -5)
 
