@@ -164,17 +164,9 @@ class TaskSpec:
                 return InvalidRecord(
                     "not_text", f"turn {number}: role {role!r} is not one of {', '.join(ROLES)}"
                 )
-            if not isinstance(content, str):
-                return InvalidRecord(
-                    "not_text",
-                    f"turn {number}: content must be text, got {type(content).__name__}",
-                )
-            try:
-                text = clean(content)
-            except InvalidTextError as err:
-                return InvalidRecord(err.reason, f"turn {number}: {err}")
-            if not text:
-                return InvalidRecord("empty_field", f"turn {number} ({role}) is empty")
+            text = _checked_text(content, f"turn {number} ({role})", clean)
+            if isinstance(text, InvalidRecord):
+                return text
             cleaned.append({"role": role, "content": text})
         if cleaned[-1]["role"] != "assistant":
             return InvalidRecord(
@@ -314,15 +306,19 @@ def _text_field(
         return InvalidRecord(
             "missing_field", f'field "{name}" is missing (fields present: {present}); {fix}'
         )
-    value = fields[name]
+    return _checked_text(fields[name], f'field "{name}"', clean)
+
+
+def _checked_text(value: Any, where: str, clean: Callable[[str], str]) -> str | InvalidRecord:
+    """A record's text, cleaned, or why it is none: not text, no character, or empty."""
     if not isinstance(value, str):
-        return InvalidRecord("not_text", f'field "{name}" must be text, got {type(value).__name__}')
+        return InvalidRecord("not_text", f"{where} must be text, got {type(value).__name__}")
     try:
         text = clean(value)
     except InvalidTextError as err:
-        return InvalidRecord(err.reason, f'field "{name}" {err}')
+        return InvalidRecord(err.reason, f"{where} {err}")
     if not text:
-        return InvalidRecord("empty_field", f'field "{name}" is empty')
+        return InvalidRecord("empty_field", f"{where} is empty")
     return text
 
 
