@@ -1,5 +1,5 @@
-"""The pipeline's Lambda functions (`pipelines/functions`): ResolveInputs lists published dataset
-versions and checks the stored baseline; CheckRegistered reads the model package group and
+"""The pipeline's Lambda functions (`pipelines/functions`): ResolveInputs lists a task's published
+dataset versions and checks its stored baseline; CheckRegistered reads the model package group and
 the digest of the evaluation the gate read. Each has
 its own role with only that, and a log group that expires."""
 
@@ -50,7 +50,7 @@ class PipelineFunctions(Construct):
                     sid="ListPublishedDatasets",
                     actions=["s3:ListBucket"],
                     resources=[bucket.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{layout.DATASET_MARKERS}*"]}},
+                    conditions={"StringLike": {"s3:prefix": [layout.ALL_DATASET_MARKERS]}},
                 ),
                 iam.PolicyStatement(
                     sid="FindStoredBaseline",  # HeadObject needs GetObject

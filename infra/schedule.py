@@ -1,4 +1,5 @@
-"""The EventBridge Scheduler schedule that starts the pipeline, with retries and an encrypted DLQ."""
+"""The EventBridge Scheduler schedules that start the pipeline, one per task of the stage (each
+passes its Task), with retries and one encrypted DLQ."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Schedule(Construct):
         construct_id: str,
         *,
         settings: ScheduleSettings,
+        tasks: tuple[str, ...],
         pipeline_arn: str,
         key: kms.IKey,
         role_factory,
@@ -38,17 +40,25 @@ class Schedule(Construct):
             self.dead_letters, "SQS3", "this queue is itself the schedule's dead-letter queue"
         )
         role: iam.IRole = role_factory(self.dead_letters.queue_arn)
-        self.schedule = scheduler.CfnSchedule(
+        self.schedules = {
+            task: self._schedule(task, settings, pipeline_arn, role.role_arn) for task in tasks
+        }
+
+    def _schedule(
+        self, task: str, settings: ScheduleSettings, pipeline_arn: str, role_arn: str
+    ) -> scheduler.CfnSchedule:
+        parameters = {**settings.parameters, "Task": task}
+        return scheduler.CfnSchedule(
             self,
-            "Schedule",
-            description="Retrain the peftops adapter",
+            f"Schedule-{task}",
+            description=f"Retrain the peftops adapter of task {task}",
             schedule_expression=settings.expression,
             schedule_expression_timezone="UTC",
             state="ENABLED" if settings.enabled else "DISABLED",
             flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
             target=scheduler.CfnSchedule.TargetProperty(
                 arn=pipeline_arn,
-                role_arn=role.role_arn,
+                role_arn=role_arn,
                 retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
                     maximum_event_age_in_seconds=3600, maximum_retry_attempts=3
                 ),
@@ -60,9 +70,8 @@ class Schedule(Construct):
                         scheduler.CfnSchedule.SageMakerPipelineParameterProperty(
                             name=name, value=value
                         )
-                        for name, value in sorted(settings.parameters.items())
+                        for name, value in sorted(parameters.items())
                     ]
-                    or None
                 ),
             ),
         )

@@ -141,6 +141,7 @@ class PeftopsStack(Stack):
             self,
             "Schedule",
             settings=settings.schedule,
+            tasks=config.run_tasks,
             pipeline_arn=self.pipeline.pipeline_arn,
             key=self.storage.key,
             role_factory=lambda queue_arn: (

@@ -88,11 +88,11 @@ def content_hash(files: list[DatasetFile]) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def newest_marker(store: ObjectStore, bucket: str) -> dict[str, Any] | None:
-    versions = layout.versions_in(store.list_keys(bucket, layout.DATASET_MARKERS))
+def newest_marker(store: ObjectStore, bucket: str, task: str) -> dict[str, Any] | None:
+    versions = layout.versions_in(task, store.list_keys(bucket, layout.dataset_markers(task)))
     if not versions:
         return None
-    return json.loads(store.get(bucket, layout.marker_key(versions[-1])))
+    return json.loads(store.get(bucket, layout.marker_key(task, versions[-1])))
 
 
 def publish_dataset(
@@ -114,7 +114,7 @@ def publish_dataset(
         for name, body in bodies.items()
     ]
     digest = content_hash(files)
-    newest = newest_marker(store, bucket)
+    newest = newest_marker(store, bucket, task.name)
     if newest is not None and newest["sha256"] == digest:
         return PublishedDataset(
             newest["version"], newest["uri"], newest["records"], tuple(files), new=False
@@ -126,10 +126,10 @@ def publish_dataset(
             f"the newest published version {newest['version']} is later than this machine's "
             "clock; fix the clock, versions are ordered by publication time"
         )
-    prefix = f"{layout.DATASET_VERSIONS}{version}/"
+    prefix = layout.dataset_prefix(task.name, version)
     for name, body in bodies.items():
         store.put(bucket, prefix + name, body)
-    uri = layout.dataset_uri(bucket, version)
+    uri = layout.dataset_uri(bucket, task.name, version)
     marker = {
         "version": version,
         "uri": uri,
@@ -140,13 +140,13 @@ def publish_dataset(
         "published_at": moment.isoformat(),
     }
     # The marker last: a version is visible to runs only once all its files are there.
-    store.put(bucket, layout.marker_key(version), json.dumps(marker, indent=2).encode())
+    store.put(bucket, layout.marker_key(task.name, version), json.dumps(marker, indent=2).encode())
     return PublishedDataset(version, uri, records, tuple(files), new=True)
 
 
 def publish_baseline(evaluation: bytes, source: str, store: ObjectStore, bucket: str) -> str:
-    """Store a train-mode run's evaluation.json as the baseline reuse mode reads; returns its
-    URI. Only figures of a trained full fine-tune can seed reuse."""
+    """Store a train-mode run's evaluation.json as its task's baseline, which reuse mode reads;
+    returns its URI. Only figures of a trained full fine-tune can seed reuse."""
     document = contracts.EVALUATION.parse(evaluation, source)
     kind = document.get("baseline_source", {}).get("kind")
     if kind != "trained":
@@ -154,8 +154,9 @@ def publish_baseline(evaluation: bytes, source: str, store: ObjectStore, bucket:
             f"{source}: its full fine-tune figures are {kind or 'of unknown origin'}, not trained "
             "in that run; publish the evaluation.json of a BaselineMode=train run"
         )
-    store.put(bucket, layout.BASELINE_EVALUATION, evaluation)
-    return f"s3://{bucket}/{layout.BASELINE_EVALUATION}"
+    key = layout.baseline_key(contracts.value_at(document, contracts.TASK_SPEC_NAME))
+    store.put(bucket, key, evaluation)
+    return f"s3://{bucket}/{key}"
 
 
 class S3Store:

@@ -176,6 +176,7 @@ ADAPTER_TRAINING_RUN_ID = "tracking.training_run_ids.adapter"
 TEST_SET_SHA256 = "test_set_sha256"
 # The task the adapter was trained and evaluated with (tasks.py): its spec's digest, the spec,
 # and the request body a deployer sends before the version serves.
+TASK_SPEC_NAME = "task.name"
 TASK_SPEC_SHA256 = "task.sha256"
 TASK_SPEC = "task.spec"
 TASK_SMOKE_REQUEST = "task.smoke_request"
@@ -219,6 +220,7 @@ EVALUATION = FileContract(
         f"{GATE_THRESHOLDS}.min_metric_gain",
         EVALUATION_RUN_ID,
         ADAPTER_TRAINING_RUN_ID,
+        TASK_SPEC_NAME,
         TASK_SPEC_SHA256,
         TASK_SPEC,
         TASK_SMOKE_REQUEST,

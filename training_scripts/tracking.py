@@ -153,14 +153,12 @@ def evaluation_params(args: Any) -> dict[str, Any]:
         "max_examples": args.max_examples,
         "max_new_tokens": args.max_new_tokens,
         "baseline": "reused" if args.baseline_evaluation else "trained",
-        "metric_tolerance": args.metric_tolerance,
-        "min_metric_gain": args.min_metric_gain,
     }
 
 
 def evaluation_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     """Every model's scores and speed, each comparison's difference and 95% bounds, the gate's
-    margins: flat names MLflow can chart and compare across runs."""
+    margins and thresholds: flat names MLflow can chart and compare across runs."""
     metrics: dict[str, float] = {}
     metric = evaluation["gate"]["metric"]
     for model, entry in evaluation["models"].items():
@@ -176,6 +174,8 @@ def evaluation_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     metrics.update(
         {f"gate.{k}": v for k, v in evaluation["gate"].items() if isinstance(v, int | float)}
     )
+    # The thresholds of the evaluated task's gate (known once its test set is read).
+    metrics.update({f"gate_thresholds.{k}": v for k, v in evaluation["gate_thresholds"].items()})
     metrics["test_examples"] = evaluation["test_examples"]
     return metrics
 

@@ -143,6 +143,15 @@ def cost(
     typer.echo("service quotas one run needs (instances at once):")
     for name, count in sorted(quotas(jobs).items()):
         typer.echo(f"  {name}: {count}")
+    tasks = settings.pipeline.run_tasks
+    if len(tasks) > 1:
+        # Each task's schedule starts its run at the same time: their jobs overlap.
+        mode = settings.schedule.parameters.get("BaselineMode", settings.pipeline.baseline_mode)
+        typer.echo(
+            f"the schedule starts {len(tasks)} runs at once, one per task ({', '.join(tasks)}): "
+            f"at most ${len(tasks) * run_bound_usd(jobs, mode):,.2f} a round "
+            f"(BaselineMode={mode}), and up to {len(tasks)} times each quota above"
+        )
     serving = settings.serving
     if serving is None:
         typer.echo("endpoint: none (serving is off for this stage)")

@@ -129,7 +129,9 @@ class Parameters:
     @classmethod
     def from_config(cls, config: PipelineConfig, deployment: Deployment) -> Parameters:
         return cls(
-            task=ParameterString("Task", default_value=config.task),
+            task=ParameterString(
+                "Task", default_value=config.task, enum_values=list(config.run_tasks)
+            ),
             dataset_version=ParameterString("DatasetVersion", default_value=config.dataset_version),
             base_model=ParameterString(
                 "BaseModel", default_value=base_model_location(config, deployment)
@@ -152,8 +154,7 @@ class Parameters:
             ),
             baseline_evaluation_uri=ParameterString(
                 "BaselineEvaluationUri",
-                default_value=config.baseline_evaluation_uri
-                or f"{deployment.root}/{layout.BASELINE_EVALUATION}",
+                default_value=config.baseline_evaluation_uri or layout.TASK_BASELINE,
             ),
         )
 

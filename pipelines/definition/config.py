@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.functions.registered_adapter import BASE_COMPONENT
+from training_scripts.contracts import GateThresholds
 from training_scripts.enums import PeftMethod, Precision
 from training_scripts.tasks import TASK_NAME
 
@@ -132,9 +133,13 @@ class PipelineConfig:
     # its versions are marked so that approval refuses them unless forced.
     smoke_test: bool = False
 
-    # The quality gate, fixed per deployment: whoever may start a run cannot loosen it.
-    metric_tolerance: float = 0.02  # adapter may trail the full fine-tune by this much ROUGE-L
-    min_metric_gain: float = 0.01  # and must beat the base model by at least this much
+    # The quality gate, fixed per deployment: whoever may start a run cannot loosen it. In the
+    # task's metric: the adapter may trail the full fine-tune by at most `metric_tolerance` and
+    # must beat the base model by at least `min_metric_gain`; `task_gates` holds the tasks
+    # whose own thresholds differ from these two.
+    metric_tolerance: float = 0.02
+    min_metric_gain: float = 0.01
+    task_gates: tuple[tuple[str, GateThresholds], ...] = ()
 
     # Fixed per deployment (see the module docstring).
     use_spot: bool = True  # managed spot: up to ~70% cheaper, resumes from checkpoints
@@ -153,6 +158,9 @@ class PipelineConfig:
     # model, and each stage's endpoint serves one version per task (inference component
     # `<endpoint>-<task>`).
     task: str = "dialogue-summary"
+    # Every task a run may name (the Task parameter's allowed values): a stage's `tasks` in
+    # cdk.json, which share this pipeline; empty: `task` alone.
+    tasks: tuple[str, ...] = ()
     dataset_version: str = "latest"  # a published version (peftops data publish), or the newest
     # A hub id; with network isolation an s3://.../ prefix or a prefix in the project's bucket
     # (base-models/<model>/<revision>/): a copy of one revision's files, which pins it.
@@ -186,7 +194,8 @@ class PipelineConfig:
     train_instance_type: str = "ml.g5.2xlarge"
     train_instance_count: int = 1
     baseline_mode: BaselineMode = BaselineMode.TRAIN
-    baseline_evaluation_uri: str = ""  # default: s3://<bucket>/baseline/evaluation.json
+    # Reuse mode's stored baseline; empty: the run's task's (s3://<bucket>/baselines/<task>/).
+    baseline_evaluation_uri: str = ""
 
     def __post_init__(self) -> None:
         if self.use_spot and self.max_wait_s < self.max_runtime_s:
@@ -221,7 +230,15 @@ class PipelineConfig:
                 f"hf_token_secret_arn {self.hf_token_secret_arn!r} is not a secret's full ARN "
                 "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)"
             )
-        check_task_name(self.task)
+        for task in (self.task, *self.tasks):
+            check_task_name(task)
+        if len(set(self.run_tasks)) != len(self.run_tasks):
+            raise ValueError(f"tasks {list(self.tasks)} name a task twice")
+        if self.task not in self.run_tasks:
+            raise ValueError(f"task {self.task!r} is not one of tasks {list(self.tasks)}")
+        strays = sorted({task for task, _ in self.task_gates} - set(self.run_tasks))
+        if strays:
+            raise ValueError(f"task_gates name tasks the pipeline does not run: {strays}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout {self.lora_dropout} must be in [0, 1)")
         if self.precision not in {p.value for p in Precision}:
@@ -237,6 +254,23 @@ class PipelineConfig:
                 f"pipeline name {self.name!r} is not valid: letters, digits and single hyphens, "
                 "at most 47 characters"
             )
+
+    @property
+    def run_tasks(self) -> tuple[str, ...]:
+        return self.tasks or (self.task,)
+
+    def gate(self, task: str) -> GateThresholds:
+        """The quality gate's thresholds for one task."""
+        default = GateThresholds(self.metric_tolerance, self.min_metric_gain)
+        return dict(self.task_gates).get(task, default)
+
+    def gate_groups(self) -> list[tuple[GateThresholds, tuple[str, ...]]]:
+        """The run tasks grouped by their gate's thresholds, in the order tasks are declared:
+        one group where all tasks share the stage's gate."""
+        groups: dict[GateThresholds, list[str]] = {}
+        for task in self.run_tasks:
+            groups.setdefault(self.gate(task), []).append(task)
+        return [(gate, tuple(tasks)) for gate, tasks in groups.items()]
 
 
 def check_task_name(task: str) -> str:
@@ -277,4 +311,10 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Pipel
         )
     if "baseline_mode" in values:
         values["baseline_mode"] = BaselineMode(values["baseline_mode"])
+    if "tasks" in values:
+        values["tasks"] = tuple(values["tasks"])
+    if "task_gates" in values:
+        values["task_gates"] = tuple(
+            (task, GateThresholds(**gate)) for task, gate in sorted(values["task_gates"].items())
+        )
     return PipelineConfig(**values)

@@ -35,6 +35,7 @@ class DataSteps:
             lambda_func=self.function(RESOLVE_INPUTS),
             inputs={
                 "Bucket": self.deployment.bucket,
+                "Task": p.task,
                 "DatasetVersion": p.dataset_version,
                 "BaselineMode": p.baseline_mode,
                 "BaselineEvaluationUri": p.baseline_evaluation_uri,
@@ -42,6 +43,7 @@ class DataSteps:
             outputs=[
                 LambdaOutput("DatasetVersion", LambdaOutputTypeEnum.String),
                 LambdaOutput("DatasetUri", LambdaOutputTypeEnum.String),
+                LambdaOutput("BaselineEvaluationUri", LambdaOutputTypeEnum.String),
             ],
         )
 

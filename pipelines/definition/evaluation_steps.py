@@ -4,13 +4,19 @@ quality gate's condition on its evaluation.json, one factory per baseline source
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from sagemaker.core.shapes import ProcessingInput
 from sagemaker.core.workflow import (
     Condition,
+    ConditionEquals,
     ConditionGreaterThanOrEqualTo,
+    ConditionIn,
     ConditionLessThanOrEqualTo,
+    ConditionNot,
+    ConditionOr,
     Join,
     JsonGet,
     PropertyFile,
@@ -130,6 +136,9 @@ class EvaluationSteps:
             "--metric-tolerance", str(self.config.metric_tolerance),
             "--min-metric-gain", str(self.config.min_metric_gain),
         ]  # fmt: skip
+        if self.config.task_gates:
+            gates = {task: vars(gate) for task, gate in self.config.task_gates}
+            arguments += ["--task-gates", json.dumps(gates, sort_keys=True)]
         if baseline is not None:
             inputs.append(
                 self.s3_input(
@@ -143,7 +152,7 @@ class EvaluationSteps:
             inputs.append(
                 self.s3_input(
                     "stored-baseline",
-                    self.params.baseline_evaluation_uri,
+                    inputs_step.properties.Outputs["BaselineEvaluationUri"],
                     f"{PROCESSING}/input/stored-baseline",
                 )
             )
@@ -160,6 +169,31 @@ class EvaluationSteps:
             ],
         )
 
+    def gate_conditions(self, value: Callable[[str], JsonGet]) -> list[Condition]:
+        """Each gate condition against the run's task's thresholds, which are deployment
+        settings, literal here: whoever starts a run cannot loosen the gate. The evaluation must
+        state the same thresholds, since registration records them from it. Where the stage's
+        tasks have different gates, each group's conditions hold unless the run's Task is
+        another group's (the Task parameter allows only the stage's tasks)."""
+        groups = self.config.gate_groups()
+        conditions: list[Condition] = []
+        for gate, tasks in groups:
+            for c in contracts.GATE_CONDITIONS:
+                limit = getattr(gate, c.threshold)
+                rules: list[Condition] = [
+                    GATE_CONDITION_TYPES[c.comparison](left=value(c.path), right=limit),
+                    ConditionEquals(
+                        left=value(f"{contracts.GATE_THRESHOLDS}.{c.threshold}"), right=limit
+                    ),
+                ]
+                if len(groups) > 1:
+                    other_task = ConditionNot(
+                        expression=ConditionIn(value=self.params.task, in_values=list(tasks))
+                    )
+                    rules = [ConditionOr(conditions=[other_task, rule]) for rule in rules]
+                conditions += rules
+        return conditions
+
     def evaluation_tail(
         self,
         suffix: str,
@@ -174,15 +208,7 @@ class EvaluationSteps:
         def value(path: str) -> JsonGet:
             return JsonGet(step_name=evaluate.name, property_file=report, json_path=path)
 
-        thresholds = {
-            # Deployment settings, literal here: a run cannot loosen the gate it must pass.
-            "metric_tolerance": self.config.metric_tolerance,
-            "min_metric_gain": self.config.min_metric_gain,
-        }
-        conditions = [
-            GATE_CONDITION_TYPES[c.comparison](left=value(c.path), right=thresholds[c.threshold])
-            for c in contracts.GATE_CONDITIONS
-        ]
+        conditions = self.gate_conditions(value)
         failed = FailStep(
             name=f"GateFailed{suffix}",
             error_message=Join(
@@ -191,8 +217,9 @@ class EvaluationSteps:
                     "Quality gate failed on the task's metric, ", value(contracts.GATE_METRIC),
                     ": at the ends of their 95% intervals the adapter may trail the full "
                     "fine-tune by ", value(contracts.SHORTFALL_VS_FULL_FINETUNE),
-                    f" (allowed {self.config.metric_tolerance}) and gains at least ",
-                    value(contracts.GAIN_VS_BASE), f" over the base (required {self.config.min_metric_gain}).",
+                    " (allowed ", value(f"{contracts.GATE_THRESHOLDS}.metric_tolerance"),
+                    ") and gains at least ", value(contracts.GAIN_VS_BASE), " over the base "
+                    "(required ", value(f"{contracts.GATE_THRESHOLDS}.min_metric_gain"), ").",
                 ],
             ),
         )  # fmt: skip

@@ -40,12 +40,15 @@ from pipelines.functions.registered_adapter import (
 from training_scripts import contracts
 
 REGISTERED_STATUS = "PendingManualApproval"
-# Registration metadata read from evaluation.json: the MLflow runs behind the version, and the
-# digest of the task spec it was trained and evaluated with.
+# Registration metadata read from evaluation.json: the MLflow runs behind the version, the
+# digest of the task spec it was trained and evaluated with, and the gate's thresholds for its
+# task (which the gate required to be the deployment's), so approval can check the gate again.
 EVALUATION_METADATA = {
     "mlflow_run_id": contracts.EVALUATION_RUN_ID,
     "mlflow_training_run_id": contracts.ADAPTER_TRAINING_RUN_ID,
     "task_spec_sha256": contracts.TASK_SPEC_SHA256,
+    "metric_tolerance": f"{contracts.GATE_THRESHOLDS}.metric_tolerance",
+    "min_metric_gain": f"{contracts.GATE_THRESHOLDS}.min_metric_gain",
 }
 # What the serving container loads: LMI (vLLM) serves LoRA adapters on the base model; it has
 # no prompt-tuning support, so such adapters are evaluated but not registered.
@@ -105,14 +108,11 @@ class RegistrationSteps:
             # What approval checks the evaluation it re-reads against: jobs may write the
             # evaluation's prefix, but not the registry.
             EVALUATION_DIGEST: check.properties.Outputs["EvaluationSha256"],
-            # The gate's thresholds, so approval can check the gate again later.
-            "metric_tolerance": str(self.config.metric_tolerance),
-            "min_metric_gain": str(self.config.min_metric_gain),
         }
         if self.config.smoke_test:
             lineage[SMOKE_TEST] = "true"
         # The MLflow runs behind this version, its evaluation's and its adapter's training's
-        # ("none" where the jobs were not tracked), and its task spec's digest.
+        # ("none" where the jobs were not tracked), its task spec's digest and gate.
         for key, path in EVALUATION_METADATA.items():
             lineage[key] = JsonGet(
                 step_name=evaluate.name, property_file=f"EvaluationReport{suffix}", json_path=path

@@ -3,11 +3,13 @@ deploys and what `peftops pipeline cost` prices."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.definition.config import PipelineConfig, config_from_dict
 from training_scripts import tasks
+from training_scripts.contracts import GateThresholds
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,54 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class StageTask:
+    """One task of a stage: its spec (checked when the app synthesizes) and, where it differs
+    from the stage's, its own quality gate in its metric."""
+
+    spec: tasks.TaskSpec
+    gate: GateThresholds | None = None
+
+
+def parse_stage_tasks(stage: str, entries: Any) -> list[StageTask]:
+    """A stage's `tasks`: each a shipped task's name or a spec file relative to the project,
+    or {"spec": that, "metric_tolerance": x, "min_metric_gain": y} for a task whose gate
+    differs from the stage's."""
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(
+            f'stages.{stage}.tasks: list the stage\'s tasks, e.g. "tasks": ["{tasks.DEFAULT_TASK}"]'
+        )
+    parsed: list[StageTask] = []
+    for index, entry in enumerate(entries):
+        where = f"stages.{stage}.tasks[{index}]"
+        options = dict(entry) if isinstance(entry, dict) else {"spec": entry}
+        reference = options.pop("spec", None)
+        gate_keys = {"metric_tolerance", "min_metric_gain"}
+        unknown = sorted(set(options) - gate_keys)
+        if not isinstance(reference, str) or unknown:
+            raise ValueError(
+                f'{where}: a task\'s name or spec file, or an object with "spec" and optionally '
+                f"{sorted(gate_keys)}" + (f"; unknown keys {unknown}" if unknown else "")
+            )
+        try:
+            spec = tasks.resolve_task_spec(reference)
+        except tasks.TaskSpecError as err:
+            raise ValueError(f"{where}: {err}") from None
+        if any(spec.name == seen.spec.name for seen in parsed):
+            raise ValueError(f"{where}: task {spec.name} is listed twice")
+        gate = None
+        if options:
+            if set(options) != gate_keys or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in options.values()
+            ):
+                raise ValueError(
+                    f"{where}: a task's own gate sets both {sorted(gate_keys)} as numbers"
+                )
+            gate = GateThresholds(**options)
+        parsed.append(StageTask(spec, gate))
+    return parsed
+
+
+@dataclass(frozen=True)
 class StageSettings:
     name: str
     region: str
@@ -64,12 +114,10 @@ class StageSettings:
     mlflow_tracking_server: str = ""
     # cdk deploy creates the stage's endpoint and its deployer; None: no endpoint.
     serving: ServingSettings | None = None
-    # The task the stage's pipeline trains (`task` in cdk.json: a shipped task's name or a spec
-    # file, relative to the project): checked when the app synthesizes, and its name is the
-    # pipeline's Task parameter. Its data is published with its spec (`peftops data publish
-    # --task-spec`).
-    task: tasks.TaskSpec = field(
-        default_factory=lambda: tasks.resolve_task_spec(tasks.DEFAULT_TASK)
+    # The tasks the stage's pipeline trains (`tasks` in cdk.json), each on its own schedule
+    # target: the first is the Task parameter's default.
+    tasks: tuple[StageTask, ...] = field(
+        default_factory=lambda: (StageTask(tasks.resolve_task_spec(tasks.DEFAULT_TASK)),)
     )
 
 
@@ -126,17 +174,25 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
             )
         pipeline["mlflow_tracking_uri"] = BUILT_TRACKING_SERVER
     serving = raw.pop("serving", None)
-    reference = raw.pop("task", tasks.DEFAULT_TASK)
-    try:
-        task = tasks.resolve_task_spec(reference)
-    except tasks.TaskSpecError as err:
-        raise ValueError(f"stages.{name}.task: {err}") from None
-    if pipeline.get("task", task.name) != task.name:
+    if "task" in raw:
         raise ValueError(
-            f"stages.{name}: pipeline.task {pipeline['task']!r} is not the task the stage "
-            f"declares ({task.name}); drop pipeline.task, the spec names it"
+            f'stages.{name}.task: list the stage\'s tasks as "tasks": [{json.dumps(raw["task"])}]'
         )
-    pipeline["task"] = task.name
+    stage_tasks = parse_stage_tasks(name, raw.pop("tasks", [tasks.DEFAULT_TASK]))
+    for key in ("task", "tasks", "task_gates"):
+        if key in pipeline:
+            raise ValueError(
+                f"stages.{name}: pipeline.{key} is set by the stage's tasks; drop it and list the "
+                f'tasks as "tasks": [...]'
+            )
+    if "Task" in raw.get("schedule", {}).get("parameters", {}):
+        raise ValueError(
+            f"stages.{name}.schedule.parameters.Task: each of the stage's tasks has its own "
+            'schedule target, which names it; list the tasks in "tasks"'
+        )
+    names = [t.spec.name for t in stage_tasks]
+    pipeline["task"], pipeline["tasks"] = names[0], names
+    pipeline["task_gates"] = {t.spec.name: vars(t.gate) for t in stage_tasks if t.gate}
     try:
         return StageSettings(
             name=name,
@@ -146,7 +202,7 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
             notification_emails=tuple(raw.pop("notification_emails", ())),
             promotion_account_ids=tuple(raw.pop("promotion_account_ids", ())),
             serving=ServingSettings(**serving) if serving else None,
-            task=task,
+            tasks=tuple(stage_tasks),
             **raw,
         )
     except TypeError as err:

@@ -1,9 +1,10 @@
 """Where published datasets and baselines live in the stack's bucket: one definition, read by
-the publishing commands, the pipeline's functions and the local runner.
+the publishing commands, the pipeline's functions and the local runner. Each task of a stage
+has its own datasets and its own baseline:
 
-    s3://<bucket>/datasets/versions/<version>/...     a dataset version's files, never rewritten
-    s3://<bucket>/datasets/published/<version>.json   its marker, written last: the version exists
-    s3://<bucket>/baselines/evaluation.json           the full fine-tune figures reuse mode reads
+    s3://<bucket>/datasets/<task>/versions/<version>/...     a version's files, never rewritten
+    s3://<bucket>/datasets/<task>/published/<version>.json   its marker, written last
+    s3://<bucket>/baselines/<task>/evaluation.json           the figures reuse mode reads
 
 A version is `<UTC time to the microsecond>Z-<12 hex of the content hash>`: sorting versions
 as text sorts them by publication time, and the hash says whether two hold the same files.
@@ -13,23 +14,40 @@ from __future__ import annotations
 
 import re
 
-DATASET_VERSIONS = "datasets/versions/"
-DATASET_MARKERS = "datasets/published/"
+DATASETS = "datasets/"
 BASELINES = "baselines/"
-BASELINE_EVALUATION = f"{BASELINES}evaluation.json"
 LATEST = "latest"
+# What a run's BaselineEvaluationUri means by default: its task's stored baseline.
+TASK_BASELINE = "task-baseline"
 VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{12}")
+# A task's name (training_scripts.tasks.TASK_NAME, which the functions cannot import): it is a
+# key segment, so nothing else may pass.
+TASK_NAME = re.compile(r"[a-z0-9](-?[a-z0-9]){0,31}")
+# What a function that lists every task's published markers may ask for (s3:prefix).
+ALL_DATASET_MARKERS = f"{DATASETS}*/published/*"
 
 
-def dataset_uri(bucket: str, version: str) -> str:
-    return f"s3://{bucket}/{DATASET_VERSIONS}{version}/"
+def dataset_markers(task: str) -> str:
+    return f"{DATASETS}{task}/published/"
 
 
-def marker_key(version: str) -> str:
-    return f"{DATASET_MARKERS}{version}.json"
+def dataset_prefix(task: str, version: str) -> str:
+    return f"{DATASETS}{task}/versions/{version}/"
 
 
-def versions_in(marker_keys: list[str]) -> list[str]:
-    """The published versions among the keys under DATASET_MARKERS, oldest first."""
-    names = (k.removeprefix(DATASET_MARKERS).removesuffix(".json") for k in marker_keys)
+def dataset_uri(bucket: str, task: str, version: str) -> str:
+    return f"s3://{bucket}/{dataset_prefix(task, version)}"
+
+
+def marker_key(task: str, version: str) -> str:
+    return f"{dataset_markers(task)}{version}.json"
+
+
+def versions_in(task: str, marker_keys: list[str]) -> list[str]:
+    """The task's published versions among the keys under its markers, oldest first."""
+    names = (k.removeprefix(dataset_markers(task)).removesuffix(".json") for k in marker_keys)
     return sorted(n for n in names if VERSION.fullmatch(n))
+
+
+def baseline_key(task: str) -> str:
+    return f"{BASELINES}{task}/evaluation.json"

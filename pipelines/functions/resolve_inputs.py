@@ -1,5 +1,5 @@
-"""ResolveInputs, the pipeline's first step: which dataset version this run trains on, and, in
-reuse mode, that the stored baseline exists.
+"""ResolveInputs, the pipeline's first step: which dataset version of the run's task it trains
+on, and which stored baseline its evaluation reads (in reuse mode: that it exists).
 
 A scheduled run asks for `latest` and gets the newest published version; an operator may pin
 one. The version's URI then keys Preprocess's step cache (its inputs are part of the key), so
@@ -26,24 +26,33 @@ class InputsError(Exception):
 
 
 def resolve_inputs(event: dict[str, Any], list_keys: ListKeys, exists: Exists) -> dict[str, str]:
-    bucket, requested = event["Bucket"], event["DatasetVersion"]
-    versions = layout.versions_in(list_keys(bucket, layout.DATASET_MARKERS))
+    """The run's dataset version and URI, and the baseline its evaluation reads in reuse mode
+    (the task's stored one unless the run names another)."""
+    bucket, task, requested = event["Bucket"], event["Task"], event["DatasetVersion"]
+    if not layout.TASK_NAME.fullmatch(task):
+        raise InputsError(
+            f"Task {task!r} is not a task's name (lower-case letters, digits, hyphens)"
+        )
+    markers = layout.dataset_markers(task)
+    versions = layout.versions_in(task, list_keys(bucket, markers))
     if requested == layout.LATEST:
         if not versions:
             raise InputsError(
-                f"no dataset is published in s3://{bucket}/{layout.DATASET_MARKERS}; publish one: "
-                f"peftops data publish --data FILE --bucket {bucket}"
+                f"no dataset of task {task} is published in s3://{bucket}/{markers}; publish one: "
+                f"peftops data publish --task {task} --data FILE --bucket {bucket}"
             )
         version = versions[-1]
     elif requested in versions:
         version = requested
     else:
         raise InputsError(
-            f"dataset version {requested!r} is not published in s3://{bucket}/"
-            f"{layout.DATASET_MARKERS} (newest: {versions[-1] if versions else 'none'}); "
+            f"dataset version {requested!r} is not published in s3://{bucket}/{markers} "
+            f"(newest: {versions[-1] if versions else 'none'}); "
             f"pass DatasetVersion={layout.LATEST} or a published version"
         )
     baseline = event["BaselineEvaluationUri"]
+    if baseline == layout.TASK_BASELINE:
+        baseline = f"s3://{bucket}/{layout.baseline_key(task)}"
     baselines = f"s3://{bucket}/{layout.BASELINES}"
     if event["BaselineMode"] == "reuse" and not baseline.startswith(baselines):
         raise InputsError(
@@ -52,12 +61,16 @@ def resolve_inputs(event: dict[str, Any], list_keys: ListKeys, exists: Exists) -
         )
     if event["BaselineMode"] == "reuse" and not exists(baseline):
         raise InputsError(
-            f"BaselineMode=reuse needs a stored baseline at {event['BaselineEvaluationUri']} "
+            f"BaselineMode=reuse needs a stored baseline at {baseline} "
             "(there is none this function can read); seed it "
-            f"from a BaselineMode=train run on this data: peftops baseline publish "
+            f"from a BaselineMode=train run of task {task}: peftops baseline publish "
             f"--evaluation <that run's evaluation.json> --bucket {bucket}"
         )
-    return {"DatasetVersion": version, "DatasetUri": layout.dataset_uri(bucket, version)}
+    return {
+        "DatasetVersion": version,
+        "DatasetUri": layout.dataset_uri(bucket, task, version),
+        "BaselineEvaluationUri": baseline,
+    }
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, str]:

@@ -136,7 +136,9 @@ class Scope:
             right = as_number(self.resolve(condition["RightValue"]))
             return COMPARISONS[kind](left, right)
         if kind == "Not":
-            return not self.condition(condition["Expression"])
+            # "Condition", as the SDK writes it: the service refuses "Expression"
+            # (sagemaker-python-sdk issue #2746).
+            return not self.condition(condition["Condition"])
         if kind == "Or":
             return any(self.condition(c) for c in condition["Conditions"])
         if kind == "In":

@@ -69,9 +69,21 @@ def test_pipeline_gate_and_approval_agree_on_evaluate_output(tiny_run, tmp_path:
     report, _card = find_step(definition["Steps"], "Evaluate")["PropertyFiles"]
     assert report["FilePath"] == contracts.EVALUATION.file_name
     declared = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
-    # The thresholds are literals of the deployment: try the gate's own conditions at others.
-    thresholds = [c["RightValue"] for c in gate["Arguments"]["Conditions"]]
-    assert thresholds == [PipelineConfig().metric_tolerance, PipelineConfig().min_metric_gain]
+    # The thresholds are literals of the deployment, which the evaluation must also state:
+    # try the gate's own conditions at others, as a deployment with those would write them.
+    conditions = gate["Arguments"]["Conditions"]
+    path_of = [c["LeftValue"]["Std:JsonGet"]["Path"] for c in conditions]
+    threshold_of = {
+        contracts.SHORTFALL_VS_FULL_FINETUNE: "metric_tolerance",
+        f"{contracts.GATE_THRESHOLDS}.metric_tolerance": "metric_tolerance",
+        contracts.GAIN_VS_BASE: "min_metric_gain",
+        f"{contracts.GATE_THRESHOLDS}.min_metric_gain": "min_metric_gain",
+    }
+    assert sorted(path_of) == sorted(threshold_of)
+    config = PipelineConfig()
+    assert [c["RightValue"] for c in conditions] == [
+        getattr(config, threshold_of[path]) for path in path_of
+    ]
 
     shortfall = contracts.value_at(evaluation, contracts.SHORTFALL_VS_FULL_FINETUNE)
     gain = contracts.value_at(evaluation, contracts.GAIN_VS_BASE)
@@ -81,19 +93,21 @@ def test_pipeline_gate_and_approval_agree_on_evaluate_output(tiny_run, tmp_path:
     for tolerance, min_gain in itertools.product(
         (shortfall - 0.01, shortfall, shortfall + 0.01), (gain - 0.01, gain, gain + 0.01)
     ):
+        limits = {"metric_tolerance": tolerance, "min_metric_gain": min_gain}
+        stated = {**evaluation, contracts.GATE_THRESHOLDS: limits}
         scope = Scope(
             parameters=declared,
             execution={},
-            property_files={f"Evaluate.{report['PropertyFileName']}": evaluation},
+            property_files={f"Evaluate.{report['PropertyFileName']}": stated},
         )
-        conditions = [
-            {**condition, "RightValue": limit}
-            for condition, limit in zip(
-                gate["Arguments"]["Conditions"], (tolerance, min_gain), strict=True
-            )
+        deployed = [
+            {**condition, "RightValue": limits[threshold_of[path]]}
+            for condition, path in zip(conditions, path_of, strict=True)
         ]
-        in_pipeline = scope.all_hold(conditions)
-        at_approval = approval_passes(registry, evaluation, tolerance, min_gain)
+        in_pipeline = scope.all_hold(deployed)
+        # Another deployment's thresholds stated in the evaluation never pass the gate.
+        assert not scope.all_hold(conditions) or limits == {k: getattr(config, k) for k in limits}
+        at_approval = approval_passes(registry, stated, tolerance, min_gain)
         assert in_pipeline == at_approval, (tolerance, min_gain)
         verdicts.append(in_pipeline)
     # shortfall <= tolerance and gain >= min_gain: 2 x 2 of the 3 x 3 pass.

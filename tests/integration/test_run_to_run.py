@@ -137,7 +137,7 @@ def test_b_a_new_dataset_version_trains_anew_and_registers_with_its_lineage(
     assert registered is not None and registered.version == 2
     assert registered.metadata["dataset_version"] == run.dataset.version
     assert registered.metadata["dataset_uri"] == (
-        f"s3://{LOCAL_DEPLOYMENT.bucket}/datasets/versions/{run.dataset.version}/"
+        f"s3://{LOCAL_DEPLOYMENT.bucket}/datasets/dialogue-summary/versions/{run.dataset.version}/"
     )
     assert "://" not in registered.metadata["manifest_uri"].removeprefix("s3://")
 

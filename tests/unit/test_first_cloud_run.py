@@ -45,7 +45,9 @@ def test_the_section_shows_each_step_of_a_first_run() -> None:
     verbs = [" ".join(c[:2]) for c in commands()]
     assert verbs == [
         "pipeline cost",
+        "data publish",  # one per task of the stage
         "data publish",
+        "pipeline start",
         "pipeline start",
         "pipeline status",
         "baseline publish",
@@ -168,9 +170,11 @@ def test_every_command_runs_as_written(account, monkeypatch: pytest.MonkeyPatch)
         if args[:2] == ["pipeline", "start"]:
             execution = re.search(r"arn:aws:sagemaker:\S+", result.output)[0]
             assert f":{REGION}:" in execution
-    markers = s3.list_objects_v2(Bucket=BUCKET, Prefix="datasets/published/")["Contents"]
-    assert len(markers) == 1
-    assert s3.get_object(Bucket=BUCKET, Key="baselines/evaluation.json")["Body"].read()
+    for task in ("dialogue-summary", "support-routing"):
+        markers = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"datasets/{task}/published/")
+        assert len(markers["Contents"]) == 1, task
+    baseline = s3.get_object(Bucket=BUCKET, Key="baselines/dialogue-summary/evaluation.json")
+    assert baseline["Body"].read()
     package = sagemaker.list_model_packages(ModelPackageGroupName="peftops-adapters-dev")
     assert package["ModelPackageSummaryList"][0]["ModelApprovalStatus"] == "Approved"
 

@@ -527,7 +527,7 @@ def test_the_functions_read_only_what_they_need(dev) -> None:
     }
     resolve = next(s for s in statements.values() if "ListPublishedDatasets" in s)
     assert resolve["ListPublishedDatasets"]["Condition"] == {
-        "StringLike": {"s3:prefix": ["datasets/published/*"]}
+        "StringLike": {"s3:prefix": ["datasets/*/published/*"]}
     }
     assert "/baselines/*" in json.dumps(resolve["FindStoredBaseline"]["Resource"])
     assert set(resolve) == {"ListPublishedDatasets", "FindStoredBaseline", "WriteOwnLogs"}
@@ -544,27 +544,39 @@ def test_the_functions_read_only_what_they_need(dev) -> None:
     assert "/pipelines/peftops-adapter-dev/evaluation/*" in json.dumps(check["ReadEvaluations"])
 
 
-def test_schedule_targets_the_pipeline_with_retries_and_an_encrypted_dlq(dev, prod) -> None:
+def test_each_task_has_a_schedule_of_the_pipeline_with_retries_and_an_encrypted_dlq(
+    dev, prod
+) -> None:
     template, stack, _ = dev
     queue_id = stack.get_logical_id(stack.schedule.dead_letters.node.default_child)
     key_id = stack.get_logical_id(stack.storage.key.node.default_child)
     template.has_resource_properties(
         "AWS::SQS::Queue", {"KmsMasterKeyId": {"Fn::GetAtt": [key_id, "Arn"]}}
     )
-    (schedule,) = resources(template, "AWS::Scheduler::Schedule").values()
-    props = schedule["Properties"]
-    assert props["State"] == "DISABLED"
-    assert "pipeline/peftops-adapter-dev" in json.dumps(props["Target"]["Arn"])
-    assert props["Target"]["RetryPolicy"] == {
-        "MaximumEventAgeInSeconds": 3600,
-        "MaximumRetryAttempts": 3,
+    schedules = resources(template, "AWS::Scheduler::Schedule").values()
+    # dev declares two tasks: one schedule each, naming its task, on the one pipeline.
+    by_task = {
+        p["Value"]: schedule["Properties"]
+        for schedule in schedules
+        for p in schedule["Properties"]["Target"]["SageMakerPipelineParameters"][
+            "PipelineParameterList"
+        ]
+        if p["Name"] == "Task"
     }
-    assert props["Target"]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    assert sorted(by_task) == ["dialogue-summary", "support-routing"] and len(schedules) == 2
+    for props in by_task.values():
+        assert props["State"] == "DISABLED"
+        assert "pipeline/peftops-adapter-dev" in json.dumps(props["Target"]["Arn"])
+        assert props["Target"]["RetryPolicy"] == {
+            "MaximumEventAgeInSeconds": 3600,
+            "MaximumRetryAttempts": 3,
+        }
+        assert props["Target"]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
     (prod_schedule,) = resources(prod[0], "AWS::Scheduler::Schedule").values()
     assert prod_schedule["Properties"]["State"] == "ENABLED"
     assert prod_schedule["Properties"]["Target"]["SageMakerPipelineParameters"][
         "PipelineParameterList"
-    ] == [{"Name": "BaselineMode", "Value": "reuse"}]
+    ] == [{"Name": "BaselineMode", "Value": "reuse"}, {"Name": "Task", "Value": "dialogue-summary"}]
 
 
 def test_notifications_on_failed_executions_and_approval_changes(dev) -> None:

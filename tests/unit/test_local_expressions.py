@@ -80,8 +80,8 @@ def test_property_file_values_compare_with_parameters() -> None:
 def test_not_or_in() -> None:
     s = scope()
     true, false = compare("Equals", 1, 1), compare("Equals", 1, 2)
-    assert s.condition({"Type": "Not", "Expression": false})
-    assert not s.condition({"Type": "Not", "Expression": true})
+    assert s.condition({"Type": "Not", "Condition": false})
+    assert not s.condition({"Type": "Not", "Condition": true})
     assert s.condition({"Type": "Or", "Conditions": [false, true]})
     assert not s.condition({"Type": "Or", "Conditions": [false, false]})
     member = {"Type": "In", "QueryValue": get("Parameters.Method"), "Values": ["lora", "qlora"]}

@@ -19,6 +19,7 @@ from transformers import HfArgumentParser
 
 from pipelines.definition import definition_json
 from pipelines.definition.config import ADAPTER_METHODS, Deployment, PipelineConfig, Vpc
+from training_scripts.contracts import GateThresholds
 
 DEPLOYMENT = Deployment(
     region="eu-west-1",
@@ -196,43 +197,127 @@ def test_dependencies_flow_through_property_references(definition) -> None:
     ]
 
 
+def report_value(path: str) -> dict[str, Any]:
+    return {
+        "Std:JsonGet": {
+            "PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
+            "Path": path,
+        }
+    }
+
+
 def test_quality_gate_compares_the_evaluation_with_the_thresholds(definition) -> None:
     conditions = flatten(definition["Steps"])["QualityGate"]["Arguments"]["Conditions"]
     assert conditions == [
         {
             "Type": "LessThanOrEqualTo",
-            "LeftValue": {
-                "Std:JsonGet": {
-                    "PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
-                    # The far end of the 95% interval of full fine-tune - adapter.
-                    "Path": "gate.shortfall_vs_full_finetune_upper95",
-                }
-            },
+            # The far end of the 95% interval of full fine-tune - adapter.
+            "LeftValue": report_value("gate.shortfall_vs_full_finetune_upper95"),
             "RightValue": 0.02,  # a deployment setting, not a run parameter
         },
         {
+            # The evaluation states the deployment's thresholds (registration records them).
+            "Type": "Equals",
+            "LeftValue": report_value("gate_thresholds.metric_tolerance"),
+            "RightValue": 0.02,
+        },
+        {
             "Type": "GreaterThanOrEqualTo",
-            "LeftValue": {
-                "Std:JsonGet": {
-                    "PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"},
-                    "Path": "gate.gain_vs_base_lower95",
-                }
-            },
+            "LeftValue": report_value("gate.gain_vs_base_lower95"),
+            "RightValue": 0.01,
+        },
+        {
+            "Type": "Equals",
+            "LeftValue": report_value("gate_thresholds.min_metric_gain"),
             "RightValue": 0.01,
         },
     ]
+
+
+TWO_TASKS = PipelineConfig(
+    tasks=("dialogue-summary", "support-routing", "ticket-reply"),
+    task_gates=(("support-routing", GateThresholds(metric_tolerance=0.05, min_metric_gain=0.2)),),
+)
+
+
+def gate_holds(
+    definition: dict[str, Any], task: str, shortfall: float, gain: float, stated: GateThresholds
+) -> bool:
+    """The QualityGate's outcome as the pipeline computes it, for one run's evaluation."""
+    from pipelines.local.expressions import Scope
+
+    evaluation = {
+        "gate": {"shortfall_vs_full_finetune_upper95": shortfall, "gain_vs_base_lower95": gain},
+        "gate_thresholds": vars(stated),
+    }
+    scope = Scope(
+        parameters={"Task": task},
+        execution={},
+        property_files={"Evaluate.EvaluationReport": evaluation},
+    )
+    gate = flatten(definition["Steps"])["QualityGate"]["Arguments"]["Conditions"]
+    return scope.all_hold(gate)
+
+
+@pytest.mark.parametrize("task", TWO_TASKS.tasks)
+@pytest.mark.parametrize("shortfall", [-0.1, 0.02, 0.03, 0.05, 0.06])
+@pytest.mark.parametrize("gain", [-0.05, 0.01, 0.1, 0.2, 0.3])
+def test_each_task_of_a_stage_is_gated_by_its_own_thresholds(
+    task: str, shortfall: float, gain: float
+) -> None:
+    """A stage whose tasks have different gates: the pipeline's condition step decides as the
+    one rule does with the run's task's thresholds, and refuses an evaluation that states
+    another task's."""
+    definition = build(TWO_TASKS)[0]
+    gate = TWO_TASKS.gate(task)
+    expected = shortfall <= gate.metric_tolerance and gain >= gate.min_metric_gain
+    assert gate_holds(definition, task, shortfall, gain, gate) == expected
+    for other in {TWO_TASKS.gate(t) for t in TWO_TASKS.tasks} - {gate}:
+        assert not gate_holds(definition, task, shortfall, gain, other)
+
+
+@pytest.mark.parametrize("config", [TWO_TASKS, PipelineConfig()], ids=["three-tasks", "default"])
+def test_a_stages_tasks_are_the_runs_choices_and_evaluation_states_their_gates(
+    config: PipelineConfig,
+) -> None:
+    """Evaluate, given the definition's arguments, states each task's gate as the deployment
+    sets it: what registration records and the gate requires."""
+    from training_scripts.evaluate import task_gate
+
+    definition = build(config)[0]
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    assert declared["Task"]["EnumValues"] == list(config.run_tasks)
+    assert declared["Task"]["DefaultValue"] == config.run_tasks[0]
+    for name, args in job_arguments(definition).items():
+        if name.startswith("Evaluate"):
+            for task in config.run_tasks:
+                assert task_gate(args, task) == config.gate(task)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"tasks": ("a", "a")}, "name a task twice"),
+        ({"task": "b", "tasks": ("a",)}, "is not one of tasks"),
+        ({"task_gates": (("b", GateThresholds(0.1, 0.1)),)}, "task_gates name tasks the pipeline does not run"),
+        ({"tasks": ("Bad Name",)}, "lower-case letters"),
+    ],
+)  # fmt: skip
+def test_a_tasks_setting_that_cannot_run_is_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(**{"task": "a", **settings})
 
 
 def test_failed_gate_names_metric_and_values(definition) -> None:
     message = json.dumps(flatten(definition["Steps"])["GateFailed"]["Arguments"]["ErrorMessage"])
     for needle in (
         # The metric the gate judged (the task's), and what it compared: the interval bounds,
-        # against the thresholds.
+        # against the thresholds of the run's task.
         "gate.metric",
         "gate.shortfall_vs_full_finetune_upper95",
         "gate.gain_vs_base_lower95",
-        "(allowed 0.02)",
-        "(required 0.01)",
+        "gate_thresholds.metric_tolerance",
+        "gate_thresholds.min_metric_gain",
     ):
         assert needle in message
 
@@ -297,9 +382,9 @@ def test_parameters(definition) -> None:
     assert declared["PeftMethod"]["EnumValues"] == list(ADAPTER_METHODS)
     assert declared["BaselineMode"]["EnumValues"] == ["train", "reuse"]
     assert declared["DatasetVersion"]["DefaultValue"] == "latest"
-    assert declared["BaselineEvaluationUri"]["DefaultValue"] == (
-        f"s3://{DEPLOYMENT.bucket}/baselines/evaluation.json"
-    )
+    # The run's task's stored baseline, which ResolveInputs names.
+    assert declared["BaselineEvaluationUri"]["DefaultValue"] == "task-baseline"
+    assert declared["Task"]["EnumValues"] == ["dialogue-summary"]
     used = set(re.findall(r'"Get": "Parameters\.(\w+)"', json.dumps(definition["Steps"])))
     assert used == set(declared), "every parameter is used, and only declared ones"
 

@@ -6,6 +6,7 @@ artifact that is already a version."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import boto3
@@ -47,9 +48,9 @@ def week(tag: str) -> list[tuple[str, str]]:
     return [(f"{tag} A: hi", "greeting"), (f"{tag} B: bye", "farewell"), (f"{tag} C: ok", "ok")]
 
 
-def publish(path: Path) -> dict:
+def publish(path: Path, *options: str) -> dict:
     result = CliRunner().invoke(
-        app, ["data", "publish", "--data", str(path), "--bucket", BUCKET, "--json"]
+        app, ["data", "publish", "--data", str(path), "--bucket", BUCKET, "--json", *options]
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
@@ -63,9 +64,10 @@ def invoke_resolve(**event: str) -> dict:
     return resolve_inputs.handler(
         {
             "Bucket": BUCKET,
+            "Task": "dialogue-summary",
             "DatasetVersion": "latest",
             "BaselineMode": "train",
-            "BaselineEvaluationUri": f"s3://{BUCKET}/{layout.BASELINE_EVALUATION}",
+            "BaselineEvaluationUri": layout.TASK_BASELINE,
             **event,
         },
         None,
@@ -75,26 +77,82 @@ def invoke_resolve(**event: str) -> dict:
 def test_publish_makes_versions_and_the_function_picks_the_newest(s3, tmp_path: Path) -> None:
     first = publish(dataset(tmp_path / "week1" / "data.jsonl", *week("w1")))
     assert first["new"] and first["records"] == 3
-    assert first["uri"] == f"s3://{BUCKET}/datasets/versions/{first['version']}/"
+    prefix = f"datasets/dialogue-summary/versions/{first['version']}/"
+    assert first["uri"] == f"s3://{BUCKET}/{prefix}"
     # The data and the task spec it is read by: a run's preprocess finds both there.
-    assert keys(s3, f"datasets/versions/{first['version']}/") == [
-        f"datasets/versions/{first['version']}/data.jsonl",
-        f"datasets/versions/{first['version']}/task.json",
-    ]
-    assert invoke_resolve() == {"DatasetVersion": first["version"], "DatasetUri": first["uri"]}
+    assert keys(s3, prefix) == [f"{prefix}data.jsonl", f"{prefix}task.json"]
+    assert invoke_resolve() == {
+        "DatasetVersion": first["version"],
+        "DatasetUri": first["uri"],
+        "BaselineEvaluationUri": f"s3://{BUCKET}/baselines/dialogue-summary/evaluation.json",
+    }
 
     # The same files again: nothing new, so a scheduled run hits the step cache.
     again = publish(dataset(tmp_path / "elsewhere" / "data.jsonl", *week("w1")))
     assert again == {**first, "new": False}
-    assert len(keys(s3, layout.DATASET_MARKERS)) == 1
+    assert len(keys(s3, layout.dataset_markers("dialogue-summary"))) == 1
 
     second = publish(dataset(tmp_path / "week2" / "data.jsonl", *week("w2")))
     assert second["new"] and second["version"] > first["version"]
     assert invoke_resolve()["DatasetVersion"] == second["version"]
     # A pinned version still resolves, and its files were never rewritten.
     assert invoke_resolve(DatasetVersion=first["version"])["DatasetUri"] == first["uri"]
-    body = s3.get_object(Bucket=BUCKET, Key=f"datasets/versions/{first['version']}/data.jsonl")
+    body = s3.get_object(Bucket=BUCKET, Key=f"{prefix}data.jsonl")
     assert b"w1 A: hi" in body["Body"].read()
+
+
+def routing_records(path: Path, tag: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"messages": [{"role": "user", "content": f"{tag} {text}"},
+                      {"role": "assistant", "content": label}]}
+        for text, label in (("card declined", "billing"), ("app crashes", "technical"),
+                            ("where is my parcel", "shipping"))
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_each_task_of_a_stage_has_its_own_versions_and_baseline(s3, tmp_path: Path) -> None:
+    """Two tasks in one bucket: publishing one never makes a version of the other, each run
+    resolves its own task's newest data and stored baseline, and the same files published for
+    two tasks are two versions."""
+    summaries = publish(dataset(tmp_path / "d" / "data.jsonl", *week("w1")))
+    routing = publish(
+        routing_records(tmp_path / "r" / "data.jsonl", "w1"), "--task", "support-routing"
+    )
+    assert routing["uri"].startswith(f"s3://{BUCKET}/datasets/support-routing/versions/")
+    assert invoke_resolve()["DatasetUri"] == summaries["uri"]
+    resolved = invoke_resolve(Task="support-routing")
+    assert resolved["DatasetUri"] == routing["uri"]
+    assert resolved["BaselineEvaluationUri"] == (
+        f"s3://{BUCKET}/baselines/support-routing/evaluation.json"
+    )
+    newer = publish(
+        routing_records(tmp_path / "r2" / "data.jsonl", "w2"), "--task", "support-routing"
+    )
+    assert invoke_resolve(Task="support-routing")["DatasetVersion"] == newer["version"]
+    assert invoke_resolve()["DatasetVersion"] == summaries["version"]
+
+    from tests.evaluations import evaluation as make_evaluation
+
+    trained = make_evaluation(adapter=0.5, full_finetune=0.5, base=0.5)
+    trained["baseline_source"] = {"kind": "trained"}
+    trained["task"]["name"] = "support-routing"
+    path = tmp_path / "routing-evaluation.json"
+    path.write_text(json.dumps(trained))
+    stored = CliRunner().invoke(
+        app, ["baseline", "publish", "--evaluation", str(path), "--bucket", BUCKET]
+    )
+    assert stored.output.strip() == (
+        f"stored the baseline at s3://{BUCKET}/baselines/support-routing/evaluation.json"
+    )
+    assert invoke_resolve(Task="support-routing", BaselineMode="reuse")
+    # The other task has no baseline yet: its reuse run stops, naming its task.
+    with pytest.raises(
+        resolve_inputs.InputsError, match="a BaselineMode=train run of task dialogue-summary"
+    ):
+        invoke_resolve(BaselineMode="reuse")
 
 
 def test_bad_data_is_refused_before_anything_is_uploaded(s3, tmp_path: Path) -> None:
@@ -119,13 +177,15 @@ def test_bad_data_is_refused_before_anything_is_uploaded(s3, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("event", "message"),
     [
-        ({}, f"no dataset is published in s3://{BUCKET}/datasets/published/; publish one: "
-             f"peftops data publish --data FILE --bucket {BUCKET}"),
+        ({}, f"no dataset of task dialogue-summary is published in "
+             f"s3://{BUCKET}/datasets/dialogue-summary/published/; publish one: "
+             f"peftops data publish --task dialogue-summary --data FILE --bucket {BUCKET}"),
         ({"DatasetVersion": "20260101T000000000000Z-0123456789ab"}, "is not published"),
+        ({"Task": "../other"}, "Task '../other' is not a task's name"),
     ],
 )  # fmt: skip
 def test_a_run_without_published_data_fails_naming_the_command(s3, event, message) -> None:
-    with pytest.raises(resolve_inputs.InputsError, match=message.replace("(", r"\(")):
+    with pytest.raises(resolve_inputs.InputsError, match=re.escape(message)):
         invoke_resolve(**event)
 
 
@@ -155,8 +215,8 @@ def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Pa
         app, ["baseline", "publish", "--evaluation", str(trained), "--bucket", BUCKET]
     )
     assert stored.exit_code == 0, stored.output
-    assert (
-        stored.output.strip() == f"stored the baseline at s3://{BUCKET}/baselines/evaluation.json"
+    assert stored.output.strip() == (
+        f"stored the baseline at s3://{BUCKET}/baselines/dialogue-summary/evaluation.json"
     )
     assert invoke_resolve(BaselineMode="reuse")["DatasetUri"].startswith(f"s3://{BUCKET}/")
 

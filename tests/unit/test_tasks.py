@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import REPO, peftops, write_jsonl
 from training_scripts import tasks
+from training_scripts.contracts import GateThresholds
 from training_scripts.tasks import TaskSpecError, parse_task_spec
 
 VALID = {"name": "qa", "format": "fields", "template": "Q: {question}", "target_field": "answer"}
@@ -216,23 +218,62 @@ def test_a_label_task_refuses_an_answer_outside_its_labels_and_preprocess_counts
         )
 
 
-def test_a_stage_declares_its_task_and_a_bad_spec_stops_cdk_synth_in_one_line(
-    tmp_path: Path,
+def dev_stage(**changes: Any) -> dict[str, Any]:
+    stages = json.loads((REPO / "cdk.json").read_text())["context"]["stages"]
+    return {"dev": {**stages["dev"], **changes}}
+
+
+def test_a_stage_declares_its_tasks_each_with_the_stages_gate_or_its_own() -> None:
+    from pipelines.definition.stages import stage_settings
+
+    routing = {"spec": "support-routing", "metric_tolerance": 0.05, "min_metric_gain": 0.2}
+    settings = stage_settings(dev_stage(tasks=["dialogue-summary", routing]), "dev")
+    assert [t.spec.name for t in settings.tasks] == ["dialogue-summary", "support-routing"]
+    config = settings.pipeline
+    assert (config.task, config.tasks) == (
+        "dialogue-summary",
+        ("dialogue-summary", "support-routing"),
+    )
+    assert config.gate("dialogue-summary") == GateThresholds(0.02, 0.01)  # the stage's
+    assert config.gate("support-routing") == GateThresholds(0.05, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tasks": []}, 'stages.dev.tasks: list the stage\'s tasks, e.g. "tasks": ["dialogue-summary"]'),
+        ({"tasks": "dialogue-summary"}, "stages.dev.tasks: list the stage's tasks"),
+        ({"tasks": ["support-routing", "support-routing"]}, "stages.dev.tasks[1]: task support-routing is listed twice"),
+        ({"tasks": ["no-such-task"]}, "stages.dev.tasks[0]: "),
+        ({"tasks": [{"spec": "support-routing", "metric_tolerance": 0.1}]}, "stages.dev.tasks[0]: a task's own gate sets both"),
+        ({"tasks": [{"spec": "support-routing", "tolerance": 0.1}]}, "unknown keys ['tolerance']"),
+        ({"tasks": [{"metric_tolerance": 0.1, "min_metric_gain": 0.1}]}, "stages.dev.tasks[0]: a task's name or spec file"),
+        ({"task": "support-routing"}, 'stages.dev.task: list the stage\'s tasks as "tasks": ["support-routing"]'),
+        ({"schedule": {"parameters": {"Task": "x"}}}, "stages.dev.schedule.parameters.Task: each of the stage's tasks"),
+        ({"pipeline": {"task": "x"}}, "stages.dev: pipeline.task is set by the stage's tasks"),
+    ],
+)  # fmt: skip
+def test_a_stages_tasks_that_cannot_deploy_are_refused_in_one_line(
+    changes: dict[str, Any], message: str
 ) -> None:
-    """cdk.json's `task` is checked where the app synthesizes: the CDK app (what `cdk synth`
+    from pipelines.definition.stages import stage_settings
+
+    with pytest.raises(ValueError) as refused:
+        stage_settings(dev_stage(**changes), "dev")
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert str(refused.value).startswith("stages.dev")
+
+
+def test_a_bad_spec_in_a_stage_stops_cdk_synth_in_one_line(tmp_path: Path) -> None:
+    """cdk.json's `tasks` are checked where the app synthesizes: the CDK app (what `cdk synth`
     runs) exits with one line before building anything."""
     import os
     import subprocess
     import sys
 
-    from pipelines.definition.stages import stage_settings
-
-    stages = json.loads((REPO / "cdk.json").read_text())["context"]["stages"]
-    routing = stage_settings({"dev": {**stages["dev"], "task": "support-routing"}}, "dev")
-    assert (routing.task.name, routing.pipeline.task) == ("support-routing", "support-routing")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "format": "fields", "template": "no field"}))
-    context = {"stage": "dev", "stages": {"dev": {**stages["dev"], "task": str(bad)}}}
+    context = {"stage": "dev", "stages": dev_stage(tasks=["dialogue-summary", str(bad)])}
     done = subprocess.run(
         [sys.executable, "app.py"],
         cwd=REPO,
@@ -249,8 +290,8 @@ def test_a_stage_declares_its_task_and_a_bad_spec_stops_cdk_synth_in_one_line(
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"peftops: error: stages.dev.task: {bad}: template 'no field' names no field: put the "
-        "data's fields in it as {field}"
+        f"peftops: error: stages.dev.tasks[1]: {bad}: template 'no field' names no field: put "
+        "the data's fields in it as {field}"
     ]
 
 
