@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -139,11 +140,11 @@ class EvaluateArguments:
             "interval (the report's verdict)."
         },
     )
-    task_gates: str = field(
-        default="",
+    task_gate: list[str] = field(
+        default_factory=list,
         metadata={
-            "help": 'JSON {"<task>": {"metric_tolerance": x, "min_metric_gain": y}}: the tasks '
-            "whose gate differs from the two thresholds above."
+            "help": "TASK=TOLERANCE,GAIN for each task whose gate differs from the two "
+            "thresholds above (the evaluated task's applies)."
         },
     )
 
@@ -157,6 +158,9 @@ class EvaluateArguments:
             )
         if self.adapter_quantization not in {"auto", "4bit", "none"}:
             raise ValueError("--adapter-quantization must be auto, 4bit or none")
+        for entry in self.task_gate:
+            if not re.fullmatch(r"[a-z0-9-]+=[-+.0-9e]+,[-+.0-9e]+", entry):
+                raise ValueError(f"--task-gate {entry!r}: write TASK=TOLERANCE,GAIN")
 
 
 # --- artifacts -----------------------------------------------------------------------------
@@ -570,10 +574,12 @@ def write_predictions(
 
 def task_gate(args: EvaluateArguments, task: str) -> contracts.GateThresholds:
     """The gate's thresholds for the test set's task: its own where the stage gives it one."""
-    gates = json.loads(args.task_gates) if args.task_gates else {}
-    if task in gates:
-        return contracts.GateThresholds(**gates[task])
-    return contracts.GateThresholds(args.metric_tolerance, args.min_metric_gain)
+    for entry in args.task_gate:
+        name, _, limits = entry.partition("=")
+        tolerance, _, gain = limits.partition(",")
+        if name == task:
+            return contracts.GateThresholds(float(tolerance), float(gain))
+    return contracts.GateThresholds(float(args.metric_tolerance), float(args.min_metric_gain))
 
 
 def thresholds_of(evaluation: dict[str, Any]) -> contracts.GateThresholds:

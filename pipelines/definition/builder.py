@@ -129,9 +129,9 @@ class Parameters:
     @classmethod
     def from_config(cls, config: PipelineConfig, deployment: Deployment) -> Parameters:
         return cls(
-            task=ParameterString(
-                "Task", default_value=config.task, enum_values=list(config.run_tasks)
-            ),
+            # Not EnumValues (a list of at most 16, by user reports): ResolveInputs refuses a
+            # task the stage does not declare, as the run's first step.
+            task=ParameterString("Task", default_value=config.task),
             dataset_version=ParameterString("DatasetVersion", default_value=config.dataset_version),
             base_model=ParameterString(
                 "BaseModel", default_value=base_model_location(config, deployment)

@@ -239,6 +239,11 @@ class PipelineConfig:
         strays = sorted({task for task, _ in self.task_gates} - set(self.run_tasks))
         if strays:
             raise ValueError(f"task_gates name tasks the pipeline does not run: {strays}")
+        if self.baseline_evaluation_uri and len(self.run_tasks) > 1:
+            raise ValueError(
+                "baseline_evaluation_uri names one baseline, but the pipeline runs several tasks: "
+                "drop it, each task's run reads its own (peftops baseline publish)"
+            )
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout {self.lora_dropout} must be in [0, 1)")
         if self.precision not in {p.value for p in Precision}:
@@ -259,18 +264,22 @@ class PipelineConfig:
     def run_tasks(self) -> tuple[str, ...]:
         return self.tasks or (self.task,)
 
+    @property
+    def stage_gate(self) -> GateThresholds:
+        """The gate of the tasks without their own, as floats: what evaluate states and the
+        definition's conditions compare with (0 and 0.0 are one number to both)."""
+        return GateThresholds(float(self.metric_tolerance), float(self.min_metric_gain))
+
     def gate(self, task: str) -> GateThresholds:
         """The quality gate's thresholds for one task."""
-        default = GateThresholds(self.metric_tolerance, self.min_metric_gain)
-        return dict(self.task_gates).get(task, default)
+        gate = dict(self.task_gates).get(task, self.stage_gate)
+        return GateThresholds(float(gate.metric_tolerance), float(gate.min_metric_gain))
 
-    def gate_groups(self) -> list[tuple[GateThresholds, tuple[str, ...]]]:
-        """The run tasks grouped by their gate's thresholds, in the order tasks are declared:
-        one group where all tasks share the stage's gate."""
-        groups: dict[GateThresholds, list[str]] = {}
-        for task in self.run_tasks:
-            groups.setdefault(self.gate(task), []).append(task)
-        return [(gate, tuple(tasks)) for gate, tasks in groups.items()]
+    @property
+    def own_gates(self) -> dict[str, GateThresholds]:
+        """The tasks whose gate differs from the stage's, in the order they are declared."""
+        own = dict(self.task_gates)
+        return {task: self.gate(task) for task in self.run_tasks if task in own}
 
 
 def check_task_name(task: str) -> str:

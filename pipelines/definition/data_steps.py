@@ -36,6 +36,7 @@ class DataSteps:
             inputs={
                 "Bucket": self.deployment.bucket,
                 "Task": p.task,
+                "StageTasks": ",".join(self.config.run_tasks),
                 "DatasetVersion": p.dataset_version,
                 "BaselineMode": p.baseline_mode,
                 "BaselineEvaluationUri": p.baseline_evaluation_uri,

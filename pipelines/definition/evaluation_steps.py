@@ -4,7 +4,6 @@ quality gate's condition on its evaluation.json, one factory per baseline source
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,6 @@ from sagemaker.core.workflow import (
     Condition,
     ConditionEquals,
     ConditionGreaterThanOrEqualTo,
-    ConditionIn,
     ConditionLessThanOrEqualTo,
     ConditionNot,
     ConditionOr,
@@ -37,6 +35,7 @@ from pipelines.definition.containers import (
     PROCESSING,
 )
 from training_scripts import contracts
+from training_scripts.contracts import GateThresholds
 
 # The SDK's condition classes for the comparisons the gate rule uses.
 GATE_CONDITION_TYPES: dict[str, type[Condition]] = {
@@ -136,9 +135,15 @@ class EvaluationSteps:
             "--metric-tolerance", str(self.config.metric_tolerance),
             "--min-metric-gain", str(self.config.min_metric_gain),
         ]  # fmt: skip
-        if self.config.task_gates:
-            gates = {task: vars(gate) for task, gate in self.config.task_gates}
-            arguments += ["--task-gates", json.dumps(gates, sort_keys=True)]
+        if self.config.own_gates:
+            # One short argument per task: a container argument holds at most 256 characters.
+            arguments += [
+                "--task-gate",
+                *(
+                    f"{task}={gate.metric_tolerance},{gate.min_metric_gain}"
+                    for task, gate in self.config.own_gates.items()
+                ),
+            ]
         if baseline is not None:
             inputs.append(
                 self.s3_input(
@@ -172,12 +177,21 @@ class EvaluationSteps:
     def gate_conditions(self, value: Callable[[str], JsonGet]) -> list[Condition]:
         """Each gate condition against the run's task's thresholds, which are deployment
         settings, literal here: whoever starts a run cannot loosen the gate. The evaluation must
-        state the same thresholds, since registration records them from it. Where the stage's
-        tasks have different gates, each group's conditions hold unless the run's Task is
-        another group's (the Task parameter allows only the stage's tasks)."""
-        groups = self.config.gate_groups()
+        state the same thresholds, since registration records them from it. A task with its
+        own gate has its conditions hold unless the run's Task is another; the stage's gate
+        holds unless the run's Task is one of those (ResolveInputs refuses any Task the stage
+        does not declare)."""
+        task = self.params.task
+        own = self.config.own_gates
+        groups: list[tuple[GateThresholds, list[Condition]]] = []
+        if any(t not in own for t in self.config.run_tasks):
+            groups.append(
+                (self.config.stage_gate, [ConditionEquals(left=task, right=t) for t in own])
+            )
+        for name, gate in own.items():
+            groups.append((gate, [ConditionNot(expression=ConditionEquals(left=task, right=name))]))
         conditions: list[Condition] = []
-        for gate, tasks in groups:
+        for gate, exempt in groups:
             for c in contracts.GATE_CONDITIONS:
                 limit = getattr(gate, c.threshold)
                 rules: list[Condition] = [
@@ -186,11 +200,8 @@ class EvaluationSteps:
                         left=value(f"{contracts.GATE_THRESHOLDS}.{c.threshold}"), right=limit
                     ),
                 ]
-                if len(groups) > 1:
-                    other_task = ConditionNot(
-                        expression=ConditionIn(value=self.params.task, in_values=list(tasks))
-                    )
-                    rules = [ConditionOr(conditions=[other_task, rule]) for rule in rules]
+                if exempt:
+                    rules = [ConditionOr(conditions=[*exempt, rule]) for rule in rules]
                 conditions += rules
         return conditions
 

@@ -4,6 +4,7 @@ them, so a definition the service would reject fails here first."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sagemaker.core.common_utils import volume_size_supported
@@ -146,17 +147,64 @@ def uri_violations(step: str, request: dict[str, Any], defaults: dict[str, Any])
     return found
 
 
+@functools.cache
+def _input_shape(operation: str) -> Any:
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return model.operation_model(operation).input_shape
+
+
+def length_violations(
+    step: str, operation: str, request: dict[str, Any], defaults: dict[str, Any]
+) -> list[str]:
+    """Every string and list of the request against its shape's maximum: botocore checks
+    types and minimums before sending, not maximums, which the service enforces (a container
+    argument of 257 characters is refused when the job starts). Text built at run time is
+    measured as `rendered` builds it, parameters at their defaults."""
+    found: list[str] = []
+
+    def walk(shape: Any, value: Any, path: str) -> None:
+        limit = shape.metadata.get("max")
+        if shape.type_name == "structure" and isinstance(value, dict):
+            for key, member in value.items():
+                if key in shape.members:
+                    walk(shape.members[key], member, f"{path}.{key}" if path else key)
+        elif shape.type_name == "list" and isinstance(value, list):
+            if limit is not None and len(value) > limit:
+                found.append(f"{step}: {path} holds {len(value)} items; the service takes {limit}")
+            for index, item in enumerate(value):
+                walk(shape.member, item, f"{path}[{index}]")
+        elif shape.type_name == "map" and isinstance(value, dict):
+            for key, item in value.items():
+                walk(shape.key, key, f"{path} key")
+                walk(shape.value, item, f"{path}[{key!r}]")
+        elif shape.type_name == "string":
+            text = rendered(value, defaults)
+            if text is not None and limit is not None and len(text) > limit:
+                found.append(
+                    f"{step}: {path} is {len(text)} characters; the service takes at most {limit}"
+                )
+
+    walk(_input_shape(operation), request, "")
+    return found
+
+
 def training_job_violations(
     step: str, request: dict[str, Any], defaults: dict[str, Any] | None = None
 ) -> list[str]:
     """CreateTrainingJob's request (a TrainingStep's Arguments)."""
     resources = request.get("ResourceConfig", {})
-    return resource_violations(
-        step,
-        resources.get("InstanceType"),
-        resources.get("VolumeSizeInGB"),
-        resources.get("VolumeKmsKeyId"),
-    ) + uri_violations(step, request, defaults or {})
+    return (
+        resource_violations(
+            step,
+            resources.get("InstanceType"),
+            resources.get("VolumeSizeInGB"),
+            resources.get("VolumeKmsKeyId"),
+        )
+        + uri_violations(step, request, defaults or {})
+        + length_violations(step, "CreateTrainingJob", request, defaults or {})
+    )
 
 
 def processing_job_violations(
@@ -164,19 +212,25 @@ def processing_job_violations(
 ) -> list[str]:
     """CreateProcessingJob's request (a ProcessingStep's Arguments)."""
     cluster = request.get("ProcessingResources", {}).get("ClusterConfig", {})
-    return resource_violations(
-        step,
-        cluster.get("InstanceType"),
-        cluster.get("VolumeSizeInGB"),
-        cluster.get("VolumeKmsKeyId"),
-    ) + uri_violations(step, request, defaults or {})
+    return (
+        resource_violations(
+            step,
+            cluster.get("InstanceType"),
+            cluster.get("VolumeSizeInGB"),
+            cluster.get("VolumeKmsKeyId"),
+        )
+        + uri_violations(step, request, defaults or {})
+        + length_violations(step, "CreateProcessingJob", request, defaults or {})
+    )
 
 
 def registration_violations(
     step: str, request: dict[str, Any], defaults: dict[str, Any] | None = None
 ) -> list[str]:
     """CreateModelPackage's request (a RegisterModel step's Arguments)."""
-    return uri_violations(step, request, defaults or {})
+    return uri_violations(step, request, defaults or {}) + length_violations(
+        step, "CreateModelPackage", request, defaults or {}
+    )
 
 
 JOB_RULES = {

@@ -20,9 +20,6 @@ LATEST = "latest"
 # What a run's BaselineEvaluationUri means by default: its task's stored baseline.
 TASK_BASELINE = "task-baseline"
 VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{12}")
-# A task's name (training_scripts.tasks.TASK_NAME, which the functions cannot import): it is a
-# key segment, so nothing else may pass.
-TASK_NAME = re.compile(r"[a-z0-9](-?[a-z0-9]){0,31}")
 # What a function that lists every task's published markers may ask for (s3:prefix).
 ALL_DATASET_MARKERS = f"{DATASETS}*/published/*"
 

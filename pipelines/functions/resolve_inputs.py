@@ -29,9 +29,13 @@ def resolve_inputs(event: dict[str, Any], list_keys: ListKeys, exists: Exists) -
     """The run's dataset version and URI, and the baseline its evaluation reads in reuse mode
     (the task's stored one unless the run names another)."""
     bucket, task, requested = event["Bucket"], event["Task"], event["DatasetVersion"]
-    if not layout.TASK_NAME.fullmatch(task):
+    # The stage's tasks: the only ones whose data, baseline and gate it deployed (a task's name
+    # is also a key segment of its data).
+    declared = event["StageTasks"].split(",")
+    if task not in declared:
         raise InputsError(
-            f"Task {task!r} is not a task's name (lower-case letters, digits, hyphens)"
+            f"Task {task!r} is not one of this stage's tasks ({', '.join(declared)}); add it to "
+            "the stage's tasks in cdk.json and deploy, or pass one of these"
         )
     markers = layout.dataset_markers(task)
     versions = layout.versions_in(task, list_keys(bucket, markers))

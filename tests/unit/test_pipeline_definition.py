@@ -259,7 +259,9 @@ def gate_holds(
     return scope.all_hold(gate)
 
 
-@pytest.mark.parametrize("task", TWO_TASKS.tasks)
+# A task the stage does not declare never gets past ResolveInputs; were it to, the stage's
+# gate would judge it, never a looser one.
+@pytest.mark.parametrize("task", [*TWO_TASKS.tasks, "undeclared"])
 @pytest.mark.parametrize("shortfall", [-0.1, 0.02, 0.03, 0.05, 0.06])
 @pytest.mark.parametrize("gain", [-0.05, 0.01, 0.1, 0.2, 0.3])
 def test_each_task_of_a_stage_is_gated_by_its_own_thresholds(
@@ -269,7 +271,7 @@ def test_each_task_of_a_stage_is_gated_by_its_own_thresholds(
     one rule does with the run's task's thresholds, and refuses an evaluation that states
     another task's."""
     definition = build(TWO_TASKS)[0]
-    gate = TWO_TASKS.gate(task)
+    gate = TWO_TASKS.gate(task)  # the stage's for a task without its own
     expected = shortfall <= gate.metric_tolerance and gain >= gate.min_metric_gain
     assert gate_holds(definition, task, shortfall, gain, gate) == expected
     for other in {TWO_TASKS.gate(t) for t in TWO_TASKS.tasks} - {gate}:
@@ -286,8 +288,9 @@ def test_a_stages_tasks_are_the_runs_choices_and_evaluation_states_their_gates(
 
     definition = build(config)[0]
     declared = {p["Name"]: p for p in definition["Parameters"]}
-    assert declared["Task"]["EnumValues"] == list(config.run_tasks)
     assert declared["Task"]["DefaultValue"] == config.run_tasks[0]
+    resolve = flatten(definition["Steps"])["ResolveInputs"]["Arguments"]
+    assert resolve["StageTasks"] == ",".join(config.run_tasks)
     for name, args in job_arguments(definition).items():
         if name.startswith("Evaluate"):
             for task in config.run_tasks:
@@ -301,6 +304,7 @@ def test_a_stages_tasks_are_the_runs_choices_and_evaluation_states_their_gates(
         ({"task": "b", "tasks": ("a",)}, "is not one of tasks"),
         ({"task_gates": (("b", GateThresholds(0.1, 0.1)),)}, "task_gates name tasks the pipeline does not run"),
         ({"tasks": ("Bad Name",)}, "lower-case letters"),
+        ({"tasks": ("a", "b"), "baseline_evaluation_uri": "s3://b/e.json"}, "names one baseline"),
     ],
 )  # fmt: skip
 def test_a_tasks_setting_that_cannot_run_is_refused(settings: dict, message: str) -> None:
@@ -384,7 +388,6 @@ def test_parameters(definition) -> None:
     assert declared["DatasetVersion"]["DefaultValue"] == "latest"
     # The run's task's stored baseline, which ResolveInputs names.
     assert declared["BaselineEvaluationUri"]["DefaultValue"] == "task-baseline"
-    assert declared["Task"]["EnumValues"] == ["dialogue-summary"]
     used = set(re.findall(r'"Get": "Parameters\.(\w+)"', json.dumps(definition["Steps"])))
     assert used == set(declared), "every parameter is used, and only declared ones"
 
@@ -867,6 +870,29 @@ def test_a_definition_the_service_would_refuse_is_not_built() -> None:
         ValueError, match=r"TrainAdapter: VolumeSizeInGB 500 exceeds ml\.g5\.2xlarge"
     ):
         definition_json(PipelineConfig(train_volume_gb=500), DEPLOYMENT)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "refused"),
+    [
+        (["--x", "a" * 256], None),
+        (["--x", "a" * 257], "AppSpecification.ContainerArguments[1] is 257 characters; the service takes at most 256"),
+        (["--x", {"Std:Join": {"On": "", "Values": ["a" * 250, {"Get": "Parameters.Task"}]}}], "is 265 characters"),
+        (["--x"] * 101, "AppSpecification.ContainerArguments holds 101 items; the service takes 100"),
+    ],
+)  # fmt: skip
+def test_a_request_over_a_documented_maximum_is_refused(
+    arguments: list, refused: str | None
+) -> None:
+    """botocore sends what is longer than the API allows; the service refuses it when the job
+    starts. The rules measure every string and list of the request against its shape."""
+    from pipelines.definition.service_rules import length_violations
+
+    request = {"AppSpecification": {"ImageUri": "image", "ContainerArguments": arguments}}
+    found = length_violations(
+        "Evaluate", "CreateProcessingJob", request, {"Task": "support-routing"}
+    )
+    assert found == ([] if refused is None else [next(v for v in found if refused in v)])
 
 
 @pytest.mark.parametrize(

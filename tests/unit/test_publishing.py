@@ -65,6 +65,7 @@ def invoke_resolve(**event: str) -> dict:
         {
             "Bucket": BUCKET,
             "Task": "dialogue-summary",
+            "StageTasks": "dialogue-summary,support-routing",
             "DatasetVersion": "latest",
             "BaselineMode": "train",
             "BaselineEvaluationUri": layout.TASK_BASELINE,
@@ -181,7 +182,8 @@ def test_bad_data_is_refused_before_anything_is_uploaded(s3, tmp_path: Path) -> 
              f"s3://{BUCKET}/datasets/dialogue-summary/published/; publish one: "
              f"peftops data publish --task dialogue-summary --data FILE --bucket {BUCKET}"),
         ({"DatasetVersion": "20260101T000000000000Z-0123456789ab"}, "is not published"),
-        ({"Task": "../other"}, "Task '../other' is not a task's name"),
+        ({"Task": "../other"}, "Task '../other' is not one of this stage's tasks "
+                               "(dialogue-summary, support-routing); add it to the stage's tasks"),
     ],
 )  # fmt: skip
 def test_a_run_without_published_data_fails_naming_the_command(s3, event, message) -> None:
