@@ -3,10 +3,11 @@ successful earlier run of the same pipeline step within `ExpireAfter` is not run
 later steps read the earlier run's properties.
 
 The key is what AWS documents ("Default cache key attributes by pipeline step type",
-SageMaker Developer Guide), over the step's resolved request: Processing keys on
-AppSpecification, Environment and ProcessingInputs; Training on AlgorithmSpecification,
-CheckpointConfig, Environment, HyperParameters and InputDataConfig. Outputs, resources and
-the job's name are not part of it.
+SageMaker Developer Guide, pipelines-default-keys), over the step's resolved request:
+Processing keys on AppSpecification, Environment and ProcessingInputs; Training on
+AlgorithmSpecification, CheckpointConfig, DebugHookConfig, DebugRuleConfigurations,
+Environment, HyperParameters and InputDataConfig. Outputs, resources and the job's name are
+not part of it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ KEY_ATTRIBUTES = {
     "Training": (
         "AlgorithmSpecification",
         "CheckpointConfig",
+        "DebugHookConfig",
+        "DebugRuleConfigurations",
         "Environment",
         "HyperParameters",
         "InputDataConfig",

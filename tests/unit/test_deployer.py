@@ -334,12 +334,25 @@ def test_a_component_still_starting_at_the_deadline_fails_the_deployment(clients
     assert slept == [15, 15, 15]
 
 
-@pytest.mark.parametrize("status", ["Deployed", "Retired", "DeploymentFailed"])
-def test_an_event_for_a_version_not_pending_here_changes_nothing(clients, status: str) -> None:
+@pytest.mark.parametrize(
+    ("stage", "status"),
+    [
+        *(("staging", s) for s in ("Deployed", "Retired", "DeploymentFailed", "Archived")),
+        # Another stage's deployer's work, whatever its status: this one never touches it.
+        *(("production", s) for s in ("PendingDeployment", "Deployed", "Retired")),
+        ("development", "PendingDeployment"),
+        ("archived", "Archived"),
+    ],
+)
+def test_an_event_for_a_version_not_pending_here_changes_nothing(
+    clients, stage: str, status: str
+) -> None:
     sagemaker, runtime, sm, _ = clients
-    sm.add_response("describe_model_package", package(2, status), {"ModelPackageName": arn(2)})
+    elsewhere = package(2, status) | {"ModelLifeCycle": {"Stage": stage, "StageStatus": status}}
+    sm.add_response("describe_model_package", elsewhere, {"ModelPackageName": arn(2)})
     run, _ = make(sagemaker, runtime)
     assert run.deploy(arn(2))["outcome"] == "skipped"
+    sm.assert_no_pending_responses()  # and it called nothing else
 
 
 def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatch) -> None:

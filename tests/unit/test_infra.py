@@ -187,6 +187,107 @@ def test_no_wildcard_actions_and_star_resources_only_where_aws_requires(dev) -> 
                 assert set(actions) <= STAR_RESOURCE_ACTIONS, statement
 
 
+JOB_ROLE_ACTIONS = {
+    "cloudwatch:PutMetricData", "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+    "ecr:GetAuthorizationToken", "ecr:GetDownloadUrlForLayer", "kms:CreateGrant", "kms:Decrypt",
+    "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "logs:CreateLogGroup",
+    "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents",
+    "s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket",
+    "s3:PutObject",
+}  # fmt: skip
+# Every role of a stage and every action it may take: a grant added anywhere fails this until
+# it is listed here, which is where least privilege is reviewed. Roles by logical id without
+# CDK's hash; CDK's own BucketDeployment handler role (copies the code assets) by its prefix.
+ROLE_ACTIONS = {
+    "PreprocessJobRole": JOB_ROLE_ACTIONS,
+    "EvaluationJobRole": JOB_ROLE_ACTIONS,
+    # SageMaker mirrors checkpoint rotation, deleting what train.py rotated out.
+    "TrainingJobRole": JOB_ROLE_ACTIONS | {"s3:DeleteObject"},
+    "PipelineRole": {
+        "iam:PassRole", "kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey",
+        "lambda:InvokeFunction", "s3:GetObject", "sagemaker:AddTags",
+        "sagemaker:CreateModelPackage", "sagemaker:CreateProcessingJob",
+        "sagemaker:CreateTrainingJob", "sagemaker:DescribeModelPackage",
+        "sagemaker:DescribePipeline", "sagemaker:DescribePipelineExecution",
+        "sagemaker:DescribeProcessingJob", "sagemaker:DescribeTrainingJob",
+        "sagemaker:StopProcessingJob", "sagemaker:StopTrainingJob",
+    },
+    "Functionsresolveinputsrole": {
+        "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket",
+    },
+    "Functionscheckregisteredrole": {
+        "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject",
+        "sagemaker:BatchDescribeModelPackage", "sagemaker:ListModelPackages",
+    },
+    "NotificationsPublishRole": {"kms:Decrypt", "kms:GenerateDataKey*", "sns:Publish"},
+    "SchedulerRole": {
+        "kms:Decrypt", "kms:GenerateDataKey", "sagemaker:StartPipelineExecution",
+        "sqs:SendMessage",
+    },
+    "CustomCDKBucketDeployment": {
+        "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*",
+        "kms:ReEncrypt*", "s3:Abort*", "s3:DeleteObject*", "s3:GetBucket*", "s3:GetObject*",
+        "s3:List*", "s3:PutObject", "s3:PutObjectLegalHold", "s3:PutObjectRetention",
+        "s3:PutObjectTagging", "s3:PutObjectVersionTagging",
+    },
+}  # fmt: skip
+
+
+def role_statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
+    """(role logical id, statement) for every statement of every policy attached to a role."""
+    found = []
+    for logical_id, resource in template.to_json()["Resources"].items():
+        if resource["Type"] == "AWS::IAM::Policy":
+            for role in resource["Properties"].get("Roles", []):
+                for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                    found.append((role["Ref"], statement))
+        elif resource["Type"] == "AWS::IAM::Role":
+            for policy in resource["Properties"].get("Policies") or []:
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    found.append((logical_id, statement))
+    return found
+
+
+def actions_of(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
+def role_key(logical_id: str) -> str:
+    return next(
+        (key for key in ROLE_ACTIONS if logical_id.startswith(key) and key.startswith("Custom")),
+        re.sub(r"[0-9A-F]{8}$", "", logical_id),
+    )
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_every_role_may_take_exactly_its_listed_actions(stage: str, request) -> None:
+    template = request.getfixturevalue(stage)[0]
+    granted: dict[str, set[str]] = {
+        role_key(logical_id): set() for logical_id in resources(template, "AWS::IAM::Role")
+    }
+    for role, statement in role_statements(template):
+        assert statement["Effect"] == "Allow", statement
+        granted[role_key(role)].update(actions_of(statement))
+    assert granted == ROLE_ACTIONS
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_every_kms_grant_is_only_for_aws_resources(stage: str, request) -> None:
+    """A role that may create grants on the key may do so only for an AWS service acting for
+    it (a job's volume, a model's artifacts), never hand the key to a principal of its own."""
+    template = request.getfixturevalue(stage)[0]
+    grants = [
+        (role, s) for role, s in role_statements(template) if "kms:CreateGrant" in actions_of(s)
+    ]
+    assert {role_key(role) for role, _ in grants} == {
+        "PipelineRole", "PreprocessJobRole", "TrainingJobRole", "EvaluationJobRole",
+    }  # fmt: skip
+    for _, statement in grants:
+        assert actions_of(statement) == ["kms:CreateGrant"], statement
+        assert statement["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+
+
 def test_roles_use_no_aws_managed_policies(dev) -> None:
     template, _, _ = dev
     for name, role in resources(template, "AWS::IAM::Role").items():

@@ -1,14 +1,19 @@
-"""make mutation's verdict: killed / total per module, and a named function that no mutant
-matches (renamed or moved) fails the run instead of going unmutated."""
+"""make mutation's verdict: killed / total per module after recorded equivalents, the results
+file that accounts for every product module, a named function that no mutant matches (renamed
+or moved) failing the run, and make mutation-changed's choice of functions."""
 
 from __future__ import annotations
 
+import json
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tools import mutation_score
+from tests.conftest import REPO
+from tools import mutation_changed, mutation_score
+from tools.mutation_modules import product_modules
 
 RESULTS = """\
     training_scripts.contracts.x_gate_verdict__mutmut_1: killed
@@ -42,8 +47,108 @@ def test_a_pattern_that_names_no_mutant_fails(mutmut: str, capsys) -> None:
 
 
 @pytest.mark.parametrize(("min_killed", "code"), [(0.6, 0), (0.7, 1)])
-def test_the_share_killed_decides(mutmut: str, min_killed: float, code: int, capsys) -> None:
+def test_the_share_killed_decides(
+    mutmut: str, min_killed: float, code: int, tmp_path: Path, capsys
+) -> None:
+    """An accepted survivor is explained but counts against the module's share."""
+    results = tmp_path / "mutation.json"
+    accepted = {"training_scripts.contracts.x_gate_verdict__mutmut_2": "a log line's wording"}
+    results.write_text(
+        json.dumps(
+            {"pending": [], "modules": {"training_scripts.contracts": {"accepted": accepted}}}
+        )
+    )
     argv = ["training_scripts.contracts.x_gate_*", "--min-killed", str(min_killed)]
-    assert mutation_score.main([*argv, "--mutmut", mutmut]) == code
+    assert mutation_score.main([*argv, "--mutmut", mutmut, "--results", str(results)]) == code
     out = capsys.readouterr().out
     assert "training_scripts.contracts" in out and "66.7%" in out
+
+
+def test_survivors_recorded_as_equivalent_count_apart_and_others_fail(
+    mutmut: str, tmp_path: Path, capsys
+) -> None:
+    """A survivor with a recorded reason is out of the denominator; one without fails the
+    module whatever the share, and --record lists it and keeps the reasons."""
+    results = tmp_path / "mutation.json"
+    survivor = "training_scripts.contracts.x_gate_verdict__mutmut_2"
+    argv = ["training_scripts.contracts.x_gate_*", "--mutmut", mutmut, "--results", str(results)]
+    assert mutation_score.main([*argv, "--min-killed", "0.5", "--record"]) == 1
+    assert f"{survivor} (survived)" in capsys.readouterr().out
+    written = json.loads(results.read_text())
+    # Below the bar: kept apart from the measured modules, with what is left to kill.
+    assert "training_scripts.contracts" not in written["modules"]
+    assert written["unfinished"]["training_scripts.contracts"]["survived"] == [
+        f"{survivor} (survived)"
+    ]
+    assert "training_scripts.contracts" not in written["pending"]
+    assert "pipelines.registry.decisions" in written["pending"]
+
+    # A module in a recorded scope with no mutant at all is measured: it holds nothing to mutate.
+    mutation_score.main(
+        ["training_scripts.*", "--mutmut", mutmut, "--results", str(results), "--record"]
+    )
+    written = json.loads(results.read_text())
+    assert written["modules"]["training_scripts.enums"]["mutants"] == 0
+    assert not any(m.startswith("training_scripts.") for m in written["pending"])
+    assert "pipelines.registry.decisions" in written["pending"]
+
+    written["unfinished"]["training_scripts.contracts"]["equivalent"] = {
+        survivor: "the two branches return the same verdict"
+    }
+    results.write_text(json.dumps(written))
+    assert mutation_score.main([*argv, "--record"]) == 0
+    assert "100.0%" in capsys.readouterr().out
+    kept = json.loads(results.read_text())["modules"]["training_scripts.contracts"]
+    assert "training_scripts.contracts" not in json.loads(results.read_text())["unfinished"]
+    assert kept["equivalent"] == {survivor: "the two branches return the same verdict"}
+    assert (kept["mutants"], kept["killed"], kept["survived"], kept["accepted"]) == (3, 2, [], {})
+
+
+def test_every_product_module_is_measured_or_listed_as_pending() -> None:
+    """docs/mutation.json accounts for every product module: measured at a commit at the bar
+    (90% of the killable mutants killed, every survivor explained in one line), measured and
+    unfinished (its survivors listed), or pending."""
+    results = json.loads((REPO / "docs" / "mutation.json").read_text())
+    measured, pending = set(results["modules"]), set(results["pending"])
+    unfinished = set(results["unfinished"])
+    assert not measured & pending and not measured & unfinished and not pending & unfinished
+    assert sorted(measured | pending | unfinished) == product_modules(REPO)
+    for module, entry in results["modules"].items():
+        killable = entry["mutants"] - len(entry["equivalent"])
+        assert entry["killed"] >= 0.9 * killable, module
+        assert entry["survived"] == [], module
+        explained = {**entry["equivalent"], **entry["accepted"]}
+        assert entry["killed"] + len(explained) == entry["mutants"], module
+        for name, reason in explained.items():
+            assert name.startswith(f"{module}.") and reason.strip() and "\n" not in reason
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_mutation_changed_names_exactly_the_changed_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "pipelines" / "registry" / "rules.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(
+        "def kept(x):\n    return x + 1\n\n\n"
+        "def edited(x):\n    return x * 2\n\n\n"
+        "class Rule:\n    def check(self, x):\n        return x > 0\n\n"
+        "    def other(self):\n        return 1\n"
+    )
+    (tmp_path / "pipelines" / "fixtures").mkdir()
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base")
+    module.write_text(module.read_text().replace("x * 2", "x * 3").replace("x > 0", "x >= 0"))
+    (tmp_path / "pipelines" / "fixtures" / "data.py").write_text("def made():\n    return 1\n")
+    (tmp_path / "training_scripts").mkdir()
+    (tmp_path / "training_scripts" / "new.py").write_text("def fresh():\n    return 2\n")
+    monkeypatch.chdir(tmp_path)
+    assert mutation_changed.changed_mutant_globs("HEAD") == [
+        "pipelines.registry.rules.x_edited__mutmut_*",
+        "pipelines.registry.rules.xǁRuleǁcheck__mutmut_*",
+        "training_scripts.new.x_fresh__mutmut_*",
+    ]

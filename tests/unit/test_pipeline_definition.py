@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import functools
 import io
+import itertools
 import json
 import re
 import tarfile
@@ -1017,3 +1018,195 @@ def test_a_default_deployment_runs_every_job_on_the_jobs_own_defaults() -> None:
             )
         if hasattr(args, "resolved_learning_rate"):
             assert args.resolved_learning_rate == DEFAULT_LEARNING_RATES[args.method], name
+
+
+# --- every wire of the DAG ------------------------------------------------------------------
+# Each step's inputs, outputs, arguments and recorded metadata that are not literal, as text:
+# references in braces (a parameter by its name, `Step.output.name`, `Step.model`, `Step.job`,
+# `Step:PropertyFile:json.path`). One table for the whole definition: a step reading another
+# step's output, or an argument fed by another parameter, changes a line of it.
+
+
+def short(ref: str) -> str:
+    """A reference as the table writes it: a parameter by name, a step's output by step."""
+    ref = re.sub(r"^Parameters\.", "", ref)
+    ref = re.sub(r"^Execution\.", "", ref)
+    ref = re.sub(r"^Steps\.(\w+)\.OutputParameters\['(\w+)'\]$", r"\1.\2", ref)
+    ref = re.sub(
+        r"^Steps\.(\w+)\.ProcessingOutputConfig\.Outputs\['(\w+)'\]\.S3Output\.S3Uri$",
+        r"\1.output.\2",
+        ref,
+    )
+    ref = re.sub(r"^Steps\.(\w+)\.ModelArtifacts\.S3ModelArtifacts$", r"\1.model", ref)
+    ref = re.sub(r"^Steps\.(\w+)\.(TrainingJobName|ProcessingJobName)$", r"\1.job", ref)
+    return ref
+
+
+def source(node: Any) -> str | None:
+    """An expression as text, references in braces; None for a literal."""
+    if isinstance(node, dict) and set(node) == {"Get"}:
+        return "{" + short(node["Get"]) + "}"
+    if isinstance(node, dict) and "Std:JsonGet" in node:
+        spec = node["Std:JsonGet"]
+        step = re.match(r"Steps\.(\w+)\.PropertyFiles\.(\w+)", spec["PropertyFile"]["Get"])
+        return "{" + f"{step[1]}:{step[2]}:{spec['Path']}" + "}"
+    if isinstance(node, dict) and "Std:Join" in node:
+        join = node["Std:Join"]
+        return join["On"].join(source(v) or str(v) for v in join["Values"])
+    return None
+
+
+def wires(steps: list[dict[str, Any]]) -> dict[str, str]:
+    found = {}
+
+    def add(step, field, node):
+        text = source(node)
+        if text is not None:
+            found[f"{step} {field}"] = text
+
+    for step in steps:
+        name, kind, args = step["Name"], step["Type"], step.get("Arguments", {})
+        if kind == "Lambda":
+            for k, v in step["Arguments"].items():
+                add(name, k, v)
+        elif kind == "Processing":
+            for i in args.get("ProcessingInputs", []):
+                add(name, f"input {i['InputName']}", i["S3Input"]["S3Uri"])
+            for o in args["ProcessingOutputConfig"]["Outputs"]:
+                add(name, f"output {o['OutputName']}", o["S3Output"]["S3Uri"])
+            cargs = args["AppSpecification"].get("ContainerArguments", [])
+            for flag, value in itertools.pairwise(cargs):
+                if isinstance(flag, str) and flag.startswith("--"):
+                    add(name, flag, value)
+        elif kind == "Training":
+            for k, v in args["HyperParameters"].items():
+                add(name, f"--{k}", v)
+            for c in args["InputDataConfig"]:
+                add(name, f"channel {c['ChannelName']}", c["DataSource"]["S3DataSource"]["S3Uri"])
+            add(name, "instance count", args["ResourceConfig"]["InstanceCount"])
+            add(name, "checkpoints", args["CheckpointConfig"]["S3Uri"])
+            add(name, "output", args["OutputDataConfig"]["S3OutputPath"])
+        elif kind == "RegisterModel":
+            for k, v in args["CustomerMetadataProperties"].items():
+                add(name, f"metadata {k}", v)
+            container = args["InferenceSpecification"]["Containers"][0]
+            add(name, "model data", container["ModelDataUrl"])
+            for k, v in container.get("Environment", {}).items():
+                add(name, f"environment {k}", v)
+            add(name, "statistics", args["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"])
+            add(name, "model card", args["ModelCard"]["ModelCardContent"])
+        elif kind == "Condition":
+            for i, c in enumerate(args["Conditions"]):
+                add(name, f"condition {i} {c['Type']}", c.get("LeftValue"))
+        elif kind == "Fail":
+            pass
+    return found
+
+
+WIRES = {
+    "ResolveInputs Task": "{Task}",
+    "ResolveInputs DatasetVersion": "{DatasetVersion}",
+    "ResolveInputs BaselineMode": "{BaselineMode}",
+    "ResolveInputs BaselineEvaluationUri": "{BaselineEvaluationUri}",
+    "Preprocess input data": "{ResolveInputs.DatasetUri}",
+    "Preprocess output splits": "s3://peftops-test-bucket/pipelines/peftops-adapter/preprocess/{ResolveInputs.DatasetVersion}/{PipelineExecutionId}",
+    "Preprocess --tokenizer": "{BaseModel}",
+    "Preprocess --task-name": "{Task}",
+    "TrainAdapter --model-name-or-path": "{BaseModel}",
+    "TrainAdapter --method": "{PeftMethod}",
+    "TrainAdapter --lora-r": "{LoraRank}",
+    "TrainAdapter --lora-alpha": "{LoraAlpha}",
+    "TrainAdapter --epochs": "{Epochs}",
+    "TrainAdapter --learning-rate": "{LearningRate}",
+    "TrainAdapter --token-budget": "{TokenBudget}",
+    "TrainAdapter --dataset-version": "{ResolveInputs.DatasetVersion}",
+    "TrainAdapter channel train": "{Preprocess.output.splits}/train",
+    "TrainAdapter channel validation": "{Preprocess.output.splits}/validation",
+    "TrainAdapter instance count": "{TrainInstanceCount}",
+    "TrainAdapter checkpoints": "s3://peftops-test-bucket/pipelines/peftops-adapter/checkpoints/TrainAdapter/{Preprocess.job}/{PeftMethod}-{LoraRank}-{LoraAlpha}-{Epochs}-{LearningRate}-{TokenBudget}-{settings hash}",
+    "CheckBaselineMode condition 0 Equals": "{BaselineMode}",
+    "EvaluateStoredBaseline input test": "{Preprocess.output.splits}/test",
+    "EvaluateStoredBaseline input adapter": "{TrainAdapter.model}",
+    "EvaluateStoredBaseline input stored-baseline": "{ResolveInputs.BaselineEvaluationUri}",
+    "EvaluateStoredBaseline output evaluation": "s3://peftops-test-bucket/pipelines/peftops-adapter/evaluation/{TrainAdapter.job}/EvaluateStoredBaseline",
+    "EvaluateStoredBaseline --base-model": "{BaseModel}",
+    "EvaluateStoredBaseline --dataset-version": "{ResolveInputs.DatasetVersion}",
+    "QualityGateStoredBaseline condition 0 LessThanOrEqualTo": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:gate.shortfall_vs_full_finetune_upper95}",
+    "QualityGateStoredBaseline condition 1 Equals": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:gate_thresholds.metric_tolerance}",
+    "QualityGateStoredBaseline condition 2 GreaterThanOrEqualTo": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:gate.gain_vs_base_lower95}",
+    "QualityGateStoredBaseline condition 3 Equals": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:gate_thresholds.min_metric_gain}",
+    "CheckRegisteredStoredBaseline ModelDataUrl": "{TrainAdapter.model}",
+    "CheckRegisteredStoredBaseline EvaluationUri": "{EvaluateStoredBaseline.output.evaluation}/evaluation.json",
+    "NewAdapterStoredBaseline condition 0 Equals": "{CheckRegisteredStoredBaseline.Registered}",
+    "RegisterAdapterStoredBaseline metadata task": "{Task}",
+    "RegisterAdapterStoredBaseline metadata base_model": "{BaseModel}",
+    "RegisterAdapterStoredBaseline metadata peft_method": "{PeftMethod}",
+    "RegisterAdapterStoredBaseline metadata lora_r": "{LoraRank}",
+    "RegisterAdapterStoredBaseline metadata lora_alpha": "{LoraAlpha}",
+    "RegisterAdapterStoredBaseline metadata trainable_percent": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:models.adapter.trainable_percent}",
+    "RegisterAdapterStoredBaseline metadata dataset_version": "{ResolveInputs.DatasetVersion}",
+    "RegisterAdapterStoredBaseline metadata dataset_uri": "{ResolveInputs.DatasetUri}",
+    "RegisterAdapterStoredBaseline metadata manifest_uri": "{Preprocess.output.splits}/manifest.json",
+    "RegisterAdapterStoredBaseline metadata training_job": "{TrainAdapter.job}",
+    "RegisterAdapterStoredBaseline metadata evaluation_sha256": "{CheckRegisteredStoredBaseline.EvaluationSha256}",
+    "RegisterAdapterStoredBaseline metadata mlflow_run_id": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:tracking.evaluation_run_id}",
+    "RegisterAdapterStoredBaseline metadata mlflow_training_run_id": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:tracking.training_run_ids.adapter}",
+    "RegisterAdapterStoredBaseline metadata task_spec_sha256": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:task.sha256}",
+    "RegisterAdapterStoredBaseline metadata metric_tolerance": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:gate_thresholds.metric_tolerance}",
+    "RegisterAdapterStoredBaseline metadata min_metric_gain": "{EvaluateStoredBaseline:EvaluationReportStoredBaseline:gate_thresholds.min_metric_gain}",
+    "RegisterAdapterStoredBaseline model data": "{TrainAdapter.model}",
+    "RegisterAdapterStoredBaseline environment HF_MODEL_ID": "{BaseModel}",
+    "RegisterAdapterStoredBaseline statistics": "{EvaluateStoredBaseline.output.evaluation}/evaluation.json",
+    "RegisterAdapterStoredBaseline model card": "{EvaluateStoredBaseline:ModelCardStoredBaseline:content}",
+    "TrainBaseline --model-name-or-path": "{BaseModel}",
+    "TrainBaseline --epochs": "{Epochs}",
+    "TrainBaseline --token-budget": "{TokenBudget}",
+    "TrainBaseline --dataset-version": "{ResolveInputs.DatasetVersion}",
+    "TrainBaseline channel train": "{Preprocess.output.splits}/train",
+    "TrainBaseline channel validation": "{Preprocess.output.splits}/validation",
+    "TrainBaseline instance count": "{TrainInstanceCount}",
+    "TrainBaseline checkpoints": "s3://peftops-test-bucket/pipelines/peftops-adapter/checkpoints/TrainBaseline/{Preprocess.job}/full-{Epochs}-{TokenBudget}-{settings hash}",
+    "Evaluate input test": "{Preprocess.output.splits}/test",
+    "Evaluate input adapter": "{TrainAdapter.model}",
+    "Evaluate input baseline": "{TrainBaseline.model}",
+    "Evaluate output evaluation": "s3://peftops-test-bucket/pipelines/peftops-adapter/evaluation/{TrainAdapter.job}/Evaluate",
+    "Evaluate --base-model": "{BaseModel}",
+    "Evaluate --dataset-version": "{ResolveInputs.DatasetVersion}",
+    "QualityGate condition 0 LessThanOrEqualTo": "{Evaluate:EvaluationReport:gate.shortfall_vs_full_finetune_upper95}",
+    "QualityGate condition 1 Equals": "{Evaluate:EvaluationReport:gate_thresholds.metric_tolerance}",
+    "QualityGate condition 2 GreaterThanOrEqualTo": "{Evaluate:EvaluationReport:gate.gain_vs_base_lower95}",
+    "QualityGate condition 3 Equals": "{Evaluate:EvaluationReport:gate_thresholds.min_metric_gain}",
+    "CheckRegistered ModelDataUrl": "{TrainAdapter.model}",
+    "CheckRegistered EvaluationUri": "{Evaluate.output.evaluation}/evaluation.json",
+    "NewAdapter condition 0 Equals": "{CheckRegistered.Registered}",
+    "RegisterAdapter metadata task": "{Task}",
+    "RegisterAdapter metadata base_model": "{BaseModel}",
+    "RegisterAdapter metadata peft_method": "{PeftMethod}",
+    "RegisterAdapter metadata lora_r": "{LoraRank}",
+    "RegisterAdapter metadata lora_alpha": "{LoraAlpha}",
+    "RegisterAdapter metadata trainable_percent": "{Evaluate:EvaluationReport:models.adapter.trainable_percent}",
+    "RegisterAdapter metadata dataset_version": "{ResolveInputs.DatasetVersion}",
+    "RegisterAdapter metadata dataset_uri": "{ResolveInputs.DatasetUri}",
+    "RegisterAdapter metadata manifest_uri": "{Preprocess.output.splits}/manifest.json",
+    "RegisterAdapter metadata training_job": "{TrainAdapter.job}",
+    "RegisterAdapter metadata evaluation_sha256": "{CheckRegistered.EvaluationSha256}",
+    "RegisterAdapter metadata mlflow_run_id": "{Evaluate:EvaluationReport:tracking.evaluation_run_id}",
+    "RegisterAdapter metadata mlflow_training_run_id": "{Evaluate:EvaluationReport:tracking.training_run_ids.adapter}",
+    "RegisterAdapter metadata task_spec_sha256": "{Evaluate:EvaluationReport:task.sha256}",
+    "RegisterAdapter metadata metric_tolerance": "{Evaluate:EvaluationReport:gate_thresholds.metric_tolerance}",
+    "RegisterAdapter metadata min_metric_gain": "{Evaluate:EvaluationReport:gate_thresholds.min_metric_gain}",
+    "RegisterAdapter model data": "{TrainAdapter.model}",
+    "RegisterAdapter environment HF_MODEL_ID": "{BaseModel}",
+    "RegisterAdapter statistics": "{Evaluate.output.evaluation}/evaluation.json",
+    "RegisterAdapter model card": "{Evaluate:ModelCard:content}",
+}
+
+
+def test_every_wire_of_the_dag_comes_from_where_it_must() -> None:
+    from pipelines.definition.service_rules import steps_of
+
+    found = {
+        field: re.sub(r"-[0-9a-f]{12}$", "-{settings hash}", source)
+        for field, source in wires(steps_of(build()[0]["Steps"])).items()
+    }
+    assert found == WIRES

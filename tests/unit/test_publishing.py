@@ -324,3 +324,88 @@ def test_the_adapter_is_found_where_an_isolated_registration_puts_it() -> None:
         ],
     }
     assert adapter_location(isolated) == "s3://b/a.tar.gz"
+
+
+NEWEST = "20260102T000000000000Z-0123456789ab"
+
+
+@pytest.mark.parametrize(
+    ("published", "event", "message"),
+    [
+        ([], {}, f"no dataset of task dialogue-summary is published in s3://{BUCKET}/datasets/"
+                 f"dialogue-summary/published/; publish one: peftops data publish --task "
+                 f"dialogue-summary --data FILE --bucket {BUCKET}"),
+        ([], {"DatasetVersion": NEWEST}, f"dataset version '{NEWEST}' is not published in "
+             f"s3://{BUCKET}/datasets/dialogue-summary/published/ (newest: none); pass "
+             "DatasetVersion=latest or a published version"),
+        (["20251231T000000000000Z-0123456789ab", "20260101T000000000000Z-0123456789ab", NEWEST],
+         {"DatasetVersion": "2026"},
+         f"dataset version '2026' is not published in s3://{BUCKET}/datasets/dialogue-summary/"
+         f"published/ (newest: {NEWEST}); pass DatasetVersion=latest or a published version"),
+        ([NEWEST], {"BaselineMode": "reuse", "BaselineEvaluationUri": "s3://elsewhere/e.json"},
+         f"BaselineEvaluationUri s3://elsewhere/e.json is not under s3://{BUCKET}/baselines/, "
+         "where `peftops baseline publish` stores baselines and this pipeline may read them"),
+        ([NEWEST], {"BaselineMode": "reuse"},
+         f"BaselineMode=reuse needs a stored baseline at s3://{BUCKET}/baselines/dialogue-summary/"
+         "evaluation.json (there is none this function can read); seed it from a "
+         "BaselineMode=train run of task dialogue-summary: peftops baseline publish "
+         f"--evaluation <that run's evaluation.json> --bucket {BUCKET}"),
+    ],
+)  # fmt: skip
+def test_each_refusal_of_resolve_inputs_says_all_of_this(
+    published: list[str], event: dict[str, str], message: str
+) -> None:
+    """The whole one-line message: what is missing, where it was looked for, and the fix."""
+    markers = [layout.marker_key("dialogue-summary", v) for v in published]
+    with pytest.raises(resolve_inputs.InputsError) as refused:
+        resolve_inputs.resolve_inputs(
+            {
+                "Bucket": BUCKET,
+                "Task": "dialogue-summary",
+                "StageTasks": "dialogue-summary",
+                "DatasetVersion": "latest",
+                "BaselineMode": "train",
+                "BaselineEvaluationUri": layout.TASK_BASELINE,
+                **event,
+            },
+            lambda bucket, prefix: [k for k in markers if k.startswith(prefix)],
+            lambda uri: False,
+        )
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    ("code", "missing"),
+    # Without s3:ListBucket on the key S3 answers a missing object 403; the SDK names the error
+    # by its code or its HTTP status depending on the operation.
+    [("403", True), ("404", True), ("Forbidden", True), ("NoSuchKey", True),
+     ("NotFound", True), ("500", False), ("SlowDown", False)],
+)  # fmt: skip
+def test_the_function_reads_a_missing_baseline_as_missing_and_fails_on_anything_else(
+    monkeypatch: pytest.MonkeyPatch, code: str, missing: bool
+) -> None:
+    from botocore.exceptions import ClientError
+    from botocore.stub import Stubber
+
+    client = boto3.client(
+        "s3", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    stub = Stubber(client)
+    marker = layout.marker_key("dialogue-summary", NEWEST)
+    stub.add_response(
+        "list_objects_v2",
+        {"Contents": [{"Key": marker}], "IsTruncated": False},
+        {"Bucket": BUCKET, "Prefix": layout.dataset_markers("dialogue-summary")},
+    )
+    baseline = layout.baseline_key("dialogue-summary")
+    stub.add_client_error("head_object", service_error_code=code, http_status_code=403,
+                          expected_params={"Bucket": BUCKET, "Key": baseline})  # fmt: skip
+    monkeypatch.setattr(boto3, "client", lambda name, **_: client)
+    with stub:
+        if missing:
+            with pytest.raises(resolve_inputs.InputsError, match="needs a stored baseline"):
+                invoke_resolve(BaselineMode="reuse")
+        else:
+            with pytest.raises(ClientError):
+                invoke_resolve(BaselineMode="reuse")
+        stub.assert_no_pending_responses()

@@ -419,3 +419,32 @@ def test_a_hint_the_caller_may_not_read_is_left_out(aws) -> None:
     with Stubber(sagemaker) as stub:
         stub.add_client_error("list_model_package_groups", "AccessDeniedException")
         assert other_groups(store) == ""
+
+
+@pytest.mark.parametrize("order", ["aabab", "babba", "ab", "bbbaa"])
+def test_each_group_numbers_its_own_versions_in_one_file(tmp_path: Path, order: str) -> None:
+    """Two model package groups in one registry file, registrations interleaved: each group's
+    versions are 1..n in the order it registered them, and each group sees only its own."""
+    path = tmp_path / "registry.sqlite"
+    registries = {g: LocalRegistry(path, f"group-{g}") for g in sorted(set(order))}
+    urls: dict[str, list[str]] = {g: [] for g in registries}
+    for step, g in enumerate(order):
+        url = f"s3://bucket/models/{g}-{step}/model.tar.gz"
+        version = registries[g].register(
+            Registration(
+                group=f"group-{g}",
+                model_data_url=url,
+                status="PendingManualApproval",
+                metadata=THRESHOLDS,
+                evaluation_uri=None,
+                evaluation=None,
+                description=f"{g} {step}",
+            )
+        )
+        urls[g].append(url)
+        assert version.version == len(urls[g])
+    for g, registry in registries.items():
+        listed = registry.list()
+        assert [v.version for v in listed] == list(range(1, len(urls[g]) + 1))
+        assert [v.model_data_url for v in listed] == urls[g]
+        assert registry.get(len(urls[g])).model_data_url == urls[g][-1]

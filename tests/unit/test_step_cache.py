@@ -56,6 +56,35 @@ def test_cache_key_attributes(kind: str, request_: dict, path: tuple, in_key: bo
     assert (cache_key(kind, request_) != cache_key(kind, other)) is in_key
 
 
+# The documented lists (docs.aws.amazon.com/sagemaker/latest/dg/pipelines-default-keys.html).
+DOCUMENTED_KEYS = {
+    ("Processing", "CreateProcessingJob"): {"AppSpecification", "Environment", "ProcessingInputs"},
+    ("Training", "CreateTrainingJob"): {
+        "AlgorithmSpecification", "CheckpointConfig", "DebugHookConfig",
+        "DebugRuleConfigurations", "Environment", "HyperParameters", "InputDataConfig",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "operation"), sorted(DOCUMENTED_KEYS))
+def test_every_request_attribute_keys_the_cache_exactly_as_documented(
+    kind: str, operation: str
+) -> None:
+    """Each top-level member of the job request, changed alone, changes the key if and only
+    if the service's documented list names it."""
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("sagemaker")
+    members = shape.operation_model(operation).input_shape.members
+    request = {name: "original" for name in members}
+    keying = {
+        name
+        for name in members
+        if cache_key(kind, request) != cache_key(kind, {**request, name: "changed"})
+    }
+    assert keying == DOCUMENTED_KEYS[kind, operation]
+
+
 def test_entries_expire(tmp_path: Path) -> None:
     cache = StepCache(tmp_path, "pipeline")
     cache.store("Preprocess", "k", "local-1", {"ProcessingJobName": "p-1"})
