@@ -14,10 +14,14 @@ from botocore.stub import ANY, Stubber
 
 from pipelines.functions.model_lifecycle import (
     DECISION_KEY,
+    METADATA_LIMIT,
     Decision,
     decode_history,
     encode_decision,
+    history_entries,
+    one_line,
 )
+from pipelines.functions.model_lifecycle import recorded as recorded_metadata
 from pipelines.functions.registered_adapter import TASK
 from pipelines.registry import (
     LocalRegistry,
@@ -394,3 +398,52 @@ def test_waiting_for_a_deployer_returns_its_outcome_or_says_it_is_still_pending(
         awaited_deployment(
             registry, other, timeout_s=30, sleep=lambda _: None, monotonic=lambda: next(clock)
         )
+
+
+@pytest.mark.parametrize(
+    ("entry", "fields"),
+    [
+        # As written: six fields.
+        ("t=ana=approve=a=b=gate passed", ("t", "ana", "approve", "a", "b", "gate passed")),
+        # Written by hand with fewer: the missing ones read empty.
+        ("t=ana=approve", ("t", "ana", "approve", "", "", "")),
+        ("t", ("t", "", "", "", "", "")),
+        # More separators than fields: the rest is the reason's.
+        ("t=ana=approve=a=b=why=with=more", ("t", "ana", "approve", "a", "b", "why=with=more")),
+    ],
+)
+def test_a_history_entry_reads_as_six_fields_whatever_was_written(
+    entry: str, fields: tuple[str, ...]
+) -> None:
+    (decoded,) = decode_history({f"{DECISION_KEY}001": entry})
+    assert decoded == Decision(*fields)
+
+
+def test_history_is_numbered_from_one_and_read_back_oldest_first() -> None:
+    decisions = tuple(
+        Decision(f"2026-12-0{i}T00:00:00+00:00", "ana", "approve", "a", "b", f"reason {i}")
+        for i in range(1, 4)
+    )
+    entries = history_entries(decisions)
+    assert list(entries) == ["decision-001", "decision-002", "decision-003"]
+    assert decode_history({"base_model": "m", **entries}) == decisions
+
+
+def test_a_decision_is_recorded_while_the_version_has_room_for_it() -> None:
+    """SageMaker holds 50 metadata entries: a version with 49 takes one more decision, one
+    with 50 is refused in one line that says what to do."""
+    decision = Decision("t", "ana", "approve", "a", "b", "why")
+    lineage = {f"key{i}": "v" for i in range(METADATA_LIMIT - 1)}
+    assert len(recorded_metadata(lineage, decision)) == METADATA_LIMIT
+    full = {**lineage, "one-more": "v"}
+    with pytest.raises(ValueError) as refused:
+        recorded_metadata(full, decision)
+    assert str(refused.value) == (
+        "the version holds 50 metadata entries, SageMaker's limit: no room to record a "
+        "decision; register the adapter again"
+    )
+
+
+def test_a_description_is_one_line_of_at_most_1024_characters() -> None:
+    assert one_line("a\nb\t c") == "a b c"
+    assert len(one_line("x" * 2000)) == 1024

@@ -1,0 +1,173 @@
+"""CheckRegistered's parts: the evaluation digest that approval re-checks, each version's adapter
+location as the registry describes it, and the outputs the pipeline definition reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipelines.definition import definition_json
+from pipelines.definition.config import PipelineConfig
+from pipelines.functions import layout
+from pipelines.functions.registered_adapter import (
+    batch_adapter_locations,
+    evaluation_digest,
+    find_registered,
+)
+from pipelines.functions.resolve_inputs import resolve_inputs
+from pipelines.local.presets import LOCAL_DEPLOYMENT
+
+ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/peftops-adapters/%d"
+URL = "s3://bucket/models/job-%d/model.tar.gz"
+
+
+def test_the_digest_of_an_evaluation_is_pinned() -> None:
+    """Versions registered by an earlier release are approved against this digest: its
+    canonical form (sorted keys, no spaces) must never change."""
+    body = b'{"b": [1, 2.5, "x"], "a": {"z": null, "y": true}}'
+    canonical = b'{"a":{"y":true,"z":null},"b":[1,2.5,"x"]}'
+    assert (
+        evaluation_digest(body)
+        == hashlib.sha256(canonical).hexdigest()
+        == ("e36f9aaa907c2cb2dbd1d400d8513ff9727255ca0e049dc6224919173315ee62")
+    )
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=5),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+            max_leaves=8,
+        ),
+        max_size=6,
+    ),
+    st.sampled_from([None, 1, 4]),
+)  # fmt: skip
+def test_the_digest_ignores_key_order_and_spacing(document: dict[str, Any], indent) -> None:
+    reordered = dict(reversed(list(document.items())))
+    assert evaluation_digest(json.dumps(document).encode()) == evaluation_digest(
+        json.dumps(reordered, indent=indent).encode()
+    )
+
+
+def summary(version: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "ModelPackageArn": ARN % version,
+        "ModelPackageGroupName": "peftops-adapters",
+        "CreationTime": "2026-12-01T00:00:00Z",
+        "ModelPackageStatus": "Completed",
+        **fields,
+    }
+
+
+def container(**fields: Any) -> dict[str, Any]:
+    return {"InferenceSpecification": {"Containers": [{"Image": "image", **fields}]}}
+
+
+@pytest.fixture
+def sagemaker():
+    return boto3.client(
+        "sagemaker", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+
+
+def test_each_versions_adapter_is_where_its_container_says(sagemaker) -> None:
+    """Its model data, or an older version's `adapter` channel. (Every summary has a container:
+    the API requires InferenceSpecification with at least one.)"""
+    described = {
+        ARN % 1: summary(1, **container(ModelDataUrl=URL % 1)),
+        ARN % 2: summary(2, **container(
+            ModelDataUrl="s3://bucket/base/", AdditionalModelDataSources=[
+                {"ChannelName": "adapter", "S3DataSource": {
+                    "S3Uri": URL % 2, "S3DataType": "S3Prefix", "CompressionType": "None"}},
+            ])),
+    }  # fmt: skip
+    stub = Stubber(sagemaker)
+    stub.add_response(
+        "batch_describe_model_package",
+        {"ModelPackageSummaries": described},
+        {"ModelPackageArnList": list(described)},
+    )
+    with stub:
+        locations = batch_adapter_locations(sagemaker, list(described))
+    assert locations == {ARN % 1: URL % 1, ARN % 2: URL % 2}
+
+
+def test_a_version_the_registry_cannot_describe_stops_the_check(sagemaker) -> None:
+    """Skipping it could register a duplicate of it."""
+    stub = Stubber(sagemaker)
+    stub.add_response(
+        "batch_describe_model_package",
+        {
+            "ModelPackageSummaries": {},
+            "BatchDescribeModelPackageErrorMap": {
+                ARN % 1: {"ErrorCode": "AccessDenied", "ErrorResponse": "no"}
+            },
+        },
+        {"ModelPackageArnList": [ARN % 1]},
+    )
+    with stub, pytest.raises(RuntimeError, match=r"cannot describe model packages: .*AccessDenied"):
+        batch_adapter_locations(sagemaker, [ARN % 1])
+
+
+def declared_outputs(step: str) -> set[str]:
+    definition = json.loads(definition_json(PipelineConfig(), LOCAL_DEPLOYMENT)[0])
+
+    def find(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+        for candidate in steps:
+            if candidate["Name"] == step:
+                return candidate
+            arguments = candidate.get("Arguments", {})
+            found = find(arguments.get("IfSteps", []) + arguments.get("ElseSteps", []))
+            if found:
+                return found
+        return None
+
+    found = find(definition["Steps"])
+    assert found is not None, step
+    return {output["OutputName"] for output in found["OutputParameters"]}
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_check_registered_returns_exactly_the_outputs_the_definition_reads(
+    registered: bool,
+) -> None:
+    versions = [(ARN % 1, URL % 1)] if registered else []
+    result = find_registered(
+        {"ModelDataUrl": URL % 1, "EvaluationUri": "s3://b/e.json", "ModelPackageGroupName": "g"},
+        lambda group: versions,
+        lambda uri: b"{}",
+    )
+    assert set(result) == declared_outputs("CheckRegistered")
+    assert result["Registered"] == str(registered).lower()
+    assert result["Message"] == (
+        f"adapter {URL % 1} is already registered as {ARN % 1}; nothing registered"
+        if registered
+        else "a new adapter"
+    )
+
+
+def test_resolve_inputs_returns_exactly_the_outputs_the_definition_reads() -> None:
+    version = "20260101T000000000000Z-0123456789ab"
+    result = resolve_inputs(
+        {
+            "Bucket": "b",
+            "Task": "dialogue-summary",
+            "StageTasks": "dialogue-summary",
+            "DatasetVersion": "latest",
+            "BaselineMode": "train",
+            "BaselineEvaluationUri": layout.TASK_BASELINE,
+        },
+        lambda bucket, prefix: [layout.marker_key("dialogue-summary", version)],
+        lambda uri: True,
+    )
+    assert set(result) == declared_outputs("ResolveInputs")
