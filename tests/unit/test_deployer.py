@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
@@ -356,18 +358,57 @@ def test_an_event_for_a_version_not_pending_here_changes_nothing(
 
 
 def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[str] = []
-    monkeypatch.setattr(deployer.Deployer, "deploy", lambda self, arn: seen.append(arn) or {})
-    for name, value in {"LIFECYCLE_STAGE": "staging", "MODEL_PACKAGE_GROUP": GROUP,
-                        "ENDPOINT_NAME": ENDPOINT, "VARIANT_NAME": "AllTraffic",
-                        "BASE_COMPONENT": BASE_COMPONENT}.items():  # fmt: skip
+    """The Lambda builds its deployer from its environment (each variable into its setting)
+    and its clients, and deploys the version the event names."""
+    seen: list[tuple[Any, ...]] = []
+
+    def deploy(self: deployer.Deployer, arn: str) -> dict[str, str]:
+        seen.append(
+            (
+                self.settings,
+                *(type(c).__name__ for c in (self.sagemaker, self.runtime, self.s3)),
+                arn,
+            )
+        )
+        return {}
+
+    monkeypatch.setattr(deployer.Deployer, "deploy", deploy)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    for name, value in {"LIFECYCLE_STAGE": "production", "MODEL_PACKAGE_GROUP": "a-group",
+                        "ENDPOINT_NAME": "an-endpoint", "VARIANT_NAME": "a-variant",
+                        "BASE_COMPONENT": "a-base"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     event = {
         "detail-type": "SageMaker Model Package State Change",
         "detail": {"ModelPackageArn": arn(2)},
     }
     deployer.handler(event, None)
-    assert seen == [arn(2)]
+    (settings, *clients, deployed) = seen[0]
+    assert (settings.stage, settings.group, settings.endpoint, settings.variant,
+            settings.base_component) == ("production", "a-group", "an-endpoint", "a-variant",
+                                         "a-base")  # fmt: skip
+    assert clients == ["SageMaker", "SageMakerRuntime", "S3"] and deployed == arn(2)
+
+
+@pytest.mark.parametrize(
+    ("error", "missing"),
+    [
+        (ClientError({"Error": {"Code": "ValidationException",
+                                "Message": "Could not find inference component x"}}, "Describe"), True),
+        (ClientError({"Error": {"Code": "ValidationException",
+                                "Message": "Inference component x is Creating"}}, "Describe"), False),
+        (ClientError({"Error": {"Code": "ThrottlingException",
+                                "Message": "Could not find capacity"}}, "Describe"), False),
+        (ClientError({}, "Describe"), False),
+        (RuntimeError("Could not find"), False),
+    ],
+)  # fmt: skip
+def test_only_a_component_that_does_not_exist_reads_as_missing(error, missing: bool) -> None:
+    assert deployer._missing(error) is missing
+
+
+def test_decisions_are_stamped_in_utc_to_the_second() -> None:
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", deployer._now())
 
 
 def test_in_service_counts_only_with_the_new_adapter(clients) -> None:
