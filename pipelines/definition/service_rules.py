@@ -190,20 +190,32 @@ def length_violations(
     return found
 
 
+def request_violations(
+    step: str, operation: str, request: dict[str, Any], defaults: dict[str, Any]
+) -> list[str]:
+    """The rules every job request keeps: its S3 locations and the API's maximum lengths."""
+    return uri_violations(step, request, defaults) + length_violations(
+        step, operation, request, defaults
+    )
+
+
+def compute_violations(step: str, resources: dict[str, Any]) -> list[str]:
+    """`resource_violations` of a training ResourceConfig or a processing ClusterConfig, which
+    name their fields alike."""
+    return resource_violations(
+        step,
+        resources.get("InstanceType"),
+        resources.get("VolumeSizeInGB"),
+        resources.get("VolumeKmsKeyId"),
+    )
+
+
 def training_job_violations(
     step: str, request: dict[str, Any], defaults: dict[str, Any] | None = None
 ) -> list[str]:
     """CreateTrainingJob's request (a TrainingStep's Arguments)."""
-    resources = request.get("ResourceConfig", {})
-    return (
-        resource_violations(
-            step,
-            resources.get("InstanceType"),
-            resources.get("VolumeSizeInGB"),
-            resources.get("VolumeKmsKeyId"),
-        )
-        + uri_violations(step, request, defaults or {})
-        + length_violations(step, "CreateTrainingJob", request, defaults or {})
+    return compute_violations(step, request.get("ResourceConfig", {})) + request_violations(
+        step, "CreateTrainingJob", request, defaults or {}
     )
 
 
@@ -212,15 +224,8 @@ def processing_job_violations(
 ) -> list[str]:
     """CreateProcessingJob's request (a ProcessingStep's Arguments)."""
     cluster = request.get("ProcessingResources", {}).get("ClusterConfig", {})
-    return (
-        resource_violations(
-            step,
-            cluster.get("InstanceType"),
-            cluster.get("VolumeSizeInGB"),
-            cluster.get("VolumeKmsKeyId"),
-        )
-        + uri_violations(step, request, defaults or {})
-        + length_violations(step, "CreateProcessingJob", request, defaults or {})
+    return compute_violations(step, cluster) + request_violations(
+        step, "CreateProcessingJob", request, defaults or {}
     )
 
 
@@ -228,9 +233,7 @@ def registration_violations(
     step: str, request: dict[str, Any], defaults: dict[str, Any] | None = None
 ) -> list[str]:
     """CreateModelPackage's request (a RegisterModel step's Arguments)."""
-    return uri_violations(step, request, defaults or {}) + length_violations(
-        step, "CreateModelPackage", request, defaults or {}
-    )
+    return request_violations(step, "CreateModelPackage", request, defaults or {})
 
 
 JOB_RULES = {
