@@ -16,7 +16,7 @@ DEMO_DIR ?= runs/demo
 # has bf16 units (README, "One arithmetic on every CPU").
 PRECISION ?=
 
-.PHONY: venv test lint format demo mutation mutation-changed bench bench-serve bench-preprocess lock gpu-carry definition synth architecture clean
+.PHONY: venv test lint format demo mutation mutation-changed bench bench-quality bench-serve bench-preprocess lock gpu-carry definition synth architecture clean
 
 venv: $(STAMP)
 
@@ -61,6 +61,12 @@ demo: venv
 # and long-prompt data on this machine: a table, and JSON in runs/bench/.
 bench: venv
 	$(BIN)/python -m benchmarks.run --output runs/bench/bench.json
+
+# The smollm2 preset on the bundled dialogues and on 300 generated news articles (another kind,
+# size and field names): base, adapter and full fine-tune with intervals and the gate's
+# verdict per dataset; a table, and JSON in runs/bench/quality.json (about 15 minutes on 2 cores).
+bench-quality: venv
+	$(BIN)/python -m benchmarks.quality --output runs/bench/quality.json
 
 # Two task adapters on one SmolLM2-135M: resident memory against the base alone, and a bounded
 # load test of the local endpoint (64 requests, 8 at once): JSON in runs/bench/serving.json.

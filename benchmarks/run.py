@@ -315,6 +315,7 @@ def train_arguments(
         output_data_dir=str(out / "output"),
         checkpoint_dir=str(out / "checkpoints"),
         epochs=1.0,  # every arm sees each example once
+        min_steps=0,  # one pass, however few steps it makes
         # The naive arm's fixed batches, holding the same padded positions per step on long
         # data (4 x 2048 would not fit in 24 GB); the others hold what fits the token budget.
         per_device_batch_size=naive_batch_size(bench, max_seq_length) if arm == "naive" else 1024,

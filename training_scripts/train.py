@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -144,7 +146,17 @@ class TrainArguments:
         metadata={"help": "Passes over the train split (ignored when --max-steps > 0)."},
     )
     max_steps: int = field(
-        default=-1, metadata={"help": "Optimizer steps; > 0 overrides --epochs."}
+        default=-1,
+        metadata={"help": "Optimizer steps; > 0 overrides --epochs and --min-steps."},
+    )
+    min_steps: int = field(
+        default=guarded_trainer.FEW_STEPS,
+        metadata={
+            "help": "At least N optimizer steps whatever --epochs gives on this data: a small "
+            "dataset trains more than one pass instead of a few steps (the adapter and the "
+            "full fine-tune take the same floor). Runs under "
+            f"{guarded_trainer.FEW_STEPS} steps warn that their gate verdict says little."
+        },
     )
     learning_rate: float = field(
         default=0.0, metadata={"help": "Peak learning rate; 0 picks the method's default."}
@@ -261,6 +273,8 @@ class TrainArguments:
             raise ValueError(
                 f"--epochs {self.epochs} trains nothing; pass --epochs > 0 or --max-steps > 0"
             )
+        if self.min_steps < 0:
+            raise ValueError(f"--min-steps must be >= 0, got {self.min_steps}")
         if self.validation_steps < 0:
             raise ValueError(f"--validation-steps must be >= 0, got {self.validation_steps}")
         if self.token_budget < 0 or 0 < self.token_budget < self.max_seq_length:
@@ -394,10 +408,21 @@ class FineTuneRecipe:
         self.curves = guarded_trainer.LossCurves(
             self.validation_loss, args.validation_steps, self.metric_log
         )
+        self.step_plan = guarded_trainer.plan_steps(
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            min_steps=args.min_steps,
+            micro_batches=self.micro_batches_per_epoch,
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),  # torchrun's
+            accumulation=args.gradient_accumulation_steps,
+        )
         self.trainer = guarded_trainer.GuardedTrainer(
             model=self.model,
             args=guarded_trainer.trainer_arguments(
-                args, bf16=self.dtype == torch.bfloat16, sampling=self.data.sampling_strategy
+                args,
+                steps=self.step_plan.steps,
+                bf16=self.dtype == torch.bfloat16,
+                sampling=self.data.sampling_strategy,
             ),
             train_dataset=batching.ListDataset(self.train_rows),
             data_collator=self.collator,
@@ -406,11 +431,18 @@ class FineTuneRecipe:
                 guarded_trainer.GradientNormGuard(),
                 checkpoints.SealCheckpoints(),
                 self.curves,
-                guarded_trainer.ProgressLog(),
+                guarded_trainer.ProgressLog(self.step_plan),
             ],
             summary_logits_only=self.summary_logits_only,
             batch_sampler=self.batch_sampler,
         )
+
+    @property
+    def micro_batches_per_epoch(self) -> int:
+        """The train split's micro-batches in one pass, over all ranks."""
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
+        return math.ceil(len(self.train_rows) / self.args.per_device_batch_size)
 
     @property
     def computes_summary_logits_only(self) -> bool:
@@ -497,6 +529,9 @@ class FineTuneRecipe:
             "adapter": trainable_model.lora_lineage(self.model),
             "epochs": args.epochs,
             "max_steps": args.max_steps,
+            "min_steps": args.min_steps,
+            "planned_steps": self.step_plan.steps,
+            "epochs_trained": self.step_plan.epochs,
             "per_device_batch_size": args.per_device_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "seed": args.seed,
@@ -536,6 +571,7 @@ def tracked_params(args: TrainArguments) -> dict[str, Any]:
         "learning_rate": args.resolved_learning_rate,
         "epochs": args.epochs,
         "max_steps": args.max_steps,
+        "min_steps": args.min_steps,
         "per_device_batch_size": args.per_device_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "optimizer": args.resolved_optim,

@@ -83,7 +83,7 @@ def print_summary(run: Any) -> None:
 GATE_FAILED_NEXT = (
     "Nothing registered: the adapter did not pass the quality gate. The report shows which "
     "condition failed and every example's outputs. To try again: train more (--param "
-    "Epochs=N), change the recipe (--param LearningRate=X, LoraRank=R), or bring more data "
+    "Epochs=N or MinSteps=N), change the recipe (--param LearningRate=X, LoraRank=R), or bring more data "
     "(--data); the gate's thresholds are the deployment's, not a run's."
 )
 

@@ -120,6 +120,7 @@ class Parameters:
     lora_r: ParameterInteger
     lora_alpha: ParameterInteger
     epochs: ParameterFloat
+    min_steps: ParameterInteger
     learning_rate: ParameterFloat
     train_instance_count: ParameterInteger
     token_budget: ParameterInteger
@@ -142,6 +143,7 @@ class Parameters:
             lora_r=ParameterInteger("LoraRank", default_value=config.lora_r),
             lora_alpha=ParameterInteger("LoraAlpha", default_value=config.lora_alpha),
             epochs=ParameterFloat("Epochs", default_value=config.epochs),
+            min_steps=ParameterInteger("MinSteps", default_value=config.min_steps),
             learning_rate=ParameterFloat("LearningRate", default_value=config.learning_rate),
             train_instance_count=ParameterInteger(
                 "TrainInstanceCount", default_value=config.train_instance_count

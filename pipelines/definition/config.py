@@ -172,6 +172,9 @@ class PipelineConfig:
     # about a quarter of a step's time, which a run of a few dozen steps does not earn back.
     lora_dropout: float = 0.05
     epochs: float = 1.0
+    # At least this many optimizer steps per training whatever Epochs gives on the data (both
+    # trainings alike): a small dataset trains more than one pass, not a handful of steps.
+    min_steps: int = 20
     learning_rate: float = 2e-4
     baseline_learning_rate: float = 2e-5
     per_device_batch_size: int = 8  # at most this many examples per device per micro-batch

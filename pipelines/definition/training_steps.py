@@ -166,6 +166,7 @@ class TrainingSteps:
         return {
             "per-device-batch-size": str(self.config.per_device_batch_size),
             "token-budget": self.params.token_budget.to_string(),
+            "min-steps": self.params.min_steps.to_string(),
             "precision": self.config.precision,
             "gradient-checkpointing": str(self.config.gradient_checkpointing).lower(),
             "validation-max-examples": str(self.config.validation_max_examples),
@@ -189,7 +190,15 @@ class TrainingSteps:
                 "learning-rate": p.learning_rate.to_string(),
                 **self.shared_training_hyperparameters(dataset_version),
             },
-            [p.peft_method, p.lora_r, p.lora_alpha, p.epochs, p.learning_rate, p.token_budget],
+            [
+                p.peft_method,
+                p.lora_r,
+                p.lora_alpha,
+                p.epochs,
+                p.min_steps,
+                p.learning_rate,
+                p.token_budget,
+            ],
         )
 
     def train_baseline(self, preprocess: ProcessingStep, dataset_version: Any) -> TrainingStep:
@@ -202,5 +211,5 @@ class TrainingSteps:
                 "learning-rate": str(self.config.baseline_learning_rate),
                 **self.shared_training_hyperparameters(dataset_version),
             },
-            ["full", self.params.epochs, self.params.token_budget],
+            ["full", self.params.epochs, self.params.min_steps, self.params.token_budget],
         )

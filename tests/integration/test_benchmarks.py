@@ -195,3 +195,49 @@ def test_the_preprocess_benchmark_measures_both_inputs_for_each_arm(tmp_path: Pa
     peak = {(r["script"], r["data"]): r["peak_rss_mb"] for r in results}
     for arm in ("ours", "baseline"):
         assert peak[arm, "long"] - peak[arm, "many"] > 8, peak
+
+
+def test_the_second_quality_dataset_is_read_whole_by_its_own_task(tmp_path: Path) -> None:
+    """Every generated article reaches a split under its task spec's field names; the same
+    seed writes the same bytes."""
+    from benchmarks import articles
+    from training_scripts import preprocess, tasks
+
+    data, spec = articles.write(tmp_path / "a", count=300)
+    assert articles.write(tmp_path / "b", count=300)[0].read_bytes() == data.read_bytes()
+    task = tasks.load_task_spec(spec)
+    assert (task.name, task.input_fields, task.target_key) == (
+        "article-highlights", ("article",), "highlights"
+    )  # fmt: skip
+    out = tmp_path / "splits"
+    preprocess.run(
+        preprocess.PreprocessArguments(input=str(data), output_dir=str(out), task_spec=str(spec))
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["records_out"] == {"train": 240, "validation": 30, "test": 30}, manifest
+    assert not any(manifest["dropped"].values()), manifest["dropped"]
+
+
+def test_the_quality_table_reports_a_run_as_the_run_recorded_it(tiny_run) -> None:
+    """The benchmark's figures for one run: its trainings' steps (the tiny preset's 0.1 epoch
+    raised to the floor of 20, for both models alike), its scores and intervals, and the
+    verdict the run itself reached (it registered, so the gate passed)."""
+    from benchmarks import quality
+    from training_scripts.guarded_trainer import FEW_STEPS
+
+    root, done = tiny_run
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = quality.summary("tiny", root / "run")
+    evaluation = json.loads((root / "run/evaluation.json").read_text())
+    for step in quality.TRAININGS:
+        training = row["trainings"][step]
+        assert training["global_step"] == training["min_steps"] == FEW_STEPS, (step, training)
+        assert training["epochs_trained"] > 0.1
+    assert row["scores"] == {m: evaluation["models"][m]["rougeL"] for m in row["scores"]}
+    assert row["comparisons"]["adapter_vs_base"] == {
+        k: evaluation["comparisons"]["adapter_vs_base"]["rougeL"][k] for k in quality.INTERVAL
+    }
+    assert row["gate"]["passed"] and "Registered peftops-smoke version" in done.stdout
+    assert f"| tiny | {row['train_examples']} / {row['test_examples']} | 20, 20 (" in quality.table(
+        [row]
+    )

@@ -396,3 +396,51 @@ def test_non_finite_loss_stops_the_run(tiny_causal: Path, splits: Path, tmp_path
         NonFiniteError, match=r"non-finite (training loss|gradient norm) .* at step \d+"
     ):
         recipe.train()
+
+
+@pytest.mark.parametrize(
+    ("batching", "accumulation", "epochs", "min_steps"),
+    [
+        ("padding_free", 1, 0.5, 0),  # --epochs decides, as the Trainer counts it
+        ("length_grouped", 3, 1.0, 0),
+        ("padding_free", 2, 0.3, 9),  # the floor raises what --epochs gives
+    ],
+)
+def test_the_trainer_takes_the_planned_steps_and_says_so_up_front(
+    batching: str,
+    accumulation: int,
+    epochs: float,
+    min_steps: int,
+    tiny_causal: Path,
+    splits: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import copy
+    import logging
+
+    args = make_args(
+        tiny_causal, splits, tmp_path, PeftMethod.LORA, max_steps=-1, epochs=epochs,
+        min_steps=min_steps, gradient_accumulation_steps=accumulation, batching=batching,
+        logging_steps=100,
+    )  # fmt: skip
+    recipe = FineTuneRecipe(args).setup()
+    plan = recipe.step_plan
+    # The Trainer's own count of steps for these epochs, from its own dataloader.
+    by_epochs = copy.copy(recipe.trainer.args)
+    by_epochs.max_steps, by_epochs.num_train_epochs = -1, epochs
+    *_, trainers_count = recipe.trainer.set_initial_training_values(
+        by_epochs, recipe.trainer.get_train_dataloader()
+    )
+    assert plan.by_epochs == trainers_count
+    assert plan.steps == max(trainers_count, min_steps)
+    assert plan.raised_to_floor == (min_steps > 0)
+
+    with caplog.at_level(logging.INFO, logger="train"):
+        metrics = recipe.train()
+    assert recipe.trainer.state.global_step == metrics["planned_steps"] == plan.steps
+    said = [r for r in caplog.records if r.name == "train"]
+    assert said[0].getMessage() == f"training: {plan.describe()}"
+    # Every one of these runs trains under 20 steps: each says its verdict will mean little.
+    assert said[1].levelno == logging.WARNING
+    assert said[1].getMessage() == plan.warning()

@@ -38,6 +38,7 @@ EXPECTED_PARAMETERS = {
     "LoraRank": "Integer",
     "LoraAlpha": "Integer",
     "Epochs": "Float",
+    "MinSteps": "Integer",
     "LearningRate": "Float",
     "TrainInstanceCount": "Integer",
     "TokenBudget": "Integer",
@@ -429,9 +430,17 @@ def test_training_jobs_use_spot_checkpoints_kms_retries_and_cache(definition, bu
         run_key = [v for v in join["Values"][3:] if v != "-"]
         assert all(not isinstance(v, dict) or "Std:Join" not in v for v in run_key)
         expected = (
-            ["PeftMethod", "LoraRank", "LoraAlpha", "Epochs", "LearningRate", "TokenBudget"]
+            [
+                "PeftMethod",
+                "LoraRank",
+                "LoraAlpha",
+                "Epochs",
+                "MinSteps",
+                "LearningRate",
+                "TokenBudget",
+            ]
             if step["Name"] == "TrainAdapter"
-            else ["Epochs", "TokenBudget"]
+            else ["Epochs", "MinSteps", "TokenBudget"]
         )
         assert [
             v["Get"].removeprefix("Parameters.") for v in run_key if isinstance(v, dict)
@@ -1119,11 +1128,12 @@ WIRES = {
     "TrainAdapter --epochs": "{Epochs}",
     "TrainAdapter --learning-rate": "{LearningRate}",
     "TrainAdapter --token-budget": "{TokenBudget}",
+    "TrainAdapter --min-steps": "{MinSteps}",
     "TrainAdapter --dataset-version": "{ResolveInputs.DatasetVersion}",
     "TrainAdapter channel train": "{Preprocess.output.splits}/train",
     "TrainAdapter channel validation": "{Preprocess.output.splits}/validation",
     "TrainAdapter instance count": "{TrainInstanceCount}",
-    "TrainAdapter checkpoints": "s3://peftops-test-bucket/pipelines/peftops-adapter/checkpoints/TrainAdapter/{Preprocess.job}/{PeftMethod}-{LoraRank}-{LoraAlpha}-{Epochs}-{LearningRate}-{TokenBudget}-{settings hash}",
+    "TrainAdapter checkpoints": "s3://peftops-test-bucket/pipelines/peftops-adapter/checkpoints/TrainAdapter/{Preprocess.job}/{PeftMethod}-{LoraRank}-{LoraAlpha}-{Epochs}-{MinSteps}-{LearningRate}-{TokenBudget}-{settings hash}",
     "CheckBaselineMode condition 0 Equals": "{BaselineMode}",
     "EvaluateStoredBaseline input test": "{Preprocess.output.splits}/test",
     "EvaluateStoredBaseline input adapter": "{TrainAdapter.model}",
@@ -1161,11 +1171,12 @@ WIRES = {
     "TrainBaseline --model-name-or-path": "{BaseModel}",
     "TrainBaseline --epochs": "{Epochs}",
     "TrainBaseline --token-budget": "{TokenBudget}",
+    "TrainBaseline --min-steps": "{MinSteps}",
     "TrainBaseline --dataset-version": "{ResolveInputs.DatasetVersion}",
     "TrainBaseline channel train": "{Preprocess.output.splits}/train",
     "TrainBaseline channel validation": "{Preprocess.output.splits}/validation",
     "TrainBaseline instance count": "{TrainInstanceCount}",
-    "TrainBaseline checkpoints": "s3://peftops-test-bucket/pipelines/peftops-adapter/checkpoints/TrainBaseline/{Preprocess.job}/full-{Epochs}-{TokenBudget}-{settings hash}",
+    "TrainBaseline checkpoints": "s3://peftops-test-bucket/pipelines/peftops-adapter/checkpoints/TrainBaseline/{Preprocess.job}/full-{Epochs}-{MinSteps}-{TokenBudget}-{settings hash}",
     "Evaluate input test": "{Preprocess.output.splits}/test",
     "Evaluate input adapter": "{TrainAdapter.model}",
     "Evaluate input baseline": "{TrainBaseline.model}",

@@ -69,6 +69,7 @@ def test_resume_fingerprint_follows_the_data_and_base_model_not_their_paths(
         ("lora_dropout", 0.1),
         ("epochs", 2.0),
         ("max_steps", 7),
+        ("min_steps", 38),
         ("per_device_batch_size", 2),
         ("gradient_accumulation_steps", 4),
         ("token_budget", 2048),
