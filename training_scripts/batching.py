@@ -76,30 +76,15 @@ def encode_causal(
         target = [*target[: max_target_tokens - 1], tokenizer.eos_token_id]
         stats.truncated_targets += 1
 
-    def prompt_of(value: tasks.TaskInput) -> list[int]:
-        return prompts.causal_prompt_ids(tokenizer, task.messages(value), cue=task.answer_cue)
-
-    prompt = prompt_of(task_input)
-    overflow = len(prompt) + len(target) - max_seq_length
-    if overflow > 0:
-        # Cut the input's longest text, not the template around it, so the prompt keeps its
-        # format.
-        texts = task.texts(task_input)
-        lengths = [len(prompts.plain_text_ids(tokenizer, text)) for text in texts]
-        while overflow > 0:
-            longest = max(range(len(texts)), key=lengths.__getitem__)
-            lengths[longest] -= overflow
-            if lengths[longest] <= 0:
-                raise ValueError(
-                    f"--max-seq-length {max_seq_length} leaves no room for the input; raise it"
-                )
-            cut = [
-                prompts.truncate_words_to_tokens(tokenizer, text, n)
-                for text, n in zip(texts, lengths, strict=True)
-            ]
-            prompt = prompt_of(task.with_texts(task_input, cut))
-            overflow = len(prompt) + len(target) - max_seq_length
-        stats.truncated_inputs += 1
+    try:
+        prompt, cut = prompts.fitted_prompt_ids(
+            tokenizer, task, task_input, max_tokens=max_seq_length - len(target), seq2seq=False
+        )
+    except prompts.NoRoomForInputError:
+        raise ValueError(
+            f"--max-seq-length {max_seq_length} leaves no room for the input; raise it"
+        ) from None
+    stats.truncated_inputs += cut
     stats.examples += 1
     return {
         "input_ids": prompt + target,
@@ -118,29 +103,24 @@ def encode_seq2seq(
     max_target_tokens: int,
     stats: EncodingStats,
 ) -> dict[str, list[int]]:
-    # The task's text holds no control tokens and the data's are text: split them all.
-    source = tokenizer(
-        prompts.render_prompt(
-            tokenizer, task.messages(task_input), seq2seq=True, cue=task.answer_cue
-        ),
-        truncation=True,
-        max_length=max_seq_length,
-        split_special_tokens=True,
-    )
+    try:
+        source, cut = prompts.fitted_prompt_ids(
+            tokenizer, task, task_input, max_tokens=max_seq_length, seq2seq=True
+        )
+    except prompts.NoRoomForInputError:
+        raise ValueError(
+            f"--max-seq-length {max_seq_length} leaves no room for the input; raise it"
+        ) from None
     labels = tokenizer(
         text_target=answer,
         truncation=True,
         max_length=max_target_tokens,
         split_special_tokens=True,
     )["input_ids"]
-    stats.truncated_inputs += len(source["input_ids"]) == max_seq_length
+    stats.truncated_inputs += cut
     stats.truncated_targets += len(labels) == max_target_tokens
     stats.examples += 1
-    return {
-        "input_ids": source["input_ids"],
-        "attention_mask": source["attention_mask"],
-        "labels": labels,
-    }
+    return {"input_ids": source, "attention_mask": [1] * len(source), "labels": labels}
 
 
 def read_split(path: str | Path) -> list[dict[str, Any]]:

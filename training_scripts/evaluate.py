@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser
 
 # isort: off
 if __package__:  # imported as part of the training_scripts package (pipeline, tests, benchmarks)
@@ -50,6 +49,7 @@ if __package__:  # imported as part of the training_scripts package (pipeline, t
         job_environment,
         model_card,
         model_loading,
+        prompts,
         report,
         scoring,
         tasks,
@@ -64,6 +64,7 @@ else:  # run as `python evaluate.py`, as in the SageMaker job: sibling modules a
     import job_environment
     import model_card
     import model_loading
+    import prompts
     import report
     import scoring
     import tasks
@@ -106,8 +107,12 @@ class EvaluateArguments:
     max_new_tokens: int = field(
         default=0, metadata={"help": "Generated answer tokens at most; 0: the task spec's."}
     )
-    max_input_tokens: int = field(
-        default=1024, metadata={"help": "Prompt tokens at most (longer prompts keep their end)."}
+    max_context_tokens: int = field(
+        default=tasks.MAX_CONTEXT_TOKENS,
+        metadata={
+            "help": "Prompt and answer tokens at most: a longer prompt's longest input text is "
+            "cut to fit, as train.py --max-seq-length cuts a training example."
+        },
     )
     batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
     max_examples: int = field(
@@ -156,6 +161,11 @@ class EvaluateArguments:
             raise ValueError(
                 "pass exactly one of --baseline-dir (evaluate a full fine-tune) or --baseline-evaluation (reuse one)"
             )
+        if self.max_context_tokens <= max(self.max_new_tokens, 0):
+            raise ValueError(
+                f"--max-context-tokens {self.max_context_tokens} leaves no room for a prompt "
+                f"beside --max-new-tokens {self.max_new_tokens}; raise it"
+            )
         if self.adapter_quantization not in {"auto", "4bit", "none"}:
             raise ValueError("--adapter-quantization must be auto, 4bit or none")
         for entry in self.task_gate:
@@ -179,8 +189,32 @@ class TestSet:
     task: tasks.TaskSpec
 
     @property
-    def prompts(self) -> list[list[dict[str, str]]]:
-        return [self.task.messages(r[contracts.INPUT_KEY]) for r in self.rows]
+    def inputs(self) -> list[tasks.TaskInput]:
+        return [r[contracts.INPUT_KEY] for r in self.rows]
+
+    def prompt_ids(
+        self, tokenizer: Any, *, seq2seq: bool, args: EvaluateArguments
+    ) -> tuple[list[list[int]], int]:
+        """Each test prompt's ids fitted as training fitted its examples (a causal model's to
+        the context less the answer's tokens; an encoder's input to the whole context), and
+        how many were cut."""
+        answer = 0 if seq2seq else self.max_new_tokens(args)
+        try:
+            return generation.prompt_token_ids(
+                tokenizer,
+                self.task,
+                self.inputs,
+                seq2seq=seq2seq,
+                max_tokens=args.max_context_tokens - answer,
+            )
+        except prompts.NoRoomForInputError as err:
+            raise ValueError(
+                f"{err} (--max-context-tokens {args.max_context_tokens} less {answer} answer "
+                "tokens); raise --max-context-tokens or lower --max-new-tokens"
+            ) from None
+
+    def max_new_tokens(self, args: EvaluateArguments) -> int:
+        return args.max_new_tokens or self.task.max_new_tokens
 
 
 def score_model(
@@ -189,14 +223,21 @@ def score_model(
     """One model's entry of evaluation.json (scores, per-example scores, generation speed) and
     its answers."""
     rows = test.rows
+    prompt_ids, cut = test.prompt_ids(
+        tokenizer, seq2seq=model_loading.is_seq2seq(model.config), args=args
+    )
+    if cut:
+        logger.warning(
+            "%s: %d of %d test prompts were longer than --max-context-tokens %d allows with "
+            "%d answer tokens: their longest input text was cut, as training cuts its examples",
+            name, cut, len(rows), args.max_context_tokens, test.max_new_tokens(args),
+        )  # fmt: skip
     generated = generation.generate_answers(
         model,
         tokenizer,
-        test.prompts,
-        cue=test.task.answer_cue,
+        prompt_ids,
         batch_size=args.batch_size,
-        max_input_tokens=args.max_input_tokens,
-        max_new_tokens=args.max_new_tokens or test.task.max_new_tokens,
+        max_new_tokens=test.max_new_tokens(args),
         label=name,
     )
     references = [r[contracts.TARGET_KEY] for r in rows]
@@ -210,6 +251,7 @@ def score_model(
     entry: dict[str, Any] = {
         **scoring.means(per_example),
         "per_example": per_example,
+        "cut_prompts": cut,
         "generation_seconds": generated.seconds,
         "generated_tokens": generated.new_tokens,
         "generated_tokens_per_second": generated.new_tokens / generated.seconds
@@ -446,6 +488,7 @@ def evaluate_all(
     )
     base_ref = str(base_dir) if base_dir else args.base_model  # a hub id otherwise
     tokenizer = model_loading.load_tokenizer(base_ref)
+    smoke = smoke_request(test, tokenizer, args)  # before any scoring: a refusal costs nothing
     models: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[str]] = {}
 
@@ -479,7 +522,9 @@ def evaluate_all(
         entry.setdefault(
             "trainable_percent", 100.0 * entry["trainable_params"] / total if total else None
         )
-    evaluation = evaluation_document(args, models, test, baseline_source, training, dtype, tracked)
+    evaluation = evaluation_document(
+        args, models, test, baseline_source, training, dtype, tracked, smoke
+    )
     out = Path(args.output_dir)
     evaluation = contracts.EVALUATION.write(out, evaluation)
     write_predictions(out / "predictions.jsonl", rows, predictions)
@@ -495,6 +540,7 @@ def evaluation_document(
     training: dict[str, Any],
     dtype: Any,
     tracked: tracking.Tracked | None,
+    smoke: dict[str, Any],
 ) -> dict[str, Any]:
     """evaluation.json's content: the models side by side, their comparisons and the gate, and
     what the figures were computed on and how."""
@@ -512,7 +558,7 @@ def evaluation_document(
             "spec": test.task.document(),
             # What a stage's deployer sends the new version before it serves: a test
             # example's body, built as every client builds one.
-            "smoke_request": smoke_request(test),
+            "smoke_request": smoke,
         },
         "baseline_source": baseline_source,
         "base_model": args.base_model,
@@ -524,7 +570,7 @@ def evaluation_document(
         },
         "generation": {
             "decoding": "greedy",
-            "max_new_tokens": args.max_new_tokens or test.task.max_new_tokens,
+            "max_new_tokens": test.max_new_tokens(args),
             "precision": str(dtype).removeprefix("torch."),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
         },
@@ -546,15 +592,26 @@ def evaluation_document(
 SMOKE_MAX_NEW_TOKENS = 16
 
 
-def smoke_request(test: TestSet) -> dict[str, Any]:
-    """The request body of the first test example an endpoint can be sent (one whose text
-    spells no control token)."""
+def smoke_request(test: TestSet, tokenizer: Any, args: EvaluateArguments) -> dict[str, Any]:
+    """The request body of the first test example an endpoint takes: one whose text spells no
+    control token, and whose prompt and answer fit the context (an endpoint refuses more)."""
     for row in test.rows:
         try:
-            return tasks.chat_request(test.task, row[contracts.INPUT_KEY], SMOKE_MAX_NEW_TOKENS)
+            body = tasks.chat_request(test.task, row[contracts.INPUT_KEY], SMOKE_MAX_NEW_TOKENS)
         except tasks.TaskSpecError:
             continue
-    raise ValueError("no test example can be sent to an endpoint: each spells a control token")
+        cue = test.task.answer_cue
+        prompt = prompts.causal_prompt_ids(tokenizer, body["messages"], cue=cue)
+        # The endpoint's bound, whatever this evaluation's: LMI reads MAX_CONTEXT_TOKENS.
+        if len(prompt) + SMOKE_MAX_NEW_TOKENS <= min(
+            args.max_context_tokens, tasks.MAX_CONTEXT_TOKENS
+        ):
+            return body
+    raise ValueError(
+        "no test example can be sent to an endpoint: each spells a control token or is longer "
+        f"than --max-context-tokens {min(args.max_context_tokens, tasks.MAX_CONTEXT_TOKENS)} "
+        "allows"
+    )
 
 
 def write_predictions(
@@ -615,7 +672,7 @@ def write_documents(
 def main(argv: list[str] | None = None) -> int:
     logs.setup_logging()
     try:
-        (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
+        args = job_environment.parsed_arguments(EvaluateArguments, argv)
         job_environment.use_hub_token_from_secrets_manager()
         with tracking.run("evaluate", params=tracking.evaluation_params(args)) as tracked:
             evaluation = run(args, tracked)

@@ -1,5 +1,6 @@
-"""Greedy answers from a model: the prompts as training encoded them, in batches of similar
-length (less padding), returned in input order, with a progress line per batch."""
+"""Greedy answers from a model: the prompts as training encoded them (fitted to the same token
+budget by the same rule), in batches of similar length (less padding), returned in input order,
+with a progress line per batch."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 if __package__:  # imported as part of the training_scripts package
-    from . import measurements, model_loading, prompts
+    from . import measurements, model_loading, prompts, tasks
 else:  # run as a file in a SageMaker job: sibling modules are top-level
     import measurements
     import model_loading
     import prompts
+    import tasks
 
 import torch
 
@@ -30,31 +32,35 @@ class Generated:
 
 
 def prompt_token_ids(
-    tokenizer: Any, conversations: list[list[dict[str, str]]], *, cue: str, seq2seq: bool
-) -> list[list[int]]:
-    """The ids a model reads for each prompt: what evaluation scores, and what an endpoint
-    must read for the same request."""
-    return [
-        prompts.prompt_ids(tokenizer, messages, seq2seq=seq2seq, cue=cue)
-        for messages in conversations
+    tokenizer: Any,
+    task: tasks.TaskSpec,
+    inputs: list[tasks.TaskInput],
+    *,
+    seq2seq: bool,
+    max_tokens: int,
+) -> tuple[list[list[int]], int]:
+    """The ids a model reads for each input, fitted to `max_tokens` as training fits its
+    examples (`prompts.fitted_prompt_ids`), and how many had to be cut: what evaluation scores,
+    and what an endpoint reads for the same request."""
+    fitted = [
+        prompts.fitted_prompt_ids(tokenizer, task, value, max_tokens=max_tokens, seq2seq=seq2seq)
+        for value in inputs
     ]
+    return [ids for ids, _ in fitted], sum(cut for _, cut in fitted)
 
 
 def generate_answers(
     model: Any,
     tokenizer: Any,
-    conversations: list[list[dict[str, str]]],
+    prompt_tokens: list[list[int]],
     *,
-    cue: str,
     batch_size: int,
-    max_input_tokens: int,
     max_new_tokens: int,
     label: str = "",
 ) -> Generated:
-    """Greedy decoding in batches of similar length (less padding), returned in input order;
-    a progress line per batch when `label` names the model."""
+    """Greedy decoding of each prompt's ids in batches of similar length (less padding),
+    returned in input order; a progress line per batch when `label` names the model."""
     seq2seq = model_loading.is_seq2seq(model.config)
-    prompt_tokens = prompt_token_ids(tokenizer, conversations, cue=cue, seq2seq=seq2seq)
     order = sorted(range(len(prompt_tokens)), key=lambda i: len(prompt_tokens[i]))
     outputs: list[str] = [""] * len(prompt_tokens)
     new_tokens = 0
@@ -65,9 +71,8 @@ def generate_answers(
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
-        # Longer prompts keep their end: the instruction to answer is there.
         batch = tokenizer.pad(
-            {"input_ids": [prompt_tokens[i][-max_input_tokens:] for i in indices]},
+            {"input_ids": [prompt_tokens[i] for i in indices]},
             padding=True,
             return_tensors="pt",
         ).to(device)

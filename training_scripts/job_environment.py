@@ -8,12 +8,32 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 if __package__:  # imported as part of the training_scripts package
     from . import contracts
 else:  # run as a file in a SageMaker job: sibling modules are top-level
     import contracts
+
+
+T = TypeVar("T")
+
+
+class ArgumentsError(ValueError):
+    """A job's command line names an argument its script does not take."""
+
+
+def parsed_arguments(kind: type[T], argv: list[str] | None) -> T:
+    """A script's arguments as its dataclass; an unknown (or misspelt) flag is an
+    `ArgumentsError` naming it, never HfArgumentParser's traceback."""
+    from transformers import HfArgumentParser
+
+    args, unknown = HfArgumentParser(kind).parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    if unknown:
+        raise ArgumentsError(f"unknown arguments {' '.join(unknown)}; see --help")
+    return args
 
 
 class HubTokenError(ValueError):

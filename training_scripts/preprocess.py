@@ -414,14 +414,17 @@ def write_outputs(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
-
     logs.setup_logging()
     try:
-        (args,) = HfArgumentParser(PreprocessArguments).parse_args_into_dataclasses(args=argv)
+        args = job_environment.parsed_arguments(PreprocessArguments, argv)
         job_environment.use_hub_token_from_secrets_manager()  # the tokenizer of a gated base model
         manifest = run(args)
-    except (readers.DataError, tasks.TaskSpecError, job_environment.HubTokenError) as err:
+    except (
+        readers.DataError,
+        tasks.TaskSpecError,
+        job_environment.HubTokenError,
+        job_environment.ArgumentsError,
+    ) as err:
         logger.error("error: %s", err)
         return 2
     logger.info(

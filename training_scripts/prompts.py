@@ -10,7 +10,10 @@ injection). Host code (the local server) imports it too.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .tasks import TaskInput, TaskSpec
 
 Messages = list[dict[str, str]]
 _SLOT = "\x00{}\x00"  # where a message's content goes in a rendered template
@@ -92,3 +95,53 @@ def prompt_ids(tokenizer: Any, messages: Messages, *, seq2seq: bool, cue: str) -
         return causal_prompt_ids(tokenizer, messages, cue=cue)
     text = render_prompt(tokenizer, messages, seq2seq=True, cue=cue)
     return tokenizer(text, split_special_tokens=True)["input_ids"]
+
+
+class NoRoomForInputError(ValueError):
+    """A prompt whose template alone leaves no room for its input in the token budget."""
+
+
+def fitted_prompt_ids(
+    tokenizer: Any, task: TaskSpec, task_input: TaskInput, *, max_tokens: int, seq2seq: bool
+) -> tuple[list[int], bool]:
+    """The prompt's ids in at most `max_tokens`, and whether the input was cut to fit. The
+    input's texts give way from the longest down (the longest is cut to the next one's length,
+    then both together, ...), each at a token boundary; the template, the system turn and the
+    answer cue around them never do. Training fits its examples, and evaluation its test
+    prompts, by this one rule."""
+
+    def ids_of(value: TaskInput) -> list[int]:
+        return prompt_ids(tokenizer, task.messages(value), seq2seq=seq2seq, cue=task.answer_cue)
+
+    ids = ids_of(task_input)
+    if len(ids) <= max_tokens:
+        return ids, False
+    texts = task.texts(task_input)
+    lengths = [len(plain_text_ids(tokenizer, text)) for text in texts]
+    while len(ids) > max_tokens:
+        cap = leveled_cap(lengths, len(ids) - max_tokens)
+        if cap < 1:
+            raise NoRoomForInputError(
+                f"a budget of {max_tokens} prompt tokens leaves no room for the input of task "
+                f"{task.name}: its template alone takes most of it"
+            )
+        lengths = [min(n, cap) for n in lengths]
+        cut = [
+            truncate_words_to_tokens(tokenizer, text, n)
+            for text, n in zip(texts, lengths, strict=True)
+        ]
+        ids = ids_of(task.with_texts(task_input, cut))
+    return ids, True
+
+
+def leveled_cap(lengths: list[int], overflow: int) -> int:
+    """The largest cap on every text's length that removes at least `overflow` tokens in all
+    (texts above it are cut down to it); 0 when even empty texts would not remove that much."""
+    low, high = 0, max(lengths)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(max(0, n - middle) for n in lengths) >= overflow:
+            low = middle
+        else:
+            high = middle - 1
+    return low if sum(max(0, n - low) for n in lengths) >= overflow else 0

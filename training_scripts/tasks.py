@@ -37,6 +37,11 @@ TASK_NAME = re.compile(r"[a-z0-9](-?[a-z0-9]){0,31}")
 ROLES = ("system", "user", "assistant")
 DEFAULT_ANSWER_CUE = "Answer:"
 MAX_NEW_TOKENS_LIMIT = 512  # what an endpoint generates at most for one request
+# Prompt and answer tokens at most, everywhere a model reads a task: train.py's
+# --max-seq-length, evaluation's prompts (fitted to this less the answer's tokens), the local
+# endpoint and LMI's OPTION_MAX_MODEL_LEN (both refuse a longer request), so a served adapter
+# never reads a longer context than it was trained and scored on.
+MAX_CONTEXT_TOKENS = 1024
 OTHER_LABEL = "(other)"  # a label task's answer outside its labels (scoring, the report)
 
 Message = dict[str, str]

@@ -45,6 +45,7 @@ if __package__:  # imported as part of the training_scripts package (pipeline, t
         measurements,
         model_loading,
         packed_attention,
+        tasks,
         tracking,
         trainable_model,
     )
@@ -60,15 +61,13 @@ else:  # run as `python train.py`, as in the SageMaker job: sibling modules are 
     import measurements
     import model_loading
     import packed_attention
+    import tasks
     import tracking
     import trainable_model
     from batching import DEFAULT_TOKEN_BUDGETS, Attention, Batching
 # isort: on
 
 import torch
-from transformers import (
-    HfArgumentParser,
-)
 
 logger = logging.getLogger("train")
 
@@ -199,7 +198,11 @@ class TrainArguments:
         },
     )
     max_seq_length: int = field(
-        default=1024, metadata={"help": "Causal: prompt + summary tokens; seq2seq: input tokens."}
+        default=tasks.MAX_CONTEXT_TOKENS,
+        metadata={
+            "help": "Causal: prompt + answer tokens; seq2seq: input tokens. A longer example's "
+            "longest input text is cut to fit (the template around it stays whole)."
+        },
     )
     max_target_tokens: int = field(
         default=256, metadata={"help": "Summary tokens kept for training."}
@@ -604,7 +607,7 @@ def train(args: TrainArguments) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     logs.setup_logging()
     try:
-        (args,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(args=argv)
+        args = job_environment.parsed_arguments(TrainArguments, argv)
         job_environment.use_hub_token_from_secrets_manager()
         metrics = train(args)
     except (ValueError, FileNotFoundError, guarded_trainer.NonFiniteError) as err:

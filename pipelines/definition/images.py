@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sagemaker.core import image_uris
 
 from pipelines.definition.config import PipelineConfig
+from training_scripts.tasks import MAX_CONTEXT_TOKENS
 
 # The serving image: LMI (vLLM backend), which serves LoRA adapters as inference components
 # on one base-model component. Pinned: the registered versions and the endpoints name the same.
@@ -78,8 +79,14 @@ def serving_image(region: str) -> str:
 
 def lora_serving_environment(base_model: str) -> dict[str, str]:
     """The serving container's settings that every adapter of one base model shares: the base
-    model (a hub id or an s3:// prefix LMI downloads) with LoRA serving on."""
-    return {"HF_MODEL_ID": base_model, "OPTION_ENABLE_LORA": "true"}
+    model (a hub id or an s3:// prefix LMI downloads) with LoRA serving on, and the context
+    training and evaluation read at most (vLLM's max_model_len: a longer request is refused,
+    as the local endpoint refuses it)."""
+    return {
+        "HF_MODEL_ID": base_model,
+        "OPTION_ENABLE_LORA": "true",
+        "OPTION_MAX_MODEL_LEN": str(MAX_CONTEXT_TOKENS),
+    }
 
 
 def ecr_repository_arn(image_uri: str, partition: str = "aws") -> str:

@@ -79,7 +79,7 @@ class AdapterModel:
         from peft import PeftModel
         from transformers.utils import logging as transformers_logging
 
-        from training_scripts import model_loading
+        from training_scripts import model_loading, tasks
 
         # A server's console shows requests and errors, not a progress bar per weight file.
         transformers_logging.disable_progress_bar()
@@ -92,6 +92,12 @@ class AdapterModel:
         base = model_loading.load_model(base_model, quantize_4bit=False, dtype=torch.float32)
         if model_loading.is_seq2seq(base.config):
             raise ServingError("serving takes causal language models; this base is seq2seq")
+        # The context training and evaluation read at most (tasks.MAX_CONTEXT_TOKENS), as LMI's
+        # OPTION_MAX_MODEL_LEN bounds it in the cloud, within the model's own positions.
+        positions = (
+            getattr(base.config, "max_position_embeddings", None) or tasks.MAX_CONTEXT_TOKENS
+        )
+        self.max_context = min(tasks.MAX_CONTEXT_TOKENS, positions)
         self.tasks = tuple(sorted(adapters))
         # Each adapter's task, as it was trained (the spec train.py wrote beside it).
         self.specs = {task: adapter_task(adapters[task]) for task in self.tasks}
@@ -123,7 +129,16 @@ class AdapterModel:
                 )
         spec = self.specs.get(request.task)
         cue = spec.answer_cue if spec else tasks.DEFAULT_ANSWER_CUE
-        return prompts.causal_prompt_ids(self.tokenizer, request.messages, cue=cue)
+        ids = prompts.causal_prompt_ids(self.tokenizer, request.messages, cue=cue)
+        # Refused, never cut: no client gets an answer to another prompt than it sent.
+        if len(ids) + request.max_new_tokens > self.max_context:
+            raise ServingError(
+                f"this endpoint reads at most {self.max_context} tokens of prompt and "
+                f"answer; the request asks for {len(ids) + request.max_new_tokens} "
+                f"({len(ids)} in the messages, {request.max_new_tokens} in the answer): "
+                "shorten the messages or max_tokens"
+            )
+        return ids
 
     def generate(self, requests: Sequence[Request]) -> list[Answer]:
         """Greedy continuations of a batch whose rows may each name another task."""

@@ -233,3 +233,21 @@ def test_every_cli_command_prints_its_help() -> None:
         done = CliRunner().invoke(app, [*path, "--help"])
         assert done.exit_code == 0, (path, done.output)
         assert "Usage: " in done.output, path
+
+
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [
+        ("preprocess.py", ["--inptu", "data.jsonl"]),
+        ("train.py", ["--model-name-or-path", "m", "--lora-rank", "8"]),
+        ("evaluate.py", ["--base-model", "m", "--baseline-dir", "b", "--max-input-tokens", "9"]),
+    ],
+)
+def test_a_misspelt_flag_is_one_line_naming_it(
+    script: str, argv: list[str], tmp_path: Path
+) -> None:
+    done = run_script(script, argv, cwd=tmp_path)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, lines
+    stem = script.removesuffix(".py")
+    assert lines[0] == f"{stem}: error: unknown arguments {' '.join(argv[-2:])}; see --help"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from pipelines.serving.client import InvokeError, invoke_local
 from pipelines.serving.server import COMPONENT_HEADER
 from tests.conftest import REPO, peftops
 from training_scripts import tasks
+from training_scripts.contracts import INPUT_KEY, TARGET_KEY
 
 DIALOGUES = [
     "#Person1#: Could you send me the report by Friday?\n#Person2#: Sure, on Thursday.",
@@ -237,15 +239,16 @@ def test_evaluation_scores_the_answers_serving_gives(
                 base_model, adapter, quantized=False, dtype=torch.float32
             )
             assert not hasattr(model, "peft_config")  # merged: generation at the base's speed
-            spec = SPECS[task]
+            test = evaluate.TestSet(
+                [{INPUT_KEY: d, TARGET_KEY: ""} for d in DIALOGUES], "-", SPECS[task]
+            )
+            prompt_ids, _ = test.prompt_ids(tokenizer, seq2seq=False, args=arguments)
             scored = generation.generate_answers(
                 model,
                 tokenizer,
-                [spec.messages(d) for d in DIALOGUES],
-                cue=spec.answer_cue,
+                prompt_ids,
                 batch_size=arguments.batch_size,
-                max_input_tokens=arguments.max_input_tokens,
-                max_new_tokens=arguments.max_new_tokens,
+                max_new_tokens=test.max_new_tokens(arguments),
             )
             assert scored.answers == expected[task], task
 
@@ -350,7 +353,7 @@ def test_the_server_reads_the_ids_evaluation_scored_for_every_test_example(
     from botocore.stub import Stubber
 
     from pipelines.serving.client import invoke_sagemaker
-    from training_scripts import evaluate, generation, preprocess
+    from training_scripts import evaluate, preprocess
 
     registry = LocalRegistry(staging.root / "registry.sqlite", "peftops-smoke")
     versions = {v.task: v for v in registry.list()}
@@ -378,12 +381,11 @@ def test_the_server_reads_the_ids_evaluation_scored_for_every_test_example(
                 task_spec=str(spec_file),
             )
         )
-        test = evaluate.read_test_set(evaluate.EvaluateArguments(
+        arguments = evaluate.EvaluateArguments(
             base_model=base_model, adapter_dir="-", baseline_dir="-", test_dir=str(out / "test"),
-        ))  # fmt: skip
-        scored = generation.prompt_token_ids(
-            model.tokenizer, test.prompts, cue=test.task.answer_cue, seq2seq=False
-        )
+        )  # fmt: skip
+        test = evaluate.read_test_set(arguments)
+        scored, _ = test.prompt_ids(model.tokenizer, seq2seq=False, args=arguments)
         sent.clear()
         with Stubber(runtime) as stub:
             for row in test.rows:
@@ -416,3 +418,48 @@ def test_a_body_without_max_tokens_answers_at_the_tasks_length(staging: Served) 
     messages = body(TASKS[1], DIALOGUES[1])["messages"]
     longer = completion_tokens({"messages": messages, "max_tokens": MAX_NEW_TOKENS})
     assert completion_tokens({"messages": messages}) == min(5, longer)
+
+
+def post_invocation(staging: Served, task: str, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{staging.url}/invocations",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", COMPONENT_HEADER: task},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_a_request_past_the_context_is_refused_alone_and_names_the_limit(
+    staging: Served,
+) -> None:
+    """Prompt and answer tokens are bounded by the context training and evaluation read (LMI's
+    OPTION_MAX_MODEL_LEN in the cloud): one token past it is a 400 that says by how much, one
+    token within it is answered, and a neighbour sent beside the refused one is answered."""
+    limit = tasks.MAX_CONTEXT_TOKENS
+    long_text = " ".join(f"line {i}." for i in range(120))  # 512 < its tokens < 1024
+    status, reply = post_invocation(
+        staging, TASKS[0], {"messages": [{"role": "user", "content": long_text}], "max_tokens": 512}
+    )
+    assert status == 400, reply
+    match = re.search(
+        r"asks for (\d+) \((\d+) in the messages, 512 in the answer\)", reply["detail"]
+    )
+    assert match and f"at most {limit} tokens" in reply["detail"], reply
+    prompt_tokens = int(match[2])
+    assert int(match[1]) == prompt_tokens + 512 > limit and prompt_tokens < limit
+    within = {
+        "messages": [{"role": "user", "content": long_text}],
+        "max_tokens": limit - prompt_tokens,
+    }
+    past = {**within, "max_tokens": limit - prompt_tokens + 1}
+    with ThreadPoolExecutor(2) as pool:
+        answered, refused = pool.map(
+            lambda b: post_invocation(staging, TASKS[0], b), [within, past]
+        )
+    assert refused[0] == 400 and f"asks for {limit + 1} " in refused[1]["detail"]
+    assert answered[0] == 200 and answered[1]["usage"]["prompt_tokens"] == prompt_tokens

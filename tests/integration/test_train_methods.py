@@ -352,6 +352,32 @@ def test_over_long_examples_are_cut_in_the_dialogue_and_counted(tiny_causal: Pat
     assert text.startswith(DEFAULT_TASK.template.split("{")[0]) and "Summary: A long talk." in text
 
 
+def test_over_long_seq2seq_inputs_keep_the_template_around_them(tiny_seq2seq: Path) -> None:
+    """An encoder's input is fitted by the causal rule too: the longest field gives way, and
+    the template's text after it stays (a cut at the end would drop it, and evaluation would
+    read another prompt than training did)."""
+    from training_scripts.batching import EncodingStats, encode_seq2seq
+    from training_scripts.tasks import parse_task_spec
+
+    task = parse_task_spec(
+        {"name": "qa", "format": "fields", "template": "Q: {question}\nContext: {context}\nEnd.",
+         "target_field": "answer"}, "qa",
+    )  # fmt: skip
+    tokenizer = load_tokenizer(str(tiny_seq2seq))
+    stats = EncodingStats()
+    long_context = " ".join(f"fact {i}." for i in range(300))
+    row = encode_seq2seq(
+        tokenizer, task, {"question": "Which fact comes first?", "context": long_context},
+        "fact 0", max_seq_length=96, max_target_tokens=16, stats=stats,
+    )  # fmt: skip
+    assert len(row["input_ids"]) <= 96 and stats.truncated_inputs == 1
+    assert row["attention_mask"] == [1] * len(row["input_ids"])
+    text = tokenizer.decode(row["input_ids"], skip_special_tokens=True)
+    # (the tiny T5 vocabulary has no "Q": it decodes to nothing)
+    assert ": Which fact comes first?\nContext: fact 0." in text
+    assert text.rstrip().endswith("End."), text
+
+
 def test_over_long_inputs_of_several_fields_are_cut_in_the_longest(tiny_causal: Path) -> None:
     """The template around the fields stays whole; the longest field gives way first."""
     from training_scripts.batching import EncodingStats, encode_causal

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from training_scripts import generation
+from training_scripts.prompts import prompt_ids
 
 
 class EchoModel(torch.nn.Module):
@@ -60,16 +61,137 @@ def test_every_answer_lands_at_its_examples_place(
         for index, length in enumerate(lengths)
     ]
     model = EchoModel(tokenizer.pad_token_id)
+    prompts = [
+        prompt_ids(tokenizer, messages, seq2seq=False, cue="Answer:") for messages in conversations
+    ]
     done = generation.generate_answers(
-        model,
-        tokenizer,
-        conversations,
-        cue="Answer:",
-        batch_size=batch_size,
-        max_input_tokens=4096,
-        max_new_tokens=8,
+        model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=8
     )
-    prompts = generation.prompt_token_ids(tokenizer, conversations, cue="Answer:", seq2seq=False)
     expected = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in prompts]
     assert len(set(expected)) == len(expected)  # every answer names its example
     assert done.answers == expected
+
+
+QA_TASK = {
+    "name": "qa",
+    "format": "fields",
+    "template": "Q: {question}\nContext: {context}\nEnd.",
+    "target_field": "answer",
+    "answer_cue": "A:",
+}
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    question_words=st.integers(min_value=1, max_value=80),
+    context_words=st.integers(min_value=1, max_value=300),
+    budget=st.integers(min_value=60, max_value=400),
+)
+def test_evaluation_fits_a_long_prompt_as_training_fit_it(
+    tokenizer, question_words: int, context_words: int, budget: int
+) -> None:
+    """One rule for a prompt over its token budget, in train.py and evaluate.py: the longest
+    input text gives way and the template stays whole, so a test example too long for the
+    context is scored on the very prompt its training twin was trained on."""
+    from training_scripts import evaluate, prompts, tasks
+    from training_scripts.batching import EncodingStats, encode_causal
+    from training_scripts.contracts import INPUT_KEY, TARGET_KEY
+
+    task = tasks.parse_task_spec(QA_TASK, "qa")
+    value = {
+        "question": " ".join(f"why{i}" for i in range(question_words)),
+        "context": " ".join(f"fact {i}." for i in range(context_words)),
+    }
+    answer = "fact 0"
+    target = prompts.target_ids(tokenizer, answer, chat=prompts.has_chat_template(tokenizer))
+    whole = prompts.prompt_ids(tokenizer, task.messages(value), seq2seq=False, cue="A:")
+    context = budget + len(target)
+    try:
+        row = encode_causal(
+            tokenizer, task, value, answer,
+            max_seq_length=context, max_target_tokens=64, stats=EncodingStats(),
+        )  # fmt: skip
+    except ValueError:  # refused only when even one token of each text would not fit
+        shortest = {k: prompts.truncate_words_to_tokens(tokenizer, v, 1) for k, v in value.items()}
+        bare = prompts.prompt_ids(tokenizer, task.messages(shortest), seq2seq=False, cue="A:")
+        assert len(bare) + 2 > budget
+        return
+    trained = row["input_ids"][: len(row["input_ids"]) - len(target)]
+    args = evaluate.EvaluateArguments(
+        base_model="-", adapter_dir="-", baseline_dir="-", test_dir="-",
+        max_new_tokens=len(target), max_context_tokens=context,
+    )  # fmt: skip
+    test = evaluate.TestSet([{INPUT_KEY: value, TARGET_KEY: answer}], "-", task)
+    (scored,), cut = test.prompt_ids(tokenizer, seq2seq=False, args=args)
+    assert scored == trained
+    assert len(scored) <= budget and cut == (len(whole) > budget)
+    if not cut:
+        assert scored == whole
+    text = tokenizer.decode(scored)
+    for piece in ("Q: why0", "\nContext: ", "\nEnd.", "A:"):
+        assert piece in text, (piece, text)
+
+
+def test_the_smoke_request_is_the_first_test_example_an_endpoint_takes(tokenizer) -> None:
+    """A deployer's smoke request must be one an endpoint answers: the first test example that
+    spells no control token and fits the context with the smoke answer's tokens."""
+    from training_scripts import evaluate, tasks
+    from training_scripts.contracts import INPUT_KEY, TARGET_KEY
+
+    task = tasks.resolve_task_spec(tasks.DEFAULT_TASK)
+    inputs = [
+        "#Person1#: " + " ".join(f"word{i}" for i in range(400)),  # past the context
+        "#Person1#: Close the turn <|im_end|> here.",  # spells a control token
+        "#Person1#: Is the 8:15 on time?\n#Person2#: 20 minutes late.",
+        "#Person1#: Lunch?\n#Person2#: Yes.",
+    ]
+    test = evaluate.TestSet([{INPUT_KEY: i, TARGET_KEY: "-"} for i in inputs], "-", task)
+    args = evaluate.EvaluateArguments(
+        base_model="-", adapter_dir="-", baseline_dir="-", test_dir="-", max_context_tokens=200
+    )
+    assert evaluate.smoke_request(test, tokenizer, args) == tasks.chat_request(
+        task, inputs[2], evaluate.SMOKE_MAX_NEW_TOKENS
+    )
+    with pytest.raises(ValueError, match="longer than --max-context-tokens 200"):
+        evaluate.smoke_request(evaluate.TestSet(test.rows[:2], "-", task), tokenizer, args)
+
+
+def test_texts_give_way_from_the_longest_down(tokenizer) -> None:
+    """Two long fields are cut to about the same length (the longer first, then both), each
+    keeping its start; one field is never emptied while the other keeps hundreds of tokens."""
+    from training_scripts import prompts, tasks
+
+    task = tasks.parse_task_spec(QA_TASK, "qa")
+    value = {
+        "question": " ".join(f"why{i}" for i in range(150)),
+        "context": " ".join(f"fact {i}." for i in range(300)),
+    }
+    ids, cut = prompts.fitted_prompt_ids(tokenizer, task, value, max_tokens=160, seq2seq=False)
+    assert cut and len(ids) <= 160
+    text = tokenizer.decode(ids)
+    question = text.split("Q: ", 1)[1].split("\nContext: ", 1)[0]
+    context = text.split("\nContext: ", 1)[1].split("\nEnd.", 1)[0]
+    sizes = [len(prompts.plain_text_ids(tokenizer, t)) for t in (question, context)]
+    assert question.startswith("why0 ") and context.startswith("fact 0.")
+    assert min(sizes) > 30 and abs(sizes[0] - sizes[1]) <= 2, sizes
+
+
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=500), min_size=1, max_size=5),
+    overflow=st.integers(min_value=1, max_value=1500),
+)
+def test_the_cap_is_the_highest_that_removes_the_overflow(
+    lengths: list[int], overflow: int
+) -> None:
+    from training_scripts.prompts import leveled_cap
+
+    def removed(cap: int) -> int:
+        return sum(max(0, n - cap) for n in lengths)
+
+    cap = leveled_cap(lengths, overflow)
+    if removed(0) < overflow:
+        assert cap == 0
+    else:
+        assert removed(cap) >= overflow and (cap == max(lengths) or removed(cap + 1) < overflow)

@@ -1054,11 +1054,17 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
         }
         environment = registered["Environment"]
         assert environment["HF_MODEL_ID"] == {"Get": "Parameters.BaseModel"}
-        assert environment["OPTION_ENABLE_LORA"] == "true"
         assert parameters["BaseModel"] == spec["Container"]["Environment"]["HF_MODEL_ID"]
+        # The version's container and the stage's base component: one model, one context.
+        shared = {k for k in environment if k.startswith("OPTION_")}
+        assert shared == {"OPTION_ENABLE_LORA", "OPTION_MAX_MODEL_LEN"}
+        assert {k: spec["Container"]["Environment"][k] for k in shared} == {
+            k: environment[k] for k in shared
+        }
     assert spec["Container"]["Environment"] | {"HF_MODEL_ID": "-"} == {
         "HF_MODEL_ID": "-",
         "OPTION_ENABLE_LORA": "true",
+        "OPTION_MAX_MODEL_LEN": "1024",
         "OPTION_MAX_LORAS": "8",
         "OPTION_MAX_LORA_RANK": "64",
         "OPTION_MAX_CPU_LORAS": "32",

@@ -564,6 +564,7 @@ def test_jobs_install_the_hash_pinned_lock_or_nothing_on_a_prebuilt_image(built)
 
 def test_the_registered_container_serves_the_adapter_on_the_lmi_base_model(definition) -> None:
     from pipelines.definition.images import LMI_VERSION
+    from training_scripts.tasks import MAX_CONTEXT_TOKENS
 
     (container,) = flatten(definition["Steps"])["RegisterAdapter"]["Arguments"][
         "InferenceSpecification"
@@ -575,6 +576,9 @@ def test_the_registered_container_serves_the_adapter_on_the_lmi_base_model(defin
     environment = container["Environment"]
     assert environment["HF_MODEL_ID"] == {"Get": "Parameters.BaseModel"}
     assert environment["OPTION_ENABLE_LORA"] == "true"
+    # The context training and evaluation read at most: LMI refuses a longer request, as the
+    # local endpoint does.
+    assert environment["OPTION_MAX_MODEL_LEN"] == str(MAX_CONTEXT_TOKENS) == "1024"
     # Not TGI: its LORA_ADAPTERS answers an unknown adapter with the base model.
     assert "LORA_ADAPTERS" not in environment
 
