@@ -111,6 +111,10 @@ class PreprocessArguments:
     )
 
     def __post_init__(self) -> None:
+        for flag, value in (("--input", self.input), ("--output-dir", self.output_dir)):
+            if not value.strip():
+                # An empty path is the current folder: read all of it, or write over it.
+                raise readers.DataError(f"{flag} is empty: name a file or folder")
         if self.max_input_tokens <= 0:
             raise readers.DataError(
                 f"--max-input-tokens must be > 0, got {self.max_input_tokens}: it is the token "
@@ -324,7 +328,8 @@ def run(args: PreprocessArguments) -> dict[str, Any]:
             args.input.removeprefix(readers.HF_PREFIX), args.hf_split
         )
     else:
-        inputs, items = readers.read_files(readers.discover_files(Path(args.input)))
+        files = readers.discover_files(Path(args.input), outside=Path(args.output_dir))
+        inputs, items = readers.read_files(files)
 
     truncate, counter, holds_control_tokens = make_truncator(args.tokenizer, args.max_input_tokens)
     examples, dropped, truncated = build_examples(

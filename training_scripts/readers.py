@@ -59,7 +59,26 @@ def fix_hint(reason: str) -> str:
     }.get(reason, "fix the record")
 
 
+# Byte-order marks of the encodings a spreadsheet or editor may write instead of UTF-8.
+_OTHER_ENCODINGS = {
+    b"\xff\xfe\x00\x00": "UTF-32 (little-endian)",
+    b"\x00\x00\xfe\xff": "UTF-32 (big-endian)",
+    b"\xff\xfe": "UTF-16 (little-endian)",
+    b"\xfe\xff": "UTF-16 (big-endian)",
+}
+
+
+def refuse_other_encodings(path: Path) -> None:
+    """A UTF-16 or UTF-32 file is named for what it is, not read as UTF-8 garbage."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    for mark, encoding in _OTHER_ENCODINGS.items():
+        if start.startswith(mark):
+            raise DataError(f"{path}: {encoding} text; re-encode the file as UTF-8")
+
+
 def read_jsonl(path: Path) -> Iterator[Record | Invalid]:
+    refuse_other_encodings(path)
     with path.open("rb") as handle:
         # One line at a time: memory follows the longest record, not the file.
         for number, line in enumerate(handle, start=1):
@@ -70,6 +89,20 @@ def read_jsonl(path: Path) -> Iterator[Record | Invalid]:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
             if raw.strip():  # blank lines hold no record
                 yield jsonl_record(f"{path} line {number}", raw)
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose every key is its own: `json` would keep a repeated key's last value
+    without a word, so which text trains would depend on the order of the writer's keys."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKeyError(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return value
 
 
 def jsonl_record(location: str, raw: bytes) -> Record | Invalid:
@@ -83,7 +116,11 @@ def jsonl_record(location: str, raw: bytes) -> Record | Invalid:
         )
     del raw  # a long line is held once, not twice, while it is parsed
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as err:
+        return Invalid(
+            location, "invalid_json", f"the key {err.args[0]!r} appears twice in one object"
+        )
     except json.JSONDecodeError as err:
         return Invalid(
             location, "invalid_json", f"malformed JSON ({err.msg} at column {err.colno})"
@@ -103,6 +140,7 @@ _SURROGATE = re.compile(r"[\udc80-\udcff]")
 
 
 def read_csv(path: Path) -> Iterator[Record | Invalid]:
+    refuse_other_encodings(path)
     # surrogateescape keeps bad bytes as markers, so one bad record does not hide the others
     # and quoted fields spanning several lines keep their own line numbers; utf-8-sig drops a
     # leading byte-order mark. Read as a stream: memory follows the longest row.
@@ -166,16 +204,32 @@ def _rows(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
         previous_end = reader.line_num
 
 
+# Rows materialised at a time: a dictionary-encoded column stores one long text once, and
+# each row that repeats it becomes its own Python string, so memory follows this many copies
+# of the longest record, not the file's row count.
+PARQUET_BATCH_ROWS = 64
+
+
 def read_parquet(path: Path) -> Iterator[Record | Invalid]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        with pq.ParquetFile(path) as parquet:
+            names = parquet.schema_arrow.names
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise DataError(
+                    f"{path}: the column {repeated[0]!r} appears twice; give each column its "
+                    "own name"
+                )
+            number = 0
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield Record(f"{path} row {number}", row)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err}); write it again") from None
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield Record(f"{path} row {number}", row)
 
 
 READERS: dict[str, Callable[[Path], Iterator[Record | Invalid]]] = {
@@ -185,27 +239,72 @@ READERS: dict[str, Callable[[Path], Iterator[Record | Invalid]]] = {
 }
 
 
-def discover_files(input_path: Path) -> list[Path]:
+# Compressed data is refused by name, never passed over: a `.jsonl.gz` beside the data would
+# otherwise be left out of the run (and of its manifest) without a word.
+COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".tgz", ".lz4"})
+
+
+def refuse_compressed(path: Path) -> None:
+    if path.suffix.lower() in COMPRESSED_SUFFIXES:
+        raise DataError(
+            f"{path}: compressed; preprocess reads uncompressed "
+            f"{'/'.join(sorted(SUPPORTED_SUFFIXES))} files: decompress it, or move it out of "
+            "the input"
+        )
+
+
+def refuse_undecodable_name(path: Path) -> None:
+    """A file name that is not UTF-8 cannot be written into the manifest that accounts for it."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(
+            f"{ascii(str(path))[1:-1]}: the file name is not valid UTF-8; rename it"
+        ) from None
+
+
+def discover_files(input_path: Path, *, outside: Path | None = None) -> list[Path]:
+    """The data files of --input (a file, or every data file under a folder), never one
+    under `outside` (the run's output folder: its splits are no input)."""
     if input_path.is_file():
+        refuse_compressed(input_path)
+        refuse_undecodable_name(input_path)
         if input_path.suffix.lower() not in SUPPORTED_SUFFIXES:
             raise DataError(
                 f"{input_path}: unsupported file type; use one of {sorted(SUPPORTED_SUFFIXES)}"
             )
         return [input_path]
     if input_path.is_dir():
-        # A task spec published with the data (task.json at the top) is no data file.
-        files = sorted(
+        excluded = outside.resolve() if outside is not None else None
+        if excluded == input_path.resolve():
+            raise DataError(
+                f"{input_path}: the input folder is also --output-dir; write the splits elsewhere"
+            )
+        if excluded is not None and not excluded.is_relative_to(input_path.resolve()):
+            excluded = None  # not inside the input: nothing of it can be read as input
+        candidates = [
             p
-            for p in input_path.rglob("*")
+            for p in sorted(input_path.rglob("*"))
             if p.is_file()
-            and p.suffix.lower() in SUPPORTED_SUFFIXES
+            # A task spec published with the data (task.json at the top) is no data file.
             and p != input_path / tasks.TASK_SPEC_FILE
-        )
+            and not (excluded and p.resolve().is_relative_to(excluded))
+        ]
+        for path in candidates:
+            refuse_compressed(path)
+        files = [p for p in candidates if p.suffix.lower() in SUPPORTED_SUFFIXES]
+        for path in files:
+            refuse_undecodable_name(path)
         if not files:
             raise DataError(
                 f"{input_path}: no {'/'.join(sorted(SUPPORTED_SUFFIXES))} files in this folder"
             )
         return files
+    if input_path.exists():
+        raise DataError(
+            f"{input_path}: neither a regular file nor a folder (a pipe or a device?); pass "
+            "--input with a data file or folder"
+        )
     raise DataError(
         f"{input_path}: no such file or folder; pass --input with a data file or folder"
     )

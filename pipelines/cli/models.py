@@ -4,6 +4,7 @@ the local registry or SageMaker's."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Any
 
 import typer
@@ -104,7 +105,7 @@ def models_show(
     typer.echo(f"  evaluation: {found.evaluation_uri}")
     typer.echo(f"  gate:       {approval_verdict(found)[1]}")
     if found.approval_description:
-        typer.echo(f"  decision:   {found.approval_description}")
+        typer.echo(f"  decision:   {escaped(found.approval_description)}")
     for key, value in sorted(found.metadata.items()):
         typer.echo(f"  {key}: {value}")
     for name in contracts.MODEL_NAMES if found.evaluation else ():
@@ -129,12 +130,22 @@ def models_show(
             if spec.get(key) not in (None, "", []):
                 typer.echo(f"    {key}: {json.dumps(spec[key], ensure_ascii=False)}")
     typer.echo(f"  stage:      {found.lifecycle}" + (
-        f" ({found.lifecycle.description})" if found.lifecycle.description else ""
+        f" ({escaped(found.lifecycle.description)})" if found.lifecycle.description else ""
     ))  # fmt: skip
     if found.history:
         typer.echo("  history:")
     for d in found.history:
-        typer.echo(f"    {d.at}  {d.who}  {d.action}: {d.before} -> {d.after}  ({d.why})")
+        typer.echo(
+            f"    {d.at}  {escaped(d.who)}  {d.action}: {d.before} -> {d.after}  ({escaped(d.why)})"
+        )
+
+
+def escaped(text: str) -> str:
+    """Recorded text on one line, its control characters escaped: a line break written into a
+    registry by another tool cannot print as a history entry of its own."""
+    return "".join(
+        ascii(c)[1:-1] if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text
+    )
 
 
 @models_app.command("compare")

@@ -194,7 +194,13 @@ def pipeline_start(
     """Start an execution of the deployed pipeline."""
     import boto3
 
-    parameters = [{"Name": k, "Value": v} for k, v in parse_assignments(param or []).items()]
+    from pipelines.definition.builder import parameter_range_error
+
+    assigned = parse_assignments(param or [])
+    for key, value in assigned.items():
+        if refused := parameter_range_error(key, value):
+            raise CommandError(f"--param {key}={value}: {refused.removeprefix('parameter ')}")
+    parameters = [{"Name": k, "Value": v} for k, v in assigned.items()]
     client = boto3.client("sagemaker")
     response = client.start_pipeline_execution(
         PipelineName=name,

@@ -22,7 +22,7 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on (this machine only).")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
 ) -> None:
     """Serve the versions deployed to --stage: one base model, one adapter per task."""
     import uvicorn
@@ -34,6 +34,7 @@ def serve_command(
 
     if stage not in PROMOTION_STAGES:
         raise CommandError(f"--stage {stage!r}: use one of {', '.join(PROMOTION_STAGES)}")
+    check_listenable(host, port)  # before a model loads for minutes, only to fail here
     store = open_registry(registry)
     served = in_stage(store, stage)
     with tempfile.TemporaryDirectory(prefix="peftops-serve-") as scratch:
@@ -51,6 +52,20 @@ def serve_command(
         )
         app = create_app(model, stage=stage, versions=versions)
         uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def check_listenable(host: str, port: int) -> None:
+    """That this process can listen on host:port now (the address resolves, the port is free)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as err:
+        raise CommandError(
+            f"cannot listen on {host}:{port}: {err.strerror or err}; pick another --port or --host"
+        ) from None
 
 
 def invoke_command(
@@ -88,6 +103,12 @@ def invoke_command(
 
     if not task:
         raise CommandError("--task: name the task to ask ('base' for the base model)")
+    if not tasks.TASK_NAME.fullmatch(task):
+        # A task names a header value and an inference component: never sent as given.
+        raise CommandError(
+            f"--task {task!a}: a task name is lower-case letters, digits and single "
+            "hyphens ('base' for the base model)"
+        )
     if (text is None) == (messages is None):
         raise CommandError("give the input as TEXT or as --messages FILE, one of them")
     spec = invoked_task(task, task_spec, endpoint)

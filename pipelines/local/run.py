@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.definition import definition_json
+from pipelines.definition.builder import parameter_range_error
 from pipelines.definition.config import (
     CHECK_REGISTERED,
     RESOLVE_INPUTS,
@@ -216,6 +217,9 @@ def run_local(
     check_writable(registry_path.parent)
     preset = PRESETS[preset_name]
     task = task or resolve_task_spec(DEFAULT_TASK)
+    for name, value in {**preset.parameters, **(parameters or {})}.items():
+        if refused := parameter_range_error(name, value):
+            raise LocalRunError(f"--param {name}={value}: {refused.removeprefix('parameter ')}")
     named = (parameters or {}).get("Task", task.name)
     if named != task.name:
         raise LocalRunError(

@@ -5,6 +5,7 @@ the stages, a deployment's outcome, archiving. Each is kept in the version's his
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Callable
 
 from pipelines.functions.registered_adapter import EVALUATION_DIGEST, SMOKE_TEST
@@ -43,11 +44,26 @@ def approval_verdict(version: ModelVersion) -> tuple[bool, str]:
     return passed, reason if passed else f"its {reason}"
 
 
+def stated_reason(why: str) -> str:
+    """A person's reason for a decision: one line of text, never empty. A line break would
+    print as another history entry (a decision nobody made), so it is refused, not kept."""
+    reason = why.strip()
+    if not reason:
+        raise RegistryError("every decision says why: pass a non-empty --description")
+    control = next((c for c in reason if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if control is not None:
+        raise RegistryError(
+            f"--description must be one line of text; it holds {control!r}: write it on one line"
+        )
+    return reason
+
+
 def decide(
     registry: Registry, version: int, status: str, *, who: str, why: str, force: bool
 ) -> ModelVersion:
     """Approve or reject a version; approval needs a passing gate unless forced. A version
     that holds a stage is not rejected: archive it once another version took its place."""
+    why = stated_reason(why)
     if status not in ("Approved", "Rejected"):
         raise RegistryError(f"status must be Approved or Rejected, not {status}")
     current = registry.get(version)
@@ -70,6 +86,7 @@ def decide(
 
 def promote(registry: Registry, version: int, to: str, *, who: str, why: str) -> ModelVersion:
     """Mark a version pending deployment to a stage; its deployer then records the outcome."""
+    why = stated_reason(why)
     current = registry.get(version)
     pending = lifecycle.promotion(current, to, registry.list())
     pending = lifecycle.Lifecycle(pending.stage, pending.status, why)
@@ -100,6 +117,7 @@ def record_deployment(
 
 
 def archive(registry: Registry, version: int, *, who: str, why: str) -> ModelVersion:
+    why = stated_reason(why)
     target = lifecycle.archived(registry.get(version))
     return registry.change(version, Change(who=who, action="archive", why=why, lifecycle=target))
 

@@ -129,7 +129,10 @@ class LocalRegistry:
                 connection.execute(DECISIONS)
                 upgrade(connection)
             else:
-                connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+                # The path as a URI, percent-encoded (`?`, `#` and `%` in a file name are
+                # not URI syntax here): reads open the very file writes do.
+                read_only = f"{self.path.resolve().as_uri()}?mode=ro"
+                connection = sqlite3.connect(read_only, uri=True, timeout=30)
             with contextlib.closing(connection), connection:
                 yield connection
         except sqlite3.OperationalError as err:

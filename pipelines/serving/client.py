@@ -5,6 +5,7 @@ was trained with. A client changes only its target (`http://127.0.0.1:8080` or
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -27,24 +28,38 @@ def answer_text(answer: Any) -> str:
 
 
 def invoke_local(url: str, task: str, body: dict[str, Any], timeout: float = 300) -> str:
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/invocations",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", COMPONENT_HEADER: task},
-        method="POST",
-    )
     try:
+        request = urllib.request.Request(
+            f"{url.rstrip('/')}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", COMPONENT_HEADER: task},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return answer_text(json.loads(response.read()))
+            raw = response.read()
     except urllib.error.HTTPError as err:
-        raw = err.read() or b"{}"
-        try:
-            detail = json.loads(raw).get("detail", err.reason)
-        except (ValueError, AttributeError):
-            detail = raw[:200].decode("utf-8", "replace")
-        raise InvokeError(f"{url} answered {err.code}: {detail}") from None
+        raise InvokeError(f"{url} answered {err.code}: {error_detail(err)}") from None
     except urllib.error.URLError as err:
         raise InvokeError(f"{url}: {err.reason}; is `peftops serve` running?") from None
+    except (http.client.HTTPException, OSError, ValueError) as err:
+        # A malformed URL, a closed connection, a server that is not HTTP: one line each.
+        raise InvokeError(f"{url}: {type(err).__name__}: {err}") from None
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        raise InvokeError(f"{url} answered no JSON: is it a peftops endpoint?") from None
+    return answer_text(answer)
+
+
+def error_detail(err: urllib.error.HTTPError) -> str:
+    """An error reply's message: its JSON `detail`, else the start of its text."""
+    raw = err.read() or b""
+    try:
+        detail = json.loads(raw).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    text = str(detail) if detail else raw[:200].decode("utf-8", "replace")
+    return " ".join(text.split()) or err.reason  # one line, whatever the page held
 
 
 def invoke_sagemaker(endpoint: str, task: str, body: dict[str, Any], runtime: Any = None) -> str:
@@ -65,11 +80,15 @@ def served_task_specs(url: str, timeout: float = 30) -> dict[str, dict[str, Any]
     """The specs of the tasks a local endpoint serves (its `GET /tasks`)."""
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/tasks", timeout=timeout) as response:
-            specs = json.loads(response.read())
+            raw = response.read()
     except urllib.error.HTTPError as err:
         raise InvokeError(f"{url}/tasks answered {err.code}: is it a peftops endpoint?") from None
     except urllib.error.URLError as err:
         raise InvokeError(f"{url}: {err.reason}; is `peftops serve` running?") from None
+    except (http.client.HTTPException, OSError, ValueError) as err:
+        raise InvokeError(f"{url}: {type(err).__name__}: {err}") from None
+    try:
+        specs = json.loads(raw)
     except ValueError:
         raise InvokeError(f"{url}/tasks answered no JSON: is it a peftops endpoint?") from None
     if not isinstance(specs, dict):

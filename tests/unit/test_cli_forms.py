@@ -262,3 +262,23 @@ def test_compare_refuses_versions_of_different_tasks_or_specs_and_show_prints_th
         runner.invoke(app, ["models", "show", "2", "--registry", str(path), "--json"]).stdout
     )
     assert as_json["task_spec"]["template"] == reworded["template"]
+
+
+def test_serve_refuses_an_address_it_cannot_listen_on_before_loading_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port out of range, a busy port or an address that does not resolve: exit 2 in one
+    line, before the registry is read or a model loads."""
+    import socket
+
+    monkeypatch.setattr("pipelines.cli.serve.open_registry", pytest.fail)
+    out_of_range = CliRunner().invoke(app, ["serve", "--port", "70000"])
+    assert out_of_range.exit_code == 2
+    assert "should be less than or equal to 65535" in " ".join(out_of_range.output.split())
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        refused = CliRunner().invoke(app, ["serve", "--port", str(port)])
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.strip().startswith(f"peftops: error: cannot listen on 127.0.0.1:{port}:")
+    unknown = CliRunner().invoke(app, ["serve", "--host", "no-such-host.invalid", "--port", "8080"])
+    assert unknown.exit_code == 2 and "cannot listen on no-such-host.invalid:8080" in unknown.output

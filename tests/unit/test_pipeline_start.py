@@ -155,3 +155,63 @@ def test_start_calls_the_users_region_after_every_module_is_imported(tmp_path) -
     assert done.returncode == 0, done.stderr[-3000:]
     arn = json.loads(done.stdout.strip().splitlines()[-1])["PipelineExecutionArn"]
     assert arn.startswith("arn:aws:sagemaker:eu-west-2:"), arn
+
+
+OUT_OF_RANGE = [
+    ("Epochs", "1e308", "in (0, 1000]"),
+    ("Epochs", "0", "in (0, 1000]"),
+    ("Epochs", "nan", "in (0, 1000]"),
+    ("Epochs", "inf", "in (0, 1000]"),
+    ("LoraRank", "0", "a whole number in [1, 1024]"),
+    ("LoraRank", "8.5", "a whole number in [1, 1024]"),
+    ("LoraRank", "eight", "a whole number in [1, 1024]"),
+    ("MinSteps", "-1", "a whole number in [0, 1e+06]"),
+    ("LearningRate", "2", "in [0, 1]"),
+    ("TokenBudget", "-5", "0 or a whole number in [1024, 1.04858e+06]"),
+    ("TokenBudget", "512", "0 or a whole number in [1024, 1.04858e+06]"),
+    ("TrainInstanceCount", "0", "a whole number in [1, 100]"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "allowed"), OUT_OF_RANGE)
+def test_a_value_no_job_can_run_is_refused_before_a_start_or_a_run(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, allowed: str
+) -> None:
+    """One line naming the parameter and its range, exit 2, and nothing started: no
+    StartPipelineExecution request, no local job (the model is never even prepared)."""
+    from pipelines.local import run as local_run
+    from pipelines.local.errors import LocalRunError
+    from pipelines.local.presets import PRESETS
+
+    stub, sent = stubbed_sagemaker(monkeypatch)
+    with stub:
+        refused = CliRunner().invoke(app, ["pipeline", "start", "--param", f"{name}={value}"])
+    assert refused.exit_code == 2 and sent == []
+    line = refused.output.strip()
+    assert (
+        line == f"peftops: error: --param {name}={value}: {name} must be {allowed}, got {value!r}"
+    )
+
+    tiny = PRESETS["tiny"]
+    monkeypatch.setitem(
+        PRESETS, "tiny", tiny.__class__(**{**vars(tiny), "prepare_model": pytest.fail})
+    )
+    with pytest.raises(LocalRunError, match=rf"^--param {name}={value}: {name} must be"):
+        local_run.run_local(
+            preset_name="tiny", data=local_run.SAMPLE_PATH, out=tmp_path / "run",
+            registry_path=tmp_path / "registry.sqlite", parameters={name: value},
+        )  # fmt: skip
+
+
+def test_every_default_and_preset_value_is_in_its_range() -> None:
+    from pipelines.definition.builder import PARAMETER_RANGES, Parameters, parameter_range_error
+    from pipelines.definition.config import PipelineConfig
+    from pipelines.local.presets import LOCAL_DEPLOYMENT, PRESETS
+
+    defaults = {
+        p.name: p.default_value
+        for p in Parameters.from_config(PipelineConfig(), LOCAL_DEPLOYMENT).all()
+    }
+    assert set(PARAMETER_RANGES) <= set(defaults)
+    for values in (defaults, *(preset.parameters for preset in PRESETS.values())):
+        assert [e for n, v in values.items() if (e := parameter_range_error(n, v))] == []

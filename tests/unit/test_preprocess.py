@@ -595,3 +595,146 @@ def test_the_default_way_to_skip_is_the_scripts_option() -> None:
         preprocess.build_examples(
             [bad], task=DEFAULT, skip_invalid=False, truncate=lambda t: t,
         )  # fmt: skip
+
+
+def test_a_key_given_twice_stops_with_file_line_and_key(tmp_path: Path) -> None:
+    """A repeated key is never resolved to its last value in silence (which text trains would
+    depend on how the writer ordered its keys); skipped and counted with --skip-invalid."""
+    twice = '{"dialogue": "#Person1#: Hi.", "summary": "A greeting.", "summary": "Hello."}'
+    nested = '{"dialogue": "#Person1#: Yo.", "summary": "x", "meta": {"a": 1, "a": 2}}'
+    data = jsonl_bytes(json.dumps(good(1)), twice, nested)
+    with pytest.raises(DataError, match=r"data\.jsonl line 2: the key 'summary' appears twice"):
+        run(tmp_path, data)
+    manifest = run(tmp_path, data, skip_invalid=True)
+    assert manifest["dropped"]["invalid_json"] == 2 and sum(manifest["records_out"].values()) == 1
+
+
+@pytest.mark.parametrize("empty", ["input", "output_dir"])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(empty: str) -> None:
+    values = {"input": "data.jsonl", "output_dir": "out", empty: ""}
+    flag = "--" + empty.replace("_", "-")
+    with pytest.raises(DataError, match=f"^{flag} is empty: name a file or folder$"):
+        PreprocessArguments(**values)
+
+
+def test_compressed_data_is_refused_by_name_never_passed_over(tmp_path: Path) -> None:
+    import gzip
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(jsonl_bytes(*(json.dumps(good(i)) for i in range(20))))
+    (folder / "b.jsonl.gz").write_bytes(gzip.compress(jsonl_bytes(json.dumps(good(99)))))
+    for source in (folder, folder / "b.jsonl.gz"):
+        with pytest.raises(DataError, match=r"b\.jsonl\.gz: compressed; preprocess reads"):
+            preprocess.run(PreprocessArguments(input=str(source), output_dir=str(tmp_path / "o")))
+
+
+def test_a_pipe_is_named_for_what_it_is(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="neither a regular file nor a folder"):
+        preprocess.run(PreprocessArguments(input=str(fifo), output_dir=str(tmp_path / "o")))
+
+
+def test_an_output_folder_inside_the_input_is_never_read_back(tmp_path: Path) -> None:
+    """Run twice with the splits written under the input folder: the second run reads the
+    data, not the first run's splits."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(jsonl_bytes(*(json.dumps(good(i)) for i in range(40))))
+    arguments = PreprocessArguments(input=str(folder), output_dir=str(folder / "splits"))
+    first = preprocess.run(arguments)
+    second = preprocess.run(arguments)
+    assert first["records_in"] == second["records_in"] == 40
+    assert [f["path"] for f in second["inputs"]] == [str(folder / "a.jsonl")]
+
+
+def test_parquet_memory_follows_a_batch_of_rows_not_the_file(tmp_path: Path) -> None:
+    """Dictionary-encoded copies of one long record take a few KB on disk; reading them all
+    at once would hold every copy as its own string (400 x 256 KB here)."""
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    long = "word " * 52_000  # 256 KB
+    rows = 400
+    table = pa.table(
+        {
+            "dialogue": pa.array([long] * rows).dictionary_encode(),
+            "summary": pa.array([f"s{i}" for i in range(rows)]),
+        }
+    )
+    path = tmp_path / "copies.parquet"
+    pq.write_table(table, path)
+    assert path.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in readers.read_parquet(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == rows
+    assert peak < 2 * readers.PARQUET_BATCH_ROWS * len(long), peak  # about 33 MB, not 100 MB
+
+
+def test_parquet_with_a_column_named_twice_is_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_arrays(
+        [pa.array(["#Person1#: Hi."]), pa.array(["A."]), pa.array(["B."])],
+        names=["dialogue", "summary", "summary"],
+    )
+    pq.write_table(table, tmp_path / "twice.parquet")
+    with pytest.raises(DataError, match="the column 'summary' appears twice"):
+        list(readers.read_parquet(tmp_path / "twice.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("codec", "named"),
+    [
+        ("utf-16", "UTF-16 (little-endian)"),
+        ("utf-16-be", None),
+        ("utf-32", "UTF-32 (little-endian)"),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_file_in_another_encoding_is_named_for_it(
+    tmp_path: Path, codec: str, named: str | None, suffix: str
+) -> None:
+    text = (
+        'dialogue,summary\n"#Person1#: Hi.","A greeting."\n'
+        if suffix == ".csv"
+        else json.dumps(good(1)) + "\n"
+    )
+    data = text.encode(codec)
+    if named is None:  # no byte-order mark of its own: give it one
+        data, named = b"\xfe\xff" + data, "UTF-16 (big-endian)"
+    with pytest.raises(DataError, match=rf"data{suffix}: {re.escape(named)} text; re-encode"):
+        run(tmp_path, data, name=f"data{suffix}")
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    name = os.fsdecode(b"d\xe9.jsonl")
+    (folder / name).write_bytes(jsonl_bytes(*(json.dumps(good(i)) for i in range(10))))
+    with pytest.raises(DataError, match=r"d\\udce9\.jsonl: the file name is not valid UTF-8"):
+        preprocess.run(PreprocessArguments(input=str(folder), output_dir=str(tmp_path / "o")))
+
+
+def test_an_input_inside_the_output_folder_is_read_and_the_same_folder_is_refused(
+    tmp_path: Path,
+) -> None:
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "a.jsonl").write_bytes(jsonl_bytes(*(json.dumps(good(i)) for i in range(40))))
+    manifest = preprocess.run(PreprocessArguments(input=str(raw), output_dir=str(raw.parent)))
+    assert manifest["records_in"] == 40
+    with pytest.raises(DataError, match="the input folder is also --output-dir"):
+        preprocess.run(PreprocessArguments(input=str(raw), output_dir=str(raw)))

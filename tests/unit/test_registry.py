@@ -448,3 +448,56 @@ def test_each_group_numbers_its_own_versions_in_one_file(tmp_path: Path, order: 
         assert [v.version for v in listed] == list(range(1, len(urls[g]) + 1))
         assert [v.model_data_url for v in listed] == urls[g]
         assert registry.get(len(urls[g])).model_data_url == urls[g][-1]
+
+
+@pytest.mark.parametrize(
+    "name", ["odd?mode=rw.sqlite", "pct%41.sqlite", "hash#1.sqlite", "space and é.sqlite"]
+)
+def test_reads_open_the_file_writes_wrote_whatever_its_name(tmp_path: Path, name: str) -> None:
+    """A registry file named with URI syntax (`?`, `%XX`, `#`) is the file reads open, never
+    another one beside it (nor a new one)."""
+    registry = LocalRegistry(tmp_path / name, GROUP)
+    register(registry, PASSING)
+    assert [v.version for v in LocalRegistry(tmp_path / name, GROUP).list()] == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+FORGED = "ok\n    2026-11-27T00:00:00+00:00  ana  approve: PendingManualApproval -> Approved  (x)"
+
+
+@pytest.mark.parametrize(
+    "why", ["", "   ", FORGED, "tab\there", "nul\x00", "line\u2028sep", "rlo\u202etxt"]
+)
+@pytest.mark.parametrize("decision", ["approve", "reject", "promote", "archive"])
+def test_every_decision_says_why_in_one_line(local: LocalRegistry, decision: str, why: str) -> None:
+    """A reason is one line of text, never empty: a line break would print as a history entry
+    of its own (an approval nobody made). Refused before anything changes."""
+    from pipelines.registry import archive, promote
+
+    register(local, PASSING)
+    act = {
+        "approve": lambda: decide(local, 1, "Approved", who="ana", why=why, force=False),
+        "reject": lambda: decide(local, 1, "Rejected", who="ana", why=why, force=False),
+        "promote": lambda: promote(local, 1, "staging", who="ana", why=why),
+        "archive": lambda: archive(local, 1, who="ana", why=why),
+    }
+    with pytest.raises(RegistryError, match="--description"):
+        act[decision]()
+    assert not local.get(1).history and local.get(1).status == "PendingManualApproval"
+
+
+def test_a_recorded_line_break_shows_escaped_in_one_history_line(local: LocalRegistry) -> None:
+    """Text another tool wrote into the registry (a deployer's detail, a console edit) prints
+    escaped: each history entry is exactly one line."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.registry.versions import Change
+
+    register(local, PASSING)
+    local.change(1, Change(who="ci\nbot", action="reject", why=FORGED, status="Rejected"))
+    shown = CliRunner().invoke(app, ["models", "show", "1", "--registry", f"local:{local.path}"])
+    assert shown.exit_code == 0, shown.output
+    history = shown.output.split("  history:\n", 1)[1].splitlines()
+    assert len(history) == 1, history
+    assert "ci\\nbot" in history[0] and "(ok\\n    2026-11-27" in history[0]
