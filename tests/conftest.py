@@ -68,11 +68,18 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small
 
 
+# What a laptop without AWS configured lacks: the CLI runs here as it runs there (the suite
+# sets these for its in-process tests, which import the SageMaker SDK).
+NOT_ON_A_LAPTOP = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED")
+
+
 def peftops(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess, in the environment of a machine with no AWS configuration."""
+    environment = {k: v for k, v in os.environ.items() if k not in NOT_ON_A_LAPTOP}
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**environment, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
         timeout=600,

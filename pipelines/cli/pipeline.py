@@ -194,7 +194,7 @@ def pipeline_start(
     """Start an execution of the deployed pipeline."""
     import boto3
 
-    from pipelines.definition.builder import parameter_range_error
+    from pipelines.definition.parameter_ranges import parameter_range_error
 
     assigned = parse_assignments(param or [])
     for key, value in assigned.items():

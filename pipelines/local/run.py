@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.definition import definition_json
-from pipelines.definition.builder import parameter_range_error
 from pipelines.definition.config import (
     CHECK_REGISTERED,
     RESOLVE_INPUTS,
     PipelineConfig,
     function_name,
 )
+from pipelines.definition.parameter_ranges import parameter_range_error
 from pipelines.fixtures.sample_data import SAMPLE_PATH
 from pipelines.functions.registered_adapter import find_registered
 from pipelines.functions.resolve_inputs import resolve_inputs

@@ -219,9 +219,9 @@ def test_a_failed_step_names_its_kept_log(
     own range check would refuse first: taken out here, the job's refusal is what is seen.)"""
     import re
 
-    from pipelines.definition import builder
+    from pipelines.definition import parameter_ranges
 
-    monkeypatch.delitem(builder.PARAMETER_RANGES, "LearningRate")
+    monkeypatch.delitem(parameter_ranges.PARAMETER_RANGES, "LearningRate")
     before = registry(deployment).list()
     run = again(deployment, parameters={"LearningRate": "-1"})
     assert run.result.status == "Failed"

@@ -204,8 +204,9 @@ def test_a_value_no_job_can_run_is_refused_before_a_start_or_a_run(
 
 
 def test_every_default_and_preset_value_is_in_its_range() -> None:
-    from pipelines.definition.builder import PARAMETER_RANGES, Parameters, parameter_range_error
+    from pipelines.definition.builder import Parameters
     from pipelines.definition.config import PipelineConfig
+    from pipelines.definition.parameter_ranges import PARAMETER_RANGES, parameter_range_error
     from pipelines.local.presets import LOCAL_DEPLOYMENT, PRESETS
 
     defaults = {
