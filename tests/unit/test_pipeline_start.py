@@ -216,3 +216,26 @@ def test_every_default_and_preset_value_is_in_its_range() -> None:
     assert set(PARAMETER_RANGES) <= set(defaults)
     for values in (defaults, *(preset.parameters for preset in PRESETS.values())):
         assert [e for n, v in values.items() if (e := parameter_range_error(n, v))] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "edge", "past"),
+    [
+        ("Epochs", "1000", "1000.001"),
+        ("LoraRank", "1024", "1025"),
+        ("LoraRank", "1", "0"),
+        ("LearningRate", "1", "1.0001"),
+        ("LearningRate", "0", "-0.0001"),
+        ("MinSteps", "0", "-1"),
+        ("TokenBudget", "1024", "1023"),
+        ("TokenBudget", "0", "-1"),
+        ("TokenBudget", "1048576", "1048577"),
+        ("TrainInstanceCount", "100", "101"),
+    ],
+)
+def test_a_range_holds_its_ends_and_nothing_past_them(name: str, edge: str, past: str) -> None:
+    from pipelines.definition.parameter_ranges import parameter_range_error
+
+    assert parameter_range_error(name, edge) is None
+    assert parameter_range_error(name, past) is not None
+    assert parameter_range_error("Task", "anything") is None  # not a numeric parameter
