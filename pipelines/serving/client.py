@@ -9,6 +9,7 @@ import http.client
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from pipelines.functions.registered_adapter import inference_component_name
@@ -28,27 +29,50 @@ def answer_text(answer: Any) -> str:
 
 
 def invoke_local(url: str, task: str, body: dict[str, Any], timeout: float = 300) -> str:
+    answer = json_reply(
+        url,
+        "/invocations",
+        timeout,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", COMPONENT_HEADER: task},
+        error_reply=error_detail,
+    )
+    return answer_text(answer)
+
+
+def json_reply(
+    url: str,
+    path: str,
+    timeout: float,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    error_reply: Callable[[urllib.error.HTTPError], str],
+) -> Any:
+    """A local endpoint's JSON reply to one request (POST with `data`, else GET); each way the
+    exchange can fail is one InvokeError line: an error reply (`error_reply` words it), no
+    server, a malformed URL, a closed connection, a server that is not HTTP, a reply that is
+    not JSON."""
+    where = url if path == "/invocations" else f"{url}{path}"
     try:
         request = urllib.request.Request(
-            f"{url.rstrip('/')}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", COMPONENT_HEADER: task},
-            method="POST",
+            f"{url.rstrip('/')}{path}",
+            data=data,
+            headers=headers or {},
+            method="POST" if data is not None else "GET",
         )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as err:
-        raise InvokeError(f"{url} answered {err.code}: {error_detail(err)}") from None
+        raise InvokeError(f"{where} answered {err.code}: {error_reply(err)}") from None
     except urllib.error.URLError as err:
         raise InvokeError(f"{url}: {err.reason}; is `peftops serve` running?") from None
     except (http.client.HTTPException, OSError, ValueError) as err:
-        # A malformed URL, a closed connection, a server that is not HTTP: one line each.
         raise InvokeError(f"{url}: {type(err).__name__}: {err}") from None
     try:
-        answer = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
-        raise InvokeError(f"{url} answered no JSON: is it a peftops endpoint?") from None
-    return answer_text(answer)
+        raise InvokeError(f"{where} answered no JSON: is it a peftops endpoint?") from None
 
 
 def error_detail(err: urllib.error.HTTPError) -> str:
@@ -78,19 +102,7 @@ def invoke_sagemaker(endpoint: str, task: str, body: dict[str, Any], runtime: An
 
 def served_task_specs(url: str, timeout: float = 30) -> dict[str, dict[str, Any]]:
     """The specs of the tasks a local endpoint serves (its `GET /tasks`)."""
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/tasks", timeout=timeout) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as err:
-        raise InvokeError(f"{url}/tasks answered {err.code}: is it a peftops endpoint?") from None
-    except urllib.error.URLError as err:
-        raise InvokeError(f"{url}: {err.reason}; is `peftops serve` running?") from None
-    except (http.client.HTTPException, OSError, ValueError) as err:
-        raise InvokeError(f"{url}: {type(err).__name__}: {err}") from None
-    try:
-        specs = json.loads(raw)
-    except ValueError:
-        raise InvokeError(f"{url}/tasks answered no JSON: is it a peftops endpoint?") from None
+    specs = json_reply(url, "/tasks", timeout, error_reply=lambda _: "is it a peftops endpoint?")
     if not isinstance(specs, dict):
         raise InvokeError(f"{url}/tasks answered no task list: is it a peftops endpoint?")
     return specs
