@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ class LocalRun:
     dataset: PublishedDataset | None = None
     evaluation: dict[str, Any] | None = None
     evaluation_path: Path | None = None
+    evaluation_dir: Path | None = None  # this run's own evaluation outputs
 
 
 def check_writable(out: Path) -> None:
@@ -88,10 +90,21 @@ def collect_evaluation(result: RunResult, out: Path) -> LocalRun:
     produced = evaluations[-1]
     for name in EVALUATION_OUTPUTS:
         if (produced.path.parent / name).is_file():
-            shutil.copy2(produced.path.parent / name, out / name)
+            replace_atomically(out / name, (produced.path.parent / name).read_bytes())
     return LocalRun(
-        result, evaluation=produced.document, evaluation_path=out / contracts.EVALUATION.file_name
+        result,
+        evaluation=produced.document,
+        evaluation_path=out / contracts.EVALUATION.file_name,
+        evaluation_dir=produced.path.parent,
     )
+
+
+def replace_atomically(path: Path, content: bytes) -> None:
+    """`path` holds the old bytes or the new ones, never half of them: two runs at once in one
+    folder each copy their outputs to its top while the other may be reading them."""
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    staging.write_bytes(content)
+    staging.replace(path)
 
 
 def prepare_tracking_store(store: Path, experiment: str) -> str:
@@ -276,9 +289,10 @@ def run_local(
     outcome = registration_outcome(run.result)
     if outcome is not None and run.evaluation_path is not None:
         # The report the evaluation step wrote could not know what became of the adapter.
-        (out / "report.html").write_text(
-            report.render_folder(out, registered=outcome), encoding="utf-8"
-        )
+        # Rendered from this run's own evaluation folder: the top of `out` may already hold
+        # another run's.
+        rendered = report.render_folder(run.evaluation_dir, registered=outcome)
+        replace_atomically(out / "report.html", rendered.encode("utf-8"))
     return run
 
 
