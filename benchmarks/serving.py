@@ -1,5 +1,8 @@
 """Serving many task adapters on one base model: memory with adapters vs the base alone, and
-a bounded load test of the local endpoint (fixed request count, a time limit, 8 at once).
+a bounded load test of the local endpoint (fixed request count, a time limit, 8 at once), run
+twice: alone, and beside one hostile client that sends oversized, malformed and abandoned
+requests the whole time (the well-formed clients must lose nothing and keep their p95 latency
+within 1.5x).
 
 Adapters here are LoRA adapters of the pipeline's shape (rank 16 on all linear layers) with
 random weights: memory and speed depend on their shape, not on what they learned, and no
@@ -11,12 +14,18 @@ training run is needed. `make bench-serve` runs it on SmolLM2-135M; the tests on
 from __future__ import annotations
 
 import argparse
+import http.client
+import itertools
 import json
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -29,11 +38,11 @@ DIALOGUE = (
 )
 
 
-def request_body(max_new_tokens: int) -> dict[str, Any]:
+def request_body(max_new_tokens: int, dialogue: str = DIALOGUE) -> dict[str, Any]:
     """The dialogue as every client sends it: the shipped task's chat-completions body."""
     from training_scripts import tasks
 
-    return tasks.chat_request(tasks.resolve_task_spec(tasks.DEFAULT_TASK), DIALOGUE, max_new_tokens)
+    return tasks.chat_request(tasks.resolve_task_spec(tasks.DEFAULT_TASK), dialogue, max_new_tokens)
 
 
 def make_adapters(base_model: str, out: Path, rank: int = 16) -> dict[str, Path]:
@@ -94,13 +103,121 @@ def serve_child(base_model: str, adapters: dict[str, str], port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+HOSTILE_KINDS = ("oversized", "too_many_characters", "malformed", "abandoned")
+ABANDON_AFTER_S = 0.2  # an abandoned request's client leaves this long after sending it
+
+
+def post_raw(url: str, data: bytes, task: str, timeout: float = 60) -> int:
+    """One POST /invocations; its status code (the connection closed early counts as 0)."""
+    from pipelines.serving.server import COMPONENT_HEADER
+
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request(
+            "POST",
+            "/invocations",
+            body=data,
+            headers={"Content-Type": "application/json", COMPONENT_HEADER: task},
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (ConnectionError, http.client.HTTPException):
+        return 0
+    finally:
+        connection.close()
+
+
+def abandon(url: str, data: bytes, task: str) -> str:
+    """Send a request and leave before its answer."""
+    from pipelines.serving.server import COMPONENT_HEADER
+
+    parts = urllib.parse.urlsplit(url)
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Type: application/json\r\n{COMPONENT_HEADER}: {task}\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as client:
+        client.sendall(head.encode() + data)
+        time.sleep(ABANDON_AFTER_S)
+    return "left"
+
+
+def hostile_requests(limits: dict[str, int]) -> dict[str, list[bytes]]:
+    """Each kind's bodies: past the byte limit, past the characters the context can take,
+    malformed in several ways, and well-formed but as long as an answer may be (abandoned)."""
+    good = request_body(8)
+    text = good["messages"][-1]["content"]
+    longest = {**good, "max_tokens": 512}
+    return {
+        "oversized": [
+            json.dumps(request_body(8, "word " * (limits["max_body_bytes"] // 5))).encode()
+        ],
+        "too_many_characters": [
+            json.dumps(request_body(8, "x" * (limits["max_prompt_chars"] + 1))).encode()
+        ],
+        "malformed": [
+            json.dumps({**good, "temperature": float("nan")}).encode(),
+            json.dumps(good).replace(text[:8], "\\ud800").encode(),
+            json.dumps({**good, "max_new_token": 4}).encode(),
+            json.dumps({"inputs": [text]}).encode(),
+            b'{"messages": [',
+        ],
+        "abandoned": [json.dumps(longest).encode()],
+    }
+
+
+def hostile_client(url: str, stop: threading.Event, limits: dict[str, int]) -> dict[str, Any]:
+    """One client sending every kind of hostile request in turn until `stop`: what each got."""
+    bodies = hostile_requests(limits)
+    outcomes: dict[str, Counter[str]] = {kind: Counter() for kind in HOSTILE_KINDS}
+    for turn in itertools.count():
+        if stop.is_set():
+            break
+        kind = HOSTILE_KINDS[turn % len(HOSTILE_KINDS)]
+        data = bodies[kind][turn // len(HOSTILE_KINDS) % len(bodies[kind])]
+        task = TASKS[turn % len(TASKS)]
+        if kind == "abandoned":
+            outcomes[kind][abandon(url, data, task)] += 1
+        else:
+            outcomes[kind][str(post_raw(url, data, task))] += 1
+    return {kind: dict(counts) for kind, counts in outcomes.items()}
+
+
+def ping_latencies(url: str, stop: threading.Event, every_s: float = 0.25) -> list[float]:
+    latencies = []
+    while not stop.wait(every_s):
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"{url}/ping", timeout=30) as response:
+            response.read()
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def ping(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/ping", timeout=10) as response:
+        return json.loads(response.read())
+
+
 def load_test(
-    url: str, requests: int, concurrency: int, time_limit_s: float, max_new_tokens: int
+    url: str,
+    requests: int,
+    concurrency: int,
+    time_limit_s: float,
+    max_new_tokens: int,
+    *,
+    hostile: bool = False,
 ) -> dict[str, Any]:
-    """`requests` requests, alternating tasks, `concurrency` at once; every one accounted for."""
+    """`requests` requests, alternating tasks, `concurrency` at once; every one accounted for.
+    With `hostile`, one more client sends oversized, malformed and abandoned requests the
+    whole time. /ping is asked every quarter second throughout."""
     from pipelines.serving.client import invoke_local
 
     body = request_body(max_new_tokens)
+    before = ping(url)
+    stop = threading.Event()
 
     def one(index: int) -> float:
         started = time.perf_counter()
@@ -108,18 +225,22 @@ def load_test(
         return time.perf_counter() - started
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    # The well-formed clients in a pool of their own: exactly `concurrency` at once.
+    with ThreadPoolExecutor(2) as others, ThreadPoolExecutor(concurrency) as pool:
+        pinger = others.submit(ping_latencies, url, stop)
+        attacker = others.submit(hostile_client, url, stop, before["limits"]) if hostile else None
         futures = [pool.submit(one, i) for i in range(requests)]
         done, not_done = wait(futures, timeout=time_limit_s)
         for future in not_done:
             future.cancel()
-    elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        stop.set()
+        pings = sorted(pinger.result())
+        attacks = attacker.result() if attacker else None
     latencies = sorted(f.result() for f in done if f.exception() is None)
     failed = [repr(f.exception()) for f in done if f.exception() is not None]
-    with urllib.request.urlopen(f"{url}/ping", timeout=10) as response:
-        batching = json.loads(response.read())
-    quantiles = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
-    return {
+    after = ping(url)
+    figures = {
         "requests": requests,
         "concurrency": concurrency,
         "max_new_tokens": max_new_tokens,
@@ -130,10 +251,20 @@ def load_test(
         "seconds": round(elapsed, 2),
         "requests_per_s": round(len(latencies) / elapsed, 3),
         "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
-        "p95_latency_s": round(quantiles[18], 3) if latencies else None,
-        "batches": batching["batches"],
-        "largest_batch": batching["largest_batch"],
+        "p95_latency_s": round(p95(latencies), 3) if latencies else None,
+        "batches": after["batches"] - before["batches"],
+        "largest_batch": after["largest_batch"],
+        "ping_p95_s": round(p95(pings), 3) if pings else None,
+        "ping_max_s": round(pings[-1], 3) if pings else None,
     }
+    if attacks is not None:
+        figures["hostile"] = attacks
+        figures["abandoned_by_the_server"] = after["abandoned"] - before["abandoned"]
+    return figures
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18] if len(values) > 1 else values[0]
 
 
 def free_port() -> int:
@@ -163,7 +294,10 @@ def serve_and_load(base_model: str, adapters: dict[str, Path], args: argparse.Na
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the benchmark's server did not start") from None
                 time.sleep(0.5)
-        return load_test(url, args.requests, args.concurrency, args.time_limit, args.max_new_tokens)
+        shape = (args.requests, args.concurrency, args.time_limit, args.max_new_tokens)
+        alone = load_test(url, *shape)
+        attacked = load_test(url, *shape, hostile=True)
+        return {"well_formed_alone": alone, "with_a_hostile_client": attacked}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -197,6 +331,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "within_bound": with_adapters["rss_bytes"] <= allowed,
         },
         "load": load,
+        "hostile_client": hostile_verdict(load["well_formed_alone"], load["with_a_hostile_client"]),
+    }
+
+
+def hostile_verdict(alone: dict[str, Any], attacked: dict[str, Any]) -> dict[str, Any]:
+    """Did the well-formed clients lose nothing and keep their p95 within 1.5x of their run
+    alone, and was every hostile request refused with a 4xx or dropped by the server?"""
+    ratio = attacked["p95_latency_s"] / alone["p95_latency_s"]
+    refused = all(
+        status.startswith("4")
+        for kind, outcomes in attacked["hostile"].items()
+        if kind != "abandoned"
+        for status in outcomes
+    )
+    return {
+        "p95_ratio": round(ratio, 3),
+        "p95_within_1_5x": ratio <= 1.5,
+        "well_formed_lost": attacked["requests"] - attacked["completed"],
+        "hostile_all_refused_4xx": refused,
+        "abandoned_sent": sum(attacked["hostile"]["abandoned"].values()),
+        "abandoned_by_the_server": attacked["abandoned_by_the_server"],
     }
 
 
@@ -219,8 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n", encoding="utf-8")
-    memory, load = figures["memory"], figures["load"]
-    ok = memory["within_bound"] and load["completed"] == load["requests"]
+    memory, load, hostile = figures["memory"], figures["load"], figures["hostile_client"]
+    alone = load["well_formed_alone"]
+    ok = (
+        memory["within_bound"]
+        and alone["completed"] == alone["requests"]
+        and hostile["well_formed_lost"] == 0
+        and hostile["p95_within_1_5x"]
+        and hostile["hostile_all_refused_4xx"]
+    )
     return 0 if ok else 1
 
 

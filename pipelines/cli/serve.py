@@ -23,6 +23,18 @@ def serve_command(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    max_queue: Annotated[
+        int,
+        typer.Option(
+            min=1, max=10_000, help="Requests waiting for a batch at most; past it, a 429."
+        ),
+    ] = 64,  # server.MAX_QUEUE; a test keeps the two equal
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1, max=3600, help="Seconds a request may wait for its answer; past it, a 503."
+        ),
+    ] = 60.0,  # server.REQUEST_TIMEOUT_S, the same
 ) -> None:
     """Serve the versions deployed to --stage: one base model, one adapter per task."""
     import uvicorn
@@ -50,7 +62,13 @@ def serve_command(
             + f" on {served.base_model}",
             err=True,
         )
-        app = create_app(model, stage=stage, versions=versions)
+        app = create_app(
+            model,
+            stage=stage,
+            versions=versions,
+            max_queue=max_queue,
+            request_timeout_s=request_timeout,
+        )
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

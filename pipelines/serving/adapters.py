@@ -98,6 +98,11 @@ class AdapterModel:
             getattr(base.config, "max_position_embeddings", None) or tasks.MAX_CONTEXT_TOKENS
         )
         self.max_context = min(tasks.MAX_CONTEXT_TOKENS, positions)
+        # No token spells more characters than the vocabulary's longest entry (byte-level and
+        # sentencepiece entries spell at least the characters they decode to), so messages
+        # longer than this cannot fit the context: refused before the tokenizer reads them.
+        longest_token = max(map(len, self.tokenizer.get_vocab()), default=1)
+        self.max_prompt_chars = self.max_context * longest_token
         self.tasks = tuple(sorted(adapters))
         # Each adapter's task, as it was trained (the spec train.py wrote beside it).
         self.specs = {task: adapter_task(adapters[task]) for task in self.tasks}
@@ -113,11 +118,21 @@ class AdapterModel:
                     self.model.load_adapter(path, adapter_name=task)
         self.model.eval()
         self.lock = threading.Lock()  # one generate at a time: a model is not thread-safe
+        # Prompts are tokenized on the server's worker threads and the generating one; a fast
+        # tokenizer's settings are shared state (transformers sets them on each call).
+        self.tokenizer_lock = threading.Lock()
 
     def prompt(self, request: Request) -> list[int]:
         """The ids the model reads: the request's turns rendered as training rendered them."""
         from training_scripts import prompts, tasks
 
+        chars = sum(len(turn["content"]) for turn in request.messages)
+        if chars > self.max_prompt_chars:
+            raise ServingError(
+                f"this endpoint reads at most {self.max_context} tokens of prompt and answer, "
+                f"which messages of over {self.max_prompt_chars} characters cannot fit; the "
+                f"request's messages hold {chars} characters: shorten them"
+            )
         for turn in request.messages:
             spelled = next(
                 (t for t in prompts.control_tokens(self.tokenizer) if t in turn["content"]), None
@@ -129,7 +144,8 @@ class AdapterModel:
                 )
         spec = self.specs.get(request.task)
         cue = spec.answer_cue if spec else tasks.DEFAULT_ANSWER_CUE
-        ids = prompts.causal_prompt_ids(self.tokenizer, request.messages, cue=cue)
+        with self.tokenizer_lock:
+            ids = prompts.causal_prompt_ids(self.tokenizer, request.messages, cue=cue)
         # Refused, never cut: no client gets an answer to another prompt than it sent.
         if len(ids) + request.max_new_tokens > self.max_context:
             raise ServingError(
@@ -140,8 +156,12 @@ class AdapterModel:
             )
         return ids
 
-    def generate(self, requests: Sequence[Request]) -> list[Answer]:
-        """Greedy continuations of a batch whose rows may each name another task."""
+    def generate(
+        self, requests: Sequence[Request], gone: Sequence[threading.Event] = ()
+    ) -> list[Answer]:
+        """Greedy continuations of a batch whose rows may each name another task. Each row stops
+        at its own end (its end-of-text, its max_new_tokens, or its `gone` event, set when no
+        one waits for its answer any more): the batch lasts as long as its longest live row."""
         import torch
 
         unknown = sorted({r.task for r in requests} - {*self.tasks, BASE})
@@ -158,6 +178,7 @@ class AdapterModel:
         names = [_PEFT_BASE if r.task == BASE else r.task for r in requests]
         longest = max(r.max_new_tokens for r in requests)
         kwargs: dict[str, Any] = {"adapter_names": names} if self.tasks else {}
+        ends = row_ends(batch["input_ids"].shape[1], [r.max_new_tokens for r in requests], gone)
         with self.lock, torch.no_grad():
             generated = self.model.generate(
                 **batch,
@@ -165,6 +186,7 @@ class AdapterModel:
                 do_sample=False,
                 num_beams=1,
                 pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=ends,
                 **kwargs,
             )
         continuation = generated[:, batch["input_ids"].shape[1] :]
@@ -182,6 +204,24 @@ class AdapterModel:
                 )
             )
         return answers
+
+
+def row_ends(prompt_length: int, limits: Sequence[int], gone: Sequence[threading.Event]) -> Any:
+    """A stopping criterion that ends each row of a batch at its own token limit, or at once
+    when its `gone` event is set (transformers stops a batch when every row has ended)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class RowEnds(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            generated = input_ids.shape[1] - prompt_length
+            ended = [
+                generated >= limit or (index < len(gone) and gone[index].is_set())
+                for index, limit in enumerate(limits)
+            ]
+            return torch.tensor(ended, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([RowEnds()])
 
 
 def smoke_test(

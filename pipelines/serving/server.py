@@ -7,20 +7,31 @@ Clients build the body from the task's spec (`tasks.chat_request`), so the adapt
 prompt it was trained on; raw `inputs` that skip the task's template are refused.
 
 Requests that arrive together are generated together, whatever their tasks (a mixed batch),
-as an LMI endpoint batches its adapter components' requests."""
+as an LMI endpoint batches its adapter components' requests. One client cannot hold up the
+others: each request is checked alone before it joins a batch (a malformed one is a 4xx for
+that request only), bodies and prompts are bounded by what the model's context can take, the
+queue is bounded (429 when full), a request that waits past its timeout is dropped (503), and
+a request whose client has gone is never generated, or stops generating at once. Every error
+is a JSON body with a one-line `detail`, never a stack trace."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Header, HTTPException
+from fastapi import Request as HttpRequest
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipelines.serving.adapters import BASE, AdapterModel, Answer, Request, ServingError
 from training_scripts import tasks
@@ -28,6 +39,30 @@ from training_scripts import tasks
 COMPONENT_HEADER = "X-Amzn-SageMaker-Inference-Component"
 DEFAULT_MAX_NEW_TOKENS = 48  # the base model's answers (a task's are its spec's)
 MAX_NEW_TOKENS_LIMIT = tasks.MAX_NEW_TOKENS_LIMIT
+# A SageMaker real-time endpoint answers an invocation within 60 seconds or fails it.
+REQUEST_TIMEOUT_S = 60.0
+MAX_QUEUE = 64  # requests waiting for a batch: eight full batches
+# Rows generated together. A batch cannot take new rows while it generates (no continuous
+# batching here), so a request that joins one and is then abandoned holds its row until its
+# client leaves: twice the eight clients a CPU serves well leaves room for such rows.
+MAX_BATCH = 16
+# Each turn costs at least one token of the context, so no more turns than its tokens fit.
+MAX_TURNS = tasks.MAX_CONTEXT_TOKENS
+# The most one character takes in a JSON body (an astral character as two \uXXXX escapes),
+# and one turn's JSON around its content ({"role": "assistant", "content": ""}, ).
+JSON_CHAR_BYTES = 12
+JSON_TURN_BYTES = 64
+MAX_ERRORS_LISTED = 5
+
+log = logging.getLogger("peftops.serve")
+
+
+class QueueFullError(Exception):
+    """The queue is full: the client should retry later."""
+
+
+class ClientGoneError(Exception):
+    """The client closed its connection before its answer was ready."""
 
 
 @dataclass
@@ -35,51 +70,97 @@ class _Pending:
     request: Request
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    gone: threading.Event = field(default_factory=threading.Event)  # no one waits any more
+
+
+@dataclass
+class Load:
+    """What the endpoint has done so far, shown by /ping and read by the load tests."""
+
+    batches: list[int] = field(default_factory=list)  # each generated batch's size
+    longest_answers: list[int] = field(default_factory=list)  # its longest answer, in tokens
+    abandoned: int = 0  # requests whose client left or timed out before their answer
+    refused_busy: int = 0  # requests refused with a 429
 
 
 class Batcher:
     """One thread runs the model; requests queued while it generates form its next batch."""
 
-    def __init__(self, model: AdapterModel, *, max_batch: int = 8, wait_s: float = 0.01) -> None:
+    def __init__(
+        self,
+        model: AdapterModel,
+        *,
+        max_batch: int = MAX_BATCH,
+        max_queue: int = MAX_QUEUE,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+        wait_s: float = 0.01,
+    ) -> None:
         self.model = model
         self.max_batch = max_batch
+        self.timeout_s = timeout_s
         self.wait_s = wait_s
-        self.queue: queue.Queue[_Pending | None] = queue.Queue()
+        self.queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="generate", daemon=True)
-        self.batches: list[int] = []  # the size of every batch generated, for the load report
+        self.load = Load()
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
-        self.queue.put(None)
+        self.stopping.set()
         self.thread.join(timeout=30)
 
-    async def submit(self, request: Request) -> Answer:
+    async def answer(self, request: Request, receive: Receive) -> Answer:
+        """The request's answer; QueueFullError at once when the queue is full, TimeoutError
+        past the timeout, ClientGoneError when `receive` (the request's ASGI channel, its body
+        already read) says the client disconnected. Whichever ends the wait, a request no one
+        waits for is dropped from its batch."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.queue.put(_Pending(request, loop, future))
-        return await future
+        pending = _Pending(request, loop, loop.create_future())
+        try:
+            self.queue.put_nowait(pending)
+        except queue.Full:
+            self.load.refused_busy += 1
+            raise QueueFullError from None
+        left = asyncio.ensure_future(_until_disconnected(receive))
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await asyncio.wait([pending.future, left], return_when=asyncio.FIRST_COMPLETED)
+            if not pending.future.done():
+                raise ClientGoneError
+            return pending.future.result()
+        finally:
+            left.cancel()
+            if not pending.future.done():
+                pending.gone.set()
+                self.load.abandoned += 1
 
     def _take(self) -> list[_Pending] | None:
-        first = self.queue.get()
-        if first is None:
-            return None
-        batch = [first]
-        with contextlib.suppress(queue.Empty):
-            while len(batch) < self.max_batch:
-                item = self.queue.get(timeout=self.wait_s)
-                if item is None:
-                    self.queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
-        return batch
+        while not self.stopping.is_set():
+            try:
+                first = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if first.gone.is_set():
+                continue  # its client left while it queued: nothing to generate
+            batch = [first]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < self.max_batch:
+                    item = self.queue.get(timeout=self.wait_s)
+                    if not item.gone.is_set():
+                        batch.append(item)
+            return batch
+        return None
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            self.batches.append(len(batch))
+            self.load.batches.append(len(batch))
             try:
-                answers: list[Any] = self.model.generate([p.request for p in batch])
+                answers: list[Any] = self.model.generate(
+                    [p.request for p in batch], [p.gone for p in batch]
+                )
+                self.load.longest_answers.append(max(a.new_tokens for a in answers))
             except Exception as err:  # handed to each waiting request, never lost
                 answers = [err] * len(batch)
             for pending, answer in zip(batch, answers, strict=True):
@@ -89,6 +170,12 @@ class Batcher:
                     else pending.future.set_result
                 )
                 pending.loop.call_soon_threadsafe(_settle, pending.future, setter, answer)
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    # Once the body is read, the next message a client's channel delivers is its disconnect.
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _settle(future: asyncio.Future, setter: Any, value: Any) -> None:
@@ -107,12 +194,12 @@ class Invocation(BaseModel):
     """The chat-completions body: the task's turns and greedy decoding (what evaluation scored).
     Unknown fields are refused, never silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    messages: list[Turn] = Field(min_length=1)
+    messages: list[Turn] = Field(min_length=1, max_length=MAX_TURNS)
     # Absent: the task's answer length (its spec's max_new_tokens), as evaluation generated.
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT, strict=True)
-    temperature: float = Field(0.0, ge=0.0, le=0.0, description="greedy only")
+    temperature: float = Field(0.0, ge=0.0, le=0.0, strict=True, description="greedy only")
 
 
 def completion(answer: Answer, prompt_tokens: int) -> dict[str, Any]:
@@ -134,8 +221,82 @@ def completion(answer: Answer, prompt_tokens: int) -> dict[str, Any]:
     }
 
 
-def create_app(model: AdapterModel, *, stage: str, versions: dict[str, int]) -> FastAPI:
-    batcher = Batcher(model)
+def max_body_bytes(model: AdapterModel) -> int:
+    """The largest body whose messages could fit the model's context, however escaped."""
+    return JSON_CHAR_BYTES * model.max_prompt_chars + JSON_TURN_BYTES * MAX_TURNS + 1024
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `limit` bytes is a 413 before any of it is parsed (a
+    declared Content-Length at once, a chunked body as soon as it passes the limit)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        chunks: list[bytes] = []
+        size = int(declared) if declared.isdigit() else 0
+        if size <= self.limit:
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left before it finished sending
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.limit or not message.get("more_body"):
+                    break
+        if size > self.limit:
+            detail = (
+                f"a body of over {self.limit} bytes cannot fit this endpoint's context: "
+                "shorten the messages"
+            )
+            await JSONResponse({"detail": detail}, 413)(scope, receive, send)
+            return
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: the disconnect, when it comes
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def validation_detail(errors: list[dict[str, Any]]) -> str:
+    """Pydantic's errors in one line, naming each field and never echoing the input."""
+
+    def place(part: Any) -> str:
+        text = str(part)
+        return text if isinstance(part, int) or text.isidentifier() else ascii(text)[:40]
+
+    lines = []
+    for error in errors[:MAX_ERRORS_LISTED]:
+        where = ".".join(place(p) for p in error.get("loc", ())[1:]) or "body"
+        if error.get("type") == "json_invalid":
+            lines.append(f"the body is not JSON ({error.get('ctx', {}).get('error', 'invalid')})")
+        else:
+            lines.append(f"{where}: {error.get('msg', 'invalid')}")
+    more = len(errors) - MAX_ERRORS_LISTED
+    return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+
+
+def create_app(
+    model: AdapterModel,
+    *,
+    stage: str,
+    versions: dict[str, int],
+    max_queue: int = MAX_QUEUE,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> FastAPI:
+    batcher = Batcher(model, max_queue=max_queue, timeout_s=request_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -145,25 +306,49 @@ def create_app(model: AdapterModel, *, stage: str, versions: dict[str, int]) -> 
 
     app = FastAPI(title="peftops local endpoint", lifespan=lifespan)
     app.state.batcher = batcher
+    limits = {  # what a client may send, all derived from the model but the last two
+        "max_context_tokens": model.max_context,
+        "max_prompt_chars": model.max_prompt_chars,
+        "max_body_bytes": max_body_bytes(model),
+        "max_queue": max_queue,
+        "request_timeout_s": request_timeout_s,
+    }
+    app.add_middleware(BodyLimit, limit=limits["max_body_bytes"])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: HttpRequest, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(list(err.errors()))}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: HttpRequest, err: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=err)  # the trace stays in the server's log
+        return JSONResponse(
+            {"detail": f"the endpoint failed ({type(err).__name__}); its log says why"}, 500
+        )
 
     @app.get("/ping")
-    def ping() -> dict[str, Any]:
-        batches = batcher.batches
+    async def ping() -> dict[str, Any]:
+        load = batcher.load
         return {
             "status": "Healthy",
             "stage": stage,
             "tasks": versions,
-            "batches": len(batches),
-            "largest_batch": max(batches, default=0),
+            "batches": len(load.batches),
+            "largest_batch": max(load.batches, default=0),
+            "queued": batcher.queue.qsize(),
+            "abandoned": load.abandoned,
+            "refused_busy": load.refused_busy,
+            "limits": limits,
         }
 
     @app.get("/tasks")
-    def served_tasks() -> dict[str, Any]:
+    async def served_tasks() -> dict[str, Any]:
         """Each served task's spec, from which clients build their bodies."""
         return {task: spec.document() for task, spec in model.specs.items()}
 
     @app.post("/invocations")
     async def invocations(
+        http: HttpRequest,
         body: Annotated[Invocation, Body()],
         component: Annotated[str | None, Header(alias=COMPONENT_HEADER)] = None,
     ) -> Any:
@@ -188,11 +373,25 @@ def create_app(model: AdapterModel, *, stage: str, versions: dict[str, int]) -> 
         limit = body.max_tokens or (spec.max_new_tokens if spec else DEFAULT_MAX_NEW_TOKENS)
         request = Request(component, messages, limit)
         try:
-            # Checked alone, before batching: one bad request never fails its neighbours.
-            prompt = model.prompt(request)
+            # Checked alone, before batching: one bad request never fails its neighbours. The
+            # tokenizer runs off the event loop, which keeps answering /ping and other clients.
+            prompt = await run_in_threadpool(model.prompt, request)
         except ServingError as err:
             raise HTTPException(400, str(err)) from None
-        answer = await batcher.submit(request)
+        try:
+            answer = await batcher.answer(request, http.receive)
+        except QueueFullError:
+            raise HTTPException(
+                429,
+                f"the endpoint has {max_queue} requests waiting, its limit: retry later",
+                headers={"Retry-After": "1"},
+            ) from None
+        except TimeoutError:
+            raise HTTPException(
+                503, f"no answer within the endpoint's {request_timeout_s:g} s: dropped"
+            ) from None
+        except ClientGoneError:
+            return JSONResponse({"detail": "the client closed the connection"}, 499)
         return completion(answer, len(prompt))
 
     return app

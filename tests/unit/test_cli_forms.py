@@ -282,3 +282,19 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_loading_anything(
     assert refused.output.strip().startswith(f"peftops: error: cannot listen on 127.0.0.1:{port}:")
     unknown = CliRunner().invoke(app, ["serve", "--host", "no-such-host.invalid", "--port", "8080"])
     assert unknown.exit_code == 2 and "cannot listen on no-such-host.invalid:8080" in unknown.output
+
+
+def test_serve_defaults_are_the_endpoints_own() -> None:
+    """`peftops serve --help` shows the queue bound and timeout the endpoint applies when
+    created without them (the CLI's defaults cannot import the server: it loads FastAPI)."""
+    import inspect
+
+    from pipelines.cli.serve import serve_command
+    from pipelines.serving import server
+
+    defaults = inspect.signature(serve_command).parameters
+    assert defaults["max_queue"].default == server.MAX_QUEUE
+    assert defaults["request_timeout"].default == server.REQUEST_TIMEOUT_S
+    created = inspect.signature(server.create_app).parameters
+    assert created["max_queue"].default == server.MAX_QUEUE
+    assert created["request_timeout_s"].default == server.REQUEST_TIMEOUT_S
