@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.cli.aws import RegionOption
 from pipelines.cli.options import (
     DEFAULT_REGISTRY,
     CommandError,
@@ -43,6 +44,7 @@ def _rouge(version: ModelVersion, key: str) -> str:
 @models_app.command("list")
 def models_list(
     registry: RegistryOption = DEFAULT_REGISTRY,
+    region: RegionOption = None,
     status: Annotated[str | None, typer.Option()] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -53,7 +55,7 @@ def models_list(
         raise CommandError(f"--status {status!r}: use one of {', '.join(APPROVAL_STATUSES)}")
     from pipelines.registry import other_groups
 
-    store = open_registry(registry)
+    store = open_registry(registry, region)
     versions = store.list(status)
     if as_json:
         typer.echo(json.dumps([v.to_json() for v in versions], indent=2))
@@ -91,10 +93,13 @@ def models_list(
 
 @models_app.command("show")
 def models_show(
-    version: int, registry: RegistryOption = DEFAULT_REGISTRY, as_json: JsonOption = False
+    version: int,
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    region: RegionOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """One version: status, artifact, lineage and metrics."""
-    found = open_registry(registry).get(version)
+    found = open_registry(registry, region).get(version)
     if as_json:
         typer.echo(json.dumps(found.to_json(), indent=2))
         return
@@ -153,10 +158,11 @@ def models_compare(
     first: int,
     second: int,
     registry: RegistryOption = DEFAULT_REGISTRY,
+    region: RegionOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Two versions' adapter metrics side by side."""
-    store = open_registry(registry)
+    store = open_registry(registry, region)
     a, b = (store.get(first), store.get(second))
     if (a.task, a.task_spec_sha256) != (b.task, b.task_spec_sha256):
         raise CommandError(
@@ -231,6 +237,7 @@ def _decide(
     version: int,
     status: str,
     registry: str,
+    region: str | None,
     reason: str,
     who: str | None,
     force: bool,
@@ -240,7 +247,7 @@ def _decide(
 
     from pipelines.registry import decide
 
-    store = open_registry(registry)
+    store = open_registry(registry, region)
     decided = decide(store, version, status, who=who or getpass.getuser(), why=reason, force=force)
     echo_version(decided, as_json, f"{decided.status} ({decided.approval_description})")
 
@@ -258,12 +265,13 @@ def models_approve(
     version: int,
     description: ReasonOption,
     registry: RegistryOption = DEFAULT_REGISTRY,
+    region: RegionOption = None,
     who: WhoOption = None,
     force: Annotated[bool, typer.Option(help="Approve even without a passing evaluation.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Approve a version; refused when its evaluation is missing or its gate failed."""
-    _decide(version, "Approved", registry, description, who, force, as_json)
+    _decide(version, "Approved", registry, region, description, who, force, as_json)
 
 
 @models_app.command("reject")
@@ -271,11 +279,12 @@ def models_reject(
     version: int,
     description: ReasonOption,
     registry: RegistryOption = DEFAULT_REGISTRY,
+    region: RegionOption = None,
     who: WhoOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Reject a version."""
-    _decide(version, "Rejected", registry, description, who, False, as_json)
+    _decide(version, "Rejected", registry, region, description, who, False, as_json)
 
 
 StageChoice = Annotated[str, typer.Option("--to", help="staging or production.")]
@@ -287,6 +296,7 @@ def models_promote(
     to: StageChoice,
     description: ReasonOption,
     registry: RegistryOption = DEFAULT_REGISTRY,
+    region: RegionOption = None,
     who: WhoOption = None,
     wait: Annotated[
         int,
@@ -306,7 +316,7 @@ def models_promote(
 
     if to not in PROMOTION_STAGES:
         raise CommandError(f"--to {to!r}: use one of {', '.join(PROMOTION_STAGES)}")
-    store = open_registry(registry)
+    store = open_registry(registry, region)
     who = who or getpass.getuser()
     outcome = promote(store, version, to, who=who, why=description)
     if store.deploys_here:
@@ -327,6 +337,7 @@ def models_archive(
     version: int,
     description: ReasonOption,
     registry: RegistryOption = DEFAULT_REGISTRY,
+    region: RegionOption = None,
     who: WhoOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -335,6 +346,6 @@ def models_archive(
 
     from pipelines.registry import archive
 
-    store = open_registry(registry)
+    store = open_registry(registry, region)
     done = archive(store, version, who=who or getpass.getuser(), why=description)
     echo_version(done, as_json, str(done.lifecycle))

@@ -126,7 +126,14 @@ def parse_assignments(values: list[str]) -> dict[str, str]:
     return parsed
 
 
-def open_registry(spec: str) -> Any:
+def open_registry(spec: str, region: str | None = None) -> Any:
+    """The registry a --registry names; a SageMaker one in the region --region or the AWS
+    configuration names (said on stderr)."""
+    from pipelines.registry import local_registry_location
     from pipelines.registry import open_registry as open_spec
 
-    return open_spec(spec)
+    if local_registry_location(spec) is None and spec.removeprefix("sagemaker:"):
+        from pipelines.cli.aws import cloud_region
+
+        region = cloud_region(region)
+    return open_spec(spec, region=region)

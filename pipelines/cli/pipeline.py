@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.cli.aws import RegionOption, cloud_region, stage_settings
 from pipelines.cli.options import CommandError, JsonOption, ParamOption, parse_assignments
 from pipelines.definition.config import Deployment, PipelineConfig, config_from_dict
 
@@ -183,7 +184,15 @@ def request_token(token: str | None) -> str:
 
 @pipeline_app.command("start")
 def pipeline_start(
-    name: Annotated[str, typer.Option(help="Pipeline name.")] = "peftops-adapter",
+    stage: Annotated[
+        str | None,
+        typer.Option(help="A stage of cdk.json: its pipeline, in its region."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Pipeline name; default: --stage's, else peftops-adapter."),
+    ] = None,
+    region: RegionOption = None,
     param: ParamOption = None,
     token: Annotated[
         str | None,
@@ -201,7 +210,9 @@ def pipeline_start(
         if refused := parameter_range_error(key, value):
             raise CommandError(f"--param {key}={value}: {refused.removeprefix('parameter ')}")
     parameters = [{"Name": k, "Value": v} for k, v in assigned.items()]
-    client = boto3.client("sagemaker")
+    if not name:
+        name = stage_settings(stage).pipeline.name if stage else PipelineConfig().name
+    client = boto3.client("sagemaker", region_name=cloud_region(region, stage=stage))
     response = client.start_pipeline_execution(
         PipelineName=name,
         PipelineParameters=parameters,
@@ -217,11 +228,13 @@ def function_message(step: dict[str, Any]) -> str:
 
 
 @pipeline_app.command("status")
-def pipeline_status(execution_arn: str, as_json: JsonOption = False) -> None:
-    """An execution's status and its steps' statuses."""
+def pipeline_status(
+    execution_arn: str, region: RegionOption = None, as_json: JsonOption = False
+) -> None:
+    """An execution's status and its steps' statuses (in the region its ARN names)."""
     import boto3
 
-    client = boto3.client("sagemaker")
+    client = boto3.client("sagemaker", region_name=cloud_region(region, arn=execution_arn))
     execution = client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
     pages = list(
         client.get_paginator("list_pipeline_execution_steps").paginate(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.cli.aws import RegionOption, cloud_region
 from pipelines.cli.options import (
     CommandError,
     JsonOption,
@@ -22,9 +23,6 @@ baseline_app = typer.Typer(help="The stored baseline reuse mode reads.", no_args
 BucketOption = Annotated[
     str | None,
     typer.Option(help="The stack's bucket: the BucketName output of `cdk deploy`."),
-]
-RegionOption = Annotated[
-    str | None, typer.Option(help="AWS region; default: your AWS configuration's.")
 ]
 LocalRunOption = Annotated[
     Path | None,
@@ -46,7 +44,7 @@ def open_store(bucket: str | None, region: str | None, local_run: Path | None) -
 
     from pipelines.publishing import S3Store
 
-    return S3Store(boto3.client("s3", region_name=region)), bucket
+    return S3Store(boto3.client("s3", region_name=cloud_region(region))), bucket
 
 
 @data_app.command("publish")

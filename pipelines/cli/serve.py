@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.cli.aws import RegionOption, cloud_region
 from pipelines.cli.options import DEFAULT_REGISTRY, CommandError, RegistryOption, open_registry
 
 StageOption = Annotated[str, typer.Option(help="The stage whose deployed versions serve.")]
@@ -112,6 +113,7 @@ def invoke_command(
     max_new_tokens: Annotated[
         int, typer.Option(min=0, max=512, help="Answer tokens at most; 0: the task spec's.")
     ] = 0,
+    region: RegionOption = None,
 ) -> None:
     """Ask a served task for its answer, in the prompt its adapter was trained on."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -138,8 +140,9 @@ def invoke_command(
     else:
         task_input = tasks.task_input_from_text(spec, text or "")
     body = tasks.chat_request(spec, task_input, max_new_tokens)
+    region = cloud_region(region) if endpoint.startswith("sagemaker:") else None
     try:
-        typer.echo(invoke(endpoint, task, body))
+        typer.echo(invoke(endpoint, task, body, region=region))
     except InvokeError as err:
         raise CommandError(str(err), code=1) from err
     except (ClientError, BotoCoreError) as err:

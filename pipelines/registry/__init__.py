@@ -66,8 +66,11 @@ def local_registry_location(spec: str) -> tuple[Path, str] | None:
     return Path(path).expanduser(), group
 
 
-def open_registry(spec: str, *, default_group: str = "peftops-adapters") -> Registry:
-    """`local:PATH[#GROUP]`, `PATH[#GROUP]` or `sagemaker:GROUP`."""
+def open_registry(
+    spec: str, *, default_group: str = "peftops-adapters", region: str | None = None
+) -> Registry:
+    """`local:PATH[#GROUP]`, `PATH[#GROUP]` or `sagemaker:GROUP` (in `region`; None: the AWS
+    configuration's)."""
     local = local_registry_location(spec)
     if local is not None:
         path, group = local
@@ -75,4 +78,4 @@ def open_registry(spec: str, *, default_group: str = "peftops-adapters") -> Regi
     group = spec.removeprefix("sagemaker:")
     if not group:
         raise RegistryError(f"--registry {spec!r}: sagemaker:GROUP needs the group's name")
-    return SageMakerRegistry(group)
+    return SageMakerRegistry(group, region=region)

@@ -38,12 +38,19 @@ class SageMakerRegistry:
 
     deploys_here = False  # the stage's deployer (a Lambda on the registry's events) deploys
 
-    def __init__(self, group: str, *, sagemaker_client: Any = None, s3_client: Any = None) -> None:
+    def __init__(
+        self,
+        group: str,
+        *,
+        region: str | None = None,
+        sagemaker_client: Any = None,
+        s3_client: Any = None,
+    ) -> None:
         import boto3
 
         self.group = group
-        self.sagemaker = sagemaker_client or boto3.client("sagemaker")
-        self.s3 = s3_client or boto3.client("s3")
+        self.sagemaker = sagemaker_client or boto3.client("sagemaker", region_name=region)
+        self.s3 = s3_client or boto3.client("s3", region_name=region)
 
     def _arn(self, version: int) -> str:
         for package in self._packages():

@@ -108,9 +108,13 @@ def served_task_specs(url: str, timeout: float = 30) -> dict[str, dict[str, Any]
     return specs
 
 
-def invoke(target: str, task: str, body: dict[str, Any]) -> str:
+def invoke(target: str, task: str, body: dict[str, Any], *, region: str | None = None) -> str:
+    """`target`'s answer: a local endpoint's, or a SageMaker endpoint's in `region`."""
     if target.startswith("sagemaker:"):
-        return invoke_sagemaker(target.removeprefix("sagemaker:"), task, body)
+        import boto3
+
+        runtime = boto3.client("sagemaker-runtime", region_name=region)
+        return invoke_sagemaker(target.removeprefix("sagemaker:"), task, body, runtime)
     if target.startswith(("http://", "https://")):
         return invoke_local(target, task, body)
     raise InvokeError(f"--endpoint {target!r}: use http://HOST:PORT or sagemaker:ENDPOINT")

@@ -200,7 +200,10 @@ COMMANDS = {
         "pipelines.cli.publish.open_store",
         ["data", "publish", "--data", "x.jsonl", "--bucket", "b"],
     ),
-    "pipeline start": ("boto3.client", ["pipeline", "start", "--name", "p"]),
+    "pipeline start": (
+        "boto3.client",
+        ["pipeline", "start", "--name", "p", "--region", "eu-west-1"],
+    ),
 }
 
 

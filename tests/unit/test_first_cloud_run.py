@@ -1,6 +1,7 @@
 """The README's "First cloud run", as a user follows it: every `peftops` command in it runs as
-written (AWS calls against moto, in a region other than the SDK's default), and its quota and
-cost tables are what `peftops pipeline cost` computes from each stage's definition."""
+written (AWS calls against moto) with a profile whose region is not the stage's, and every
+call lands in the stage's region; its quota and cost tables are what `peftops pipeline cost`
+computes from each stage's definition."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from pipelines.registry import Registration, SageMakerRegistry
 from tests.conftest import REPO
 from tests.evaluations import evaluation as make_evaluation
 
-REGION = "eu-west-1"
+# The dev stage deploys to its cdk.json region; the user's profile names another.
+REGION = json.loads((REPO / "cdk.json").read_text())["context"]["stages"]["dev"]["region"]
+PROFILE_REGION = "eu-west-1"
 BUCKET = "peftops-dev-storageartifacts-1a2b3c"
 TRAIN_JOB = "pipelines-abc123-TrainAdapter-xyz"
 
@@ -57,6 +60,8 @@ def test_the_section_shows_each_step_of_a_first_run() -> None:
     text = section()
     assert "npx cdk deploy -c stage=dev" in text
     assert "OutputKey=='BucketName'" in text
+    # The AWS CLI reads the stack in the stage's region too, not the profile's.
+    assert f"describe-stacks --stack-name Peftops-dev --region {REGION}" in text
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
@@ -77,11 +82,11 @@ def test_the_quota_and_cost_tables_are_the_definitions(stage: str) -> None:
 def account(monkeypatch: pytest.MonkeyPatch):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", PROFILE_REGION)
     monkeypatch.chdir(REPO)  # the README's paths are relative to the checkout
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.create_bucket(Bucket=BUCKET)  # us-east-1 takes no LocationConstraint
         sagemaker = boto3.client("sagemaker", region_name=REGION)
         sagemaker.create_pipeline(
             PipelineName="peftops-adapter-dev",
@@ -152,6 +157,10 @@ def test_every_command_runs_as_written(account, monkeypatch: pytest.MonkeyPatch)
     boto3.DEFAULT_SESSION.events.register(
         "before-call.sagemaker.ListPipelineExecutionSteps", stub_execution_steps
     )
+    sent: list[str] = []
+    boto3.DEFAULT_SESSION.events.register(
+        "before-send", lambda request, **_: sent.append(request.url)
+    )
     runner = CliRunner()
     execution = ""
     for args in commands():
@@ -177,6 +186,7 @@ def test_every_command_runs_as_written(account, monkeypatch: pytest.MonkeyPatch)
     assert baseline["Body"].read()
     package = sagemaker.list_model_packages(ModelPackageGroupName="peftops-adapters-dev")
     assert package["ModelPackageSummaryList"][0]["ModelApprovalStatus"] == "Approved"
+    assert sent and not [url for url in sent if PROFILE_REGION in url], sent
 
 
 @pytest.mark.parametrize("instance_type", ["ml.g5.2xlarge", "ml.g5.12xlarge"])

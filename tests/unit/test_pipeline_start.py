@@ -42,7 +42,7 @@ def test_start_passes_overrides_and_reports_the_execution(sagemaker) -> None:
         ["pipeline", "start", "--param", "LoraRank=8", "--token", "nightly-2026-11-27", "--json"],
     )
     assert result.exit_code == 0, result.output
-    arn = json.loads(result.output)["PipelineExecutionArn"]
+    arn = json.loads(result.stdout)["PipelineExecutionArn"]
     execution = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
     assert execution["PipelineExecutionStatus"] in {"Executing", "Succeeded"}
     parameters = sagemaker.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)[
@@ -79,7 +79,7 @@ def test_the_token_reaches_the_api_the_same_on_every_retry(monkeypatch) -> None:
     with stubber:
         for args in (["--token", "nightly-2026-11-27"],) * 2 + ([],) * 2:
             result = CliRunner().invoke(app, ["pipeline", "start", *args])
-            assert result.exit_code == 0 and result.output.strip() == arn, result.output
+            assert result.exit_code == 0 and result.stdout.strip() == arn, result.output
     stubber.assert_no_pending_responses()
     tokens = [request["ClientRequestToken"] for request in sent]
     assert tokens[0] == tokens[1] == hashlib.sha256(b"nightly-2026-11-27").hexdigest()

@@ -50,10 +50,22 @@ def week(tag: str) -> list[tuple[str, str]]:
 
 def publish(path: Path, *options: str) -> dict:
     result = CliRunner().invoke(
-        app, ["data", "publish", "--data", str(path), "--bucket", BUCKET, "--json", *options]
+        app,
+        [
+            "data",
+            "publish",
+            "--data",
+            str(path),
+            "--bucket",
+            BUCKET,
+            "--region",
+            "us-east-1",
+            "--json",
+            *options,
+        ],
     )
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def keys(s3, prefix: str) -> list[str]:
@@ -143,9 +155,19 @@ def test_each_task_of_a_stage_has_its_own_versions_and_baseline(s3, tmp_path: Pa
     path = tmp_path / "routing-evaluation.json"
     path.write_text(json.dumps(trained))
     stored = CliRunner().invoke(
-        app, ["baseline", "publish", "--evaluation", str(path), "--bucket", BUCKET]
+        app,
+        [
+            "baseline",
+            "publish",
+            "--evaluation",
+            str(path),
+            "--bucket",
+            BUCKET,
+            "--region",
+            "us-east-1",
+        ],
     )
-    assert stored.output.strip() == (
+    assert stored.stdout.strip() == (
         f"stored the baseline at s3://{BUCKET}/baselines/support-routing/evaluation.json"
     )
     assert invoke_resolve(Task="support-routing", BaselineMode="reuse")
@@ -159,7 +181,9 @@ def test_each_task_of_a_stage_has_its_own_versions_and_baseline(s3, tmp_path: Pa
 def test_bad_data_is_refused_before_anything_is_uploaded(s3, tmp_path: Path) -> None:
     path = dataset(tmp_path / "d.jsonl", ("A: hi", "greeting"))
     path.write_text(path.read_text() + '{"dialogue": "B: x"}\n', encoding="utf-8")
-    result = CliRunner().invoke(app, ["data", "publish", "--data", str(path), "--bucket", BUCKET])
+    result = CliRunner().invoke(
+        app, ["data", "publish", "--data", str(path), "--bucket", BUCKET, "--region", "us-east-1"]
+    )
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"peftops: error: {path} line 2:") and "summary" in line
@@ -168,7 +192,8 @@ def test_bad_data_is_refused_before_anything_is_uploaded(s3, tmp_path: Path) -> 
 
     too_few = dataset(tmp_path / "two.jsonl", ("A: hi", "greeting"), ("B: bye", "farewell"))
     result = CliRunner().invoke(
-        app, ["data", "publish", "--data", str(too_few), "--bucket", BUCKET]
+        app,
+        ["data", "publish", "--data", str(too_few), "--bucket", BUCKET, "--region", "us-east-1"],
     )
     assert result.exit_code == 2
     assert "leave no test split for the pipeline's evaluation" in result.output
@@ -205,7 +230,17 @@ def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Pa
     reused = tmp_path / "reused.json"
     reused.write_text(json.dumps(evaluation | {"baseline_source": {"kind": "reused"}}))
     refused = CliRunner().invoke(
-        app, ["baseline", "publish", "--evaluation", str(reused), "--bucket", BUCKET]
+        app,
+        [
+            "baseline",
+            "publish",
+            "--evaluation",
+            str(reused),
+            "--bucket",
+            BUCKET,
+            "--region",
+            "us-east-1",
+        ],
     )
     assert refused.exit_code == 2 and "publish the evaluation.json of a BaselineMode=train run" in (
         refused.output
@@ -214,10 +249,20 @@ def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Pa
     trained = tmp_path / "trained.json"
     trained.write_text(json.dumps(evaluation | {"baseline_source": {"kind": "trained"}}))
     stored = CliRunner().invoke(
-        app, ["baseline", "publish", "--evaluation", str(trained), "--bucket", BUCKET]
+        app,
+        [
+            "baseline",
+            "publish",
+            "--evaluation",
+            str(trained),
+            "--bucket",
+            BUCKET,
+            "--region",
+            "us-east-1",
+        ],
     )
     assert stored.exit_code == 0, stored.output
-    assert stored.output.strip() == (
+    assert stored.stdout.strip() == (
         f"stored the baseline at s3://{BUCKET}/baselines/dialogue-summary/evaluation.json"
     )
     assert invoke_resolve(BaselineMode="reuse")["DatasetUri"].startswith(f"s3://{BUCKET}/")
