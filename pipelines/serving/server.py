@@ -228,11 +228,14 @@ def max_body_bytes(model: AdapterModel) -> int:
 
 class BodyLimit:
     """ASGI middleware: a body over `limit` bytes is a 413 before any of it is parsed (a
-    declared Content-Length at once, a chunked body as soon as it passes the limit)."""
+    declared Content-Length at once, a chunked body as soon as it passes the limit), and one
+    that has not all arrived within `timeout_s` a 408: a client that sends slowly holds its
+    connection no longer than a request may wait for its answer."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -243,14 +246,20 @@ class BodyLimit:
         size = int(declared) if declared.isdigit() else 0
         if size <= self.limit:
             size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # the client left before it finished sending
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                if size > self.limit or not message.get("more_body"):
-                    break
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            return  # the client left before it finished sending
+                        chunks.append(message.get("body", b""))
+                        size += len(chunks[-1])
+                        if size > self.limit or not message.get("more_body"):
+                            break
+            except TimeoutError:
+                detail = f"the body did not arrive within the endpoint's {self.timeout_s:g} s"
+                await JSONResponse({"detail": detail}, 408)(scope, receive, send)
+                return
         if size > self.limit:
             detail = (
                 f"a body of over {self.limit} bytes cannot fit this endpoint's context: "
@@ -304,7 +313,9 @@ def create_app(
         yield
         batcher.stop()
 
-    app = FastAPI(title="peftops local endpoint", lifespan=lifespan)
+    # No redirect from /invocations/ to /invocations: a wrong path is a 404, and a redirect
+    # would name whatever host the client's Host header says.
+    app = FastAPI(title="peftops local endpoint", lifespan=lifespan, redirect_slashes=False)
     app.state.batcher = batcher
     limits = {  # what a client may send, all derived from the model but the last two
         "max_context_tokens": model.max_context,
@@ -313,7 +324,7 @@ def create_app(
         "max_queue": max_queue,
         "request_timeout_s": request_timeout_s,
     }
-    app.add_middleware(BodyLimit, limit=limits["max_body_bytes"])
+    app.add_middleware(BodyLimit, limit=limits["max_body_bytes"], timeout_s=request_timeout_s)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: HttpRequest, err: RequestValidationError) -> JSONResponse:

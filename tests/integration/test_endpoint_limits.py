@@ -393,6 +393,36 @@ def test_after_a_client_leaves_a_long_generation_the_next_request_is_served_prom
     assert time.perf_counter() - started < full / 2, full
 
 
+def test_a_body_that_arrives_too_slowly_is_a_408_and_a_wrong_path_a_404(
+    model: AdapterModel,
+) -> None:
+    """A client that trickles its body holds the connection no longer than the timeout; a
+    trailing slash is no redirect to the host the client named."""
+    data = json.dumps(GOOD).encode()
+    with serving(model, request_timeout_s=0.5) as endpoint:
+        client = socket.create_connection((endpoint.host, endpoint.port), timeout=10)
+        head = (
+            f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"{COMPONENT_HEADER}: {TASKS[0]}\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        client.sendall(head.encode() + data[:10])
+        reply = http.client.HTTPResponse(client)  # read before the rest is sent
+        reply.begin()
+        detail = json.loads(reply.read())["detail"]
+        client.close()
+        assert reply.status == 408, detail
+        assert detail == "the body did not arrive within the endpoint's 0.5 s"
+        assert endpoint.post(GOOD).status == 200
+        connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=10)
+        connection.request(
+            "POST", "/invocations/", body=data,
+            headers={"Host": "evil.example", COMPONENT_HEADER: TASKS[0]},
+        )  # fmt: skip
+        response = connection.getresponse()
+        assert response.status == 404 and json.loads(response.read()) == {"detail": "Not Found"}
+        connection.close()
+
+
 def test_an_internal_failure_is_a_json_500_without_a_trace(
     model: AdapterModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
