@@ -53,9 +53,12 @@ class PipelineFunctions(Construct):
                     conditions={"StringLike": {"s3:prefix": [layout.ALL_DATASET_MARKERS]}},
                 ),
                 iam.PolicyStatement(
-                    sid="FindStoredBaseline",  # HeadObject needs GetObject
+                    sid="ReadStoredBaseline",  # which dataset version it was scored on
                     actions=["s3:GetObject"],
                     resources=[bucket.arn_for_objects(f"{layout.BASELINES}*")],
+                ),
+                iam.PolicyStatement(
+                    sid="DecryptStoredBaseline", actions=["kms:Decrypt"], resources=[key.key_arn]
                 ),
             ],
             CHECK_REGISTERED: [

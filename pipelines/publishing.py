@@ -154,7 +154,12 @@ def publish_baseline(evaluation: bytes, source: str, store: ObjectStore, bucket:
             f"{source}: its full fine-tune figures are {kind or 'of unknown origin'}, not trained "
             "in that run; publish the evaluation.json of a BaselineMode=train run"
         )
-    key = layout.baseline_key(contracts.value_at(document, contracts.TASK_SPEC_NAME))
+    task = contracts.value_at(document, contracts.TASK_SPEC_NAME)
+    # The copy first: a run that reads the new current baseline always finds its copy.
+    store.put(
+        bucket, layout.baseline_copy_key(task, hashlib.sha256(evaluation).hexdigest()), evaluation
+    )
+    key = layout.baseline_key(task)
     store.put(bucket, key, evaluation)
     return f"s3://{bucket}/{key}"
 

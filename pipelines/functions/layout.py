@@ -47,4 +47,12 @@ def versions_in(task: str, marker_keys: list[str]) -> list[str]:
 
 
 def baseline_key(task: str) -> str:
+    """The task's current baseline, which `baseline publish` replaces."""
     return f"{BASELINES}{task}/evaluation.json"
+
+
+def baseline_copy_key(task: str, sha256: str) -> str:
+    """The same baseline addressed by its content: what a run reads, so that the step cache,
+    which keys on input URIs, evaluates anew when another baseline is published. A folder
+    per digest: the evaluation job finds the file under the name evaluation.json."""
+    return f"{BASELINES}{task}/sha256-{sha256}/evaluation.json"

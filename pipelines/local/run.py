@@ -142,7 +142,7 @@ def local_functions(
         return LOCAL_DEPLOYMENT.function_arn(function_name(config, function))
 
     return {
-        arn(RESOLVE_INPUTS): lambda event: resolve_inputs(event, mirror.list_keys, mirror.exists),
+        arn(RESOLVE_INPUTS): lambda event: resolve_inputs(event, mirror.list_keys, mirror.read),
         arn(CHECK_REGISTERED): lambda event: find_registered(
             event, registered_versions, lambda uri: mirror.path(uri).read_bytes()
         ),

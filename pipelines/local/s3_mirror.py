@@ -57,8 +57,10 @@ class S3Mirror:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
 
-    def exists(self, uri: str) -> bool:
-        return self.path(uri).is_file()
+    def read(self, uri: str) -> bytes | None:
+        """The object at `uri`, None when there is none (as S3 answers 404)."""
+        path = self.path(uri)
+        return path.read_bytes() if path.is_file() else None
 
     def move_in(self, source: Path, uri: str) -> None:
         """A folder's files moved under `uri` (replacing what is there), not copied: for what a

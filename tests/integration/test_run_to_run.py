@@ -5,7 +5,7 @@ The runs continue from the session's first tiny run (a copy of its folder): (a) 
 again is all cache hits and registers nothing new; reuse mode (d) fails without a stored
 baseline, naming the command that seeds it, and passes after it; (b) a new dataset version
 trains from step 0 and registers a version whose lineage names it, and reuse mode refuses the
-old baseline for its new test set; (c, e) two runs at once with other LoRA ranks train anew,
+old baseline for its new data at its first step; (c, e) two runs at once with other LoRA ranks train anew,
 each in its own checkpoint prefix.
 """
 
@@ -109,6 +109,38 @@ def test_d_reuse_mode_needs_a_published_baseline(reuse_runs) -> None:
 
 
 @pytest.fixture(scope="module")
+def republished(deployment: Path, reuse_runs) -> LocalRun:
+    """Another baseline published for the same data (its figures edited by hand), then a
+    reuse run: it must evaluate against the new one, not answer from the step cache."""
+    from pipelines.functions import layout
+    from pipelines.local.run import MIRROR_DIR
+    from pipelines.local.s3_mirror import S3Mirror
+
+    current = S3Mirror(deployment / "run" / MIRROR_DIR).get(
+        LOCAL_DEPLOYMENT.bucket, layout.baseline_key("dialogue-summary")
+    )
+    evaluation = json.loads(current)
+    evaluation["models"]["full_finetune"]["rougeL"] = 0.987654
+    edited = deployment / "edited-baseline.json"
+    edited.write_text(json.dumps(evaluation), encoding="utf-8")
+    published = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "baseline", "publish",
+         "--evaluation", str(edited), "--local-run", str(deployment / "run")],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    return again(deployment, parameters={"BaselineMode": "reuse"})
+
+
+def test_d_a_newly_published_baseline_is_evaluated_anew(republished) -> None:
+    run = republished
+    assert run.result.status == "Succeeded", run.result.failure
+    assert not steps(run)["EvaluateStoredBaseline"].detail.startswith("cache hit")
+    assert run.evaluation is not None
+    assert run.evaluation["models"]["full_finetune"]["rougeL"] == 0.987654
+
+
+@pytest.fixture(scope="module")
 def week2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
     path = tmp_path_factory.mktemp("week2") / "dialogues.jsonl"
@@ -117,7 +149,7 @@ def week2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def new_data(deployment: Path, reuse_runs, week2: Path) -> LocalRun:
+def new_data(deployment: Path, reuse_runs, republished, week2: Path) -> LocalRun:
     return again(deployment, data=week2)
 
 
@@ -145,11 +177,14 @@ def test_b_a_new_dataset_version_trains_anew_and_registers_with_its_lineage(
 def test_d_reuse_mode_refuses_a_baseline_scored_on_another_test_set(
     deployment, new_data, week2
 ) -> None:
+    """At ResolveInputs, in seconds: no training is paid for only to have Evaluate refuse the
+    baseline (in the cloud, every scheduled run on new data until someone republished)."""
     run = again(deployment, data=week2, parameters={"BaselineMode": "reuse"})
     assert run.result.status == "Failed"
-    assert "EvaluateStoredBaseline failed" in run.result.failure
-    assert "scored on another test set" in run.result.failure
-    assert "peftops baseline publish" in run.result.failure
+    assert [(s.name, s.status) for s in run.result.steps] == [("ResolveInputs", "Failed")]
+    (line,) = run.result.failure.splitlines()
+    assert f"not on {new_data.dataset.version}, which this run trains on" in line
+    assert "peftops baseline publish" in line
     assert [v.version for v in registry(deployment).list()] == [1, 2]
 
 

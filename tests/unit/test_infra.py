@@ -213,7 +213,8 @@ ROLE_ACTIONS = {
         "sagemaker:StopProcessingJob", "sagemaker:StopTrainingJob",
     },
     "Functionsresolveinputsrole": {
-        "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:ListBucket",
+        "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject",
+        "s3:ListBucket",
     },
     "Functionscheckregisteredrole": {
         "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject",
@@ -630,8 +631,13 @@ def test_the_functions_read_only_what_they_need(dev) -> None:
     assert resolve["ListPublishedDatasets"]["Condition"] == {
         "StringLike": {"s3:prefix": ["datasets/*/published/*"]}
     }
-    assert "/baselines/*" in json.dumps(resolve["FindStoredBaseline"]["Resource"])
-    assert set(resolve) == {"ListPublishedDatasets", "FindStoredBaseline", "WriteOwnLogs"}
+    assert "/baselines/*" in json.dumps(resolve["ReadStoredBaseline"]["Resource"])
+    assert set(resolve) == {
+        "ListPublishedDatasets",
+        "ReadStoredBaseline",
+        "DecryptStoredBaseline",  # the stage's key: S3 decrypts the baseline it reads
+        "WriteOwnLogs",
+    }
     check = next(s for s in statements.values() if "ListVersions" in s)
     assert set(check) == {
         "ListVersions",

@@ -5,6 +5,7 @@ artifact that is already a version."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -217,7 +218,7 @@ def test_a_run_without_published_data_fails_naming_the_command(s3, event, messag
 
 
 def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Path) -> None:
-    publish(dataset(tmp_path / "d.jsonl", *week("w1")))
+    first = publish(dataset(tmp_path / "d.jsonl", *week("w1")))["version"]
     with pytest.raises(resolve_inputs.InputsError, match="peftops baseline publish --evaluation"):
         invoke_resolve(BaselineMode="reuse")
     # The functions may read stored baselines only where `baseline publish` puts them.
@@ -227,6 +228,7 @@ def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Pa
     from tests.evaluations import evaluation as make_evaluation
 
     evaluation = make_evaluation(adapter=0.5, full_finetune=0.5, base=0.5)
+    evaluation["dataset_version"] = first  # what a train run on that version records
     reused = tmp_path / "reused.json"
     reused.write_text(json.dumps(evaluation | {"baseline_source": {"kind": "reused"}}))
     refused = CliRunner().invoke(
@@ -265,7 +267,40 @@ def test_reuse_mode_needs_a_baseline_published_from_a_train_run(s3, tmp_path: Pa
     assert stored.stdout.strip() == (
         f"stored the baseline at s3://{BUCKET}/baselines/dialogue-summary/evaluation.json"
     )
-    assert invoke_resolve(BaselineMode="reuse")["DatasetUri"].startswith(f"s3://{BUCKET}/")
+    resolved = invoke_resolve(BaselineMode="reuse")
+    assert resolved["DatasetUri"].startswith(f"s3://{BUCKET}/")
+    # The run reads the baseline by its content: another one published is another input, and
+    # the evaluation step's cache cannot answer with the old one's figures.
+    digest = hashlib.sha256(trained.read_bytes()).hexdigest()
+    copy = f"baselines/dialogue-summary/sha256-{digest}/evaluation.json"
+    assert resolved["BaselineEvaluationUri"] == f"s3://{BUCKET}/{copy}"
+    s3.delete_object(Bucket=BUCKET, Key=copy)  # published by a version without copies
+    with pytest.raises(resolve_inputs.InputsError, match=f"has no copy at s3://{BUCKET}/{copy}"):
+        invoke_resolve(BaselineMode="reuse")
+    s3.put_object(Bucket=BUCKET, Key=copy, Body=trained.read_bytes())
+
+    # New data published: the stored baseline was scored on other data, so the run stops
+    # here, in seconds, before it pays for a training that Evaluate would then refuse.
+    second = publish(dataset(tmp_path / "d2.jsonl", *week("w2")))["version"]
+    with pytest.raises(resolve_inputs.InputsError) as refused_run:
+        invoke_resolve(BaselineMode="reuse")
+    assert str(refused_run.value) == (
+        f"the stored baseline s3://{BUCKET}/baselines/dialogue-summary/evaluation.json was "
+        f"scored on dataset version {first}, not on {second}, which this run trains on: run "
+        f"BaselineMode=train with DatasetVersion={second} once and publish its evaluation "
+        f"(peftops baseline publish --evaluation <its evaluation.json> --bucket {BUCKET}), or "
+        f"pass DatasetVersion={first}"
+    )
+    assert invoke_resolve(BaselineMode="reuse", DatasetVersion=first)["DatasetVersion"] == first
+    # A baseline of the new data, published: the run passes.
+    trained.write_text(json.dumps(json.loads(trained.read_text()) | {"dataset_version": second}))
+    assert CliRunner().invoke(
+        app, ["baseline", "publish", "--evaluation", str(trained), "--bucket", BUCKET,
+              "--region", "us-east-1"],
+    ).exit_code == 0  # fmt: skip
+    republished = invoke_resolve(BaselineMode="reuse")
+    assert republished["DatasetVersion"] == second
+    assert republished["BaselineEvaluationUri"] != resolved["BaselineEvaluationUri"]
 
 
 def test_check_registered_finds_an_artifact_already_in_the_group(s3, monkeypatch) -> None:
@@ -414,17 +449,16 @@ def test_each_refusal_of_resolve_inputs_says_all_of_this(
                 **event,
             },
             lambda bucket, prefix: [k for k in markers if k.startswith(prefix)],
-            lambda uri: False,
+            lambda uri: None,
         )
     assert str(refused.value) == message
 
 
 @pytest.mark.parametrize(
     ("code", "missing"),
-    # Without s3:ListBucket on the key S3 answers a missing object 403; the SDK names the error
-    # by its code or its HTTP status depending on the operation.
-    [("403", True), ("404", True), ("Forbidden", True), ("NoSuchKey", True),
-     ("NotFound", True), ("500", False), ("SlowDown", False)],
+    # Without s3:ListBucket on the key S3 answers a missing object 403 AccessDenied.
+    [("AccessDenied", True), ("NoSuchKey", True), ("403", True), ("404", True),
+     ("InternalError", False), ("SlowDown", False)],
 )  # fmt: skip
 def test_the_function_reads_a_missing_baseline_as_missing_and_fails_on_anything_else(
     monkeypatch: pytest.MonkeyPatch, code: str, missing: bool
@@ -443,7 +477,7 @@ def test_the_function_reads_a_missing_baseline_as_missing_and_fails_on_anything_
         {"Bucket": BUCKET, "Prefix": layout.dataset_markers("dialogue-summary")},
     )
     baseline = layout.baseline_key("dialogue-summary")
-    stub.add_client_error("head_object", service_error_code=code, http_status_code=403,
+    stub.add_client_error("get_object", service_error_code=code, http_status_code=403,
                           expected_params={"Bucket": BUCKET, "Key": baseline})  # fmt: skip
     monkeypatch.setattr(boto3, "client", lambda name, **_: client)
     with stub:

@@ -168,6 +168,6 @@ def test_resolve_inputs_returns_exactly_the_outputs_the_definition_reads() -> No
             "BaselineEvaluationUri": layout.TASK_BASELINE,
         },
         lambda bucket, prefix: [layout.marker_key("dialogue-summary", version)],
-        lambda uri: True,
+        lambda uri: b"{}",
     )
     assert set(result) == declared_outputs("ResolveInputs")
