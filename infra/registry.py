@@ -22,7 +22,8 @@ class ModelRegistry(Construct):
         stack = Stack.of(self)
         policy = None
         if promotion_account_ids:
-            # Accounts that promote adapters (e.g. prod) may read versions and approve them.
+            # Accounts that promote adapters (e.g. prod) may read versions, never change them:
+            # an approval or a stage set from there would reach this account's deployers.
             policy = {
                 "Version": "2012-10-17",
                 "Statement": [
@@ -39,7 +40,6 @@ class ModelRegistry(Construct):
                             "sagemaker:DescribeModelPackageGroup",
                             "sagemaker:DescribeModelPackage",
                             "sagemaker:ListModelPackages",
-                            "sagemaker:UpdateModelPackage",
                         ],
                         "Resource": [
                             f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}:model-package-group/{group_name}",

@@ -243,6 +243,10 @@ class Deployer:
                 "outcome": "skipped",
                 "detail": f"{arn} is not pending in {self.settings.stage}",
             }
+        refused = self.refusal(package)
+        if refused:  # nothing deployed: recorded, never left pending
+            self.record(package, lifecycle.StageStatus.FAILED, "refuse", refused)
+            return {"outcome": "refused", "detail": refused}
         metadata = package.get("CustomerMetadataProperties", {})
         task = metadata.get(TASK, "")
         if not task:
@@ -282,6 +286,22 @@ class Deployer:
         self.record(package, lifecycle.StageStatus.DEPLOYED, "deploy", detail)
         return {"outcome": "deployed", "detail": detail}
 
+    def refusal(self, package: dict[str, Any]) -> str:
+        """Why the version may not serve in this stage, whoever marked it pending: the rules
+        `peftops models promote` applies, checked again here, because anyone allowed to
+        update a model package can set its stage. Empty: it may. (That its evaluation is the
+        registered one is checked where its smoke request is read.)"""
+        name = f"version {package.get('ModelPackageVersion', '?')}"
+        approval = package.get("ModelApprovalStatus", "")
+        if approval != "Approved":
+            return f"{name} is {approval or 'not approved'}; only an approved version is deployed"
+        if self.settings.stage == lifecycle.Stage.PRODUCTION and not passed_staging(package):
+            return (
+                f"{name} has not passed a staging smoke test (no deployment to staging by "
+                f"{DEPLOYER} in its history); promote it to staging first"
+            )
+        return ""
+
     def mark_promoted(self, artifact: str) -> None:
         """Tag the deployed adapter's artifact: the accounts a stage promotes to may read
         objects with this tag, and no other (the bucket policy's condition)."""
@@ -298,6 +318,16 @@ class Deployer:
             self.sagemaker.delete_inference_component(InferenceComponentName=component)
         else:
             self.point(component, previous, exists=True)
+
+
+def passed_staging(package: dict[str, Any]) -> bool:
+    """Did a staging deployer deploy the version (its smoke test passed there)? Only that
+    deployer records `deploy` decisions in a version's history."""
+    deployed = f"/{lifecycle.Stage.STAGING}:{lifecycle.StageStatus.DEPLOYED}"
+    history = lifecycle.decode_history(package.get("CustomerMetadataProperties", {}))
+    return any(
+        d.who == DEPLOYER and d.action == "deploy" and d.after.endswith(deployed) for d in history
+    )
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, str]:

@@ -491,3 +491,83 @@ def test_a_version_without_its_registered_smoke_request_is_failed_before_anythin
     assert outcome["outcome"] == "failed" and why in outcome["detail"]
     (failed,) = sent.updates
     assert failed["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
+
+
+def staged_history() -> dict[str, str]:
+    """The history entry a staging deployer writes when the version's smoke test passed."""
+    from pipelines.functions.model_lifecycle import Decision, history_entries
+
+    return history_entries(
+        (
+            Decision(
+                at="2026-12-03T00:00:00+00:00",
+                who=deployer.DEPLOYER,
+                action="deploy",
+                before="Approved/staging:PendingDeployment",
+                after="Approved/staging:Deployed",
+                why="smoke test passed",
+            ),
+        )
+    )
+
+
+def forged_history() -> dict[str, str]:
+    """The same words, written by someone else than the deployer."""
+    return {k: v.replace(deployer.DEPLOYER, "mallory") for k, v in staged_history().items()}
+
+
+@pytest.mark.parametrize(
+    ("stage", "approval", "history", "why"),
+    [
+        ("staging", "Rejected", {}, "version 2 is Rejected; only an approved version is deployed"),
+        ("staging", "PendingManualApproval", {},
+         "version 2 is PendingManualApproval; only an approved version is deployed"),
+        ("production", "Approved", {}, "version 2 has not passed a staging smoke test"),
+        ("production", "Approved", forged_history(),
+         "version 2 has not passed a staging smoke test"),
+        ("production", "Rejected", staged_history(), "version 2 is Rejected"),
+    ],
+)  # fmt: skip
+def test_a_version_that_breaks_a_promotion_rule_is_refused_and_nothing_is_deployed(
+    clients, stage: str, approval: str, history: dict[str, str], why: str
+) -> None:
+    """Whoever set the stage (anyone allowed UpdateModelPackage can): a version not approved,
+    or in production without a passed staging smoke test, makes no inference-component call
+    and reads nothing; the refusal is recorded on the package."""
+    sagemaker, runtime, sm, _ = clients
+    sent = Recorder(sagemaker)
+    pending = package(2, "PendingDeployment")
+    pending["ModelApprovalStatus"] = approval
+    pending["ModelLifeCycle"]["Stage"] = stage
+    pending["CustomerMetadataProperties"].update(history)
+    sm.add_response("describe_model_package", pending, {"ModelPackageName": arn(2)})
+    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
+    run, _ = make(sagemaker, runtime)
+    run.settings = replace_stage(stage)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "refused" and outcome["detail"].startswith(why), outcome
+    (refused,) = sent.updates
+    assert refused["ModelLifeCycle"] == {
+        "Stage": stage,
+        "StageStatus": "DeploymentFailed",
+        "StageDescription": outcome["detail"],
+    }
+    (decision,) = decode_history(refused["CustomerMetadataProperties"])[-1:]
+    assert (decision.who, decision.action) == (deployer.DEPLOYER, "refuse")
+
+
+def test_a_version_the_staging_deployer_deployed_may_go_to_production() -> None:
+    pending = package(2, "PendingDeployment")
+    pending["ModelLifeCycle"]["Stage"] = "production"
+    pending["CustomerMetadataProperties"].update(staged_history())
+    production = deployer.Deployer(
+        replace_stage("production"), None, None, None, clock=lambda: "2026-12-04T00:00:00+00:00"
+    )
+    assert production.refusal(pending) == ""
+    assert deployer.Deployer(SETTINGS, None, None, None).refusal(package(2, "Pending")) == ""
+
+
+def replace_stage(stage: str) -> deployer.Settings:
+    import dataclasses
+
+    return dataclasses.replace(SETTINGS, stage=stage)

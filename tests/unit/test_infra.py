@@ -1200,3 +1200,9 @@ def test_promotion_accounts_read_only_deployed_adapters_and_only_when_named(
     (group,) = resources(shared, "AWS::SageMaker::ModelPackageGroup").values()
     (granted,) = group["Properties"]["ModelPackageGroupPolicy"]["Statement"]
     assert plain(granted["Principal"]["AWS"]) == ["arn:aws:iam::210987654321:root"]
+    # Read only: a version's approval or stage set from there would reach the deployers.
+    assert granted["Action"] == [
+        "sagemaker:DescribeModelPackageGroup",
+        "sagemaker:DescribeModelPackage",
+        "sagemaker:ListModelPackages",
+    ]
