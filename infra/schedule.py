@@ -3,14 +3,12 @@ passes its Task), with retries and one encrypted DLQ."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.findings import acknowledge
+from infra.queues import dead_letter_queue
 from pipelines.definition.stages import ScheduleSettings
 
 
@@ -27,18 +25,7 @@ class Schedule(Construct):
         role_factory,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letters = sqs.Queue(
-            self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        acknowledge(
-            self.dead_letters, "SQS3", "this queue is itself the schedule's dead-letter queue"
-        )
+        self.dead_letters = dead_letter_queue(self, "DeadLetters", key, holds="the schedule's")
         role: iam.IRole = role_factory(self.dead_letters.queue_arn)
         self.schedules = {
             task: self._schedule(task, settings, pipeline_arn, role.role_arn) for task in tasks

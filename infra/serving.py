@@ -5,18 +5,21 @@ subscribed to the model package group's state changes)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+import jsii
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.findings import account_resource, acknowledge, bucket_objects
 from infra.functions import project_function
+from infra.queues import dead_letter_queue
 from pipelines.definition.config import EVALUATIONS, MODELS, PipelineConfig
 from pipelines.definition.images import (
     ecr_repository_arn,
@@ -37,6 +40,25 @@ def base_model_source(config: PipelineConfig, bucket_name: str) -> str:
     if model.startswith("s3://") or not model.endswith("/"):
         return model
     return f"s3://{bucket_name}/{model}"
+
+
+@jsii.implements(events.IRuleTarget)
+class QueueTarget:
+    """A FIFO queue as a rule's target, without the service-wide send permission that
+    `aws_events_targets.SqsQueue` grants an encrypted queue: the caller grants it, narrowed."""
+
+    def __init__(self, queue: sqs.IQueue, *, message_group_id: str) -> None:
+        self.queue = queue
+        self.message_group_id = message_group_id
+
+    def bind(self, _rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+        return events.RuleTargetConfig(
+            arn=self.queue.queue_arn,
+            sqs_parameters=events.CfnRule.SqsParametersProperty(
+                message_group_id=self.message_group_id
+            ),
+            target_resource=self.queue,
+        )
 
 
 class Serving(Construct):
@@ -236,11 +258,53 @@ class Serving(Construct):
                 "BASE_COMPONENT": self.base_component_name,
             },
         )
-        # One deployment at a time per stage: two promotions must not race on one component.
-        self.deployer.node.default_child.add_property_override("ReservedConcurrentExecutions", 1)
+        # One deployment at a time per stage, so that two promotions never race on one
+        # component: the stage's events queue in a FIFO queue, in one message group, which
+        # Lambda reads one message at a time. (Reserved concurrency would do it too, but Lambda
+        # refuses a reservation in accounts whose concurrency quota is still the new-account
+        # 10.) A deployment that crashes is not run again (it records its own failures, and a
+        # rerun would deploy again): its event goes to the dead-letter queue.
+        self.failed_deployments = dead_letter_queue(
+            self, "FailedDeployments", key, holds="the deployments'", fifo=True
+        )
+        self.deployments = sqs.Queue(
+            self,
+            "Deployments",
+            fifo=True,
+            content_based_deduplication=True,
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            # At least six times the function's timeout, as Lambda's SQS event source asks.
+            visibility_timeout=Duration.minutes(90),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=1, queue=self.failed_deployments
+            ),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.deployer.add_event_source(sources.SqsEventSource(self.deployments, batch_size=1))
+        # EventBridge sends to the queue as the service itself (SQS targets take no role), so
+        # the queue and its key admit it for this rule only (no other account's rule: confused
+        # deputy). The rule is named, so its ARN is known without a reference to it, which the
+        # queue's and key's policies would make circular.
+        rule_name = f"{config.name}-promoted-to-{settings.lifecycle_stage}"
+        rule_arn = f"arn:{stack.partition}:events:{stack.region}:{stack.account}:rule/{rule_name}"
+        events_of_this_rule = iam.ServicePrincipal(
+            "events.amazonaws.com", conditions={"ArnEquals": {"aws:SourceArn": rule_arn}}
+        )
+        self.deployments.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="PromotionEventsOfThisStage",
+                principals=[events_of_this_rule],
+                actions=["sqs:SendMessage"],
+                resources=[self.deployments.queue_arn],
+            )
+        )
+        key.grant(events_of_this_rule, "kms:GenerateDataKey", "kms:Decrypt")
         self.rule = events.Rule(
             self,
             "PromotedToStage",
+            rule_name=rule_name,
             description=f"versions of {group_name} promoted to {settings.lifecycle_stage}",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
@@ -250,7 +314,7 @@ class Serving(Construct):
                 # one change, and an event's detail is not documented to carry the stage).
                 detail={"ModelPackageGroupName": [group_name]},
             ),
-            targets=[targets.LambdaFunction(self.deployer, retry_attempts=0)],
+            targets=[QueueTarget(self.deployments, message_group_id=settings.lifecycle_stage)],
         )
         self._acknowledge_findings(config, bucket, group_name)
 

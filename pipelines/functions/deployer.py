@@ -330,8 +330,16 @@ def passed_staging(package: dict[str, Any]) -> bool:
     )
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
-    """The Lambda entry point: an EventBridge "SageMaker Model Package State Change"."""
+def promoted_versions(event: dict[str, Any]) -> list[str]:
+    """The version ARNs an invocation is about: the stage's FIFO queue delivers EventBridge
+    "SageMaker Model Package State Change" events as SQS records; a direct event is one."""
+    if "Records" in event:
+        return [json.loads(r["body"])["detail"]["ModelPackageArn"] for r in event["Records"]]
+    return [event["detail"]["ModelPackageArn"]]
+
+
+def handler(event: dict[str, Any], context: Any) -> list[dict[str, str]]:
+    """The Lambda entry point: each promoted version's outcome, in the queue's order."""
     import boto3
 
     settings = Settings.from_environment(dict(os.environ))
@@ -341,4 +349,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         boto3.client("sagemaker-runtime"),
         boto3.client("s3"),
     )
-    return deployer.deploy(event["detail"]["ModelPackageArn"])
+    return [deployer.deploy(arn) for arn in promoted_versions(event)]

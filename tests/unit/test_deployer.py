@@ -388,6 +388,10 @@ def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatc
             settings.base_component) == ("production", "a-group", "an-endpoint", "a-variant",
                                          "a-base")  # fmt: skip
     assert clients == ["SageMaker", "SageMakerRuntime", "S3"] and deployed == arn(2)
+    # As the stage's FIFO queue delivers it: the same event as an SQS record's body.
+    queued = {"Records": [{"messageId": "m", "body": json.dumps(event)}]}
+    assert deployer.handler(queued, None) == [{}]
+    assert seen[-1][-1] == arn(2) and len(seen) == 2
 
 
 @pytest.mark.parametrize(

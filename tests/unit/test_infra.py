@@ -1002,11 +1002,11 @@ SERVING_TYPES = (
 
 
 def promotion_rules(template: Template) -> list[dict[str, Any]]:
-    """The rules that hand a group's state changes to a stage's deployer."""
+    """The rules that hand a group's state changes to a stage's deployer (its queue)."""
     found = []
     for rule in resources(template, "AWS::Events::Rule").values():
         arns = [t["Arn"] for t in rule["Properties"].get("Targets", [])]
-        if any(a.get("Fn::GetAtt", [""])[0].startswith("ServingDeployer") for a in arns):
+        if any(a.get("Fn::GetAtt", [""])[0].startswith("ServingDeployments") for a in arns):
             found.append(rule)
     return found
 
@@ -1095,8 +1095,49 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
         "VARIANT_NAME": "AllTraffic",
         "BASE_COMPONENT": f"{endpoint_name}-base",
     }
-    assert deployer["Properties"]["ReservedConcurrentExecutions"] == 1
+    # One deployment at a time without reserving concurrency (new accounts' quota of 10
+    # refuses any reservation): the rule feeds a FIFO queue, one message group per stage,
+    # that the deployer reads one message at a time; a crashed deployment is not rerun.
+    assert "ReservedConcurrentExecutions" not in deployer["Properties"]
     assert deployer["Properties"]["Timeout"] == 900
+    queues = resources(template, "AWS::SQS::Queue")
+    (target,) = rule["Properties"]["Targets"]
+    assert target["SqsParameters"] == {"MessageGroupId": "staging"}
+    queue = queues[target["Arn"]["Fn::GetAtt"][0]]["Properties"]
+    assert queue["FifoQueue"] is True and queue["ContentBasedDeduplication"] is True
+    assert queue["VisibilityTimeout"] >= 6 * 900 and "KmsMasterKeyId" in queue
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 1
+    dead = queues[queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]]["Properties"]
+    assert dead["FifoQueue"] is True and "KmsMasterKeyId" in dead
+    (mapping,) = resources(template, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["BatchSize"] == 1
+    assert mapping["Properties"]["EventSourceArn"] == target["Arn"]
+    # EventBridge may send there, and use the key, for this rule only (no other account's).
+    rule_arn = f"arn:aws:events:us-east-1:123456789012:rule/{rule['Properties']['Name']}"
+    this_rule = {"ArnEquals": {"aws:SourceArn": rule_arn}}
+    sent = [
+        plain(st)
+        for policy in resources(template, "AWS::SQS::QueuePolicy").values()
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        if st["Effect"] == "Allow"
+    ]
+    assert sent == [
+        {
+            "Sid": "PromotionEventsOfThisStage",
+            "Action": "sqs:SendMessage",
+            "Condition": this_rule,
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Resource": target["Arn"],
+        }
+    ]
+    key_statements = [
+        plain(st)
+        for key in resources(template, "AWS::KMS::Key").values()
+        for st in key["Properties"]["KeyPolicy"]["Statement"]
+        if "events.amazonaws.com" in json.dumps(st.get("Principal"))
+    ]
+    assert [st.get("Condition") for st in key_statements] == [this_rule]
     role_id = stack.get_logical_id(stack.serving.deployer.role.node.default_child)
     (policy,) = resources(template, "AWS::IAM::Role")[role_id]["Properties"]["Policies"]
     statements = {s["Sid"]: plain(s) for s in policy["PolicyDocument"]["Statement"]}
