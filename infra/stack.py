@@ -175,6 +175,9 @@ class PeftopsStack(Stack):
             )
             CfnOutput(self, "EndpointName", value=self.serving.endpoint_name)
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
+        # What `cdk destroy` keeps besides the bucket (the README says how to delete them).
+        CfnOutput(self, "AccessLogBucketName", value=self.storage.access_logs.bucket_name)
+        CfnOutput(self, "KeyArn", value=self.storage.key.key_arn)
         CfnOutput(self, "PipelineName", value=config.name)
         CfnOutput(self, "ModelPackageGroup", value=config.model_package_group)
         CfnOutput(self, "TopicArn", value=self.notifications.topic.topic_arn)

@@ -1247,3 +1247,35 @@ def test_promotion_accounts_read_only_deployed_adapters_and_only_when_named(
         "sagemaker:DescribeModelPackage",
         "sagemaker:ListModelPackages",
     ]
+
+
+def test_the_readme_names_everything_cdk_destroy_keeps(dev, prod) -> None:
+    """Each resource a `cdk destroy` retains has its row in the README (what it costs, how to
+    delete it) and a stack output that names it; a new retained resource fails this test."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**Tear a stage down.**", 1)[1].split("\n\n## ", 1)[0]
+    rows = {
+        "AWS::S3::Bucket": ["`BucketName`", "`AccessLogBucketName`"],
+        "AWS::KMS::Key": ["`KeyArn`"],
+    }
+    for template, _, _ in (dev, prod):
+        document = template.to_json()
+        kept = [
+            (name, r["Type"])
+            for name, r in document["Resources"].items()
+            if r.get("DeletionPolicy") == "Retain"
+        ]
+        assert sorted(t for _, t in kept) == ["AWS::KMS::Key", "AWS::S3::Bucket", "AWS::S3::Bucket"]
+        named = {
+            output: value["Value"].get("Ref") or value["Value"]["Fn::GetAtt"][0]
+            for output, value in document["Outputs"].items()
+            if isinstance(value["Value"], dict)
+        }
+        for name, kind in kept:
+            (output,) = [o for o, resource in named.items() if resource == name]
+            assert f"`{output}`" in rows[kind], (name, output)
+    for cells in rows.values():
+        for cell in cells:
+            assert f"| {cell}" in section or f"(`{cell.strip('`')}`)" in section, cell
+    assert "the code assets in CDK's bootstrap bucket" in section
+    assert "$1 a month" in section and "schedule-key-deletion" in section

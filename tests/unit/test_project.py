@@ -95,3 +95,22 @@ def test_the_license_file_is_the_one_pyproject_declares() -> None:
     assert declared == "Apache-2.0"
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert text.rstrip().endswith("END OF TERMS AND CONDITIONS")
+
+
+@pytest.mark.parametrize(
+    ("version", "said"),
+    [("v20.20.2", True), ("v21.7.3", True), ("v22.0.0", False), ("v24.11.1", False), ("", True)],
+)
+def test_make_test_says_when_node_is_older_than_the_cdk_supports(version: str, said: bool) -> None:
+    """One line on stderr, never a failure: the suite needs no CDK CLI feature of a newer
+    Node; `cdk deploy` does. The README asks for the same minimum."""
+    done = subprocess.run(
+        ["make", "--no-print-directory", "node-check", f"NODE_VERSION={version}"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == ""
+    assert done.stderr.count("\n") == (1 if said else 0), done.stderr
+    minimum = re.search(r"^NODE_MIN := (\d+)$", (REPO / "Makefile").read_text(), re.M)[1]
+    assert f"Node.js {minimum} or later" in done.stderr or not said
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert f"Node.js {minimum} or later (for the CDK CLI" in readme
