@@ -17,10 +17,11 @@ is a JSON body with a one-line `detail`, never a stack trace."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -83,6 +84,48 @@ class Load:
     refused_busy: int = 0  # requests refused with a 429
 
 
+class Waiting:
+    """The requests waiting for a batch, at most `limit` of them counting only those someone
+    still waits for: a client that sends requests and leaves at once cannot fill the places
+    of the clients that stay."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: collections.deque[_Pending] = collections.deque()
+        self.changed = threading.Condition()
+
+    def _drop_gone(self) -> None:
+        self.items = collections.deque(p for p in self.items if not p.gone.is_set())
+
+    def put(self, pending: _Pending) -> bool:
+        """Whether it joined: False when `limit` live requests already wait."""
+        with self.changed:
+            self._drop_gone()
+            if len(self.items) >= self.limit:
+                return False
+            self.items.append(pending)
+            self.changed.notify()
+            return True
+
+    def get(self, timeout: float) -> _Pending | None:
+        """The oldest live request, waiting up to `timeout` seconds for one; else None."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                self._drop_gone()
+                if self.items:
+                    return self.items.popleft()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.changed.wait(remaining)
+
+    def __len__(self) -> int:
+        with self.changed:
+            self._drop_gone()
+            return len(self.items)
+
+
 class Batcher:
     """One thread runs the model; requests queued while it generates form its next batch."""
 
@@ -99,7 +142,7 @@ class Batcher:
         self.max_batch = max_batch
         self.timeout_s = timeout_s
         self.wait_s = wait_s
-        self.queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
+        self.waiting = Waiting(max_queue)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="generate", daemon=True)
         self.load = Load()
@@ -118,11 +161,9 @@ class Batcher:
         waits for is dropped from its batch."""
         loop = asyncio.get_running_loop()
         pending = _Pending(request, loop, loop.create_future())
-        try:
-            self.queue.put_nowait(pending)
-        except queue.Full:
+        if not self.waiting.put(pending):
             self.load.refused_busy += 1
-            raise QueueFullError from None
+            raise QueueFullError
         left = asyncio.ensure_future(_until_disconnected(receive))
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -137,19 +178,15 @@ class Batcher:
                 self.load.abandoned += 1
 
     def _take(self) -> list[_Pending] | None:
+        """The next batch: the oldest live request and those that arrive while it gathers
+        (a request whose client left while it queued is never taken)."""
         while not self.stopping.is_set():
-            try:
-                first = self.queue.get(timeout=0.1)
-            except queue.Empty:
+            first = self.waiting.get(timeout=0.1)
+            if first is None:
                 continue
-            if first.gone.is_set():
-                continue  # its client left while it queued: nothing to generate
             batch = [first]
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < self.max_batch:
-                    item = self.queue.get(timeout=self.wait_s)
-                    if not item.gone.is_set():
-                        batch.append(item)
+            while len(batch) < self.max_batch and (item := self.waiting.get(self.wait_s)):
+                batch.append(item)
             return batch
         return None
 
@@ -346,7 +383,7 @@ def create_app(
             "tasks": versions,
             "batches": len(load.batches),
             "largest_batch": max(load.batches, default=0),
-            "queued": batcher.queue.qsize(),
+            "queued": len(batcher.waiting),
             "abandoned": load.abandoned,
             "refused_busy": load.refused_busy,
             "limits": limits,

@@ -338,6 +338,27 @@ def test_a_full_queue_answers_429_and_every_queued_request_is_answered(
     assert len({a.text for a in answers}) == 1
 
 
+def test_requests_whose_clients_left_hold_no_place_in_the_queue(
+    model: AdapterModel, long: tuple[str, dict[str, Any]]
+) -> None:
+    """A client that sends requests and leaves at once, while a batch generates, cannot fill
+    the queue's places: the clients that stay are queued, not refused."""
+    task, body = long
+    with serving(model, max_queue=2) as endpoint, ThreadPoolExecutor(3) as pool:
+        with generation_held(model):
+            taken = pool.submit(endpoint.post, GOOD)
+            wait_for(endpoint, lambda s: s["batches"] == 1, "the first batch")
+            for _ in range(2):
+                left = endpoint.abandon(body, task)
+                wait_for(endpoint, lambda s: s["queued"] == 1, "the request queued")
+                left.close()
+                wait_for(endpoint, lambda s: s["queued"] == 0, "its place freed")
+            staying = [pool.submit(endpoint.post, GOOD) for _ in range(2)]
+            wait_for(endpoint, lambda s: s["queued"] == 2, "two staying clients queued")
+        assert [f.result().status for f in (taken, *staying)] == [200] * 3
+        assert endpoint.ping()[0]["refused_busy"] == 0
+
+
 def test_a_request_past_its_timeout_is_a_503_and_is_never_generated(model: AdapterModel) -> None:
     with serving(model, request_timeout_s=0.5) as endpoint, ThreadPoolExecutor(2) as pool:
         with generation_held(model):
