@@ -1,12 +1,13 @@
 """A stage's endpoint, when its settings switch serving on: the endpoint and its base-model
-inference component (LMI with LoRA enabled), and the deployer that adds or replaces one
-adapter inference component per task as versions are promoted to the stage (a Lambda function
-subscribed to the model package group's state changes)."""
+inference component (LMI with LoRA enabled), and the deployer that adds one adapter inference
+component per version promoted to the stage, beside the task's serving one, and deletes the old
+one once the new one passed its smoke test (a Lambda function the model package group's state
+changes reach through a FIFO queue)."""
 
 from __future__ import annotations
 
 import jsii
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import CfnTag, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -27,8 +28,8 @@ from pipelines.definition.images import (
     serving_image,
 )
 from pipelines.definition.service_rules import has_local_storage
-from pipelines.definition.stages import ServingSettings
-from pipelines.functions.registered_adapter import BASE_COMPONENT, inference_component_name
+from pipelines.definition.stages import ServingSettings, endpoint_name
+from pipelines.functions.registered_adapter import GROUP_TAG, STAGE_TAG, base_component_name
 
 VARIANT = "AllTraffic"
 DEPLOYER_HANDLER = "deployer.handler"
@@ -77,8 +78,8 @@ class Serving(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         sagemaker_arn = f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}"
-        self.endpoint_name = f"{config.name}-{settings.lifecycle_stage}"
-        image = serving_image(stack.region)
+        self.endpoint_name = endpoint_name(config, settings)
+        image = serving_image(config, stack.region)
         adapters = bucket.arn_for_objects(f"pipelines/{config.name}/{MODELS}/*")
 
         # What the endpoint's containers run as: pull the image, read the adapters (and a base
@@ -162,11 +163,16 @@ class Serving(Construct):
             "Endpoint",
             endpoint_name=self.endpoint_name,
             endpoint_config_name=endpoint_config.attr_endpoint_config_name,
+            # Whose versions it serves: a client finds a task's deployed version by them.
+            tags=[
+                CfnTag(key=GROUP_TAG, value=group_name),
+                CfnTag(key=STAGE_TAG, value=settings.lifecycle_stage),
+            ],
         )
         # The endpoint's instances pull the image and read the model as they start: its role's
         # permissions must be in place first (the config names only the role).
         self.endpoint.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
-        self.base_component_name = inference_component_name(self.endpoint_name, BASE_COMPONENT)
+        self.base_component_name = base_component_name(self.endpoint_name)
         self.base_component = sagemaker.CfnInferenceComponent(
             self,
             "BaseComponent",
@@ -181,6 +187,9 @@ class Serving(Construct):
                         "OPTION_MAX_LORAS": str(settings.max_loras),
                         "OPTION_MAX_LORA_RANK": str(settings.max_lora_rank),
                         "OPTION_MAX_CPU_LORAS": str(4 * settings.max_loras),
+                        # The code's default is every GPU the container sees, its docs say
+                        # 1: the component's own count, said.
+                        "OPTION_TENSOR_PARALLEL_DEGREE": str(settings.accelerators),
                     },
                 ),
                 compute_resource_requirements=sagemaker.CfnInferenceComponent.InferenceComponentComputeResourceRequirementsProperty(
@@ -209,16 +218,17 @@ class Serving(Construct):
                     resources=[f"{sagemaker_arn}:model-package/{group_name}/*"],
                 ),
                 iam.PolicyStatement(
-                    # Search authorizes on no resource; it finds the versions to retire.
-                    sid="FindDeployedVersions",
-                    actions=["sagemaker:Search"],
+                    # Neither authorizes on a resource: Search finds the versions to retire,
+                    # the listing the components a version's deployment creates or deletes.
+                    sid="FindVersionsAndComponents",
+                    actions=["sagemaker:Search", "sagemaker:ListInferenceComponents"],
                     resources=["*"],
                 ),
                 iam.PolicyStatement(
+                    # A component per version, created and deleted; never updated in place.
                     sid="ManageAdapterComponents",
                     actions=[
                         "sagemaker:CreateInferenceComponent",
-                        "sagemaker:UpdateInferenceComponent",
                         "sagemaker:DescribeInferenceComponent",
                         "sagemaker:DeleteInferenceComponent",
                     ],
@@ -256,6 +266,7 @@ class Serving(Construct):
                 "ENDPOINT_NAME": self.endpoint_name,
                 "VARIANT_NAME": VARIANT,
                 "BASE_COMPONENT": self.base_component_name,
+                "MAX_LORA_RANK": str(settings.max_lora_rank),
             },
         )
         # One deployment at a time per stage, so that two promotions never race on one
@@ -351,7 +362,7 @@ class Serving(Construct):
         for finding, reason in (
             (
                 "IAM5[Resource::*]",
-                "sagemaker:Search supports no resource-level permissions; it finds the version a deployment retires",
+                "sagemaker:Search and ListInferenceComponents support no resource-level permissions; they find the version a deployment retires and the components it creates or deletes",
             ),
             (
                 f"IAM5[{account_resource(self, 'sagemaker', f'model-package/{group_name}/*')}]",
@@ -359,7 +370,7 @@ class Serving(Construct):
             ),
             (
                 f"IAM5[{account_resource(self, 'sagemaker', f'inference-component/{self.endpoint_name}-*')}]",
-                "this endpoint's adapter components, one per task, named when a task is first promoted",
+                "this endpoint's adapter components, one per version, named when the version is promoted",
             ),
             (
                 adapters,

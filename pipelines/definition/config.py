@@ -109,7 +109,8 @@ class PipelineConfig:
     name: str = "peftops-adapter"
     model_package_group: str = "peftops-adapters"
 
-    # Containers: the Hugging Face PyTorch training image from the SDK's bundled image URIs.
+    # Containers: the versions of the pinned training images (pipelines/definition/images.py),
+    # which the jobs' requirements lock holds torch and Python to.
     transformers_version: str = "5.3.0"
     pytorch_version: str = "2.9.0"
     python_version: str = "py312"
@@ -118,6 +119,9 @@ class PipelineConfig:
     # Dockerfile builds one; a stage's "build_job_image" has cdk deploy build it); required with
     # network isolation, where jobs cannot pip install. Empty: the Hugging Face image above.
     image_uri: str = ""
+    # The serving image (LMI) a registered version names and a stage's endpoint runs. Empty:
+    # the pinned LMI image.
+    serving_image_uri: str = ""
 
     # Gated base models (Llama, Gemma, Mistral): a Secrets Manager secret holding a Hugging Face
     # token, by its full ARN. Jobs get the ARN and read the token at start; the role may read

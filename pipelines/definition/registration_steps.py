@@ -63,7 +63,7 @@ class RegistrationSteps:
         the endpoint's base component, which runs this image with these settings."""
         return ModelBuilder(
             s3_model_data_url=adapter.properties.ModelArtifacts.S3ModelArtifacts,
-            image_uri=serving_image(self.deployment.region),
+            image_uri=serving_image(self.config, self.deployment.region),
             role_arn=self.deployment.role_arn,
             sagemaker_session=self.session,
             env_vars=lora_serving_environment(self.params.base_model),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.definition.config import PipelineConfig, config_from_dict
+from pipelines.functions.registered_adapter import MAX_ENDPOINT_NAME
 from training_scripts import tasks
 from training_scripts.contracts import GateThresholds
 
@@ -20,6 +21,8 @@ class ScheduleSettings:
 
 
 SERVING_STAGES = ("staging", "production")
+# The LoRA ranks vLLM (the LMI endpoint's engine) takes as max_lora_rank (vllm/config/lora.py).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,25 @@ class ServingSettings:
             )
         if not self.instance_type.startswith("ml."):
             raise ValueError(f"serving.instance_type {self.instance_type!r} is not an ml.* type")
-        if min(self.instance_count, self.accelerators, self.max_loras, self.max_lora_rank) < 1:
-            raise ValueError("serving counts, max_loras and max_lora_rank must be at least 1")
+        if min(self.instance_count, self.accelerators, self.max_loras) < 1:
+            raise ValueError("serving counts and max_loras must be at least 1")
+        if self.max_lora_rank not in VLLM_LORA_RANKS:
+            raise ValueError(
+                f"serving.max_lora_rank {self.max_lora_rank}: vLLM takes one of {VLLM_LORA_RANKS}"
+            )
+
+
+def endpoint_name(pipeline: PipelineConfig, serving: ServingSettings) -> str:
+    """A stage's endpoint: `<pipeline>-<lifecycle stage>`, short enough that the adapter
+    components named after it (`<endpoint>-<task>-<version>`) fit SageMaker's 63 characters."""
+    name = f"{pipeline.name}-{serving.lifecycle_stage}"
+    if len(name) > MAX_ENDPOINT_NAME:
+        raise ValueError(
+            f"serving: the endpoint {name!r} is {len(name)} characters; its adapter components' "
+            f"names need it at most {MAX_ENDPOINT_NAME}: shorten pipeline.name to at most "
+            f"{MAX_ENDPOINT_NAME - len(serving.lifecycle_stage) - 1} characters"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -194,7 +214,7 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
     pipeline["task"], pipeline["tasks"] = names[0], names
     pipeline["task_gates"] = {t.spec.name: vars(t.gate) for t in stage_tasks if t.gate}
     try:
-        return StageSettings(
+        settings = StageSettings(
             name=name,
             region=raw.pop("region"),
             pipeline=config_from_dict(pipeline, source=f"stages.{name}.pipeline"),
@@ -207,3 +227,15 @@ def stage_settings(stages: dict[str, Any] | None, name: str) -> StageSettings:
         )
     except TypeError as err:
         raise ValueError(f"stages.{name}: {err}") from err
+    if settings.serving is not None:
+        try:
+            endpoint_name(settings.pipeline, settings.serving)
+        except ValueError as err:
+            raise ValueError(f"stages.{name}.{err}") from None
+        if settings.pipeline.lora_r > settings.serving.max_lora_rank:
+            raise ValueError(
+                f"stages.{name}: pipeline.lora_r {settings.pipeline.lora_r} is above "
+                f"serving.max_lora_rank {settings.serving.max_lora_rank}: the endpoint would "
+                "refuse every adapter the stage trains; raise max_lora_rank or lower lora_r"
+            )
+    return settings

@@ -2,13 +2,14 @@
 state changes): a version promoted to this stage (`ModelLifeCycle` = stage/PendingDeployment)
 becomes its task's adapter inference component on the stage's endpoint.
 
-It creates the task's component on the base model's component (or points the existing one at
-the new adapter), waits until it is in service, sends the version's smoke request through it (the
-body its evaluation built from its task spec, read from the registered evaluation.json), and
-records
-the outcome on the version: `Deployed` (and the task's previous version in the stage becomes
-`Retired`) or `DeploymentFailed`, with the component put back as it was, so the previous
-adapter serves on."""
+Each version gets its own component (`<endpoint>-<task>-<version>`) beside the one serving:
+the deployer creates it on the base model's component, waits until it is in service, sends the
+version's smoke request through it (the body its evaluation built from its task spec, read
+from the registered evaluation.json) and records the outcome on the version. Passed: the
+version is `Deployed`, which is what names the task's component from then on, the task's
+previous version in the stage becomes `Retired` and its component is deleted. Failed: the new
+component is deleted and the version marked `DeploymentFailed`; the previous one never stopped
+serving. No component is ever updated in place, and no error is told apart by its wording."""
 
 from __future__ import annotations
 
@@ -28,19 +29,26 @@ try:  # a package in the project, top-level modules in the Lambda runtime
     from .registered_adapter import (
         EVALUATION_DIGEST,
         TASK,
+        adapter_component_name,
         adapter_location,
-        inference_component_name,
+        component_version,
+        task_component_prefix,
     )
 except ImportError:
     import model_lifecycle as lifecycle  # type: ignore[no-redef]
     from registered_adapter import (  # type: ignore[no-redef]
         EVALUATION_DIGEST,
         TASK,
+        adapter_component_name,
         adapter_location,
-        inference_component_name,
+        component_version,
+        task_component_prefix,
     )
 
 DEPLOYER = "peftops-stage-deployer"
+# The PEFT methods vLLM, the stage endpoint's engine, serves: LoRA adapters (a prompt-tuning
+# adapter has no LoRA weights to load).
+SERVED_METHODS = ("qlora", "lora")
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class Settings:
     endpoint: str
     variant: str
     base_component: str
+    max_lora_rank: int = 64  # the base component's OPTION_MAX_LORA_RANK
     wait_s: float = 600.0  # leaves the smoke test and a rollback within the function's 15 minutes
     poll_s: float = 15.0
 
@@ -63,19 +72,12 @@ class Settings:
             endpoint=environ["ENDPOINT_NAME"],
             variant=environ["VARIANT_NAME"],
             base_component=environ["BASE_COMPONENT"],
+            max_lora_rank=int(environ["MAX_LORA_RANK"]),
         )
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _missing(err: Exception) -> bool:
-    """DescribeInferenceComponent's answer for a component that does not exist."""
-    response = getattr(err, "response", {}) or {}
-    code = response.get("Error", {}).get("Code", "")
-    message = response.get("Error", {}).get("Message", "")
-    return code == "ValidationException" and "Could not find" in message
 
 
 class Deployer:
@@ -98,37 +100,72 @@ class Deployer:
         self.sleep = sleep
         self.monotonic = monotonic
 
-    # --- the component ------------------------------------------------------------------
+    # --- the components ---------------------------------------------------------------
 
-    def current_artifact(self, component: str) -> str | None:
-        """The adapter the task's component serves now; None where there is no component."""
-        try:
-            described = self.sagemaker.describe_inference_component(
-                InferenceComponentName=component
-            )
-        except Exception as err:
-            if _missing(err):
-                return None
-            raise
-        return described["Specification"]["Container"]["ArtifactUrl"]
+    def components(self, name_contains: str) -> dict[str, str]:
+        """The endpoint's components whose names hold `name_contains`, with their status. A
+        listing, not a describe: a component that does not exist is then no error to read."""
+        pages = self.sagemaker.get_paginator("list_inference_components").paginate(
+            EndpointNameEquals=self.settings.endpoint, NameContains=name_contains
+        )
+        return {
+            c["InferenceComponentName"]: c["InferenceComponentStatus"]
+            for page in pages
+            for c in page["InferenceComponents"]
+        }
 
-    def point(self, component: str, artifact: str, *, exists: bool) -> None:
+    def create(self, component: str, artifact: str) -> None:
         """An adapter component names only its base and its artifact: it runs on the base
         component's compute, so it takes no variant, copy count or resources."""
-        specification = {
-            "BaseInferenceComponentName": self.settings.base_component,
-            "Container": {"ArtifactUrl": artifact},
-        }
-        if exists:
-            self.sagemaker.update_inference_component(
-                InferenceComponentName=component, Specification=specification
-            )
-        else:
-            self.sagemaker.create_inference_component(
-                InferenceComponentName=component,
-                EndpointName=self.settings.endpoint,
-                Specification=specification,
-            )
+        self.sagemaker.create_inference_component(
+            InferenceComponentName=component,
+            EndpointName=self.settings.endpoint,
+            Specification={
+                "BaseInferenceComponentName": self.settings.base_component,
+                "Container": {"ArtifactUrl": artifact},
+            },
+        )
+
+    def start(self, component: str, artifact: str) -> tuple[bool, str]:
+        """The version's component, in service. One left by an earlier attempt that stopped
+        before its outcome (the function timed out) is used as it is; one still being deleted
+        after a failed attempt cannot be yet."""
+        try:
+            status = self.components(component).get(component)
+            if status == "Deleting":
+                return False, (
+                    f"component {component} of an earlier attempt is still being deleted; "
+                    "promote the version again once it is gone"
+                )
+            if status is None:
+                self.create(component, artifact)
+            return self.in_service(component, artifact)
+        except ClientError as err:  # refused: recorded, never left pending
+            return False, f"{component}: {err}"
+
+    def discard(self, component: str, detail: str) -> str:
+        """Delete a version's component after its deployment failed (if it exists and is not
+        being deleted already)."""
+        try:
+            if self.components(component).get(component, "Deleting") != "Deleting":
+                self.sagemaker.delete_inference_component(InferenceComponentName=component)
+        except ClientError as err:
+            return f"{detail}; deleting {component} failed too: {err}"
+        return detail
+
+    def delete_others(self, task: str, keep: str) -> str:
+        """Delete the task's other adapter components on the endpoint (the retired version's,
+        and any an earlier attempt left), once `keep` serves; what could not be, in words."""
+        prefix = task_component_prefix(self.settings.endpoint, task)
+        failed = []
+        for name, status in sorted(self.components(prefix).items()):
+            if name == keep or status == "Deleting" or component_version(name, prefix) is None:
+                continue
+            try:
+                self.sagemaker.delete_inference_component(InferenceComponentName=name)
+            except ClientError as err:
+                failed.append(f"deleting {name} failed: {err}")
+        return "; ".join(failed)
 
     def in_service(self, component: str, artifact: str) -> tuple[bool, str]:
         """In service with `artifact`: right after an update, or after the service rolled a
@@ -247,34 +284,30 @@ class Deployer:
         if refused:  # nothing deployed: recorded, never left pending
             self.record(package, lifecycle.StageStatus.FAILED, "refuse", refused)
             return {"outcome": "refused", "detail": refused}
-        metadata = package.get("CustomerMetadataProperties", {})
-        task = metadata.get(TASK, "")
-        if not task:
-            self.record(package, lifecycle.StageStatus.FAILED, "fail", "the version names no task")
-            return {"outcome": "failed", "detail": "the version names no task"}
+        task = package.get("CustomerMetadataProperties", {}).get(TASK, "")
         try:
+            if not task:
+                raise ValueError("the version names no task")
+            component = adapter_component_name(
+                self.settings.endpoint, task, int(package["ModelPackageVersion"])
+            )
             request = self.smoke_request(package)
         except (ClientError, KeyError, ValueError) as err:  # nothing deployed yet
-            detail = f"no smoke request for the version: {type(err).__name__}: {err}"
+            detail = f"cannot deploy the version: {type(err).__name__}: {err}"
             self.record(package, lifecycle.StageStatus.FAILED, "fail", detail)
             return {"outcome": "failed", "detail": detail}
-        component = inference_component_name(self.settings.endpoint, task)
         artifact = adapter_location(package["InferenceSpecification"]["Containers"][0])
-        previous = self.current_artifact(component)
-        try:
-            self.point(component, artifact, exists=previous is not None)
-            passed, detail = self.in_service(component, artifact)
-        except ClientError as err:  # refused: recorded, never left pending
-            passed, detail = False, f"{component}: {err}"
+        passed, detail = self.start(component, artifact)
         if passed:
             passed, detail = self.smoke(component, request)
         if not passed:
-            try:
-                self.restore(component, previous)
-            except ClientError as err:
-                detail = f"{detail}; putting {component} back failed too: {err}"
+            detail = self.discard(component, detail)
             self.record(package, lifecycle.StageStatus.FAILED, "fail", detail)
             return {"outcome": "failed", "detail": detail}
+        self.mark_promoted(artifact)
+        # Deployed first: from this record on, clients resolve the task to the new component
+        # (the newest deployed version), while the old one still answers until it is deleted.
+        self.record(package, lifecycle.StageStatus.DEPLOYED, "deploy", detail)
         for old in self.deployed_in_stage(task, other_than=arn):
             self.record(
                 old,
@@ -282,9 +315,8 @@ class Deployer:
                 "retire",
                 f"version {package['ModelPackageVersion']} took {self.settings.stage} over",
             )
-        self.mark_promoted(artifact)
-        self.record(package, lifecycle.StageStatus.DEPLOYED, "deploy", detail)
-        return {"outcome": "deployed", "detail": detail}
+        leftovers = self.delete_others(task, keep=component)
+        return {"outcome": "deployed", "detail": f"{detail}; {leftovers}" if leftovers else detail}
 
     def refusal(self, package: dict[str, Any]) -> str:
         """Why the version may not serve in this stage, whoever marked it pending: the rules
@@ -295,6 +327,19 @@ class Deployer:
         approval = package.get("ModelApprovalStatus", "")
         if approval != "Approved":
             return f"{name} is {approval or 'not approved'}; only an approved version is deployed"
+        metadata = package.get("CustomerMetadataProperties", {})
+        method, rank = metadata.get("peft_method", ""), metadata.get("lora_r", "")
+        if method not in SERVED_METHODS:
+            return (
+                f"{name} is a {method or 'unnamed'} adapter; the endpoint's vLLM serves LoRA "
+                f"adapters only ({', '.join(SERVED_METHODS)})"
+            )
+        if not rank.isdigit() or int(rank) > self.settings.max_lora_rank:
+            return (
+                f"{name} has LoRA rank {rank or '(none recorded)'}, and the endpoint loads "
+                f"ranks up to {self.settings.max_lora_rank}: raise serving.max_lora_rank in "
+                "cdk.json, or train at a lower LoraRank"
+            )
         if self.settings.stage == lifecycle.Stage.PRODUCTION and not passed_staging(package):
             return (
                 f"{name} has not passed a staging smoke test (no deployment to staging by "
@@ -311,13 +356,6 @@ class Deployer:
             Key=key,
             Tagging={"TagSet": [{"Key": lifecycle.PROMOTED_TAG, "Value": "true"}]},
         )
-
-    def restore(self, component: str, previous: str | None) -> None:
-        """Put the component back as it was: the previous adapter, or no component."""
-        if previous is None:
-            self.sagemaker.delete_inference_component(InferenceComponentName=component)
-        else:
-            self.point(component, previous, exists=True)
 
 
 def passed_staging(package: dict[str, Any]) -> bool:

@@ -33,10 +33,52 @@ TASK = "task"
 BASE_COMPONENT = "base"
 
 
-def inference_component_name(endpoint: str, task: str) -> str:
-    """A stage endpoint's component serving one task's adapter (or the base model, `base`):
-    the deployer creates it, `peftops invoke` names it, and locally the task alone selects it."""
-    return f"{endpoint}-{task}"
+# SageMaker's bound on an inference component's name, and the version digits a task's
+# component names leave room for.
+COMPONENT_NAME_LIMIT = 63
+VERSION_DIGITS = 6
+# The longest endpoint name a task's component names fit beside (with the task hashed).
+MAX_ENDPOINT_NAME = COMPONENT_NAME_LIMIT - len("-t12345678-") - VERSION_DIGITS
+# Tags on a stage's endpoint (set by the stack) that say whose versions it serves: a client
+# finds the component of a task's deployed version through them.
+GROUP_TAG = "peftops:model-package-group"
+STAGE_TAG = "peftops:lifecycle-stage"
+
+
+def base_component_name(endpoint: str) -> str:
+    """The stage endpoint's base-model component (the stack creates it; `base` invokes it)."""
+    return f"{endpoint}-{BASE_COMPONENT}"
+
+
+def task_component_prefix(endpoint: str, task: str) -> str:
+    """What the names of a task's adapter components on an endpoint start with:
+    `<endpoint>-<task>-`, or, where a version number after that could pass SageMaker's 63
+    characters, `<endpoint>-t<8 hex digits of the task's SHA-256>-`."""
+    named = f"{endpoint}-{task}-"
+    if len(named) + VERSION_DIGITS <= COMPONENT_NAME_LIMIT:
+        return named
+    hashed = f"{endpoint}-t{hashlib.sha256(task.encode()).hexdigest()[:8]}-"
+    if len(hashed) + VERSION_DIGITS > COMPONENT_NAME_LIMIT:
+        raise ValueError(
+            f"endpoint {endpoint!r} leaves no room for a task's component name within "
+            f"{COMPONENT_NAME_LIMIT} characters; use an endpoint name of at most "
+            f"{MAX_ENDPOINT_NAME} characters"
+        )
+    return hashed
+
+
+def adapter_component_name(endpoint: str, task: str, version: int) -> str:
+    """The adapter component of one version of a task on a stage's endpoint. One per version:
+    the deployer creates a version's component beside the one serving, smoke-tests it, and
+    only then deletes the old one, so no adapter is ever swapped inside a serving component."""
+    return f"{task_component_prefix(endpoint, task)}{version}"
+
+
+def component_version(name: str, prefix: str) -> int | None:
+    """The version an adapter component's name carries, if it is one of `prefix`'s (another
+    task whose name starts with this one's has more than digits after the prefix)."""
+    rest = name.removeprefix(prefix)
+    return int(rest) if name.startswith(prefix) and rest.isdigit() else None
 
 
 # BatchDescribeModelPackage takes at most 100 ARNs, ListModelPackages returns at most 100.

@@ -12,7 +12,15 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.functions.registered_adapter import inference_component_name
+from pipelines.functions.model_lifecycle import StageStatus
+from pipelines.functions.registered_adapter import (
+    BASE_COMPONENT,
+    GROUP_TAG,
+    STAGE_TAG,
+    TASK,
+    adapter_component_name,
+    base_component_name,
+)
 from pipelines.serving.server import COMPONENT_HEADER
 
 
@@ -86,13 +94,49 @@ def error_detail(err: urllib.error.HTTPError) -> str:
     return " ".join(text.split()) or err.reason  # one line, whatever the page held
 
 
-def invoke_sagemaker(endpoint: str, task: str, body: dict[str, Any], runtime: Any = None) -> str:
-    import boto3
+def serving_component(sagemaker: Any, endpoint: str, task: str) -> str:
+    """The inference component that answers `task` on a stage's endpoint now: the component
+    of the task's version deployed in the endpoint's stage (the newest, while a deployment
+    hands over), found through the endpoint's tags and the model registry, as any client can."""
+    if task == BASE_COMPONENT:
+        return base_component_name(endpoint)
+    arn = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointArn"]
+    tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=arn).get("Tags", [])}
+    if GROUP_TAG not in tags or STAGE_TAG not in tags:
+        raise InvokeError(
+            f"endpoint {endpoint} has no {GROUP_TAG} and {STAGE_TAG} tags: is it a peftops "
+            "stage's endpoint?"
+        )
+    group, stage = tags[GROUP_TAG], tags[STAGE_TAG]
+    pages = sagemaker.get_paginator("search").paginate(
+        Resource="ModelPackage",
+        SearchExpression={
+            "Filters": [
+                {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": group},
+                {"Name": "ModelLifeCycle.Stage", "Operator": "Equals", "Value": stage},
+                {"Name": "ModelLifeCycle.StageStatus", "Operator": "Equals",
+                 "Value": StageStatus.DEPLOYED},
+            ]
+        },
+    )  # fmt: skip
+    deployed = [
+        int(result["ModelPackage"]["ModelPackageVersion"])
+        for page in pages
+        for result in page["Results"]
+        if result["ModelPackage"].get("CustomerMetadataProperties", {}).get(TASK) == task
+    ]
+    if not deployed:
+        raise InvokeError(
+            f"task {task} has no version deployed in {stage} ({group}), so endpoint {endpoint} "
+            "does not serve it"
+        )
+    return adapter_component_name(endpoint, task, max(deployed))
 
-    runtime = runtime or boto3.client("sagemaker-runtime")
+
+def invoke_sagemaker(endpoint: str, component: str, body: dict[str, Any], runtime: Any) -> str:
     response = runtime.invoke_endpoint(
         EndpointName=endpoint,
-        InferenceComponentName=inference_component_name(endpoint, task),
+        InferenceComponentName=component,
         ContentType="application/json",
         Accept="application/json",
         Body=json.dumps(body).encode(),
@@ -114,7 +158,10 @@ def invoke(target: str, task: str, body: dict[str, Any], *, region: str | None =
         import boto3
 
         runtime = boto3.client("sagemaker-runtime", region_name=region)
-        return invoke_sagemaker(target.removeprefix("sagemaker:"), task, body, runtime)
+        sagemaker = boto3.client("sagemaker", region_name=region)
+        endpoint = target.removeprefix("sagemaker:")
+        component = serving_component(sagemaker, endpoint, task)
+        return invoke_sagemaker(endpoint, component, body, runtime)
     if target.startswith(("http://", "https://")):
         return invoke_local(target, task, body)
     raise InvokeError(f"--endpoint {target!r}: use http://HOST:PORT or sagemaker:ENDPOINT")

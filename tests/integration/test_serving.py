@@ -394,7 +394,10 @@ def test_the_server_reads_the_ids_evaluation_scored_for_every_test_example(
                     {"Body": StreamingBody(io.BytesIO(answer.encode()), len(answer))},
                 )
                 invoke_sagemaker(
-                    "peftops-staging", task, tasks.chat_request(test.task, row["input"]), runtime
+                    "peftops-staging",
+                    f"peftops-staging-{task}-1",
+                    tasks.chat_request(test.task, row["input"]),
+                    runtime,
                 )
         served = [model.prompt(Request(task, body["messages"], 4)) for body in sent]
         assert len(served) == len(test.rows) > 0

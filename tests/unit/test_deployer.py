@@ -1,8 +1,10 @@
 """The stage deployer against the SageMaker and runtime APIs (botocore's Stubber: moto has no
 inference components nor ModelLifeCycle). botocore validates every request against the service
-model before the Stubber sees it, and the Stubber every answer; where the exact request
-matters it is expected in full. Covered: create, update, the smoke test, a failure that puts the old adapter back, and
-the outcome recorded on the versions."""
+model before the Stubber sees it, and the Stubber every answer (a call no test expects fails
+it: no component is ever updated in place); where the exact request matters it is expected in
+full. Covered: a component per version, the smoke test, a failure that deletes the new
+component and leaves the old one serving, the old one deleted after a success, and the outcome
+recorded on the versions."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
@@ -28,7 +29,9 @@ SETTINGS = deployer.Settings(
     stage="staging", group=GROUP, endpoint=ENDPOINT, variant="AllTraffic",
     base_component=BASE_COMPONENT, wait_s=60, poll_s=15,
 )  # fmt: skip
-COMPONENT = f"{ENDPOINT}-dialogue-summary"
+TASK_PREFIX = f"{ENDPOINT}-dialogue-summary-"
+COMPONENT = f"{TASK_PREFIX}2"  # version 2's
+OLD_COMPONENT = f"{TASK_PREFIX}1"  # version 1's, serving the task when version 2 is promoted
 NEW_ADAPTER = "s3://bucket/models/v2/model.tar.gz"
 OLD_ADAPTER = "s3://bucket/models/v1/model.tar.gz"
 ACCOUNT_ARN = "arn:aws:sagemaker:us-east-1:111122223333"
@@ -60,7 +63,7 @@ def package(
         "ModelApprovalStatus": "Approved",
         "ModelLifeCycle": {"Stage": "staging", "StageStatus": status},
         "CustomerMetadataProperties": {
-            "task": task, "base_model": "m",
+            "task": task, "base_model": "m", "peft_method": "qlora", "lora_r": "16",
             "evaluation_sha256": hashlib.sha256(evaluation).hexdigest(),
         },
         "ModelMetrics": {"ModelQuality": {"Statistics": {
@@ -171,13 +174,33 @@ def chat_answer(text: str) -> dict[str, Any]:
     return answer({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
 
 
-def not_found(sm: Stubber) -> None:
-    sm.add_client_error(
-        "describe_inference_component",
-        service_error_code="ValidationException",
-        service_message=f'Could not find inference component "{COMPONENT}".',
-        expected_params={"InferenceComponentName": COMPONENT},
-    )
+def lists(sm: Stubber, name_contains: str, **statuses: str) -> None:
+    """The endpoint's components whose names hold `name_contains`, with their statuses."""
+    sm.add_response(
+        "list_inference_components",
+        {"InferenceComponents": [
+            {"InferenceComponentName": name, "InferenceComponentStatus": status,
+             "InferenceComponentArn": f"{ACCOUNT_ARN}:inference-component/{name}",
+             "EndpointArn": f"{ACCOUNT_ARN}:endpoint/{ENDPOINT}", "EndpointName": ENDPOINT,
+             "VariantName": "AllTraffic", "CreationTime": "2026-12-01T00:00:00Z",
+             "LastModifiedTime": "2026-12-01T00:00:00Z"}
+            for name, status in statuses.items()
+        ]},
+        {"EndpointNameEquals": ENDPOINT, "NameContains": name_contains},
+    )  # fmt: skip
+
+
+def deletes(sm: Stubber, name: str) -> None:
+    sm.add_response("delete_inference_component", {}, {"InferenceComponentName": name})
+
+
+def records(sm: Stubber, version: int) -> None:
+    sm.add_response(
+        "update_model_package",
+        {"ModelPackageArn": arn(version)},
+        {"ModelPackageArn": arn(version), "ModelLifeCycle": ANY,
+         "CustomerMetadataProperties": ANY},
+    )  # fmt: skip
 
 
 def search_deployed(sm: Stubber, *packages: dict[str, Any]) -> None:
@@ -189,12 +212,12 @@ def search_deployed(sm: Stubber, *packages: dict[str, Any]) -> None:
 
 
 def creates_a_component(sm: Stubber) -> None:
-    """A version pending here whose task has no component yet: the deployer creates it."""
+    """A version pending here: the deployer creates its component, beside the one serving."""
     sm.add_response(
         "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
     reads_the_smoke_request()
-    not_found(sm)
+    lists(sm, COMPONENT)  # none yet: version 2 was never deployed here
     sm.add_response(
         "create_inference_component",
         {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
@@ -204,7 +227,7 @@ def creates_a_component(sm: Stubber) -> None:
     )  # fmt: skip
 
 
-def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_version(
+def test_a_deployment_adds_the_versions_component_then_retires_and_deletes_the_old_one(
     clients,
 ) -> None:
     sagemaker, runtime, sm, rt = clients
@@ -221,22 +244,30 @@ def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_ver
     rt.add_response("invoke_endpoint", chat_answer("A report by Thursday."), smoke_request())
     old, other_task = package(1, "Deployed"), package(3, "Deployed", task="meeting-notes")
     tags_as_promoted()
+    records(sm, 2)
     search_deployed(sm, old, other_task, package(2, "Deployed"))
-    sm.add_response(
-        "update_model_package",
-        {"ModelPackageArn": arn(1)},
-        {"ModelPackageArn": arn(1), "ModelLifeCycle": ANY, "CustomerMetadataProperties": ANY},
-    )
-    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, {"ModelPackageArn": arn(2), "ModelLifeCycle": ANY, "CustomerMetadataProperties": ANY})  # fmt: skip
+    records(sm, 1)
+    # The task's components once version 2 serves: version 1's is deleted; one an earlier
+    # attempt left is deleted too; one being deleted, and a task whose name starts with this
+    # one's ("dialogue-summary-long"), are left alone.
+    lists(sm, TASK_PREFIX, **{
+        OLD_COMPONENT: "InService", COMPONENT: "InService", f"{TASK_PREFIX}7": "Failed",
+        f"{TASK_PREFIX}5": "Deleting", f"{TASK_PREFIX}long-1": "InService",
+    })  # fmt: skip
+    deletes(sm, OLD_COMPONENT)
+    deletes(sm, f"{TASK_PREFIX}7")
     run, slept = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
     assert outcome["outcome"] == "deployed"
     assert slept == [15]  # polled once while it was Creating
-    retired, deployed = sent.updates
+    # Deployed before the old version retires: a client resolving the task meanwhile finds
+    # the newest deployed version, whose component is already in service.
+    deployed, retired = sent.updates
     assert retired["ModelPackageArn"] == arn(1)  # the other task's version 3 is untouched
     assert retired["ModelLifeCycle"] == {
         "Stage": "staging", "StageStatus": "Retired", "StageDescription": "version 2 took staging over",
     }  # fmt: skip
+    assert deployed["ModelPackageArn"] == arn(2)
     assert deployed["ModelLifeCycle"]["StageStatus"] == "Deployed"
     (decision,) = decode_history(deployed["CustomerMetadataProperties"])
     assert (decision.who, decision.action, decision.before, decision.after) == (
@@ -245,47 +276,29 @@ def test_a_first_deployment_creates_the_component_and_retires_the_stages_old_ver
     assert lineage_of(deployed["CustomerMetadataProperties"]) == {
         "task": "dialogue-summary",
         "base_model": "m",
+        "peft_method": "qlora",
+        "lora_r": "16",
         "evaluation_sha256": hashlib.sha256(EVALUATION).hexdigest(),
     }
 
 
-def serves_the_old_adapter(sm: Stubber) -> None:
-    """A version pending here whose task's component serves the previous adapter."""
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
-    reads_the_smoke_request()
-    sm.add_response(
-        "describe_inference_component",
-        component("InService", OLD_ADAPTER),
-        {"InferenceComponentName": COMPONENT},
-    )
-
-
-def test_a_failed_smoke_test_puts_the_previous_adapter_back_and_marks_the_version_failed(
+def test_a_failed_smoke_test_deletes_the_new_component_and_leaves_the_old_one_serving(
     clients,
 ) -> None:
+    """Nothing touches version 1's component: no update, no delete (the Stubber refuses any
+    call it was not told of)."""
     sagemaker, runtime, sm, rt = clients
     sent = Recorder(sagemaker)
-    serves_the_old_adapter(sm)
-    update = {"InferenceComponentName": COMPONENT}
-    sm.add_response(
-        "update_inference_component",
-        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
-        {**update, "Specification": specification(NEW_ADAPTER)},
-    )
+    creates_a_component(sm)
     sm.add_response(
         "describe_inference_component",
         component("InService"),
         {"InferenceComponentName": COMPONENT},
     )
     rt.add_response("invoke_endpoint", chat_answer("   "), smoke_request())
-    sm.add_response(
-        "update_inference_component",
-        {"InferenceComponentArn": component("Creating")["InferenceComponentArn"]},
-        {**update, "Specification": specification(OLD_ADAPTER)},
-    )
-    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, {"ModelPackageArn": arn(2), "ModelLifeCycle": ANY, "CustomerMetadataProperties": ANY})  # fmt: skip
+    lists(sm, COMPONENT, **{COMPONENT: "InService"})
+    deletes(sm, COMPONENT)
+    records(sm, 2)
     run, _ = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
     assert outcome["outcome"] == "failed" and "no answer in" in outcome["detail"]
@@ -305,8 +318,9 @@ def test_a_component_that_fails_to_start_is_removed_and_the_version_marked_faile
         "FailureReason": "adapter rank 64 exceeds OPTION_MAX_LORA_RANK",
     }
     sm.add_response("describe_inference_component", failed, {"InferenceComponentName": COMPONENT})
-    sm.add_response("delete_inference_component", {}, {"InferenceComponentName": COMPONENT})
-    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)  # fmt: skip
+    lists(sm, COMPONENT, **{COMPONENT: "Failed"})
+    deletes(sm, COMPONENT)
+    records(sm, 2)
     run, _ = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
     assert outcome == {
@@ -325,8 +339,9 @@ def test_a_component_still_starting_at_the_deadline_fails_the_deployment(clients
             component("Creating"),
             {"InferenceComponentName": COMPONENT},
         )
-    sm.add_response("delete_inference_component", {}, {"InferenceComponentName": COMPONENT})
-    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)  # fmt: skip
+    lists(sm, COMPONENT, **{COMPONENT: "Creating"})
+    deletes(sm, COMPONENT)
+    records(sm, 2)
     run, slept = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
     assert (
@@ -376,7 +391,7 @@ def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     for name, value in {"LIFECYCLE_STAGE": "production", "MODEL_PACKAGE_GROUP": "a-group",
                         "ENDPOINT_NAME": "an-endpoint", "VARIANT_NAME": "a-variant",
-                        "BASE_COMPONENT": "a-base"}.items():  # fmt: skip
+                        "BASE_COMPONENT": "a-base", "MAX_LORA_RANK": "128"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     event = {
         "detail-type": "SageMaker Model Package State Change",
@@ -385,8 +400,8 @@ def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatc
     deployer.handler(event, None)
     (settings, *clients, deployed) = seen[0]
     assert (settings.stage, settings.group, settings.endpoint, settings.variant,
-            settings.base_component) == ("production", "a-group", "an-endpoint", "a-variant",
-                                         "a-base")  # fmt: skip
+            settings.base_component, settings.max_lora_rank) == (
+        "production", "a-group", "an-endpoint", "a-variant", "a-base", 128)  # fmt: skip
     assert clients == ["SageMaker", "SageMakerRuntime", "S3"] and deployed == arn(2)
     # As the stage's FIFO queue delivers it: the same event as an SQS record's body.
     queued = {"Records": [{"messageId": "m", "body": json.dumps(event)}]}
@@ -394,48 +409,47 @@ def test_the_handler_reads_the_state_change_event(monkeypatch: pytest.MonkeyPatc
     assert seen[-1][-1] == arn(2) and len(seen) == 2
 
 
-@pytest.mark.parametrize(
-    ("error", "missing"),
-    [
-        (ClientError({"Error": {"Code": "ValidationException",
-                                "Message": "Could not find inference component x"}}, "Describe"), True),
-        (ClientError({"Error": {"Code": "ValidationException",
-                                "Message": "Inference component x is Creating"}}, "Describe"), False),
-        (ClientError({"Error": {"Code": "ThrottlingException",
-                                "Message": "Could not find capacity"}}, "Describe"), False),
-        (ClientError({}, "Describe"), False),
-        (RuntimeError("Could not find"), False),
-    ],
-)  # fmt: skip
-def test_only_a_component_that_does_not_exist_reads_as_missing(error, missing: bool) -> None:
-    assert deployer._missing(error) is missing
-
-
 def test_decisions_are_stamped_in_utc_to_the_second() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", deployer._now())
 
 
-def test_in_service_counts_only_with_the_new_adapter(clients) -> None:
-    """Right after an update the component may still report InService with the old adapter:
-    the smoke test must not run against that."""
+def test_a_component_an_earlier_attempt_left_is_used_not_created_again(clients) -> None:
+    """The function timed out after creating version 2's component, before its outcome: the
+    next attempt finds the component and goes on with it."""
     sagemaker, runtime, sm, rt = clients
-    serves_the_old_adapter(sm)
     sm.add_response(
-        "update_inference_component",
-        {"InferenceComponentArn": component("Updating")["InferenceComponentArn"]},
-        {"InferenceComponentName": COMPONENT, "Specification": specification(NEW_ADAPTER)},
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
-    for described in (component("InService", OLD_ADAPTER), component("InService")):
-        sm.add_response(
-            "describe_inference_component", described, {"InferenceComponentName": COMPONENT}
-        )
+    reads_the_smoke_request()
+    lists(sm, COMPONENT, **{COMPONENT: "InService"})
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
     rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
     tags_as_promoted()
+    records(sm, 2)
     search_deployed(sm)
-    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
-    run, slept = make(sagemaker, runtime)
+    lists(sm, TASK_PREFIX, **{COMPONENT: "InService"})
+    run, _ = make(sagemaker, runtime)
     assert run.deploy(arn(2))["outcome"] == "deployed"
-    assert slept == [15]
+
+
+def test_a_component_still_being_deleted_fails_the_attempt_and_is_left_alone(clients) -> None:
+    sagemaker, runtime, sm, _ = clients
+    sent = Recorder(sagemaker)
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    reads_the_smoke_request()
+    lists(sm, COMPONENT, **{COMPONENT: "Deleting"})
+    lists(sm, COMPONENT, **{COMPONENT: "Deleting"})  # no delete: it is on its way out
+    records(sm, 2)
+    run, _ = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "failed" and "still being deleted" in outcome["detail"]
+    assert sent.updates[0]["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
 
 
 def test_a_refused_request_is_recorded_as_a_failed_deployment(clients) -> None:
@@ -445,18 +459,14 @@ def test_a_refused_request_is_recorded_as_a_failed_deployment(clients) -> None:
         "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
     reads_the_smoke_request()
-    not_found(sm)
+    lists(sm, COMPONENT)
     sm.add_client_error(
         "create_inference_component",
         service_error_code="ResourceLimitExceeded",
         service_message="The account-level service limit for inference components is 0.\nAsk for more.",
     )
-    sm.add_client_error(
-        "delete_inference_component",
-        service_error_code="ValidationException",
-        service_message=f"Could not find inference component {COMPONENT}.",
-    )
-    sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
+    lists(sm, COMPONENT)  # never created: nothing to delete
+    records(sm, 2)
     run, _ = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
     assert outcome["outcome"] == "failed" and "ResourceLimitExceeded" in outcome["detail"]
@@ -524,6 +534,13 @@ def forged_history() -> dict[str, str]:
     ("stage", "approval", "history", "why"),
     [
         ("staging", "Rejected", {}, "version 2 is Rejected; only an approved version is deployed"),
+        # What the endpoint's vLLM cannot load: a prompt-tuning adapter, a rank above the
+        # base component's OPTION_MAX_LORA_RANK (64 here), a version that records no rank.
+        ("staging", "Approved", {"peft_method": "prompt_tuning"},
+         "version 2 is a prompt_tuning adapter; the endpoint's vLLM serves LoRA adapters only"),
+        ("staging", "Approved", {"lora_r": "128"},
+         "version 2 has LoRA rank 128, and the endpoint loads ranks up to 64"),
+        ("staging", "Approved", {"lora_r": None}, "version 2 has LoRA rank (none recorded)"),
         ("staging", "PendingManualApproval", {},
          "version 2 is PendingManualApproval; only an approved version is deployed"),
         ("production", "Approved", {}, "version 2 has not passed a staging smoke test"),
@@ -543,7 +560,8 @@ def test_a_version_that_breaks_a_promotion_rule_is_refused_and_nothing_is_deploy
     pending = package(2, "PendingDeployment")
     pending["ModelApprovalStatus"] = approval
     pending["ModelLifeCycle"]["Stage"] = stage
-    pending["CustomerMetadataProperties"].update(history)
+    metadata = pending["CustomerMetadataProperties"] | history
+    pending["CustomerMetadataProperties"] = {k: v for k, v in metadata.items() if v is not None}
     sm.add_response("describe_model_package", pending, {"ModelPackageName": arn(2)})
     sm.add_response("update_model_package", {"ModelPackageArn": arn(2)}, None)
     run, _ = make(sagemaker, runtime)
@@ -575,3 +593,23 @@ def replace_stage(stage: str) -> deployer.Settings:
     import dataclasses
 
     return dataclasses.replace(SETTINGS, stage=stage)
+
+
+def test_a_version_whose_component_name_cannot_fit_is_failed_before_anything_changes(
+    clients,
+) -> None:
+    """An endpoint name the stack would refuse (over 46 characters) leaves no room for a
+    version's component within SageMaker's 63: recorded, no component call, nothing read."""
+    import dataclasses
+
+    sagemaker, runtime, sm, _ = clients
+    sent = Recorder(sagemaker)
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    records(sm, 2)
+    run, _ = make(sagemaker, runtime)
+    run.settings = dataclasses.replace(SETTINGS, endpoint="e" * 50)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "failed" and "at most 46 characters" in outcome["detail"]
+    assert sent.updates[0]["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"

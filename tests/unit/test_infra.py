@@ -23,7 +23,7 @@ from aws_cdk.assertions import Match, Template
 from infra.pipeline import built_job_image, role_variable, templated_definition
 from infra.stack import PeftopsStack
 from pipelines.definition import definition_json
-from pipelines.definition.config import Deployment, JobKind
+from pipelines.definition.config import Deployment, JobKind, PipelineConfig
 from pipelines.definition.stages import stage_settings
 from tests.conftest import REPO
 
@@ -1037,10 +1037,15 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
     assert "ExecutionRoleArn" in config["Properties"]  # inference components need it
     (endpoint,) = resources(template, "AWS::SageMaker::Endpoint").values()
     assert endpoint["Properties"]["EndpointName"] == endpoint_name
+    # Whose versions it serves, where a client finds a task's deployed version.
+    assert {t["Key"]: t["Value"] for t in endpoint["Properties"]["Tags"]} == {
+        "peftops:model-package-group": "peftops-adapters-dev",
+        "peftops:lifecycle-stage": "staging",
+    }
     (base,) = resources(template, "AWS::SageMaker::InferenceComponent").values()
     spec = base["Properties"]["Specification"]
     assert base["Properties"]["InferenceComponentName"] == f"{endpoint_name}-base"
-    assert spec["Container"]["Image"] == serving_image("us-east-1")
+    assert spec["Container"]["Image"] == serving_image(PipelineConfig(), "us-east-1")
     assert f":{LMI_VERSION}-lmi" in spec["Container"]["Image"]
     # What the pipeline registers is what this endpoint deploys: the adapter as the
     # container's model data, on this image, for this base model, with LoRA serving on.
@@ -1074,6 +1079,7 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
         "OPTION_MAX_LORAS": "8",
         "OPTION_MAX_LORA_RANK": "64",
         "OPTION_MAX_CPU_LORAS": "32",
+        "OPTION_TENSOR_PARALLEL_DEGREE": "1",
     }
     assert spec["Container"]["Environment"]["HF_MODEL_ID"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert spec["ComputeResourceRequirements"]["NumberOfAcceleratorDevicesRequired"] == 1
@@ -1094,6 +1100,7 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
         "ENDPOINT_NAME": endpoint_name,
         "VARIANT_NAME": "AllTraffic",
         "BASE_COMPONENT": f"{endpoint_name}-base",
+        "MAX_LORA_RANK": "64",  # the base component's OPTION_MAX_LORA_RANK
     }
     # One deployment at a time without reserving concurrency (new accounts' quota of 10
     # refuses any reservation): the rule feeds a FIFO queue, one message group per stage,
@@ -1144,10 +1151,10 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
     actions = {sid: s["Action"] for sid, s in statements.items()}
     assert actions == {
         "ReadAndRecordVersions": ["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
-        "FindDeployedVersions": "sagemaker:Search",
+        "FindVersionsAndComponents": ["sagemaker:Search", "sagemaker:ListInferenceComponents"],
+        # A component per version: created, watched, deleted; never updated in place.
         "ManageAdapterComponents": [
             "sagemaker:CreateInferenceComponent",
-            "sagemaker:UpdateInferenceComponent",
             "sagemaker:DescribeInferenceComponent",
             "sagemaker:DeleteInferenceComponent",
         ],
@@ -1193,13 +1200,25 @@ def test_an_instance_type_without_local_storage_gets_the_endpoint_key(tmp_path: 
     [
         ({"lifecycle_stage": "qa"}, "serving.lifecycle_stage must be one of"),
         ({"instance_type": "g5.2xlarge"}, "is not an ml.* type"),
-        ({"max_lora_rank": 0}, "at least 1"),
+        ({"max_loras": 0}, "at least 1"),
+        # vLLM's max_lora_rank takes only these (vllm/config/lora.py).
+        ({"max_lora_rank": 48}, r"vLLM takes one of \(1, 8, 16, 32, 64, 128, 256, 320, 512\)"),
+        ({"max_lora_rank": 8}, "pipeline.lora_r 16 is above serving.max_lora_rank 8"),
         ({"replicas": 2}, "unexpected keyword argument 'replicas'"),
+        # peftops-adapter-dev-production is 30; a pipeline name 17 longer leaves no room for
+        # `-<task>-<version>` within an inference component name's 63 characters.
+        (
+            {"lifecycle_stage": "production"},
+            "shorten pipeline.name to at most 35 characters",
+        ),
     ],
 )
 def test_bad_serving_settings_are_refused_at_synth(serving: dict, message: str) -> None:
+    stage = {**STAGES["dev"], "serving": serving}
+    if "shorten" in message:
+        stage["pipeline"] = {**stage["pipeline"], "name": "peftops-adapter-dev-" + "x" * 17}
     with pytest.raises(ValueError, match=message):
-        stage_settings({"dev": {**STAGES["dev"], "serving": serving}}, "dev")
+        stage_settings({"dev": stage}, "dev")
 
 
 def statements_of(template: Template, kind: str, document: str) -> dict[str, Any]:

@@ -572,7 +572,7 @@ def test_the_registered_container_serves_the_adapter_on_the_lmi_base_model(defin
     assert container["ModelDataUrl"] == {
         "Get": "Steps.TrainAdapter.ModelArtifacts.S3ModelArtifacts"
     }
-    assert container["Image"].endswith(f"/djl-inference:{LMI_VERSION}-lmi29.0.0-cu130")
+    assert container["Image"].endswith(f"/djl-inference:{LMI_VERSION}-lmi28.0.0-cu130")
     environment = container["Environment"]
     assert environment["HF_MODEL_ID"] == {"Get": "Parameters.BaseModel"}
     assert environment["OPTION_ENABLE_LORA"] == "true"
@@ -931,7 +931,7 @@ def test_cpu_steps_run_the_cpu_image() -> None:
     steps = flatten(build(PipelineConfig())[0]["Steps"])
     preprocess = steps["Preprocess"]["Arguments"]["AppSpecification"]["ImageUri"]
     evaluate = steps["Evaluate"]["Arguments"]["AppSpecification"]["ImageUri"]
-    assert preprocess.endswith("/pytorch-training:2.9.0-cpu-py312")
+    assert preprocess.endswith("/pytorch-training:2.9.0-cpu-py312-ubuntu22.04-sagemaker")
     assert "huggingface-pytorch-training" in evaluate and "-gpu-" in evaluate
 
 

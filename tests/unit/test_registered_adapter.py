@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import boto3
@@ -17,12 +18,17 @@ from pipelines.definition import definition_json
 from pipelines.definition.config import PipelineConfig
 from pipelines.functions import layout
 from pipelines.functions.registered_adapter import (
+    MAX_ENDPOINT_NAME,
+    adapter_component_name,
     batch_adapter_locations,
+    component_version,
     evaluation_digest,
     find_registered,
+    task_component_prefix,
 )
 from pipelines.functions.resolve_inputs import resolve_inputs
 from pipelines.local.presets import LOCAL_DEPLOYMENT
+from training_scripts.tasks import TASK_NAME
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/peftops-adapters/%d"
 URL = "s3://bucket/models/job-%d/model.tar.gz"
@@ -171,3 +177,44 @@ def test_resolve_inputs_returns_exactly_the_outputs_the_definition_reads() -> No
         lambda uri: b"{}",
     )
     assert set(result) == declared_outputs("ResolveInputs")
+
+
+# SageMaker's pattern for an inference component's name (its API reference).
+COMPONENT_NAME = re.compile(r"[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?")
+ENDPOINTS = st.from_regex(r"[a-z0-9](-?[a-z0-9]){0,45}", fullmatch=True).filter(
+    lambda e: len(e) <= MAX_ENDPOINT_NAME
+)
+
+
+@given(ENDPOINTS, st.from_regex(TASK_NAME, fullmatch=True), st.integers(1, 999_999))
+def test_every_versions_component_name_is_one_sagemaker_accepts_and_reads_back(
+    endpoint: str, task: str, version: int
+) -> None:
+    name = adapter_component_name(endpoint, task, version)
+    assert len(name) <= 63 and COMPONENT_NAME.fullmatch(name), name
+    assert name.startswith(f"{endpoint}-")  # the deployer's role covers `<endpoint>-*`
+    assert component_version(name, task_component_prefix(endpoint, task)) == version
+
+
+@given(
+    ENDPOINTS,
+    st.from_regex(TASK_NAME, fullmatch=True),
+    st.from_regex(TASK_NAME, fullmatch=True),
+    st.integers(1, 999_999),
+)
+def test_no_tasks_component_reads_as_another_tasks_version(
+    endpoint: str, task: str, other: str, version: int
+) -> None:
+    """The deployer deletes a task's other components by their prefix: another task's must
+    never match, even one whose name starts with this one's."""
+    if task != other:
+        name = adapter_component_name(endpoint, other, version)
+        assert component_version(name, task_component_prefix(endpoint, task)) is None
+
+
+def test_an_endpoint_too_long_for_component_names_is_refused_with_the_bound() -> None:
+    with pytest.raises(ValueError, match="at most 46 characters"):
+        adapter_component_name("e" * 47, "dialogue-summary", 1)
+    assert adapter_component_name("peftops-staging", "dialogue-summary", 12) == (
+        "peftops-staging-dialogue-summary-12"
+    )
