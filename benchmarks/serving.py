@@ -254,6 +254,7 @@ def load_test(
         "p95_latency_s": round(p95(latencies), 3) if latencies else None,
         "batches": after["batches"] - before["batches"],
         "largest_batch": after["largest_batch"],
+        "longest_answer_tokens": after["longest_answer"],
         "ping_p95_s": round(p95(pings), 3) if pings else None,
         "ping_max_s": round(pings[-1], 3) if pings else None,
     }

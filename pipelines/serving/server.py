@@ -42,7 +42,10 @@ DEFAULT_MAX_NEW_TOKENS = 48  # the base model's answers (a task's are its spec's
 MAX_NEW_TOKENS_LIMIT = tasks.MAX_NEW_TOKENS_LIMIT
 # A SageMaker real-time endpoint answers an invocation within 60 seconds or fails it.
 REQUEST_TIMEOUT_S = 60.0
-MAX_QUEUE = 64  # requests waiting for a batch: eight full batches
+MAX_QUEUE = 64  # requests waiting for a batch: four full batches
+# How long a batch gathers requests once the model is free: under 1% of a typical batch's
+# generation, and longer than a closed-loop client takes to send its next request.
+GATHER_S = 0.05
 # Rows generated together. A batch cannot take new rows while it generates (no continuous
 # batching here), so a request that joins one and is then abandoned holds its row until its
 # client leaves: twice the eight clients a CPU serves well leaves room for such rows.
@@ -136,12 +139,12 @@ class Batcher:
         max_batch: int = MAX_BATCH,
         max_queue: int = MAX_QUEUE,
         timeout_s: float = REQUEST_TIMEOUT_S,
-        wait_s: float = 0.01,
+        gather_s: float = GATHER_S,
     ) -> None:
         self.model = model
         self.max_batch = max_batch
         self.timeout_s = timeout_s
-        self.wait_s = wait_s
+        self.gather_s = gather_s
         self.waiting = Waiting(max_queue)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="generate", daemon=True)
@@ -178,14 +181,23 @@ class Batcher:
                 self.load.abandoned += 1
 
     def _take(self) -> list[_Pending] | None:
-        """The next batch: the oldest live request and those that arrive while it gathers
-        (a request whose client left while it queued is never taken)."""
+        """The next batch: the oldest live request and those that arrive within `gather_s` of
+        the model being free for it (a request whose client left while it queued is never
+        taken). A window, not a gap between arrivals: when a batch's answers go out, its
+        clients' next requests arrive over some milliseconds; a request that already waited
+        (one sent during the last batch, by a client about to leave, say) must not start the
+        next batch before they are in, or the clients split into cohorts that each wait for
+        the other's batch from then on."""
         while not self.stopping.is_set():
             first = self.waiting.get(timeout=0.1)
             if first is None:
                 continue
             batch = [first]
-            while len(batch) < self.max_batch and (item := self.waiting.get(self.wait_s)):
+            closes = time.monotonic() + self.gather_s
+            while len(batch) < self.max_batch:
+                item = self.waiting.get(closes - time.monotonic())
+                if item is None:
+                    break
                 batch.append(item)
             return batch
         return None
@@ -383,6 +395,7 @@ def create_app(
             "tasks": versions,
             "batches": len(load.batches),
             "largest_batch": max(load.batches, default=0),
+            "longest_answer": max(load.longest_answers, default=0),  # tokens, in any batch
             "queued": len(batcher.waiting),
             "abandoned": load.abandoned,
             "refused_busy": load.refused_busy,
