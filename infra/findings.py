@@ -22,9 +22,15 @@ def bucket_objects(scope: Construct, bucket: s3.IBucket, keys: str = "*") -> str
     return f"Resource::<{logical_id}.Arn>/{keys}"
 
 
+def partition(stack: Stack) -> str:
+    """cdk-nag's name for this stack's partition: a literal where CDK writes one
+    (`@aws-cdk/core:enablePartitionLiterals` and a known region), else the token."""
+    return "<AWS::Partition>" if Token.is_unresolved(stack.partition) else stack.partition
+
+
 def account_resource(scope: Construct, service: str, resource: str) -> str:
     """cdk-nag's name for a resource of this stack's account and region; the account is a token
     unless the stage's environment names it."""
     stack = Stack.of(scope)
     account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
-    return f"Resource::arn:<AWS::Partition>:{service}:{stack.region}:{account}:{resource}"
+    return f"Resource::arn:{partition(stack)}:{service}:{stack.region}:{account}:{resource}"

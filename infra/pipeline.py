@@ -20,7 +20,7 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from infra.findings import acknowledge, bucket_objects
+from infra.findings import acknowledge, bucket_objects, partition
 from pipelines.definition import definition_json
 from pipelines.definition.config import Deployment, JobKind, PipelineConfig
 from pipelines.definition.stages import BUILT_JOB_IMAGE, BUILT_TRACKING_SERVER
@@ -175,7 +175,7 @@ def acknowledge_asset_copy(stack: Stack, bucket: s3.IBucket) -> None:
         "IAM5[Action::kms:GenerateDataKey*]",
         "IAM5[Action::kms:ReEncrypt*]",
         f"IAM5[{bucket_objects(stack, bucket)}]",
-        f"IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-{account}-{stack.region}/*]",
+        f"IAM5[Resource::arn:{partition(stack)}:s3:::cdk-hnb659fds-assets-{account}-{stack.region}/*]",
     ):
         acknowledge(
             handler_policy,

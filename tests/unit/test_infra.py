@@ -1151,12 +1151,13 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
     actions = {sid: s["Action"] for sid, s in statements.items()}
     assert actions == {
         "ReadAndRecordVersions": ["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
-        "FindVersionsAndComponents": ["sagemaker:Search", "sagemaker:ListInferenceComponents"],
+        # Actions and resources sorted: cdk.json's @aws-cdk/aws-iam:minimizePolicies.
+        "FindVersionsAndComponents": ["sagemaker:ListInferenceComponents", "sagemaker:Search"],
         # A component per version: created, watched, deleted; never updated in place.
         "ManageAdapterComponents": [
             "sagemaker:CreateInferenceComponent",
-            "sagemaker:DescribeInferenceComponent",
             "sagemaker:DeleteInferenceComponent",
+            "sagemaker:DescribeInferenceComponent",
         ],
         "MarkPromotedAdapters": "s3:PutObjectTagging",
         "ReadSmokeRequests": "s3:GetObject",
@@ -1173,8 +1174,8 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
         f"{sagemaker}:inference-component/{endpoint_name}-*",
     ]
     assert statements["ManageAdapterComponents"]["Resource"] == [
-        f"{sagemaker}:inference-component/{endpoint_name}-*",
         f"{sagemaker}:endpoint/{endpoint_name}",
+        f"{sagemaker}:inference-component/{endpoint_name}-*",
     ]
     # An error is recorded by the deployer itself; Lambda must not run the deployment again.
     (invoke_config,) = resources(template, "AWS::Lambda::EventInvokeConfig").values()
