@@ -7,7 +7,7 @@ changes reach through a FIFO queue)."""
 from __future__ import annotations
 
 import jsii
-from aws_cdk import CfnTag, Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -29,7 +29,7 @@ from pipelines.definition.images import (
 )
 from pipelines.definition.service_rules import has_local_storage
 from pipelines.definition.stages import ServingSettings, endpoint_name
-from pipelines.functions.registered_adapter import GROUP_TAG, STAGE_TAG, base_component_name
+from pipelines.functions.registered_adapter import base_component_name
 
 VARIANT = "AllTraffic"
 DEPLOYER_HANDLER = "deployer.handler"
@@ -163,11 +163,6 @@ class Serving(Construct):
             "Endpoint",
             endpoint_name=self.endpoint_name,
             endpoint_config_name=endpoint_config.attr_endpoint_config_name,
-            # Whose versions it serves: a client finds a task's deployed version by them.
-            tags=[
-                CfnTag(key=GROUP_TAG, value=group_name),
-                CfnTag(key=STAGE_TAG, value=settings.lifecycle_stage),
-            ],
         )
         # The endpoint's instances pull the image and read the model as they start: its role's
         # permissions must be in place first (the config names only the role).
@@ -225,12 +220,15 @@ class Serving(Construct):
                     resources=["*"],
                 ),
                 iam.PolicyStatement(
-                    # A component per version, created and deleted; never updated in place.
+                    # A component per version, created, tagged once it serves, deleted; never
+                    # updated in place.
                     sid="ManageAdapterComponents",
                     actions=[
                         "sagemaker:CreateInferenceComponent",
                         "sagemaker:DescribeInferenceComponent",
                         "sagemaker:DeleteInferenceComponent",
+                        "sagemaker:AddTags",
+                        "sagemaker:ListTags",
                     ],
                     resources=[components, endpoint_arn],
                 ),

@@ -34,6 +34,7 @@ from pipelines.definition.config import (
 from pipelines.definition.images import lora_serving_environment, serving_image
 from pipelines.functions.registered_adapter import (
     EVALUATION_DIGEST,
+    SERVABLE_METHODS,
     SMOKE_TEST,
     TASK,
 )
@@ -50,9 +51,8 @@ EVALUATION_METADATA = {
     "metric_tolerance": f"{contracts.GATE_THRESHOLDS}.metric_tolerance",
     "min_metric_gain": f"{contracts.GATE_THRESHOLDS}.min_metric_gain",
 }
-# What the serving container loads: LMI (vLLM) serves LoRA adapters on the base model; it has
-# no prompt-tuning support, so such adapters are evaluated but not registered.
-SERVABLE_METHODS = ("lora", "qlora")
+# What the serving container loads (SERVABLE_METHODS): LMI (vLLM) serves LoRA adapters on the
+# base model; it has no prompt-tuning support, so such adapters are evaluated but not registered.
 
 
 class RegistrationSteps:

@@ -58,6 +58,11 @@ def endpoint_name(pipeline: PipelineConfig, serving: ServingSettings) -> str:
     """A stage's endpoint: `<pipeline>-<lifecycle stage>`, short enough that the adapter
     components named after it (`<endpoint>-<task>-<version>`) fit SageMaker's 63 characters."""
     name = f"{pipeline.name}-{serving.lifecycle_stage}"
+    if name != name.lower():
+        raise ValueError(
+            f"serving: the endpoint {name!r} has capitals, which SageMaker writes in lower case "
+            "in its ARNs while IAM matches them as written: use a lower-case pipeline.name"
+        )
     if len(name) > MAX_ENDPOINT_NAME:
         raise ValueError(
             f"serving: the endpoint {name!r} is {len(name)} characters; its adapter components' "

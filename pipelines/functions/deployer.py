@@ -5,11 +5,12 @@ becomes its task's adapter inference component on the stage's endpoint.
 Each version gets its own component (`<endpoint>-<task>-<version>`) beside the one serving:
 the deployer creates it on the base model's component, waits until it is in service, sends the
 version's smoke request through it (the body its evaluation built from its task spec, read
-from the registered evaluation.json) and records the outcome on the version. Passed: the
-version is `Deployed`, which is what names the task's component from then on, the task's
-previous version in the stage becomes `Retired` and its component is deleted. Failed: the new
-component is deleted and the version marked `DeploymentFailed`; the previous one never stopped
-serving. No component is ever updated in place, and no error is told apart by its wording."""
+from the registered evaluation.json), and on success tags it `peftops:serving` (clients take a
+task's newest tagged component), records the version `Deployed` and the task's previous
+version in the stage `Retired`, and deletes the task's other components. On failure, whatever
+failed, the new component is deleted and the version marked `DeploymentFailed`; the previous
+one never stopped serving. No component is ever updated in place, and no error is told apart
+by its wording."""
 
 from __future__ import annotations
 
@@ -28,27 +29,26 @@ try:  # a package in the project, top-level modules in the Lambda runtime
     from . import model_lifecycle as lifecycle
     from .registered_adapter import (
         EVALUATION_DIGEST,
+        SERVABLE_METHODS,
+        SERVING_TAG,
         TASK,
         adapter_component_name,
         adapter_location,
-        component_version,
-        task_component_prefix,
+        is_task_component,
     )
 except ImportError:
     import model_lifecycle as lifecycle  # type: ignore[no-redef]
     from registered_adapter import (  # type: ignore[no-redef]
         EVALUATION_DIGEST,
+        SERVABLE_METHODS,
+        SERVING_TAG,
         TASK,
         adapter_component_name,
         adapter_location,
-        component_version,
-        task_component_prefix,
+        is_task_component,
     )
 
 DEPLOYER = "peftops-stage-deployer"
-# The PEFT methods vLLM, the stage endpoint's engine, serves: LoRA adapters (a prompt-tuning
-# adapter has no LoRA weights to load).
-SERVED_METHODS = ("qlora", "lora")
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,20 @@ class Deployer:
 
     # --- the components ---------------------------------------------------------------
 
-    def components(self, name_contains: str) -> dict[str, str]:
-        """The endpoint's components whose names hold `name_contains`, with their status. A
-        listing, not a describe: a component that does not exist is then no error to read."""
+    def components(self, name_contains: str) -> dict[str, dict[str, Any]]:
+        """The endpoint's components whose names hold `name_contains`, by name. A listing, not
+        a describe: a component that does not exist is then no error to read."""
         pages = self.sagemaker.get_paginator("list_inference_components").paginate(
             EndpointNameEquals=self.settings.endpoint, NameContains=name_contains
         )
         return {
-            c["InferenceComponentName"]: c["InferenceComponentStatus"]
-            for page in pages
-            for c in page["InferenceComponents"]
+            c["InferenceComponentName"]: c for page in pages for c in page["InferenceComponents"]
         }
+
+    def serving(self, summary: dict[str, Any]) -> bool:
+        """Does the component carry the tag of a passed smoke test?"""
+        tags = self.sagemaker.list_tags(ResourceArn=summary["InferenceComponentArn"])
+        return any(t["Key"] == SERVING_TAG for t in tags.get("Tags", []))
 
     def create(self, component: str, artifact: str) -> None:
         """An adapter component names only its base and its artifact: it runs on the base
@@ -131,23 +134,36 @@ class Deployer:
         before its outcome (the function timed out) is used as it is; one still being deleted
         after a failed attempt cannot be yet."""
         try:
-            status = self.components(component).get(component)
-            if status == "Deleting":
+            summary = self.components(component).get(component)
+            if summary and summary["InferenceComponentStatus"] == "Deleting":
                 return False, (
                     f"component {component} of an earlier attempt is still being deleted; "
                     "promote the version again once it is gone"
                 )
-            if status is None:
+            if summary is None:
                 self.create(component, artifact)
             return self.in_service(component, artifact)
         except ClientError as err:  # refused: recorded, never left pending
             return False, f"{component}: {err}"
 
+    def mark_serving(self, component: str) -> None:
+        """Tag the component whose smoke test passed: clients take a task's tagged component."""
+        summary = self.components(component)[component]
+        self.sagemaker.add_tags(
+            ResourceArn=summary["InferenceComponentArn"],
+            Tags=[{"Key": SERVING_TAG, "Value": "true"}],
+        )
+
     def discard(self, component: str, detail: str) -> str:
-        """Delete a version's component after its deployment failed (if it exists and is not
-        being deleted already)."""
+        """Delete a version's component after its deployment failed: unless it is being deleted
+        already, or it serves (a version deployed before and set pending again by hand)."""
         try:
-            if self.components(component).get(component, "Deleting") != "Deleting":
+            summary = self.components(component).get(component)
+            if (
+                summary
+                and summary["InferenceComponentStatus"] != "Deleting"
+                and not self.serving(summary)
+            ):
                 self.sagemaker.delete_inference_component(InferenceComponentName=component)
         except ClientError as err:
             return f"{detail}; deleting {component} failed too: {err}"
@@ -155,11 +171,16 @@ class Deployer:
 
     def delete_others(self, task: str, keep: str) -> str:
         """Delete the task's other adapter components on the endpoint (the retired version's,
-        and any an earlier attempt left), once `keep` serves; what could not be, in words."""
-        prefix = task_component_prefix(self.settings.endpoint, task)
+        one from before components per version, any an earlier attempt left), once `keep`
+        serves; what could not be, in words."""
+        endpoint = self.settings.endpoint
         failed = []
-        for name, status in sorted(self.components(prefix).items()):
-            if name == keep or status == "Deleting" or component_version(name, prefix) is None:
+        for name, summary in sorted(self.components(f"{endpoint}-").items()):
+            if (
+                name == keep
+                or summary["InferenceComponentStatus"] == "Deleting"
+                or not is_task_component(name, endpoint, task)
+            ):
                 continue
             try:
                 self.sagemaker.delete_inference_component(InferenceComponentName=name)
@@ -296,17 +317,22 @@ class Deployer:
             detail = f"cannot deploy the version: {type(err).__name__}: {err}"
             self.record(package, lifecycle.StageStatus.FAILED, "fail", detail)
             return {"outcome": "failed", "detail": detail}
-        artifact = adapter_location(package["InferenceSpecification"]["Containers"][0])
-        passed, detail = self.start(component, artifact)
-        if passed:
-            passed, detail = self.smoke(component, request)
+        try:
+            artifact = adapter_location(package["InferenceSpecification"]["Containers"][0])
+            passed, detail = self.start(component, artifact)
+            if passed:
+                passed, detail = self.smoke(component, request)
+            if passed:
+                self.mark_promoted(artifact)
+                # From the tag on, clients take the new component (the newest tagged), while
+                # the old one answers until it is deleted below.
+                self.mark_serving(component)
+        except Exception as err:  # whatever failed, the version is not left pending
+            passed, detail = False, f"{component}: {type(err).__name__}: {err}"
         if not passed:
             detail = self.discard(component, detail)
             self.record(package, lifecycle.StageStatus.FAILED, "fail", detail)
             return {"outcome": "failed", "detail": detail}
-        self.mark_promoted(artifact)
-        # Deployed first: from this record on, clients resolve the task to the new component
-        # (the newest deployed version), while the old one still answers until it is deleted.
         self.record(package, lifecycle.StageStatus.DEPLOYED, "deploy", detail)
         for old in self.deployed_in_stage(task, other_than=arn):
             self.record(
@@ -329,10 +355,10 @@ class Deployer:
             return f"{name} is {approval or 'not approved'}; only an approved version is deployed"
         metadata = package.get("CustomerMetadataProperties", {})
         method, rank = metadata.get("peft_method", ""), metadata.get("lora_r", "")
-        if method not in SERVED_METHODS:
+        if method not in SERVABLE_METHODS:
             return (
                 f"{name} is a {method or 'unnamed'} adapter; the endpoint's vLLM serves LoRA "
-                f"adapters only ({', '.join(SERVED_METHODS)})"
+                f"adapters only ({', '.join(SERVABLE_METHODS)})"
             )
         if not rank.isdigit() or int(rank) > self.settings.max_lora_rank:
             return (

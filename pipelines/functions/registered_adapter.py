@@ -39,10 +39,12 @@ COMPONENT_NAME_LIMIT = 63
 VERSION_DIGITS = 6
 # The longest endpoint name a task's component names fit beside (with the task hashed).
 MAX_ENDPOINT_NAME = COMPONENT_NAME_LIMIT - len("-t12345678-") - VERSION_DIGITS
-# Tags on a stage's endpoint (set by the stack) that say whose versions it serves: a client
-# finds the component of a task's deployed version through them.
-GROUP_TAG = "peftops:model-package-group"
-STAGE_TAG = "peftops:lifecycle-stage"
+# The tag the stage deployer puts on a version's component once its smoke test passed: of a
+# task's components, those that carry it serve (the newest, while a deployment hands over).
+SERVING_TAG = "peftops:serving"
+# The PEFT methods the serving engines take: LoRA adapters (vLLM, peft's adapter_names); a
+# prompt-tuning adapter has no LoRA weights to load.
+SERVABLE_METHODS = ("lora", "qlora")
 
 
 def base_component_name(endpoint: str) -> str:
@@ -72,6 +74,21 @@ def adapter_component_name(endpoint: str, task: str, version: int) -> str:
     the deployer creates a version's component beside the one serving, smoke-tests it, and
     only then deletes the old one, so no adapter is ever swapped inside a serving component."""
     return f"{task_component_prefix(endpoint, task)}{version}"
+
+
+def legacy_component_name(endpoint: str, task: str) -> str:
+    """A task's one component on an endpoint deployed before each version had its own: it
+    serves until the task's next deployment replaces it."""
+    return f"{endpoint}-{task}"
+
+
+def is_task_component(name: str, endpoint: str, task: str) -> bool:
+    """Is `name` one of the task's adapter components on the endpoint (a version's, or the
+    task's one from before components per version)?"""
+    prefix = task_component_prefix(endpoint, task)
+    return name == legacy_component_name(endpoint, task) or (
+        component_version(name, prefix) is not None
+    )
 
 
 def component_version(name: str, prefix: str) -> int | None:

@@ -18,8 +18,6 @@ from pipelines.functions.registered_adapter import BASE_COMPONENT as BASE
 
 # peft's name for "no adapter" in a mixed batch.
 _PEFT_BASE = "__base__"
-# Methods whose adapters serve on a shared base (peft mixed batches and vLLM take LoRA only).
-SERVABLE_METHODS = ("lora", "qlora")
 
 
 class ServingError(Exception):

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.functions.registered_adapter import SERVABLE_METHODS
 from pipelines.registry import ModelVersion, Registry, other_groups
 from pipelines.registry.lifecycle import StageStatus
-from pipelines.serving.adapters import SERVABLE_METHODS, ServingError
+from pipelines.serving.adapters import ServingError
 from training_scripts import contracts
 
 

@@ -12,14 +12,12 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.functions.model_lifecycle import StageStatus
 from pipelines.functions.registered_adapter import (
     BASE_COMPONENT,
-    GROUP_TAG,
-    STAGE_TAG,
-    TASK,
-    adapter_component_name,
+    SERVING_TAG,
     base_component_name,
+    is_task_component,
+    legacy_component_name,
 )
 from pipelines.serving.server import COMPONENT_HEADER
 
@@ -95,42 +93,43 @@ def error_detail(err: urllib.error.HTTPError) -> str:
 
 
 def serving_component(sagemaker: Any, endpoint: str, task: str) -> str:
-    """The inference component that answers `task` on a stage's endpoint now: the component
-    of the task's version deployed in the endpoint's stage (the newest, while a deployment
-    hands over), found through the endpoint's tags and the model registry, as any client can."""
+    """The inference component that answers `task` on a stage's endpoint now. Each version has
+    its own; the stage deployer tags one `peftops:serving` once its smoke test passed and then
+    deletes the task's others. So: the task's one component in service, or, while a
+    deployment hands over, the newest tagged one (one from before components per version, which
+    carries no tag, while nothing else is tagged). Read from the endpoint itself, whatever stage
+    the registry now gives the version."""
     if task == BASE_COMPONENT:
         return base_component_name(endpoint)
-    arn = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointArn"]
-    tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=arn).get("Tags", [])}
-    if GROUP_TAG not in tags or STAGE_TAG not in tags:
-        raise InvokeError(
-            f"endpoint {endpoint} has no {GROUP_TAG} and {STAGE_TAG} tags: is it a peftops "
-            "stage's endpoint?"
-        )
-    group, stage = tags[GROUP_TAG], tags[STAGE_TAG]
-    pages = sagemaker.get_paginator("search").paginate(
-        Resource="ModelPackage",
-        SearchExpression={
-            "Filters": [
-                {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": group},
-                {"Name": "ModelLifeCycle.Stage", "Operator": "Equals", "Value": stage},
-                {"Name": "ModelLifeCycle.StageStatus", "Operator": "Equals",
-                 "Value": StageStatus.DEPLOYED},
-            ]
-        },
-    )  # fmt: skip
-    deployed = [
-        int(result["ModelPackage"]["ModelPackageVersion"])
+    pages = sagemaker.get_paginator("list_inference_components").paginate(
+        EndpointNameEquals=endpoint, StatusEquals="InService"
+    )
+    candidates = [
+        c
         for page in pages
-        for result in page["Results"]
-        if result["ModelPackage"].get("CustomerMetadataProperties", {}).get(TASK) == task
+        for c in page["InferenceComponents"]
+        if is_task_component(c["InferenceComponentName"], endpoint, task)
     ]
-    if not deployed:
+    if not candidates:
         raise InvokeError(
-            f"task {task} has no version deployed in {stage} ({group}), so endpoint {endpoint} "
-            "does not serve it"
+            f"endpoint {endpoint} serves no component for task {task}: has a version of it "
+            "been deployed to the endpoint's stage?"
         )
-    return adapter_component_name(endpoint, task, max(deployed))
+    if len(candidates) > 1:
+        tagged = [
+            c
+            for c in candidates
+            if any(
+                t["Key"] == SERVING_TAG
+                for t in sagemaker.list_tags(ResourceArn=c["InferenceComponentArn"])["Tags"]
+            )
+        ]
+        legacy = [
+            c for c in candidates
+            if c["InferenceComponentName"] == legacy_component_name(endpoint, task)
+        ]  # fmt: skip
+        candidates = tagged or legacy or candidates
+    return max(candidates, key=lambda c: c["CreationTime"])["InferenceComponentName"]
 
 
 def invoke_sagemaker(endpoint: str, component: str, body: dict[str, Any], runtime: Any) -> str:

@@ -190,6 +190,26 @@ def lists(sm: Stubber, name_contains: str, **statuses: str) -> None:
     )  # fmt: skip
 
 
+def arn_of(name: str) -> str:
+    return f"{ACCOUNT_ARN}:inference-component/{name}"
+
+
+def tagged(sm: Stubber, name: str, serving: bool = False) -> None:
+    """ListTags on a component: whether it carries the tag of a passed smoke test."""
+    tags = [{"Key": "peftops:serving", "Value": "true"}] if serving else []
+    sm.add_response("list_tags", {"Tags": tags}, {"ResourceArn": arn_of(name)})
+
+
+def marks_serving(sm: Stubber, name: str = COMPONENT) -> None:
+    """After the smoke test: the component is tagged, which is what clients resolve by."""
+    lists(sm, name, **{name: "InService"})
+    sm.add_response(
+        "add_tags",
+        {"Tags": [{"Key": "peftops:serving", "Value": "true"}]},
+        {"ResourceArn": arn_of(name), "Tags": [{"Key": "peftops:serving", "Value": "true"}]},
+    )
+
+
 def deletes(sm: Stubber, name: str) -> None:
     sm.add_response("delete_inference_component", {}, {"InferenceComponentName": name})
 
@@ -244,16 +264,20 @@ def test_a_deployment_adds_the_versions_component_then_retires_and_deletes_the_o
     rt.add_response("invoke_endpoint", chat_answer("A report by Thursday."), smoke_request())
     old, other_task = package(1, "Deployed"), package(3, "Deployed", task="meeting-notes")
     tags_as_promoted()
+    marks_serving(sm)
     records(sm, 2)
     search_deployed(sm, old, other_task, package(2, "Deployed"))
     records(sm, 1)
-    # The task's components once version 2 serves: version 1's is deleted; one an earlier
-    # attempt left is deleted too; one being deleted, and a task whose name starts with this
-    # one's ("dialogue-summary-long"), are left alone.
-    lists(sm, TASK_PREFIX, **{
+    # The task's components once version 2 serves: version 1's is deleted, and so are the
+    # task's one from before components per version and one an earlier attempt left; one being
+    # deleted, the base model's, and a task whose name starts with this one's
+    # ("dialogue-summary-long") are left alone.
+    lists(sm, f"{ENDPOINT}-", **{
+        BASE_COMPONENT: "InService", f"{ENDPOINT}-dialogue-summary": "InService",
         OLD_COMPONENT: "InService", COMPONENT: "InService", f"{TASK_PREFIX}7": "Failed",
         f"{TASK_PREFIX}5": "Deleting", f"{TASK_PREFIX}long-1": "InService",
     })  # fmt: skip
+    deletes(sm, f"{ENDPOINT}-dialogue-summary")
     deletes(sm, OLD_COMPONENT)
     deletes(sm, f"{TASK_PREFIX}7")
     run, slept = make(sagemaker, runtime)
@@ -297,6 +321,7 @@ def test_a_failed_smoke_test_deletes_the_new_component_and_leaves_the_old_one_se
     )
     rt.add_response("invoke_endpoint", chat_answer("   "), smoke_request())
     lists(sm, COMPONENT, **{COMPONENT: "InService"})
+    tagged(sm, COMPONENT)  # not serving: it is deleted
     deletes(sm, COMPONENT)
     records(sm, 2)
     run, _ = make(sagemaker, runtime)
@@ -319,6 +344,7 @@ def test_a_component_that_fails_to_start_is_removed_and_the_version_marked_faile
     }
     sm.add_response("describe_inference_component", failed, {"InferenceComponentName": COMPONENT})
     lists(sm, COMPONENT, **{COMPONENT: "Failed"})
+    tagged(sm, COMPONENT)  # not serving: it is deleted
     deletes(sm, COMPONENT)
     records(sm, 2)
     run, _ = make(sagemaker, runtime)
@@ -340,6 +366,7 @@ def test_a_component_still_starting_at_the_deadline_fails_the_deployment(clients
             {"InferenceComponentName": COMPONENT},
         )
     lists(sm, COMPONENT, **{COMPONENT: "Creating"})
+    tagged(sm, COMPONENT)  # not serving: it is deleted
     deletes(sm, COMPONENT)
     records(sm, 2)
     run, slept = make(sagemaker, runtime)
@@ -429,9 +456,10 @@ def test_a_component_an_earlier_attempt_left_is_used_not_created_again(clients) 
     )
     rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
     tags_as_promoted()
+    marks_serving(sm)
     records(sm, 2)
     search_deployed(sm)
-    lists(sm, TASK_PREFIX, **{COMPONENT: "InService"})
+    lists(sm, f"{ENDPOINT}-", **{COMPONENT: "InService"})
     run, _ = make(sagemaker, runtime)
     assert run.deploy(arn(2))["outcome"] == "deployed"
 
@@ -612,4 +640,52 @@ def test_a_version_whose_component_name_cannot_fit_is_failed_before_anything_cha
     run.settings = dataclasses.replace(SETTINGS, endpoint="e" * 50)
     outcome = run.deploy(arn(2))
     assert outcome["outcome"] == "failed" and "at most 46 characters" in outcome["detail"]
+    assert sent.updates[0]["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
+
+
+def test_a_serving_component_is_never_deleted_by_a_failed_attempt(clients) -> None:
+    """Version 2 serves (its component is tagged); someone sets it pending again by hand and
+    its smoke test fails this time: it is recorded failed, and its component serves on."""
+    sagemaker, runtime, sm, rt = clients
+    sm.add_response(
+        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
+    )
+    reads_the_smoke_request()
+    lists(sm, COMPONENT, **{COMPONENT: "InService"})
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
+    rt.add_response("invoke_endpoint", chat_answer(""), smoke_request())
+    lists(sm, COMPONENT, **{COMPONENT: "InService"})
+    tagged(sm, COMPONENT, serving=True)  # no delete follows
+    records(sm, 2)
+    run, _ = make(sagemaker, runtime)
+    assert run.deploy(arn(2))["outcome"] == "failed"
+
+
+def test_whatever_fails_after_the_component_starts_the_version_is_not_left_pending(
+    clients,
+) -> None:
+    """The artifact's tag cannot be written (a bucket policy, a KMS key): the new component
+    is deleted and the version recorded failed, never left pending with a component no one
+    tagged."""
+    sagemaker, runtime, sm, rt = clients
+    sent = Recorder(sagemaker)
+    creates_a_component(sm)
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
+    rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
+    S3_STUB[0].add_client_error("put_object_tagging", "AccessDenied", "no tagging here")
+    lists(sm, COMPONENT, **{COMPONENT: "InService"})
+    tagged(sm, COMPONENT)
+    deletes(sm, COMPONENT)
+    records(sm, 2)
+    run, _ = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert outcome["outcome"] == "failed" and "AccessDenied" in outcome["detail"]
     assert sent.updates[0]["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"

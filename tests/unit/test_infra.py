@@ -1037,11 +1037,6 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
     assert "ExecutionRoleArn" in config["Properties"]  # inference components need it
     (endpoint,) = resources(template, "AWS::SageMaker::Endpoint").values()
     assert endpoint["Properties"]["EndpointName"] == endpoint_name
-    # Whose versions it serves, where a client finds a task's deployed version.
-    assert {t["Key"]: t["Value"] for t in endpoint["Properties"]["Tags"]} == {
-        "peftops:model-package-group": "peftops-adapters-dev",
-        "peftops:lifecycle-stage": "staging",
-    }
     (base,) = resources(template, "AWS::SageMaker::InferenceComponent").values()
     spec = base["Properties"]["Specification"]
     assert base["Properties"]["InferenceComponentName"] == f"{endpoint_name}-base"
@@ -1153,11 +1148,13 @@ def test_a_serving_stage_has_an_lmi_base_component_and_a_deployer_for_its_promot
         "ReadAndRecordVersions": ["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
         # Actions and resources sorted: cdk.json's @aws-cdk/aws-iam:minimizePolicies.
         "FindVersionsAndComponents": ["sagemaker:ListInferenceComponents", "sagemaker:Search"],
-        # A component per version: created, watched, deleted; never updated in place.
+        # A component per version: created, watched, tagged, deleted; never updated in place.
         "ManageAdapterComponents": [
+            "sagemaker:AddTags",
             "sagemaker:CreateInferenceComponent",
             "sagemaker:DeleteInferenceComponent",
             "sagemaker:DescribeInferenceComponent",
+            "sagemaker:ListTags",
         ],
         "MarkPromotedAdapters": "s3:PutObjectTagging",
         "ReadSmokeRequests": "s3:GetObject",
@@ -1212,12 +1209,15 @@ def test_an_instance_type_without_local_storage_gets_the_endpoint_key(tmp_path: 
             {"lifecycle_stage": "production"},
             "shorten pipeline.name to at most 35 characters",
         ),
+        ({"lifecycle_stage": "staging"}, "use a lower-case pipeline.name"),
     ],
 )
 def test_bad_serving_settings_are_refused_at_synth(serving: dict, message: str) -> None:
     stage = {**STAGES["dev"], "serving": serving}
     if "shorten" in message:
         stage["pipeline"] = {**stage["pipeline"], "name": "peftops-adapter-dev-" + "x" * 17}
+    if "lower-case" in message:
+        stage["pipeline"] = {**stage["pipeline"], "name": "Peftops-Adapter"}
     with pytest.raises(ValueError, match=message):
         stage_settings({"dev": stage}, "dev")
 

@@ -24,6 +24,7 @@ from pipelines.functions.registered_adapter import (
     component_version,
     evaluation_digest,
     find_registered,
+    is_task_component,
     task_component_prefix,
 )
 from pipelines.functions.resolve_inputs import resolve_inputs
@@ -210,6 +211,9 @@ def test_no_tasks_component_reads_as_another_tasks_version(
     if task != other:
         name = adapter_component_name(endpoint, other, version)
         assert component_version(name, task_component_prefix(endpoint, task)) is None
+        assert not is_task_component(name, endpoint, task)
+        assert not is_task_component(f"{endpoint}-{other}", endpoint, task)  # its legacy one
+    assert is_task_component(adapter_component_name(endpoint, task, version), endpoint, task)
 
 
 def test_an_endpoint_too_long_for_component_names_is_refused_with_the_bound() -> None:

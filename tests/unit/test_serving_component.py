@@ -1,12 +1,10 @@
 """Which inference component answers a task on a stage's endpoint: each version has its own
-(the deployer never updates one in place), so a client finds the one of the task's version
-deployed in the endpoint's stage, through the endpoint's tags and the model registry
-(botocore's Stubber: every request is checked against the service model, and expected in
-full)."""
+(the deployer never updates one in place), tagged `peftops:serving` once its smoke test
+passed, and the task's others are deleted after that. A client reads it from the endpoint,
+whatever stage the registry gives the version by now (botocore's Stubber: every request is
+checked against the service model, and expected in full)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import boto3
 import pytest
@@ -15,44 +13,33 @@ from botocore.stub import Stubber
 from pipelines.serving.client import InvokeError, serving_component
 
 ENDPOINT = "peftops-adapter-staging"
-ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:111122223333:endpoint/{ENDPOINT}"
-TAGS = [
-    {"Key": "peftops:model-package-group", "Value": "peftops-adapters"},
-    {"Key": "peftops:lifecycle-stage", "Value": "staging"},
-]
-DEPLOYED_IN_STAGING = {
-    "Resource": "ModelPackage",
-    "SearchExpression": {
-        "Filters": [
-            {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": "peftops-adapters"},
-            {"Name": "ModelLifeCycle.Stage", "Operator": "Equals", "Value": "staging"},
-            {"Name": "ModelLifeCycle.StageStatus", "Operator": "Equals", "Value": "Deployed"},
-        ]
-    },
-}
+ACCOUNT = "arn:aws:sagemaker:us-east-1:111122223333"
 
 
-def version(number: int, task: str) -> dict[str, Any]:
+def listed(name: str, created: str) -> dict[str, str]:
     return {
-        "ModelPackage": {
-            "ModelPackageGroupName": "peftops-adapters",
-            "ModelPackageVersion": number,
-            "CustomerMetadataProperties": {"task": task},
-        }
-    }
+        "InferenceComponentName": name,
+        "InferenceComponentArn": f"{ACCOUNT}:inference-component/{name}",
+        "EndpointArn": f"{ACCOUNT}:endpoint/{ENDPOINT}", "EndpointName": ENDPOINT,
+        "VariantName": "AllTraffic", "InferenceComponentStatus": "InService",
+        "CreationTime": created, "LastModifiedTime": created,
+    }  # fmt: skip
 
 
-def describes_the_endpoint(stub: Stubber, tags: list[dict[str, str]]) -> None:
+def lists(stub: Stubber, *components: dict[str, str]) -> None:
     stub.add_response(
-        "describe_endpoint",
-        {
-            "EndpointName": ENDPOINT, "EndpointArn": ENDPOINT_ARN,
-            "EndpointStatus": "InService", "CreationTime": "2026-12-01T00:00:00Z",
-            "LastModifiedTime": "2026-12-01T00:00:00Z",
-        },
-        {"EndpointName": ENDPOINT},
-    )  # fmt: skip
-    stub.add_response("list_tags", {"Tags": tags}, {"ResourceArn": ENDPOINT_ARN})
+        "list_inference_components",
+        {"InferenceComponents": list(components)},
+        {"EndpointNameEquals": ENDPOINT, "StatusEquals": "InService"},
+    )
+
+
+def tags(stub: Stubber, name: str, serving: bool) -> None:
+    stub.add_response(
+        "list_tags",
+        {"Tags": [{"Key": "peftops:serving", "Value": "true"}] if serving else []},
+        {"ResourceArn": f"{ACCOUNT}:inference-component/{name}"},
+    )
 
 
 @pytest.fixture
@@ -63,36 +50,62 @@ def sagemaker():
         stub.assert_no_pending_responses()
 
 
-def test_a_task_resolves_to_its_deployed_versions_component(sagemaker) -> None:
-    """Versions 3 and 5 both deployed while a deployment hands over: the newest answers;
-    another task's version 7, however new, is not this task's."""
+def test_the_tasks_one_component_answers_without_reading_tags(sagemaker) -> None:
+    """Other tasks' components (one whose name starts with this task's among them) and the
+    base model's are not this task's."""
     client, stub = sagemaker
-    describes_the_endpoint(stub, TAGS)
-    found = [version(3, "dialogue-summary"), version(7, "meeting-notes"),
-             version(5, "dialogue-summary")]  # fmt: skip
-    stub.add_response("search", {"Results": found}, DEPLOYED_IN_STAGING)
+    lists(
+        stub,
+        listed(f"{ENDPOINT}-base", "2026-12-01T00:00:00Z"),
+        listed(f"{ENDPOINT}-dialogue-summary-long-9", "2026-12-03T00:00:00Z"),
+        listed(f"{ENDPOINT}-meeting-notes-7", "2026-12-04T00:00:00Z"),
+        listed(f"{ENDPOINT}-dialogue-summary-3", "2026-12-02T00:00:00Z"),
+    )
     assert serving_component(client, ENDPOINT, "dialogue-summary") == (
-        f"{ENDPOINT}-dialogue-summary-5"
+        f"{ENDPOINT}-dialogue-summary-3"
     )
 
 
-def test_a_task_with_no_version_deployed_in_the_stage_is_said_in_one_line(sagemaker) -> None:
+def test_while_a_version_is_smoke_tested_the_serving_one_answers(sagemaker) -> None:
     client, stub = sagemaker
-    describes_the_endpoint(stub, TAGS)
-    stub.add_response("search", {"Results": [version(7, "meeting-notes")]}, DEPLOYED_IN_STAGING)
+    serving, trying = f"{ENDPOINT}-dialogue-summary-3", f"{ENDPOINT}-dialogue-summary-4"
+    lists(stub, listed(serving, "2026-12-02T00:00:00Z"), listed(trying, "2026-12-05T00:00:00Z"))
+    tags(stub, serving, True)
+    tags(stub, trying, False)
+    assert serving_component(client, ENDPOINT, "dialogue-summary") == serving
+
+
+def test_once_both_are_tagged_the_newest_answers_even_an_older_version(sagemaker) -> None:
+    """A rollback: version 3 promoted again after version 5 passed its smoke test, before
+    version 5's component is deleted. The component created last is the one deployed last."""
+    client, stub = sagemaker
+    five, three = f"{ENDPOINT}-dialogue-summary-5", f"{ENDPOINT}-dialogue-summary-3"
+    lists(stub, listed(five, "2026-12-02T00:00:00Z"), listed(three, "2026-12-06T00:00:00Z"))
+    tags(stub, five, True)
+    tags(stub, three, True)
+    assert serving_component(client, ENDPOINT, "dialogue-summary") == three
+
+
+def test_a_component_from_before_versions_serves_until_a_tagged_one_replaces_it(
+    sagemaker,
+) -> None:
+    client, stub = sagemaker
+    legacy, trying = f"{ENDPOINT}-dialogue-summary", f"{ENDPOINT}-dialogue-summary-4"
+    lists(stub, listed(legacy, "2026-11-01T00:00:00Z"), listed(trying, "2026-12-05T00:00:00Z"))
+    tags(stub, legacy, False)
+    tags(stub, trying, False)
+    assert serving_component(client, ENDPOINT, "dialogue-summary") == legacy
+
+
+def test_a_task_the_endpoint_does_not_serve_is_said_in_one_line(sagemaker) -> None:
+    client, stub = sagemaker
+    lists(stub, listed(f"{ENDPOINT}-meeting-notes-7", "2026-12-04T00:00:00Z"))
     with pytest.raises(InvokeError) as refused:
         serving_component(client, ENDPOINT, "dialogue-summary")
     assert str(refused.value) == (
-        "task dialogue-summary has no version deployed in staging (peftops-adapters), so "
-        f"endpoint {ENDPOINT} does not serve it"
+        f"endpoint {ENDPOINT} serves no component for task dialogue-summary: has a version of "
+        "it been deployed to the endpoint's stage?"
     )
-
-
-def test_an_endpoint_without_the_stacks_tags_is_not_taken_for_a_stages(sagemaker) -> None:
-    client, stub = sagemaker
-    describes_the_endpoint(stub, TAGS[:1])
-    with pytest.raises(InvokeError, match="is it a peftops stage's endpoint"):
-        serving_component(client, ENDPOINT, "dialogue-summary")
 
 
 def test_the_base_model_is_the_stacks_base_component_without_a_call(sagemaker) -> None:
