@@ -34,7 +34,9 @@ try:  # a package in the project, top-level modules in the Lambda runtime
         TASK,
         adapter_component_name,
         adapter_location,
+        component_version,
         is_task_component,
+        task_component_prefix,
     )
 except ImportError:
     import model_lifecycle as lifecycle  # type: ignore[no-redef]
@@ -45,7 +47,9 @@ except ImportError:
         TASK,
         adapter_component_name,
         adapter_location,
+        component_version,
         is_task_component,
+        task_component_prefix,
     )
 
 DEPLOYER = "peftops-stage-deployer"
@@ -169,19 +173,23 @@ class Deployer:
             return f"{detail}; deleting {component} failed too: {err}"
         return detail
 
-    def delete_others(self, task: str, keep: str) -> str:
-        """Delete the task's other adapter components on the endpoint (the retired version's,
-        one from before components per version, any an earlier attempt left), once `keep`
-        serves; what could not be, in words."""
+    def other_components(self, task: str, keep: str) -> list[str]:
+        """The task's adapter components on the endpoint but `keep`: a retired version's, one
+        from before components per version, any an earlier attempt left (not those already
+        being deleted)."""
         endpoint = self.settings.endpoint
+        return sorted(
+            name
+            for name, summary in self.components(f"{endpoint}-").items()
+            if name != keep
+            and summary["InferenceComponentStatus"] != "Deleting"
+            and is_task_component(name, endpoint, task)
+        )
+
+    def delete(self, components: list[str]) -> str:
+        """Delete components; what could not be, in words."""
         failed = []
-        for name, summary in sorted(self.components(f"{endpoint}-").items()):
-            if (
-                name == keep
-                or summary["InferenceComponentStatus"] == "Deleting"
-                or not is_task_component(name, endpoint, task)
-            ):
-                continue
+        for name in components:
             try:
                 self.sagemaker.delete_inference_component(InferenceComponentName=name)
             except ClientError as err:
@@ -267,8 +275,8 @@ class Deployer:
             ),
         )
 
-    def deployed_in_stage(self, task: str, other_than: str) -> list[dict[str, Any]]:
-        """The task's versions deployed in this stage, but the one just deployed."""
+    def deployed_in_stage(self, task: str, other_than: str) -> list[str]:
+        """The ARNs of the task's versions Search finds deployed in this stage, but one."""
         pages = self.sagemaker.get_paginator("search").paginate(
             Resource="ModelPackage",
             SearchExpression={
@@ -281,12 +289,38 @@ class Deployer:
             },
         )  # fmt: skip
         return [
-            result["ModelPackage"]
+            result["ModelPackage"]["ModelPackageArn"]
             for page in pages
             for result in page["Results"]
             if result["ModelPackage"]["ModelPackageArn"] != other_than
             and result["ModelPackage"].get("CustomerMetadataProperties", {}).get(TASK) == task
         ]
+
+    def previous_versions(self, task: str, arn: str, components: list[str]) -> list[dict[str, Any]]:
+        """The task's other versions deployed in this stage, described afresh: those Search
+        finds, and those whose components are on the endpoint (Search's index may not show an
+        update yet). Retiring from the described version keeps its history whole."""
+        prefix = task_component_prefix(self.settings.endpoint, task)
+        group_arn = arn.rsplit("/", 1)[0]
+        arns = set(self.deployed_in_stage(task, other_than=arn))
+        for name in components:
+            version = component_version(name, prefix)
+            if version is not None:
+                arns.add(f"{group_arn}/{version}")
+        arns.discard(arn)
+        found = []
+        for other in sorted(arns):
+            try:
+                described = self.sagemaker.describe_model_package(ModelPackageName=other)
+            except ClientError:  # a version deleted from the group: nothing to retire
+                continue
+            cycle = described.get("ModelLifeCycle", {})
+            if (cycle.get("Stage"), cycle.get("StageStatus")) == (
+                self.settings.stage,
+                lifecycle.StageStatus.DEPLOYED,
+            ) and described.get("CustomerMetadataProperties", {}).get(TASK) == task:
+                found.append(described)
+        return found
 
     # --- the whole deployment -----------------------------------------------------------
 
@@ -334,14 +368,15 @@ class Deployer:
             self.record(package, lifecycle.StageStatus.FAILED, "fail", detail)
             return {"outcome": "failed", "detail": detail}
         self.record(package, lifecycle.StageStatus.DEPLOYED, "deploy", detail)
-        for old in self.deployed_in_stage(task, other_than=arn):
+        others = self.other_components(task, keep=component)
+        for old in self.previous_versions(task, arn, others):
             self.record(
                 old,
                 lifecycle.StageStatus.RETIRED,
                 "retire",
                 f"version {package['ModelPackageVersion']} took {self.settings.stage} over",
             )
-        leftovers = self.delete_others(task, keep=component)
+        leftovers = self.delete(others)
         return {"outcome": "deployed", "detail": f"{detail}; {leftovers}" if leftovers else detail}
 
     def refusal(self, package: dict[str, Any]) -> str:

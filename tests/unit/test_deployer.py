@@ -266,8 +266,6 @@ def test_a_deployment_adds_the_versions_component_then_retires_and_deletes_the_o
     tags_as_promoted()
     marks_serving(sm)
     records(sm, 2)
-    search_deployed(sm, old, other_task, package(2, "Deployed"))
-    records(sm, 1)
     # The task's components once version 2 serves: version 1's is deleted, and so are the
     # task's one from before components per version and one an earlier attempt left; one being
     # deleted, the base model's, and a task whose name starts with this one's
@@ -277,6 +275,14 @@ def test_a_deployment_adds_the_versions_component_then_retires_and_deletes_the_o
         OLD_COMPONENT: "InService", COMPONENT: "InService", f"{TASK_PREFIX}7": "Failed",
         f"{TASK_PREFIX}5": "Deleting", f"{TASK_PREFIX}long-1": "InService",
     })  # fmt: skip
+    search_deployed(sm, old, other_task, package(2, "Deployed"))
+    # Each candidate described afresh: version 1 (Search and its component) is deployed here
+    # and retires; version 7 (a component an earlier attempt left) failed, and stays as it is.
+    sm.add_response("describe_model_package", old, {"ModelPackageName": arn(1)})
+    sm.add_response(
+        "describe_model_package", package(7, "DeploymentFailed"), {"ModelPackageName": arn(7)}
+    )
+    records(sm, 1)
     deletes(sm, f"{ENDPOINT}-dialogue-summary")
     deletes(sm, OLD_COMPONENT)
     deletes(sm, f"{TASK_PREFIX}7")
@@ -458,8 +464,8 @@ def test_a_component_an_earlier_attempt_left_is_used_not_created_again(clients) 
     tags_as_promoted()
     marks_serving(sm)
     records(sm, 2)
-    search_deployed(sm)
     lists(sm, f"{ENDPOINT}-", **{COMPONENT: "InService"})
+    search_deployed(sm)
     run, _ = make(sagemaker, runtime)
     assert run.deploy(arn(2))["outcome"] == "deployed"
 
@@ -689,3 +695,30 @@ def test_whatever_fails_after_the_component_starts_the_version_is_not_left_pendi
     outcome = run.deploy(arn(2))
     assert outcome["outcome"] == "failed" and "AccessDenied" in outcome["detail"]
     assert sent.updates[0]["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
+
+
+def test_a_version_search_does_not_show_yet_is_retired_by_its_component(clients) -> None:
+    """Search's index lags an update: version 1, deployed here a moment ago, is not in its
+    results; its component on the endpoint names it, so it is retired all the same, from its
+    own description (its history whole), and its component deleted."""
+    sagemaker, runtime, sm, rt = clients
+    sent = Recorder(sagemaker)
+    creates_a_component(sm)
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
+    rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
+    tags_as_promoted()
+    marks_serving(sm)
+    records(sm, 2)
+    lists(sm, f"{ENDPOINT}-", **{OLD_COMPONENT: "InService", COMPONENT: "InService"})
+    search_deployed(sm)  # nothing yet
+    sm.add_response("describe_model_package", package(1, "Deployed"), {"ModelPackageName": arn(1)})
+    records(sm, 1)
+    deletes(sm, OLD_COMPONENT)
+    run, _ = make(sagemaker, runtime)
+    assert run.deploy(arn(2))["outcome"] == "deployed"
+    assert [u["ModelPackageArn"] for u in sent.updates] == [arn(2), arn(1)]
+    assert sent.updates[1]["ModelLifeCycle"]["StageStatus"] == "Retired"
