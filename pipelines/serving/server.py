@@ -52,7 +52,7 @@ GATHER_S = 0.05
 MAX_BATCH = 16
 # Each turn costs at least one token of the context, so no more turns than its tokens fit.
 MAX_TURNS = tasks.MAX_CONTEXT_TOKENS
-# The most one character takes in a JSON body (an astral character as two \uXXXX escapes),
+# The most one character takes in a JSON body (an astral character as two six-byte \u escapes),
 # and one turn's JSON around its content ({"role": "assistant", "content": ""}, ).
 JSON_CHAR_BYTES = 12
 JSON_TURN_BYTES = 64

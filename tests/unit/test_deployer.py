@@ -231,11 +231,29 @@ def search_deployed(sm: Stubber, *packages: dict[str, Any]) -> None:
     )
 
 
-def creates_a_component(sm: Stubber) -> None:
-    """A version pending here: the deployer creates its component, beside the one serving."""
+def reads_pending(sm: Stubber) -> None:
+    """The event's version: 2, pending in this stage."""
     sm.add_response(
         "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
     )
+
+
+def finds_its_component_in_service(sm: Stubber) -> None:
+    """Version 2's component is already on the endpoint and in service (an earlier attempt,
+    or a version deployed before): it is not created again."""
+    reads_pending(sm)
+    reads_the_smoke_request()
+    lists(sm, COMPONENT, **{COMPONENT: "InService"})
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
+
+
+def creates_a_component(sm: Stubber) -> None:
+    """A version pending here: the deployer creates its component, beside the one serving."""
+    reads_pending(sm)
     reads_the_smoke_request()
     lists(sm, COMPONENT)  # none yet: version 2 was never deployed here
     sm.add_response(
@@ -450,16 +468,7 @@ def test_a_component_an_earlier_attempt_left_is_used_not_created_again(clients) 
     """The function timed out after creating version 2's component, before its outcome: the
     next attempt finds the component and goes on with it."""
     sagemaker, runtime, sm, rt = clients
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
-    reads_the_smoke_request()
-    lists(sm, COMPONENT, **{COMPONENT: "InService"})
-    sm.add_response(
-        "describe_inference_component",
-        component("InService"),
-        {"InferenceComponentName": COMPONENT},
-    )
+    finds_its_component_in_service(sm)
     rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
     tags_as_promoted()
     marks_serving(sm)
@@ -473,9 +482,7 @@ def test_a_component_an_earlier_attempt_left_is_used_not_created_again(clients) 
 def test_a_component_still_being_deleted_fails_the_attempt_and_is_left_alone(clients) -> None:
     sagemaker, runtime, sm, _ = clients
     sent = Recorder(sagemaker)
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
+    reads_pending(sm)
     reads_the_smoke_request()
     lists(sm, COMPONENT, **{COMPONENT: "Deleting"})
     lists(sm, COMPONENT, **{COMPONENT: "Deleting"})  # no delete: it is on its way out
@@ -489,9 +496,7 @@ def test_a_component_still_being_deleted_fails_the_attempt_and_is_left_alone(cli
 def test_a_refused_request_is_recorded_as_a_failed_deployment(clients) -> None:
     sagemaker, runtime, sm, _ = clients
     sent = Recorder(sagemaker)
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
+    reads_pending(sm)
     reads_the_smoke_request()
     lists(sm, COMPONENT)
     sm.add_client_error(
@@ -638,9 +643,7 @@ def test_a_version_whose_component_name_cannot_fit_is_failed_before_anything_cha
 
     sagemaker, runtime, sm, _ = clients
     sent = Recorder(sagemaker)
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
+    reads_pending(sm)
     records(sm, 2)
     run, _ = make(sagemaker, runtime)
     run.settings = dataclasses.replace(SETTINGS, endpoint="e" * 50)
@@ -653,16 +656,7 @@ def test_a_serving_component_is_never_deleted_by_a_failed_attempt(clients) -> No
     """Version 2 serves (its component is tagged); someone sets it pending again by hand and
     its smoke test fails this time: it is recorded failed, and its component serves on."""
     sagemaker, runtime, sm, rt = clients
-    sm.add_response(
-        "describe_model_package", package(2, "PendingDeployment"), {"ModelPackageName": arn(2)}
-    )
-    reads_the_smoke_request()
-    lists(sm, COMPONENT, **{COMPONENT: "InService"})
-    sm.add_response(
-        "describe_inference_component",
-        component("InService"),
-        {"InferenceComponentName": COMPONENT},
-    )
+    finds_its_component_in_service(sm)
     rt.add_response("invoke_endpoint", chat_answer(""), smoke_request())
     lists(sm, COMPONENT, **{COMPONENT: "InService"})
     tagged(sm, COMPONENT, serving=True)  # no delete follows

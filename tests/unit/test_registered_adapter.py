@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pipelines.definition import definition_json
@@ -188,6 +188,8 @@ ENDPOINTS = st.from_regex(r"[a-z0-9](-?[a-z0-9]){0,45}", fullmatch=True).filter(
 
 
 @given(ENDPOINTS, st.from_regex(TASK_NAME, fullmatch=True), st.integers(1, 999_999))
+@example("e" * 40, "t" * 20, 999_999)  # `<endpoint>-<task>-` fits 63, a version after it not
+@example("e" * 46, "t" * 32, 1)
 def test_every_versions_component_name_is_one_sagemaker_accepts_and_reads_back(
     endpoint: str, task: str, version: int
 ) -> None:
@@ -214,6 +216,12 @@ def test_no_tasks_component_reads_as_another_tasks_version(
         assert not is_task_component(name, endpoint, task)
         assert not is_task_component(f"{endpoint}-{other}", endpoint, task)  # its legacy one
     assert is_task_component(adapter_component_name(endpoint, task, version), endpoint, task)
+
+
+def test_only_a_name_after_the_prefix_reads_as_a_version() -> None:
+    assert component_version("peftops-staging-summary-12", "peftops-staging-summary-") == 12
+    assert component_version("12", "peftops-staging-summary-") is None
+    assert component_version("other-summary-12", "peftops-staging-summary-") is None
 
 
 def test_an_endpoint_too_long_for_component_names_is_refused_with_the_bound() -> None:

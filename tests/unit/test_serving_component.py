@@ -97,6 +97,15 @@ def test_a_component_from_before_versions_serves_until_a_tagged_one_replaces_it(
     assert serving_component(client, ENDPOINT, "dialogue-summary") == legacy
 
 
+def test_a_tagged_version_takes_over_from_the_component_from_before_versions(sagemaker) -> None:
+    client, stub = sagemaker
+    legacy, deployed = f"{ENDPOINT}-dialogue-summary", f"{ENDPOINT}-dialogue-summary-4"
+    lists(stub, listed(legacy, "2026-11-01T00:00:00Z"), listed(deployed, "2026-12-05T00:00:00Z"))
+    tags(stub, legacy, False)
+    tags(stub, deployed, True)
+    assert serving_component(client, ENDPOINT, "dialogue-summary") == deployed
+
+
 def test_a_task_the_endpoint_does_not_serve_is_said_in_one_line(sagemaker) -> None:
     client, stub = sagemaker
     lists(stub, listed(f"{ENDPOINT}-meeting-notes-7", "2026-12-04T00:00:00Z"))
