@@ -275,8 +275,8 @@ class Deployer:
             ),
         )
 
-    def deployed_in_stage(self, task: str, other_than: str) -> list[str]:
-        """The ARNs of the task's versions Search finds deployed in this stage, but one."""
+    def deployed_in_stage(self, task: str) -> list[str]:
+        """The ARNs of the task's versions Search finds deployed in this stage."""
         pages = self.sagemaker.get_paginator("search").paginate(
             Resource="ModelPackage",
             SearchExpression={
@@ -292,17 +292,17 @@ class Deployer:
             result["ModelPackage"]["ModelPackageArn"]
             for page in pages
             for result in page["Results"]
-            if result["ModelPackage"]["ModelPackageArn"] != other_than
-            and result["ModelPackage"].get("CustomerMetadataProperties", {}).get(TASK) == task
+            if result["ModelPackage"].get("CustomerMetadataProperties", {}).get(TASK) == task
         ]
 
     def previous_versions(self, task: str, arn: str, components: list[str]) -> list[dict[str, Any]]:
         """The task's other versions deployed in this stage, described afresh: those Search
         finds, and those whose components are on the endpoint (Search's index may not show an
-        update yet). Retiring from the described version keeps its history whole."""
+        update yet), but `arn` itself (Search may show it deployed already). Retiring from the
+        described version keeps its history whole."""
         prefix = task_component_prefix(self.settings.endpoint, task)
         group_arn = arn.rsplit("/", 1)[0]
-        arns = set(self.deployed_in_stage(task, other_than=arn))
+        arns = set(self.deployed_in_stage(task))
         for name in components:
             version = component_version(name, prefix)
             if version is not None:

@@ -195,9 +195,10 @@ def arn_of(name: str) -> str:
 
 
 def tagged(sm: Stubber, name: str, serving: bool = False) -> None:
-    """ListTags on a component: whether it carries the tag of a passed smoke test."""
-    tags = [{"Key": "peftops:serving", "Value": "true"}] if serving else []
-    sm.add_response("list_tags", {"Tags": tags}, {"ResourceArn": arn_of(name)})
+    """ListTags on a component: whether it carries the tag of a passed smoke test. A component
+    without tags may be answered without `Tags` (the member is optional in the API model)."""
+    response = {"Tags": [{"Key": "peftops:serving", "Value": "true"}]} if serving else {}
+    sm.add_response("list_tags", response, {"ResourceArn": arn_of(name)})
 
 
 def marks_serving(sm: Stubber, name: str = COMPONENT) -> None:
@@ -224,11 +225,17 @@ def records(sm: Stubber, version: int) -> None:
 
 
 def search_deployed(sm: Stubber, *packages: dict[str, Any]) -> None:
+    """Search for the group's versions deployed in this stage (property names and operators
+    as the Search API spells them), answered with `packages`."""
     sm.add_response(
         "search",
         {"Results": [{"ModelPackage": p} for p in packages]},
-        {"Resource": "ModelPackage", "SearchExpression": ANY},
-    )
+        {"Resource": "ModelPackage", "SearchExpression": {"Filters": [
+            {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": GROUP},
+            {"Name": "ModelLifeCycle.Stage", "Operator": "Equals", "Value": "staging"},
+            {"Name": "ModelLifeCycle.StageStatus", "Operator": "Equals", "Value": "Deployed"},
+        ]}},
+    )  # fmt: skip
 
 
 def reads_pending(sm: Stubber) -> None:
@@ -716,3 +723,71 @@ def test_a_version_search_does_not_show_yet_is_retired_by_its_component(clients)
     assert run.deploy(arn(2))["outcome"] == "deployed"
     assert [u["ModelPackageArn"] for u in sent.updates] == [arn(2), arn(1)]
     assert sent.updates[1]["ModelLifeCycle"]["StageStatus"] == "Retired"
+
+
+def test_the_versions_retired_are_those_deployed_here_for_the_task_whatever_search_or_the_endpoint_hold(
+    clients,
+) -> None:
+    """Once version 2 serves, each candidate is judged on its own description: version 1's
+    component is left but the version was deleted from the group (nothing to retire, the
+    others still looked at); version 3 is deployed here and Search finds it, though its
+    component is gone (retired); version 4's component is left and its version holds neither
+    a lifecycle nor metadata (left as it is); a version of the group Search finds with no
+    metadata names no task (not this one's), and version 2 itself, already indexed as deployed,
+    is not retired. A component that cannot be deleted is said in the outcome, not fatal."""
+    sagemaker, runtime, sm, rt = clients
+    sent = Recorder(sagemaker)
+    creates_a_component(sm)
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
+    rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
+    tags_as_promoted()
+    marks_serving(sm)
+    records(sm, 2)
+    lists(sm, f"{ENDPOINT}-", **{
+        f"{TASK_PREFIX}1": "InService", COMPONENT: "InService", f"{TASK_PREFIX}4": "Failed",
+    })  # fmt: skip
+    untagged = {
+        k: v for k, v in package(6, "Deployed").items() if k != "CustomerMetadataProperties"
+    }
+    search_deployed(sm, package(2, "Deployed"), package(3, "Deployed"), untagged)
+    sm.add_client_error(
+        "describe_model_package", "ValidationException", "ModelPackage does not exist",
+        expected_params={"ModelPackageName": arn(1)},
+    )  # fmt: skip
+    sm.add_response("describe_model_package", package(3, "Deployed"), {"ModelPackageName": arn(3)})
+    bare = {
+        k: v
+        for k, v in package(4, "DeploymentFailed").items()
+        if k not in ("ModelLifeCycle", "CustomerMetadataProperties")
+    }
+    sm.add_response("describe_model_package", bare, {"ModelPackageName": arn(4)})
+    records(sm, 3)
+    sm.add_client_error(
+        "delete_inference_component", "ValidationException", "busy",
+        expected_params={"InferenceComponentName": f"{TASK_PREFIX}1"},
+    )  # fmt: skip
+    sm.add_client_error(
+        "delete_inference_component", "ThrottlingException", "slow down",
+        expected_params={"InferenceComponentName": f"{TASK_PREFIX}4"},
+    )  # fmt: skip
+    run, _ = make(sagemaker, runtime)
+    outcome = run.deploy(arn(2))
+    assert [u["ModelPackageArn"] for u in sent.updates] == [arn(2), arn(3)]
+    assert sent.updates[1]["ModelLifeCycle"]["StageStatus"] == "Retired"
+    assert outcome == {
+        "outcome": "deployed",
+        "detail": f"smoke test passed on {ENDPOINT}/{COMPONENT}; "
+        f"deleting {TASK_PREFIX}1 failed: An error occurred (ValidationException) when calling "
+        "the DeleteInferenceComponent operation: busy; "
+        f"deleting {TASK_PREFIX}4 failed: An error occurred (ThrottlingException) when calling "
+        "the DeleteInferenceComponent operation: slow down",
+    }
+
+
+def test_a_version_without_metadata_or_history_has_not_passed_staging() -> None:
+    assert deployer.passed_staging({}) is False
+    assert deployer.passed_staging({"CustomerMetadataProperties": {}}) is False

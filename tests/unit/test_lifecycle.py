@@ -189,9 +189,16 @@ def test_a_promotion_is_pending_with_its_reason(registry: LocalRegistry) -> None
 
 def test_an_archived_version_is_never_promoted(registry: LocalRegistry) -> None:
     version = approved(registry)
-    archive(registry, version, who="ana", why="superseded")
+    archived = archive(registry, version, who="ana", why="superseded")
+    assert (str(archived.lifecycle), archived.lifecycle.description) == (
+        "archived:Archived",
+        "archived",
+    )
     with pytest.raises(RegistryError, match="is archived; archived versions cannot be promoted"):
         promote(registry, version, "staging", who="ana", why="again")
+    with pytest.raises(RegistryError) as twice:
+        archive(registry, version, who="ana", why="again")
+    assert str(twice.value) == f"version {version} is already archived"
 
 
 def test_a_stage_holds_one_version_per_task(registry: LocalRegistry) -> None:
@@ -234,8 +241,12 @@ def test_a_serving_version_is_neither_rejected_nor_archived(registry: LocalRegis
         f"version {version} holds staging for task dialogue-summary; promote another version "
         "there before rejecting it"
     )
-    with pytest.raises(RegistryError, match="holds staging for task dialogue-summary"):
+    with pytest.raises(RegistryError) as refused:
         archive(registry, version, who="ana", why="oops")
+    assert str(refused.value) == (
+        f"version {version} holds staging for task dialogue-summary; promote another version "
+        "there first"
+    )
 
 
 def test_an_older_registry_file_reads_as_development(tmp_path: Path) -> None:
@@ -392,12 +403,15 @@ def test_waiting_for_a_deployer_returns_its_outcome_or_says_it_is_still_pending(
 
     other = approved(registry, task="meeting-notes")
     promote(registry, other, "staging", who="ana", why="try")
+    waited: list[float] = []
+    at_deadline = iter([0, 15, 30, 45])  # gives up at the deadline, not a poll past it
     with pytest.raises(
         RegistryError, match=f"version {other} is still pending in staging after 30 s"
     ):
         awaited_deployment(
-            registry, other, timeout_s=30, sleep=lambda _: None, monotonic=lambda: next(clock)
+            registry, other, timeout_s=30, sleep=waited.append, monotonic=lambda: next(at_deadline)
         )
+    assert waited == [15.0]
 
 
 @pytest.mark.parametrize(

@@ -152,3 +152,31 @@ def test_mutation_changed_names_exactly_the_changed_functions(
         "pipelines.registry.rules.xǁRuleǁcheck__mutmut_*",
         "training_scripts.new.x_fresh__mutmut_*",
     ]
+
+
+def test_a_rerun_tests_again_exactly_the_named_mutants_no_test_detected(tmp_path: Path) -> None:
+    """A survivor (0) or a mutant with no tests (33) named by the pattern is cleared for the
+    run; killed (1) and timed-out (36) ones keep their verdict, and so does every mutant the
+    pattern does not name."""
+    from tools import mutation_retry
+
+    verdicts = {
+        "pipelines.registry.lifecycle.x_archived__mutmut_1": 1,
+        "pipelines.registry.lifecycle.x_archived__mutmut_2": 0,
+        "pipelines.registry.lifecycle.x_archived__mutmut_3": 33,
+        "pipelines.registry.lifecycle.x_archived__mutmut_4": 36,
+        "pipelines.registry.lifecycle.x_archived__mutmut_5": None,
+        "pipelines.registry.versions.x_parse__mutmut_1": 0,
+    }
+    meta = tmp_path / "pipelines" / "registry" / "lifecycle.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"exit_code_by_key": verdicts, "hash_by_function_name": {}}))
+    mutation_retry.main(["pipelines.registry.lifecycle.*", "--mutants", str(tmp_path)])
+    assert json.loads(meta.read_text()) == {
+        "exit_code_by_key": verdicts
+        | {
+            "pipelines.registry.lifecycle.x_archived__mutmut_2": None,
+            "pipelines.registry.lifecycle.x_archived__mutmut_3": None,
+        },
+        "hash_by_function_name": {},
+    }

@@ -421,6 +421,46 @@ def test_a_hint_the_caller_may_not_read_is_left_out(aws) -> None:
         assert other_groups(store) == ""
 
 
+def test_the_hint_reads_the_first_groups_by_name_and_one_version_of_each(aws) -> None:
+    """A bounded read whatever the account holds: the first GROUP_HINT_LIMIT groups in name
+    order (the order the hint prints), and whether each holds a version, not how many."""
+    from botocore.stub import Stubber
+
+    from pipelines.registry.sagemaker_backend import GROUP_HINT_LIMIT
+
+    sagemaker, s3 = aws
+    store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    summaries = [
+        {"ModelPackageGroupName": name, "ModelPackageGroupArn": f"arn:aws:sagemaker:us-east-1:"
+         f"111122223333:model-package-group/{name}", "CreationTime": "2026-12-01T00:00:00Z",
+         "ModelPackageGroupStatus": "Completed"}
+        for name in ("a-group", "b-group")
+    ]  # fmt: skip
+    one = {
+        "ModelPackageArn": "arn:aws:sagemaker:us-east-1:111122223333:model-package/a-group/1",
+        "CreationTime": "2026-12-01T00:00:00Z",
+        "ModelPackageStatus": "Completed",
+    }
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_model_package_groups",
+            {"ModelPackageGroupSummaryList": summaries},
+            {"MaxResults": GROUP_HINT_LIMIT, "SortBy": "Name", "SortOrder": "Ascending"},
+        )
+        stub.add_response(
+            "list_model_packages",
+            {"ModelPackageSummaryList": [one]},
+            {"ModelPackageGroupName": "a-group", "MaxResults": 1},
+        )
+        stub.add_response(
+            "list_model_packages",
+            {"ModelPackageSummaryList": []},
+            {"ModelPackageGroupName": "b-group", "MaxResults": 1},
+        )
+        assert store.groups() == {"a-group": None}
+        stub.assert_no_pending_responses()
+
+
 @pytest.mark.parametrize("order", ["aabab", "babba", "ab", "bbbaa"])
 def test_each_group_numbers_its_own_versions_in_one_file(tmp_path: Path, order: str) -> None:
     """Two model package groups in one registry file, registrations interleaved: each group's
