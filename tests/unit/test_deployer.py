@@ -791,3 +791,55 @@ def test_the_versions_retired_are_those_deployed_here_for_the_task_whatever_sear
 def test_a_version_without_metadata_or_history_has_not_passed_staging() -> None:
     assert deployer.passed_staging({}) is False
     assert deployer.passed_staging({"CustomerMetadataProperties": {}}) is False
+
+
+LONG = {"generated_text": "x" * 300}  # another server's schema, longer than the detail keeps
+
+
+@pytest.mark.parametrize(
+    ("answer_or_error", "passed", "detail"),
+    [
+        (
+            chat_answer("A report by Thursday."),
+            True,
+            f"smoke test passed on {ENDPOINT}/{COMPONENT}",
+        ),
+        (answer({"choices": []}), False, "smoke test failed: no answer in {'choices': []}"),
+        (answer(LONG), False, f"smoke test failed: no answer in {str(LONG)[:200]}"),
+        (answer(None), False, "smoke test failed: no answer in None"),
+        (
+            ("ModelError", "the adapter failed to load"),
+            False,
+            "smoke test failed: ModelError: An error occurred (ModelError) when calling the "
+            "InvokeEndpoint operation: the adapter failed to load",
+        ),
+    ],
+)
+def test_the_smoke_test_passes_only_on_a_chat_completion_with_text(
+    clients, answer_or_error: Any, passed: bool, detail: str
+) -> None:
+    sagemaker, runtime, _, rt = clients
+    if isinstance(answer_or_error, tuple):
+        code, message = answer_or_error
+        rt.add_client_error("invoke_endpoint", code, message, expected_params=smoke_request())
+    else:
+        rt.add_response("invoke_endpoint", answer_or_error, smoke_request())
+    run, _ = make(sagemaker, runtime)
+    assert run.smoke(COMPONENT, SMOKE) == (passed, detail)
+
+
+def test_a_component_described_without_its_specification_yet_is_waited_for(clients) -> None:
+    """DescribeInferenceComponent's Specification and its Container are optional members: a
+    component starting may be described without them, and is looked at again."""
+    sagemaker, runtime, sm, _ = clients
+    no_specification = {k: v for k, v in component("Creating").items() if k != "Specification"}
+    no_container = component("Creating") | {
+        "Specification": {"BaseInferenceComponentName": BASE_COMPONENT}
+    }
+    for described in (no_specification, no_container, component("InService")):
+        sm.add_response(
+            "describe_inference_component", described, {"InferenceComponentName": COMPONENT}
+        )
+    run, slept = make(sagemaker, runtime)
+    assert run.in_service(COMPONENT, NEW_ADAPTER)[0] is True
+    assert slept == [15, 15]

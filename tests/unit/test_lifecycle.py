@@ -106,6 +106,57 @@ def test_a_version_goes_approve_staging_production_and_the_history_keeps_each_st
     assert final.history[3].why == "ship"
 
 
+def test_each_outcome_is_recorded_with_its_action_state_and_description(
+    registry: LocalRegistry,
+) -> None:
+    """A failed deployment, a second try that deploys and retires the task's old version, and
+    archiving that one: each leaves its action, state, description and reason, and a version
+    no longer pending cannot be given an outcome."""
+    old = staged(registry)
+    new = approved(registry)
+    promote(registry, new, "staging", who="ana", why="try")
+    record_deployment(registry, new, passed=False, detail="smoke test failed: boom", who="d")
+    promote(registry, new, "staging", who="ana", why="again")
+    record_deployment(registry, new, passed=True, detail="smoke test passed", who="d")
+    archive(registry, old, who="ana", why="superseded")
+
+    def last(version: int) -> tuple[str, str, str, str, str]:
+        current = registry.get(version)
+        decision = current.history[-1]
+        return (
+            decision.action, decision.after, current.lifecycle.description, decision.why,
+            decision.who,
+        )  # fmt: skip
+
+    fail = registry.get(new).history[-3]
+    assert (fail.action, fail.after, fail.why) == (
+        "fail", "Approved/staging:DeploymentFailed", "smoke test failed: boom",
+    )  # fmt: skip
+    assert last(new) == (
+        "deploy", "Approved/staging:Deployed", "smoke test passed", "smoke test passed", "d",
+    )  # fmt: skip
+    retire = registry.get(old).history[-2]
+    assert (retire.action, retire.after, retire.why, retire.who) == (
+        "retire", "Approved/staging:Retired", f"version {new} took staging over", "d",
+    )  # fmt: skip
+    assert last(old) == (
+        "archive", "Approved/archived:Archived", "archived", "superseded", "ana",
+    )  # fmt: skip
+    with pytest.raises(RegistryError) as settled:
+        record_deployment(registry, new, passed=True, detail="again", who="d")
+    assert str(settled.value) == f"version {new} is staging:Deployed, not pending a deployment"
+
+
+def test_a_retired_version_says_which_version_replaced_it(registry: LocalRegistry) -> None:
+    old = staged(registry)
+    new = staged(registry)
+    retired = registry.get(old)
+    assert (str(retired.lifecycle), retired.lifecycle.description) == (
+        "staging:Retired",
+        f"replaced by version {new}",
+    )
+
+
 def test_a_second_approval_adds_to_the_history_instead_of_overwriting(
     registry: LocalRegistry,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -409,16 +410,58 @@ def test_an_empty_group_points_at_the_groups_that_hold_versions(
     assert "peftops-adapters" not in other_groups(store)
 
 
-def test_a_hint_the_caller_may_not_read_is_left_out(aws) -> None:
+def test_the_hint_counts_each_group_and_lists_them_all(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite"
+    register(LocalRegistry(path, "group-a"), PASSING, group="group-a")
+    for _ in range(2):
+        register(LocalRegistry(path, "group-b"), PASSING, group="group-b")
+    store = LocalRegistry(path, GROUP)
+    assert other_groups(store) == (
+        f"groups that hold versions: group-a (1 version; --registry local:{path}#group-a), "
+        f"group-b (2 versions; --registry local:{path}#group-b)"
+    )
+
+
+def test_a_version_as_json_names_its_task_and_task_spec(tmp_path: Path) -> None:
+    """`peftops models show --json`: the task, and the spec it was trained with, with the
+    digest that identifies it, beside the stored fields."""
+    spec = {"name": "meeting-notes", "metric": "rouge_l"}
+    ev = PASSING | {"task": {"name": "meeting-notes", "spec": spec, "sha256": "ab" * 32}}
+    store = LocalRegistry(tmp_path / "registry.sqlite", GROUP)
+    registered = store.register(
+        Registration(
+            group=GROUP,
+            model_data_url="s3://bucket/models/adapter/model.tar.gz",
+            status="PendingManualApproval",
+            metadata=recorded(ev) | {"task": "meeting-notes"},
+            evaluation_uri=None,
+            evaluation=ev,
+            description="adapter",
+        )
+    )
+    shown = store.get(registered.version).to_json()
+    assert (shown["task"], shown["task_spec"], shown["task_spec_sha256"]) == (
+        "meeting-notes",
+        spec,
+        "ab" * 32,
+    )
+    assert shown["version"] == registered.version
+
+
+def test_a_hint_the_caller_may_not_read_is_left_out(aws, caplog: pytest.LogCaptureFixture) -> None:
     """Listing the account's groups needs its own IAM right: without it the answer stays the
     answer, with no hint, never an AccessDenied in its place."""
     from botocore.stub import Stubber
 
     sagemaker, s3 = aws
     store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
-    with Stubber(sagemaker) as stub:
-        stub.add_client_error("list_model_package_groups", "AccessDeniedException")
+    with Stubber(sagemaker) as stub, caplog.at_level(logging.DEBUG, "peftops"):
+        stub.add_client_error("list_model_package_groups", "AccessDeniedException", "no")
         assert other_groups(store) == ""
+    assert caplog.messages == [
+        "no hint of other groups: An error occurred (AccessDeniedException) when calling the "
+        "ListModelPackageGroups operation: no"
+    ]
 
 
 def test_the_hint_reads_the_first_groups_by_name_and_one_version_of_each(aws) -> None:
