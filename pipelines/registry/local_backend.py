@@ -186,7 +186,7 @@ class LocalRegistry:
                 "inference_specification, model_card, artifact_root) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (entry.group, latest + 1, entry.status, entry.model_data_url, self.clock(),
-                 json.dumps(entry.metadata, sort_keys=True),
+                 json.dumps(entry.metadata),
                  json.dumps(entry.evaluation) if entry.evaluation is not None else None,
                  entry.evaluation_uri, entry.description,
                  json.dumps(entry.inference_specification) if entry.inference_specification else None,
@@ -260,12 +260,12 @@ class LocalRegistry:
             db.rollback()
 
     def get(self, version: int, *, group: str | None = None) -> ModelVersion:
-        in_range = -(2**63) <= version < 2**63  # SQLite's INTEGER
-        found = (
-            self._versions("model_group = ? AND version = ?", (group or self.group, version))
-            if in_range
-            else []
-        )
+        try:
+            found = self._versions(
+                "model_group = ? AND version = ?", (group or self.group, version)
+            )
+        except OverflowError:  # past SQLite's 64-bit INTEGER: no such version
+            found = []
         if not found:
             raise RegistryError(
                 f"model group {group or self.group} has no version {version}; see `peftops models list`"

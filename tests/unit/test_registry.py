@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from pipelines.functions.registered_adapter import EVALUATION_DIGEST, evaluation_digest
@@ -342,6 +345,96 @@ def test_reading_an_empty_file_lists_nothing_and_writes_nothing(tmp_path: Path) 
     assert path.stat().st_size == 0  # no schema written by a read
     with pytest.raises(RegistryError, match="has no version 99999999999999999999999"):
         registry.get(99999999999999999999999)
+
+
+@pytest.mark.parametrize("number", [2**63, 2**63 - 1, -(2**63), -(2**63) - 1, 0, 2])
+def test_a_version_number_the_file_does_not_hold_is_one_line_whatever_its_size(
+    tmp_path: Path, number: int
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry.sqlite", GROUP)
+    register(registry, PASSING)
+    with pytest.raises(RegistryError) as missing:
+        registry.get(number, group="other-group" if number == 2 else None)
+    group = "other-group" if number == 2 else GROUP
+    assert str(missing.value) == (
+        f"model group {group} has no version {number}; see `peftops models list`"
+    )
+
+
+def test_decisions_are_stamped_in_utc() -> None:
+    from pipelines.registry.local_backend import _now
+
+    assert _now().endswith("+00:00")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+registrations = st.builds(
+    Registration,
+    group=st.sampled_from(["peftops-adapters", "group-b"]),
+    model_data_url=st.text(max_size=20),
+    status=st.sampled_from(["PendingManualApproval", "Approved", "Rejected"]),
+    metadata=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4),
+    evaluation_uri=st.none() | st.text(max_size=20),
+    evaluation=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+    description=st.text(max_size=20),
+    inference_specification=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=2),
+    model_card=st.none()
+    | st.fixed_dictionaries(
+        {"ModelCardContent": st.one_of(st.just(""), json_values.map(json.dumps)),
+         "ModelCardStatus": st.sampled_from(["Draft", "Approved"])}
+    ),
+    artifact_root=st.text(max_size=20),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(entry=registrations)
+def test_a_version_reads_back_exactly_as_it_was_registered(
+    tmp_path: Path, entry: Registration
+) -> None:
+    """Every field of a registration, whatever its value, is what the local registry gives
+    back: the fields as registered, the evaluation's digest from the text stored, the model
+    card's content, a fresh version's lifecycle, and the inference specification stored as the
+    cloud registry keeps it."""
+    import sqlite3
+
+    from pipelines.registry.versions import model_card_content
+
+    path = tmp_path / f"{uuid.uuid4().hex}.sqlite"
+    store = LocalRegistry(path, entry.group, clock=lambda: "2026-12-07T00:00:00+00:00")
+    version = store.register(entry).version
+    read = store.get(version)
+    stored_evaluation = json.dumps(entry.evaluation) if entry.evaluation is not None else None
+    assert (read.group, read.version, read.status, read.model_data_url, read.created) == (
+        entry.group, 1, entry.status, entry.model_data_url, "2026-12-07T00:00:00+00:00",
+    )  # fmt: skip
+    assert (read.metadata, read.evaluation, read.evaluation_uri, read.description) == (
+        entry.metadata, entry.evaluation, entry.evaluation_uri, entry.description,
+    )  # fmt: skip
+    assert read.evaluation_sha256 == (
+        evaluation_digest(stored_evaluation.encode()) if stored_evaluation else None
+    )
+    assert read.arn == f"local:{path}#{entry.group}/1"
+    assert read.model_card == model_card_content(entry.model_card)
+    assert read.artifact_root == entry.artifact_root
+    assert (str(read.lifecycle), read.lifecycle.description, read.history) == (
+        "development:Registered", "", (),
+    )  # fmt: skip
+    with sqlite3.connect(path) as db:
+        (specification,) = db.execute(
+            "SELECT inference_specification FROM model_versions"
+        ).fetchone()
+    assert specification == (
+        json.dumps(entry.inference_specification) if entry.inference_specification else None
+    )
 
 
 def test_every_approval_guard_gives_its_reason(local: LocalRegistry) -> None:
