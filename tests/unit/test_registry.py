@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from pipelines.functions.model_lifecycle import Decision, history_entries
 from pipelines.functions.registered_adapter import EVALUATION_DIGEST, evaluation_digest
 from pipelines.registry import (
     LocalRegistry,
@@ -555,6 +557,97 @@ def test_a_hint_the_caller_may_not_read_is_left_out(aws, caplog: pytest.LogCaptu
         "no hint of other groups: An error occurred (AccessDeniedException) when calling the "
         "ListModelPackageGroups operation: no"
     ]
+
+
+DECIDED = Decision("2026-12-02T00:00:00+00:00", "ana", "approve", "a", "b", "reviewed")
+PACKAGE_ARN = f"arn:aws:sagemaker:us-east-1:111122223333:model-package/{GROUP}/3"
+REQUIRED = {  # DescribeModelPackage's required members, and those a group's version always has
+    "ModelPackageName": GROUP, "ModelPackageGroupName": GROUP, "ModelPackageVersion": 3,
+    "ModelPackageArn": PACKAGE_ARN, "CreationTime": datetime(2026, 12, 1, tzinfo=UTC),
+    "ModelPackageStatus": "Completed", "ModelPackageStatusDetails": {"ValidationStatuses": []},
+    "ModelApprovalStatus": "PendingManualApproval",
+}  # fmt: skip
+EVERY_MEMBER = REQUIRED | {
+    "ModelPackageDescription": "adapter of run 7",
+    "ApprovalDescription": "ana: reviewed",
+    "CustomerMetadataProperties": {"task": "meeting-notes", **history_entries((DECIDED,))},
+    "InferenceSpecification": {"Containers": [{"Image": "lmi", "ModelDataUrl": "s3://b/m.tar.gz"}]},
+    "ModelCard": {"ModelCardContent": json.dumps({"model_overview": {"model_name": "m"}}),
+                  "ModelCardStatus": "Draft"},
+    "ModelLifeCycle": {"Stage": "staging", "StageStatus": "Deployed",
+                       "StageDescription": "smoke test passed"},
+    "ModelMetrics": {"ModelQuality": {"Statistics": {
+        "ContentType": "application/json", "S3Uri": "s3://evaluations/run-7/evaluation.json"}}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("described", "evaluation_body", "fields"),
+    [
+        (
+            EVERY_MEMBER,
+            json.dumps(PASSING).encode(),
+            {"group": GROUP, "version": 3, "status": "PendingManualApproval",
+             "model_data_url": "s3://b/m.tar.gz", "created": "2026-12-01 00:00:00+00:00",
+             "metadata": {"task": "meeting-notes"}, "evaluation": PASSING,
+             "evaluation_sha256": evaluation_digest(json.dumps(PASSING).encode()),
+             "evaluation_uri": "s3://evaluations/run-7/evaluation.json",
+             "description": "adapter of run 7", "approval_description": "ana: reviewed",
+             "arn": PACKAGE_ARN, "model_card": {"model_overview": {"model_name": "m"}},
+             "lifecycle": "staging:Deployed", "stage_description": "smoke test passed",
+             "history": (DECIDED,)},
+        ),
+        (
+            REQUIRED,
+            None,
+            {"group": GROUP, "version": 3, "status": "PendingManualApproval",
+             "model_data_url": "", "created": "2026-12-01 00:00:00+00:00", "metadata": {},
+             "evaluation": None, "evaluation_sha256": None, "evaluation_uri": None,
+             "description": "", "approval_description": "", "arn": PACKAGE_ARN,
+             "model_card": None, "lifecycle": "development:Registered", "stage_description": "",
+             "history": ()},
+        ),
+    ],
+    ids=["every-member", "required-members-only"],
+)  # fmt: skip
+def test_a_described_model_package_reads_as_its_version(
+    aws, described: dict[str, Any], evaluation_body: bytes | None, fields: dict[str, Any]
+) -> None:
+    """Every field of a version from DescribeModelPackage, with each optional member there or
+    absent (absent: the value a version without it has)."""
+    from botocore.stub import Stubber
+
+    sagemaker, s3 = aws
+    store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    if evaluation_body is not None:
+        s3.put_object(Bucket="evaluations", Key="run-7/evaluation.json", Body=evaluation_body)
+    summary = {k: described[k] for k in ("ModelPackageArn", "CreationTime", "ModelPackageStatus")}
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_model_packages",
+            {"ModelPackageSummaryList": [summary | {"ModelPackageVersion": 3}]},
+            None,
+        )
+        stub.add_response("describe_model_package", described, {"ModelPackageName": PACKAGE_ARN})
+        read = store.get(3)
+    assert {
+        **{k: getattr(read, k) for k in fields if k not in ("lifecycle", "stage_description")},
+        "lifecycle": str(read.lifecycle),
+        "stage_description": read.lifecycle.description,
+    } == fields
+
+
+def test_an_evaluation_that_breaks_its_contract_reads_as_none_and_is_named_in_a_warning(
+    aws, caplog: pytest.LogCaptureFixture
+) -> None:
+    sagemaker, s3 = aws
+    store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    s3.put_object(Bucket="evaluations", Key="run-7/evaluation.json", Body=b'{"models": 1}')
+    with caplog.at_level(logging.WARNING, "peftops"):
+        read = store._version(EVERY_MEMBER)
+    assert (read.evaluation, read.evaluation_sha256) == (None, None)
+    (warning,) = caplog.messages
+    assert warning.startswith("s3://evaluations/run-7/evaluation.json")
 
 
 def test_the_hint_reads_the_first_groups_by_name_and_one_version_of_each(aws) -> None:
