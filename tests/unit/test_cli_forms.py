@@ -37,6 +37,7 @@ def test_version() -> None:
         ("runs/r.sqlite", "runs/r.sqlite", ""),
         ("local:runs/r.sqlite#smoke", "runs/r.sqlite", "smoke"),
         ("runs/r.sqlite#smoke", "runs/r.sqlite", "smoke"),
+        ("local:C:/runs/r.sqlite#smoke", "C:/runs/r.sqlite", "smoke"),  # a colon in the path
     ],
 )
 def test_a_local_registry_is_named_the_same_way_everywhere(

@@ -735,7 +735,8 @@ FORGED = "ok\n    2026-11-27T00:00:00+00:00  ana  approve: PendingManualApproval
 
 
 @pytest.mark.parametrize(
-    "why", ["", "   ", FORGED, "tab\there", "nul\x00", "line\u2028sep", "rlo\u202etxt"]
+    "why",
+    ["", "   ", FORGED, "tab\there", "nul\x00", "line\u2028sep", "par\u2029sep", "rlo\u202etxt"],
 )
 @pytest.mark.parametrize("decision", ["approve", "reject", "promote", "archive"])
 def test_every_decision_says_why_in_one_line(local: LocalRegistry, decision: str, why: str) -> None:
@@ -750,8 +751,14 @@ def test_every_decision_says_why_in_one_line(local: LocalRegistry, decision: str
         "promote": lambda: promote(local, 1, "staging", who="ana", why=why),
         "archive": lambda: archive(local, 1, who="ana", why=why),
     }
-    with pytest.raises(RegistryError, match="--description"):
+    with pytest.raises(RegistryError) as refused:
         act[decision]()
+    control = next((c for c in why.strip() if not c.isprintable() or c == "\u202e"), None)
+    assert str(refused.value) == (
+        "every decision says why: pass a non-empty --description"
+        if not why.strip()
+        else f"--description must be one line of text; it holds {control!r}: write it on one line"
+    )
     assert not local.get(1).history and local.get(1).status == "PendingManualApproval"
 
 
@@ -770,3 +777,75 @@ def test_a_recorded_line_break_shows_escaped_in_one_history_line(local: LocalReg
     history = shown.output.split("  history:\n", 1)[1].splitlines()
     assert len(history) == 1, history
     assert "ci\\nbot" in history[0] and "(ok\\n    2026-11-27" in history[0]
+
+
+@pytest.mark.parametrize(
+    ("card", "content"),
+    [
+        (None, None),
+        ({}, None),
+        ({"ModelCardContent": ""}, None),
+        ({"ModelCardContent": "{not json"}, None),
+        ({"ModelCardContent": "[1, 2]"}, None),  # JSON, but not a card's object
+        ({"ModelCardContent": '{"model_overview": {"model_name": "m"}}'},
+         {"model_overview": {"model_name": "m"}}),
+    ],
+)  # fmt: skip
+def test_a_model_cards_content_is_its_json_object_or_nothing(
+    card: dict[str, Any] | None, content: dict[str, Any] | None
+) -> None:
+    from pipelines.registry.versions import model_card_content
+
+    assert model_card_content(card) == content
+
+
+def test_listing_a_group_searches_its_versions_with_the_filters_the_api_spells(aws) -> None:
+    """Search's property names and operators are case-sensitive: the request is exact, with
+    the approval status filter when one is asked for."""
+    from botocore.stub import Stubber
+
+    sagemaker, s3 = aws
+    store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    group_filter = {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": GROUP}
+    approved = {"Name": "ModelApprovalStatus", "Operator": "Equals", "Value": "Approved"}
+    with Stubber(sagemaker) as stub:
+        for filters in ([group_filter], [group_filter, approved]):
+            stub.add_response(
+                "search",
+                {"Results": [{"ModelPackage": REQUIRED}]},
+                {"Resource": "ModelPackage", "SearchExpression": {"Filters": filters},
+                 "SortBy": "CreationTime", "SortOrder": "Ascending", "MaxResults": 100},
+            )  # fmt: skip
+        assert [v.version for v in store.list()] == [3]
+        assert [v.version for v in store.list("Approved")] == [3]
+        stub.assert_no_pending_responses()
+
+
+def test_a_sagemaker_decision_is_stamped_in_utc(
+    aws,
+) -> None:
+    from pipelines.registry.versions import Change
+
+    sagemaker, s3 = aws
+    store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    version = register(store, PASSING).version
+    store.change(version, Change(who="ana", action="reject", why="checked", status="Rejected"))
+    (decision,) = store.get(version).history
+    assert decision.at.endswith("+00:00")
+
+
+def test_a_sagemaker_version_with_no_room_for_a_decision_is_refused_by_number(aws) -> None:
+    from pipelines.registry.versions import Change
+
+    sagemaker, s3 = aws
+    store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    full = {f"key{i:02d}": "v" for i in range(50)}
+    version = store.register(
+        Registration(GROUP, "s3://b/m.tar.gz", "PendingManualApproval", full, None, None, "a")
+    ).version
+    with pytest.raises(RegistryError) as refused:
+        store.change(version, Change(who="ana", action="reject", why="no", status="Rejected"))
+    assert str(refused.value) == (
+        f"version {version}: the version holds 50 metadata entries, SageMaker's limit: no room "
+        "to record a decision; register the adapter again"
+    )
