@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.local.errors import UnsupportedConstructError
-from pipelines.local.expressions import Scope, typed_parameter
+from pipelines.local.expressions import Scope, as_text, typed_parameter
 
 
 def scope() -> Scope:
@@ -117,3 +117,29 @@ def test_parameters_take_their_declared_type_and_enum() -> None:
     declared = {"Name": "M", "Type": "String", "EnumValues": ["qlora", "lora"]}
     with pytest.raises(UnsupportedConstructError, match="must be one of"):
         typed_parameter(declared, "full")
+
+
+@pytest.mark.parametrize(
+    ("value", "converted"),
+    [
+        ("true", True),
+        ("True", True),
+        (True, True),
+        ("false", False),
+        ("yes", False),
+        (False, False),
+    ],
+)
+def test_a_boolean_parameter_is_true_only_when_it_reads_true(
+    value: object, converted: bool
+) -> None:
+    assert typed_parameter({"Name": "B", "Type": "Boolean"}, value) is converted
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(True, "true"), (False, "false"), ("MixedCase", "MixedCase"), (8, "8")]
+)
+def test_a_joined_value_keeps_its_text_and_writes_booleans_as_json_does(
+    value: object, text: str
+) -> None:
+    assert as_text(value) == text

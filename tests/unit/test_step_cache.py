@@ -3,6 +3,7 @@ attributes by pipeline step type") and forgets it after ExpireAfter."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,9 +97,31 @@ def test_entries_expire(tmp_path: Path) -> None:
     assert StepCache(tmp_path, "another-pipeline").lookup("Preprocess", "k", "P30D") is None
 
 
+def test_an_entry_is_reused_until_exactly_its_expiry_with_the_properties_it_stored(
+    tmp_path: Path,
+) -> None:
+    cache = StepCache(tmp_path, "pipeline")
+    properties = {"ProcessingJobName": "p-1", "Outputs": {"splits": "s3://b/é/"}}
+    cache.store("Preprocess", "k", "local-1", properties)
+    entry = tmp_path / "pipeline" / "Preprocess" / "k.json"
+    stored = datetime.fromisoformat(json.loads(entry.read_text(encoding="utf-8"))["finished"])
+    at_expiry = cache.lookup("Preprocess", "k", "PT1H", now=stored + timedelta(hours=1))
+    assert at_expiry is not None and at_expiry.properties == properties
+    past = stored + timedelta(hours=1, microseconds=1)
+    assert cache.lookup("Preprocess", "k", "PT1H", now=past) is None
+
+
 @pytest.mark.parametrize(
     ("text", "duration"),
-    [("P30D", timedelta(days=30)), ("PT1H", timedelta(hours=1)), ("P1W", timedelta(days=7))],
+    [
+        ("P30D", timedelta(days=30)),
+        ("PT1H", timedelta(hours=1)),
+        ("P1W", timedelta(days=7)),
+        ("PT45M", timedelta(minutes=45)),
+        ("P1Y", timedelta(days=365)),
+        ("P2M", timedelta(days=60)),
+        ("p1y2m3w4dt5h6m", timedelta(days=365 + 60 + 21 + 4, hours=5, minutes=6)),
+    ],
 )
 def test_expiry_durations(text: str, duration: timedelta) -> None:
     assert expiry(text) == duration
