@@ -1,0 +1,186 @@
+"""The local executor over a definition with no job (pipelines/local/executor.py): parameters
+typed and defaulted, a Lambda step's function called with its resolved arguments, a condition
+choosing its branch, registration into the local registry, a Fail step's message, and each
+failure named by its step. The jobs themselves are the integration tests' (a run per test)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.local.errors import UnsupportedConstructError
+from pipelines.local.executor import LocalExecutor
+from pipelines.local.s3_mirror import S3Mirror
+from pipelines.registry import LocalRegistry
+
+RUN = {"Get": "Execution.PipelineExecutionId"}
+REGISTER = {
+    "Name": "Register",
+    "Type": "RegisterModel",
+    "Arguments": {
+        "ModelPackageGroupName": "adapters",
+        "ModelApprovalStatus": "PendingManualApproval",
+        "ModelPackageDescription": {"Std:Join": {"On": " ", "Values": ["rank", {"Get": "Parameters.LoraRank"}]}},
+        "CustomerMetadataProperties": {"lora_r": {"Get": "Parameters.LoraRank"}, "label": {"Get": "Parameters.Label"}},
+        "InferenceSpecification": {
+            "Containers": [{"Image": "lmi", "ModelDataUrl": "s3://bucket/runs/model.tar.gz"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    },
+}  # fmt: skip
+FAIL = {
+    "Name": "Refuse",
+    "Type": "Fail",
+    "Arguments": {"ErrorMessage": {"Std:Join": {"On": " ", "Values": [
+        "rank", {"Get": "Parameters.LoraRank"}, "refused:", {"Get": "Steps.Check.OutputParameters['Message']"},
+        "strict", {"Get": "Parameters.Strict"},
+    ]}}},
+}  # fmt: skip
+DEFINITION = {
+    "Version": "2020-12-01",
+    "Parameters": [
+        {"Name": "LoraRank", "Type": "Integer", "DefaultValue": 16},
+        {"Name": "Strict", "Type": "Boolean", "DefaultValue": False},
+        {"Name": "Label", "Type": "String", "DefaultValue": "weekly"},
+    ],
+    "Steps": [
+        {
+            "Name": "Check",
+            "Type": "Lambda",
+            "FunctionArn": "arn:aws:lambda:us-east-1:111122223333:function:check",
+            "Arguments": {"Rank": {"Get": "Parameters.LoraRank"}, "Run": RUN,
+                          "Pipeline": {"Get": "Execution.PipelineName"}},
+            "OutputParameters": [{"OutputName": "Passed"}, {"OutputName": "Message"}],
+        },
+        {
+            "Name": "Decide",
+            "Type": "Condition",
+            "Arguments": {
+                "Conditions": [{"Type": "Equals", "RightValue": True,
+                                "LeftValue": {"Get": "Steps.Check.OutputParameters['Passed']"}}],
+                "IfSteps": [REGISTER],
+                "ElseSteps": [FAIL],
+            },
+        },
+    ],
+}  # fmt: skip
+CHECK = "arn:aws:lambda:us-east-1:111122223333:function:check"
+
+
+def executor(
+    tmp_path: Path, parameters: dict[str, Any] | None = None, **overrides: Any
+) -> tuple[LocalExecutor, list[dict[str, Any]]]:
+    """An executor whose check function passes ranks up to 32, and the arguments it got."""
+    calls: list[dict[str, Any]] = []
+
+    def check(arguments: dict[str, Any]) -> dict[str, Any]:
+        calls.append(arguments)
+        passed = arguments["Rank"] <= 32
+        return {"Passed": passed, "Message": "fits" if passed else "too large"}
+
+    definition = overrides.pop("definition", DEFINITION)
+    options: dict[str, Any] = {
+        "mirror": S3Mirror(tmp_path / "s3"), "jobs_root": tmp_path / "jobs",
+        "registry": LocalRegistry(tmp_path / "registry.sqlite", "adapters"),
+        "parameters": parameters, "pipeline_name": "peftops-dev", "functions": {CHECK: check},
+        "log": lambda line: None,
+    } | overrides  # fmt: skip
+    return LocalExecutor(definition, **options), calls
+
+
+def test_a_passing_check_registers_with_the_parameters_resolved(tmp_path: Path) -> None:
+    run, calls = executor(tmp_path, {"LoraRank": "8"})  # as the CLI passes it: text
+    result = run.execute()
+    assert result.status == "Succeeded" and result.failure == ""
+    assert re.fullmatch(r"local-\d{8}-\d{6}-[0-9a-f]{6}", result.execution_id)
+    assert calls == [{"Rank": 8, "Run": result.execution_id, "Pipeline": "peftops-dev"}]
+    assert [(s.name, s.type, s.status, s.detail) for s in result.steps] == [
+        ("Check", "Lambda", "Succeeded", "fits"),
+        ("Decide", "Condition", "Succeeded", "outcome True"),
+        ("Register", "RegisterModel", "Succeeded", "version 1 (PendingManualApproval)"),
+    ]
+    registered = result.registered
+    assert registered is not None and registered.version == 1
+    assert (registered.description, registered.metadata) == (
+        "rank 8",
+        {"lora_r": "8", "label": "weekly"},
+    )
+    assert registered.model_data_url == "s3://bucket/runs/model.tar.gz"
+    assert registered.artifact_root == str(tmp_path / "s3")
+    assert run.scope.properties["Register"] == {"ModelPackageArn": registered.arn}
+
+
+def test_a_failing_check_takes_the_else_branch_and_fails_with_its_message(tmp_path: Path) -> None:
+    run, _ = executor(tmp_path, {"LoraRank": 64, "Strict": "true"})
+    result = run.execute()
+    message = "rank 64 refused: too large strict true"
+    assert (result.status, result.failure, result.registered) == (
+        "Failed",
+        f"Refuse: {message}",
+        None,
+    )
+    assert [(s.name, s.status, s.detail) for s in result.steps] == [
+        ("Check", "Succeeded", "too large"),
+        ("Decide", "Succeeded", "outcome False"),
+        ("Refuse", "Failed", message),
+    ]
+
+
+def test_defaults_stand_for_parameters_not_given(tmp_path: Path) -> None:
+    run, calls = executor(tmp_path)
+    assert run.execute().status == "Succeeded"
+    assert calls[0]["Rank"] == 16
+    assert run.scope.parameters == {"LoraRank": 16, "Strict": False, "Label": "weekly"}
+
+
+def test_two_executors_of_one_definition_are_two_executions(tmp_path: Path) -> None:
+    first, _ = executor(tmp_path)
+    second, _ = executor(tmp_path)
+    assert first.execution_id != second.execution_id
+    assert first.scope.execution == {
+        "PipelineExecutionId": first.execution_id,
+        "PipelineName": "peftops-dev",
+        "PipelineExecutionArn": f"local:{first.execution_id}",
+    }
+    assert (first.jobs.jobs_root, first.jobs.job_suffix) == (
+        tmp_path / "jobs" / first.execution_id,
+        first.execution_id,
+    )
+
+
+def failing(arguments: dict[str, Any]) -> dict[str, Any]:
+    raise RuntimeError("the registry is unreachable")
+
+
+@pytest.mark.parametrize(
+    ("functions", "failure"),
+    [
+        ({CHECK: failing}, "step Check failed: the registry is unreachable"),
+        ({CHECK: lambda arguments: {"Passed": True}}, "step Check: the function returned no ['Message']"),
+    ],
+)  # fmt: skip
+def test_a_function_that_fails_or_returns_too_little_fails_its_step(
+    tmp_path: Path, functions: dict[str, Any], failure: str
+) -> None:
+    run, _ = executor(tmp_path, functions=functions)
+    result = run.execute()
+    assert (result.status, result.failure) == ("Failed", failure)
+    assert [(s.name, s.status) for s in result.steps] == [("Check", "Failed")]
+
+
+def test_a_step_the_runner_does_not_know_stops_the_run_by_name(tmp_path: Path) -> None:
+    unknown = DEFINITION | {"Steps": [{"Name": "Transform", "Type": "Transform", "Arguments": {}}]}
+    run, _ = executor(tmp_path, definition=unknown)
+    with pytest.raises(UnsupportedConstructError) as refused:
+        run.execute()
+    assert (
+        str(refused.value) == "step Transform: type Transform is not supported by the local runner"
+    )
+    no_function = executor(tmp_path, functions={})[0]
+    with pytest.raises(UnsupportedConstructError) as missing:
+        no_function.execute()
+    assert str(missing.value) == f"step Check: no local function for {CHECK}"
