@@ -1,0 +1,203 @@
+"""A local job laid out as SageMaker lays out its container (pipelines/local/jobs.py), run
+with tiny real scripts: a FrameworkProcessor job's inputs, code, arguments, environment and
+outputs; a ModelTrainer job's channels, hyperparameters, checkpoints and model.tar.gz; and a
+failing job named by its step, its last error line and its log."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.local.errors import StepFailedError, UnsupportedConstructError
+from pipelines.local.jobs import LOG_FILE, JobRunner
+from pipelines.local.s3_mirror import S3Mirror
+
+# Writes what the job saw (arguments, environment, input files) into its output folder.
+PROCESS = """
+import json, os, sys
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+seen = {"argv": sys.argv[1:], "env": os.environ.get("TASK_NAME"), "cwd": os.getcwd(),
+        "data": sorted(p.name for p in Path(sys.argv[sys.argv.index("--data") + 1]).iterdir())}
+(out / "seen.json").write_text(json.dumps(seen))
+print("progress line"); print("worth it: 50%")
+"""
+TRAIN = """
+import json, os, sys
+from pathlib import Path
+model = Path(os.environ["SM_MODEL_DIR"])
+restored = sorted(p.name for p in Path(sys.argv[sys.argv.index("--checkpoints") + 1]).iterdir())
+Path(sys.argv[sys.argv.index("--checkpoints") + 1], "step-2").write_text("new")
+(model / "adapter.json").write_text(json.dumps({
+    "argv": sys.argv[1:], "train": sorted(os.listdir(os.environ["SM_CHANNEL_TRAIN"])),
+    "gpus": os.environ["SM_NUM_GPUS"], "host": os.environ["SM_CURRENT_HOST"],
+    "restored": restored, "output": os.environ["SM_OUTPUT_DATA_DIR"]}))
+"""
+FAILS = """
+import sys
+print("loading"); print("ValueError: the rank must be positive"); print("cleaning up")
+sys.exit(3)
+"""
+
+
+def code_archive(mirror: S3Mirror, key: str, script: str) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = script.encode()
+        info = tarfile.TarInfo("job.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    mirror.put("bucket", f"{key}/sourcedir.tar.gz", buffer.getvalue())
+
+
+def processing_request(**arguments: Any) -> dict[str, Any]:
+    def input_(name: str, uri: str, path: str) -> dict[str, Any]:
+        return {"InputName": name, "S3Input": {"S3Uri": uri, "LocalPath": path}}
+
+    return {
+        "ProcessingInputs": [
+            input_("code", "s3://bucket/code", "/opt/ml/processing/input/code"),
+            input_("entrypoint", "s3://bucket/entry", "/opt/ml/processing/input/entrypoint"),
+            input_("data", "s3://bucket/data", "/opt/ml/processing/input/data"),
+        ],
+        "AppSpecification": {"ContainerArguments": [
+            "--data", "/opt/ml/processing/input/data", "--out", "/opt/ml/processing/output/report",
+            "--name", "literal", *arguments.get("extra", []),
+        ]},
+        "Environment": {"TASK_NAME": "dialogue-summary"},
+        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "report", "S3Output": {
+            "S3Uri": "s3://bucket/runs/report", "LocalPath": "/opt/ml/processing/output/report",
+        }}]},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> tuple[JobRunner, list[str]]:
+    shown: list[str] = []
+    mirror = S3Mirror(tmp_path / "s3")
+    return (
+        JobRunner(mirror, tmp_path / "jobs", "exec1", shown.append, lambda line: "worth" in line),
+        shown,
+    )
+
+
+def test_a_processing_job_sees_its_inputs_arguments_and_environment_as_in_its_container(
+    runner: tuple[JobRunner, list[str]], tmp_path: Path
+) -> None:
+    jobs, shown = runner
+    code_archive(jobs.mirror, "code", PROCESS)
+    jobs.mirror.put("bucket", "entry/runproc.sh", b'#!/bin/bash\npython3 job.py "$@"\n')
+    jobs.mirror.put("bucket", "data/train.jsonl", b"{}")
+    result = jobs.processing("Preprocess", processing_request())
+    job_dir = tmp_path / "jobs" / "Preprocess"
+    container = job_dir / "container" / "opt" / "ml" / "processing"
+    seen = json.loads(jobs.mirror.get("bucket", "runs/report/seen.json"))
+    assert seen == {
+        "argv": ["--data", str(container / "input/data"), "--out", str(container / "output/report"),
+                 "--name", "literal"],
+        "env": "dialogue-summary", "cwd": str(container / "input/code"), "data": ["train.jsonl"],
+    }  # fmt: skip
+    assert result.properties == {
+        "ProcessingJobName": "preprocess-exec1",
+        "ProcessingOutputConfig.Outputs['report'].S3Output.S3Uri": "s3://bucket/runs/report",
+    }
+    assert result.outputs == {"report": container / "output/report"}
+    log = (job_dir / LOG_FILE).read_text().splitlines()
+    # Through job_process, which ends the job when the runner is gone (test_local_jobs.py).
+    assert (
+        log[0]
+        == f"$ {sys.executable} -m pipelines.local.job_process job.py {' '.join(seen['argv'])}"
+    )
+    assert "progress line" in log
+    assert shown[1:] == ["  [Preprocess] worth it: 50%"]  # after the command line
+
+
+def test_a_training_job_gets_its_channels_hyperparameters_and_checkpoints_and_packs_its_model(
+    runner: tuple[JobRunner, list[str]], tmp_path: Path
+) -> None:
+    jobs, _ = runner
+    code_archive(jobs.mirror, "train/code", TRAIN)
+    jobs.mirror.put(
+        "bucket",
+        "train/sm_drivers/sourcecode.json",
+        json.dumps({"entry_script": "job.py"}).encode(),
+    )
+    jobs.mirror.put("bucket", "splits/train/train.jsonl", b"{}")
+    jobs.mirror.put("bucket", "ckpt/step-1", b"old")  # what an earlier attempt left
+    channel = {"ChannelName": "train",
+               "DataSource": {"S3DataSource": {"S3Uri": "s3://bucket/splits/train"}}}  # fmt: skip
+    request = {
+        "InputDataConfig": [
+            channel,
+            {"ChannelName": "code", "DataSource": {"S3DataSource": {"S3Uri": "s3://bucket/train/code"}}},
+            {"ChannelName": "sm_drivers",
+             "DataSource": {"S3DataSource": {"S3Uri": "s3://bucket/train/sm_drivers"}}},
+        ],
+        "HyperParameters": {"lora-r": "16", "checkpoints": "/opt/ml/checkpoints"},
+        "CheckpointConfig": {"S3Uri": "s3://bucket/ckpt", "LocalPath": "/opt/ml/checkpoints"},
+        "OutputDataConfig": {"S3OutputPath": "s3://bucket/models/"},
+    }  # fmt: skip
+    result = jobs.training("TrainAdapter", request)
+    container = tmp_path / "jobs" / "TrainAdapter" / "container" / "opt" / "ml"
+    artifact = "s3://bucket/models/trainadapter-exec1/output/model.tar.gz"
+    assert result.properties == {
+        "ModelArtifacts.S3ModelArtifacts": artifact,
+        "TrainingJobName": "trainadapter-exec1",
+    }
+    with tarfile.open(jobs.mirror.path(artifact)) as tar:
+        assert tar.getnames() == ["adapter.json"]
+        written = json.loads(tar.extractfile("adapter.json").read())  # type: ignore[union-attr]
+    assert written == {
+        "argv": ["--lora-r", "16", "--checkpoints", str(container / "checkpoints")],
+        "train": ["train.jsonl"], "gpus": "0", "host": "algo-1", "restored": ["step-1"],
+        "output": str(container / "output/data"),
+    }  # fmt: skip
+    # Checkpoints moved back to S3 (the job's storage ends with the job), the old one kept.
+    assert jobs.mirror.list_keys("bucket", "ckpt/") == ["ckpt/step-1", "ckpt/step-2"]
+    assert not (container / "checkpoints").exists()
+
+
+def test_a_failing_job_names_its_step_its_last_error_line_and_its_log(
+    runner: tuple[JobRunner, list[str]], tmp_path: Path
+) -> None:
+    jobs, _ = runner
+    code_archive(jobs.mirror, "code", FAILS)
+    jobs.mirror.put("bucket", "entry/runproc.sh", b'python3 job.py "$@"\n')
+    jobs.mirror.put("bucket", "data/train.jsonl", b"{}")
+    with pytest.raises(StepFailedError) as failed:
+        jobs.processing("Preprocess", processing_request())
+    log = tmp_path / "jobs" / "Preprocess" / LOG_FILE
+    assert str(failed.value) == (
+        f"step Preprocess failed: ValueError: the rank must be positive (full log: {log})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"ProcessingInputs": []}, "step Preprocess: only FrameworkProcessor jobs (code + "
+         "runproc.sh entrypoint) are supported locally"),
+        ({"entrypoint": b"exec java -jar job.jar\n"},
+         "step Preprocess: cannot find the script in its runproc.sh"),
+        ({"ProcessingOutputConfig": {"Outputs": [{"OutputName": "report", "S3Output": {
+            "S3Uri": "s3://bucket/r", "LocalPath": "/tmp/report"}}]}},
+         "container path /tmp/report is outside /opt/ml"),
+    ],
+)  # fmt: skip
+def test_a_job_the_runner_cannot_lay_out_is_refused_by_name(
+    runner: tuple[JobRunner, list[str]], change: dict[str, Any], refusal: str
+) -> None:
+    jobs, _ = runner
+    code_archive(jobs.mirror, "code", PROCESS)
+    entrypoint = change.pop("entrypoint", b'python3 job.py "$@"\n')
+    jobs.mirror.put("bucket", "entry/runproc.sh", entrypoint)
+    jobs.mirror.put("bucket", "data/train.jsonl", b"{}")
+    with pytest.raises(UnsupportedConstructError) as refused:
+        jobs.processing("Preprocess", processing_request() | change)
+    assert str(refused.value) == refusal
