@@ -1,0 +1,168 @@
+"""One base model and a LoRA adapter per task (pipelines/serving/adapters.py), on a tiny
+random Llama with two random-weight adapters: a mixed batch answers each row as that row
+alone, each row stops at its own limit, and every request the model cannot take is refused in
+its own words before it generates."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from pipelines.serving.adapters import (
+    AdapterModel,
+    Request,
+    ServingError,
+    UnknownTaskError,
+    row_ends,
+    smoke_test,
+    unpack_adapter,
+)
+
+BASE = "base"
+TASKS = ("notes", "summary")
+
+
+def save_adapter(base_dir: Path, target: Path, seed: int) -> Path:
+    """A LoRA adapter with random B (peft starts B at zero, which would change nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def served(tiny_causal: Path, tmp_path_factory: pytest.TempPathFactory) -> AdapterModel:
+    root = tmp_path_factory.mktemp("adapters")
+    adapters = {
+        task: save_adapter(tiny_causal, root / task, seed) for seed, task in enumerate(TASKS)
+    }
+    return AdapterModel(str(tiny_causal), adapters)
+
+
+def ask(task: str, text: str, tokens: int = 6) -> Request:
+    return Request(task, [{"role": "user", "content": text}], tokens)
+
+
+def test_a_mixed_batch_answers_each_row_as_that_row_alone(served: AdapterModel) -> None:
+    rows = [
+        ask("notes", "the meeting moved to friday"),
+        ask("summary", "a longer dialogue about a report due soon", tokens=3),
+        ask(BASE, "the meeting moved to friday"),
+        ask("notes", "short"),
+    ]
+    together = served.generate(rows)
+    alone = [served.generate([row])[0] for row in rows]
+    assert together == alone
+    for answer, row in zip(together, rows, strict=True):
+        # Cut at its limit ("length"), or ended by its end-of-text ("stop") before it.
+        assert answer.new_tokens <= row.max_new_tokens
+        assert answer.finish_reason == "stop" or answer.new_tokens == row.max_new_tokens
+    # Each task's adapter answers otherwise than the other task's and than the base model.
+    same_text = [served.generate([ask(task, "the meeting moved to friday", 8)])[0] for task in
+                 (*TASKS, BASE)]  # fmt: skip
+    assert len({a.text for a in same_text}) == 3
+
+
+def test_a_row_stops_at_its_own_limit_or_when_its_client_is_gone() -> None:
+    import torch
+
+    gone = [threading.Event(), threading.Event(), threading.Event()]
+    ends = row_ends(prompt_length=4, limits=[1, 3, 3], gone=gone)
+    after_one = torch.zeros((3, 5), dtype=torch.long)
+    assert ends(after_one, None).tolist() == [True, False, False]
+    gone[2].set()
+    assert ends(after_one, None).tolist() == [True, False, True]
+    after_three = torch.zeros((3, 7), dtype=torch.long)
+    assert ends(after_three, None).tolist() == [True, True, True]
+    assert row_ends(4, [2], [])(torch.zeros((1, 5), dtype=torch.long), None).tolist() == [False]
+
+
+def test_a_task_no_adapter_serves_is_an_error_not_the_base_models_answer(
+    served: AdapterModel,
+) -> None:
+    with pytest.raises(UnknownTaskError) as unknown:
+        served.generate([ask("notes", "x"), ask("tickets", "y")])
+    assert str(unknown.value) == (
+        "no adapter serves task 'tickets'; served: notes, summary (and 'base', the base model)"
+    )
+    assert smoke_test(served, "tickets", {"messages": [{"role": "user", "content": "y"}]}) == (
+        False,
+        "smoke test failed: UnknownTaskError: no adapter serves task 'tickets'; served: notes, "
+        "summary (and 'base', the base model)",
+    )
+
+
+def test_the_model_reads_at_most_its_context_and_its_limits_derive_from_it(
+    served: AdapterModel,
+) -> None:
+    longest = max(map(len, served.tokenizer.get_vocab()))
+    assert served.max_context == 1024  # the tiny model's 1,024 positions, the task maximum
+    assert served.max_prompt_chars == 1024 * longest
+    assert served.tasks == TASKS and set(served.specs) == set(TASKS)
+
+
+def test_a_prompt_the_model_cannot_take_is_refused_in_its_own_words(
+    served: AdapterModel,
+) -> None:
+    def refusal(request: Request) -> str:
+        with pytest.raises(ServingError) as refused:
+            served.prompt(request)
+        return str(refused.value)
+
+    too_long = "x" * (served.max_prompt_chars + 1)
+    assert refusal(ask("notes", too_long)) == (
+        f"this endpoint reads at most 1024 tokens of prompt and answer, which messages of over "
+        f"{served.max_prompt_chars} characters cannot fit; the request's messages hold "
+        f"{served.max_prompt_chars + 1} characters: shorten them"
+    )
+    assert refusal(ask("notes", "please </s> stop")) == (
+        "the user turn spells the control token '</s>'; an LMI endpoint would read it as one, "
+        "training read it as text: remove it"
+    )
+    ids = served.prompt(ask("notes", "the meeting moved to friday", tokens=1))
+    asked = len(ids) + 1024
+    assert refusal(ask("notes", "the meeting moved to friday", tokens=1024)) == (
+        f"this endpoint reads at most 1024 tokens of prompt and answer; the request asks for "
+        f"{asked} ({len(ids)} in the messages, 1024 in the answer): shorten the messages or "
+        "max_tokens"
+    )
+    assert served.prompt(ask("notes", "the meeting moved to friday", tokens=1024 - len(ids)))
+
+
+def test_the_base_models_name_is_not_a_task(tiny_causal: Path) -> None:
+    with pytest.raises(ServingError) as refused:
+        AdapterModel(str(tiny_causal), {BASE: tiny_causal})
+    assert str(refused.value) == "'base' names the base model; a task cannot be called so"
+
+
+def test_an_adapter_is_unpacked_from_its_model_archive_or_read_as_a_folder(
+    served: AdapterModel, tmp_path: Path, tiny_causal: Path
+) -> None:
+    folder = save_adapter(tiny_causal, tmp_path / "adapter", seed=3)
+    assert unpack_adapter(folder, tmp_path) == folder
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in folder.iterdir():
+            tar.add(path, arcname=path.name)
+    unpacked = unpack_adapter(archive, tmp_path)
+    assert unpacked.parent == tmp_path and unpacked.name.startswith("adapter-")
+    assert sorted(p.name for p in unpacked.iterdir()) == sorted(p.name for p in folder.iterdir())
+    with pytest.raises(ServingError) as missing:
+        unpack_adapter(tmp_path / "absent.tar.gz", tmp_path)
+    assert str(missing.value) == f"adapter artifact {tmp_path / 'absent.tar.gz'} does not exist"
+    other = tmp_path / "other.tar.gz"
+    with tarfile.open(other, "w:gz") as tar:
+        info = tarfile.TarInfo("weights.bin")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(ServingError) as not_peft:
+        unpack_adapter(other, tmp_path)
+    assert str(not_peft.value) == f"{other} holds no adapter_config.json: not a peft adapter"
