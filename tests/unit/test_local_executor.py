@@ -69,6 +69,11 @@ DEFINITION = {
     ],
 }  # fmt: skip
 CHECK = "arn:aws:lambda:us-east-1:111122223333:function:check"
+CLUSTER = {
+    "ProcessingResources": {
+        "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
+    }
+}
 
 
 def executor(
@@ -184,3 +189,86 @@ def test_a_step_the_runner_does_not_know_stops_the_run_by_name(tmp_path: Path) -
     with pytest.raises(UnsupportedConstructError) as missing:
         no_function.execute()
     assert str(missing.value) == f"step Check: no local function for {CHECK}"
+
+
+def test_a_processing_step_runs_its_job_reads_its_property_file_and_is_reused_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    """The same definition twice over one mirror and cache: the first execution runs the job
+    and reads the report it wrote as its property file; the second reuses the first's job (its
+    properties, its outputs where they are in the mirror) and reads the same report."""
+    from pipelines.local.step_cache import StepCache, cache_key
+    from tests.unit.test_local_job_layout import PROCESS, code_archive, processing_request
+
+    mirror = S3Mirror(tmp_path / "s3")
+    code_archive(mirror, "code", PROCESS)
+    mirror.put("bucket", "entry/runproc.sh", b'python3 job.py "$@"\n')
+    mirror.put("bucket", "data/train.jsonl", b"{}")
+    step = {
+        "Name": "Preprocess",
+        "Type": "Processing",
+        "Arguments": processing_request() | CLUSTER,
+        "CacheConfig": {"Enabled": True, "ExpireAfter": "P1D"},
+        "PropertyFiles": [
+            {"PropertyFileName": "Seen", "OutputName": "report", "FilePath": "seen.json"}
+        ],
+    }
+    gate = {
+        "Name": "Seen",
+        "Type": "Condition",
+        "Arguments": {
+            "Conditions": [{"Type": "Equals", "RightValue": "dialogue-summary", "LeftValue": {
+                "Std:JsonGet": {"PropertyFile": {"Get": "Steps.Preprocess.PropertyFiles.Seen"},
+                                "Path": "env"}}}],
+            "IfSteps": [],
+            "ElseSteps": [{"Name": "Stop", "Type": "Fail", "Arguments": {"ErrorMessage": "no"}}],
+        },
+    }  # fmt: skip
+    definition = {"Version": "2020-12-01", "Parameters": [], "Steps": [step, gate]}
+    cache = StepCache(tmp_path / "cache", "peftops-dev")
+    runs = [
+        executor(tmp_path, definition=definition, mirror=mirror, cache=cache)[0].execute()
+        for _ in range(2)
+    ]
+    first, second = runs
+    assert [r.status for r in runs] == ["Succeeded", "Succeeded"]
+    assert first.steps[0].detail == ""
+    assert second.steps[0].detail == f"cache hit: the job of {first.execution_id}"
+    job_name = f"preprocess-{first.execution_id}"
+    for run in runs:
+        (report,) = run.property_files
+        assert (report.step, report.name, report.document["env"]) == (
+            "Preprocess", "Seen", "dialogue-summary",
+        )  # fmt: skip
+    assert first.property_files[0].path.parent == (
+        tmp_path / "jobs" / first.execution_id / "Preprocess" / "container" / "opt" / "ml"
+        / "processing" / "output" / "report"
+    )  # fmt: skip
+    assert second.property_files[0].path == mirror.path("s3://bucket/runs/report/seen.json")
+    assert not (tmp_path / "jobs" / second.execution_id / "Preprocess").exists()
+    hit = cache.lookup("Preprocess", cache_key("Processing", step["Arguments"]), "P1D")
+    assert hit is not None and hit.properties["ProcessingJobName"] == job_name
+
+
+def test_a_job_that_writes_no_property_file_fails_its_step(tmp_path: Path) -> None:
+    from tests.unit.test_local_job_layout import PROCESS, code_archive, processing_request
+
+    mirror = S3Mirror(tmp_path / "s3")
+    code_archive(mirror, "code", PROCESS)
+    mirror.put("bucket", "entry/runproc.sh", b'python3 job.py "$@"\n')
+    mirror.put("bucket", "data/train.jsonl", b"{}")
+    step = {
+        "Name": "Preprocess",
+        "Type": "Processing",
+        "Arguments": processing_request() | CLUSTER,
+        "PropertyFiles": [
+            {"PropertyFileName": "Report", "OutputName": "report", "FilePath": "report.json"}
+        ],
+    }
+    definition = {"Version": "2020-12-01", "Parameters": [], "Steps": [step]}
+    result = executor(tmp_path, definition=definition, mirror=mirror)[0].execute()
+    assert (result.status, result.failure) == (
+        "Failed",
+        "step Preprocess did not write its property file report.json",
+    )
+    assert [(s.name, s.status) for s in result.steps] == [("Preprocess", "Failed")]
