@@ -187,13 +187,13 @@ class JobRunner:
             raise UnsupportedConstructError(
                 f"step {step_name}: only entry-script training jobs are supported locally"
             )
-        checkpoint = args.get("CheckpointConfig")
-        local_checkpoints = None
-        if checkpoint:
-            local_checkpoints = self.container_path(job_dir, checkpoint["LocalPath"])
-            if self.mirror.path(checkpoint["S3Uri"]).exists():
-                # What SageMaker restores at job start.
-                self.mirror.download(checkpoint["S3Uri"], local_checkpoints)
+        checkpoint = args.get("CheckpointConfig") or {}
+        local_checkpoints = (
+            self.container_path(job_dir, checkpoint["LocalPath"]) if checkpoint else None
+        )
+        if local_checkpoints is not None and self.mirror.path(checkpoint["S3Uri"]).exists():
+            # What SageMaker restores at job start.
+            self.mirror.download(checkpoint["S3Uri"], local_checkpoints)
         model_dir = self.container_path(job_dir, "/opt/ml/model")
         output_dir = self.container_path(job_dir, "/opt/ml/output/data")
         model_dir.mkdir(parents=True)
@@ -215,7 +215,7 @@ class JobRunner:
             env=env,
             log=job_dir / LOG_FILE,
         )
-        if checkpoint and local_checkpoints is not None:
+        if local_checkpoints is not None:
             # Moved, not copied: the job's storage ends with the job, as on SageMaker, and a
             # full fine-tune's checkpoints (optimizer state included) are not kept twice.
             self.mirror.move_in(local_checkpoints, checkpoint["S3Uri"])

@@ -6,6 +6,7 @@ its own words before it generates."""
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from pipelines.serving.adapters import (
     AdapterModel,
+    Answer,
     Request,
     ServingError,
     UnknownTaskError,
@@ -166,3 +168,29 @@ def test_an_adapter_is_unpacked_from_its_model_archive_or_read_as_a_folder(
     with pytest.raises(ServingError) as not_peft:
         unpack_adapter(other, tmp_path)
     assert str(not_peft.value) == f"{other} holds no adapter_config.json: not a peft adapter"
+
+
+def test_a_smoke_test_passes_on_an_answer_with_text_and_says_how_long_it_took(
+    served: AdapterModel,
+) -> None:
+    passed, detail = smoke_test(served, "notes", {"messages": [{"role": "user", "content": "hi"}]})
+    match = re.fullmatch(r"smoke test passed: (\d+) tokens in (\d+\.\d) s", detail)
+    assert passed and match is not None
+    assert int(match[1]) == 16  # the random adapter never ends its answer early
+    assert 0 <= float(match[2]) < 60
+
+
+class Silent:
+    """A served model whose adapter answers with no text (the real model's interface)."""
+
+    def generate(self, requests: list[Request]) -> list[Answer]:
+        assert [r.messages for r in requests] == [[{"role": "user", "content": "hi"}]]
+        return [Answer(text="", new_tokens=1)]
+
+
+def test_a_smoke_test_fails_on_an_answer_without_text() -> None:
+    request = {"messages": [{"role": "user", "content": "hi"}]}
+    assert smoke_test(Silent(), "notes", request) == (  # type: ignore[arg-type]
+        False,
+        "smoke test failed: the adapter generated no text",
+    )

@@ -32,12 +32,14 @@ TRAIN = """
 import json, os, sys
 from pathlib import Path
 model = Path(os.environ["SM_MODEL_DIR"])
+print("worth it: epoch 1")
 restored = sorted(p.name for p in Path(sys.argv[sys.argv.index("--checkpoints") + 1]).iterdir())
 Path(sys.argv[sys.argv.index("--checkpoints") + 1], "step-2").write_text("new")
 (model / "adapter.json").write_text(json.dumps({
     "argv": sys.argv[1:], "train": sorted(os.listdir(os.environ["SM_CHANNEL_TRAIN"])),
     "gpus": os.environ["SM_NUM_GPUS"], "host": os.environ["SM_CURRENT_HOST"],
-    "restored": restored, "output": os.environ["SM_OUTPUT_DATA_DIR"]}))
+    "restored": restored, "output": os.environ["SM_OUTPUT_DATA_DIR"], "cwd": os.getcwd(),
+    "task": os.environ.get("TASK_NAME")}))
 """
 FAILS = """
 import sys
@@ -121,7 +123,7 @@ def test_a_processing_job_sees_its_inputs_arguments_and_environment_as_in_its_co
 def test_a_training_job_gets_its_channels_hyperparameters_and_checkpoints_and_packs_its_model(
     runner: tuple[JobRunner, list[str]], tmp_path: Path
 ) -> None:
-    jobs, _ = runner
+    jobs, shown = runner
     code_archive(jobs.mirror, "train/code", TRAIN)
     jobs.mirror.put(
         "bucket",
@@ -141,11 +143,12 @@ def test_a_training_job_gets_its_channels_hyperparameters_and_checkpoints_and_pa
         ],
         "HyperParameters": {"lora-r": "16", "checkpoints": "/opt/ml/checkpoints"},
         "CheckpointConfig": {"S3Uri": "s3://bucket/ckpt", "LocalPath": "/opt/ml/checkpoints"},
-        "OutputDataConfig": {"S3OutputPath": "s3://bucket/models/"},
+        "Environment": {"TASK_NAME": "dialogue-summary"},
+        "OutputDataConfig": {"S3OutputPath": "s3://bucket/models-X/"},
     }  # fmt: skip
     result = jobs.training("TrainAdapter", request)
     container = tmp_path / "jobs" / "TrainAdapter" / "container" / "opt" / "ml"
-    artifact = "s3://bucket/models/trainadapter-exec1/output/model.tar.gz"
+    artifact = "s3://bucket/models-X/trainadapter-exec1/output/model.tar.gz"
     assert result.properties == {
         "ModelArtifacts.S3ModelArtifacts": artifact,
         "TrainingJobName": "trainadapter-exec1",
@@ -156,8 +159,11 @@ def test_a_training_job_gets_its_channels_hyperparameters_and_checkpoints_and_pa
     assert written == {
         "argv": ["--lora-r", "16", "--checkpoints", str(container / "checkpoints")],
         "train": ["train.jsonl"], "gpus": "0", "host": "algo-1", "restored": ["step-1"],
-        "output": str(container / "output/data"),
+        "output": str(container / "output/data"), "task": "dialogue-summary",
+        "cwd": str(tmp_path / "jobs" / "TrainAdapter" / "code"),
     }  # fmt: skip
+    assert result.outputs == {"model": container / "model"}
+    assert shown[1:] == ["  [TrainAdapter] worth it: epoch 1"]
     # Checkpoints moved back to S3 (the job's storage ends with the job), the old one kept.
     assert jobs.mirror.list_keys("bucket", "ckpt/") == ["ckpt/step-1", "ckpt/step-2"]
     assert not (container / "checkpoints").exists()
@@ -201,3 +207,46 @@ def test_a_job_the_runner_cannot_lay_out_is_refused_by_name(
     with pytest.raises(UnsupportedConstructError) as refused:
         jobs.processing("Preprocess", processing_request() | change)
     assert str(refused.value) == refusal
+
+
+def training_code(jobs: JobRunner, entry_script: str = "job.py") -> list[dict[str, Any]]:
+    """The code and driver channels of a ModelTrainer job."""
+    code_archive(jobs.mirror, "train/code", TRAIN)
+    source = json.dumps({"entry_script": entry_script}).encode()
+    jobs.mirror.put("bucket", "train/sm_drivers/sourcecode.json", source)
+    return [
+        {
+            "ChannelName": name,
+            "DataSource": {"S3DataSource": {"S3Uri": f"s3://bucket/train/{name}"}},
+        }
+        for name in ("code", "sm_drivers")
+    ]
+
+
+def test_a_training_job_the_runner_cannot_lay_out_is_refused_by_name(
+    runner: tuple[JobRunner, list[str]],
+) -> None:
+    jobs, _ = runner
+    output = {"OutputDataConfig": {"S3OutputPath": "s3://bucket/models"}}
+    with pytest.raises(UnsupportedConstructError) as no_code:
+        jobs.training("TrainAdapter", output)  # no channels at all
+    assert str(no_code.value).startswith("no sourcedir.tar.gz in the code input (")
+    channels = training_code(jobs, entry_script="")
+    with pytest.raises(UnsupportedConstructError) as no_script:
+        jobs.training("TrainAdapter", output | {"InputDataConfig": channels})
+    assert str(no_script.value) == (
+        "step TrainAdapter: only entry-script training jobs are supported locally"
+    )
+
+
+def test_an_adapter_archive_cannot_write_outside_its_folder(tmp_path: Path) -> None:
+    from pipelines.serving.adapters import unpack_adapter
+
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        tar.addfile(info, io.BytesIO(b""))
+    (tmp_path / "into").mkdir()
+    with pytest.raises(tarfile.FilterError):
+        unpack_adapter(archive, tmp_path / "into")
+    assert not (tmp_path / "escaped.txt").exists()

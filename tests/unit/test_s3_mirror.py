@@ -115,6 +115,11 @@ def test_checkpoints_move_in_replacing_what_is_there_and_leave_no_source(tmp_pat
         "ckpt/step-1/state.pt": b"new", "ckpt/step-2/state.pt": b"two",
     }  # fmt: skip
     assert not source.exists()
+    fresh = tmp_path / "fresh"
+    (fresh / "step-1" / "optimizer").mkdir(parents=True)
+    (fresh / "step-1" / "optimizer" / "state.pt").write_bytes(b"o")
+    mirror.move_in(fresh, "s3://bucket/new/prefix")  # nothing there yet: folders made
+    assert mirror.get("bucket", "new/prefix/step-1/optimizer/state.pt") == b"o"
 
 
 def test_staged_assets_land_under_their_bucket_by_key(tmp_path: Path) -> None:
