@@ -252,14 +252,15 @@ class Deployer:
     # --- the registry -------------------------------------------------------------------
 
     def record(self, package: dict[str, Any], status: str, action: str, why: str) -> None:
-        cycle = package.get("ModelLifeCycle", {})
-        approval = package["ModelApprovalStatus"]
-        stage = cycle.get("Stage", self.settings.stage)
+        """The version's outcome in this stage: only versions of this stage are recorded (one
+        pending here, or one deployed here that retires)."""
+        stage = self.settings.stage
+        approval = package.get("ModelApprovalStatus", "")
         decision = lifecycle.Decision(
             at=self.clock(),
             who=DEPLOYER,
             action=action,
-            before=lifecycle.state(approval, stage, cycle.get("StageStatus", "")),
+            before=lifecycle.state(approval, stage, package["ModelLifeCycle"]["StageStatus"]),
             after=lifecycle.state(approval, stage, status),
             why=why,
         )

@@ -496,7 +496,11 @@ def test_a_component_still_being_deleted_fails_the_attempt_and_is_left_alone(cli
     records(sm, 2)
     run, _ = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
-    assert outcome["outcome"] == "failed" and "still being deleted" in outcome["detail"]
+    assert outcome == {
+        "outcome": "failed",
+        "detail": f"component {COMPONENT} of an earlier attempt is still being deleted; "
+        "promote the version again once it is gone",
+    }
     assert sent.updates[0]["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
 
 
@@ -749,6 +753,7 @@ def test_the_versions_retired_are_those_deployed_here_for_the_task_whatever_sear
     records(sm, 2)
     lists(sm, f"{ENDPOINT}-", **{
         f"{TASK_PREFIX}1": "InService", COMPONENT: "InService", f"{TASK_PREFIX}4": "Failed",
+        f"{TASK_PREFIX}5": "InService",
     })  # fmt: skip
     untagged = {
         k: v for k, v in package(6, "Deployed").items() if k != "CustomerMetadataProperties"
@@ -765,6 +770,10 @@ def test_the_versions_retired_are_those_deployed_here_for_the_task_whatever_sear
         if k not in ("ModelLifeCycle", "CustomerMetadataProperties")
     }
     sm.add_response("describe_model_package", bare, {"ModelPackageName": arn(4)})
+    no_metadata = {
+        k: v for k, v in package(5, "Deployed").items() if k != "CustomerMetadataProperties"
+    }
+    sm.add_response("describe_model_package", no_metadata, {"ModelPackageName": arn(5)})
     records(sm, 3)
     sm.add_client_error(
         "delete_inference_component", "ValidationException", "busy",
@@ -774,6 +783,7 @@ def test_the_versions_retired_are_those_deployed_here_for_the_task_whatever_sear
         "delete_inference_component", "ThrottlingException", "slow down",
         expected_params={"InferenceComponentName": f"{TASK_PREFIX}4"},
     )  # fmt: skip
+    deletes(sm, f"{TASK_PREFIX}5")
     run, _ = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
     assert [u["ModelPackageArn"] for u in sent.updates] == [arn(2), arn(3)]
@@ -843,3 +853,79 @@ def test_a_component_described_without_its_specification_yet_is_waited_for(clien
     run, slept = make(sagemaker, runtime)
     assert run.in_service(COMPONENT, NEW_ADAPTER)[0] is True
     assert slept == [15, 15]
+
+
+NOT_PENDING = {k: v for k, v in package(2, "PendingDeployment").items() if k != "ModelLifeCycle"}
+
+
+def test_a_version_never_promoted_is_skipped(clients) -> None:
+    sagemaker, runtime, sm, _ = clients
+    sm.add_response("describe_model_package", NOT_PENDING, {"ModelPackageName": arn(2)})
+    run, _ = make(sagemaker, runtime)
+    assert run.deploy(arn(2)) == {
+        "outcome": "skipped",
+        "detail": f"{arn(2)} is not pending in staging",
+    }
+
+
+def bare(**kept: Any) -> dict[str, Any]:
+    """A pending version with some members removed (None) or replaced."""
+    full = package(2, "PendingDeployment")
+    full = {
+        k: v for k, v in full.items() if k not in ("ModelApprovalStatus", "ModelPackageVersion")
+    }
+    return {k: v for k, v in (full | kept).items() if v is not None}
+
+
+METADATA = package(2, "Deployed")["CustomerMetadataProperties"]
+
+
+@pytest.mark.parametrize(
+    ("described", "why"),
+    [
+        (bare(), "version ? is not approved; only an approved version is deployed"),
+        (bare(ModelApprovalStatus="Approved", ModelPackageVersion=2, CustomerMetadataProperties=None),
+         "version 2 is a unnamed adapter; the endpoint's vLLM serves LoRA adapters only (lora, qlora)"),
+        (bare(ModelApprovalStatus="Approved", ModelPackageVersion=2,
+              CustomerMetadataProperties=METADATA | {"lora_r": "65"}),
+         "version 2 has LoRA rank 65, and the endpoint loads ranks up to 64: raise "
+         "serving.max_lora_rank in cdk.json, or train at a lower LoraRank"),
+        (bare(ModelApprovalStatus="Approved", ModelPackageVersion=2,
+              CustomerMetadataProperties=METADATA | {"lora_r": "64"}), ""),  # at the limit
+        (bare(ModelApprovalStatus="Approved", ModelPackageVersion=2,
+              CustomerMetadataProperties=METADATA | {"peft_method": "lora"}), ""),
+    ],
+)  # fmt: skip
+def test_each_refusal_reads_the_version_as_described_members_absent_or_not(
+    clients, described: dict[str, Any], why: str
+) -> None:
+    sagemaker, runtime, _, _ = clients
+    run, _ = make(sagemaker, runtime)
+    assert run.refusal(described) == why
+
+
+def test_a_version_with_no_metadata_is_refused_and_recorded(clients) -> None:
+    """Whoever set it pending, a version that records nothing about itself is refused, and the
+    refusal is its history's first entry."""
+    sagemaker, runtime, sm, _ = clients
+    sent = Recorder(sagemaker)
+    described = bare(ModelApprovalStatus="Approved", ModelPackageVersion=2,
+                     CustomerMetadataProperties=None)  # fmt: skip
+    sm.add_response("describe_model_package", described, {"ModelPackageName": arn(2)})
+    records(sm, 2)
+    run, _ = make(sagemaker, runtime)
+    assert run.deploy(arn(2))["outcome"] == "refused"
+    (update,) = sent.updates
+    (decision,) = decode_history(update["CustomerMetadataProperties"])
+    assert (decision.action, decision.before, decision.after) == (
+        "refuse", "Approved/staging:PendingDeployment", "Approved/staging:DeploymentFailed",
+    )  # fmt: skip
+
+
+def test_a_failed_component_without_a_reason_says_so_plainly(clients) -> None:
+    sagemaker, runtime, sm, _ = clients
+    sm.add_response(
+        "describe_inference_component", component("Failed"), {"InferenceComponentName": COMPONENT}
+    )
+    run, _ = make(sagemaker, runtime)
+    assert run.in_service(COMPONENT, NEW_ADAPTER) == (False, f"component {COMPONENT} failed: ")
