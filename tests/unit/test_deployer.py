@@ -698,7 +698,11 @@ def test_whatever_fails_after_the_component_starts_the_version_is_not_left_pendi
     records(sm, 2)
     run, _ = make(sagemaker, runtime)
     outcome = run.deploy(arn(2))
-    assert outcome["outcome"] == "failed" and "AccessDenied" in outcome["detail"]
+    assert outcome["outcome"] == "failed"
+    assert outcome["detail"] == (
+        f"{COMPONENT}: AccessDenied: An error occurred (AccessDenied) when calling the "
+        "PutObjectTagging operation: no tagging here"
+    )
     assert sent.updates[0]["ModelLifeCycle"]["StageStatus"] == "DeploymentFailed"
 
 
@@ -724,9 +728,14 @@ def test_a_version_search_does_not_show_yet_is_retired_by_its_component(clients)
     records(sm, 1)
     deletes(sm, OLD_COMPONENT)
     run, _ = make(sagemaker, runtime)
-    assert run.deploy(arn(2))["outcome"] == "deployed"
+    assert run.deploy(arn(2)) == {
+        "outcome": "deployed",
+        "detail": f"smoke test passed on {ENDPOINT}/{COMPONENT}",  # nothing left over
+    }
     assert [u["ModelPackageArn"] for u in sent.updates] == [arn(2), arn(1)]
     assert sent.updates[1]["ModelLifeCycle"]["StageStatus"] == "Retired"
+    (retirement,) = decode_history(sent.updates[1]["CustomerMetadataProperties"])
+    assert (retirement.action, retirement.why) == ("retire", "version 2 took staging over")
 
 
 def test_the_versions_retired_are_those_deployed_here_for_the_task_whatever_search_or_the_endpoint_hold(
@@ -929,3 +938,19 @@ def test_a_failed_component_without_a_reason_says_so_plainly(clients) -> None:
     )
     run, _ = make(sagemaker, runtime)
     assert run.in_service(COMPONENT, NEW_ADAPTER) == (False, f"component {COMPONENT} failed: ")
+
+
+def test_a_version_that_names_no_task_fails_before_anything_changes(clients) -> None:
+    sagemaker, runtime, sm, _ = clients
+    sent = Recorder(sagemaker)
+    metadata = {k: v for k, v in METADATA.items() if k != "task"}
+    described = package(2, "PendingDeployment") | {"CustomerMetadataProperties": metadata}
+    sm.add_response("describe_model_package", described, {"ModelPackageName": arn(2)})
+    records(sm, 2)
+    run, _ = make(sagemaker, runtime)
+    assert run.deploy(arn(2)) == {
+        "outcome": "failed",
+        "detail": "cannot deploy the version: ValueError: the version names no task",
+    }
+    (decision,) = decode_history(sent.updates[0]["CustomerMetadataProperties"])
+    assert (decision.action, decision.after) == ("fail", "Approved/staging:DeploymentFailed")
