@@ -230,3 +230,18 @@ def test_an_endpoint_too_long_for_component_names_is_refused_with_the_bound() ->
     assert adapter_component_name("peftops-staging", "dialogue-summary", 12) == (
         "peftops-staging-dialogue-summary-12"
     )
+
+
+@pytest.mark.parametrize(
+    ("task", "prefix"),
+    [
+        # `<endpoint>-<task>-` and six version digits are exactly 63 characters: kept readable.
+        ("t" * 35, f"{'e' * 20}-{'t' * 35}-"),
+        # One character more: the task is written as its digest.
+        ("t" * 36, f"{'e' * 20}-t{hashlib.sha256(('t' * 36).encode()).hexdigest()[:8]}-"),
+    ],
+)
+def test_a_task_keeps_its_name_in_its_components_up_to_exactly_the_limit(
+    task: str, prefix: str
+) -> None:
+    assert task_component_prefix("e" * 20, task) == prefix

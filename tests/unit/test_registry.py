@@ -849,3 +849,14 @@ def test_a_sagemaker_version_with_no_room_for_a_decision_is_refused_by_number(aw
         f"version {version}: the version holds 50 metadata entries, SageMaker's limit: no room "
         "to record a decision; register the adapter again"
     )
+
+
+def test_a_registration_with_an_approval_status_the_registry_does_not_know_is_refused(
+    tmp_path: Path,
+) -> None:
+    from pipelines.registry import APPROVAL_STATUSES
+
+    store = LocalRegistry(tmp_path / "registry.sqlite", GROUP)
+    with pytest.raises(RegistryError) as refused:
+        store.register(Registration(GROUP, "s3://b/m.tar.gz", "Pending", {}, None, None, "a"))
+    assert str(refused.value) == f"approval status 'Pending' is not one of {APPROVAL_STATUSES}"
