@@ -860,3 +860,43 @@ def test_a_registration_with_an_approval_status_the_registry_does_not_know_is_re
     with pytest.raises(RegistryError) as refused:
         store.register(Registration(GROUP, "s3://b/m.tar.gz", "Pending", {}, None, None, "a"))
     assert str(refused.value) == f"approval status 'Pending' is not one of {APPROVAL_STATUSES}"
+
+
+@pytest.mark.parametrize("with_everything", [True, False], ids=["card-and-metrics", "bare"])
+def test_a_sagemaker_registration_sends_exactly_the_request_the_api_takes(
+    aws, with_everything: bool
+) -> None:
+    """CreateModelPackage as sent: the model card and the evaluation as ModelQuality statistics
+    when there are some, and, for a registration without an inference specification, one that
+    carries the model data (the only place SageMaker keeps it)."""
+    from botocore.stub import Stubber
+
+    sagemaker, s3 = aws
+    store = SageMakerRegistry(GROUP, sagemaker_client=sagemaker, s3_client=s3)
+    card = {"ModelCardContent": json.dumps({"model_overview": {}}), "ModelCardStatus": "Draft"}
+    entry = Registration(
+        GROUP, "s3://b/m.tar.gz", "PendingManualApproval", {"task": "notes"},
+        "s3://evaluations/run-7/evaluation.json" if with_everything else None, None, "adapter",
+        model_card=card if with_everything else None,
+    )  # fmt: skip
+    expected: dict[str, Any] = {
+        "ModelPackageGroupName": GROUP,
+        "ModelPackageDescription": "adapter",
+        "ModelApprovalStatus": "PendingManualApproval",
+        "CustomerMetadataProperties": {"task": "notes"},
+        "InferenceSpecification": {
+            "Containers": [{"Image": "unused", "ModelDataUrl": "s3://b/m.tar.gz"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    }
+    if with_everything:
+        expected["ModelCard"] = card
+        expected["ModelMetrics"] = {"ModelQuality": {"Statistics": {
+            "ContentType": "application/json", "S3Uri": "s3://evaluations/run-7/evaluation.json",
+        }}}  # fmt: skip
+    with Stubber(sagemaker) as stub:
+        stub.add_response("create_model_package", {"ModelPackageArn": PACKAGE_ARN}, expected)
+        stub.add_response("describe_model_package", REQUIRED, {"ModelPackageName": PACKAGE_ARN})
+        assert store.register(entry).version == 3
+        stub.assert_no_pending_responses()
