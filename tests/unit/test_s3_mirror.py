@@ -128,3 +128,25 @@ def test_staged_assets_land_under_their_bucket_by_key(tmp_path: Path) -> None:
     assert files(tmp_path) == {
         "bucket/code/train.py": b"print()", "bucket/code/requirements.txt": b"x",
     }  # fmt: skip
+
+
+def test_writing_again_where_objects_already_are_adds_or_replaces_them(tmp_path: Path) -> None:
+    """A second object beside another, an input downloaded again into its folder, an object
+    uploaded again over itself, under prefixes several folders deep."""
+    mirror = S3Mirror(tmp_path / "s3")
+    mirror.put("bucket", "runs/1/a.json", b"a")
+    mirror.put("bucket", "runs/1/b.json", b"b")
+    for _ in range(2):
+        mirror.download("s3://bucket/runs/1", tmp_path / "input")
+    assert files(tmp_path / "input") == {"a.json": b"a", "b.json": b"b"}
+    artifact = tmp_path / "model.tar.gz"
+    for body in (b"first", b"second"):
+        artifact.write_bytes(body)
+        mirror.upload(artifact, "s3://bucket/models/job-1/output/model.tar.gz")
+    assert mirror.get("bucket", "models/job-1/output/model.tar.gz") == b"second"
+
+
+def test_a_job_that_wrote_no_checkpoints_moves_nothing(tmp_path: Path) -> None:
+    mirror = S3Mirror(tmp_path / "s3")
+    mirror.move_in(tmp_path / "never-made", "s3://bucket/ckpt")
+    assert mirror.list_keys("bucket", "") == []

@@ -130,3 +130,12 @@ def test_expiry_durations(text: str, duration: timedelta) -> None:
 def test_a_malformed_expiry_is_refused() -> None:
     with pytest.raises(ValueError, match="not an ISO 8601 duration"):
         expiry("30 days")
+
+
+def test_a_requests_key_does_not_depend_on_the_order_of_its_members() -> None:
+    environment = {"A": "1", "B": "2"}
+    request = {"AppSpecification": {"ImageUri": "i", "ContainerArguments": ["--x"]},
+               "Environment": environment, "ProcessingInputs": []}  # fmt: skip
+    reordered = {"ProcessingInputs": [], "Environment": dict(reversed(environment.items())),
+                 "AppSpecification": {"ContainerArguments": ["--x"], "ImageUri": "i"}}  # fmt: skip
+    assert cache_key("Processing", request) == cache_key("Processing", reordered)
