@@ -272,6 +272,21 @@ def creates_a_component(sm: Stubber) -> None:
     )  # fmt: skip
 
 
+def passes_its_smoke_test(sm: Stubber, rt: Stubber) -> None:
+    """Version 2's new component starts, answers its smoke request, is tagged serving, and the
+    version is recorded deployed."""
+    creates_a_component(sm)
+    sm.add_response(
+        "describe_inference_component",
+        component("InService"),
+        {"InferenceComponentName": COMPONENT},
+    )
+    rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
+    tags_as_promoted()
+    marks_serving(sm)
+    records(sm, 2)
+
+
 def test_a_deployment_adds_the_versions_component_then_retires_and_deletes_the_old_one(
     clients,
 ) -> None:
@@ -712,16 +727,7 @@ def test_a_version_search_does_not_show_yet_is_retired_by_its_component(clients)
     own description (its history whole), and its component deleted."""
     sagemaker, runtime, sm, rt = clients
     sent = Recorder(sagemaker)
-    creates_a_component(sm)
-    sm.add_response(
-        "describe_inference_component",
-        component("InService"),
-        {"InferenceComponentName": COMPONENT},
-    )
-    rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
-    tags_as_promoted()
-    marks_serving(sm)
-    records(sm, 2)
+    passes_its_smoke_test(sm, rt)
     lists(sm, f"{ENDPOINT}-", **{OLD_COMPONENT: "InService", COMPONENT: "InService"})
     search_deployed(sm)  # nothing yet
     sm.add_response("describe_model_package", package(1, "Deployed"), {"ModelPackageName": arn(1)})
@@ -750,16 +756,7 @@ def test_the_versions_retired_are_those_deployed_here_for_the_task_whatever_sear
     is not retired. A component that cannot be deleted is said in the outcome, not fatal."""
     sagemaker, runtime, sm, rt = clients
     sent = Recorder(sagemaker)
-    creates_a_component(sm)
-    sm.add_response(
-        "describe_inference_component",
-        component("InService"),
-        {"InferenceComponentName": COMPONENT},
-    )
-    rt.add_response("invoke_endpoint", chat_answer("ok"), smoke_request())
-    tags_as_promoted()
-    marks_serving(sm)
-    records(sm, 2)
+    passes_its_smoke_test(sm, rt)
     lists(sm, f"{ENDPOINT}-", **{
         f"{TASK_PREFIX}1": "InService", COMPONENT: "InService", f"{TASK_PREFIX}4": "Failed",
         f"{TASK_PREFIX}5": "InService",

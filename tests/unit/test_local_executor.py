@@ -198,12 +198,10 @@ def test_a_processing_step_runs_its_job_reads_its_property_file_and_is_reused_fr
     and reads the report it wrote as its property file; the second reuses the first's job (its
     properties, its outputs where they are in the mirror) and reads the same report."""
     from pipelines.local.step_cache import StepCache, cache_key
-    from tests.unit.test_local_job_layout import PROCESS, code_archive, processing_request
+    from tests.unit.test_local_job_layout import PROCESS, processing_request, stages_processing
 
     mirror = S3Mirror(tmp_path / "s3")
-    code_archive(mirror, "code", PROCESS)
-    mirror.put("bucket", "entry/runproc.sh", b'python3 job.py "$@"\n')
-    mirror.put("bucket", "data/train.jsonl", b"{}")
+    stages_processing(mirror, PROCESS)
     step = {
         "Name": "Preprocess",
         "Type": "Processing",
@@ -251,12 +249,10 @@ def test_a_processing_step_runs_its_job_reads_its_property_file_and_is_reused_fr
 
 
 def test_a_job_that_writes_no_property_file_fails_its_step(tmp_path: Path) -> None:
-    from tests.unit.test_local_job_layout import PROCESS, code_archive, processing_request
+    from tests.unit.test_local_job_layout import PROCESS, processing_request, stages_processing
 
     mirror = S3Mirror(tmp_path / "s3")
-    code_archive(mirror, "code", PROCESS)
-    mirror.put("bucket", "entry/runproc.sh", b'python3 job.py "$@"\n')
-    mirror.put("bucket", "data/train.jsonl", b"{}")
+    stages_processing(mirror, PROCESS)
     step = {
         "Name": "Preprocess",
         "Type": "Processing",

@@ -58,6 +58,15 @@ def code_archive(mirror: S3Mirror, key: str, script: str) -> None:
     mirror.put("bucket", f"{key}/sourcedir.tar.gz", buffer.getvalue())
 
 
+def stages_processing(
+    mirror: S3Mirror, script: str, runproc: bytes = b'python3 job.py "$@"\n'
+) -> None:
+    """A FrameworkProcessor job's inputs in the mirror: its code, runproc.sh and data."""
+    code_archive(mirror, "code", script)
+    mirror.put("bucket", "entry/runproc.sh", runproc)
+    mirror.put("bucket", "data/train.jsonl", b"{}")
+
+
 def processing_request(**arguments: Any) -> dict[str, Any]:
     def input_(name: str, uri: str, path: str) -> dict[str, Any]:
         return {"InputName": name, "S3Input": {"S3Uri": uri, "LocalPath": path}}
@@ -93,9 +102,7 @@ def test_a_processing_job_sees_its_inputs_arguments_and_environment_as_in_its_co
     runner: tuple[JobRunner, list[str]], tmp_path: Path
 ) -> None:
     jobs, shown = runner
-    code_archive(jobs.mirror, "code", PROCESS)
-    jobs.mirror.put("bucket", "entry/runproc.sh", b'#!/bin/bash\npython3 job.py "$@"\n')
-    jobs.mirror.put("bucket", "data/train.jsonl", b"{}")
+    stages_processing(jobs.mirror, PROCESS, b'#!/bin/bash\npython3 job.py "$@"\n')
     result = jobs.processing("Preprocess", processing_request())
     job_dir = tmp_path / "jobs" / "Preprocess"
     container = job_dir / "container" / "opt" / "ml" / "processing"
@@ -173,9 +180,7 @@ def test_a_failing_job_names_its_step_its_last_error_line_and_its_log(
     runner: tuple[JobRunner, list[str]], tmp_path: Path
 ) -> None:
     jobs, _ = runner
-    code_archive(jobs.mirror, "code", FAILS)
-    jobs.mirror.put("bucket", "entry/runproc.sh", b'python3 job.py "$@"\n')
-    jobs.mirror.put("bucket", "data/train.jsonl", b"{}")
+    stages_processing(jobs.mirror, FAILS)
     with pytest.raises(StepFailedError) as failed:
         jobs.processing("Preprocess", processing_request())
     log = tmp_path / "jobs" / "Preprocess" / LOG_FILE
@@ -200,10 +205,7 @@ def test_a_job_the_runner_cannot_lay_out_is_refused_by_name(
     runner: tuple[JobRunner, list[str]], change: dict[str, Any], refusal: str
 ) -> None:
     jobs, _ = runner
-    code_archive(jobs.mirror, "code", PROCESS)
-    entrypoint = change.pop("entrypoint", b'python3 job.py "$@"\n')
-    jobs.mirror.put("bucket", "entry/runproc.sh", entrypoint)
-    jobs.mirror.put("bucket", "data/train.jsonl", b"{}")
+    stages_processing(jobs.mirror, PROCESS, change.pop("entrypoint", b'python3 job.py "$@"\n'))
     with pytest.raises(UnsupportedConstructError) as refused:
         jobs.processing("Preprocess", processing_request() | change)
     assert str(refused.value) == refusal
