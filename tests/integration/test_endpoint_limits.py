@@ -13,7 +13,6 @@ import contextlib
 import http.client
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,80 +25,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.serving.adapters import BASE, AdapterModel
-from pipelines.serving.server import COMPONENT_HEADER, Batcher, create_app, max_body_bytes
+from pipelines.serving.server import COMPONENT_HEADER, max_body_bytes
+from tests.endpoints import Endpoint, Reply, serving
 from training_scripts import tasks
 
 TASKS = ("dialogue-summary", "meeting-notes")
 SPEC = tasks.resolve_task_spec(tasks.DEFAULT_TASK)
 DIALOGUE = "#Person1#: Could you send me the report by Friday?\n#Person2#: Sure, on Thursday."
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: Any  # the JSON reply, or the raw bytes when it is not JSON
-    headers: dict[str, str]
-
-    @property
-    def text(self) -> str:
-        return self.body["choices"][0]["message"]["content"]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-    model: AdapterModel
-    batcher: Batcher
-
-    def post(
-        self, payload: Any, task: str | None = TASKS[0], *, raw: bytes | None = None,
-        headers: dict[str, str] | None = None, timeout: float = 60,
-    ) -> Reply:  # fmt: skip
-        data = raw if raw is not None else json.dumps(payload).encode()
-        sent = {"Content-Type": "application/json", **(headers or {})}
-        if task is not None:
-            sent[COMPONENT_HEADER] = task
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            if sent.get("Transfer-Encoding") == "chunked":  # no Content-Length to go by
-                chunks = (data[i : i + 65536] for i in range(0, len(data), 65536))
-                connection.request(
-                    "POST", "/invocations", body=chunks, headers=sent, encode_chunked=True
-                )
-            else:
-                connection.request("POST", "/invocations", body=data, headers=sent)
-            response = connection.getresponse()
-            content = response.read()
-        finally:
-            connection.close()
-        try:
-            parsed: Any = json.loads(content)
-        except ValueError:
-            parsed = content
-        return Reply(response.status, parsed, {k.lower(): v for k, v in response.getheaders()})
-
-    def ping(self) -> tuple[dict[str, Any], float]:
-        started = time.perf_counter()
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            connection.request("GET", "/ping")
-            status = json.loads(connection.getresponse().read())
-        finally:
-            connection.close()
-        return status, time.perf_counter() - started
-
-    def abandon(self, payload: dict[str, Any], task: str = TASKS[0]) -> socket.socket:
-        """Send a request and return its socket; closing it is the client leaving."""
-        data = json.dumps(payload).encode()
-        client = socket.create_connection((self.host, self.port), timeout=10)
-        head = (
-            f"POST /invocations HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Content-Type: application/json\r\n{COMPONENT_HEADER}: {task}\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
-        )
-        client.sendall(head.encode() + data)
-        return client
 
 
 @pytest.fixture(scope="module")
@@ -108,28 +40,6 @@ def model(tiny_causal: Path, tmp_path_factory: pytest.TempPathFactory) -> Adapte
 
     adapters = make_adapters(str(tiny_causal), tmp_path_factory.mktemp("adapters"), rank=4)
     return AdapterModel(str(tiny_causal), adapters)
-
-
-@contextlib.contextmanager
-def serving(model: AdapterModel, **limits: Any) -> Iterator[Endpoint]:
-    import uvicorn
-
-    app = create_app(model, stage="test", versions=dict.fromkeys(model.tasks, 1), **limits)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield Endpoint("127.0.0.1", port, model, app.state.batcher)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
