@@ -107,12 +107,9 @@ class OfflineSession(PipelineSession):
         return f"s3://{bucket}/{key}"
 
 
-def write_assets(assets: dict[str, bytes], target: Path) -> list[Path]:
+def write_assets(assets: dict[str, bytes], target: Path) -> None:
     """Write staged assets as they must appear in the bucket: key = path under `target`."""
-    written = []
     for key, data in sorted(assets.items()):
         path = target / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        written.append(path)
-    return written

@@ -878,6 +878,52 @@ def test_every_stage_definition_keeps_the_service_rules(stage: str) -> None:
         assert ("VolumeKmsKeyId" in resources) is not local, (stage, step["Name"])
 
 
+def broken_request(step: dict[str, Any]) -> dict[str, Any]:
+    """The step's request with two of the service's rules broken."""
+    request = copy.deepcopy(step["Arguments"])
+    if step["Type"] == "Training":
+        request["ResourceConfig"]["VolumeSizeInGB"] = 500  # over ml.g5.2xlarge's store
+        request["HyperParameters"]["model-name-or-path"] = "a" * 3000
+    elif step["Type"] == "Processing":
+        request["AppSpecification"]["ContainerArguments"] = ["--x"] * 101
+        request["Environment"] = {"LONG": "a" * 300}
+    else:
+        request["ModelPackageGroupName"] = "a" * 300
+        request["ModelPackageDescription"] = "a" * 2000
+    return request
+
+
+@pytest.mark.parametrize(
+    ("step_name", "rules"),
+    [
+        ("TrainAdapter", "training_job_violations"),
+        ("Evaluate", "processing_job_violations"),
+        ("RegisterAdapter", "registration_violations"),
+    ],
+)
+def test_a_job_request_is_checked_by_its_step_types_rules_every_violation_in_one_line(
+    definition, step_name: str, rules: str
+) -> None:
+    """What the local runner asks before it runs a job, as the service validates a request."""
+    from pipelines.definition import service_rules
+
+    step = flatten(definition["Steps"])[step_name]
+    request = broken_request(step)
+    found = getattr(service_rules, rules)(step_name, request)
+    assert len(found) == 2, found
+    with pytest.raises(service_rules.RequestRuleError) as refused:
+        service_rules.check_job(step["Type"], step_name, request)
+    assert str(refused.value) == "; ".join(found)
+
+
+def test_a_valid_job_request_and_a_step_type_without_rules_pass_the_check(definition) -> None:
+    from pipelines.definition.service_rules import check_job, steps_of
+
+    for step in steps_of(definition["Steps"]):
+        check_job(step["Type"], step["Name"], step.get("Arguments", {}))
+    check_job("Lambda", "Deploy", {})
+
+
 def test_a_definition_the_service_would_refuse_is_not_built() -> None:
     # 500 GB does not fit ml.g5.2xlarge's 450 GB instance store.
     with pytest.raises(
