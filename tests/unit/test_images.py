@@ -96,3 +96,44 @@ def test_an_image_no_pin_or_uri_names_is_refused(config: PipelineConfig, message
     with pytest.raises(ValueError, match=message):
         deep_learning_images(config, "us-east-1")
         serving_image(config, "us-east-1")
+
+
+@pytest.mark.parametrize(
+    ("image_uri", "partition", "arn"),
+    [
+        (
+            "763104351884.dkr.ecr.eu-west-1.amazonaws.com/huggingface-pytorch-training:2.9.0-gpu",
+            "aws",
+            "arn:aws:ecr:eu-west-1:763104351884:repository/huggingface-pytorch-training",
+        ),
+        (
+            "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/djl-inference@sha256:abc",
+            "aws-cn",
+            "arn:aws-cn:ecr:cn-north-1:727897471807:repository/djl-inference",
+        ),
+        (
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/jobs/peftops",
+            "aws",
+            "arn:aws:ecr:us-east-1:123456789012:repository/team/jobs/peftops",
+        ),
+    ],
+)
+def test_an_image_uri_names_the_ecr_repository_a_role_may_pull_from(
+    image_uri: str, partition: str, arn: str
+) -> None:
+    """Its registry's account and region (they differ by region), in the stack's partition
+    (by default the commercial one)."""
+    from pipelines.definition.images import ecr_repository_arn
+
+    assert ecr_repository_arn(image_uri, partition) == arn
+    if partition == "aws":
+        assert ecr_repository_arn(image_uri) == arn
+
+
+@pytest.mark.parametrize("image_uri", ["public.ecr.aws/x/y:1", "docker.io/library/python:3.12"])
+def test_an_image_outside_ecr_has_no_repository_a_role_could_name(image_uri: str) -> None:
+    from pipelines.definition.images import ecr_repository_arn
+
+    with pytest.raises(ValueError) as refused:
+        ecr_repository_arn(image_uri)
+    assert str(refused.value) == f"image {image_uri!r} is not an ECR image URI"
