@@ -4,14 +4,18 @@ case is one line and an exit code, never a traceback."""
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import threading
+import urllib.error
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from pipelines.serving import client
 from training_scripts import tasks
 
 SPEC = tasks.resolve_task_spec(tasks.DEFAULT_TASK).document()
@@ -21,6 +25,7 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
     """`/tasks` lists the default task; each invocation path answers wrongly its own way."""
 
     behaviour = "no-json"
+    received: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []  # path, headers, body
 
     def log_message(self, *_: object) -> None:
         pass
@@ -29,8 +34,12 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
         self.reply(200, json.dumps({tasks.DEFAULT_TASK: SPEC}).encode(), "application/json")
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        if self.behaviour == "no-json":
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        if self.behaviour == "chat":
+            answer = {"choices": [{"message": {"role": "assistant", "content": "A summary."}}]}
+            self.reply(200, json.dumps(answer).encode(), "application/json")
+        elif self.behaviour == "no-json":
             self.reply(200, b"<html>hello</html>", "text/html")
         elif self.behaviour == "html-error":
             self.reply(502, b"<html><h1>Bad Gateway</h1></html>", "text/html")
@@ -55,6 +64,7 @@ def endpoint() -> Iterator[type[Misbehaving]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     Misbehaving.url = f"http://127.0.0.1:{server.server_address[1]}"
+    Misbehaving.received = []
     yield Misbehaving
     server.shutdown()
     server.server_close()
@@ -105,3 +115,99 @@ def test_a_task_name_no_endpoint_could_serve_is_refused_before_sending(task: str
     code, lines = invoke("--task", task, "--endpoint", "http://127.0.0.1:1", "Hi.")
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"peftops: error: --task {task!a}: a task name is lower-case")
+
+
+def test_a_local_invocation_posts_the_tasks_body_to_its_component_and_reads_the_answer(
+    endpoint: type[Misbehaving],
+) -> None:
+    endpoint.behaviour = "chat"
+    body = tasks.chat_request(tasks.resolve_task_spec(tasks.DEFAULT_TASK), "Hi.")
+    assert client.invoke(endpoint.url + "/", "notes", body) == "A summary."
+    [(path, headers, sent)] = endpoint.received
+    assert (path, json.loads(sent)) == ("/invocations", body)
+    assert headers["content-type"] == "application/json"
+    assert headers["x-amzn-sagemaker-inference-component"] == "notes"
+
+
+def test_a_sagemaker_invocation_sends_the_body_to_the_tasks_component() -> None:
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    runtime = boto3.client("sagemaker-runtime", region_name="eu-west-1")
+    body = {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 4}
+    answer = json.dumps({"choices": [{"message": {"content": "Hello."}}]}).encode()
+    with Stubber(runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(answer), len(answer))},
+            {
+                "EndpointName": "peftops-adapter-staging",
+                "InferenceComponentName": "peftops-adapter-staging-t1-000002",
+                "ContentType": "application/json",
+                "Accept": "application/json",
+                "Body": json.dumps(body).encode(),
+            },
+        )
+        said = client.invoke_sagemaker(
+            "peftops-adapter-staging", "peftops-adapter-staging-t1-000002", body, runtime
+        )
+        stub.assert_no_pending_responses()
+    assert said == "Hello."
+
+
+def test_a_target_that_is_no_url_or_sagemaker_endpoint_is_refused_saying_both_forms() -> None:
+    with pytest.raises(client.InvokeError) as refused:
+        client.invoke("127.0.0.1:8080", "notes", {})
+    assert str(refused.value) == (
+        "--endpoint '127.0.0.1:8080': use http://HOST:PORT or sagemaker:ENDPOINT"
+    )
+
+
+LONG = {"text": "x" * 300}
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ({"choices": [{"message": {"content": "ok"}}, {"message": {"content": "no"}}]}, "ok"),
+        ({"choices": [{"message": {"content": 7}}]}, "7"),
+        ({"choices": []}, "not a chat-completions answer: {'choices': []}"),
+        (["a"], "not a chat-completions answer: ['a']"),
+        ({"choices": [{"text": "hi"}]}, "not a chat-completions answer: {'choices': [{'text': 'hi'}]}"),
+        (LONG, f"not a chat-completions answer: {str(LONG)[:200]}"),
+    ],
+)  # fmt: skip
+def test_an_answers_text_is_its_first_choices_message_or_an_error_showing_its_start(
+    answer: object, said: str
+) -> None:
+    try:
+        text = client.answer_text(answer)
+    except client.InvokeError as err:
+        text = str(err)
+    assert text == said
+
+
+def http_error(raw: bytes, reason: str = "Bad Gateway") -> urllib.error.HTTPError:
+    return urllib.error.HTTPError("http://x/invocations", 502, reason, None, io.BytesIO(raw))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b'{"detail": "no adapter serves task x"}', "no adapter serves task x"),
+        (b'{"detail": "two\\nlines  and   gaps"}', "two lines and gaps"),
+        (b'{"detail": ""}', '{"detail": ""}'),
+        (b'{"error": "busy"}', '{"error": "busy"}'),
+        (b'["a list"]', '["a list"]'),
+        (b"<html>\n<h1>Bad\n Gateway</h1>\n</html>", "<html> <h1>Bad Gateway</h1> </html>"),
+        (b"y" * 300, "y" * 200),
+        (b"caf\xc3 ok", "caf\ufffd ok"),
+        (b"", "Bad Gateway"),
+        (b"  \n ", "Bad Gateway"),
+    ],
+)
+def test_an_error_reply_is_read_as_its_detail_or_the_start_of_its_text_in_one_line(
+    raw: bytes, said: str
+) -> None:
+    assert client.error_detail(http_error(raw)) == said

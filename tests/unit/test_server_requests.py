@@ -347,3 +347,22 @@ def test_validation_errors_read_as_one_line_naming_each_field(
     errors: list[dict[str, Any]], detail: str
 ) -> None:
     assert validation_detail(errors) == detail
+
+
+def test_the_client_sends_what_the_endpoint_takes_and_reads_what_it_answers(
+    endpoint: Endpoint,
+) -> None:
+    """The CLI's client against this server, given the URL as a person may type it."""
+    from pipelines.serving import client
+
+    url = f"http://{endpoint.host}:{endpoint.port}/"
+    assert client.invoke(url, "notes", GOOD) == endpoint.post(GOOD, "notes").text
+    assert client.served_task_specs(url.rstrip("/")) == {
+        task: spec.document() for task, spec in SPECS.items()
+    }
+    with pytest.raises(client.InvokeError) as refused:
+        client.invoke(url, "other", GOOD)
+    assert str(refused.value) == (
+        f"{url} answered 404: no adapter serves task 'other' in test; served: notes, summary "
+        "(and 'base', the base model)"
+    )
