@@ -32,8 +32,8 @@ RECORDS = [
     ("train", logging.INFO, True, True),
     ("preprocess.readers", logging.INFO, True, True),
     ("evaluate", logging.INFO, True, True),
-    ("transformers.modeling_utils", logging.INFO, False, True),
-    ("transformers.modeling_utils", logging.WARNING, True, True),
+    ("a_library.module", logging.INFO, False, True),
+    ("a_library.module", logging.WARNING, True, True),
     ("botocore.credentials", logging.WARNING, True, True),
     ("sagemaker.core.workflow", logging.WARNING, False, True),  # a definition built offline
     ("sagemaker.core.workflow", logging.ERROR, True, True),
