@@ -283,3 +283,98 @@ def test_model_card_markdown_states_scores_with_intervals_and_prompt() -> None:
 
 def test_scored_entries_carry_per_example_scores() -> None:
     assert scored([0.1, 0.3])["per_example"]["rougeL"] == [0.1, 0.3]
+
+
+# --- each task metric, per example ---------------------------------------------------------------
+
+LABELS = ("billing", "outage", "account")
+PREDICTIONS = [
+    "The invoice is wrong.",
+    "outage",
+    "billing account",
+    "resetting my passwords",
+    "ACCOUNT",
+]
+REFERENCES = ["the invoice is wrong", "Outage", "account", "reset password", "account"]
+
+
+def test_each_metric_scores_each_prediction_against_its_own_reference() -> None:
+    """Every metric of tasks.Metric, by its own function, pair by pair; the five disagree on
+    these pairs, so no metric can stand in for another."""
+    from training_scripts.scoring import chrf, exact_match, label_accuracy, metric_per_example
+    from training_scripts.tasks import Metric
+
+    pairs = list(zip(PREDICTIONS, REFERENCES, strict=True))
+    expected = {
+        Metric.ROUGE_L: rouge_per_example(PREDICTIONS, REFERENCES)["rougeL"],
+        Metric.EXACT_MATCH: [exact_match(p, r) for p, r in pairs],
+        Metric.TOKEN_F1: [pytest.approx(f) for f in (1.0, 1.0, 2 / 3, 0.0, 1.0)],  # unstemmed
+        Metric.CHRF: [chrf(p, r) for p, r in pairs],
+        Metric.LABEL_ACCURACY: [label_accuracy(p, r, LABELS) for p, r in pairs],
+    }
+    assert set(expected) == set(Metric)
+    scored = {m: metric_per_example(m, PREDICTIONS, REFERENCES, LABELS) for m in Metric}
+    assert scored == expected
+    assert expected[Metric.EXACT_MATCH] == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert expected[Metric.LABEL_ACCURACY] == [0.0, 1.0, 0.0, 0.0, 1.0]
+    assert expected[Metric.ROUGE_L] == pytest.approx([1.0, 1.0, 2 / 3, 0.8, 1.0])  # stemmed
+    assert len({tuple(map(float, s)) for s in scored.values()}) == len(Metric)
+    # Reversed references: each prediction is scored against its own, not a neighbour's.
+    flipped = metric_per_example(Metric.EXACT_MATCH, PREDICTIONS, REFERENCES[::-1], LABELS)
+    assert flipped == [0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("predictions", "references"), [([], []), (["a"], []), (["a", "b"], ["a"])]
+)
+def test_a_metric_needs_one_prediction_per_reference_and_at_least_one(
+    predictions: list[str], references: list[str]
+) -> None:
+    from training_scripts.scoring import metric_per_example
+
+    with pytest.raises(ValueError) as refused:
+        metric_per_example("exact_match", predictions, references)
+    assert str(refused.value) == "a metric needs one prediction per reference and at least one pair"
+
+
+@pytest.mark.parametrize(
+    ("answer", "label"),
+    [
+        ("billing", "billing"),
+        ("  Billing. ", "billing"),
+        ("BILLING.", "billing"),
+        (".outage.", "outage"),
+        ("bill", "(other)"),
+        ("billing issue", "(other)"),
+        ("", "(other)"),
+    ],
+)
+def test_an_answer_names_a_label_case_spaces_and_full_stops_aside_or_none(
+    answer: str, label: str
+) -> None:
+    from training_scripts.scoring import OTHER_LABEL, as_label
+
+    assert OTHER_LABEL == "(other)"
+    assert as_label(answer, LABELS) == label
+
+
+def test_a_prediction_outside_the_labels_is_wrong_even_against_a_reference_outside_them() -> None:
+    from training_scripts.scoring import label_accuracy
+
+    assert label_accuracy("maybe", "unsure", LABELS) == 0.0
+    assert label_accuracy("Outage.", "outage", LABELS) == 1.0
+
+
+def test_the_confusion_table_counts_each_reference_labels_predictions() -> None:
+    from training_scripts.scoring import confusion
+
+    table = confusion(
+        ["billing", "Outage", "no idea", "billing", "account"],
+        ["billing", "billing", "billing", "outage", "not a label"],
+        LABELS,
+    )
+    assert table == {
+        "billing": {"billing": 1, "outage": 1, "account": 0, "(other)": 1},
+        "outage": {"billing": 1, "outage": 0, "account": 0, "(other)": 0},
+        "account": {"billing": 0, "outage": 0, "account": 0, "(other)": 0},
+    }
