@@ -378,3 +378,25 @@ def test_the_confusion_table_counts_each_reference_labels_predictions() -> None:
         "outage": {"billing": 1, "outage": 0, "account": 0, "(other)": 0},
         "account": {"billing": 0, "outage": 0, "account": 0, "(other)": 0},
     }
+
+
+def test_a_report_rendered_again_from_its_folder_is_the_report_of_its_files(tmp_path) -> None:
+    """What a local run renders once the adapter is registered: evaluation.json and each
+    example's predictions, read back in order, make the same page."""
+    document, rows, predictions = reviewed_evaluation()
+    contracts.EVALUATION.write(tmp_path, document)
+    lines = [
+        json.dumps(
+            {"id": row["id"], "input": row["input"], "reference": row["target"]}
+            | {model: predictions[model][i] for model in contracts.MODEL_NAMES}
+        )
+        for i, row in enumerate(rows)
+    ]
+    (tmp_path / "predictions.jsonl").write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    thresholds = contracts.GateThresholds(**document["gate_thresholds"])
+    page = report.render_folder(tmp_path, registered="peftops-adapters version 7")
+    written = contracts.EVALUATION.read(tmp_path)
+    assert page == report.render(
+        written, rows, predictions, thresholds, registered="peftops-adapters version 7"
+    )
+    assert "peftops-adapters version 7" in page

@@ -427,3 +427,33 @@ def test_the_same_message_after_another_greeting_never_straddles_two_splits() ->
             where.setdefault(example.input[-1]["content"], set()).add(name)
     assert all(len(names) == 1 for names in where.values()) and len(where) == 40
     assert chat.messages(examples[0].input)[-1]["content"] == "Message 0"
+
+
+@pytest.mark.parametrize(
+    ("spec", "placeholder", "user_turn"),
+    [
+        (
+            {
+                "name": "two",
+                "format": "fields",
+                "template": "{title}\n\n{body}",
+                "target_field": "t",
+            },
+            {"title": "{title}", "body": "{body}"},
+            "{title}\n\n{body}",
+        ),
+        ({"name": "pc", "format": "prompt_completion"}, {"prompt": "{prompt}"}, "{prompt}"),
+        (
+            {"name": "chat", "format": "messages", "system": "Be brief."},
+            [{"role": "user", "content": "{user}"}],
+            "{user}",
+        ),
+    ],
+)
+def test_a_placeholder_input_shows_where_each_text_of_the_prompt_goes(
+    spec: dict, placeholder: object, user_turn: str
+) -> None:
+    """What a model card shows as the prompt format: each field (or the user's turn) by name."""
+    task = parse_task_spec(spec, "spec.json")
+    assert task.placeholder_input() == placeholder
+    assert task.messages(task.placeholder_input())[-1] == {"role": "user", "content": user_turn}
