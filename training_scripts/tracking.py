@@ -36,8 +36,6 @@ else:  # a sibling module inside the SageMaker job
 LOCAL_UI = "http://127.0.0.1:5000"
 DEFAULT_EXPERIMENT = "peftops"
 UNTRACKED = "none"  # the run id recorded where a job was not tracked
-# MLflow's limit on a parameter value's length.
-_PARAM_LIMIT = 6000
 
 logger = logging.getLogger("peftops")
 
@@ -73,10 +71,8 @@ class Tracked:
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
 
-        mlflow.log_params(
-            {k: str(v)[:_PARAM_LIMIT] for k, v in params.items() if v is not None},
-            run_id=self.run_id,
-        )
+        # MLflow's client cuts a value at its 6,000-character limit (MLFLOW_TRUNCATE_LONG_VALUES).
+        mlflow.log_params({k: v for k, v in params.items() if v is not None}, run_id=self.run_id)
 
     def log_artifact(self, path: Path) -> None:
         import mlflow
