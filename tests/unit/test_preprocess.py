@@ -738,3 +738,20 @@ def test_an_input_inside_the_output_folder_is_read_and_the_same_folder_is_refuse
     assert manifest["records_in"] == 40
     with pytest.raises(DataError, match="the input folder is also --output-dir"):
         preprocess.run(PreprocessArguments(input=str(raw), output_dir=str(raw)))
+
+
+def test_a_hub_dataset_is_read_record_by_record_naming_each(tmp_path: Path) -> None:
+    """The hub reader, through a local dataset folder (no hub here): one input entry with the
+    dataset's fingerprint and count, and each row named by its place in the split."""
+    folder = tmp_path / "dialogues"
+    folder.mkdir()
+    rows = [good(i) for i in range(3)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    inputs, records = readers.read_hub_dataset(str(folder), "train")
+    [entry] = inputs
+    name = f"hf:{folder}[train]"
+    assert (entry.path, entry.format, entry.records) == (name, "huggingface", 3)
+    assert len(entry.sha256) == 16  # the datasets library's fingerprint
+    assert [(r.location, r.fields) for r in records] == [
+        (f"{name} record {i + 1}", row) for i, row in enumerate(rows)
+    ]
