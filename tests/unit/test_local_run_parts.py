@@ -19,7 +19,7 @@ from pipelines.local.errors import LocalRunError
 from pipelines.local.executor import PropertyFileRecord, RunResult, StepRecord
 from pipelines.local.presets import LOCAL_DEPLOYMENT, PRESETS
 from pipelines.local.s3_mirror import S3Mirror
-from pipelines.registry import LocalRegistry
+from pipelines.registry import LocalRegistry, Registration
 from pipelines.registry.versions import ModelVersion
 from training_scripts import contracts, tasks
 
@@ -107,8 +107,10 @@ def test_a_runs_config_is_its_presets_with_the_task_group_and_precision_it_sets(
     group: str, precision: str | None, expected: dict[str, str]
 ) -> None:
     preset = PRESETS["tiny"].config
-    config = run.run_config(preset, task=SPEC, registry_group=group, precision=precision)
-    assert config == dataclasses.replace(preset, task=SPEC.name, **expected)
+    routing = tasks.resolve_task_spec("support-routing")
+    assert preset.task != routing.name
+    config = run.run_config(preset, task=routing, registry_group=group, precision=precision)
+    assert config == dataclasses.replace(preset, task=routing.name, **expected)
 
 
 def version(number: int) -> ModelVersion:
@@ -226,3 +228,68 @@ def test_the_pipelines_functions_answer_at_the_arns_the_definition_calls(tmp_pat
         LOCAL_DEPLOYMENT.function_arn(function_name(config, f))
         for f in (RESOLVE_INPUTS, CHECK_REGISTERED)
     )
+
+
+def test_run_data_is_published_into_the_mirror_once_and_said_so(tmp_path: Path) -> None:
+    mirror = S3Mirror(tmp_path / "s3")
+    said: list[str] = []
+    dataset = run.publish_run_data(run.SAMPLE_DATA, mirror, SPEC, said.append)
+    again = run.publish_run_data(run.SAMPLE_DATA, mirror, SPEC, said.append)
+    assert (again.version, again.new, dataset.new) == (dataset.version, False, True)
+    assert said == [
+        f"peftops: dataset version {dataset.version} ({dataset.records} records, published now)",
+        f"peftops: dataset version {dataset.version} ({dataset.records} records, already "
+        "published)",
+    ]
+    assert mirror.list_keys(LOCAL_DEPLOYMENT.bucket, f"datasets/{SPEC.name}/")
+
+
+def test_data_that_cannot_be_published_is_a_run_error_in_the_publishers_words(
+    tmp_path: Path,
+) -> None:
+    from pipelines.publishing import PublishError, publish_dataset
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    mirror = S3Mirror(tmp_path / "s3")
+    with pytest.raises(PublishError) as direct:
+        publish_dataset(empty, mirror, LOCAL_DEPLOYMENT.bucket, task=SPEC)
+    with pytest.raises(LocalRunError) as refused:
+        run.publish_run_data(empty, mirror, SPEC, lambda _: None)
+    assert str(refused.value) == str(direct.value)
+
+
+def test_the_functions_resolve_a_runs_inputs_and_find_a_registered_adapter_newest_first(
+    tmp_path: Path,
+) -> None:
+    config = PRESETS["tiny"].config
+    mirror = S3Mirror(tmp_path / "s3")
+    registry = LocalRegistry(tmp_path / "registry.sqlite", config.model_package_group)
+    functions = run.local_functions(config, mirror, registry)
+
+    def call(function: str, event: dict[str, str]) -> dict[str, str]:
+        return functions[LOCAL_DEPLOYMENT.function_arn(function_name(config, function))](event)
+
+    dataset = run.publish_run_data(run.SAMPLE_DATA, mirror, SPEC, lambda _: None)
+    bucket = LOCAL_DEPLOYMENT.bucket
+    resolved = call(RESOLVE_INPUTS, {
+        "Bucket": bucket, "Task": SPEC.name, "DatasetVersion": "latest",
+        "StageTasks": SPEC.name, "BaselineEvaluationUri": "s3://other/baseline.json",
+        "BaselineMode": "train",
+    })  # fmt: skip
+    assert resolved["DatasetVersion"] == dataset.version
+    mirror.put_assets(bucket, {"runs/1/evaluation.json": b"{}"})
+    event = {
+        "ModelDataUrl": "s3://bucket/runs/1/model.tar.gz",
+        "EvaluationUri": f"s3://{bucket}/runs/1/evaluation.json",
+        "ModelPackageGroupName": config.model_package_group,
+    }
+    assert call(CHECK_REGISTERED, event)["Registered"] == "false"  # no registry file yet
+    for _ in range(2):  # the same adapter registered twice: the newest version is named
+        registry.register(Registration(
+            group=registry.group, model_data_url=event["ModelDataUrl"],
+            status="PendingManualApproval", metadata={}, evaluation_uri=None, evaluation=None,
+            description="adapter",
+        ))  # fmt: skip
+    found = call(CHECK_REGISTERED, event)
+    assert (found["Registered"], found["ModelPackageArn"]) == ("true", registry.get(2).arn)

@@ -50,6 +50,10 @@ def test_a_progress_line_extrapolates_the_time_left_from_the_pace_since_it_start
     assert measurements.progress(*args, since=since) == line
 
 
+def test_a_progress_line_paces_from_the_first_item_unless_told_otherwise() -> None:
+    assert measurements.progress(1, 4, 3.0) == "1/4 (25%), 3s elapsed, about 9s left"
+
+
 def test_a_directory_size_counts_every_file_below_it(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"x" * 3)
     (tmp_path / "sub" / "deeper").mkdir(parents=True)

@@ -19,6 +19,9 @@ from training_scripts import contracts, tracking
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A SQLite store; artifacts go where an experiment without a location keeps them, under
+    the working folder (./mlruns), here the test's own."""
+    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv(contracts.TRACKING_URI_VARIABLE, uri)
     monkeypatch.setenv(contracts.EXPERIMENT_NAME_VARIABLE, "peftops-adapters")
@@ -74,10 +77,11 @@ def test_a_run_whose_work_fails_ends_failed(store: str) -> None:
     assert read_run(store, tracked.run_id).info.status == "FAILED"
 
 
-@pytest.mark.parametrize(("uri", "rank"), [("", None), ("sqlite:///x.db", "1")])
+@pytest.mark.parametrize(("store", "rank"), [(False, None), (True, "1")])
 def test_without_a_tracking_uri_or_off_the_main_process_nothing_is_tracked(
-    monkeypatch: pytest.MonkeyPatch, uri: str, rank: str | None
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, store: bool, rank: str | None
 ) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if store else ""
     monkeypatch.setenv(contracts.TRACKING_URI_VARIABLE, uri)
     if rank is None:
         monkeypatch.delenv("RANK", raising=False)
@@ -87,6 +91,7 @@ def test_without_a_tracking_uri_or_off_the_main_process_nothing_is_tracked(
         assert tracked is None
     tracking.log_evaluation(None, {}, Path("/nowhere"))  # a no-op too
     tracking.MetricLogger(None)({"loss": 1.0}, step=1)
+    assert list(tmp_path.iterdir()) == []  # no store made
 
 
 def test_only_finite_numbers_are_logged_as_metrics(store: str) -> None:
