@@ -7,6 +7,7 @@ import http.server
 import io
 import json
 import threading
+import time
 import urllib.error
 from collections.abc import Iterator
 from typing import ClassVar
@@ -47,6 +48,8 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
             self.reply(500, b"", "text/plain")
         elif self.behaviour == "not-chat":
             self.reply(200, b'{"generated_text": "hi"}', "application/json")
+        elif self.behaviour == "silent":  # answers after any client's patience
+            time.sleep(3)
         else:  # hang up without a reply
             self.close_connection = True
 
@@ -211,3 +214,63 @@ def test_an_error_reply_is_read_as_its_detail_or_the_start_of_its_text_in_one_li
     raw: bytes, said: str
 ) -> None:
     assert client.error_detail(http_error(raw)) == said
+
+
+def test_a_local_endpoint_that_does_not_answer_in_time_is_one_line(
+    endpoint: type[Misbehaving],
+) -> None:
+    endpoint.behaviour = "silent"
+    started = time.monotonic()
+    with pytest.raises(client.InvokeError) as late:
+        client.invoke_local(endpoint.url, "notes", {}, timeout=0.5)
+    assert time.monotonic() - started < 2.5
+    assert str(late.value) == f"{endpoint.url}: TimeoutError: timed out"
+
+
+def test_a_sagemaker_target_invokes_the_tasks_serving_component_in_the_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sagemaker:ENDPOINT`: the component that serves the task now, read from the endpoint,
+    invoked through the runtime, both clients in the given region."""
+    import datetime
+
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    made = {name: boto3.client(name, region_name="eu-west-1")
+            for name in ("sagemaker", "sagemaker-runtime")}  # fmt: skip
+    asked: list[tuple[str, str | None]] = []
+
+    def made_client(name: str, region_name: str | None = None) -> object:
+        asked.append((name, region_name))
+        return made[name]
+
+    monkeypatch.setattr(boto3, "client", made_client)
+    from pipelines.functions.registered_adapter import adapter_component_name
+
+    component = adapter_component_name("ep", "routing", 2)
+    answer = json.dumps({"choices": [{"message": {"content": "Routed."}}]}).encode()
+    with Stubber(made["sagemaker"]) as control, Stubber(made["sagemaker-runtime"]) as runtime:
+        control.add_response(
+            "list_inference_components",
+            {"InferenceComponents": [{
+                "InferenceComponentName": component, "VariantName": "AllTraffic",
+                "InferenceComponentArn": f"arn:aws:sagemaker:eu-west-1:123456789012:inference-component/{component}",
+                "EndpointName": "ep",
+                "EndpointArn": "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/ep",
+                "CreationTime": datetime.datetime(2026, 12, 1),
+                "LastModifiedTime": datetime.datetime(2026, 12, 1),
+                "InferenceComponentStatus": "InService",
+            }]},
+            {"EndpointNameEquals": "ep", "StatusEquals": "InService"},
+        )  # fmt: skip
+        runtime.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(answer), len(answer))},
+            {"EndpointName": "ep", "InferenceComponentName": component,
+             "ContentType": "application/json", "Accept": "application/json",
+             "Body": b"{}"},
+        )  # fmt: skip
+        assert client.invoke("sagemaker:ep", "routing", {}, region="eu-west-1") == "Routed."
+    assert sorted(asked) == [("sagemaker", "eu-west-1"), ("sagemaker-runtime", "eu-west-1")]

@@ -328,6 +328,7 @@ def error(loc: tuple[Any, ...], msg: str = "bad", kind: str = "value_error") -> 
         ([error(("body",))], "body: bad"),
         ([error(())], "body: bad"),
         ([{"loc": ("body", "x")}], "x: invalid"),
+        ([{"msg": "bad", "type": "missing"}], "body: bad"),
         ([error(("body", "a b"))], "'a b': bad"),
         ([error(("body", "\u00e9 " * 30))], ascii("\u00e9 " * 30)[:40] + ": bad"),
         (
@@ -340,6 +341,10 @@ def error(loc: tuple[Any, ...], msg: str = "bad", kind: str = "value_error") -> 
         (
             [error(("body", f"f{i}")) for i in range(7)],
             "; ".join(f"f{i}: bad" for i in range(5)) + "; and 2 more",
+        ),
+        (
+            [error(("body", f"f{i}")) for i in range(6)],
+            "; ".join(f"f{i}: bad" for i in range(5)) + "; and 1 more",
         ),
     ],
 )
