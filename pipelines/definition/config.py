@@ -263,7 +263,7 @@ class PipelineConfig:
         # takes a name of at most 64.
         if len(self.name) > 47 or not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", self.name):
             raise ValueError(
-                f"pipeline name {self.name!r} is not valid: letters, digits and single hyphens, "
+                f"pipeline name {self.name!r} is not valid: letters and digits joined by hyphens, "
                 "at most 47 characters"
             )
 
