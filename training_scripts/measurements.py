@@ -35,11 +35,13 @@ def format_bytes(value: float | None) -> str:
     """1536 -> '1.5 KB'; None -> 'n/a'."""
     if value is None:
         return "n/a"
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+    if value < 1024:
+        return f"{value:.0f} B"
+    for unit in ("KB", "MB"):
         value /= 1024
-    raise AssertionError("unreachable")
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} GB"  # and beyond: no unit past GB
 
 
 def progress(done: int, total: int, elapsed_s: float, *, since: int = 0) -> str:

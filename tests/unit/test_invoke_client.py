@@ -32,7 +32,12 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self.reply(200, json.dumps({tasks.DEFAULT_TASK: SPEC}).encode(), "application/json")
+        if self.behaviour == "no-tasks":
+            self.reply(404, b"<html>Not here</html>", "text/html")
+        elif self.behaviour == "tasks-not-a-dict":
+            self.reply(200, b'["dialogue-summary"]', "application/json")
+        else:
+            self.reply(200, json.dumps({tasks.DEFAULT_TASK: SPEC}).encode(), "application/json")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -126,8 +131,9 @@ def test_a_local_invocation_posts_the_tasks_body_to_its_component_and_reads_the_
     endpoint.behaviour = "chat"
     body = tasks.chat_request(tasks.resolve_task_spec(tasks.DEFAULT_TASK), "Hi.")
     assert client.invoke(endpoint.url + "/", "notes", body) == "A summary."
-    [(path, headers, sent)] = endpoint.received
-    assert (path, json.loads(sent)) == ("/invocations", body)
+    assert client.invoke(endpoint.url + "/proxiX", "notes", body) == "A summary."
+    [(path, headers, sent), (prefixed, _, _)] = endpoint.received
+    assert (path, prefixed, json.loads(sent)) == ("/invocations", "/proxiX/invocations", body)
     assert headers["content-type"] == "application/json"
     assert headers["x-amzn-sagemaker-inference-component"] == "notes"
 
@@ -274,3 +280,26 @@ def test_a_sagemaker_target_invokes_the_tasks_serving_component_in_the_region(
         )  # fmt: skip
         assert client.invoke("sagemaker:ep", "routing", {}, region="eu-west-1") == "Routed."
     assert sorted(asked) == [("sagemaker", "eu-west-1"), ("sagemaker-runtime", "eu-west-1")]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "said"),
+    [
+        ("no-tasks", "{url}/tasks answered 404: is it a peftops endpoint?"),
+        ("tasks-not-a-dict", "{url}/tasks answered no task list: is it a peftops endpoint?"),
+    ],
+)
+def test_an_endpoint_that_lists_no_tasks_is_one_line_naming_its_tasks_path(
+    endpoint: type[Misbehaving], behaviour: str, said: str
+) -> None:
+    endpoint.behaviour = behaviour
+    with pytest.raises(client.InvokeError) as refused:
+        client.served_task_specs(endpoint.url)
+    assert str(refused.value) == said.format(url=endpoint.url)
+
+
+def test_an_https_target_is_a_local_endpoint_too() -> None:
+    with pytest.raises(client.InvokeError) as refused:
+        client.invoke("https://127.0.0.1:1", "notes", {})
+    assert str(refused.value).startswith("https://127.0.0.1:1: ")
+    assert str(refused.value).endswith("; is `peftops serve` running?")

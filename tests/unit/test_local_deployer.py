@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,18 @@ def registry(tmp_path: Path) -> LocalRegistry:
 
 
 def test_a_version_that_answers_its_smoke_request_is_recorded_deployed(
-    registry: LocalRegistry, mirror: Path, tiny_causal: Path
+    registry: LocalRegistry,
+    mirror: Path,
+    tiny_causal: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     number = register(registry, mirror, str(tiny_causal))
     deployed = deploy(registry, number)
+    assert list(scratch.iterdir()) == []  # the unpacked adapter went with its scratch folder
     assert (deployed.lifecycle.stage, deployed.lifecycle.status) == (
         "staging",
         StageStatus.DEPLOYED,
