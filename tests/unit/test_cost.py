@@ -39,9 +39,10 @@ def processing(name: str, instances: Any, seconds: int) -> dict[str, Any]:
 
 
 DEFINITION = {
-    "Parameters": [{"Name": "TrainingInstanceCount", "Type": "Integer", "DefaultValue": 2}],
+    "Parameters": [{"Name": "TrainingInstanceCount", "Type": "Integer", "DefaultValue": 2},
+                   {"Name": "PreprocessInstances", "Type": "Integer", "DefaultValue": 3}],
     "Steps": [
-        processing("Preprocess", 1, 1800),
+        processing("Preprocess", {"Get": "Parameters.PreprocessInstances"}, 1800),
         training("TrainAdapter", {"Get": "Parameters.TrainingInstanceCount"}, spot=True, seconds=7200),
         training("TrainBaseline", 1, spot=False, seconds=3600),
         {
@@ -61,14 +62,14 @@ G5, M5 = cost.ON_DEMAND_USD_PER_HOUR["ml.g5.2xlarge"], cost.ON_DEMAND_USD_PER_HO
 def test_each_job_is_bounded_at_its_instances_spot_setting_and_runtime_limit() -> None:
     jobs = cost.job_bounds(DEFINITION)
     assert [(j.step, j.kind, j.instance_type, j.instances, j.spot, j.max_hours) for j in jobs] == [
-        ("Preprocess", "processing", "ml.m5.xlarge", 1, False, 0.5),
+        ("Preprocess", "processing", "ml.m5.xlarge", 3, False, 0.5),  # the parameter's default
         ("TrainAdapter", "training", "ml.g5.2xlarge", 2, True, 2.0),  # the parameter's default
         ("TrainBaseline", "training", "ml.g5.2xlarge", 1, False, 1.0),
         ("Evaluate", "processing", "ml.m5.xlarge", 1, False, 1.0),
         ("EvaluateStoredBaseline", "processing", "ml.m5.xlarge", 1, False, 1.0),
     ]
     assert [round(j.usd, 6) for j in jobs] == [
-        round(M5 * 0.5, 6),
+        round(M5 * 3 * 0.5, 6),
         round(G5 * cost.SPOT_FRACTION * 2 * 2.0, 6),
         round(G5, 6),
         round(M5, 6),
@@ -94,7 +95,7 @@ def test_a_run_is_bounded_by_the_jobs_of_its_baseline_modes_branch() -> None:
 
 def test_a_runs_quotas_count_the_instances_it_may_hold_at_once_per_quota() -> None:
     assert cost.quotas(cost.job_bounds(DEFINITION)) == {
-        "ml.m5.xlarge for processing job usage": 2,  # Preprocess, Evaluate (never the stored one)
+        "ml.m5.xlarge for processing job usage": 4,  # Preprocess, Evaluate (never the stored one)
         "ml.g5.2xlarge for spot training job usage": 2,
         "ml.g5.2xlarge for training job usage": 1,
     }
