@@ -140,3 +140,44 @@ def test_the_main_process_seals_each_checkpoint_the_trainer_saved(
     done = SealCheckpoints().on_save(SimpleNamespace(output_dir=str(tmp_path)), state, control)
     assert done is control
     assert (tmp_path / "checkpoint-7" / CHECKPOINT_SEAL).is_file() is sealed
+
+
+def test_a_run_resumes_only_with_its_arguments_data_task_and_base_model(
+    tmp_path: Path, splits: Path, tiny_causal: Path
+) -> None:
+    """A checkpoint folder remembers the run that wrote it; a run that differs in anything but
+    paths and logging is refused, naming what differs."""
+    import dataclasses
+    import shutil
+
+    from tests.integration.test_train_methods import make_args
+    from training_scripts import tasks
+    from training_scripts.checkpoints import RUN_CONFIG_FILE, check_run_config
+    from training_scripts.enums import PeftMethod
+
+    data = shutil.copytree(splits, tmp_path / "splits")
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    args = make_args(tiny_causal, data, tmp_path, PeftMethod.LORA)
+    check_run_config(folder, args, is_main=False)
+    assert not (folder / RUN_CONFIG_FILE).exists()  # only the main process writes it
+    check_run_config(folder, args, is_main=True)
+    assert (folder / RUN_CONFIG_FILE).is_file()
+    moved = dataclasses.replace(args, output_dir=str(tmp_path / "elsewhere"), logging_steps=1)
+    check_run_config(folder, moved, is_main=True)  # paths and logging may change
+
+    def refused(changed: object) -> str:
+        with pytest.raises(ValueError) as stopped:
+            check_run_config(folder, changed, is_main=True)  # type: ignore[arg-type]
+        return str(stopped.value)
+
+    reason = (
+        "; resume with the same arguments, data and base model, or use an empty --checkpoint-dir"
+    )
+    assert refused(dataclasses.replace(args, lora_r=4)) == (
+        f"{folder} holds checkpoints of another run (differing: lora_r){reason}"
+    )
+    spec = tasks.split_task(data / "train")
+    edited = dataclasses.replace(spec, system="Answer in French.")
+    (data / "train" / tasks.TASK_SPEC_FILE).write_text(edited.canonical_json())
+    assert refused(args) == f"{folder} holds checkpoints of another run (differing: task){reason}"
