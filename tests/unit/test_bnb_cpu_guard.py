@@ -92,5 +92,10 @@ def test_plain_eval_forward_is_caught_before_training(tiny_causal: Path, batch) 
     quantized.eval()
     with torch.no_grad():
         quantized(**batch)
-    with pytest.raises(RuntimeError, match="repacked for CPU inference"):
+    with pytest.raises(RuntimeError) as refused:
         assert_4bit_weights_trainable(quantized)
+    assert str(refused.value) == (
+        "a 4-bit layer was repacked for CPU inference by an eval-mode forward; training it now "
+        "would use wrong gradients (bitsandbytes 0.50 CPU). Evaluate inside "
+        "model_loading.evaluation_mode(model), or reload the model before training."
+    )

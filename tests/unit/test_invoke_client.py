@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.error
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -32,7 +32,10 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if self.behaviour == "no-tasks":
+        if self.behaviour == "silent":
+            time.sleep(3)
+            self.reply(200, b"{}", "application/json")
+        elif self.behaviour == "no-tasks":
             self.reply(404, b"<html>Not here</html>", "text/html")
         elif self.behaviour == "tasks-not-a-dict":
             self.reply(200, b'["dialogue-summary"]', "application/json")
@@ -222,13 +225,21 @@ def test_an_error_reply_is_read_as_its_detail_or_the_start_of_its_text_in_one_li
     assert client.error_detail(http_error(raw)) == said
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda url: client.invoke_local(url, "notes", {}, timeout=0.5),
+        lambda url: client.served_task_specs(url, timeout=0.5),
+    ],
+    ids=["invocation", "task list"],
+)
 def test_a_local_endpoint_that_does_not_answer_in_time_is_one_line(
-    endpoint: type[Misbehaving],
+    endpoint: type[Misbehaving], call: Any
 ) -> None:
     endpoint.behaviour = "silent"
     started = time.monotonic()
     with pytest.raises(client.InvokeError) as late:
-        client.invoke_local(endpoint.url, "notes", {}, timeout=0.5)
+        call(endpoint.url)
     assert time.monotonic() - started < 2.5
     assert str(late.value) == f"{endpoint.url}: TimeoutError: timed out"
 

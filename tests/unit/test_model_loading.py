@@ -71,20 +71,35 @@ def test_an_adapter_loads_on_its_base_and_counts_only_its_own_parameters(
     assert all(torch.equal(p, saved[n]) for n, p in loaded.named_parameters() if "lora_" in n)
     assert model_loading.count_parameters(loaded) == (0, total + lora)  # loaded frozen
     # A 4-bit weight counts the parameters it packs, not its bytes.
+    import bitsandbytes as bnb
+
     quantized = model_loading.load_peft_model(
         str(tiny_causal), str(tmp_path / "adapter"), quantize_4bit=True, dtype=torch.float32
     )
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in quantized.modules())
     assert model_loading.count_parameters(quantized) == (0, total + lora)
+    half = model_loading.load_peft_model(
+        str(tiny_causal), str(tmp_path / "adapter"), quantize_4bit=False, dtype=torch.bfloat16
+    )
+    assert half.get_base_model().model.embed_tokens.weight.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize(("offline", "why"), [
-    ("1", "the Hugging Face Hub is off (HF_HUB_OFFLINE=1, which the Makefile sets)"),
-    ("0", "the Hugging Face Hub did not serve it (404 Client Error)"),
-])  # fmt: skip
+OFF = "the Hugging Face Hub is off (HF_HUB_OFFLINE=1, which the Makefile sets)"
+ON = "the Hugging Face Hub did not serve it (404 Client Error)"
+
+
+@pytest.mark.parametrize(
+    ("offline", "why"),
+    [("1", OFF), ("true", OFF), ("TRUE", OFF), ("yes", OFF), ("Yes", OFF),
+     ("0", ON), ("false", ON), ("", ON), (None, ON)],
+)  # fmt: skip
 def test_a_model_neither_here_nor_on_the_hub_is_one_line_with_the_fix(
-    monkeypatch: pytest.MonkeyPatch, offline: str, why: str
+    monkeypatch: pytest.MonkeyPatch, offline: str | None, why: str
 ) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    if offline is None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     error = model_loading.unreachable_model("org/model", OSError("404 Client Error\nmore"))
     assert str(error) == (
         f"org/model: no such model folder, and {why}; pass a local model folder, or a hub id "

@@ -120,6 +120,17 @@ def test_an_artifact_is_logged_when_its_file_exists(store: str, tmp_path: Path) 
     assert [a.path for a in listed] == ["report.html"]
 
 
+def test_training_metrics_are_logged_at_their_step(store: str) -> None:
+    import mlflow
+
+    with tracking.run("Train", params={}) as tracked:
+        log = tracking.MetricLogger(tracked)
+        log({"loss": 2.0}, step=5)
+        log({"loss": 1.5}, step=10)
+    history = mlflow.MlflowClient(tracking_uri=store).get_metric_history(tracked.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(5, 2.0), (10, 1.5)]
+
+
 def test_a_metric_that_cannot_be_logged_warns_once_and_training_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
