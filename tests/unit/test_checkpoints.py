@@ -181,3 +181,12 @@ def test_a_run_resumes_only_with_its_arguments_data_task_and_base_model(
     edited = dataclasses.replace(spec, system="Answer in French.")
     (data / "train" / tasks.TASK_SPEC_FILE).write_text(edited.canonical_json())
     assert refused(args) == f"{folder} holds checkpoints of another run (differing: task){reason}"
+
+
+def test_a_broken_checkpoint_that_cannot_be_removed_is_passed_over(tmp_path: Path) -> None:
+    """Removal errors do not stop the run (another process may have removed the folder first):
+    here the newest checkpoint is a link, which rmtree refuses to follow."""
+    sound = checkpoint(tmp_path, 10)
+    elsewhere = checkpoint(tmp_path / "elsewhere", 30, sealed=False)
+    (tmp_path / "checkpoint-30").symlink_to(elsewhere, target_is_directory=True)
+    assert newest_complete_checkpoint(tmp_path) == sound
