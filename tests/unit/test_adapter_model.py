@@ -5,6 +5,7 @@ its own words before it generates."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import tarfile
@@ -193,4 +194,86 @@ def test_a_smoke_test_fails_on_an_answer_without_text() -> None:
     assert smoke_test(Silent(), "notes", request) == (  # type: ignore[arg-type]
         False,
         "smoke test failed: the adapter generated no text",
+    )
+
+
+TEXTS = [
+    "the meeting moved to friday",
+    "Could you send me the report by Friday?",
+    "Where is the station?",
+    "Lunch at noon?",
+    "hello",
+    "the invoice is wrong",
+    "please call me back",
+    "thanks",
+]
+
+
+def stopping_answer(served: AdapterModel) -> tuple[Request, Answer]:
+    """The first request whose greedy answer ends at its end-of-text before 16 tokens."""
+    for text in TEXTS:
+        for task in (BASE, *TASKS):
+            request = ask(task, text, 16)
+            (answer,) = served.generate([request])
+            if answer.finish_reason == "stop":
+                return request, answer
+    raise AssertionError("no candidate ends early: add texts")
+
+
+def test_a_row_ends_at_its_end_of_text_which_its_answer_does_not_show(
+    served: AdapterModel,
+) -> None:
+    import torch
+
+    request, answer = stopping_answer(served)
+    ids = torch.tensor([served.prompt(request)])
+    context = served.model.disable_adapter() if request.task == BASE else contextlib.nullcontext()
+    if request.task != BASE:
+        served.model.set_adapter(request.task)
+    with context, torch.no_grad():
+        raw = served.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
+            do_sample=False, num_beams=1, pad_token_id=served.tokenizer.pad_token_id,
+        )[0, ids.shape[1] :].tolist()  # fmt: skip
+    end = raw.index(served.tokenizer.eos_token_id)
+    assert answer.new_tokens == end + 1
+    assert answer.text == served.tokenizer.decode(raw[:end]).strip()
+    assert served.tokenizer.eos_token not in answer.text
+    # Beside a row that runs on, its continuation is padded past its end: still cut there.
+    longer = next(r for r in (ask(t, x, 16) for x in TEXTS for t in (BASE, *TASKS))
+                  if served.generate([r])[0].finish_reason == "length")  # fmt: skip
+    assert served.generate([request, longer])[0] == answer
+
+
+def test_a_row_whose_client_is_gone_stops_after_one_token(served: AdapterModel) -> None:
+    gone = threading.Event()
+    gone.set()
+    (answer,) = served.generate([ask("notes", TEXTS[0], 12)], [gone])
+    assert answer.new_tokens == 1
+
+
+def test_answers_are_greedy_whatever_the_models_generation_config_says(
+    served: AdapterModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As evaluation scored them: an instruct model's generation_config.json often samples
+    (do_sample, temperature) or searches beams; the endpoint never does."""
+    rows = [ask(task, TEXTS[0], 8) for task in (*TASKS, BASE)]
+    greedy = served.generate(rows)
+    config = served.model.generation_config
+    for name, value in {"do_sample": True, "temperature": 5.0, "top_k": 0, "num_beams": 3}.items():
+        monkeypatch.setattr(config, name, value)
+    import torch
+
+    torch.manual_seed(0)
+    assert served.generate(rows) == greedy
+
+
+def test_a_base_model_alone_answers_the_base_and_refuses_a_task(tiny_causal: Path) -> None:
+    alone = AdapterModel(str(tiny_causal), {})
+    (answer,) = alone.generate([ask(BASE, TEXTS[0], 4)])
+    assert answer.new_tokens >= 1
+    with pytest.raises(UnknownTaskError) as unknown:
+        alone.generate([ask("notes", TEXTS[0])])
+    assert str(unknown.value) == (
+        "no adapter serves task 'notes'; served: - (and 'base', the base model)"
     )
