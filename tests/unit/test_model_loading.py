@@ -126,3 +126,28 @@ def test_bf16_is_used_on_a_cpu_only_where_it_computes_natively(
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", missing)
     assert model_loading.cpu_computes_bf16() is False
+
+
+@pytest.mark.parametrize(
+    ("precision", "cuda", "cuda_bf16", "cpu_bf16", "dtype"),
+    [
+        ("bf16", False, False, False, torch.bfloat16),
+        ("fp32", True, True, True, torch.float32),
+        ("auto", True, True, False, torch.bfloat16),  # asked of the device: H100 too
+        ("auto", True, False, True, torch.float32),
+        ("auto", False, True, True, torch.bfloat16),  # a CPU with bf16 units
+        ("auto", False, True, False, torch.float32),
+    ],
+)
+def test_auto_precision_is_bf16_where_the_device_computes_it(
+    monkeypatch: pytest.MonkeyPatch,
+    precision: str,
+    cuda: bool,
+    cuda_bf16: bool,
+    cpu_bf16: bool,
+    dtype: torch.dtype,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: cuda_bf16)
+    monkeypatch.setattr(model_loading, "cpu_computes_bf16", lambda: cpu_bf16)
+    assert model_loading.resolve_dtype(precision) == dtype

@@ -109,15 +109,17 @@ def test_only_finite_numbers_are_logged_as_metrics(store: str) -> None:
     assert [(m.step, m.value) for m in history] == [(7, 1.5)]
 
 
-def test_an_artifact_is_logged_when_its_file_exists(store: str, tmp_path: Path) -> None:
+def test_an_artifact_is_logged_to_its_run_when_its_file_exists(store: str, tmp_path: Path) -> None:
     (tmp_path / "report.html").write_text("<html></html>")
+    (tmp_path / "late.json").write_text("{}")
     with tracking.run("Evaluate", params={}) as tracked:
         tracked.log_artifact(tmp_path / "report.html")
         tracked.log_artifact(tmp_path / "missing.html")
+    tracked.log_artifact(tmp_path / "late.json")  # the run has ended: still to that run
     import mlflow
 
     listed = mlflow.MlflowClient(tracking_uri=store).list_artifacts(tracked.run_id)
-    assert [a.path for a in listed] == ["report.html"]
+    assert [a.path for a in listed] == ["late.json", "report.html"]
 
 
 def test_training_metrics_are_logged_at_their_step(store: str) -> None:
@@ -188,6 +190,20 @@ def test_the_evaluation_logs_every_score_comparison_and_gate_figure_under_a_flat
     expected["test_examples"] = 2
     assert metrics == expected
     assert any(key.startswith("gate.") for key in metrics)  # the gate has figures to log
+
+
+def test_a_task_scored_by_another_metric_logs_it_beside_rouge() -> None:
+    reviewed = document()
+    reviewed["gate"]["metric"] = "exact_match"
+    for model, score in {"base": 0.1, "adapter": 0.6, "full_finetune": 0.7}.items():
+        reviewed["models"][model]["exact_match"] = score
+    metrics = tracking.evaluation_metrics(reviewed)
+    assert [metrics[f"{m}.exact_match"] for m in ("base", "adapter", "full_finetune")] == [
+        0.1,
+        0.6,
+        0.7,
+    ]
+    assert all(f"{m}.rougeL" in metrics for m in ("base", "adapter", "full_finetune"))
 
 
 def test_the_evaluations_parameters_name_its_inputs_and_baseline() -> None:
