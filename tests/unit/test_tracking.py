@@ -101,8 +101,9 @@ def test_only_finite_numbers_are_logged_as_metrics(store: str) -> None:
             step=7,
         )
         tracked.log_metrics({"nan": math.nan})  # nothing to log: no call
+    tracked.log_metrics({"late": 2.0})  # the run has ended: still to that run
     logged = read_run(store, tracked.run_id)
-    assert logged.data.metrics == {"loss": 1.5, "step": 3.0}
+    assert logged.data.metrics == {"loss": 1.5, "step": 3.0, "late": 2.0}
     import mlflow
 
     history = mlflow.MlflowClient(tracking_uri=store).get_metric_history(tracked.run_id, "loss")
