@@ -45,7 +45,10 @@ RECORDS = [
 def test_the_project_logs_at_info_and_libraries_from_warning_unless_verbose(
     capsys: pytest.CaptureFixture[str], verbose: bool
 ) -> None:
-    setup_logging(verbose=verbose)
+    if verbose:
+        setup_logging(verbose=True)
+    else:
+        setup_logging()  # quiet unless asked
     for number, (name, level, _, _) in enumerate(RECORDS):
         logging.getLogger(name).log(level, "record %d", number)
     shown = capsys.readouterr().err.splitlines()
