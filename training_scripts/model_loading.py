@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,12 @@ def load_tokenizer(model_path: str):
     return tokenizer
 
 
+def default_device_map(cuda: bool, environ: Mapping[str, str]) -> dict[str, int] | None:
+    """Where the weights load unless the caller says: on a GPU, the process's own one (torchrun
+    starts one process per GPU and names it LOCAL_RANK); on a CPU, where they are read."""
+    return {"": int(environ.get("LOCAL_RANK", "0"))} if cuda else None
+
+
 def load_model(model_path: str, *, quantize_4bit: bool, dtype, device_map: Any = None):
     """The base model, 4-bit NF4 with double quantization when asked (QLoRA)."""
     import torch
@@ -102,8 +108,8 @@ def load_model(model_path: str, *, quantize_4bit: bool, dtype, device_map: Any =
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-    if device_map is None and torch.cuda.is_available():
-        device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    if device_map is None:
+        device_map = default_device_map(torch.cuda.is_available(), os.environ)
     if device_map is not None:
         kwargs["device_map"] = device_map
     model = model_class.from_pretrained(model_path, **kwargs)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
+import shutil
 import tarfile
 import threading
 from pathlib import Path
@@ -24,6 +26,7 @@ from pipelines.serving.adapters import (
     smoke_test,
     unpack_adapter,
 )
+from training_scripts import model_loading, prompts, tasks
 
 BASE = "base"
 TASKS = ("notes", "summary")
@@ -48,6 +51,9 @@ def served(tiny_causal: Path, tmp_path_factory: pytest.TempPathFactory) -> Adapt
     adapters = {
         task: save_adapter(tiny_causal, root / task, seed) for seed, task in enumerate(TASKS)
     }
+    # "notes" was trained for support routing (its own task.json); "summary" predates task
+    # specs beside adapters and is read as the default task.
+    shutil.copy(tasks.SPECS_DIR / "support-routing.json", adapters["notes"] / tasks.TASK_SPEC_FILE)
     return AdapterModel(str(tiny_causal), adapters)
 
 
@@ -277,3 +283,81 @@ def test_a_base_model_alone_answers_the_base_and_refuses_a_task(tiny_causal: Pat
     assert str(unknown.value) == (
         "no adapter serves task 'notes'; served: - (and 'base', the base model)"
     )
+
+
+def test_each_task_reads_its_prompt_with_the_answer_cue_its_adapter_was_trained_with(
+    served: AdapterModel,
+) -> None:
+    messages = [{"role": "user", "content": "the meeting moved to friday"}]
+    cues = {"notes": "Answer:", "summary": "Summary:", BASE: tasks.DEFAULT_ANSWER_CUE}
+    assert {task: served.specs[task].name for task in TASKS} == {
+        "notes": "support-routing",
+        "summary": "dialogue-summary",
+    }
+    for task, cue in cues.items():
+        expected = prompts.causal_prompt_ids(served.tokenizer, messages, cue=cue)
+        assert served.prompt(Request(task, messages, 4)) == expected, task
+    assert served.prompt(Request("notes", messages, 4)) != served.prompt(
+        Request("summary", messages, 4)
+    )
+
+
+def test_messages_of_exactly_the_character_bound_reach_the_tokenizer(
+    served: AdapterModel,
+) -> None:
+    """The character bound refuses only what cannot fit; at the bound, the token count
+    decides (here: too many tokens, refused in those words)."""
+    with pytest.raises(ServingError) as refused:
+        served.prompt(ask("notes", "x" * served.max_prompt_chars))
+    assert str(refused.value).startswith(
+        "this endpoint reads at most 1024 tokens of prompt and answer; the request asks for "
+    )
+
+
+def test_a_seq2seq_base_is_refused(tiny_seq2seq: Path) -> None:
+    with pytest.raises(ServingError) as refused:
+        AdapterModel(str(tiny_seq2seq), {})
+    assert str(refused.value) == "serving takes causal language models; this base is seq2seq"
+
+
+def with_config(source: Path, target: Path, **changes: object) -> Path:
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    config.update(changes)
+    (target / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return target
+
+
+def test_the_context_is_the_models_positions_when_fewer_than_the_tasks_maximum(
+    tiny_causal: Path, tmp_path: Path
+) -> None:
+    short = AdapterModel(
+        str(with_config(tiny_causal, tmp_path / "short", max_position_embeddings=512)), {}
+    )
+    assert short.max_context == 512
+    assert short.max_prompt_chars == 512 * max(map(len, short.tokenizer.get_vocab()))
+
+
+def test_a_config_without_positions_reads_the_tasks_maximum(
+    tiny_causal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = model_loading.load_model
+
+    def without_positions(*args: object, **kwargs: object) -> object:
+        model = loaded(*args, **kwargs)
+        del model.config.max_position_embeddings
+        return model
+
+    monkeypatch.setattr(model_loading, "load_model", without_positions)
+    assert AdapterModel(str(tiny_causal), {}).max_context == tasks.MAX_CONTEXT_TOKENS
+
+
+def test_the_base_is_served_in_full_precision_whatever_its_checkpoint_holds(
+    tiny_causal: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    half = with_config(tiny_causal, tmp_path / "half", dtype="bfloat16", torch_dtype="bfloat16")
+    model = AdapterModel(str(half), {}).model
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert not getattr(model, "is_loaded_in_4bit", False)

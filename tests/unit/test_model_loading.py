@@ -151,3 +151,33 @@ def test_auto_precision_is_bf16_where_the_device_computes_it(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: cuda_bf16)
     monkeypatch.setattr(model_loading, "cpu_computes_bf16", lambda: cpu_bf16)
     assert model_loading.resolve_dtype(precision) == dtype
+
+
+@pytest.mark.parametrize(
+    ("cuda", "environ", "expected"),
+    [
+        (True, {"LOCAL_RANK": "3"}, {"": 3}),  # torchrun's fourth process: the fourth GPU
+        (True, {}, {"": 0}),  # a single-process job: the first GPU
+        (False, {"LOCAL_RANK": "3"}, None),  # a CPU: loaded where read
+        (False, {}, None),
+    ],
+)
+def test_weights_load_onto_the_processs_own_gpu_and_stay_put_on_a_cpu(
+    cuda: bool, environ: dict[str, str], expected: dict[str, int] | None
+) -> None:
+    assert model_loading.default_device_map(cuda, environ) == expected
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text(
+    tiny_causal: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    shipped = AutoTokenizer.from_pretrained(tiny_causal)
+    assert shipped.eos_token and shipped.eos_token != shipped.pad_token
+    own_pad = model_loading.load_tokenizer(str(tiny_causal))
+    assert own_pad.pad_token == shipped.pad_token  # a pad token of its own is kept
+    shipped.pad_token = None
+    shipped.save_pretrained(tmp_path)
+    padless = model_loading.load_tokenizer(str(tmp_path))
+    assert (padless.pad_token, padless.pad_token_id) == (shipped.eos_token, shipped.eos_token_id)
