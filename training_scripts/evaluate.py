@@ -660,12 +660,12 @@ def write_documents(
         encoding="utf-8",
     )
     (out / contracts.MODEL_CARD_MARKDOWN).write_text(
-        model_card.markdown(evaluation, thresholds_of(evaluation), prompt_format),
+        model_card.markdown(evaluation, thresholds_of(evaluation), prompt_format, test.task),
         encoding="utf-8",
     )
     contracts.write_json_atomic(
         out / contracts.MODEL_CARD_SAGEMAKER,
-        {"content": json.dumps(model_card.sagemaker_content(evaluation, prompt_format))},
+        {"content": json.dumps(model_card.sagemaker_content(evaluation, prompt_format, test.task))},
     )
 
 

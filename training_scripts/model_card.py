@@ -18,16 +18,46 @@ else:  # a sibling module inside the SageMaker job
     import prompts
     import tasks
 
-INTENDED_USE = (
-    "Summarizing dialogues (chat or call transcripts) like those of its training data, in the "
-    "style of its reference summaries, served on its base model with the prompt format below."
-)
-LIMITS = (
-    "Scores are ROUGE against one reference summary per dialogue: they measure overlap, not "
-    "factual accuracy. A summary can omit or misstate facts; review outputs before acting on "
-    "them. Dialogues unlike the training data (other languages, domains, much longer inputs) "
-    "were not evaluated. The adapter inherits the base model's biases and knowledge limits."
-)
+# How each metric scores an answer against its reference, in a card's words.
+METRIC_WORDS = {
+    tasks.Metric.ROUGE_L: "ROUGE F1 with stemming (word overlap with the reference)",
+    tasks.Metric.EXACT_MATCH: "exact match after normalizing case and spaces",
+    tasks.Metric.TOKEN_F1: "word-overlap F1 (SQuAD's)",
+    tasks.Metric.CHRF: "chrF (character n-gram F-score)",
+    tasks.Metric.LABEL_ACCURACY: "label accuracy (the answer is the reference label)",
+}
+
+
+def intended_use(task: tasks.TaskSpec) -> str:
+    about = f" ({task.description.rstrip('.')})" if task.description else ""
+    return (
+        f"The `{task.name}` task{about}: inputs like those of its training data, answered in the "
+        "style of its references, served on its base model with the prompt format below."
+    )
+
+
+def limits(task: tasks.TaskSpec) -> str:
+    return (
+        f"Scores are {METRIC_WORDS[task.metric]} against one reference per example: they measure "
+        "agreement with the references, not factual accuracy. An answer can omit or misstate "
+        "facts; review outputs before acting on them. Inputs unlike the training data (other "
+        "languages, domains, much longer inputs) were not evaluated. The adapter inherits the "
+        "base model's biases and knowledge limits."
+    )
+
+
+def scored_by(task: tasks.TaskSpec) -> str:
+    """What the evaluation shows: the task's metric, and ROUGE beside any other."""
+    words = METRIC_WORDS[task.metric]
+    return words if task.metric is tasks.Metric.ROUGE_L else f"{words}, and ROUGE F1 beside it"
+
+
+def slots(task: tasks.TaskSpec) -> list[str]:
+    """Where the input goes in the prompt format: `{field}` per field, `{user}` for a turn."""
+    placeholder = task.placeholder_input()
+    if isinstance(placeholder, list):
+        return [turn["content"] for turn in placeholder]
+    return list(placeholder.values())
 
 
 def prompt_format(tokenizer: Any, task: tasks.TaskSpec, *, seq2seq: bool = False) -> str:
@@ -86,6 +116,7 @@ def hyperparameters(training: dict[str, Any]) -> list[tuple[str, Any]]:
 def _render(
     training: dict[str, Any],
     prompt: str,
+    task: tasks.TaskSpec,
     evaluation: dict[str, Any] | None,
     thresholds: contracts.GateThresholds | None,
 ) -> str:
@@ -98,28 +129,38 @@ def _render(
             base_model=(evaluation or {}).get("base_model") or training.get("base_model"),
             hyperparameters=hyperparameters(training),
             prompt=prompt,
+            task=task,
+            slots=slots(task),
+            scored_by=scored_by(task),
             evaluation=evaluation,
             verdict=verdict,
             keys=score_keys(evaluation),
-            intended_use=INTENDED_USE,
-            limits=LIMITS,
+            intended_use=intended_use(task),
+            limits=limits(task),
         )
     )
 
 
-def adapter_readme(training: dict[str, Any], prompt: str) -> str:
+def adapter_readme(training: dict[str, Any], prompt: str, task: tasks.TaskSpec) -> str:
     """The adapter's README.md at training time: everything but the scores."""
-    return _render(training, prompt, None, None)
+    return _render(training, prompt, task, None, None)
 
 
-def markdown(evaluation: dict[str, Any], thresholds: contracts.GateThresholds, prompt: str) -> str:
+def markdown(
+    evaluation: dict[str, Any],
+    thresholds: contracts.GateThresholds,
+    prompt: str,
+    task: tasks.TaskSpec,
+) -> str:
     """The evaluated model card."""
     return _render(
-        evaluation["models"]["adapter"].get("training", {}), prompt, evaluation, thresholds
+        evaluation["models"]["adapter"].get("training", {}), prompt, task, evaluation, thresholds
     )
 
 
-def sagemaker_content(evaluation: dict[str, Any], prompt: str) -> dict[str, Any]:
+def sagemaker_content(
+    evaluation: dict[str, Any], prompt: str, task: tasks.TaskSpec
+) -> dict[str, Any]:
     """The same card as SageMaker model package model card content (the "model package model
     card schema": model_overview holds only the creator and artifact there)."""
     training = evaluation["models"]["adapter"].get("training", {})
@@ -161,14 +202,14 @@ def sagemaker_content(evaluation: dict[str, Any], prompt: str) -> dict[str, Any]
     return {
         "model_overview": {"model_creator": "peftops"},
         "intended_uses": {
-            "purpose_of_model": "Dialogue summarization with a parameter-efficient adapter.",
-            "intended_uses": INTENDED_USE,
-            "factors_affecting_model_efficiency": "Dialogue length beyond the training data's; "
+            "purpose_of_model": f"The `{task.name}` task with a parameter-efficient adapter.",
+            "intended_uses": intended_use(task),
+            "factors_affecting_model_efficiency": "Inputs longer than the training data's; "
             "other languages or domains; decoding settings other than greedy.",
         },
         "training_details": {
             "training_observations": (
-                "Objective: cross-entropy on the summary tokens, minimized. Validation loss "
+                "Objective: cross-entropy on the answer tokens, minimized. Validation loss "
                 f"{training.get('eval_loss_before', float('nan')):.4f} before and "
                 f"{training.get('eval_loss_after', float('nan')):.4f} after training."
             ),
@@ -185,10 +226,10 @@ def sagemaker_content(evaluation: dict[str, Any], prompt: str) -> dict[str, Any]
         },
         "evaluation_details": [
             {
-                "name": "ROUGE on the held-out test split",
+                "name": "Scores on the held-out test split",
                 "evaluation_observation": (
-                    f"{evaluation['test_examples']} test dialogues, greedy decoding, ROUGE F1 with "
-                    "stemming, 95% intervals from a paired bootstrap over examples."
+                    f"{evaluation['test_examples']} test examples, greedy decoding, scored by "
+                    f"{scored_by(task)}; 95% intervals from a paired bootstrap over examples."
                 ),
                 "datasets": [str(evaluation.get("dataset_version") or "unversioned")],
                 "metadata": {
@@ -199,7 +240,7 @@ def sagemaker_content(evaluation: dict[str, Any], prompt: str) -> dict[str, Any]
             }
         ],
         "additional_information": {
-            "caveats_and_recommendations": LIMITS,
+            "caveats_and_recommendations": limits(task),
             "custom_details": {
                 "prompt_format": prompt[:1024],
                 "dataset_version": str(evaluation.get("dataset_version") or ""),

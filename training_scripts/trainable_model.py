@@ -138,6 +138,7 @@ def save_outputs(
                 model_card.prompt_format(
                     tokenizer, task, seq2seq=metrics["model_kind"] == "seq2seq"
                 ),
+                task,
             ),
             encoding="utf-8",
         )

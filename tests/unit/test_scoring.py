@@ -10,7 +10,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from tests.evaluations import evaluation, scored
+from tests.evaluations import TASK, evaluation, scored
 from training_scripts import contracts, model_card, report
 from training_scripts.scoring import (
     ROUGE_KEYS,
@@ -256,25 +256,9 @@ def test_report_states_verdict_settings_intervals_curves_and_examples() -> None:
     assert worst < page.index("Example d1", worst) < best < page.index("Example d2", best)
 
 
-def test_model_card_content_is_valid_sagemaker_model_card_content() -> None:
-    from sagemaker.core.shapes.model_card_shapes import ModelCardContent
-
-    document, _, _ = reviewed_evaluation()
-    content = model_card.sagemaker_content(document, "<|im_start|>user\n{dialogue}")
-    validated = ModelCardContent.model_validate_json(json.dumps(content))
-    # The SDK's models ignore keys they do not know, which the service refuses: every key of
-    # the card must survive the round trip.
-    assert validated.model_dump(mode="json", exclude_unset=True) == content
-    groups = {g["name"] for g in content["evaluation_details"][0]["metric_groups"]}
-    assert "Scores: adapter" in groups and "Difference: adapter_vs_full_finetune" in groups
-    assert content["additional_information"]["custom_details"]["prompt_format"].endswith(
-        "{dialogue}"
-    )
-
-
 def test_model_card_markdown_states_scores_with_intervals_and_prompt() -> None:
     document, _, _ = reviewed_evaluation()
-    card = model_card.markdown(document, THRESHOLDS, "PROMPT {dialogue}")
+    card = model_card.markdown(document, THRESHOLDS, "PROMPT {dialogue}", TASK)
     ci = document["intervals"]["models"]["adapter"]["rougeL"]
     assert f"[{ci['low']:.3f}, {ci['high']:.3f}]" in card
     assert "PROMPT {dialogue}" in card and "v-20261128" in card and "| LoRA rank | `16` |" in card
