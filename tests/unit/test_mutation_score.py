@@ -180,3 +180,43 @@ def test_a_rerun_tests_again_exactly_the_named_mutants_no_test_detected(tmp_path
         },
         "hash_by_function_name": {},
     }
+
+
+def test_a_changed_template_or_spec_is_copied_again_and_python_sources_are_left_to_mutmut(
+    tmp_path: Path,
+) -> None:
+    from tools import mutation_retry
+
+    sources, mutants = tmp_path / "repo", tmp_path / "repo" / "mutants"
+    files = {
+        "training_scripts/templates/card.j2": ("new card", "old card"),  # changed: copied
+        "training_scripts/task_specs/a.json": ("{}", "{}"),  # unchanged: left
+        "pipelines/fixtures/phrases.json": ("[1]", None),  # new: copied
+        "pipelines/module.py": ("x = 1", "mutated"),  # mutmut's: left
+    }
+    for name, (source, copy) in files.items():
+        (sources / name).parent.mkdir(parents=True, exist_ok=True)
+        (sources / name).write_text(source)
+        if copy is not None:
+            (mutants / name).parent.mkdir(parents=True, exist_ok=True)
+            (mutants / name).write_text(copy)
+    copied = mutation_retry.refreshed_data_files(sources, mutants, mutation_retry.SOURCE_PATHS)
+    assert sorted(copied) == [
+        Path("pipelines/fixtures/phrases.json"),
+        Path("training_scripts/templates/card.j2"),
+    ]
+    assert {name: (mutants / name).read_text() for name in files} == {
+        "training_scripts/templates/card.j2": "new card",
+        "training_scripts/task_specs/a.json": "{}",
+        "pipelines/fixtures/phrases.json": "[1]",
+        "pipelines/module.py": "mutated",
+    }
+
+
+def test_the_refreshed_folders_are_mutmuts_source_paths() -> None:
+    import tomllib
+
+    from tools import mutation_retry
+
+    config = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
+    assert tuple(config["tool"]["mutmut"]["source_paths"]) == mutation_retry.SOURCE_PATHS
