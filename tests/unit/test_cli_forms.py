@@ -30,6 +30,20 @@ def test_version() -> None:
     assert done.exit_code == 0 and done.output.strip() == f"peftops {expected}"
 
 
+def test_the_console_script_names_itself_peftops(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`peftops` (pyproject's script, cli.app:main) says its own name in usage and errors,
+    whatever path it was started by."""
+    from pipelines.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/some-wrapper", "no-such-command"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert "Usage: peftops [OPTIONS] COMMAND [ARGS]..." in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("spec", "path", "group"),
     [

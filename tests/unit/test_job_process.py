@@ -24,8 +24,18 @@ def interpreter_state(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_script_runs_as_main_with_its_own_argv_and_folder_first_on_the_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interpreter_state: None
 ) -> None:
-    watchers: list[str] = []
-    monkeypatch.setattr(job_process, "end_when_runner_is_gone", lambda: watchers.append("on"))
+    watchers: list[tuple[object, bool]] = []
+
+    class Watcher:
+        """The thread main starts, recorded, not run: the real one would end this process."""
+
+        def __init__(self, target: object, daemon: bool | None = None) -> None:
+            self.started = (target, daemon)
+
+        def start(self) -> None:
+            watchers.append(self.started)
+
+    monkeypatch.setattr(job_process.threading, "Thread", Watcher)
     folder = tmp_path / "code"
     folder.mkdir()
     seen = tmp_path / "seen.json"
@@ -36,14 +46,16 @@ def test_the_script_runs_as_main_with_its_own_argv_and_folder_first_on_the_path(
         encoding="utf-8",
     )
     monkeypatch.chdir(tmp_path)
-    job_process.main(["code/job.py", "--epochs", "2"])
+    job_process.main(["code/job.py", "--epochs", "2"])  # runpy sets argv[0] to the script
     script = str(folder / "job.py")
     assert json.loads(seen.read_text()) == {
         "name": "__main__",
         "argv": [script, "--epochs", "2"],
         "path0": str(folder),
     }
-    assert watchers == ["on"]  # the watcher started beside the script
+    # The watcher started beside the script, as a daemon: the job's process ends when its
+    # script does, not when the runner closes its stdin.
+    assert watchers == [(job_process.end_when_runner_is_gone, True)]
 
 
 @pytest.mark.parametrize(("argv", "code"), [([], 2), (["-h"], 0), (["--help"], 0)])

@@ -6,6 +6,7 @@ comparison shows), and the Markdown card in the task's own words, never another 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -261,3 +262,31 @@ def test_a_fields_tasks_card_names_each_of_its_input_slots() -> None:
     assert "place of `{question}`, `{context}`:" in readme
     assert model_card.scored_by(spec) == "word-overlap F1 (SQuAD's), and ROUGE F1 beside it"
     assert "`qa` task." in readme  # no description: nothing after the name
+
+
+def test_the_prompt_format_is_what_the_model_reads_with_a_slot_for_each_input(
+    tiny_causal: Path, tiny_seq2seq: Path
+) -> None:
+    """The text training rendered, with `{field}` where the input goes, and the task's own
+    answer cue; a seq2seq model reads no chat turns."""
+    from training_scripts import model_loading, prompts
+
+    causal = model_loading.load_tokenizer(str(tiny_causal))
+    seq2seq = model_loading.load_tokenizer(str(tiny_seq2seq))
+    for task in (SUMMARY, ROUTING):
+        for tokenizer, is_seq2seq in ((causal, False), (seq2seq, True)):
+            shown = model_card.prompt_format(tokenizer, task, seq2seq=is_seq2seq)
+            assert shown == prompts.render_prompt(
+                tokenizer,
+                task.messages(task.placeholder_input()),
+                seq2seq=is_seq2seq,
+                cue=task.answer_cue,
+            )
+            assert all(slot in shown for slot in model_card.slots(task))
+        assert model_card.prompt_format(causal, task) == model_card.prompt_format(
+            causal, task, seq2seq=False
+        )
+    assert SUMMARY.answer_cue in model_card.prompt_format(causal, SUMMARY)
+    assert model_card.prompt_format(causal, SUMMARY) != model_card.prompt_format(
+        causal, SUMMARY, seq2seq=True
+    )

@@ -353,15 +353,17 @@ def test_the_confusion_table_counts_each_reference_labels_predictions() -> None:
     from training_scripts.scoring import confusion
 
     table = confusion(
-        ["billing", "Outage", "no idea", "billing", "account"],
-        ["billing", "billing", "billing", "outage", "not a label"],
+        ["billing", "Outage", "no idea", "billing", "account", "BILLING"],
+        ["billing", "billing", "billing", "outage", "not a label", "billing"],
         LABELS,
     )
     assert table == {
-        "billing": {"billing": 1, "outage": 1, "account": 0, "(other)": 1},
+        "billing": {"billing": 2, "outage": 1, "account": 0, "(other)": 1},
         "outage": {"billing": 1, "outage": 0, "account": 0, "(other)": 0},
         "account": {"billing": 0, "outage": 0, "account": 0, "(other)": 0},
     }
+    with pytest.raises(ValueError):  # a prediction without its reference: never a short table
+        confusion(["billing", "outage"], ["billing"], LABELS)
 
 
 def test_a_report_rendered_again_from_its_folder_is_the_report_of_its_files(tmp_path) -> None:
