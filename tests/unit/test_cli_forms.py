@@ -316,3 +316,23 @@ def test_serve_defaults_are_the_endpoints_own() -> None:
     created = inspect.signature(server.create_app).parameters
     assert created["max_queue"].default == server.MAX_QUEUE
     assert created["request_timeout_s"].default == server.REQUEST_TIMEOUT_S
+
+
+@pytest.mark.parametrize(
+    ("recorded", "shown"),
+    [
+        ("line\nbreak", "line\\nbreak"),  # Cc
+        ("bell\x07", "bell\\x07"),  # Cc
+        ("zero\u200bwidth", "zero\\u200bwidth"),  # Cf
+        ("right\u202eto left", "right\\u202eto left"),  # Cf: a bidi override
+        ("line\u2028separator", "line\\u2028separator"),  # Zl
+        ("paragraph\u2029separator", "paragraph\\u2029separator"),  # Zp
+        ("café – naïve 日本", "café – naïve 日本"),  # printable: as recorded
+    ],
+)
+def test_recorded_text_shows_on_one_line_with_its_control_characters_escaped(
+    recorded: str, shown: str
+) -> None:
+    from pipelines.cli.models import escaped
+
+    assert escaped(recorded) == shown

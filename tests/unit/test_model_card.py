@@ -208,6 +208,9 @@ def test_a_card_without_versions_or_losses_says_so() -> None:
         "hyper_parameters": [{"name": "method", "value": "lora"}],
         "training_metrics": [],
     }
+    del document["models"]["adapter"]["training"]  # an evaluation of an adapter without them
+    untrained = model_card.sagemaker_content(document, PROMPT, SUMMARY)["training_details"]
+    assert untrained["training_job_details"] == {"hyper_parameters": [], "training_metrics": []}
 
 
 def test_the_card_is_valid_sagemaker_model_card_content_key_for_key() -> None:

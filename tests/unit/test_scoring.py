@@ -386,3 +386,64 @@ def test_a_report_rendered_again_from_its_folder_is_the_report_of_its_files(tmp_
         written, rows, predictions, thresholds, registered="peftops-adapters version 7"
     )
     assert "peftops-adapters version 7" in page
+
+
+@pytest.mark.parametrize(
+    ("text", "drop_articles", "normalized"),
+    [
+        ("The Cat, a dog.", True, "cat dog"),
+        ("The Cat, a dog.", False, "the cat a dog"),
+        ("an apple", True, "apple"),
+        ("  Spaced\tout!  ", True, "spaced out"),
+    ],
+)
+def test_answers_are_normalized_as_squad_normalizes_them(
+    text: str, drop_articles: bool, normalized: str
+) -> None:
+    from training_scripts.scoring import normalize_answer
+
+    assert normalize_answer(text, drop_articles=drop_articles) == normalized
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "f1"),
+    [
+        ("red box", "red car", 0.5),  # precision 1/2, recall 1/2
+        ("cat dog bird", "cat", 0.5),  # precision 1/3, recall 1: 2/4
+        ("cat", "cat dog bird", 0.5),
+        ("", "cat", 0.0),  # one side empty: no match
+        ("cat", "", 0.0),
+        ("", "", 1.0),  # both empty: a match
+        ("dog", "cat", 0.0),
+    ],
+)
+def test_token_f1_is_squads_harmonic_mean_of_word_precision_and_recall(
+    prediction: str, reference: str, f1: float
+) -> None:
+    from training_scripts.scoring import token_f1
+
+    assert token_f1(prediction, reference) == pytest.approx(f1)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "score"),
+    [
+        ("the invoice is wrong", "the invoice is wrong", 1.0),
+        ("", "the invoice is wrong", 0.0),  # nothing said where something was asked
+        ("the invoice is wrong", " ", 0.0),
+        (" ", "", 1.0),  # nothing asked, nothing said
+    ],
+)
+def test_chrf_is_sacrebleus_sentence_score_on_a_zero_to_one_scale(
+    prediction: str, reference: str, score: float
+) -> None:
+    from sacrebleu.metrics import CHRF
+
+    from training_scripts.scoring import chrf
+
+    assert chrf(prediction, reference) == pytest.approx(score)
+    partial = chrf("the invoice was wrong", "the invoice is wrong")
+    assert partial == pytest.approx(
+        CHRF().sentence_score("the invoice was wrong", ["the invoice is wrong"]).score / 100
+    )
+    assert 0 < partial < 1
