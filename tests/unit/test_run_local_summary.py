@@ -36,6 +36,23 @@ def cells(output: str, first: str) -> list[str]:
     raise AssertionError(f"no row {first!r} in:\n{output}")
 
 
+def alignments(output: str, first: str) -> list[str]:
+    """Where each cell of the row whose first cell is `first` sits in its column."""
+    line = next(
+        line for line in output.splitlines() if "│" in line and line.split("│")[1].strip() == first
+    )
+
+    def alignment(cell: str) -> str:
+        text = cell[1:-1]  # without the one space of padding on each side
+        if text == text.strip():
+            return "full"
+        return {(True, False): "right", (False, True): "left"}.get(
+            (text.startswith(" "), text.endswith(" ")), "center"
+        )
+
+    return [alignment(cell) for cell in line.split("│")[1:-1]]
+
+
 def summary(run: LocalRun, capsys: pytest.CaptureFixture[str]) -> str:
     run_local.print_summary(run)
     return capsys.readouterr().out
@@ -80,6 +97,11 @@ def test_a_registered_run_shows_its_steps_the_three_models_and_the_version(
         "full_finetune", "0.6250", "0.6250", "0.6250", "135,000,000 (1.00%)", "5.0 GB", "100s", "1.0 GB",
     ]  # fmt: skip
     assert "Registered peftops-adapters version 3 (PendingManualApproval)." in out
+    # Tables titled on the left; names on the left of their column, figures on the right.
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert lines[0] == "Steps"
+    assert "Base vs adapter vs full fine-tune" in lines
+    assert alignments(out, "adapter") == ["left", *["right"] * 7]
     assert f"Report: {tmp_path / 'evaluation' / 'report.html'}" in out
     assert "Nothing registered" not in out
 
@@ -105,7 +127,8 @@ def test_a_task_scored_by_another_metric_shows_that_metric_first(
         # Succeeded without registering: the last check's words, as a sentence.
         ("Succeeded",
          [StepRecord("CheckRegisteredA", "Lambda", "Succeeded", 0, "no: an old reason"),
-          StepRecord("CheckRegisteredB", "Lambda", "Succeeded", 0,
+          StepRecord("CheckRegisteredB", "Lambda", "Succeeded", 0, "no: another old reason"),
+          StepRecord("CheckRegisteredC", "Lambda", "Succeeded", 0,
                      "the adapter equals version 2, already registered")],
          ["The adapter equals version 2, already registered."], ["Nothing registered", "No: an old reason."]),
         ("Succeeded", STEPS, ["Nothing registered."], [run_local.GATE_FAILED_NEXT]),
@@ -125,6 +148,9 @@ def test_what_a_run_that_registered_nothing_says(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = summary(LocalRun(RunResult(status, steps=steps)), capsys)
+    verdicts = {"Nothing registered.", "The adapter equals version 2, already registered."}
+    # A verdict is a line of its own, and only the one said.
+    assert {line for line in out.splitlines() if line in verdicts} == verdicts & set(said)
     flat = " ".join(out.split())
     for words in said:
         assert " ".join(words.split()) in flat
