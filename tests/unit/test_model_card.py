@@ -293,3 +293,43 @@ def test_the_prompt_format_is_what_the_model_reads_with_a_slot_for_each_input(
     assert model_card.prompt_format(causal, SUMMARY) != model_card.prompt_format(
         causal, SUMMARY, seq2seq=True
     )
+
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def test_the_cards_read_as_written_word_for_word() -> None:
+    """The Markdown cards of tests/unit/snapshots, reviewed as a reader sees them: the evaluated
+    card of a routing adapter, and a summary adapter's README at training time (its base
+    model named by training, since no evaluation names one yet)."""
+    thresholds = contracts.GateThresholds(metric_tolerance=0.02, min_metric_gain=0.01)
+    document = evaluation(ROUTING)
+    document["models"]["adapter"]["training"]["base_model"] = "/opt/ml/input/data/model"
+    card = model_card.markdown(document, thresholds, PROMPT, ROUTING)
+    readme = model_card.adapter_readme(
+        {**training(), "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+        "Summarize:\n{dialogue}\nSummary:",
+        SUMMARY,
+    )
+    assert card == (SNAPSHOTS / "model_card_support_routing.md").read_text(encoding="utf-8")
+    assert readme == (SNAPSHOTS / "adapter_readme_dialogue_summary.md").read_text(encoding="utf-8")
+
+
+def test_a_cards_use_and_limits_name_the_task_and_how_it_is_scored() -> None:
+    assert model_card.intended_use(ROUTING) == (
+        "The `support-routing` task (Route a customer's support message to the team that "
+        "handles it): inputs like those of its training data, answered in the style of its "
+        "references, served on its base model with the prompt format below."
+    )
+    bare = tasks.parse_task_spec(
+        {"name": "qa", "format": "prompt_completion", "metric": "exact_match"}, "qa.json"
+    )
+    assert model_card.intended_use(bare).startswith("The `qa` task: inputs like")
+    assert model_card.limits(bare) == (
+        "Scores are exact match after normalizing case and spaces against one reference per "
+        "example: they measure agreement with the references, not factual accuracy. An answer "
+        "can omit or misstate facts; review outputs before acting on them. Inputs unlike the "
+        "training data (other languages, domains, much longer inputs) were not evaluated. The "
+        "adapter inherits the base model's biases and knowledge limits."
+    )
+    assert set(model_card.METRIC_WORDS) == set(tasks.Metric)

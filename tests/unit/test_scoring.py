@@ -330,6 +330,7 @@ def test_a_metric_needs_one_prediction_per_reference_and_at_least_one(
         (".outage.", "outage"),
         ("bill", "(other)"),
         ("billing issue", "(other)"),
+        ("ACCOUNT X", "(other)"),  # only spaces and full stops are stripped, no letter
         ("", "(other)"),
     ],
 )
