@@ -195,3 +195,97 @@ def test_the_cap_is_the_highest_that_removes_the_overflow(
         assert cap == 0
     else:
         assert removed(cap) >= overflow and (cap == max(lengths) or removed(cap + 1) < overflow)
+
+
+# --- on real tiny models ----------------------------------------------------------------------
+
+TEXTS = [
+    "the meeting moved to friday because the room was taken",
+    "hi",
+    "please send the invoice again, the first one had the wrong address on it",
+    "thanks",
+    "the package arrived broken",
+]
+
+
+def loaded(path: Path) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from training_scripts.model_loading import is_seq2seq, load_tokenizer
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(path)
+    model_class = AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
+    return model_class.from_pretrained(path).eval(), load_tokenizer(str(path))
+
+
+def answer_alone(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int):
+    """One prompt, unpadded, greedy: the answer every batching must reproduce, and its new
+    tokens."""
+    seq2seq = model.config.is_encoder_decoder
+    inputs = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=inputs, attention_mask=torch.ones_like(inputs),
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            pad_token_id=tokenizer.pad_token_id,
+        )[0]  # fmt: skip
+    continuation = out if seq2seq else out[len(ids) :]
+    text = tokenizer.decode(continuation, skip_special_tokens=True).strip()
+    return text, int((continuation != tokenizer.pad_token_id).sum())
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_batched_greedy_answers_are_each_prompts_answer_alone_whatever_the_models_config(
+    kind: str, tiny_causal: Path, tiny_seq2seq: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Padded beside longer prompts (on the left for a causal model, which continues from the
+    last token), each answer is the prompt's own greedy answer, even where the checkpoint's
+    generation config samples or searches beams; new tokens are counted over every batch."""
+    model, tokenizer = loaded(tiny_causal if kind == "causal" else tiny_seq2seq)
+    seq2seq = kind == "seq2seq"
+    prompts = [
+        prompt_ids(tokenizer, [{"role": "user", "content": t}], seq2seq=seq2seq, cue="Answer:")
+        for t in TEXTS
+    ]
+    expected = [answer_alone(model, tokenizer, ids, 5) for ids in prompts]
+    for name, value in {"do_sample": True, "temperature": 5.0, "top_k": 0, "num_beams": 3}.items():
+        monkeypatch.setattr(model.generation_config, name, value)
+    torch.manual_seed(1)
+    done = generation.generate_answers(model, tokenizer, prompts, batch_size=2, max_new_tokens=5)
+    assert done.answers == [text for text, _ in expected]
+    assert done.new_tokens == sum(count for _, count in expected) > 0
+    assert tokenizer.padding_side == ("right" if seq2seq else "left")
+
+
+def test_batches_group_prompts_of_similar_length(tiny_causal: Path) -> None:
+    model, tokenizer = loaded(tiny_causal)
+    prompts = [[5] * 9, [6] * 2, [7] * 8, [8] * 3, [9] * 2]
+    widths: list[int] = []
+    generate = model.generate
+
+    def recorded(**batch: Any) -> Any:
+        widths.append(batch["input_ids"].shape[1])
+        return generate(**batch)
+
+    model.generate = recorded
+    generation.generate_answers(model, tokenizer, prompts, batch_size=2, max_new_tokens=1)
+    assert widths == [2, 8, 9]  # (2, 2), (3, 8), (9): not (9, 2), (8, 3), (2)
+
+
+def test_a_progress_line_per_batch_only_for_a_named_model(
+    tiny_causal: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, tokenizer = loaded(tiny_causal)
+    prompts = [[5] * 3] * 3
+    with caplog.at_level("INFO", logger="evaluate"):
+        generation.generate_answers(model, tokenizer, prompts, batch_size=2, max_new_tokens=1)
+        assert caplog.records == []
+        generation.generate_answers(
+            model, tokenizer, prompts, batch_size=2, max_new_tokens=1, label="adapter"
+        )
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line.split(",")[0] for line in lines] == [
+        "adapter: generated 2/3 (67%)",
+        "adapter: generated 3/3 (100%)",
+    ]
