@@ -289,3 +289,21 @@ def test_a_progress_line_per_batch_only_for_a_named_model(
         "adapter: generated 2/3 (67%)",
         "adapter: generated 3/3 (100%)",
     ]
+
+
+@pytest.mark.parametrize("seq2seq", [False, True])
+def test_each_inputs_prompt_is_fitted_as_training_fits_it(tokenizer: Any, seq2seq: bool) -> None:
+    from training_scripts import prompts, tasks
+
+    task = tasks.resolve_task_spec(tasks.DEFAULT_TASK)
+    inputs = ["#Person1#: Hi.\n#Person2#: Hello.", "#Person1#: " + "word " * 300]
+    ids, cut = generation.prompt_token_ids(tokenizer, task, inputs, seq2seq=seq2seq, max_tokens=64)
+    fitted = [
+        prompts.fitted_prompt_ids(tokenizer, task, text, max_tokens=64, seq2seq=seq2seq)
+        for text in inputs
+    ]
+    assert (ids, cut) == ([f for f, _ in fitted], 1)
+    other = generation.prompt_token_ids(
+        tokenizer, task, inputs[:1], seq2seq=not seq2seq, max_tokens=64
+    )[0]
+    assert other != ids[:1]  # the model's kind shapes the prompt

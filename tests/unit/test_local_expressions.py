@@ -14,7 +14,13 @@ def scope() -> Scope:
     return Scope(
         parameters={"Tolerance": 0.02, "Method": "qlora", "Rank": 16, "Flag": True},
         execution={"PipelineExecutionId": "exec-1"},
-        properties={"Train": {"TrainingJobName": "job-7"}},
+        properties={
+            "Train": {
+                "TrainingJobName": "job-7",
+                "ModelArtifacts.S3ModelArtifacts": "s3://b/train/model.tar.gz",
+            },
+            "Prep": {"ProcessingOutputConfig.Outputs['train'].S3Output.S3Uri": "s3://b/prep/train"},
+        },
         property_files={"Evaluate.Report": {"gate": {"shortfall": 0.02}, "scores": [0.1, 0.4]}},
     )
 
@@ -38,6 +44,19 @@ def test_references_resolve_to_their_values() -> None:
     assert s.resolve(get("Parameters.Rank")) == 16
     assert s.resolve(get("Execution.PipelineExecutionId")) == "exec-1"
     assert s.resolve(get("Steps.Train.TrainingJobName")) == "job-7"
+    # A property's own path holds dots (and an output's name in brackets): the step is the
+    # first part only.
+    assert s.resolve(get("Steps.Train.ModelArtifacts.S3ModelArtifacts")) == (
+        "s3://b/train/model.tar.gz"
+    )
+    assert s.resolve(get("Steps.Prep.ProcessingOutputConfig.Outputs['train'].S3Output.S3Uri")) == (
+        "s3://b/prep/train"
+    )
+    # The SDK writes a property file's reference as a Get, or as its plain text.
+    plain = {
+        "Std:JsonGet": {"PropertyFile": "Steps.Evaluate.PropertyFiles.Report", "Path": "scores[0]"}
+    }
+    assert s.resolve(plain) == 0.1
     assert s.resolve(json_get("gate.shortfall")) == 0.02
     assert s.resolve(json_get("scores[1]")) == 0.4
     joined = {
@@ -107,6 +126,22 @@ def test_what_it_cannot_resolve_is_an_error() -> None:
         s.resolve(get("Execution.StartDateTime"))
     with pytest.raises(UnsupportedConstructError, match="condition type Between"):
         s.condition({"Type": "Between"})
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (get("Context.Region"), "reference Context.Region is not supported by the local runner"),
+        ({"Std:JsonGet": {"PropertyFile": get("Parameters.Rank"), "Path": "a"}},
+         "JsonGet on Parameters.Rank is not supported by the local runner"),
+        ({"Std:JsonGet": {"PropertyFile": get("Steps.Train.PropertyFiles.Metrics"), "Path": "a"}},
+         "property file Steps.Train.PropertyFiles.Metrics was not produced"),
+    ],
+)  # fmt: skip
+def test_each_unresolvable_expression_is_refused_in_its_own_words(node: dict, message: str) -> None:
+    with pytest.raises(UnsupportedConstructError) as refused:
+        scope().resolve(node)
+    assert str(refused.value) == message
 
 
 def test_parameters_take_their_declared_type_and_enum() -> None:

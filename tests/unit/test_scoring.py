@@ -448,3 +448,14 @@ def test_chrf_is_sacrebleus_sentence_score_on_a_zero_to_one_scale(
         CHRF().sentence_score("the invoice was wrong", ["the invoice is wrong"]).score / 100
     )
     assert 0 < partial < 1
+
+
+@pytest.mark.parametrize(("predictions", "references"), [(["a"], []), ([], [])])
+def test_rouge_refuses_unpaired_or_empty_lists_in_its_words(
+    predictions: list[str], references: list[str]
+) -> None:
+    from training_scripts.scoring import rouge_per_example
+
+    with pytest.raises(ValueError) as refused:
+        rouge_per_example(predictions, references)
+    assert str(refused.value) == "rouge needs one prediction per reference and at least one pair"
