@@ -21,21 +21,29 @@ def interpreter_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
 
 
-def test_the_script_runs_as_main_with_its_own_argv_and_folder_first_on_the_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interpreter_state: None
-) -> None:
-    watchers: list[tuple[object, bool]] = []
+@pytest.fixture
+def watchers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, bool | None]]:
+    """The threads main starts, recorded, not run: the real watcher would end this process
+    once this process's stdin reached its end."""
+    started: list[tuple[object, bool | None]] = []
 
     class Watcher:
-        """The thread main starts, recorded, not run: the real one would end this process."""
-
         def __init__(self, target: object, daemon: bool | None = None) -> None:
             self.started = (target, daemon)
 
         def start(self) -> None:
-            watchers.append(self.started)
+            started.append(self.started)
 
     monkeypatch.setattr(job_process.threading, "Thread", Watcher)
+    return started
+
+
+def test_the_script_runs_as_main_with_its_own_argv_and_folder_first_on_the_path(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    interpreter_state: None,
+    watchers: list[tuple[object, bool | None]],
+) -> None:
     folder = tmp_path / "code"
     folder.mkdir()
     seen = tmp_path / "seen.json"
@@ -60,12 +68,16 @@ def test_the_script_runs_as_main_with_its_own_argv_and_folder_first_on_the_path(
 
 @pytest.mark.parametrize(("argv", "code"), [([], 2), (["-h"], 0), (["--help"], 0)])
 def test_without_a_script_it_shows_its_usage(
-    argv: list[str], code: int, capsys: pytest.CaptureFixture[str]
+    argv: list[str],
+    code: int,
+    capsys: pytest.CaptureFixture[str],
+    watchers: list[tuple[object, bool | None]],
 ) -> None:
     with pytest.raises(SystemExit) as exited:
         job_process.main(argv)
     assert exited.value.code == code
     assert capsys.readouterr().out == job_process.__doc__.strip() + "\n"
+    assert watchers == []  # nothing runs
 
 
 def test_the_job_ends_with_143_once_its_stdin_reaches_end_of_file(

@@ -290,6 +290,9 @@ def test_the_prompt_format_is_what_the_model_reads_with_a_slot_for_each_input(
             causal, task, seq2seq=False
         )
     assert SUMMARY.answer_cue in model_card.prompt_format(causal, SUMMARY)
+    # An instruct model's chat template writes the turns: the format shows its markers.
+    causal.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+    assert model_card.prompt_format(causal, ROUTING).startswith("<|system|>You route")
     assert model_card.prompt_format(causal, SUMMARY) != model_card.prompt_format(
         causal, SUMMARY, seq2seq=True
     )
