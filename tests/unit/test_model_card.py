@@ -5,6 +5,7 @@ comparison shows), and the Markdown card in the task's own words, never another 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,15 @@ def training(curve_points: int = 25) -> dict[str, Any]:
             "lora_dropout": 0.05,
             # 40 names: their list is over the 255 characters a card's value may hold.
             "target_modules": [f"layers.{i}.mlp.gate_proj" for i in range(40)],
+            "num_virtual_tokens": 20,  # a prompt-tuning setting: every row the card knows
         },
         "learning_rate": 0.0002,
+        "optimizer": "paged_adamw_8bit",
         "epochs": 3,
+        "global_step": 57,
+        "per_device_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "precision": "bf16",
         "seed": 7,
         "eval_loss_before": 2.25,
         "eval_loss_after": 1.125,
@@ -137,8 +144,14 @@ def test_the_sagemaker_card_reads_each_figure_from_its_own_place() -> None:
                     {"name": "LoRA alpha", "value": "32"},
                     {"name": "LoRA dropout", "value": "0.05"},
                     {"name": "target modules", "value": modules[:255]},
+                    {"name": "virtual tokens", "value": "20"},
                     {"name": "learning rate", "value": "0.0002"},
+                    {"name": "optimizer", "value": "paged_adamw_8bit"},
                     {"name": "epochs", "value": "3"},
+                    {"name": "optimizer steps", "value": "57"},
+                    {"name": "examples per device and step", "value": "4"},
+                    {"name": "gradient accumulation steps", "value": "2"},
+                    {"name": "precision", "value": "bf16"},
                     {"name": "seed", "value": "7"},
                 ],
                 # The last 20 points of the loss curve.
@@ -328,6 +341,10 @@ def test_a_cards_use_and_limits_name_the_task_and_how_it_is_scored() -> None:
         {"name": "qa", "format": "prompt_completion", "metric": "exact_match"}, "qa.json"
     )
     assert model_card.intended_use(bare).startswith("The `qa` task: inputs like")
+    product = dataclasses.replace(bare, description="Answer questions about product X.")
+    assert model_card.intended_use(product).startswith(
+        "The `qa` task (Answer questions about product X): inputs like"
+    )
     assert model_card.limits(bare) == (
         "Scores are exact match after normalizing case and spaces against one reference per "
         "example: they measure agreement with the references, not factual accuracy. An answer "
