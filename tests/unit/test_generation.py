@@ -255,6 +255,7 @@ def test_batched_greedy_answers_are_each_prompts_answer_alone_whatever_the_model
     done = generation.generate_answers(model, tokenizer, prompts, batch_size=2, max_new_tokens=5)
     assert done.answers == [text for text, _ in expected]
     assert done.new_tokens == sum(count for _, count in expected) > 0
+    assert 0 < done.seconds < 60  # the time generating took, measured from its start
     assert tokenizer.padding_side == ("right" if seq2seq else "left")
 
 
@@ -289,6 +290,8 @@ def test_a_progress_line_per_batch_only_for_a_named_model(
         "adapter: generated 2/3 (67%)",
         "adapter: generated 3/3 (100%)",
     ]
+    elapsed = [int(line.split(", ")[1].removesuffix("s elapsed")) for line in lines]
+    assert all(0 <= seconds < 60 for seconds in elapsed)  # since generation started
 
 
 @pytest.mark.parametrize("seq2seq", [False, True])

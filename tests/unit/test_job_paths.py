@@ -12,12 +12,19 @@ import pytest
 from training_scripts import contracts, job_environment
 
 
-@dataclasses.dataclass
-class Arguments:
-    data: str = job_environment.sagemaker_path_field(
-        "/opt/ml/input/data/train", "data/train", "The training split.", env_var="SM_CHANNEL_X"
-    )
-    model: str = job_environment.sagemaker_path_field("/opt/ml/model", "out/model", "Output.")
+def arguments_class() -> type:
+    """A script's arguments with two path fields, made when called (not at import), as a
+    script's module makes them."""
+    return dataclasses.make_dataclass(
+        "Arguments",
+        [
+            ("data", str, job_environment.sagemaker_path_field(
+                "/opt/ml/input/data/train", "data/train", "The training split.",
+                env_var="SM_CHANNEL_X")),
+            ("model", str, job_environment.sagemaker_path_field(
+                "/opt/ml/model", "out/model", "Output.")),
+        ],
+    )  # fmt: skip
 
 
 def test_a_path_argument_reads_sagemakers_variable_else_the_local_folder(
@@ -26,11 +33,12 @@ def test_a_path_argument_reads_sagemakers_variable_else_the_local_folder(
     monkeypatch.delenv("SM_CHANNEL_X", raising=False)
     if Path("/opt/ml").is_dir():  # pragma: no cover - inside a SageMaker container
         pytest.skip("this machine is a SageMaker container")
-    assert (Arguments().data, Arguments().model) == ("data/train", "out/model")
+    arguments = arguments_class()
+    assert (arguments().data, arguments().model) == ("data/train", "out/model")
     monkeypatch.setenv("SM_CHANNEL_X", "/opt/ml/input/data/x")
-    assert (Arguments().data, Arguments().model) == ("/opt/ml/input/data/x", "out/model")
+    assert (arguments().data, arguments().model) == ("/opt/ml/input/data/x", "out/model")
     monkeypatch.setenv("SM_CHANNEL_X", "")  # set but empty: not a path
-    assert Arguments().data == "data/train"
+    assert arguments().data == "data/train"
 
 
 def test_inside_a_job_the_container_path_is_the_default(
@@ -39,13 +47,14 @@ def test_inside_a_job_the_container_path_is_the_default(
     real_is_dir = Path.is_dir
     monkeypatch.setattr(Path, "is_dir", lambda self: str(self) == "/opt/ml" or real_is_dir(self))
     monkeypatch.delenv("SM_CHANNEL_X", raising=False)
-    assert (Arguments().data, Arguments().model) == ("/opt/ml/input/data/train", "/opt/ml/model")
+    arguments = arguments_class()
+    assert (arguments().data, arguments().model) == ("/opt/ml/input/data/train", "/opt/ml/model")
     assert job_environment.sagemaker_path(None, "/opt/ml/c", "local") == "/opt/ml/c"
 
 
 def test_a_path_arguments_help_is_shown(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        job_environment.parsed_arguments(Arguments, ["--help"])
+        job_environment.parsed_arguments(arguments_class(), ["--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert "--data DATA The training split." in shown and "--model MODEL Output." in shown
 

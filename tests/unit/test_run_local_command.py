@@ -116,4 +116,4 @@ def test_each_way_a_run_ends_early_has_its_exit_code_and_words(
 ) -> None:
     done, _ = invoke(monkeypatch, argv, outcome)
     assert done.exit_code == code
-    assert message in " ".join(done.stderr.split())
+    assert done.stderr.splitlines()[-1] == f"peftops: error: {message}"
