@@ -224,6 +224,11 @@ def test_a_card_without_versions_or_losses_says_so() -> None:
     del document["models"]["adapter"]["training"]  # an evaluation of an adapter without them
     untrained = model_card.sagemaker_content(document, PROMPT, SUMMARY)["training_details"]
     assert untrained["training_job_details"] == {"hyper_parameters": [], "training_metrics": []}
+
+
+def test_a_markdown_card_of_an_adapter_evaluated_without_training_figures_says_so() -> None:
+    document = evaluation(SUMMARY)
+    del document["models"]["adapter"]["training"]
     thresholds = contracts.GateThresholds(metric_tolerance=0.02, min_metric_gain=0.01)
     card = model_card.markdown(document, thresholds, PROMPT, SUMMARY)
     assert "- Training split sha256: `not recorded`" in card
