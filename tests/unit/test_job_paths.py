@@ -27,12 +27,13 @@ def arguments_class() -> type:
     )  # fmt: skip
 
 
+@pytest.mark.skipif(
+    Path("/opt/ml").is_dir(), reason="inside a SageMaker container the container path wins"
+)
 def test_a_path_argument_reads_sagemakers_variable_else_the_local_folder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("SM_CHANNEL_X", raising=False)
-    if Path("/opt/ml").is_dir():  # pragma: no cover - inside a SageMaker container
-        pytest.skip("this machine is a SageMaker container")
     arguments = arguments_class()
     assert (arguments().data, arguments().model) == ("data/train", "out/model")
     monkeypatch.setenv("SM_CHANNEL_X", "/opt/ml/input/data/x")
