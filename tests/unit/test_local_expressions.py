@@ -136,6 +136,8 @@ def test_what_it_cannot_resolve_is_an_error() -> None:
          "JsonGet on Parameters.Rank is not supported by the local runner"),
         ({"Std:JsonGet": {"PropertyFile": get("Steps.Train.PropertyFiles.Metrics"), "Path": "a"}},
          "property file Steps.Train.PropertyFiles.Metrics was not produced"),
+        ({"Std:Select": {"Values": [1, 2], "Index": 0}},
+         "function Std:Select is not supported by the local runner"),
     ],
 )  # fmt: skip
 def test_each_unresolvable_expression_is_refused_in_its_own_words(node: dict, message: str) -> None:
