@@ -268,3 +268,89 @@ def test_a_job_that_writes_no_property_file_fails_its_step(tmp_path: Path) -> No
         "step Preprocess did not write its property file report.json",
     )
     assert [(s.name, s.status) for s in result.steps] == [("Preprocess", "Failed")]
+
+
+def lambda_only(step: dict[str, Any]) -> dict[str, Any]:
+    return DEFINITION | {"Steps": [step]}
+
+
+@pytest.mark.parametrize(
+    ("declared", "returned", "detail", "properties"),
+    [
+        (["Passed", "Message"], {"Passed": True, "Message": "fits"}, "fits",
+         {"OutputParameters['Passed']": True, "OutputParameters['Message']": "fits"}),
+        # Without a message, the detail is what the step declared, in its order.
+        (["Version", "Uri"], {"Uri": "s3://b/k", "Version": 7, "Extra": 1}, "Version=7, Uri=s3://b/k",
+         {"OutputParameters['Version']": 7, "OutputParameters['Uri']": "s3://b/k"}),
+        (["Passed"], {"Passed": False, "Message": ""}, "Passed=False",
+         {"OutputParameters['Passed']": False}),
+        (None, {"Anything": 1}, "", {}),  # a step that declares no outputs
+    ],
+)  # fmt: skip
+def test_a_functions_outputs_are_the_declared_ones_and_its_detail_its_message(
+    tmp_path: Path, declared: list[str] | None, returned: dict, detail: str, properties: dict
+) -> None:
+    got: list[Any] = []
+    step: dict[str, Any] = {"Name": "Look", "Type": "Lambda", "FunctionArn": CHECK}
+    if declared is not None:
+        step["OutputParameters"] = [{"OutputName": name} for name in declared]
+    lines: list[str] = []
+    run, _ = executor(
+        tmp_path,
+        definition=lambda_only(step),
+        functions={CHECK: lambda arguments: got.append(arguments) or returned},
+        log=lines.append,
+    )
+    result = run.execute()
+    assert result.status == "Succeeded"
+    assert got == [{}]  # a step without arguments: the function gets an empty event
+    assert [(s.name, s.detail) for s in result.steps] == [("Look", detail)]
+    assert run.scope.properties["Look"] == properties
+    assert f"  Look: {detail}" in lines
+
+
+def test_a_registration_the_service_would_refuse_fails_its_step_and_registers_nothing(
+    tmp_path: Path,
+) -> None:
+    """The request is checked as resolved: a parameter makes a metadata value too long."""
+    run, _ = executor(tmp_path, {"Label": "x" * 257})
+    result = run.execute()
+    assert (result.status, result.registered) == ("Failed", None)
+    assert result.failure == (
+        "Register: CustomerMetadataProperties['label'] is 257 characters; "
+        "the service takes at most 256"
+    )
+    assert [(s.name, s.status) for s in result.steps][-1] == ("Register", "Failed")
+    assert not (tmp_path / "registry.sqlite").exists()
+
+
+def test_a_registration_with_model_metrics_carries_the_evaluation_they_name(
+    tmp_path: Path,
+) -> None:
+    from tests.unit.test_scoring import reviewed_evaluation
+    from training_scripts import contracts
+
+    document = reviewed_evaluation()[0]
+    mirror = S3Mirror(tmp_path / "s3")
+    evaluation_uri = "s3://bucket/runs/evaluation/evaluation.json"
+    contracts.EVALUATION.write(mirror.path(evaluation_uri).parent, document)
+    metrics = {
+        "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": evaluation_uri}}
+    }
+    register = REGISTER | {"Arguments": REGISTER["Arguments"] | {"ModelMetrics": metrics}}
+    decide = DEFINITION["Steps"][1]
+    with_metrics = DEFINITION | {
+        "Steps": [
+            DEFINITION["Steps"][0],
+            decide | {"Arguments": decide["Arguments"] | {"IfSteps": [register]}},
+        ]
+    }
+    run, _ = executor(tmp_path, definition=with_metrics, mirror=mirror)
+    registered = run.execute().registered
+    assert registered is not None
+    assert registered.evaluation_uri == evaluation_uri
+    assert registered.evaluation == contracts.EVALUATION.read(mirror.path(evaluation_uri))
+    assert registered.evaluation["models"] == document["models"]
+    without, _ = executor(tmp_path / "plain")
+    plain = without.execute().registered
+    assert plain is not None and (plain.evaluation_uri, plain.evaluation) == (None, None)
