@@ -5,6 +5,7 @@ failure named by its step. The jobs themselves are the integration tests' (a run
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 
 from pipelines.local.errors import UnsupportedConstructError
 from pipelines.local.executor import LocalExecutor
+from pipelines.local.jobs import JobResult
 from pipelines.local.s3_mirror import S3Mirror
+from pipelines.local.step_cache import CacheHit
 from pipelines.registry import LocalRegistry
 
 RUN = {"Get": "Execution.PipelineExecutionId"}
@@ -354,3 +357,192 @@ def test_a_registration_with_model_metrics_carries_the_evaluation_they_name(
     without, _ = executor(tmp_path / "plain")
     plain = without.execute().registered
     assert plain is not None and (plain.evaluation_uri, plain.evaluation) == (None, None)
+
+
+@dataclasses.dataclass
+class RecordedJobs:
+    """The executor's job runner, recorded: which runner each job went to, with what request
+    (the jobs themselves are test_local_training_job's and test_local_job_layout's)."""
+
+    ran: list[tuple[str, str, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    observer_environment: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def processing(self, name: str, request: dict[str, Any]) -> JobResult:
+        self.ran.append(("processing", name, request))
+        return JobResult({"ProcessingJobName": f"{name.lower()}-job"})
+
+    def training(self, name: str, request: dict[str, Any]) -> JobResult:
+        self.ran.append(("training", name, request))
+        return JobResult({"TrainingJobName": f"{name.lower()}-job"})
+
+
+@dataclasses.dataclass
+class RecordedCache:
+    """A step cache that answers `hit` and records each lookup and store."""
+
+    hit: CacheHit | None = None
+    calls: list[tuple] = dataclasses.field(default_factory=list)
+
+    def lookup(self, step: str, key: str, expire_after: str) -> CacheHit | None:
+        self.calls.append(("lookup", step, key, expire_after))
+        return self.hit
+
+    def store(self, step: str, key: str, execution_id: str, properties: dict) -> None:
+        self.calls.append(("store", step, key, execution_id, properties))
+
+
+def job_step(kind: str, **extra: Any) -> dict[str, Any]:
+    """A job step whose request the service takes; a parameter in its hyperparameters (a
+    training job) or its environment (a processing job)."""
+    field = "HyperParameters" if kind == "Training" else "Environment"
+    resources = (
+        {"ResourceConfig": CLUSTER["ProcessingResources"]["ClusterConfig"]}
+        if kind == "Training"
+        else CLUSTER
+    )
+    arguments = {field: {"rank": {"Get": "Parameters.LoraRank"}}} | resources
+    return {"Name": "Job", "Type": kind, "Arguments": arguments} | extra
+
+
+def with_recorded_jobs(run: LocalExecutor) -> RecordedJobs:
+    run.jobs = RecordedJobs()  # type: ignore[assignment]
+    return run.jobs  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("kind", "runner"), [("Processing", "processing"), ("Training", "training")]
+)
+def test_each_job_runs_on_its_kinds_runner_with_its_request_resolved(
+    tmp_path: Path, kind: str, runner: str
+) -> None:
+    run, _ = executor(tmp_path, {"LoraRank": "8"}, definition=lambda_only(job_step(kind)))
+    jobs = with_recorded_jobs(run)
+    result = run.execute(observer_environment={"MLFLOW_TRACKING_URI": "sqlite:///t.db"})
+    assert result.status == "Succeeded", result.failure
+    field = "HyperParameters" if kind == "Training" else "Environment"
+    assert [(r, name, request[field]) for r, name, request in jobs.ran] == [
+        (runner, "Job", {"rank": 8})
+    ]
+    assert run.scope.properties["Job"] == {f"{kind}JobName": "job-job"}
+    # The runner's own environment for every job, set once per execution.
+    assert run.jobs.observer_environment == {"MLFLOW_TRACKING_URI": "sqlite:///t.db"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "failure"),
+    [
+        ("Training", "Job: HyperParameters['rank'] is 2501 characters; the service takes at most 2500"),
+        ("Processing", "Job: Environment['rank'] is 257 characters; the service takes at most 256"),
+    ],
+)  # fmt: skip
+def test_a_job_request_the_service_would_refuse_fails_before_the_job_or_the_cache(
+    tmp_path: Path, kind: str, failure: str
+) -> None:
+    cache = RecordedCache()
+    too_long = "8" * (2501 if kind == "Training" else 257)
+    step = job_step(kind, CacheConfig={"Enabled": True})
+    field = "HyperParameters" if kind == "Training" else "Environment"
+    step["Arguments"] = step["Arguments"] | {field: {"rank": too_long}}
+    run, _ = executor(tmp_path, definition=lambda_only(step), cache=cache)
+    jobs = with_recorded_jobs(run)
+    result = run.execute()
+    assert (result.status, result.failure) == ("Failed", failure)
+    assert (jobs.ran, cache.calls) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("caching", "expiry"),
+    [({"Enabled": True, "ExpireAfter": "P7D"}, "P7D"), ({"Enabled": True}, "P30D")],
+)
+def test_a_cached_step_looks_up_within_its_expiry_then_stores_its_job(
+    tmp_path: Path, caching: dict, expiry: str
+) -> None:
+    from pipelines.local.step_cache import cache_key
+
+    cache = RecordedCache()
+    step = job_step("Training", CacheConfig=caching)
+    run, _ = executor(tmp_path, definition=lambda_only(step), cache=cache)
+    jobs = with_recorded_jobs(run)
+    assert run.execute().status == "Succeeded"
+    key = cache_key("Training", run.scope.resolve(step["Arguments"]))
+    assert cache.calls == [
+        ("lookup", "Job", key, expiry),
+        ("store", "Job", key, run.execution_id, {"TrainingJobName": "job-job"}),
+    ]
+    assert len(jobs.ran) == 1
+
+
+@pytest.mark.parametrize(
+    ("caching", "cache"),
+    [
+        (None, RecordedCache(hit=CacheHit("local-old", {"TrainingJobName": "old"}))),
+        ({"Enabled": False}, RecordedCache(hit=CacheHit("local-old", {"TrainingJobName": "old"}))),
+        ({"Enabled": True}, None),  # a run without a cache (--no-cache)
+    ],
+)
+def test_a_step_without_caching_or_a_run_without_a_cache_always_runs_its_job(
+    tmp_path: Path, caching: dict | None, cache: RecordedCache | None
+) -> None:
+    step = job_step("Training", **({"CacheConfig": caching} if caching is not None else {}))
+    run, _ = executor(tmp_path, definition=lambda_only(step), cache=cache)
+    jobs = with_recorded_jobs(run)
+    assert run.execute().status == "Succeeded"
+    assert len(jobs.ran) == 1
+    assert cache is None or cache.calls == []
+
+
+def test_a_cache_hit_reuses_the_earlier_jobs_properties_and_runs_nothing(tmp_path: Path) -> None:
+    earlier = {
+        "TrainingJobName": "job-of-monday",
+        "ModelArtifacts.S3ModelArtifacts": "s3://b/m.tar.gz",
+    }
+    cache = RecordedCache(hit=CacheHit("local-monday", earlier))
+    lines: list[str] = []
+    step = job_step("Training", CacheConfig={"Enabled": True})
+    run, _ = executor(tmp_path, definition=lambda_only(step), cache=cache, log=lines.append)
+    jobs = with_recorded_jobs(run)
+    result = run.execute()
+    assert jobs.ran == []
+    assert [c[0] for c in cache.calls] == ["lookup"]
+    assert result.steps[0].detail == "cache hit: the job of local-monday"
+    assert "  Job: cache hit: the job of local-monday" in lines
+    assert run.scope.properties["Job"] == earlier
+
+
+@pytest.mark.parametrize(
+    ("rank", "lines", "outcome"),
+    [
+        (8, ["  Check: fits", "  Decide: true -> ['Register']"], True),
+        (64, ["  Check: too large", "  Decide: false -> ['Refuse']",
+              "  Refuse: rank 64 refused: too large strict false"], False),
+    ],
+)  # fmt: skip
+def test_a_conditions_outcome_is_its_property_and_its_branch_is_logged(
+    tmp_path: Path, rank: int, lines: list[str], outcome: bool
+) -> None:
+    logged: list[str] = []
+    run, _ = executor(tmp_path, {"LoraRank": rank}, log=logged.append)
+    run.execute()
+    assert run.scope.properties["Decide"] == {"Outcome": outcome}
+    assert [line for line in logged if line.startswith("  ") and "done in" not in line] == lines
+
+
+def test_an_empty_branch_logs_nothing_to_run_and_a_fail_step_without_a_message_fails_bare(
+    tmp_path: Path,
+) -> None:
+    decide = DEFINITION["Steps"][1]
+    arguments = decide["Arguments"] | {
+        "IfSteps": [],
+        "ElseSteps": [{"Name": "Stop", "Type": "Fail", "Arguments": {}}],
+    }
+    definition = DEFINITION | {"Steps": [DEFINITION["Steps"][0], decide | {"Arguments": arguments}]}
+    for rank, line, status, failure in (
+        (8, "  Decide: true -> nothing", "Succeeded", ""),
+        (64, "  Decide: false -> ['Stop']", "Failed", "Stop: "),
+    ):
+        logged: list[str] = []
+        run, _ = executor(tmp_path, {"LoraRank": rank}, definition=definition, log=logged.append)
+        result = run.execute()
+        assert line in logged
+        assert (result.status, result.failure) == (status, failure)
+    assert "  Stop: " in logged
