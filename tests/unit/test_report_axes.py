@@ -87,3 +87,79 @@ def test_a_one_example_folder_renders_its_report(tmp_path: Path) -> None:
         {model: [predictions[model][0]] for model in contracts.MODEL_NAMES},
         contracts.GateThresholds(**document["gate_thresholds"]),
     )
+
+
+def scores(scale: float) -> dict:
+    """Distinct scores for every model and ROUGE variant, the largest 0.75 x `scale`, each
+    with its interval from 0.8 to 1.1 times the score."""
+    models: dict = {}
+    intervals: dict = {}
+    for i, model in enumerate(contracts.MODEL_NAMES):
+        for j, key in enumerate(contracts.ROUGE_KEYS):
+            value = scale * (1 + i + 3 * j) / 16
+            models.setdefault(model, {})[key] = value
+            intervals.setdefault(model, {})[key] = {"low": value * 0.8, "high": value * 1.1}
+    return {"models": models, "intervals": {"models": intervals}}
+
+
+BASELINE, TOP = 264.0, 28.0  # the plot's pixel rows for 0 and for the axis' top value
+LEFT, RIGHT = 48.0, 672.0
+
+
+@pytest.mark.parametrize(
+    ("scale", "top_value"),
+    [
+        (0.5, 0.75 * 0.5 * 1.1 * 1.1),  # the highest interval end, plus a tenth
+        (1.3, 1.0),  # never above 1
+        (0.01, 0.1),  # never below 0.1: tiny scores stay tiny bars
+    ],
+)
+def test_score_bars_stand_on_the_baseline_with_heights_proportional_to_their_scores(
+    scale: float, top_value: float
+) -> None:
+    evaluation = scores(scale)
+    chart = report.score_chart(evaluation)
+    assert {k: chart[k] for k in ("width", "height", "left", "right", "bottom")} == {
+        "width": 680, "height": 300, "left": 48, "right": 672, "bottom": 264,
+    }  # fmt: skip
+    per_pixel = (BASELINE - TOP) / top_value
+    expected_order = [
+        (model, key) for key in contracts.ROUGE_KEYS for model in contracts.MODEL_NAMES
+    ]
+    assert len(chart["bars"]) == len(expected_order)
+    for bar, (model, key) in zip(chart["bars"], expected_order, strict=True):
+        value = evaluation["models"][model][key]
+        interval = evaluation["intervals"]["models"][model][key]
+        assert bar["title"] == (
+            f"{report.LABELS[model]} {key}: {value:.4f} "
+            f"[{interval['low']:.4f}, {interval['high']:.4f}]"
+        )
+        assert bar["color"] == report.COLORS[model]
+        assert bar["height"] == pytest.approx(value * per_pixel, abs=0.1)
+        assert bar["y"] + bar["height"] == pytest.approx(BASELINE, abs=0.1)
+        assert bar["low"] == pytest.approx(BASELINE - interval["low"] * per_pixel, abs=0.05)
+        assert bar["high"] == pytest.approx(BASELINE - interval["high"] * per_pixel, abs=0.05)
+        assert bar["center"] == pytest.approx(bar["x"] + bar["width"] / 2, abs=0.1)
+    ticks = chart["ticks"]
+    assert ticks[0] == (0.0, BASELINE)
+    assert all(TOP <= pixel <= BASELINE and value <= top_value for value, pixel in ticks)
+
+
+def test_score_bars_are_grouped_by_rouge_variant_side_by_side_inside_the_plot() -> None:
+    """Four groups across the plot's 616 pixels (left margin 48, 16 to spare): each group's
+    three bars a quarter of the group apart, half a quarter in from its edge, 4 pixels between
+    bars; each group labelled at its centre."""
+    chart = report.score_chart(scores(0.5))
+    group = (680 - 48 - 16) / len(contracts.ROUGE_KEYS)
+    slot = group / (len(contracts.MODEL_NAMES) + 1)
+    bars = iter(chart["bars"])
+    for g in range(len(contracts.ROUGE_KEYS)):
+        for b in range(len(contracts.MODEL_NAMES)):
+            bar = next(bars)
+            assert bar["x"] == pytest.approx(LEFT + g * group + slot / 2 + b * slot, abs=0.051)
+            assert bar["width"] == pytest.approx(slot - 4, abs=0.051)
+            assert bar["x"] >= LEFT and bar["x"] + bar["width"] <= RIGHT
+    assert chart["groups"] == [
+        {"label": key, "x": pytest.approx(LEFT + g * group + group / 2, abs=0.051)}
+        for g, key in enumerate(contracts.ROUGE_KEYS)
+    ]
