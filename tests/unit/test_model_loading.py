@@ -128,6 +128,15 @@ def test_bf16_is_used_on_a_cpu_only_where_it_computes_natively(
     assert model_loading.cpu_computes_bf16() is False
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_follows_what_onednn_says_of_this_cpu(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """Both answers, whatever this machine's CPU: a CPU with AMX and one without."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert model_loading.cpu_computes_bf16() is native
+
+
 @pytest.mark.parametrize(
     ("precision", "cuda", "cuda_bf16", "cpu_bf16", "dtype"),
     [
