@@ -163,3 +163,114 @@ def test_score_bars_are_grouped_by_rouge_variant_side_by_side_inside_the_plot() 
         {"label": key, "x": pytest.approx(LEFT + g * group + group / 2, abs=0.051)}
         for g, key in enumerate(contracts.ROUGE_KEYS)
     ]
+
+
+def comparisons_of(metric: str) -> dict:
+    """Three comparisons, each with distinct figures in the gate's metric (and others in
+    ROUGE-L, which the chart must not read when the gate judges another metric)."""
+    figures = {
+        "adapter_vs_full_finetune": (-0.02, -0.06, 0.02),
+        "adapter_vs_base": (0.2, 0.1, 0.3),
+        "extra_vs_base": (0.1, 0.0, 0.15),
+    }
+    return {
+        "gate": {"metric": metric},
+        "comparisons": {
+            name: {
+                metric: {"difference": d, "low": lo, "high": hi},
+                "rougeL": {"difference": 0.5, "low": 0.4, "high": 0.6},
+            }
+            for name, (d, lo, hi) in figures.items()
+        },
+    }
+
+
+def test_each_comparison_is_a_row_with_its_interval_and_its_gate_line_on_one_axis() -> None:
+    """The axis spans every interval end, zero and both gate lines (-0.06 to 0.3), padded a
+    tenth of that each side: -0.096 to 0.336 over pixels 170 to 490."""
+    thresholds = contracts.GateThresholds(metric_tolerance=0.04, min_metric_gain=0.05)
+    chart = report.comparison_chart(comparisons_of("accuracy"), thresholds)
+
+    def px(value: float) -> float:
+        return round(170 + (value + 0.096) / 0.432 * 320, 1)
+
+    assert chart["rows"] == [
+        {"label": "Adapter - full fine-tune", "y": 24, "low": px(-0.06), "high": px(0.02),
+         "mean": px(-0.02), "threshold": px(-0.04), "text": "-0.0200 [-0.0600, +0.0200]"},
+        {"label": "Adapter - base model", "y": 68, "low": px(0.1), "high": px(0.3),
+         "mean": px(0.2), "threshold": px(0.05), "text": "+0.2000 [+0.1000, +0.3000]"},
+        {"label": "extra_vs_base", "y": 112, "low": px(0.0), "high": px(0.15),
+         "mean": px(0.1), "threshold": None, "text": "+0.1000 [+0.0000, +0.1500]"},
+    ]  # fmt: skip
+    assert {k: v for k, v in chart.items() if k != "rows"} == {
+        "width": 680,
+        "text_x": 502,  # the figures, right of the axis
+        "height": 24 + 3 * 44 + 20,
+        "zero": px(0.0),
+        "ticks": [(0.0, px(0.0)), (0.2, px(0.2))],
+        "axis_y": 24 + 3 * 44 - 8,
+    }
+
+
+def curves(adapter: dict | None, full_finetune: dict | None) -> dict:
+    models: dict = {"base": {}}
+    for model, training in (("adapter", adapter), ("full_finetune", full_finetune)):
+        models[model] = {} if training is None else {"training": training}
+    return {"models": models}
+
+
+def test_loss_curves_are_lines_and_validation_is_dashed_with_points_on_one_axis() -> None:
+    """Steps 0 to 20 over pixels 52 to 668; losses 0.8 to 2.2 padded to 0.66 to 2.34, over
+    pixels 264 (low) to 16 (high)."""
+    adapter = {
+        "loss_curve": [{"step": 1, "loss": 2.0}, {"step": 10, "loss": 1.0}],
+        "validation_curve": [{"step": 0, "loss": 2.2}, {"step": 20, "loss": 0.8}],
+    }
+    full_finetune = {"loss_curve": [{"step": 5, "loss": 1.5}], "validation_curve": []}
+    chart = report.loss_chart(curves(adapter, full_finetune))
+    assert chart is not None
+
+    def x(step: float) -> float:
+        return round(52 + step / 20 * 616, 1)
+
+    def y(loss: float) -> float:
+        return round(264 - (loss - 0.66) / 1.68 * 248, 1)
+
+    blue, orange = report.COLORS["adapter"], report.COLORS["full_finetune"]
+    assert [(s["label"], s["color"], s["dash"]) for s in chart["series"]] == [
+        ("Adapter, training", blue, ""),
+        ("Adapter, validation", blue, "5,4"),
+        ("Full fine-tune, training", orange, ""),
+    ]
+    assert [s["path"] for s in chart["series"]] == [
+        f"{x(1)},{y(2.0)} {x(10)},{y(1.0)}",
+        f"{x(0)},{y(2.2)} {x(20)},{y(0.8)}",
+        f"{x(5)},{y(1.5)}",
+    ]
+    assert [s["dots"] for s in chart["series"]] == [[], [(x(0), y(2.2)), (x(20), y(0.8))], []]
+    assert {k: chart[k] for k in ("width", "height", "left", "bottom", "right")} == {
+        "width": 680, "height": 300, "left": 52, "bottom": 264, "right": 668,
+    }  # fmt: skip
+    assert chart["x_ticks"] == [(float(s), x(s)) for s in (0, 5, 10, 15, 20)]
+    assert chart["y_ticks"][0][0] == 1.0 and chart["y_ticks"][-1][0] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("adapter", "full_finetune", "labels"),
+    [
+        (None, None, None),  # a reused baseline and no curves: no chart
+        ({"loss_curve": [], "validation_curve": []}, None, None),
+        (None, {"loss_curve": [{"step": 2, "loss": 1.0}]}, ["Full fine-tune, training"]),
+        ({"validation_curve": [{"step": 0, "loss": 1.0}]}, None, ["Adapter, validation"]),
+    ],
+)
+def test_only_the_curves_a_run_has_are_drawn(
+    adapter: dict | None, full_finetune: dict | None, labels: list[str] | None
+) -> None:
+    chart = report.loss_chart(curves(adapter, full_finetune))
+    assert (chart and [s["label"] for s in chart["series"]]) == labels
+
+
+def test_a_curve_at_step_0_alone_spans_one_step() -> None:
+    chart = report.loss_chart(curves({"validation_curve": [{"step": 0, "loss": 1.0}]}, None))
+    assert chart is not None and chart["x_ticks"][-1] == (1.0, 668.0)
