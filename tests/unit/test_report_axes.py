@@ -186,17 +186,18 @@ def comparisons_of(metric: str) -> dict:
 
 
 def test_each_comparison_is_a_row_with_its_interval_and_its_gate_line_on_one_axis() -> None:
-    """The axis spans every interval end, zero and both gate lines (-0.06 to 0.3), padded a
-    tenth of that each side: -0.096 to 0.336 over pixels 170 to 490."""
-    thresholds = contracts.GateThresholds(metric_tolerance=0.04, min_metric_gain=0.05)
+    """The axis spans every interval end, zero and both gate lines (the tolerance's, -0.1, is
+    left of every interval: -0.1 to 0.3), padded a tenth of that each side: -0.14 to 0.34
+    over pixels 170 to 490."""
+    thresholds = contracts.GateThresholds(metric_tolerance=0.1, min_metric_gain=0.05)
     chart = report.comparison_chart(comparisons_of("accuracy"), thresholds)
 
     def px(value: float) -> float:
-        return round(170 + (value + 0.096) / 0.432 * 320, 1)
+        return round(170 + (value + 0.14) / 0.48 * 320, 1)
 
     assert chart["rows"] == [
         {"label": "Adapter - full fine-tune", "y": 24, "low": px(-0.06), "high": px(0.02),
-         "mean": px(-0.02), "threshold": px(-0.04), "text": "-0.0200 [-0.0600, +0.0200]"},
+         "mean": px(-0.02), "threshold": px(-0.1), "text": "-0.0200 [-0.0600, +0.0200]"},
         {"label": "Adapter - base model", "y": 68, "low": px(0.1), "high": px(0.3),
          "mean": px(0.2), "threshold": px(0.05), "text": "+0.2000 [+0.1000, +0.3000]"},
         {"label": "extra_vs_base", "y": 112, "low": px(0.0), "high": px(0.15),
