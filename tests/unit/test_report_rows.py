@@ -1,0 +1,96 @@
+"""The report's tables: each example's row (scores in the gate's metric, the adapter against
+the full fine-tune, the input as a reader sees it) and the settings rows."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from training_scripts import report
+
+
+@pytest.mark.parametrize(
+    ("task_input", "shown"),
+    [
+        ("#Person1#: Hi.", "#Person1#: Hi."),
+        ({"question": "Où est-il ?", "context": "À Paris."},
+         '{\n "question": "Où est-il ?",\n "context": "À Paris."\n}'),
+        ([{"role": "user", "content": "Grüß dich"}],
+         '[\n {\n  "role": "user",\n  "content": "Grüß dich"\n }\n]'),
+    ],
+)  # fmt: skip
+def test_an_input_is_shown_as_its_text_or_as_readable_json(task_input: object, shown: str) -> None:
+    assert report.shown_input(task_input) == shown
+
+
+def scored(metric: str) -> dict:
+    """Per-example scores in the gate's metric (and other, wrong ones in ROUGE-L)."""
+    per_example = {
+        "base": [0.1, 0.0, 0.2],
+        "adapter": [0.7, 0.3, 0.9],
+        "full_finetune": [0.5, 0.6, 0.4],
+    }
+    return {
+        "gate": {"metric": metric},
+        "models": {
+            model: {"per_example": {metric: scores, "rougeL": [9.0, 9.0, 9.0]}}
+            for model, scores in per_example.items()
+        },
+    }
+
+
+def test_each_examples_row_is_its_scores_from_the_adapters_worst_to_its_best() -> None:
+    rows = [
+        {"id": "a", "input": "first", "target": "one"},
+        {"input": {"question": "q"}, "target": "two"},  # no id: its place in the test split
+        {"id": "c", "input": "third", "target": "three"},
+    ]
+    predictions = {"adapter": ["A1", "A2", "A3"], "base": ["B1", "B2", "B3"]}
+    table = report.per_example_rows(scored("accuracy"), rows, predictions)
+    assert [
+        (r["id"], r["scores"], r["versus_full_finetune"], r["input"], r["reference"], r["outputs"])
+        for r in table
+    ] == [
+        (1, {"base": 0.0, "adapter": 0.3, "full_finetune": 0.6}, pytest.approx(-0.3),
+         '{\n "question": "q"\n}', "two", {"base": "B2", "adapter": "A2"}),
+        ("a", {"base": 0.1, "adapter": 0.7, "full_finetune": 0.5}, pytest.approx(0.2),
+         "first", "one", {"base": "B1", "adapter": "A1"}),
+        ("c", {"base": 0.2, "adapter": 0.9, "full_finetune": 0.4}, pytest.approx(0.5),
+         "third", "three", {"base": "B3", "adapter": "A3"}),
+    ]  # fmt: skip
+
+
+def settings_of(evaluation: dict) -> dict:
+    return dict(report.settings(evaluation, None, passed=True))
+
+
+def test_the_settings_show_each_models_own_training_figures() -> None:
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    evaluation = reviewed_evaluation()[0]
+    baseline = evaluation["models"]["full_finetune"]["training"]
+    baseline.update(learning_rate=2e-5, global_step=40)
+    shown = settings_of(evaluation)
+    assert shown["Learning rate (adapter / full fine-tune)"] == "0.0005 / 2e-05"
+    assert shown["Optimizer steps (adapter / full fine-tune)"] == "19 / 40"
+    assert shown["LoRA rank / alpha"] == "16 / 32"
+    assert shown["Target modules"] == "q_proj, v_proj"
+
+
+def test_a_model_without_its_training_summary_shows_none_for_its_figures() -> None:
+    """A reused baseline, or an adapter evaluated from a folder without one: no figure is
+    made up and nothing fails."""
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    evaluation = copy.deepcopy(reviewed_evaluation()[0])
+    del evaluation["models"]["adapter"]["training"]
+    del evaluation["models"]["full_finetune"]["training"]
+    shown = settings_of(evaluation)
+    assert shown["Learning rate (adapter / full fine-tune)"] == "None / None"
+    assert shown["LoRA rank / alpha"] is None
+    assert shown["Target modules"] is None
+    assert shown["Examples per step"] is None
+    prompt_tuned = copy.deepcopy(reviewed_evaluation()[0])
+    del prompt_tuned["models"]["adapter"]["training"]["adapter"]  # no LoRA lineage
+    assert settings_of(prompt_tuned)["LoRA rank / alpha"] is None
