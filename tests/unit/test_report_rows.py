@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from training_scripts import report
+from training_scripts import contracts, report
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,54 @@ def test_a_model_without_its_training_summary_shows_none_for_its_figures() -> No
     prompt_tuned = copy.deepcopy(reviewed_evaluation()[0])
     del prompt_tuned["models"]["adapter"]["training"]["adapter"]  # no LoRA lineage
     assert settings_of(prompt_tuned)["LoRA rank / alpha"] is None
+
+
+def test_the_settings_rows_word_for_word() -> None:
+    """Every row a reviewer reads, from an evaluation whose every figure is distinct."""
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    evaluation = copy.deepcopy(reviewed_evaluation()[0])
+    evaluation["task"] = {"name": "support-routing", "sha256": "5e7c"}
+    evaluation["gate"]["metric"] = "accuracy"
+    evaluation["dataset_version"] = "v-20261205"
+    evaluation["test_examples"] = 42
+    evaluation[contracts.TEST_SET_SHA256] = "9f9f"
+    evaluation["tracking"] = {
+        "evaluation_run_id": "run-9",
+        "experiment": "peftops-dev",
+        "link": "http://127.0.0.1:5000/#/experiments/1/runs/run-9",
+    }
+    adapter = evaluation["models"]["adapter"]
+    adapter.update(method="lora", base_quantized_4bit=False)
+    adapter["training"].update(
+        method="qlora", train_data_sha256="ab12", world_size=2, gradient_accumulation_steps=3
+    )
+    evaluation["models"]["full_finetune"]["training"].update(learning_rate=2e-5, global_step=40)
+    assert report.settings(evaluation, "peftops-adapters version 3", passed=True) == [
+        ("Task", "support-routing (spec sha256 5e7c)"),
+        ("Gate metric", "accuracy"),
+        ("Method", "lora"),  # what was evaluated, over what its training said
+        ("Base model", "tiny"),
+        ("Adapter scored on", "the unquantized base, as served"),
+        ("LoRA rank / alpha", "16 / 32"),
+        ("Target modules", "q_proj, v_proj"),
+        ("Learning rate (adapter / full fine-tune)", "0.0005 / 2e-05"),
+        ("Optimizer steps (adapter / full fine-tune)", "19 / 40"),
+        ("Examples per step", 4 * 3 * 2),
+        ("Dataset version", "v-20261205"),
+        ("Training data sha256", "ab12"),
+        ("Test examples", 42),
+        ("Test set sha256", "9f9f"),
+        ("Full fine-tune", "trained in this run"),
+        ("Registered as", "peftops-adapters version 3"),
+        ("Tracking run (MLflow)", "run-9"),
+        ("MLflow experiment", "peftops-dev"),
+        ("MLflow run page (with `mlflow ui` running)", "http://127.0.0.1:5000/#/experiments/1/runs/run-9"),
+    ]  # fmt: skip
+    del adapter["method"]
+    adapter["base_quantized_4bit"] = True
+    shown = settings_of(evaluation)
+    assert (shown["Method"], shown["Adapter scored on"]) == (
+        "qlora",
+        "the 4-bit base it trained on",
+    )
