@@ -145,3 +145,131 @@ def test_the_settings_rows_word_for_word() -> None:
         "qlora",
         "the 4-bit base it trained on",
     )
+
+
+@pytest.mark.parametrize(
+    ("tracked", "rows"),
+    [
+        ({}, [("Tracking run (MLflow)", None)]),
+        ({"evaluation_run_id": "r1", "experiment": ""}, [("Tracking run (MLflow)", "r1")]),
+        ({"evaluation_run_id": "r1", "experiment": "peftops-dev"},
+         [("Tracking run (MLflow)", "r1"), ("MLflow experiment", "peftops-dev")]),
+        ({"evaluation_run_id": "r1", "link": "http://127.0.0.1:5000/#/r1"},
+         [("Tracking run (MLflow)", "r1"),
+          ("MLflow run page (with `mlflow ui` running)", "http://127.0.0.1:5000/#/r1")]),
+    ],
+)  # fmt: skip
+def test_the_tracking_rows_name_only_what_the_run_was_tracked_with(
+    tracked: dict, rows: list
+) -> None:
+    assert report.tracking_settings(tracked) == rows
+
+
+@pytest.mark.parametrize(
+    ("training", "examples"),
+    [
+        ({"per_device_batch_size": 4, "gradient_accumulation_steps": 3}, 12),  # one process
+        ({"per_device_batch_size": 4, "gradient_accumulation_steps": 3, "world_size": 8}, 96),
+        ({"per_device_batch_size": 4}, None),
+        ({}, None),
+    ],
+)
+def test_examples_per_step_count_every_rank_and_micro_batch(
+    training: dict, examples: int | None
+) -> None:
+    assert report._examples_per_step(training) == examples
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [
+        ({"kind": "trained", "test_set_matches": True}, "trained in this run"),
+        ({"kind": "reused", "evaluation": "s3://b/runs/7/evaluation.json", "test_set_matches": True},
+         "reused from s3://b/runs/7/evaluation.json (same test set: True)"),
+        ({"kind": "reused", "evaluation": "s3://b/e.json", "test_set_matches": False},
+         "reused from s3://b/e.json (same test set: False)"),
+    ],
+)  # fmt: skip
+def test_the_baseline_row_says_where_its_figures_come_from(source: dict, shown: str) -> None:
+    assert report._baseline_source({"baseline_source": source}) == shown
+
+
+@pytest.mark.parametrize(
+    ("quantized", "shown"),
+    [
+        (True, "the 4-bit base it trained on"),
+        (False, "the unquantized base, as served"),
+        (None, None),  # a method without a quantized base
+    ],
+)
+def test_the_base_an_adapter_was_scored_on(quantized: bool | None, shown: str | None) -> None:
+    assert report._scored_on(quantized) == shown
+
+
+def rendered(evaluation: dict, thresholds: contracts.GateThresholds) -> str:
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    _, rows, predictions = reviewed_evaluation()
+    return report.render(evaluation, rows, predictions, thresholds)
+
+
+LOOSE = contracts.GateThresholds(metric_tolerance=1.0, min_metric_gain=-1.0)
+STRICT = contracts.GateThresholds(metric_tolerance=0.0, min_metric_gain=0.5)
+
+
+def test_a_failed_gate_states_its_reason_and_a_passed_one_none() -> None:
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    evaluation = reviewed_evaluation()[0]
+    passed, reason = contracts.gate_verdict(evaluation, STRICT)
+    assert not passed
+    failed_page = rendered(evaluation, STRICT)
+    assert '<div class="verdict fail">' in failed_page
+    assert f"<strong>Quality gate: failed.</strong>\n{reason}.  <ul>" in failed_page
+    assert contracts.gate_verdict(evaluation, LOOSE) == (True, "gate passed")
+    passed_page = rendered(evaluation, LOOSE)
+    assert '<div class="verdict pass">' in passed_page
+    assert "<strong>Quality gate: passed.</strong>\n  <ul>" in passed_page
+    assert reason not in passed_page
+
+
+def test_a_label_task_shows_each_models_answers_per_reference_label() -> None:
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    evaluation = copy.deepcopy(reviewed_evaluation()[0])
+    for i, model in enumerate(contracts.MODEL_NAMES):
+        evaluation["models"][model]["confusion"] = {
+            "billing": {"billing": 10 + i, "outage": 20 + i, "(other)": 30 + i},
+            "outage": {"billing": 40 + i, "outage": 50 + i, "(other)": 60 + i},
+        }
+    page = rendered(evaluation, LOOSE)
+    assert "Labels: what each model answered, per reference label" in page
+    for i, model in enumerate(contracts.MODEL_NAMES):
+        table = page.index(f"<h3>{report.LABELS[model]}</h3>")
+        assert page.index(
+            f"<tr><th>outage</th><td>{40 + i}</td><td>{50 + i}</td><td>{60 + i}</td></tr>", table
+        ) < page.index("</table>", table)
+    assert "Labels: what each model answered" not in rendered(reviewed_evaluation()[0], LOOSE)
+
+
+@pytest.mark.parametrize(
+    ("training", "noted"),
+    [
+        ({"method": "qlora", "device": "cpu"}, True),
+        ({"method": "qlora", "device": "cuda"}, False),
+        ({"method": "lora", "device": "cpu"}, False),
+        (None, False),  # no training summary: no claim about its memory
+    ],
+)
+def test_the_qlora_memory_note_shows_only_for_qlora_trained_on_a_cpu(
+    training: dict | None, noted: bool
+) -> None:
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    evaluation = copy.deepcopy(reviewed_evaluation()[0])
+    if training is None:
+        del evaluation["models"]["adapter"]["training"]
+    else:
+        evaluation["models"]["adapter"]["training"].update(training)
+    page = rendered(evaluation, LOOSE)
+    assert ("Why QLoRA's memory is not lower here" in page) is noted
