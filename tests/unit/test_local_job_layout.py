@@ -252,3 +252,122 @@ def test_an_adapter_archive_cannot_write_outside_its_folder(tmp_path: Path) -> N
     with pytest.raises(tarfile.FilterError):
         unpack_adapter(archive, tmp_path / "into")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+# Records its arguments and whether a checkpoint folder was there; leaves one checkpoint where
+# the job was told to keep them.
+BARE = """
+import json, os, sys
+from pathlib import Path
+keep = sys.argv[sys.argv.index("--checkpoints") + 1] if "--checkpoints" in sys.argv else None
+(Path(os.environ["SM_MODEL_DIR"]) / "seen.json").write_text(json.dumps({
+    "argv": sys.argv[1:], "restored": sorted(os.listdir(keep)) if keep and os.path.isdir(keep) else None}))
+if keep:
+    Path(keep).mkdir(parents=True, exist_ok=True)
+    Path(keep, "step-1").write_text("new")
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "argv", "kept"),
+    [
+        ({}, [], []),  # no hyperparameters, no checkpoints
+        ({"HyperParameters": {"checkpoints": "/opt/ml/checkpoints"},
+          "CheckpointConfig": {"S3Uri": "s3://bucket/ckpt", "LocalPath": "/opt/ml/checkpoints"}},
+         ["--checkpoints", "{container}/checkpoints"], ["ckpt/step-1"]),  # a first run: none yet
+    ],
+)  # fmt: skip
+def test_a_training_job_runs_without_hyperparameters_or_earlier_checkpoints(
+    runner: tuple[JobRunner, list[str]], tmp_path: Path, extra: dict, argv: list, kept: list
+) -> None:
+    jobs, shown = runner
+    channels = training_code(jobs)
+    code_archive(jobs.mirror, "train/code", BARE)
+    request = {"InputDataConfig": channels, "OutputDataConfig": {"S3OutputPath": "s3://bucket/m"}}
+    result = jobs.training("Train", request | extra)
+    with tarfile.open(
+        jobs.mirror.path(result.properties["ModelArtifacts.S3ModelArtifacts"])
+    ) as tar:
+        seen = json.loads(tar.extractfile("seen.json").read())  # type: ignore[union-attr]
+    container = tmp_path / "jobs" / "Train" / "container" / "opt" / "ml"
+    assert seen == {"argv": [a.format(container=container) for a in argv], "restored": None}
+    assert jobs.mirror.list_keys("bucket", "ckpt/") == kept
+    shown_command = [Path(sys.executable).name, "-m", "pipelines.local.job_process", "job.py"]
+    assert shown[0] == "  $ " + " ".join([*shown_command, *seen["argv"]])  # the command, short
+
+
+def test_a_code_archive_cannot_write_outside_its_job_folder(
+    runner: tuple[JobRunner, list[str]], tmp_path: Path
+) -> None:
+    jobs, _ = runner
+    archive = tmp_path / "code" / "sourcedir.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("../../escaped.py"), io.BytesIO(b""))
+    with pytest.raises(tarfile.FilterError):
+        jobs.extract_code(archive.parent, tmp_path / "jobs" / "x" / "code")
+    assert not (tmp_path / "jobs" / "escaped.py").exists()
+
+
+def test_a_processing_job_without_arguments_environment_or_outputs_runs_bare(
+    runner: tuple[JobRunner, list[str]],
+) -> None:
+    jobs, _ = runner
+    stages_processing(
+        jobs.mirror, "import os, sys; print('argv', sys.argv[1:], os.environ.get('TASK_NAME'))"
+    )
+    bare = processing_request()
+    del bare["Environment"], bare["ProcessingOutputConfig"]
+    bare["AppSpecification"] = {}
+    result = jobs.processing("Preprocess", bare)
+    assert (result.properties, result.outputs) == ({"ProcessingJobName": "preprocess-exec1"}, {})
+    assert "argv [] None" in (jobs.jobs_root / "Preprocess" / LOG_FILE).read_text()
+
+
+def test_a_processing_job_needs_its_code_and_its_entrypoint(
+    runner: tuple[JobRunner, list[str]],
+) -> None:
+    jobs, _ = runner
+    stages_processing(jobs.mirror, PROCESS)
+    request = processing_request()
+    for kept in ("code", "entrypoint"):
+        inputs = [i for i in request["ProcessingInputs"] if i["InputName"] in (kept, "data")]
+        with pytest.raises(UnsupportedConstructError, match="only FrameworkProcessor jobs"):
+            jobs.processing("Preprocess", request | {"ProcessingInputs": inputs})
+
+
+def printing(lines: list[str], code: int) -> str:
+    """A job that prints `lines`, some to stderr, and exits with `code`."""
+    return (
+        "import sys\n"
+        + "".join(
+            f"print({line!r}, file=sys.{'stderr' if 'stderr' in line else 'stdout'}, flush=True)\n"
+            for line in lines
+        )
+        + f"sys.exit({code})\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [
+        (["loading", "Error: on stderr", "cleaning up"], "Error: on stderr"),  # stderr is logged
+        (["loading", "killed at step 3"], "killed at step 3"),  # no error line: the last line
+        ([], "no output"),
+        # The error line and the 40 lines after it are the tail; one line more and it is gone.
+        (["RuntimeError: early", *(f"line {i}" for i in range(40))], "RuntimeError: early"),
+        (["RuntimeError: early", *(f"line {i}" for i in range(41))], "line 40"),
+    ],
+)
+def test_a_failed_job_is_named_by_the_last_error_line_of_its_tail(
+    runner: tuple[JobRunner, list[str]], tmp_path: Path, lines: list[str], named: str
+) -> None:
+    jobs, _ = runner
+    (tmp_path / "job.py").write_text(printing(lines, 1))
+    log = tmp_path / "job.log"
+    with pytest.raises(StepFailedError) as failed:
+        jobs.run_command(
+            "Step", [sys.executable, str(tmp_path / "job.py")], cwd=tmp_path, env={}, log=log
+        )
+    assert str(failed.value) == f"step Step failed: {named} (full log: {log})"
+    assert log.read_text().splitlines()[1:] == lines  # every line, stderr's in its place
