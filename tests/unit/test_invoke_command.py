@@ -174,3 +174,15 @@ def test_an_endpoint_that_fails_exits_1_in_one_line(
         monkeypatch, ["--task", "dialogue-summary", "hi"], served=served, answer=answer
     )
     assert (code, output) == (1, f"peftops: error: {said}\n")
+
+
+def test_the_base_model_can_be_asked_with_a_task_spec_files_template(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What the base model answers to the prompt an adapter was trained on: the comparison."""
+    spec_file = tmp_path / "notes.json"
+    spec_file.write_text(json.dumps({**NOTES, "template": "Notes:\n{transcript}"}))
+    code, _, calls = ask(monkeypatch, ["--task", "base", "--task-spec", str(spec_file), "Q3"])
+    assert code == 0
+    expected = tasks.chat_request(tasks.load_task_spec(spec_file), "Q3")
+    assert calls == [("invoke", LOCAL, "base", expected, None)]
