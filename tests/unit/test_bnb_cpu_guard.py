@@ -58,6 +58,13 @@ def min_cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return min(float(torch.nn.functional.cosine_similarity(a[n], b[n], dim=0)) for n in a)
 
 
+REPACKED = (
+    "a 4-bit layer was repacked for CPU inference by an eval-mode forward; training it now "
+    "would use wrong gradients (bitsandbytes 0.50 CPU). Evaluate inside "
+    "model_loading.evaluation_mode(model), or reload the model before training."
+)
+
+
 @pytest.fixture
 def batch(tiny_causal: Path) -> dict[str, torch.Tensor]:
     tokenizer = load_tokenizer(str(tiny_causal))
@@ -94,8 +101,19 @@ def test_plain_eval_forward_is_caught_before_training(tiny_causal: Path, batch) 
         quantized(**batch)
     with pytest.raises(RuntimeError) as refused:
         assert_4bit_weights_trainable(quantized)
-    assert str(refused.value) == (
-        "a 4-bit layer was repacked for CPU inference by an eval-mode forward; training it now "
-        "would use wrong gradients (bitsandbytes 0.50 CPU). Evaluate inside "
-        "model_loading.evaluation_mode(model), or reload the model before training."
-    )
+    assert str(refused.value) == REPACKED
+
+
+def test_a_layer_marked_repacked_is_refused_on_any_cpu(tiny_causal: Path) -> None:
+    """What bitsandbytes leaves on a 4-bit layer it repacked for CPU inference (only CPUs with
+    AVX512-BF16 repack, so the mark is set here by hand): any one such layer is refused."""
+    quantized, _ = qlora_and_reference(tiny_causal)
+    layers = [m for m in quantized.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) > 1
+    assert_4bit_weights_trainable(quantized)
+    layers[-1].weight.quant_state.packing_format_for_cpu = True
+    with pytest.raises(RuntimeError) as refused:
+        assert_4bit_weights_trainable(quantized)
+    assert str(refused.value) == REPACKED
+    layers[-1].weight.quant_state.packing_format_for_cpu = False
+    assert_4bit_weights_trainable(quantized)
