@@ -371,3 +371,29 @@ def test_a_failed_job_is_named_by_the_last_error_line_of_its_tail(
         )
     assert str(failed.value) == f"step Step failed: {named} (full log: {log})"
     assert log.read_text().splitlines()[1:] == lines  # every line, stderr's in its place
+
+
+def test_a_processing_request_without_inputs_is_refused_in_words(
+    runner: tuple[JobRunner, list[str]],
+) -> None:
+    jobs, _ = runner
+    request = processing_request()
+    del request["ProcessingInputs"]
+    with pytest.raises(UnsupportedConstructError, match="only FrameworkProcessor jobs"):
+        jobs.processing("Preprocess", request)
+
+
+def test_one_output_folder_can_be_uploaded_to_two_places(
+    runner: tuple[JobRunner, list[str]],
+) -> None:
+    jobs, _ = runner
+    stages_processing(jobs.mirror, PROCESS)
+    request = processing_request()
+    report = request["ProcessingOutputConfig"]["Outputs"][0]
+    copy = {"OutputName": "copy", "S3Output": {**report["S3Output"], "S3Uri": "s3://bucket/copy"}}
+    request["ProcessingOutputConfig"]["Outputs"].append(copy)
+    result = jobs.processing("Preprocess", request)
+    assert result.outputs["copy"] == result.outputs["report"]
+    assert jobs.mirror.read("s3://bucket/copy/seen.json") == jobs.mirror.read(
+        "s3://bucket/runs/report/seen.json"
+    )
