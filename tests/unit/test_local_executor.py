@@ -546,3 +546,42 @@ def test_an_empty_branch_logs_nothing_to_run_and_a_fail_step_without_a_message_f
         assert line in logged
         assert (result.status, result.failure) == (status, failure)
     assert "  Stop: " in logged
+
+
+def registering(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The definition with its RegisterModel step's arguments replaced."""
+    decide = DEFINITION["Steps"][1]
+    register = REGISTER | {"Arguments": arguments}
+    branches = decide["Arguments"] | {"IfSteps": [register]}
+    return DEFINITION | {"Steps": [DEFINITION["Steps"][0], decide | {"Arguments": branches}]}
+
+
+CARD = {"ModelCardContent": '{"model_overview": {}}', "ModelCardStatus": "Draft"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "removed", "registered"),
+    [
+        ({"ModelCard": CARD, "ModelApprovalStatus": "Approved"}, (),
+         {"status": "Approved", "model_card": {"model_overview": {}}, "description": "rank 16",
+          "metadata": {"lora_r": "16", "label": "weekly"}}),
+        # What the request leaves out, the service's defaults.
+        ({}, ("ModelApprovalStatus", "ModelPackageDescription", "CustomerMetadataProperties"),
+         {"status": "PendingManualApproval", "model_card": None, "description": "",
+          "metadata": {}}),
+    ],
+)  # fmt: skip
+def test_a_registration_records_what_its_request_says_and_the_services_defaults(
+    tmp_path: Path, extra: dict, removed: tuple[str, ...], registered: dict
+) -> None:
+    import json
+    import sqlite3
+
+    arguments = {k: v for k, v in REGISTER["Arguments"].items() if k not in removed} | extra
+    run, _ = executor(tmp_path, definition=registering(arguments))
+    version = run.execute().registered
+    assert version is not None
+    assert {k: getattr(version, k) for k in registered} == registered
+    with sqlite3.connect(tmp_path / "registry.sqlite") as db:
+        (stored,) = db.execute("SELECT inference_specification FROM model_versions").fetchone()
+    assert json.loads(stored) == REGISTER["Arguments"]["InferenceSpecification"]
