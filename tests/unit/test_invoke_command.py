@@ -186,3 +186,23 @@ def test_the_base_model_can_be_asked_with_a_task_spec_files_template(
     assert code == 0
     expected = tasks.chat_request(tasks.load_task_spec(spec_file), "Q3")
     assert calls == [("invoke", LOCAL, "base", expected, None)]
+
+
+def test_an_https_endpoint_is_asked_for_its_own_spec_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "https://serving.example.internal"
+    one_field = {**NOTES, "template": "Notes:\n{transcript}"}
+    code, _, calls = ask(monkeypatch, ["--task", "meeting-notes", "--endpoint", url, "Q3"],
+                         served={"meeting-notes": one_field})  # fmt: skip
+    assert code == 0, _
+    assert calls[0] == ("tasks", url)
+    spec = tasks.parse_task_spec(one_field, "served")
+    assert calls[1] == ("invoke", url, "meeting-notes", tasks.chat_request(spec, "Q3"), None)
+
+
+def test_a_bad_spec_from_the_endpoint_is_named_by_where_it_came_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    served = {"meeting-notes": {**NOTES, "format": "chat"}}
+    code, output, _ = ask(monkeypatch, ["--task", "meeting-notes", "hi"], served=served)
+    assert code == 2
+    assert output.startswith(f"peftops: error: {LOCAL}/tasks meeting-notes: ")

@@ -27,11 +27,12 @@ def serve(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[Any, dict[s
     }
 
     def in_stage(registry: Any, stage: str) -> catalog.Served:
-        seen["stage"] = stage
+        seen["stage"], seen["registry"] = stage, registry
         return catalog.Served("tiny-base", versions)  # type: ignore[arg-type]
 
     def unpack_adapter(archive: Path, scratch: Path) -> Path:
         seen["unpacked"].append(archive)
+        seen["scratch"] = scratch.name
         return scratch / archive.parent.name
 
     class RecordedModel:
@@ -39,6 +40,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[Any, dict[s
             seen["model"] = (base_model, {t: p.name for t, p in adapter_dirs.items()})
 
     def create_app(model: Any, **settings: Any) -> str:
+        assert isinstance(model, RecordedModel)
         seen["app"] = settings
         return "the app"
 
@@ -51,7 +53,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[Any, dict[s
     monkeypatch.setattr(adapters, "AdapterModel", RecordedModel)
     monkeypatch.setattr(server, "create_app", create_app)
     monkeypatch.setattr("uvicorn.run", run)
-    monkeypatch.setattr("pipelines.cli.serve.open_registry", lambda spec: spec)
+    monkeypatch.setattr("pipelines.cli.serve.open_registry", lambda spec: ("opened", spec))
     done = CliRunner().invoke(app, ["serve", *argv])
     return done, seen
 
@@ -77,10 +79,14 @@ def test_the_stages_versions_serve_on_one_base_with_the_options_limits(
             "5",
             "--request-timeout",
             "9",
+            "--registry",
+            "local:/srv/registry.sqlite#adapters",
         ],
     )
     assert done.exit_code == 0, done.output
     assert seen["stage"] == "production"
+    assert seen["registry"] == ("opened", "local:/srv/registry.sqlite#adapters")
+    assert seen["scratch"].startswith("peftops-serve-")
     assert seen["unpacked"] == [Path("/s3/b/model.tar.gz"), Path("/s3/a/model.tar.gz")]
     assert seen["model"] == ("tiny-base", {"b-task": "b", "a-task": "a"})
     assert seen["app"] == {
@@ -90,7 +96,8 @@ def test_the_stages_versions_serve_on_one_base_with_the_options_limits(
         "request_timeout_s": 9.0,
     }
     assert seen["run"] == ("the app", {"host": "127.0.0.1", "port": port, "log_level": "warning"})
-    assert done.output == (
+    assert done.stdout == ""  # what it serves is said on stderr
+    assert done.stderr == (
         f"peftops: serving production on http://127.0.0.1:{port}: a-task (version 1), "
         "b-task (version 3) on tiny-base\n"
     )
@@ -136,3 +143,16 @@ def test_a_host_that_does_not_resolve_is_refused(monkeypatch: pytest.MonkeyPatch
     assert done.exit_code == 2
     assert done.output.startswith("peftops: error: cannot listen on no-such-host.invalid:")
     assert done.output.endswith("; pick another --port or --host\n")
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
+def test_an_ipv6_loopback_address_is_listenable(monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    done, seen = serve(monkeypatch, ["--host", "::1", "--port", str(port)])
+    assert done.exit_code == 0, done.output
+    assert seen["run"][1]["host"] == "::1"
