@@ -127,6 +127,9 @@ def test_a_sagemaker_endpoint_is_asked_in_the_region_given(monkeypatch: pytest.M
     ("argv", "said"),
     [
         (["hi"], "--task: name the task to ask ('base' for the base model)"),
+        (["--task", "Meeting_Notes", "hi"],
+         "--task 'Meeting_Notes': a task name is lower-case letters, digits and single hyphens "
+         "('base' for the base model)"),
         (["--task", "dialogue-summary"], "give the input as TEXT or as --messages FILE, one of them"),
         (["--task", "dialogue-summary", "--messages", "m.json", "hi"],
          "give the input as TEXT or as --messages FILE, one of them"),
@@ -206,3 +209,9 @@ def test_a_bad_spec_from_the_endpoint_is_named_by_where_it_came_from(
     code, output, _ = ask(monkeypatch, ["--task", "meeting-notes", "hi"], served=served)
     assert code == 2
     assert output.startswith(f"peftops: error: {LOCAL}/tasks meeting-notes: ")
+
+
+def test_empty_text_is_sent_as_the_tasks_empty_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, calls = ask(monkeypatch, ["--task", "dialogue-summary", ""])
+    assert code == 0
+    assert calls[-1] == ("invoke", LOCAL, "dialogue-summary", body("dialogue-summary", ""), None)

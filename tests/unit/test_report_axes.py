@@ -52,7 +52,8 @@ def test_ticks_fall_on_round_values_inside_the_range(
 
 
 def test_ticks_default_to_about_five() -> None:
-    assert len(Axis(0.0, 1.0, 0.0, 100.0).ticks()) == 6
+    """0 to 3: five ticks would be steps of 0.6, so steps of 1 (six would take steps of 0.5)."""
+    assert Axis(0.0, 3.0, 0.0, 30.0).ticks() == [(0.0, 0.0), (1.0, 10.0), (2.0, 20.0), (3.0, 30.0)]
 
 
 @pytest.mark.parametrize(
@@ -156,11 +157,12 @@ def test_score_bars_are_grouped_by_rouge_variant_side_by_side_inside_the_plot() 
     for g in range(len(contracts.ROUGE_KEYS)):
         for b in range(len(contracts.MODEL_NAMES)):
             bar = next(bars)
-            assert bar["x"] == pytest.approx(LEFT + g * group + slot / 2 + b * slot, abs=0.051)
-            assert bar["width"] == pytest.approx(slot - 4, abs=0.051)
+            x = LEFT + g * group + slot / 2 + b * slot
+            assert (bar["x"], bar["width"]) == (round(x, 1), round(slot - 4, 1))  # to a tenth
+            assert bar["center"] == round(x + (slot - 4) / 2, 1)
             assert bar["x"] >= LEFT and bar["x"] + bar["width"] <= RIGHT
     assert chart["groups"] == [
-        {"label": key, "x": pytest.approx(LEFT + g * group + group / 2, abs=0.051)}
+        {"label": key, "x": round(LEFT + g * group + group / 2, 1)}
         for g, key in enumerate(contracts.ROUGE_KEYS)
     ]
 

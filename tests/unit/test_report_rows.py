@@ -4,6 +4,7 @@ the full fine-tune, the input as a reader sees it) and the settings rows."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -231,6 +232,23 @@ def test_a_failed_gate_states_its_reason_and_a_passed_one_none() -> None:
     assert '<div class="verdict pass">' in passed_page
     assert "<strong>Quality gate: passed.</strong>\n  <ul>" in passed_page
     assert reason not in passed_page
+    assert "pending: the pipeline registers the adapter after this report" in passed_page
+    assert "no: the gate failed, so the pipeline registers nothing" in failed_page
+
+
+def test_the_best_examples_are_the_adapters_best_first_and_the_worst_its_worst_first() -> None:
+    """The adapter's scores of d1, d2, d3 are 0.2, 0.9, 0.5."""
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    page = rendered(reviewed_evaluation()[0], LOOSE)
+    worst = page.index("The adapter's worst examples")
+    best = page.index("The adapter's best examples")
+
+    def order(section: str) -> list[str]:
+        return [e for e in re.findall(r"Example (d\d)", section)]
+
+    assert order(page[worst:best]) == ["d1", "d3", "d2"]
+    assert order(page[best:])[:3] == ["d2", "d3", "d1"]
 
 
 def test_a_label_task_shows_each_models_answers_per_reference_label() -> None:
