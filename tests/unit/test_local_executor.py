@@ -585,3 +585,52 @@ def test_a_registration_records_what_its_request_says_and_the_services_defaults(
     with sqlite3.connect(tmp_path / "registry.sqlite") as db:
         (stored,) = db.execute("SELECT inference_specification FROM model_versions").fetchone()
     assert json.loads(stored) == REGISTER["Arguments"]["InferenceSpecification"]
+
+
+def test_a_run_stops_at_its_fail_step_and_logs_each_steps_time_only_when_it_succeeded(
+    tmp_path: Path,
+) -> None:
+    refuse = {"Name": "Refuse", "Type": "Fail", "Arguments": {"ErrorMessage": "no"}}
+    check = DEFINITION["Steps"][0]
+    logged: list[str] = []
+    run, calls = executor(
+        tmp_path, definition=DEFINITION | {"Steps": [check, refuse, check | {"Name": "Again"}]},
+        log=logged.append,
+    )  # fmt: skip
+    result = run.execute()
+    assert len(calls) == 1  # the step after the Fail step never ran
+    assert [s.name for s in result.steps] == ["Check", "Refuse"]
+    assert [line.split(" in ")[0] for line in logged if " done in " in line] == ["  Check: done"]
+    assert all(0 <= s.seconds < 60 for s in result.steps)
+
+
+def test_a_definition_without_parameters_or_a_pipeline_name_runs(tmp_path: Path) -> None:
+    check = DEFINITION["Steps"][0]
+    bare = {"Version": "2020-12-01", "Steps": [check | {"Arguments": {"Rank": 4}}]}
+    run = LocalExecutor(
+        bare,
+        mirror=S3Mirror(tmp_path / "s3"),
+        jobs_root=tmp_path / "jobs",
+        registry=LocalRegistry(tmp_path / "registry.sqlite", "adapters"),
+        functions={CHECK: lambda arguments: {"Passed": True, "Message": "fits"}},
+        log=lambda line: None,
+    )
+    assert run.execute().status == "Succeeded"
+    assert run.scope.execution["PipelineName"] == "local-pipeline"
+
+
+def test_a_jobs_command_and_its_noteworthy_lines_reach_the_runs_log(tmp_path: Path) -> None:
+    from tests.unit.test_local_job_layout import PROCESS, processing_request, stages_processing
+
+    mirror = S3Mirror(tmp_path / "s3")
+    stages_processing(mirror, PROCESS)
+    step = {"Name": "Preprocess", "Type": "Processing", "Arguments": processing_request() | CLUSTER}
+    logged: list[str] = []
+    run, _ = executor(
+        tmp_path, definition={"Version": "2020-12-01", "Steps": [step]}, mirror=mirror,
+        log=logged.append, worth_showing=lambda line: "worth" in line,
+    )  # fmt: skip
+    assert run.execute().status == "Succeeded"
+    assert any(line.startswith("  $ ") and "job_process job.py" in line for line in logged)
+    assert "  [Preprocess] worth it: 50%" in logged
+    assert "  [Preprocess] progress line" not in logged

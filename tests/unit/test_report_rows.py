@@ -291,3 +291,13 @@ def test_the_qlora_memory_note_shows_only_for_qlora_trained_on_a_cpu(
         evaluation["models"]["adapter"]["training"].update(training)
     page = rendered(evaluation, LOOSE)
     assert ("Why QLoRA's memory is not lower here" in page) is noted
+
+
+def test_an_evaluation_without_a_task_or_tracking_record_shows_none_for_them() -> None:
+    from tests.unit.test_scoring import reviewed_evaluation
+
+    evaluation = copy.deepcopy(reviewed_evaluation()[0])
+    del evaluation["task"], evaluation["tracking"]
+    shown = settings_of(evaluation)
+    assert shown["Task"] == "None (spec sha256 None)"
+    assert shown["Tracking run (MLflow)"] is None
