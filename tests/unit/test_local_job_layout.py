@@ -324,16 +324,31 @@ def test_a_processing_job_without_arguments_environment_or_outputs_runs_bare(
     assert "argv [] None" in (jobs.jobs_root / "Preprocess" / LOG_FILE).read_text()
 
 
-def test_a_processing_job_needs_its_code_and_its_entrypoint(
-    runner: tuple[JobRunner, list[str]],
+def without_input(name: str) -> Any:
+    def drop(request: dict[str, Any]) -> None:
+        request["ProcessingInputs"] = [
+            i for i in request["ProcessingInputs"] if i["InputName"] != name
+        ]
+
+    return drop
+
+
+def without_inputs(request: dict[str, Any]) -> None:
+    del request["ProcessingInputs"]
+
+
+@pytest.mark.parametrize(
+    "change", [without_input("code"), without_input("entrypoint"), without_inputs]
+)
+def test_a_processing_job_without_its_code_or_its_entrypoint_is_refused_in_words(
+    runner: tuple[JobRunner, list[str]], change: Any
 ) -> None:
     jobs, _ = runner
     stages_processing(jobs.mirror, PROCESS)
     request = processing_request()
-    for kept in ("code", "entrypoint"):
-        inputs = [i for i in request["ProcessingInputs"] if i["InputName"] in (kept, "data")]
-        with pytest.raises(UnsupportedConstructError, match="only FrameworkProcessor jobs"):
-            jobs.processing("Preprocess", request | {"ProcessingInputs": inputs})
+    change(request)
+    with pytest.raises(UnsupportedConstructError, match="only FrameworkProcessor jobs"):
+        jobs.processing("Preprocess", request)
 
 
 def printing(lines: list[str], code: int) -> str:
@@ -371,16 +386,6 @@ def test_a_failed_job_is_named_by_the_last_error_line_of_its_tail(
         )
     assert str(failed.value) == f"step Step failed: {named} (full log: {log})"
     assert log.read_text().splitlines()[1:] == lines  # every line, stderr's in its place
-
-
-def test_a_processing_request_without_inputs_is_refused_in_words(
-    runner: tuple[JobRunner, list[str]],
-) -> None:
-    jobs, _ = runner
-    request = processing_request()
-    del request["ProcessingInputs"]
-    with pytest.raises(UnsupportedConstructError, match="only FrameworkProcessor jobs"):
-        jobs.processing("Preprocess", request)
 
 
 def test_one_output_folder_can_be_uploaded_to_two_places(
