@@ -98,21 +98,20 @@ bench-preprocess: venv
 # everything (hours). The verdict (at least 90% killed per module, every survivor killed or
 # recorded as equivalent with its reason) is written to docs/mutation.json. Not part of make
 # test. Results stay in mutants/ (`.venv/bin/mutmut show NAME` prints one mutant); a rerun
-# tests again the mutants no test detected, so a test written since counts.
+# tests just the mutants no test has detected yet, so a test written since counts and killed
+# mutants cost nothing.
 MODULE ?=
 MUTANT_GLOB = $(if $(MODULE),$(subst /,.,$(patsubst %/,%,$(MODULE:.py=))).*,*)
 
 mutation: venv
-	$(BIN)/python -m tools.mutation_retry '$(MUTANT_GLOB)'
-	$(BIN)/mutmut run '$(MUTANT_GLOB)'
+	$(BIN)/python -m tools.mutation_run '$(MUTANT_GLOB)'
 	$(BIN)/python -m tools.mutation_score '$(MUTANT_GLOB)' --record
 
 # Before a submission: the mutants of just the functions changed since BASE (default: main).
 BASE ?= main
 mutation-changed: venv
 	@globs="$$($(BIN)/python -m tools.mutation_changed $(BASE))" && \
-	    echo "$$globs" && $(BIN)/python -m tools.mutation_retry $$globs && \
-	    $(BIN)/mutmut run $$globs && \
+	    echo "$$globs" && $(BIN)/python -m tools.mutation_run $$globs && \
 	    $(BIN)/python -m tools.mutation_score $$globs --allow-unmatched
 
 # What benchmarks/gpu_check.sh needs on a GPU machine without network: the pinned

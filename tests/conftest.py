@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,22 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 # to one thread, or two workers' torch thread pools would fight over the same cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# Where a SageMaker job's container keeps its files. The training scripts take its presence to
+# mean "inside a job", so nothing run on this machine may write there.
+CONTAINER_ROOT = Path("/opt/ml")
+
+
+@pytest.fixture(autouse=True)
+def nothing_written_into_the_container_root() -> Iterator[None]:
+    """The local runner maps /opt/ml into each job's own folder: a job that wrote into the
+    machine's /opt/ml would make every later script run as if inside SageMaker."""
+    existed = CONTAINER_ROOT.exists()
+    yield
+    if not existed and CONTAINER_ROOT.exists():
+        shutil.rmtree(CONTAINER_ROOT, ignore_errors=True)
+        pytest.fail(f"the test wrote into this machine's {CONTAINER_ROOT}; removed it")
 
 
 @pytest.fixture(scope="session")

@@ -154,38 +154,83 @@ def test_mutation_changed_names_exactly_the_changed_functions(
     ]
 
 
-def test_a_rerun_tests_again_exactly_the_named_mutants_no_test_detected(tmp_path: Path) -> None:
-    """A survivor (0) or a mutant with no tests (33) named by the pattern is cleared for the
-    run; killed (1) and timed-out (36) ones keep their verdict, and so does every mutant the
-    pattern does not name."""
-    from tools import mutation_retry
+def test_a_run_tests_exactly_the_named_mutants_no_test_has_detected(tmp_path: Path) -> None:
+    """Never tested (None), survived (0) or without tests (33), and named by a pattern: tested.
+    Killed (1) and timed out (36) keep their verdict, and so does every mutant no pattern names:
+    mutmut itself would rerun every mutant its command line names."""
+    from tools import mutation_run
 
-    verdicts = {
+    lifecycle = {
         "pipelines.registry.lifecycle.x_archived__mutmut_1": 1,
         "pipelines.registry.lifecycle.x_archived__mutmut_2": 0,
         "pipelines.registry.lifecycle.x_archived__mutmut_3": 33,
         "pipelines.registry.lifecycle.x_archived__mutmut_4": 36,
         "pipelines.registry.lifecycle.x_archived__mutmut_5": None,
+        "pipelines.registry.lifecycle.xǁStageǁnext__mutmut_1": None,
+    }
+    versions = {
         "pipelines.registry.versions.x_parse__mutmut_1": 0,
+        "pipelines.registry.versions.x_parse__mutmut_2": None,
     }
-    meta = tmp_path / "pipelines" / "registry" / "lifecycle.py.meta"
+    for name, verdicts in (("lifecycle", lifecycle), ("versions", versions)):
+        meta = tmp_path / "pipelines" / "registry" / f"{name}.py.meta"
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"exit_code_by_key": verdicts, "hash_by_function_name": {}}))
+    recorded = mutation_run.recorded_verdicts(tmp_path)
+    assert recorded == lifecycle | versions
+    assert mutation_run.undetected(recorded, ["pipelines.registry.lifecycle.x_archived*"]) == [
+        "pipelines.registry.lifecycle.x_archived__mutmut_2",
+        "pipelines.registry.lifecycle.x_archived__mutmut_3",
+        "pipelines.registry.lifecycle.x_archived__mutmut_5",
+    ]
+    assert mutation_run.undetected(
+        recorded, ["pipelines.registry.lifecycle.xǁStage*", "pipelines.registry.versions.*"]
+    ) == [
+        "pipelines.registry.lifecycle.xǁStageǁnext__mutmut_1",
+        "pipelines.registry.versions.x_parse__mutmut_1",
+        "pipelines.registry.versions.x_parse__mutmut_2",
+    ]
+    assert mutation_run.undetected(recorded, ["training_scripts.*"]) == []
+
+
+def test_a_run_refuses_to_start_beside_a_container_root_and_tests_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools import mutation_run
+
+    monkeypatch.setattr(mutation_run, "CONTAINER_ROOT", tmp_path)
+    started = []
+    monkeypatch.setattr(mutation_run, "generate_mutants", lambda: started.append("generate"))
+    monkeypatch.setattr(mutation_run, "run_mutants", started.append)
+    assert mutation_run.main(["pipelines.*"]) == 2
+    assert started == []
+    assert f"{tmp_path} exists" in capsys.readouterr().err
+
+
+def test_a_run_with_every_named_mutant_detected_starts_no_mutmut_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools import mutation_run
+
+    meta = tmp_path / "mutants" / "pipelines" / "a.py.meta"
     meta.parent.mkdir(parents=True)
-    meta.write_text(json.dumps({"exit_code_by_key": verdicts, "hash_by_function_name": {}}))
-    mutation_retry.main(["pipelines.registry.lifecycle.*", "--mutants", str(tmp_path)])
-    assert json.loads(meta.read_text()) == {
-        "exit_code_by_key": verdicts
-        | {
-            "pipelines.registry.lifecycle.x_archived__mutmut_2": None,
-            "pipelines.registry.lifecycle.x_archived__mutmut_3": None,
-        },
-        "hash_by_function_name": {},
-    }
+    meta.write_text(json.dumps({"exit_code_by_key": {"pipelines.a.x_f__mutmut_1": 1}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mutation_run, "CONTAINER_ROOT", tmp_path / "opt-ml")
+    runs = []
+    monkeypatch.setattr(mutation_run, "generate_mutants", lambda: None)
+    monkeypatch.setattr(mutation_run, "run_mutants", runs.append)
+    assert mutation_run.main(["pipelines.*"]) == 0
+    meta.write_text(json.dumps({"exit_code_by_key": {"pipelines.a.x_f__mutmut_1": 0}}))
+    assert mutation_run.main(["pipelines.*"]) == 0
+    assert runs == [["pipelines.a.x_f__mutmut_1"]]
+    assert "0 mutants no test has detected yet" in capsys.readouterr().out
 
 
 def test_a_changed_template_or_spec_is_copied_again_and_python_sources_are_left_to_mutmut(
     tmp_path: Path,
 ) -> None:
-    from tools import mutation_retry
+    from tools import mutation_run
 
     sources, mutants = tmp_path / "repo", tmp_path / "repo" / "mutants"
     files = {
@@ -200,7 +245,7 @@ def test_a_changed_template_or_spec_is_copied_again_and_python_sources_are_left_
         if copy is not None:
             (mutants / name).parent.mkdir(parents=True, exist_ok=True)
             (mutants / name).write_text(copy)
-    copied = mutation_retry.refreshed_data_files(sources, mutants, mutation_retry.SOURCE_PATHS)
+    copied = mutation_run.refreshed_data_files(sources, mutants, mutation_run.SOURCE_PATHS)
     assert sorted(copied) == [
         Path("pipelines/fixtures/phrases.json"),
         Path("training_scripts/templates/card.j2"),
@@ -216,7 +261,7 @@ def test_a_changed_template_or_spec_is_copied_again_and_python_sources_are_left_
 def test_the_refreshed_folders_are_mutmuts_source_paths() -> None:
     import tomllib
 
-    from tools import mutation_retry
+    from tools import mutation_run
 
     config = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
-    assert tuple(config["tool"]["mutmut"]["source_paths"]) == mutation_retry.SOURCE_PATHS
+    assert tuple(config["tool"]["mutmut"]["source_paths"]) == mutation_run.SOURCE_PATHS
