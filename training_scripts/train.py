@@ -631,11 +631,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# SageMaker shows the file `failure` of this folder as the job's failure reason.
+FAILURE_DIR = Path("/opt/ml/output")
+
+
 def write_failure_reason(message: str) -> None:
-    """SageMaker shows /opt/ml/output/failure as the job's failure reason."""
-    failure_dir = Path("/opt/ml/output")
-    if failure_dir.is_dir():
-        (failure_dir / "failure").write_text(message[:1000], encoding="utf-8")
+    """The job's failure reason, where SageMaker shows it (inside a job only)."""
+    if FAILURE_DIR.is_dir():
+        (FAILURE_DIR / "failure").write_text(message[:1000], encoding="utf-8")
 
 
 if __name__ == "__main__":
