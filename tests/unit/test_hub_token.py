@@ -91,3 +91,96 @@ def test_a_model_neither_here_nor_on_the_hub_is_one_line_naming_the_fix(monkeypa
     assert "\n" not in message
     assert message.startswith("peftops-tests/no-such-model: no such model folder")
     assert "HF_HUB_OFFLINE=1" in message and "pass a local model folder" in message
+
+
+@pytest.mark.parametrize(
+    ("secret_string", "token"),
+    [
+        (f"  {TOKEN}\n", TOKEN),
+        (json.dumps({"HF_TOKEN": f" {TOKEN} ", "other": "x"}), TOKEN),
+    ],
+)
+def test_the_token_is_read_without_the_blanks_around_it(
+    secret, monkeypatch, secret_string: str, token: str
+) -> None:
+    arn = secret.create_secret(Name="peftops/padded", SecretString=secret_string)["ARN"]
+    monkeypatch.setenv(contracts.HUB_TOKEN_SECRET_VARIABLE, arn)
+    assert job_environment.use_hub_token_from_secrets_manager()
+    import os
+
+    assert os.environ["HF_TOKEN"] == token
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"SecretString": json.dumps({"token": TOKEN})},
+        {"SecretString": json.dumps({"HF_TOKEN": "  "})},
+        {"SecretString": "   "},
+        {"SecretBinary": TOKEN.encode()},
+    ],
+    ids=["json-without-the-key", "json-blank", "blank", "binary-only"],
+)
+def test_a_secret_without_a_token_is_refused_naming_it(secret, monkeypatch, stored) -> None:
+    arn = secret.create_secret(Name="peftops/empty", **stored)["ARN"]
+    monkeypatch.setenv(contracts.HUB_TOKEN_SECRET_VARIABLE, arn)
+    with pytest.raises(job_environment.HubTokenError) as caught:
+        job_environment.use_hub_token_from_secrets_manager()
+    assert str(caught.value) == (
+        f"the secret {arn} holds no Hugging Face token (or no HF_TOKEN key)"
+    )
+    import os
+
+    assert "HF_TOKEN" not in os.environ
+
+
+def test_an_unreadable_secret_names_it_the_error_and_the_fix(secret, monkeypatch) -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:peftops/none-AbCdEf"
+    monkeypatch.setenv(contracts.HUB_TOKEN_SECRET_VARIABLE, arn)
+    with pytest.raises(job_environment.HubTokenError) as caught:
+        job_environment.use_hub_token_from_secrets_manager()
+    assert str(caught.value) == (
+        f"cannot read the Hugging Face token secret {arn} (ResourceNotFoundException); check that it exists "
+        "and that the stage's hf_token_secret_arn names it"
+    )
+
+
+def test_the_secret_is_read_in_its_own_region_and_a_name_in_the_jobs(secret, monkeypatch) -> None:
+    """A full ARN says its region (the job's may differ); a bare name is the job region's."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    arn = secret.create_secret(Name="peftops/eu", SecretString="hf_eu")["ARN"]
+    monkeypatch.setenv(contracts.HUB_TOKEN_SECRET_VARIABLE, arn)
+    assert job_environment.use_hub_token_from_secrets_manager()
+    import os
+
+    assert os.environ.pop("HF_TOKEN") == "hf_eu"
+    boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name="peftops/us", SecretString="hf_us"
+    )
+    monkeypatch.setenv(contracts.HUB_TOKEN_SECRET_VARIABLE, "peftops/us")
+    assert job_environment.use_hub_token_from_secrets_manager()
+    assert os.environ.pop("HF_TOKEN") == "hf_us"
+
+
+def test_a_token_already_given_is_kept_and_no_secret_is_read(monkeypatch) -> None:
+    """A job given HF_TOKEN directly (a local run) reads nothing: there is no AWS here."""
+    monkeypatch.setenv("HF_TOKEN", "hf_given")
+    monkeypatch.setenv(
+        contracts.HUB_TOKEN_SECRET_VARIABLE,
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:peftops/unreachable-AbCdEf",
+    )
+    assert not job_environment.use_hub_token_from_secrets_manager()
+    import os
+
+    assert os.environ["HF_TOKEN"] == "hf_given"
+
+
+def test_an_unknown_argument_is_named_with_every_word_of_it() -> None:
+    from training_scripts.evaluate import EvaluateArguments
+
+    with pytest.raises(job_environment.ArgumentsError) as caught:
+        job_environment.parsed_arguments(
+            EvaluateArguments,
+            ["--base-model", "m", "--baseline-dir", "b", "--bogus", "1", "--other"],
+        )
+    assert str(caught.value) == "unknown arguments --bogus 1 --other; see --help"
