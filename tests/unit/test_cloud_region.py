@@ -107,3 +107,48 @@ def test_a_stage_names_the_pipeline_and_its_region(no_region: None) -> None:
     assert unknown.exit_code == 2 and unknown.output.startswith(
         "peftops: error: --stage qa: cdk.json: cdk.json context has no stage 'qa'"
     )
+
+
+@pytest.mark.parametrize(
+    ("region", "arn", "expected"),
+    [
+        ("ap-south-1", "arn:aws:sagemaker:eu-west-2:123456789012:pipeline/p", "ap-south-1"),
+        (None, "arn:aws:sagemaker:eu-west-2:123456789012:pipeline/p", "eu-west-2"),
+        (None, "arn:aws:sagemaker:eu-west-2", "eu-west-2"),  # just up to the region
+        (None, "arn:aws:s3:::a-bucket", "us-east-1"),  # a global resource names none
+        (None, "arn:aws:sagemaker", "us-east-1"),  # too short to name one
+        (None, None, "us-east-1"),
+    ],
+)
+def test_the_region_comes_from_the_option_then_the_arn_then_the_configuration(
+    region: str | None, arn: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.cli.aws import cloud_region
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    assert cloud_region(region, arn=arn) == expected
+
+
+@pytest.mark.parametrize("bucket", [None, "named-bucket"])
+def test_a_local_run_publishes_into_its_own_bucket_mirror(
+    tmp_path: Path, bucket: str | None
+) -> None:
+    from pipelines.cli.publish import open_store
+    from pipelines.local.presets import LOCAL_DEPLOYMENT
+    from pipelines.local.run import MIRROR_DIR
+
+    store, named = open_store(bucket, None, tmp_path)
+    assert store.root == tmp_path / MIRROR_DIR
+    assert named == (bucket or LOCAL_DEPLOYMENT.bucket)
+
+
+def test_publishing_without_a_bucket_or_a_local_run_says_which_to_pass() -> None:
+    from pipelines.cli.options import CommandError
+    from pipelines.cli.publish import open_store
+
+    with pytest.raises(CommandError) as caught:
+        open_store(None, None, None)
+    assert str(caught.value) == (
+        "pass --bucket (the stack's BucketName output) or --local-run FOLDER"
+    )
