@@ -336,3 +336,80 @@ def test_recorded_text_shows_on_one_line_with_its_control_characters_escaped(
     from pipelines.cli.models import escaped
 
     assert escaped(recorded) == shown
+
+
+@pytest.mark.parametrize(
+    ("values", "parsed"),
+    [
+        ([], {}),
+        (["LoraRank=8"], {"LoraRank": "8"}),
+        (["Note=a=b", "Empty="], {"Note": "a=b", "Empty": ""}),  # the first = splits
+        (["LoraRank=8", "LoraRank=16"], {"LoraRank": "16"}),  # the last one given wins
+    ],
+)
+def test_parameters_are_name_and_value_at_the_first_equals_sign(
+    values: list[str], parsed: dict[str, str]
+) -> None:
+    from pipelines.cli.options import parse_assignments
+
+    assert parse_assignments(values) == parsed
+
+
+@pytest.mark.parametrize("value", ["LoraRank", "=8"])
+def test_a_parameter_without_a_name_or_a_value_is_refused_with_an_example(value: str) -> None:
+    from pipelines.cli.options import CommandError, parse_assignments
+
+    with pytest.raises(CommandError) as caught:
+        parse_assignments(["Ok=1", value])
+    assert str(caught.value) == f"--param {value!r}: use Name=Value, e.g. --param LoraRank=8"
+
+
+@pytest.mark.parametrize(("tty", "width"), [(True, 123), (False, 200)])
+def test_tables_take_the_terminals_width_and_a_fixed_one_in_a_pipe(
+    tty: bool, width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    from pipelines.cli.options import PIPED_WIDTH, console
+
+    class Stdout(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    monkeypatch.setattr(sys, "stdout", Stdout())
+    monkeypatch.setenv("COLUMNS", "123")
+    assert PIPED_WIDTH == 200
+    assert console().width == width
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({}, ""),
+        ({"Metadata": {"Lambda": {"OutputParameters": []}}}, ""),
+        (
+            {"Metadata": {"Lambda": {"OutputParameters": [{"Name": "Other", "Value": "x"}]}}},
+            "",
+        ),
+        (
+            {
+                "Metadata": {
+                    "Lambda": {
+                        "OutputParameters": [
+                            {"Name": "Other", "Value": "x"},
+                            {"Name": "Message", "Value": "version 3 registered"},
+                        ]
+                    }
+                }
+            },
+            "version 3 registered",
+        ),
+    ],
+)
+def test_a_function_steps_message_is_its_message_output_or_nothing(
+    step: dict, message: str
+) -> None:
+    from pipelines.cli.pipeline import function_message
+
+    assert function_message(step) == message
