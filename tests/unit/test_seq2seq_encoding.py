@@ -64,3 +64,18 @@ def test_a_budget_the_template_fills_is_refused_naming_the_argument(tokenizer: A
     with pytest.raises(ValueError) as refused:
         encode(tokenizer, SHORT, "Hi.", EncodingStats(), max_seq_length=4)
     assert str(refused.value) == "--max-seq-length 4 leaves no room for the input; raise it"
+
+
+def test_an_answer_that_spells_a_control_token_learns_its_characters_not_the_token(
+    tiny_causal: Path,
+) -> None:
+    """A reference reading "</s>" mid-answer must not teach the decoder to stop there. On the
+    tiny causal model's tokenizer: the tiny T5's word-level vocabulary holds "</s>" as a word of
+    its own, so no tokenizer flag can tell the text from the token there."""
+    tokenizer = load_tokenizer(str(tiny_causal))
+    stats = EncodingStats()
+    answer = f"They stop {tokenizer.eos_token} and go on."
+    row = encode(tokenizer, SHORT, answer, stats)
+    assert tokenizer.eos_token_id not in row["labels"]  # this tokenizer appends none
+    text = tokenizer.decode(row["labels"], skip_special_tokens=True)
+    assert text.replace(" ", "") == answer.replace(" ", "")
