@@ -40,10 +40,12 @@ def positions(*rows: list[int]) -> torch.Tensor:
     return torch.tensor([[p for length in lengths for p in range(length)] for lengths in rows])
 
 
-def tensors(batch: int, heads: int, kv_heads: int, length: int) -> tuple[torch.Tensor, ...]:
+def tensors(
+    batch: int, heads: int, kv_heads: int, length: int, head_dim: int = HEAD_DIM
+) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(batch * 100 + heads * 10 + length)
     return tuple(
-        torch.randn(batch, h, length, HEAD_DIM, generator=generator)
+        torch.randn(batch, h, length, head_dim, generator=generator)
         for h in (heads, kv_heads, kv_heads)
     )
 
@@ -107,6 +109,14 @@ def test_each_packed_example_attends_to_itself_alone(
     torch.testing.assert_close(output, each_example_alone(query, key, value, lengths, scale))
 
 
+def test_a_head_of_one_dimension_is_packed_too() -> None:
+    query, key, value = tensors(1, 2, 2, 5, head_dim=1)
+    output, _ = packed_sdpa_forward(
+        Attention(), query, key, value, None, position_ids=positions([2, 3])
+    )
+    torch.testing.assert_close(output, each_example_alone(query, key, value, [[2, 3]], None))
+
+
 def test_dropout_is_applied_only_when_asked() -> None:
     query, key, value = tensors(1, 2, 2, 4)
     position_ids = positions([2, 2])
@@ -120,6 +130,9 @@ def test_dropout_is_applied_only_when_asked() -> None:
 
 LEFT_TO_SDPA = {
     "a padding mask": dict(attention_mask=torch.ones(1, 1, 5, 5, dtype=torch.bool)),
+    "a padding mask, all dropped": dict(
+        attention_mask=torch.ones(1, 1, 5, 5, dtype=torch.bool), dropout=1.0
+    ),
     "no positions": dict(position_ids=None),
     "not causal": dict(is_causal=False),
     "a module that is not causal": dict(module=Attention(is_causal=False)),
@@ -139,6 +152,7 @@ def test_every_other_call_is_transformers_sdpa_unchanged(case: str) -> None:
     length = settings.pop("length", 5)
     kv_extra = settings.pop("kv_extra", 0)
     is_causal = settings.pop("is_causal", None)
+    dropout = settings.pop("dropout", 0.0)
     query = tensors(1, 2, 2, length)[0]
     key, value = tensors(1, 2, 2, length + kv_extra)[1:]
     lengths = [[length]] if length == 1 else [[2, length - 2]]
@@ -146,7 +160,7 @@ def test_every_other_call_is_transformers_sdpa_unchanged(case: str) -> None:
     if kwargs["position_ids"] is None:
         del kwargs["position_ids"]
     given = (module, query, key, value, mask)
-    options = dict(dropout=0.0, scaling=SCALE, is_causal=is_causal)
+    options = dict(dropout=dropout, scaling=SCALE, is_causal=is_causal)
     try:
         expected, _ = sdpa_attention_forward(*given, **options, **kwargs)
     except ValueError as refused:  # sdpa takes no soft cap: its own refusal, word for word
@@ -156,7 +170,9 @@ def test_every_other_call_is_transformers_sdpa_unchanged(case: str) -> None:
         return
     output, _ = packed_sdpa_forward(*given, **options, **kwargs)
     torch.testing.assert_close(output, expected)
-    if length > 1 and not kv_extra:
+    if dropout:
+        assert torch.count_nonzero(output) == 0
+    elif length > 1 and not kv_extra:
         # What makes the two paths tell apart: sdpa reads the row as one sequence.
         alone = each_example_alone(query, key, value, lengths, SCALE)
         assert not torch.allclose(output, alone)
