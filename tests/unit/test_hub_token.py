@@ -17,6 +17,14 @@ from training_scripts import contracts, job_environment, model_loading
 TOKEN = "hf_secretvalue1234567890"
 
 
+@pytest.fixture(autouse=True)
+def no_hub_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code under test sets HF_TOKEN in this process: each test starts without one and
+    leaves none behind (set first, so that the undo removes what the test wrote)."""
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.delenv("HF_TOKEN")
+
+
 @pytest.fixture
 def secret(monkeypatch: pytest.MonkeyPatch):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

@@ -216,6 +216,7 @@ def test_the_mask_is_left_out_only_for_a_whole_unpadded_sequence() -> None:
         dict(q_offset=2, kv_length=8, allow_is_causal_skip=False),
         dict(kv_offset=2, allow_is_causal_skip=False),
         dict(q_offset=1, kv_offset=1, allow_is_causal_skip=False),
+        dict(q_offset=1, allow_is_causal_skip=False),
     ],
 )
 def test_any_other_mask_is_transformers_sdpa_mask(call: dict[str, Any]) -> None:
