@@ -101,7 +101,8 @@ def test_a_decision_as_json_is_the_decided_versions_document(local: LocalRegistr
 
 def test_a_failed_gate_is_not_approved_without_force(local: LocalRegistry) -> None:
     code, out, err = peftops(local, "models", "approve", "2", "-d", "looks fine")
-    assert code != 0 and out == ""
+    assert (code, out) == (2, "")
+    assert err.startswith("peftops: error: ") and err.count("\n") == 1 and "--force" in err
     assert local.get(2).status == "PendingManualApproval"
 
 
