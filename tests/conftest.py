@@ -86,6 +86,20 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small
 
 
+def lora_job_paths(model: Path, splits: Path, out: Path) -> list[str]:
+    """train.py's arguments for a LoRA run of `model` on `splits`, writing under `out` as a
+    training job does: the model, its output data and its checkpoints."""
+    return [
+        "--method", "lora",
+        "--model-name-or-path", str(model),
+        "--train-dir", str(splits / "train"),
+        "--validation-dir", str(splits / "validation"),
+        "--output-dir", str(out / "model"),
+        "--output-data-dir", str(out / "output"),
+        "--checkpoint-dir", str(out / "checkpoints"),
+    ]  # fmt: skip
+
+
 # What a laptop without AWS configured lacks: the CLI runs here as it runs there (the suite
 # sets these for its in-process tests, which import the SageMaker SDK).
 NOT_ON_A_LAPTOP = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import SCRIPTS
+from tests.conftest import SCRIPTS, lora_job_paths
 from training_scripts import contracts
 from training_scripts.checkpoints import CHECKPOINT_SEAL
 
@@ -25,13 +25,7 @@ SAVE_STEPS = 10
 def command(model: Path, splits: Path, out: Path) -> list[str]:
     return [
         sys.executable, str(SCRIPTS / "train.py"),
-        "--method", "lora",
-        "--model-name-or-path", str(model),
-        "--train-dir", str(splits / "train"),
-        "--validation-dir", str(splits / "validation"),
-        "--output-dir", str(out / "model"),
-        "--output-data-dir", str(out / "output"),
-        "--checkpoint-dir", str(out / "checkpoints"),
+        *lora_job_paths(model, splits, out),
         "--max-steps", str(MAX_STEPS),
         "--save-steps", str(SAVE_STEPS),
         "--per-device-batch-size", "4",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.conftest import lora_job_paths
 from training_scripts import checkpoints, contracts, tasks, train
 from training_scripts.enums import PeftMethod
 
@@ -21,13 +22,7 @@ RANK, ALPHA = 4, 8
 
 def arguments(model: Path, splits: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--method", "lora",
-        "--model-name-or-path", str(model),
-        "--train-dir", str(splits / "train"),
-        "--validation-dir", str(splits / "validation"),
-        "--output-dir", str(out / "model"),
-        "--output-data-dir", str(out / "output"),
-        "--checkpoint-dir", str(out / "checkpoints"),
+        *lora_job_paths(model, splits, out),
         "--max-steps", str(STEPS),
         "--per-device-batch-size", "4",
         "--learning-rate", "0.01",
