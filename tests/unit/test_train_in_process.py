@@ -6,6 +6,7 @@ evaluation load."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 from tests.conftest import lora_job_paths
-from training_scripts import checkpoints, contracts, tasks, train
+from training_scripts import checkpoints, contracts, model_card, tasks, train, trainable_model
 from training_scripts.enums import PeftMethod
+from training_scripts.model_loading import load_tokenizer
 
 STEPS = 4
 RANK, ALPHA = 4, 8
@@ -42,11 +44,31 @@ def arguments(model: Path, splits: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+# A chat model's template, as SmolLM2's: the card must show the prompt it renders.
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 @pytest.fixture(scope="module")
-def trained(tiny_causal: Path, splits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def chat_model(tiny_causal: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoTokenizer
+
+    model = tmp_path_factory.mktemp("chat-llama")
+    shutil.copytree(tiny_causal, model, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(chat_model: Path, splits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("train")
+    (out / "model").mkdir()  # SageMaker creates the model folder before the job starts
     extra = ("--dataset-version", "week-3", "--merge", "true")
-    assert train.main(arguments(tiny_causal, splits, out, *extra)) == 0
+    assert train.main(arguments(chat_model, splits, out, *extra)) == 0
     return out
 
 
@@ -66,18 +88,18 @@ def lora_parameters(model: Path) -> int:
     )
 
 
-def test_the_metrics_say_what_ran_on_what(trained: Path, tiny_causal: Path, splits: Path) -> None:
+def test_the_metrics_say_what_ran_on_what(trained: Path, chat_model: Path, splits: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     metrics = metrics_of(trained)
     base_parameters = sum(
-        p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_causal).parameters()
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(chat_model).parameters()
     )
-    trainable = lora_parameters(tiny_causal)
+    trainable = lora_parameters(chat_model)
     task = tasks.split_task(splits / "train")
     expected = {
         "method": "lora",
-        "base_model": str(tiny_causal),
+        "base_model": str(chat_model),
         "model_kind": "causal",
         "trainable_params": trainable,
         "total_params": base_parameters + trainable,
@@ -160,7 +182,11 @@ def test_the_job_output_holds_the_adapter_alone_with_its_task_and_card(
     assert (model / "tokenizer.json").is_file()
     assert json.loads((model / tasks.TASK_SPEC_FILE).read_text()) == task.document()
     card = (model / "README.md").read_text(encoding="utf-8")
-    assert task.name in card and "lora" in card.lower()
+    metrics = metrics_of(trained)
+    metrics.pop("merged_dir")  # merging comes after the card
+    prompt = model_card.prompt_format(load_tokenizer(str(model)), task)
+    assert "<|im_start|>assistant" in prompt  # the chat template's prompt, not the plain one
+    assert card == model_card.adapter_readme(metrics, prompt, task)
     # The same metrics where SageMaker uploads the job's output data.
     assert contracts.TRAINING_METRICS.read(trained / "output") == contracts.TRAINING_METRICS.read(
         model
@@ -168,7 +194,7 @@ def test_the_job_output_holds_the_adapter_alone_with_its_task_and_card(
 
 
 def test_the_merged_model_answers_as_the_adapter_on_its_base(
-    trained: Path, tiny_causal: Path
+    trained: Path, chat_model: Path
 ) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -180,9 +206,9 @@ def test_the_merged_model_answers_as_the_adapter_on_its_base(
         ["#Person1#: hello there"], return_tensors="pt"
     )
     adapted = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_causal), str(trained / "model")
+        AutoModelForCausalLM.from_pretrained(chat_model), str(trained / "model")
     )
-    base = AutoModelForCausalLM.from_pretrained(tiny_causal)
+    base = AutoModelForCausalLM.from_pretrained(chat_model)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     with torch.no_grad():
         logits = {
@@ -194,10 +220,10 @@ def test_the_merged_model_answers_as_the_adapter_on_its_base(
 
 
 def test_the_checkpoint_folder_remembers_the_run(
-    trained: Path, tiny_causal: Path, splits: Path, capsys: pytest.CaptureFixture[str]
+    trained: Path, chat_model: Path, splits: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Resuming there with other arguments is refused before any step."""
-    other = arguments(tiny_causal, splits, trained / "again", "--lora-r", "8")
+    other = arguments(chat_model, splits, trained / "again", "--lora-r", "8")
     other[other.index("--checkpoint-dir") + 1] = str(trained / "checkpoints")
     assert train.main(other) == 2
     assert "holds checkpoints of another run (differing: lora_r)" in capsys.readouterr().err
@@ -306,3 +332,90 @@ def test_a_failure_reason_is_cut_to_what_sagemaker_keeps(
     monkeypatch.setattr(train, "FAILURE_DIR", tmp_path / "outside-a-job")
     train.write_failure_reason("nothing written")
     assert not (tmp_path / "outside-a-job").exists()
+
+
+def with_argument(argv: list[str], option: str, value: str) -> list[str]:
+    argv = list(argv)
+    argv[argv.index(option) + 1] = value
+    return argv
+
+
+def test_a_full_fine_tune_writes_the_whole_model_into_a_folder_it_creates(
+    tiny_causal: Path, splits: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model_dir = tmp_path / "job" / "nested" / "model"
+    argv = with_argument(arguments(tiny_causal, splits, tmp_path), "--output-dir", str(model_dir))
+    argv = with_argument(with_argument(argv, "--method", "full"), "--max-steps", "2")
+    assert train.main(argv) == 0
+    assert (model_dir / "model.safetensors").is_file()
+    assert not (model_dir / "adapter_config.json").exists()
+    assert not (model_dir / "README.md").exists()  # a card is an adapter's
+    metrics = contracts.TRAINING_METRICS.read(model_dir)
+    assert (metrics["method"], metrics["adapter"], metrics["global_step"]) == ("full", {}, 2)
+    reloaded = AutoModelForCausalLM.from_pretrained(model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_causal)
+    assert not torch.equal(
+        reloaded.get_output_embeddings().weight, base.get_output_embeddings().weight
+    )
+
+
+def test_a_seq2seq_adapters_card_shows_the_encoders_prompt(
+    tiny_seq2seq: Path, splits: Path, tmp_path: Path
+) -> None:
+    argv = with_argument(arguments(tiny_seq2seq, splits, tmp_path), "--max-steps", "2")
+    assert train.main(argv) == 0
+    model = tmp_path / "model"
+    metrics = contracts.TRAINING_METRICS.read(model)
+    task = tasks.split_task(splits / "train")
+    prompt = model_card.prompt_format(load_tokenizer(str(model)), task, seq2seq=True)
+    assert prompt != model_card.prompt_format(load_tokenizer(str(model)), task)
+    assert metrics["model_kind"] == "seq2seq"
+    assert (model / "README.md").read_text(encoding="utf-8") == model_card.adapter_readme(
+        metrics, prompt, task
+    )
+
+
+def test_the_lineage_of_each_kind_of_model(tiny_causal: Path) -> None:
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    def base() -> Any:
+        return AutoModelForCausalLM.from_pretrained(tiny_causal)
+
+    lora = LoraConfig(task_type="CAUSAL_LM", r=2, lora_alpha=4, target_modules=["v_proj", "q_proj"])
+    prompt = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
+    assert trainable_model.lora_lineage(base()) == {}
+    assert trainable_model.lora_lineage(get_peft_model(base(), lora)) == {
+        "peft_type": "LORA",
+        "r": 2,
+        "lora_alpha": 4,
+        "lora_dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj"],
+    }
+    assert trainable_model.lora_lineage(get_peft_model(base(), prompt)) == {
+        "peft_type": "PROMPT_TUNING",
+        "num_virtual_tokens": 3,
+    }
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU merges in the run's precision")
+def test_a_cpu_merges_in_float32_whatever_the_bases_stored_dtype(
+    trained: Path, chat_model: Path, tmp_path: Path
+) -> None:
+    """The merged weights keep the adapter's small deltas: bf16 sums would round them."""
+    from transformers import AutoModelForCausalLM
+
+    base = tmp_path / "bf16-base"
+    AutoModelForCausalLM.from_pretrained(chat_model, dtype=torch.bfloat16).save_pretrained(base)
+    load_tokenizer(str(chat_model)).save_pretrained(base)
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained / "model", adapter, ignore=shutil.ignore_patterns("merged"))
+    args = train.TrainArguments(
+        method=PeftMethod.LORA, model_name_or_path=str(base), precision="bf16"
+    )
+    merged = trainable_model.merge_adapter(args, adapter)
+    assert merged == adapter / "merged"
+    weights = AutoModelForCausalLM.from_pretrained(merged, dtype="auto").parameters()
+    assert {p.dtype for p in weights} == {torch.float32}
