@@ -64,6 +64,7 @@ class Sent:
 
 def test_loss_curves_are_the_logged_steps_and_validation_from_step_0_to_the_last() -> None:
     history = [
+        {"step": 1, VALIDATION_LOSS: 2.6},  # the first step is a step like the others
         {"step": 1, "loss": 2.5, "learning_rate": 1e-4},
         {"step": 2, VALIDATION_LOSS: 2.2},
         {"step": 2, "loss": 2.1},
@@ -81,6 +82,7 @@ def test_loss_curves_are_the_logged_steps_and_validation_from_step_0_to_the_last
     ]
     assert validation == [
         {"step": 0, "loss": 3.0},
+        {"step": 1, "loss": 2.6},
         {"step": 2, "loss": 2.2},
         {"step": 4, "loss": 1.9},
         {"step": 6, "loss": 1.6},
