@@ -689,8 +689,27 @@ def test_parquet_with_a_column_named_twice_is_refused(tmp_path: Path) -> None:
         names=["dialogue", "summary", "summary"],
     )
     pq.write_table(table, tmp_path / "twice.parquet")
-    with pytest.raises(DataError, match="the column 'summary' appears twice"):
+    with pytest.raises(DataError) as raised:
         list(readers.read_parquet(tmp_path / "twice.parquet"))
+    assert str(raised.value) == (
+        f"{tmp_path / 'twice.parquet'}: the column 'summary' appears twice; give each column "
+        "its own name"
+    )
+
+
+def test_parquet_rows_are_numbered_from_1_across_the_readers_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 2)
+    path = tmp_path / "five.parquet"
+    pq.write_table(pa.Table.from_pylist([{"n": i} for i in range(5)]), path)
+    records = list(readers.read_parquet(path))
+    assert [(r.location, r.fields) for r in records] == [
+        (f"{path} row {i + 1}", {"n": i}) for i in range(5)
+    ]
 
 
 @pytest.mark.parametrize(
