@@ -284,12 +284,16 @@ def by_hand_causal(model: Any, rows: list[dict[str, list[int]]]) -> float:
 
 @pytest.mark.parametrize("batches", [[[0, 1, 2, 3]], [[0], [1], [2], [3]], [[2, 0], [3, 1]]])
 @pytest.mark.parametrize("summary_logits_only", [False, True])
+@pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "packed"])
 def test_the_loss_between_steps_is_the_mean_over_every_answer_token_whatever_the_batches(
-    tiny_causal: Path, batches: list[list[int]], summary_logits_only: bool
+    tiny_causal: Path, batches: list[list[int]], summary_logits_only: bool, padding_free: bool
 ) -> None:
+    """Packed rows too: each example attends to itself alone, as it would alone."""
     model = load_model(str(tiny_causal), quantize_4bit=False, dtype=torch.float32)
     model.train()
-    collator = make_collator(load_tokenizer(str(tiny_causal)), model, padding_free=False)
+    collator = make_collator(
+        load_tokenizer(str(tiny_causal)), model, padding_free=padding_free, bounded_rows=True
+    )
     loss = target_token_loss(
         model,
         CAUSAL_ROWS,
@@ -302,7 +306,10 @@ def test_the_loss_between_steps_is_the_mean_over_every_answer_token_whatever_the
     assert model.training  # back to training for the next step
 
 
-def test_the_seq2seq_loss_counts_every_label_token(tiny_seq2seq: Path) -> None:
+@pytest.mark.parametrize("batches", [[[0, 1]], [[0], [1]], [[1], [0]]])
+def test_the_seq2seq_loss_counts_every_label_token(
+    tiny_seq2seq: Path, batches: list[list[int]]
+) -> None:
     """A seq2seq label is the decoder's own target, not shifted: each label token counts."""
     model = load_model(str(tiny_seq2seq), quantize_4bit=False, dtype=torch.float32)
     rows = [
@@ -315,7 +322,7 @@ def test_the_seq2seq_loss_counts_every_label_token(tiny_seq2seq: Path) -> None:
         ]
     expected = (alone[0] * 3 + alone[1] * 2) / 5
     collator = make_collator(load_tokenizer(str(tiny_seq2seq)), model, padding_free=False)
-    assert target_token_loss(model, rows, collator, [[0, 1]], seq2seq=True) == pytest.approx(
+    assert target_token_loss(model, rows, collator, batches, seq2seq=True) == pytest.approx(
         expected, rel=1e-5
     )
 
