@@ -12,6 +12,7 @@ import re
 import shutil
 import tarfile
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -361,3 +362,15 @@ def test_the_base_is_served_in_full_precision_whatever_its_checkpoint_holds(
     model = AdapterModel(str(half), {}).model
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert not getattr(model, "is_loaded_in_4bit", False)
+
+
+def test_loading_adapters_shows_no_deprecation_of_transformers_that_peft_triggers(
+    tiny_causal: Path, tmp_path: Path
+) -> None:
+    """The server's log is what an operator reads: peft's use of a name transformers deprecated
+    is not theirs to act on."""
+    adapters = {task: save_adapter(tiny_causal, tmp_path / task, seed=3) for task in TASKS}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AdapterModel(str(tiny_causal), adapters)
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
