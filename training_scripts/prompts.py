@@ -9,6 +9,7 @@ injection). Host code (the local server) imports it too.
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -80,12 +81,16 @@ def truncate_words_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
     encoding = tokenizer(
         text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
     )
-    offsets = encoding["offset_mapping"]
-    if len(offsets) <= max_tokens:
+    ends = [end for _, end in encoding["offset_mapping"]]
+    if len(ends) <= max_tokens:
         return text
-    if max_tokens <= 0:
-        return ""
-    return text[: offsets[max_tokens - 1][1]]
+    # The longest prefix whose tokens number at most max_tokens. Tokens can end together: a
+    # SentencePiece word marker and the character after it both end at that character, so the
+    # cut after a token keeps every token that ends there too.
+    for index in reversed(range(max_tokens)):
+        if bisect.bisect_right(ends, ends[index]) <= max_tokens:
+            return text[: ends[index]]
+    return ""
 
 
 def prompt_ids(tokenizer: Any, messages: Messages, *, seq2seq: bool, cue: str) -> list[int]:
