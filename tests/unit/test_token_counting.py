@@ -84,6 +84,25 @@ def test_packed_rows_count_the_examples_tokens_and_not_the_filler(
     assert counting.real_tokens == 14
 
 
+@pytest.mark.parametrize(("options", "rows"), [({}, 1), ({"bounded_rows": True}, 2)])
+def test_packed_examples_restart_their_positions_and_never_predict_the_next_one(
+    causal, options: dict[str, bool], rows: int
+) -> None:
+    """Unbounded, one row holds every example however long; bounded, rows hold about
+    PACKED_ROW_TOKENS positions each."""
+    lengths = (PACKED_ROW_TOKENS - 100, 150, 50)
+    batch = make_collator(*causal, padding_free=True, **options)(causal_features(*lengths))
+    assert batch["input_ids"].shape[0] == rows
+    positions = [p for row in batch["position_ids"].tolist() for p in row]
+    starts = [i for i, p in enumerate(positions) if p == 0]
+    labels = [label for row in batch["labels"].tolist() for label in row]
+    assert all(labels[i] == -100 for i in starts)  # no example predicts from the one before
+    segments = [(a, b) for a, b in zip(starts, [*starts[1:], len(positions)], strict=True)]
+    # a bounded row may end in filler: its own positions from 0, nothing to learn
+    examples = [b - a for a, b in segments if any(label != -100 for label in labels[a:b])]
+    assert sorted(examples) == sorted(lengths)
+
+
 def test_a_row_of_filler_is_processed_but_not_real() -> None:
     """Bounded rows of a long and two short examples: the shorter row ends in filler."""
     counting = TokenCountingCollator(PackedRows(row_tokens=6, pad_token_id=0))
