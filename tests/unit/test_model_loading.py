@@ -190,3 +190,20 @@ def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text(
     shipped.save_pretrained(tmp_path)
     padless = model_loading.load_tokenizer(str(tmp_path))
     assert (padless.pad_token, padless.pad_token_id) == (shipped.eos_token, shipped.eos_token_id)
+
+
+def test_the_hubs_own_words_say_why_a_model_could_not_be_fetched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+
+    def refuse(model_path: str) -> None:
+        raise OSError(f"{model_path} is not a valid model identifier\nsecond line")
+
+    with pytest.raises(model_loading.ModelNotFoundError) as raised:
+        model_loading.from_folder_or_hub(refuse, "org/missing")
+    assert str(raised.value) == (
+        "org/missing: no such model folder, and the Hugging Face Hub did not serve it "
+        "(org/missing is not a valid model identifier); pass a local model folder, or a hub id "
+        "with network access (and a token for gated models)"
+    )
