@@ -44,13 +44,10 @@ def test_every_budget_keeps_the_longest_prefix_at_a_token_boundary_that_fits_it(
 ) -> None:
     """Checked against every cut there is: each prefix ending where a token ends, encoded."""
     whole = tokens(tokenizer, text)
+    cost = {end: tokens(tokenizer, text[:end]) for end in token_boundaries(tokenizer, text)}
     for budget in range(whole + 2):
-        fitting = [
-            end
-            for end in token_boundaries(tokenizer, text)
-            if tokens(tokenizer, text[:end]) <= budget
-        ]
-        assert truncate_words_to_tokens(tokenizer, text, budget) == text[: max(fitting)], budget
+        longest = max(end for end, spent in cost.items() if spent <= budget)
+        assert truncate_words_to_tokens(tokenizer, text, budget) == text[:longest], budget
 
 
 @pytest.mark.parametrize("budget", [0, -3])
