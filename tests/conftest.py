@@ -86,6 +86,13 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small
 
 
+# A ChatML template, the kind SmolLM2 ships: for tests of what a chat model reads.
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def lora_job_paths(model: Path, splits: Path, out: Path) -> list[str]:
     """train.py's arguments for a LoRA run of `model` on `splits`, writing under `out` as a
     training job does: the model, its output data and its checkpoints."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import CHATML
 from training_scripts import enums, prompts
 from training_scripts.batching import (
     BatchCost,
@@ -36,10 +37,6 @@ from training_scripts.tasks import (
 TASK = resolve_task_spec(DEFAULT_TASK)
 DIALOGUE = "#Person1#: Shall we meet at noon?\n#Person2#: Noon works, see you at the cafe."
 ANSWER = "They agree to meet at the cafe at noon."
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @pytest.fixture(scope="module", params=["plain", "chat"])

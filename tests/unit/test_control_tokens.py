@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.conftest import CHATML
 from training_scripts import model_loading, preprocess, prompts, tasks
 from training_scripts.batching import EncodingStats, encode_causal
 
@@ -35,12 +36,6 @@ def test_control_token_strings_in_data_encode_as_text(tiny_causal: Path) -> None
     )
     assert prompt == encoded["input_ids"][: len(prompt)]  # evaluation reads what training did
     assert tokenizer.eos_token_id not in prompt
-
-
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def chat_tokenizer(path: Path):

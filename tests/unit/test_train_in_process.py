@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import lora_job_paths
+from tests.conftest import CHATML, lora_job_paths
 from training_scripts import checkpoints, contracts, model_card, tasks, train, trainable_model
 from training_scripts.enums import PeftMethod
 from training_scripts.model_loading import load_tokenizer
@@ -42,13 +42,6 @@ def arguments(model: Path, splits: Path, out: Path, *extra: str) -> list[str]:
         "--batching", "length_grouped",
         *extra,
     ]  # fmt: skip
-
-
-# A chat model's template, as SmolLM2's: the card must show the prompt it renders.
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @pytest.fixture(scope="module")
